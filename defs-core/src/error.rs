@@ -52,6 +52,18 @@ pub enum Error {
     // ---- metadata DB and namespace -----------------------------------------------------------
 
     // ---- journal, cache store, shard store ---------------------------------------------------
+
+    // ---- remote (the ShardClient trait; raised by its implementations) ------------------------
+    /// A remote shard operation failed: the network could not store, fetch, find or delete.
+    #[error("{op} of shard {shard} failed: {reason}")]
+    Remote {
+        /// The operation: "store", "fetch", "lookup", "delete".
+        op: &'static str,
+        /// The shard.
+        shard: ShardId,
+        /// Why, with the peers tried.
+        reason: String,
+    },
 }
 
 impl Error {

@@ -2,6 +2,7 @@
 //!
 //! - [`types`]: the shared vocabulary (node, shard, file, inode ids).
 //! - [`error`]: the crate's one error type.
+//! - [`remote`]: the [`remote::ShardClient`] trait, "a place that stores and returns shards".
 //!
 //! The data path runs file bytes through the pipeline (slice → Reed-Solomon → encrypt → checksum)
 //! into shards described by a manifest; the network (defs-net) stores shards, and the mounted
@@ -10,6 +11,7 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 
 pub mod error;
+pub mod remote;
 pub mod sync;
 pub mod types;
 

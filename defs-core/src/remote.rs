@@ -1,0 +1,60 @@
+//! "A place that stores and returns shards": the trait through which everything above the
+//! network (the filesystem, the CLI) reaches the storage network, in the spirit of
+//! mountpoint-s3's `ObjectClient`. defs-core owns it so that defs-fuse never imports defs-net;
+//! defs-net implements it over libp2p, and tests can implement it in memory.
+//!
+//! Shards are opaque, already-encrypted bytes named by their [`ShardId`] (BLAKE3 of the bytes).
+//! Implementations verify every whole shard they return against its id.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::error::Result;
+use crate::types::{NodeId, ShardId};
+
+/// A boxed, sendable future (object-safe async methods).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where the shards of one segment went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSegment {
+    /// For each shard, in order, the nodes that acknowledged it as durably stored.
+    pub holders: Vec<Vec<NodeId>>,
+    /// How many node losses the segment survives as placed (fewer than its parity count when
+    /// there were fewer peers than shards).
+    pub fault_tolerance: usize,
+}
+
+/// A network (or any store) that keeps shards for their owner.
+pub trait ShardClient: Send + Sync {
+    /// Stores the shards of one segment, each on a different node where possible, and returns
+    /// once every shard is acknowledged as persisted. `parity` is how many of the shards may be
+    /// lost with the segment still readable (it guides placement and the reported tolerance).
+    ///
+    /// # Errors
+    /// When a shard cannot be stored anywhere, or there is no node to store on.
+    fn store_segment(
+        &self,
+        shards: Vec<(ShardId, Vec<u8>)>,
+        parity: usize,
+    ) -> BoxFuture<'_, Result<StoredSegment>>;
+
+    /// Fetches a whole shard, trying `holders` first and a broadcast lookup when they fail.
+    /// The returned bytes hash to `id`.
+    ///
+    /// # Errors
+    /// When no reachable node returns bytes that verify.
+    fn fetch(&self, id: ShardId, holders: Vec<NodeId>) -> BoxFuture<'_, Result<Vec<u8>>>;
+
+    /// Asks the network which nodes hold these shards.
+    ///
+    /// # Errors
+    /// When the network is unreachable; ids nobody holds are simply absent.
+    fn lookup(&self, ids: Vec<ShardId>) -> BoxFuture<'_, Result<Vec<(ShardId, Vec<NodeId>)>>>;
+
+    /// Deletes a shard from `holders` (a signed, owner-only request).
+    ///
+    /// # Errors
+    /// When a holder refuses or cannot be reached.
+    fn delete(&self, id: ShardId, holders: Vec<NodeId>) -> BoxFuture<'_, Result<()>>;
+}

@@ -1,0 +1,510 @@
+//! The client side of the shard network: signed stores and deletes, verified fetches, placement
+//! of a segment's shards on distinct peers with retries elsewhere, and the fallback to a
+//! broadcast lookup when recorded holders fail. [`Client`] implements defs-core's
+//! [`ShardClient`]; whole files (the pipeline plus a manifest) are in [`crate::files`].
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use defs_core::identity::{Identity, SignDomain};
+use defs_core::remote::{BoxFuture, ShardClient, StoredSegment};
+use defs_core::types::{NodeId, ShardId};
+use futures::future::join_all;
+use libp2p::PeerId;
+use tracing::{debug, warn};
+
+use crate::error::{Error, Result};
+use crate::node::{Node, Outcome, node_id_of, now_ms, short};
+use crate::placement::{self, Candidate};
+use crate::protocol::{Auth, ErrorCode, MAX_SHARD_LEN, Request, Response, auth_message};
+use crate::transfer::{DEFAULT_WORKERS, Priority, TransferPool};
+
+/// Peers tried for one shard before a store gives up: the placed peer and three others.
+pub const MAX_STORE_ATTEMPTS: u32 = 4;
+
+/// How long a broadcast lookup waits for answers.
+pub const LOOKUP_WINDOW: Duration = Duration::from_secs(2);
+
+/// The client of the shard network: a node handle, the owner's identity and a transfer pool.
+/// Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Client {
+    node: Node,
+    identity: Arc<Identity>,
+    pool: TransferPool,
+}
+
+impl Client {
+    /// A client over `node`, signing with `identity`, running [`DEFAULT_WORKERS`] transfers at once.
+    pub fn new(node: Node, identity: Arc<Identity>) -> Client {
+        Client::with_workers(node, identity, DEFAULT_WORKERS)
+    }
+
+    /// A client with a transfer pool of `workers`.
+    pub fn with_workers(node: Node, identity: Arc<Identity>, workers: usize) -> Client {
+        Client {
+            node,
+            identity,
+            pool: TransferPool::spawn(workers),
+        }
+    }
+
+    /// The node this client talks through.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// The owner's identity.
+    pub fn identity(&self) -> &Arc<Identity> {
+        &self.identity
+    }
+
+    /// The transfer pool.
+    pub fn pool(&self) -> &TransferPool {
+        &self.pool
+    }
+
+    /// Signs a store (`len` = shard length) or delete (`len` = 0) of `id`.
+    pub fn auth(&self, domain: SignDomain, id: &ShardId, len: u32) -> Auth {
+        let mut nonce = [0u8; 16];
+        // A failing OS RNG leaves a time-based nonce: still unique per request in practice.
+        if getrandom::fill(&mut nonce).is_err() {
+            nonce[..8].copy_from_slice(&now_ms().to_le_bytes());
+        }
+        let ts = now_ms();
+        let owner = self.identity.node_id();
+        let sig = self
+            .identity
+            .sign(domain, &auth_message(id, len, &owner, ts, &nonce));
+        Auth {
+            public_key: self.identity.public().to_bytes(),
+            timestamp_ms: ts,
+            nonce,
+            signature: sig.0,
+        }
+    }
+
+    /// Stores `data` (named `id`) on `peer`; returns once the peer has it on disk.
+    ///
+    /// # Errors
+    /// [`Error::Remote`] when the peer refuses (quota full, bad signature…), [`Error::Request`]
+    /// when it cannot be reached.
+    ///
+    /// # Cancel safety
+    /// Dropping the future abandons the answer; the peer may still store the shard.
+    pub async fn store_on(&self, peer: PeerId, id: ShardId, data: Vec<u8>) -> Result<()> {
+        let len = u32::try_from(data.len())
+            .ok()
+            .filter(|l| *l <= MAX_SHARD_LEN)
+            .ok_or(Error::TooLarge {
+                what: "shard",
+                size: data.len() as u64,
+                limit: u64::from(MAX_SHARD_LEN),
+            })?;
+        let auth = self.auth(SignDomain::StoreShard, &id, len);
+        let crc = crc32fast::hash(&data);
+        match self
+            .node
+            .request(
+                peer,
+                Request::Store {
+                    id,
+                    auth,
+                    crc,
+                    data,
+                },
+            )
+            .await?
+        {
+            Response::Stored => Ok(()),
+            _ => Err(Error::UnexpectedResponse {
+                peer,
+                what: "store",
+            }),
+        }
+    }
+
+    /// Fetches the whole shard `id` from `peer` and verifies it against its id. Bad data lowers
+    /// the peer's score.
+    ///
+    /// # Errors
+    /// [`Error::BadShard`] when the bytes do not hash to `id`; [`Error::Remote`] (e.g. not found),
+    /// [`Error::Request`].
+    pub async fn fetch_from(&self, peer: PeerId, id: ShardId) -> Result<Vec<u8>> {
+        let started = Instant::now();
+        let resp = self
+            .node
+            .request(peer, Request::Fetch { id, range: None })
+            .await?;
+        let Response::Data(data) = resp else {
+            self.node.report(peer, Outcome::BadData);
+            return Err(Error::UnexpectedResponse {
+                peer,
+                what: "fetch",
+            });
+        };
+        // BLAKE3 of a few MiB on a blocking thread keeps the runtime responsive.
+        let (data, ok) = tokio::task::spawn_blocking(move || {
+            let ok = *blake3::hash(&data).as_bytes() == id.0;
+            (data, ok)
+        })
+        .await
+        .map_err(|e| Error::Request {
+            peer,
+            reason: format!("verify task: {e}"),
+        })?;
+        if !ok {
+            warn!(peer = %short(&peer), shard = %id, "peer returned bad shard data");
+            self.node.report(peer, Outcome::BadData);
+            return Err(Error::BadShard {
+                peer,
+                shard: id,
+                reason: "bytes do not hash to the shard id",
+            });
+        }
+        self.node.report(
+            peer,
+            Outcome::Success {
+                bytes: data.len() as u64,
+                took: started.elapsed(),
+            },
+        );
+        Ok(data)
+    }
+
+    /// Fetches `len` bytes at `offset` of shard `id` from `peer`. Range reads cannot be checked
+    /// against the id; callers verify them (AEAD) after assembling.
+    ///
+    /// # Errors
+    /// As [`Client::fetch_from`], and [`Error::BadShard`] when the peer returns a wrong length.
+    pub async fn fetch_range(
+        &self,
+        peer: PeerId,
+        id: ShardId,
+        offset: u64,
+        len: u32,
+    ) -> Result<Vec<u8>> {
+        match self
+            .node
+            .request(
+                peer,
+                Request::Fetch {
+                    id,
+                    range: Some((offset, len)),
+                },
+            )
+            .await?
+        {
+            Response::Data(d) if d.len() == len as usize => Ok(d),
+            Response::Data(_) => {
+                self.node.report(peer, Outcome::BadData);
+                Err(Error::BadShard {
+                    peer,
+                    shard: id,
+                    reason: "range has the wrong length",
+                })
+            }
+            _ => Err(Error::UnexpectedResponse {
+                peer,
+                what: "fetch range",
+            }),
+        }
+    }
+
+    /// Asks `peer` which of `ids` it holds; the length of each held shard.
+    ///
+    /// # Errors
+    /// [`Error::Remote`], [`Error::Request`], [`Error::UnexpectedResponse`].
+    pub async fn has(&self, peer: PeerId, ids: Vec<ShardId>) -> Result<Vec<Option<u32>>> {
+        let n = ids.len();
+        match self.node.request(peer, Request::Has { ids }).await? {
+            Response::Has(lens) if lens.len() == n => Ok(lens),
+            _ => Err(Error::UnexpectedResponse { peer, what: "has" }),
+        }
+    }
+
+    /// Deletes shard `id` from `peer` (signed by the owner).
+    ///
+    /// # Errors
+    /// [`Error::Remote`] with `NotOwner` when we do not own it, `NotFound`, …
+    pub async fn delete_on(&self, peer: PeerId, id: ShardId) -> Result<()> {
+        let auth = self.auth(SignDomain::DeleteShard, &id, 0);
+        match self.node.request(peer, Request::Delete { id, auth }).await? {
+            Response::Deleted => Ok(()),
+            _ => Err(Error::UnexpectedResponse {
+                peer,
+                what: "delete",
+            }),
+        }
+    }
+
+    /// Stores one shard through the pool, on `first` and then on other candidates (preferring
+    /// peers not in `avoid`) until one acknowledges. Returns the peer that has it.
+    async fn store_with_retry(
+        &self,
+        id: ShardId,
+        data: Arc<Vec<u8>>,
+        first: PeerId,
+        candidates: Arc<Vec<Candidate>>,
+        avoid: Arc<HashSet<PeerId>>,
+        priority: Priority,
+    ) -> Result<PeerId> {
+        let mut tried: Vec<PeerId> = Vec::new();
+        let mut peer = first;
+        let mut last = String::from("no peer tried");
+        for attempt in 0..MAX_STORE_ATTEMPTS {
+            tried.push(peer);
+            let this = self.clone();
+            let bytes = data.as_ref().clone();
+            let r = self
+                .pool
+                .run(priority, async move { this.store_on(peer, id, bytes).await })
+                .await?;
+            match r {
+                Ok(()) => return Ok(peer),
+                Err(e) => {
+                    debug!(shard = %id, peer = %short(&peer), attempt, error = %e, "store failed; trying another peer");
+                    if e.remote_code() == Some(ErrorCode::QuotaFull) {
+                        self.node.report(peer, Outcome::Failure);
+                    }
+                    last = format!("{e}");
+                }
+            }
+            // Next: the best-scored untried candidate not holding this segment, else any untried.
+            let untried = candidates.iter().filter(|c| !tried.contains(&c.peer));
+            let fresh: Vec<&Candidate> = untried
+                .clone()
+                .filter(|c| !avoid.contains(&c.peer))
+                .collect();
+            let pool: Vec<&Candidate> = if fresh.is_empty() {
+                untried.collect()
+            } else {
+                fresh
+            };
+            let Some(next) = pool
+                .iter()
+                .max_by(|a, b| a.score.total_cmp(&b.score))
+                .map(|c| c.peer)
+            else {
+                break;
+            };
+            peer = next;
+        }
+        Err(Error::StoreFailed {
+            shard: id,
+            attempts: tried.len() as u32,
+            last,
+        })
+    }
+
+    /// Places and stores the shards of one segment: distinct peers chosen by score, each shard
+    /// retried on other peers when its peer fails. Returns once every shard is acknowledged.
+    ///
+    /// # Errors
+    /// [`Error::NoPeers`] when no storage peer is connected; [`Error::StoreFailed`] when a shard
+    /// could not be stored anywhere.
+    pub async fn store_segment_on_network(
+        &self,
+        shards: Vec<(ShardId, Vec<u8>)>,
+        parity: usize,
+        priority: Priority,
+    ) -> Result<(Vec<PeerId>, usize)> {
+        let need = shards.iter().map(|(_, d)| d.len() as u64).max().unwrap_or(0);
+        let candidates = self.node.candidates(need).await?;
+        let placed = placement::choose(&candidates, shards.len(), parity);
+        if placed.peers.is_empty() {
+            return Err(Error::NoPeers);
+        }
+        let candidates = Arc::new(candidates);
+        let avoid: Arc<HashSet<PeerId>> = Arc::new(placed.peers.iter().copied().collect());
+        let jobs = shards
+            .into_iter()
+            .zip(placed.peers.iter().copied())
+            .map(|((id, data), peer)| {
+                self.store_with_retry(
+                    id,
+                    Arc::new(data),
+                    peer,
+                    candidates.clone(),
+                    avoid.clone(),
+                    priority,
+                )
+            });
+        let results = join_all(jobs).await;
+        let mut holders = Vec::with_capacity(results.len());
+        for r in results {
+            holders.push(r?);
+        }
+        let tolerance = placement::fault_tolerance(&holders, parity);
+        Ok((holders, tolerance))
+    }
+
+    /// Fetches and verifies shard `id`: from `holders` in order, then from whoever answers a
+    /// broadcast lookup. Bad data from a peer is skipped (and lowers its score).
+    ///
+    /// # Errors
+    /// [`Error::Core`] with [`defs_core::Error::Remote`] listing what was tried when no peer
+    /// returns valid bytes.
+    pub async fn fetch_verified(
+        &self,
+        id: ShardId,
+        holders: Vec<PeerId>,
+        priority: Priority,
+    ) -> Result<Vec<u8>> {
+        match self.fetch_verified_from(id, &holders, priority).await {
+            Ok(d) => return Ok(d),
+            Err(e) => debug!(shard = %id, error = %e, "recorded holders failed; broadcasting a lookup"),
+        }
+        let found = self.node.lookup(vec![id], LOOKUP_WINDOW).await?;
+        let others: Vec<PeerId> = found
+            .get(&id)
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| !holders.contains(p))
+            .collect();
+        if others.is_empty() {
+            return Err(Error::Core(defs_core::Error::Remote {
+                op: "fetch",
+                shard: id,
+                reason: "the recorded holders failed and nobody answered the lookup".into(),
+            }));
+        }
+        self.fetch_verified_from(id, &others, priority).await
+    }
+
+    /// Fetches and verifies shard `id` from `peers` in order (no lookup).
+    ///
+    /// # Errors
+    /// [`Error::Core`] with [`defs_core::Error::Remote`] listing every peer's failure.
+    pub async fn fetch_verified_from(
+        &self,
+        id: ShardId,
+        peers: &[PeerId],
+        priority: Priority,
+    ) -> Result<Vec<u8>> {
+        let mut errors: Vec<String> = Vec::new();
+        for (i, peer) in peers.iter().enumerate() {
+            if peers[..i].contains(peer) {
+                continue;
+            }
+            match self.fetch_pooled(*peer, id, priority).await {
+                Ok(d) => return Ok(d),
+                Err(e) => errors.push(format!("{e}")),
+            }
+        }
+        Err(Error::Core(defs_core::Error::Remote {
+            op: "fetch",
+            shard: id,
+            reason: if errors.is_empty() {
+                "no reachable holder".into()
+            } else {
+                errors.join("; ")
+            },
+        }))
+    }
+
+    async fn fetch_pooled(&self, peer: PeerId, id: ShardId, priority: Priority) -> Result<Vec<u8>> {
+        let this = self.clone();
+        self.pool
+            .run(priority, async move { this.fetch_from(peer, id).await })
+            .await?
+    }
+
+    /// Connected peers for the given node ids (manifest holders); unknown ones are left out.
+    ///
+    /// # Errors
+    /// [`Error::Closed`].
+    pub async fn peers_for(&self, nodes: &[NodeId]) -> Result<Vec<PeerId>> {
+        Ok(self
+            .node
+            .resolve(nodes.to_vec())
+            .await?
+            .into_iter()
+            .flatten()
+            .collect())
+    }
+}
+
+fn to_core(op: &'static str, shard: ShardId, e: Error) -> defs_core::Error {
+    match e {
+        Error::Core(c) => c,
+        e => defs_core::Error::Remote {
+            op,
+            shard,
+            reason: format!("{e}"),
+        },
+    }
+}
+
+fn node_ids(peers: &[PeerId]) -> Vec<NodeId> {
+    peers.iter().filter_map(node_id_of).collect()
+}
+
+impl ShardClient for Client {
+    fn store_segment(
+        &self,
+        shards: Vec<(ShardId, Vec<u8>)>,
+        parity: usize,
+    ) -> BoxFuture<'_, defs_core::Result<StoredSegment>> {
+        Box::pin(async move {
+            let first = shards.first().map(|(id, _)| *id).unwrap_or_default();
+            let (holders, fault_tolerance) = self
+                .store_segment_on_network(shards, parity, Priority::Background)
+                .await
+                .map_err(|e| to_core("store", first, e))?;
+            Ok(StoredSegment {
+                holders: holders.iter().map(|p| node_ids(&[*p])).collect(),
+                fault_tolerance,
+            })
+        })
+    }
+
+    fn fetch(&self, id: ShardId, holders: Vec<NodeId>) -> BoxFuture<'_, defs_core::Result<Vec<u8>>> {
+        Box::pin(async move {
+            let peers = self
+                .peers_for(&holders)
+                .await
+                .map_err(|e| to_core("fetch", id, e))?;
+            self.fetch_verified(id, peers, Priority::Interactive)
+                .await
+                .map_err(|e| to_core("fetch", id, e))
+        })
+    }
+
+    fn lookup(
+        &self,
+        ids: Vec<ShardId>,
+    ) -> BoxFuture<'_, defs_core::Result<Vec<(ShardId, Vec<NodeId>)>>> {
+        Box::pin(async move {
+            let first = ids.first().copied().unwrap_or_default();
+            let found = self
+                .node
+                .lookup(ids, LOOKUP_WINDOW)
+                .await
+                .map_err(|e| to_core("lookup", first, e))?;
+            Ok(found
+                .into_iter()
+                .map(|(id, peers)| (id, node_ids(&peers)))
+                .collect())
+        })
+    }
+
+    fn delete(&self, id: ShardId, holders: Vec<NodeId>) -> BoxFuture<'_, defs_core::Result<()>> {
+        Box::pin(async move {
+            let peers = self
+                .peers_for(&holders)
+                .await
+                .map_err(|e| to_core("delete", id, e))?;
+            for peer in peers {
+                match self.delete_on(peer, id).await {
+                    Ok(()) => {}
+                    Err(e) if e.remote_code() == Some(ErrorCode::NotFound) => {}
+                    Err(e) => return Err(to_core("delete", id, e)),
+                }
+            }
+            Ok(())
+        })
+    }
+}

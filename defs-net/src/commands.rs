@@ -1,0 +1,297 @@
+//! What the CLI's network commands do, shared by the control socket (a running node serves them)
+//! and ephemeral runs (the CLI starts a node for one command): put, get, status, peers, id.
+//! Each returns the text the CLI prints on stdout.
+
+use std::fmt::Write as _;
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use defs_core::pipeline::{LayoutConfig, Mode};
+use defs_core::types::FileId;
+
+use crate::client::Client;
+use crate::control::{ControlRequest, Handler, ProgressSink};
+use crate::error::{Error, Result};
+use crate::transfer::Progress;
+
+/// How often progress is sampled for the CLI.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
+
+/// The layout for a put: `mode` and an optional `K+M`.
+///
+/// # Errors
+/// [`Error::Malformed`] for an unknown mode.
+pub fn layout_for(base: &LayoutConfig, mode: &str, rs: Option<(u8, u8)>) -> Result<LayoutConfig> {
+    let mut cfg = base.clone();
+    cfg.mode = mode.parse::<Mode>().map_err(|e| Error::Malformed {
+        what: "mode",
+        reason: format!("{e}"),
+    })?;
+    if let Some((k, m)) = rs {
+        cfg.k = k;
+        cfg.m = m;
+        if cfg.mode == Mode::Auto {
+            cfg.mode = Mode::RsSize;
+        }
+    }
+    Ok(cfg)
+}
+
+/// Parses `K+M` (e.g. `3+2`).
+pub fn parse_rs(text: &str) -> Option<(u8, u8)> {
+    let (k, m) = text.split_once('+')?;
+    Some((k.trim().parse().ok()?, m.trim().parse().ok()?))
+}
+
+/// Runs `work` while reporting `progress` to `sink` every [`PROGRESS_INTERVAL`].
+async fn with_progress<T>(
+    progress: &Arc<Progress>,
+    sink: &(dyn Fn(u64, u64) + Send + Sync),
+    work: impl Future<Output = T>,
+) -> T {
+    tokio::pin!(work);
+    let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
+    loop {
+        tokio::select! {
+            r = &mut work => {
+                let (d, t) = progress.get();
+                sink(d, t);
+                return r;
+            }
+            _ = tick.tick() => {
+                let (d, t) = progress.get();
+                sink(d, t);
+            }
+        }
+    }
+}
+
+/// `defs put`: stores the file and returns the text to print (the file id on the last line).
+///
+/// # Errors
+/// Everything [`Client::put_file`] returns.
+pub async fn put(
+    client: &Client,
+    path: &Path,
+    layout: &LayoutConfig,
+    sink: &(dyn Fn(u64, u64) + Send + Sync),
+) -> Result<String> {
+    let progress = Progress::new();
+    let report = with_progress(
+        &progress,
+        sink,
+        client.put_file(path, layout, Some(progress.clone())),
+    )
+    .await?;
+    let mut out = String::new();
+    let (need, parity) = crate::files::need_and_parity(&report.geometry);
+    if report.fault_tolerance < parity {
+        let _ = writeln!(
+            out,
+            "warning: only {} storage peers for {} shards per segment: the file survives the loss of {} node(s), not {}",
+            report.peers,
+            need + parity,
+            report.fault_tolerance,
+            parity
+        );
+    }
+    let _ = write!(out, "{}", report.file);
+    Ok(out)
+}
+
+/// `defs get`: fetches the file into `out`; returns a one-line summary.
+///
+/// # Errors
+/// [`Error::Malformed`] for a bad id; everything [`Client::get_file`] returns.
+pub async fn get(client: &Client, file: &str, out: &Path, sink: &(dyn Fn(u64, u64) + Send + Sync)) -> Result<String> {
+    let id = FileId::from_hex(file.trim()).ok_or_else(|| Error::Malformed {
+        what: "file id",
+        reason: format!("{file:?} is not 64 hex digits"),
+    })?;
+    let progress = Progress::new();
+    let size = with_progress(
+        &progress,
+        sink,
+        client.get_file(id, out, Some(progress.clone())),
+    )
+    .await?;
+    Ok(format!("{size} bytes written to {}", out.display()))
+}
+
+fn json_str(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + 2);
+    o.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(o, "\\u{:04x}", c as u32);
+            }
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+/// `defs peers`: known peers as a table or JSON.
+///
+/// # Errors
+/// [`Error::Closed`].
+pub async fn peers(client: &Client, json: bool) -> Result<String> {
+    let mut list = client.node().peers().await?;
+    list.sort_by(|a, b| b.connected.cmp(&a.connected).then(a.peer.cmp(&b.peer)));
+    let mut out = String::new();
+    if json {
+        out.push('[');
+        for (i, p) in list.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let _ = write!(
+                out,
+                "{{\"peer\":{},\"node_id\":{},\"connected\":{},\"storage\":{},\"rtt_ms\":{},\"bandwidth\":{},\"score\":{:.4},\"capacity\":{},\"used\":{},\"zone\":{},\"addrs\":[{}]}}",
+                json_str(&p.peer.to_string()),
+                p.node_id.map_or("null".into(), |n| json_str(&n.to_hex())),
+                p.connected,
+                p.storage,
+                p.rtt.map_or("null".into(), |r| format!("{:.3}", r.as_secs_f64() * 1000.0)),
+                p.bandwidth.map_or("null".into(), |b| format!("{b:.0}")),
+                p.score,
+                p.info.as_ref().map_or("null".into(), |i| i.capacity.to_string()),
+                p.info.as_ref().map_or("null".into(), |i| i.used.to_string()),
+                p.info.as_ref().map_or("null".into(), |i| json_str(&i.zone)),
+                p.addrs.iter().map(|a| json_str(&a.to_string())).collect::<Vec<_>>().join(","),
+            );
+        }
+        out.push(']');
+    } else {
+        for p in &list {
+            let _ = writeln!(
+                out,
+                "{}  {}  {}  rtt={}  score={:.3}  {}",
+                p.peer,
+                if p.connected { "connected" } else { "known" },
+                if p.storage { "storage" } else { "client" },
+                p.rtt.map_or("-".into(), |r| format!("{:.1}ms", r.as_secs_f64() * 1000.0)),
+                p.score,
+                p.info.as_ref().map_or(String::new(), |i| format!(
+                    "used={}/{}",
+                    i.used, i.capacity
+                )),
+            );
+        }
+        if list.is_empty() {
+            out.push_str("no peers\n");
+        }
+    }
+    Ok(out.trim_end().to_string())
+}
+
+/// `defs status`: this node and its view of the network.
+///
+/// # Errors
+/// [`Error::Closed`].
+pub async fn status(client: &Client, json: bool) -> Result<String> {
+    let s = client.node().status().await?;
+    let mut out = String::new();
+    if json {
+        let _ = write!(
+            out,
+            "{{\"peer\":{},\"node_id\":{},\"listen\":[{}],\"connected_peers\":{},\"storage_peers\":{},\"storage\":{},\"capacity\":{},\"used\":{},\"shards\":{},\"protected\":{}}}",
+            json_str(&s.peer.to_string()),
+            json_str(&s.node_id.to_hex()),
+            s.listen.iter().map(|a| json_str(&a.to_string())).collect::<Vec<_>>().join(","),
+            s.connected,
+            s.storage_peers,
+            s.info.storage,
+            s.info.capacity,
+            s.info.used,
+            s.info.shards,
+            s.storage_peers > 0,
+        );
+    } else {
+        let _ = writeln!(out, "peer id:        {}", s.peer);
+        let _ = writeln!(out, "node id:        {}", s.node_id);
+        for a in &s.listen {
+            let _ = writeln!(out, "listening:      {a}");
+        }
+        let _ = writeln!(out, "peers:          {} connected, {} storage", s.connected, s.storage_peers);
+        if s.info.storage {
+            let _ = writeln!(
+                out,
+                "storage:        {} shards, {} of {} bytes used",
+                s.info.shards, s.info.used, s.info.capacity
+            );
+        }
+        if s.storage_peers == 0 {
+            let _ = writeln!(
+                out,
+                "warning:        no storage peers: nothing is protected against losing this machine"
+            );
+        }
+    }
+    Ok(out.trim_end().to_string())
+}
+
+/// `defs id`: peer id and node id.
+pub fn id(client: &Client) -> String {
+    format!(
+        "peer id: {}\nnode id: {}",
+        client.node().peer_id(),
+        client.node().node_id()
+    )
+}
+
+/// Serves control-socket requests with a client and the node's default layout.
+#[derive(Debug, Clone)]
+pub struct Commands {
+    /// The client of the running node.
+    pub client: Client,
+    /// The layout settings from the node's config.
+    pub layout: LayoutConfig,
+}
+
+impl Commands {
+    async fn run(&self, req: ControlRequest, progress: ProgressSink) -> Result<String> {
+        let sink = move |d, t| progress.report(d, t);
+        match req {
+            ControlRequest::Id => Ok(id(&self.client)),
+            ControlRequest::Status { json } => status(&self.client, json).await,
+            ControlRequest::Peers { json } => peers(&self.client, json).await,
+            ControlRequest::Put { path, mode, rs } => {
+                let layout = layout_for(&self.layout, &mode, rs)?;
+                put(&self.client, Path::new(&path), &layout, &sink).await
+            }
+            ControlRequest::Get { file_id, out } => {
+                get(&self.client, &file_id, Path::new(&out), &sink).await
+            }
+        }
+    }
+}
+
+impl Handler for Commands {
+    fn handle(
+        &self,
+        req: ControlRequest,
+        progress: ProgressSink,
+    ) -> Pin<Box<dyn Future<Output = std::result::Result<String, String>> + Send + '_>> {
+        Box::pin(async move { self.run(req, progress).await.map_err(|e| format!("{e:#}")) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rs_and_json_helpers() {
+        assert_eq!(parse_rs("3+2"), Some((3, 2)));
+        assert_eq!(parse_rs("3"), None);
+        assert_eq!(json_str("a\"b\n"), "\"a\\\"b\\u000a\"");
+    }
+}

@@ -1,0 +1,1215 @@
+//! The node: one task owns the libp2p [`Swarm`] ([`NodeActor`]); everything else holds a
+//! cheap, cloneable [`Node`] handle that sends [`NodeMessage`]s with a `oneshot` reply.
+//!
+//! ```text
+//!   Node (handle) ──NodeMessage (bounded mpsc)──► NodeActor ──owns──► Swarm<Behaviour>
+//!        ▲                                            │  │
+//!        └──────────── oneshot replies ───────────────┘  ├─► spawn_blocking: ShardStore I/O
+//!                                                        │      └─ Done (bounded mpsc) ─► actor
+//!                                                        └─► gossipsub asks / Holders answers
+//! ```
+//!
+//! The actor's loop is `select! { biased; cancel, finished local work, timers, commands, swarm }`.
+//! Every outbound request is kept in a pending map until its response, failure or timeout (the
+//! request-response behaviour times out every request); every lookup until its deadline.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use defs_core::identity::Identity;
+use defs_core::shard_store::ShardStore;
+use defs_core::types::{NodeId, ShardId};
+use futures::StreamExt;
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, identity, mdns, noise, ping, tcp, yamux};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
+use tracing::{Instrument, debug, info, info_span, trace, warn};
+
+use crate::behaviour::{AGENT_STORAGE, Behaviour, BehaviourEvent, Options};
+use crate::error::{Error, Result};
+use crate::lookup::{self, AskLimiter, LOOKUP_TOPIC};
+use crate::placement::{Candidate, PeerStats};
+use crate::protocol::{Ask, ErrorCode, MAX_ASK_ADDRS, MAX_IDS, NodeInfo, Request, Response};
+use crate::service::{self, Service};
+
+/// Commands queued to the actor before `send` waits. Bounded: a stuck actor pushes back.
+pub const COMMAND_QUEUE: usize = 1024;
+
+/// Finished local work (store I/O results) queued to the actor.
+pub const DONE_QUEUE: usize = 256;
+
+/// Inbound store operations running at once on the blocking pool. Each may hold a shard in
+/// memory, so this also bounds a node's memory: 32 × 32 MiB worst case.
+pub const MAX_INBOUND_OPS: usize = 32;
+
+/// Peers tracked at once; disconnected ones are forgotten first beyond this.
+pub const MAX_TRACKED_PEERS: usize = 4096;
+
+/// How often the actor checks lookup deadlines and refreshes peer info.
+pub const TICK: Duration = Duration::from_millis(50);
+
+/// How often capacity info of connected storage peers is refreshed.
+pub const INFO_REFRESH: Duration = Duration::from_secs(30);
+
+/// Idle connections are kept this long (shard transfers come in bursts).
+pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Configuration of a node.
+#[derive(Debug)]
+pub struct Config {
+    /// Addresses to listen on; `/ip4/0.0.0.0/tcp/0` and QUIC when empty.
+    pub listen: Vec<Multiaddr>,
+    /// Peers to dial at start.
+    pub bootstrap: Vec<Multiaddr>,
+    /// LAN discovery.
+    pub mdns: bool,
+    /// The shard store, when this node stores shards for others.
+    pub store: Option<ShardStore>,
+    /// Capacity advertised to peers, in bytes (the shard store enforces its own quotas).
+    pub capacity: u64,
+    /// Optional zone label for placement diversity.
+    pub zone: String,
+    /// Gossipsub heartbeat.
+    pub gossip_heartbeat: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: Vec::new(),
+            bootstrap: Vec::new(),
+            mdns: true,
+            store: None,
+            capacity: 0,
+            zone: String::new(),
+            gossip_heartbeat: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What the node knows about one peer, as shown by `defs peers`.
+#[derive(Debug, Clone)]
+pub struct PeerSnapshot {
+    /// The peer.
+    pub peer: PeerId,
+    /// Its DeFS node id.
+    pub node_id: Option<NodeId>,
+    /// Known addresses.
+    pub addrs: Vec<Multiaddr>,
+    /// Connected right now.
+    pub connected: bool,
+    /// Whether it stores shards for others (from identify).
+    pub storage: bool,
+    /// Last ping RTT.
+    pub rtt: Option<Duration>,
+    /// Measured bandwidth, bytes/s.
+    pub bandwidth: Option<f64>,
+    /// Its placement score now.
+    pub score: f64,
+    /// Its reported capacity and zone.
+    pub info: Option<NodeInfo>,
+}
+
+/// The node's own state, for `defs status`.
+#[derive(Debug, Clone)]
+pub struct NodeStatus {
+    /// Our peer id.
+    pub peer: PeerId,
+    /// Our node id.
+    pub node_id: NodeId,
+    /// Full listen addresses (with `/p2p/<id>`).
+    pub listen: Vec<Multiaddr>,
+    /// Connected peers.
+    pub connected: usize,
+    /// Connected storage peers.
+    pub storage_peers: usize,
+    /// Our own store, if any.
+    pub info: NodeInfo,
+}
+
+/// The outcome of a transfer, reported by clients for peer scores.
+#[derive(Debug, Clone, Copy)]
+pub enum Outcome {
+    /// `bytes` moved in `took`.
+    Success {
+        /// Bytes moved.
+        bytes: u64,
+        /// Time taken.
+        took: Duration,
+    },
+    /// The peer sent bad data (garbage, truncated, another shard).
+    BadData,
+    /// The peer failed or refused.
+    Failure,
+}
+
+/// Commands to the actor. Every variant with a `reply` gets exactly one answer.
+#[derive(Debug)]
+pub enum NodeMessage {
+    /// Send a shard-protocol request to a peer.
+    Request {
+        /// The peer.
+        peer: PeerId,
+        /// The request.
+        request: Request,
+        /// Its response.
+        reply: oneshot::Sender<Result<Response>>,
+    },
+    /// Dial an address.
+    Dial {
+        /// The address.
+        addr: Multiaddr,
+        /// Whether the dial started.
+        reply: oneshot::Sender<Result<()>>,
+    },
+    /// Full listen addresses.
+    ListenAddrs {
+        /// The addresses.
+        reply: oneshot::Sender<Vec<Multiaddr>>,
+    },
+    /// Known peers.
+    Peers {
+        /// The peers.
+        reply: oneshot::Sender<Vec<PeerSnapshot>>,
+    },
+    /// Connected storage peers with their scores for `need` bytes.
+    Candidates {
+        /// Bytes about to be placed on each.
+        need: u64,
+        /// The candidates.
+        reply: oneshot::Sender<Vec<Candidate>>,
+    },
+    /// Map node ids to connected peers.
+    Resolve {
+        /// Node ids.
+        nodes: Vec<NodeId>,
+        /// For each, the peer if known.
+        reply: oneshot::Sender<Vec<Option<PeerId>>>,
+    },
+    /// Broadcast a lookup and collect direct answers until `window` ends or every id has a holder.
+    Lookup {
+        /// At most [`MAX_IDS`] ids.
+        ids: Vec<ShardId>,
+        /// How long to wait for answers.
+        window: Duration,
+        /// Holders per id.
+        reply: oneshot::Sender<Result<HashMap<ShardId, Vec<PeerId>>>>,
+    },
+    /// A transfer outcome for peer scores.
+    Report {
+        /// The peer.
+        peer: PeerId,
+        /// What happened.
+        outcome: Outcome,
+    },
+    /// The node's own status.
+    Status {
+        /// The status.
+        reply: oneshot::Sender<NodeStatus>,
+    },
+    /// Make this node misbehave (tests).
+    #[cfg(any(test, feature = "test-utils"))]
+    SetFault {
+        /// The misbehaviour, `None` to behave again.
+        fault: Option<crate::service::Fault>,
+        /// Done.
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// Handle to a running node. Cheap to clone; the node stops when the last clone is dropped or on
+/// [`Node::shutdown`].
+#[derive(Clone, Debug)]
+pub struct Node {
+    tx: mpsc::Sender<NodeMessage>,
+    peer_id: PeerId,
+    node_id: NodeId,
+    cancel: CancellationToken,
+    task: Arc<AbortOnDropHandle<()>>,
+}
+
+/// Converts a DeFS identity into the libp2p keypair it is (same secp256k1 key).
+///
+/// # Errors
+/// [`Error::Setup`] if libp2p refuses the key bytes.
+pub fn keypair(identity: &Identity) -> Result<identity::Keypair> {
+    let mut secret = identity.secret_bytes();
+    let sk = identity::secp256k1::SecretKey::try_from_bytes(&mut secret[..])
+        .map_err(|e| Error::Setup(format!("identity key: {e}")))?;
+    Ok(identity::secp256k1::Keypair::from(sk).into())
+}
+
+/// The DeFS node id of a peer: peer ids of secp256k1 keys embed the public key.
+pub fn node_id_of(peer: &PeerId) -> Option<NodeId> {
+    let mh = peer.as_ref();
+    if mh.code() != 0 {
+        return None;
+    }
+    let pk = identity::PublicKey::try_decode_protobuf(mh.digest()).ok()?;
+    let secp = pk.try_into_secp256k1().ok()?;
+    Some(NodeId(*blake3::hash(&secp.to_bytes()).as_bytes()))
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+impl Node {
+    /// Builds the swarm, starts listening and dialing, and spawns the actor.
+    ///
+    /// # Errors
+    /// [`Error::Setup`] when the transport, a listener or a behaviour cannot be set up.
+    pub async fn spawn(identity: &Identity, config: Config) -> Result<Node> {
+        let key = keypair(identity)?;
+        let peer_id = key.public().to_peer_id();
+        let node_id = identity.node_id();
+        let opts = Options {
+            storage: config.store.is_some(),
+            mdns: config.mdns,
+            gossip_heartbeat: config.gossip_heartbeat,
+        };
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key.clone())
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(|e| Error::Setup(format!("tcp: {e}")))?
+            .with_quic()
+            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .map_err(|e| Error::Setup(format!("relay client: {e}")))?
+            .with_behaviour(|key, relay| Behaviour::new(key, relay, &opts).map_err(Box::from))
+            .map_err(|e| Error::Setup(format!("behaviour: {e}")))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+            .build();
+
+        let listen = if config.listen.is_empty() {
+            vec![
+                "/ip4/0.0.0.0/tcp/0".parse().map_err(|e| Error::Setup(format!("{e}")))?,
+                "/ip4/0.0.0.0/udp/0/quic-v1"
+                    .parse()
+                    .map_err(|e| Error::Setup(format!("{e}")))?,
+            ]
+        } else {
+            config.listen.clone()
+        };
+        for addr in listen {
+            swarm.listen_on(addr.clone()).map_err(|e| Error::BadAddress {
+                addr: addr.to_string(),
+                reason: e.to_string(),
+            })?;
+        }
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&gossipsub::IdentTopic::new(LOOKUP_TOPIC))
+            .map_err(|e| Error::Setup(format!("gossipsub subscribe: {e}")))?;
+        for addr in &config.bootstrap {
+            if let Err(e) = swarm.dial(addr.clone()) {
+                warn!(%addr, error = %e, "bootstrap dial failed");
+            }
+        }
+
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        let (done_tx, done_rx) = mpsc::channel(DONE_QUEUE);
+        let cancel = CancellationToken::new();
+        let service = config
+            .store
+            .map(|store| Service::new(store, config.capacity, config.zone.clone()));
+        let actor = NodeActor {
+            swarm,
+            peer_id,
+            node_id,
+            commands: rx,
+            done_tx,
+            done_rx,
+            cancel: cancel.clone(),
+            service,
+            zone: config.zone,
+            listen: Vec::new(),
+            peers: HashMap::new(),
+            pending: HashMap::new(),
+            lookups: HashMap::new(),
+            ask_limiter: AskLimiter::default(),
+            inbound_ops: 0,
+            queued_inbound: VecDeque::new(),
+            last_refresh: Instant::now(),
+        };
+        let span = info_span!("node", peer = %short(&peer_id));
+        let task = tokio::spawn(actor.run().instrument(span));
+        Ok(Node {
+            tx,
+            peer_id,
+            node_id,
+            cancel,
+            task: Arc::new(AbortOnDropHandle::new(task)),
+        })
+    }
+
+    /// Our libp2p peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// Our DeFS node id.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> NodeMessage) -> Result<T> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(make(reply)).await.map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)
+    }
+
+    /// Sends a request and waits for the response. A `Response::Error` is returned as
+    /// [`Error::Remote`].
+    ///
+    /// # Errors
+    /// [`Error::Request`] on dial/stream failure or timeout, [`Error::Remote`] on refusal,
+    /// [`Error::Closed`] when the node stopped.
+    ///
+    /// # Cancel safety
+    /// Dropping the future abandons the answer; the request may still reach the peer.
+    pub async fn request(&self, peer: PeerId, request: Request) -> Result<Response> {
+        let resp = self
+            .ask(|reply| NodeMessage::Request {
+                peer,
+                request,
+                reply,
+            })
+            .await??;
+        match resp {
+            Response::Error(error) => Err(Error::Remote { peer, error }),
+            other => Ok(other),
+        }
+    }
+
+    /// Dials an address.
+    ///
+    /// # Errors
+    /// [`Error::BadAddress`] when the dial cannot start.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<()> {
+        self.ask(|reply| NodeMessage::Dial { addr, reply }).await?
+    }
+
+    /// Our full listen addresses (with `/p2p/<id>`), as written to `DIR/addrs`.
+    ///
+    /// # Errors
+    /// [`Error::Closed`].
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>> {
+        self.ask(|reply| NodeMessage::ListenAddrs { reply }).await
+    }
+
+    /// Waits until the node listens on at least one address.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`], [`Error::Closed`].
+    pub async fn wait_listening(&self, timeout: Duration) -> Result<Vec<Multiaddr>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let addrs = self.listen_addrs().await?;
+            if !addrs.is_empty() {
+                return Ok(addrs);
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Timeout {
+                    what: "listening",
+                    secs: timeout.as_secs(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Every known peer.
+    ///
+    /// # Errors
+    /// [`Error::Closed`].
+    pub async fn peers(&self) -> Result<Vec<PeerSnapshot>> {
+        self.ask(|reply| NodeMessage::Peers { reply }).await
+    }
+
+    /// Connected storage peers with their scores for placing `need` bytes.
+    ///
+    /// # Errors
+    /// [`Error::Closed`].
+    pub async fn candidates(&self, need: u64) -> Result<Vec<Candidate>> {
+        self.ask(|reply| NodeMessage::Candidates { need, reply }).await
+    }
+
+    /// Connected peers for node ids (manifest holders), `None` where unknown.
+    ///
+    /// # Errors
+    /// [`Error::Closed`].
+    pub async fn resolve(&self, nodes: Vec<NodeId>) -> Result<Vec<Option<PeerId>>> {
+        self.ask(|reply| NodeMessage::Resolve { nodes, reply }).await
+    }
+
+    /// Waits until at least `n` storage peers are connected and identified, or `timeout`.
+    /// Returns how many there are.
+    ///
+    /// # Errors
+    /// [`Error::Closed`].
+    pub async fn wait_for_storage_peers(&self, n: usize, timeout: Duration) -> Result<usize> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let have = self.candidates(0).await?.len();
+            if have >= n || Instant::now() >= deadline {
+                return Ok(have);
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Broadcasts "who holds these shards?" and collects direct answers for up to `window`
+    /// (earlier when every id has a holder). Ids beyond [`MAX_IDS`] are asked in several asks.
+    ///
+    /// # Errors
+    /// [`Error::Closed`]; a lookup nobody answers is an empty map, not an error.
+    ///
+    /// # Cancel safety
+    /// Dropping the future drops the answers.
+    pub async fn lookup(
+        &self,
+        ids: Vec<ShardId>,
+        window: Duration,
+    ) -> Result<HashMap<ShardId, Vec<PeerId>>> {
+        let mut all = HashMap::new();
+        for chunk in ids.chunks(MAX_IDS) {
+            let ids = chunk.to_vec();
+            let found = self
+                .ask(|reply| NodeMessage::Lookup { ids, window, reply })
+                .await??;
+            all.extend(found);
+        }
+        Ok(all)
+    }
+
+    /// Reports a transfer outcome for the peer's score. Never waits: dropped if the actor is busy.
+    pub fn report(&self, peer: PeerId, outcome: Outcome) {
+        let _ = self.tx.try_send(NodeMessage::Report { peer, outcome });
+    }
+
+    /// The node's own status.
+    ///
+    /// # Errors
+    /// [`Error::Closed`].
+    pub async fn status(&self) -> Result<NodeStatus> {
+        self.ask(|reply| NodeMessage::Status { reply }).await
+    }
+
+    /// Makes this node misbehave on fetches (tests of malicious peers).
+    ///
+    /// # Errors
+    /// [`Error::Closed`].
+    #[cfg(any(test, feature = "test-utils"))]
+    pub async fn set_fault(&self, fault: Option<crate::service::Fault>) -> Result<()> {
+        self.ask(|reply| NodeMessage::SetFault { fault, reply }).await
+    }
+
+    /// Stops the node and waits for its task to end.
+    pub async fn shutdown(&self) {
+        self.cancel.cancel();
+        for _ in 0..200 {
+            if self.task.is_finished() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Whether the node's task has ended.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+pub(crate) fn short(peer: &PeerId) -> String {
+    let s = peer.to_base58();
+    s[s.len().saturating_sub(8)..].to_string()
+}
+
+/// What the actor keeps per peer.
+#[derive(Debug)]
+struct PeerState {
+    addrs: Vec<Multiaddr>,
+    connections: usize,
+    storage: bool,
+    stats: PeerStats,
+    info: Option<NodeInfo>,
+    node_id: Option<NodeId>,
+    last_seen: Instant,
+}
+
+/// An outbound request in flight.
+enum Pending {
+    /// A handle waits for it.
+    Client {
+        reply: oneshot::Sender<Result<Response>>,
+        peer: PeerId,
+        started: Instant,
+        sent_bytes: u64,
+    },
+    /// The actor's own Info refresh.
+    Info { peer: PeerId },
+    /// A lookup answer we sent.
+    Answer,
+}
+
+/// A lookup waiting for answers.
+struct PendingLookup {
+    /// The encoded ask while it could not be published yet (no subscribed peer so far).
+    unpublished: Option<Vec<u8>>,
+    ids: HashSet<ShardId>,
+    found: HashMap<ShardId, Vec<PeerId>>,
+    deadline: Instant,
+    reply: oneshot::Sender<Result<HashMap<ShardId, Vec<PeerId>>>>,
+}
+
+/// Local work finished off the actor.
+pub(crate) enum Done {
+    /// An inbound request's answer is ready.
+    Respond {
+        channel: ResponseChannel<Response>,
+        response: Response,
+    },
+    /// Our store holds these of a broadcast ask.
+    Holders {
+        asker: PeerId,
+        ask: u64,
+        ids: Vec<ShardId>,
+    },
+}
+
+/// An inbound operation waiting for a free slot on the blocking pool.
+struct QueuedOp {
+    op: service::Op,
+    channel: Option<ResponseChannel<Response>>,
+}
+
+/// The task that owns the swarm.
+struct NodeActor {
+    swarm: Swarm<Behaviour>,
+    peer_id: PeerId,
+    node_id: NodeId,
+    commands: mpsc::Receiver<NodeMessage>,
+    done_tx: mpsc::Sender<Done>,
+    done_rx: mpsc::Receiver<Done>,
+    cancel: CancellationToken,
+    service: Option<Service>,
+    zone: String,
+    listen: Vec<Multiaddr>,
+    peers: HashMap<PeerId, PeerState>,
+    pending: HashMap<OutboundRequestId, Pending>,
+    lookups: HashMap<u64, PendingLookup>,
+    ask_limiter: AskLimiter,
+    inbound_ops: usize,
+    queued_inbound: VecDeque<QueuedOp>,
+    last_refresh: Instant,
+}
+
+impl NodeActor {
+    async fn run(mut self) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => break,
+                Some(done) = self.done_rx.recv() => self.on_done(done),
+                _ = tick.tick() => self.on_tick(),
+                msg = self.commands.recv() => match msg {
+                    Some(msg) => self.on_command(msg),
+                    None => break,
+                },
+                ev = self.swarm.select_next_some() => self.on_swarm(ev),
+            }
+        }
+        debug!("node stopped");
+        for (_, l) in self.lookups.drain() {
+            let _ = l.reply.send(Err(Error::Closed));
+        }
+    }
+
+    fn peer(&mut self, peer: PeerId) -> &mut PeerState {
+        if !self.peers.contains_key(&peer) && self.peers.len() >= MAX_TRACKED_PEERS {
+            // Forget the longest-disconnected peer.
+            if let Some(old) = self
+                .peers
+                .iter()
+                .filter(|(_, s)| s.connections == 0)
+                .min_by_key(|(_, s)| s.last_seen)
+                .map(|(p, _)| *p)
+            {
+                self.peers.remove(&old);
+            }
+        }
+        let now = Instant::now();
+        self.peers.entry(peer).or_insert_with(|| PeerState {
+            addrs: Vec::new(),
+            connections: 0,
+            storage: false,
+            stats: PeerStats::new(now),
+            info: None,
+            node_id: node_id_of(&peer),
+            last_seen: now,
+        })
+    }
+
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<u64> = self
+            .lookups
+            .iter()
+            .filter(|(_, l)| l.deadline <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in expired {
+            if let Some(l) = self.lookups.remove(&k) {
+                let _ = l.reply.send(Ok(l.found));
+            }
+        }
+        // Asks that found no subscribed peer yet (a node that just connected) are retried.
+        let topic = gossipsub::IdentTopic::new(LOOKUP_TOPIC);
+        for l in self.lookups.values_mut() {
+            if let Some(bytes) = l.unpublished.take()
+                && let Err(e) = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(topic.clone(), bytes.clone())
+            {
+                trace!(error = %e, "lookup still not published");
+                l.unpublished = Some(bytes);
+            }
+        }
+        if now.duration_since(self.last_refresh) >= INFO_REFRESH {
+            self.last_refresh = now;
+            let storage: Vec<PeerId> = self
+                .peers
+                .iter()
+                .filter(|(_, s)| s.storage && s.connections > 0)
+                .map(|(p, _)| *p)
+                .collect();
+            for p in storage {
+                self.request_info(p);
+            }
+        }
+    }
+
+    fn request_info(&mut self, peer: PeerId) {
+        let id = self.swarm.behaviour_mut().shard.send_request(&peer, Request::Info);
+        self.pending.insert(id, Pending::Info { peer });
+    }
+
+    fn full_addr(&self, addr: &Multiaddr) -> Multiaddr {
+        let mut a = addr.clone();
+        if !matches!(a.iter().last(), Some(Protocol::P2p(_))) {
+            a.push(Protocol::P2p(self.peer_id));
+        }
+        a
+    }
+
+    fn on_command(&mut self, msg: NodeMessage) {
+        match msg {
+            NodeMessage::Request {
+                peer,
+                request,
+                reply,
+            } => {
+                if peer == self.peer_id {
+                    let _ = reply.send(Err(Error::Request {
+                        peer,
+                        reason: "a node cannot send requests to itself".into(),
+                    }));
+                    return;
+                }
+                let sent_bytes = match &request {
+                    Request::Store { data, .. } => data.len() as u64,
+                    _ => 0,
+                };
+                let id = self.swarm.behaviour_mut().shard.send_request(&peer, request);
+                self.pending.insert(
+                    id,
+                    Pending::Client {
+                        reply,
+                        peer,
+                        started: Instant::now(),
+                        sent_bytes,
+                    },
+                );
+            }
+            NodeMessage::Dial { addr, reply } => {
+                let r = self.swarm.dial(addr.clone()).map_err(|e| Error::BadAddress {
+                    addr: addr.to_string(),
+                    reason: e.to_string(),
+                });
+                let _ = reply.send(r);
+            }
+            NodeMessage::ListenAddrs { reply } => {
+                let addrs = self.listen.iter().map(|a| self.full_addr(a)).collect();
+                let _ = reply.send(addrs);
+            }
+            NodeMessage::Peers { reply } => {
+                let now = Instant::now();
+                let list = self
+                    .peers
+                    .iter()
+                    .map(|(p, s)| PeerSnapshot {
+                        peer: *p,
+                        node_id: s.node_id,
+                        addrs: s.addrs.clone(),
+                        connected: s.connections > 0,
+                        storage: s.storage,
+                        rtt: s.stats.rtt,
+                        bandwidth: s.stats.bandwidth,
+                        score: s.stats.score(now, 0),
+                        info: s.info.clone(),
+                    })
+                    .collect();
+                let _ = reply.send(list);
+            }
+            NodeMessage::Candidates { need, reply } => {
+                let now = Instant::now();
+                let list = self
+                    .peers
+                    .iter()
+                    .filter(|(_, s)| s.storage && s.connections > 0)
+                    .map(|(p, s)| Candidate {
+                        peer: *p,
+                        score: s.stats.score(now, need),
+                        zone: s.stats.zone.clone(),
+                    })
+                    .collect();
+                let _ = reply.send(list);
+            }
+            NodeMessage::Resolve { nodes, reply } => {
+                let by_node: HashMap<NodeId, PeerId> = self
+                    .peers
+                    .iter()
+                    .filter(|(_, s)| s.connections > 0)
+                    .filter_map(|(p, s)| s.node_id.map(|n| (n, *p)))
+                    .collect();
+                let _ = reply.send(nodes.iter().map(|n| by_node.get(n).copied()).collect());
+            }
+            NodeMessage::Lookup { ids, window, reply } => self.start_lookup(ids, window, reply),
+            NodeMessage::Report { peer, outcome } => {
+                let now = Instant::now();
+                let s = &mut self.peer(peer).stats;
+                match outcome {
+                    Outcome::Success { bytes, took } => s.record_success(bytes, took),
+                    Outcome::BadData => s.record_failure(now, 3.0),
+                    Outcome::Failure => s.record_failure(now, 1.0),
+                }
+            }
+            #[cfg(any(test, feature = "test-utils"))]
+            NodeMessage::SetFault { fault, reply } => {
+                if let Some(s) = &mut self.service {
+                    s.fault = fault;
+                }
+                let _ = reply.send(());
+            }
+            NodeMessage::Status { reply } => {
+                let connected = self.peers.values().filter(|s| s.connections > 0).count();
+                let storage_peers = self
+                    .peers
+                    .values()
+                    .filter(|s| s.connections > 0 && s.storage)
+                    .count();
+                let info = self
+                    .service
+                    .as_ref()
+                    .map(|s| s.info())
+                    .unwrap_or_default();
+                let _ = reply.send(NodeStatus {
+                    peer: self.peer_id,
+                    node_id: self.node_id,
+                    listen: self.listen.iter().map(|a| self.full_addr(a)).collect(),
+                    connected,
+                    storage_peers,
+                    info,
+                });
+            }
+        }
+    }
+
+    fn start_lookup(
+        &mut self,
+        ids: Vec<ShardId>,
+        window: Duration,
+        reply: oneshot::Sender<Result<HashMap<ShardId, Vec<PeerId>>>>,
+    ) {
+        let ask_id = getrandom::u64().unwrap_or_else(|_| now_ms());
+        let addrs: Vec<Multiaddr> = self
+            .listen
+            .iter()
+            .filter(|a| lookup::dialable(a))
+            .take(MAX_ASK_ADDRS)
+            .cloned()
+            .collect();
+        let ask = Ask {
+            ask: ask_id,
+            ids: ids.clone(),
+            addrs,
+        };
+        let bytes = match ask.encode() {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        let topic = gossipsub::IdentTopic::new(LOOKUP_TOPIC);
+        let unpublished = match self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(topic, bytes.clone())
+        {
+            Ok(_) => {
+                debug!(ask = ask_id, ids = ids.len(), "lookup published");
+                None
+            }
+            Err(e) => {
+                // No subscribed peer yet: retried on every tick until the deadline.
+                debug!(error = %e, "lookup not published yet");
+                Some(bytes)
+            }
+        };
+        self.lookups.insert(
+            ask_id,
+            PendingLookup {
+                unpublished,
+                ids: ids.into_iter().collect(),
+                found: HashMap::new(),
+                deadline: Instant::now() + window,
+                reply,
+            },
+        );
+    }
+
+    fn on_done(&mut self, done: Done) {
+        match done {
+            Done::Respond { channel, response } => {
+                self.inbound_ops = self.inbound_ops.saturating_sub(1);
+                if self
+                    .swarm
+                    .behaviour_mut()
+                    .shard
+                    .send_response(channel, response)
+                    .is_err()
+                {
+                    debug!("response dropped: the requester went away");
+                }
+                self.start_queued_ops();
+            }
+            Done::Holders { asker, ask, ids } => {
+                self.inbound_ops = self.inbound_ops.saturating_sub(1);
+                if !ids.is_empty() {
+                    trace!(asker = %short(&asker), ask, n = ids.len(), "answering lookup");
+                    let id = self
+                        .swarm
+                        .behaviour_mut()
+                        .shard
+                        .send_request(&asker, Request::Holders { ask, ids });
+                    self.pending.insert(id, Pending::Answer);
+                }
+                self.start_queued_ops();
+            }
+        }
+    }
+
+    fn start_queued_ops(&mut self) {
+        while self.inbound_ops < MAX_INBOUND_OPS {
+            let Some(q) = self.queued_inbound.pop_front() else {
+                return;
+            };
+            self.spawn_op(q.op, q.channel);
+        }
+    }
+
+    /// Runs a store operation on the blocking pool; its answer comes back as [`Done`].
+    fn spawn_op(&mut self, op: service::Op, channel: Option<ResponseChannel<Response>>) {
+        let Some(service) = &self.service else {
+            return;
+        };
+        if self.inbound_ops >= MAX_INBOUND_OPS {
+            self.queued_inbound.push_back(QueuedOp { op, channel });
+            return;
+        }
+        self.inbound_ops += 1;
+        let store = service.store();
+        let (fault, other) = (service.fault, service.last_stored);
+        let done = self.done_tx.clone();
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _g = span.enter();
+            let msg = match (op, channel) {
+                (service::Op::Lookup { asker, ask, ids }, _) => Done::Holders {
+                    asker,
+                    ask,
+                    ids: service::held(&store, &ids),
+                },
+                (op, Some(channel)) => Done::Respond {
+                    channel,
+                    response: service::execute_faulty(&store, op, fault, other),
+                },
+                (_, None) => return,
+            };
+            let _ = done.blocking_send(msg);
+        });
+    }
+
+    fn on_inbound(&mut self, peer: PeerId, request: Request, channel: ResponseChannel<Response>) {
+        if let Request::Holders { ask, ids } = request {
+            self.on_holders(peer, ask, ids);
+            let _ = self.swarm.behaviour_mut().shard.send_response(channel, Response::Ack);
+            return;
+        }
+        let Some(service) = &mut self.service else {
+            let _ = self.swarm.behaviour_mut().shard.send_response(
+                channel,
+                Response::error(ErrorCode::NotStorage, "this node does not store shards"),
+            );
+            return;
+        };
+        if let Request::Info = request {
+            let info = service.info();
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .shard
+                .send_response(channel, Response::Info(info));
+            return;
+        }
+        match service.admit(request, now_ms()) {
+            Ok(op) => self.spawn_op(op, Some(channel)),
+            Err(refusal) => {
+                debug!(peer = %short(&peer), ?refusal, "request refused");
+                let _ = self.swarm.behaviour_mut().shard.send_response(channel, refusal);
+            }
+        }
+    }
+
+    fn on_holders(&mut self, peer: PeerId, ask: u64, ids: Vec<ShardId>) {
+        let Some(l) = self.lookups.get_mut(&ask) else {
+            return;
+        };
+        for id in ids {
+            if l.ids.contains(&id) {
+                let holders = l.found.entry(id).or_default();
+                if !holders.contains(&peer) {
+                    holders.push(peer);
+                }
+            }
+        }
+        if l.found.len() == l.ids.len()
+            && let Some(l) = self.lookups.remove(&ask)
+        {
+            let _ = l.reply.send(Ok(l.found));
+        }
+    }
+
+    fn on_ask(&mut self, source: PeerId, data: &[u8]) {
+        if source == self.peer_id || self.service.is_none() {
+            return;
+        }
+        if !self.ask_limiter.allow(source, Instant::now()) {
+            debug!(peer = %short(&source), "lookup ask rate-limited");
+            return;
+        }
+        let ask = match Ask::decode(data) {
+            Ok(a) => a,
+            Err(e) => {
+                debug!(peer = %short(&source), error = %e, "bad lookup ask");
+                return;
+            }
+        };
+        for addr in ask.addrs.iter().filter(|a| lookup::dialable(a)) {
+            self.swarm.add_peer_address(source, addr.clone());
+        }
+        self.spawn_op(
+            service::Op::Lookup {
+                asker: source,
+                ask: ask.ask,
+                ids: ask.ids,
+            },
+            None,
+        );
+    }
+
+    fn on_swarm(&mut self, ev: SwarmEvent<BehaviourEvent>) {
+        match ev {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                info!(addr = %self.full_addr(&address), "listening");
+                if !self.listen.contains(&address) {
+                    self.listen.push(address);
+                }
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.listen.retain(|a| a != &address);
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id, endpoint, ..
+            } => {
+                let addr = endpoint.get_remote_address().clone();
+                let s = self.peer(peer_id);
+                s.connections += 1;
+                s.last_seen = Instant::now();
+                if endpoint.is_dialer() && !s.addrs.contains(&addr) {
+                    s.addrs.push(addr);
+                }
+                debug!(peer = %short(&peer_id), "connected");
+            }
+            SwarmEvent::ConnectionClosed { peer_id, .. } => {
+                if let Some(s) = self.peers.get_mut(&peer_id) {
+                    s.connections = s.connections.saturating_sub(1);
+                    s.last_seen = Instant::now();
+                }
+                debug!(peer = %short(&peer_id), "disconnected");
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                debug!(peer = ?peer_id, error = %error, "dial failed");
+            }
+            SwarmEvent::Behaviour(ev) => self.on_behaviour(ev),
+            _ => {}
+        }
+    }
+
+    fn on_behaviour(&mut self, ev: BehaviourEvent) {
+        match ev {
+            BehaviourEvent::Shard(ev) => self.on_shard(ev),
+            BehaviourEvent::Gossipsub(gossipsub::Event::Message { message, .. }) => {
+                if let Some(source) = message.source {
+                    self.on_ask(source, &message.data);
+                }
+            }
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                let storage = info.agent_version.starts_with(AGENT_STORAGE);
+                let listen: Vec<Multiaddr> = info
+                    .listen_addrs
+                    .into_iter()
+                    .filter(lookup::dialable)
+                    .take(MAX_ASK_ADDRS)
+                    .collect();
+                for a in &listen {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, a.clone());
+                }
+                let s = self.peer(peer_id);
+                let was_storage = s.storage;
+                s.storage = storage;
+                for a in listen {
+                    if !s.addrs.contains(&a) {
+                        s.addrs.push(a);
+                    }
+                }
+                s.addrs.truncate(MAX_ASK_ADDRS);
+                if storage && !was_storage {
+                    self.request_info(peer_id);
+                }
+            }
+            BehaviourEvent::Ping(ping::Event {
+                peer,
+                result: Ok(rtt),
+                ..
+            }) => {
+                self.peer(peer).stats.rtt = Some(rtt);
+            }
+            BehaviourEvent::Mdns(mdns::Event::Discovered(list)) => {
+                for (peer, addr) in list {
+                    if peer != self.peer_id && !self.peers.get(&peer).is_some_and(|s| s.connections > 0)
+                    {
+                        debug!(peer = %short(&peer), %addr, "mdns discovered");
+                        let _ = self.swarm.dial(addr);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_shard(&mut self, ev: request_response::Event<Request, Response>) {
+        match ev {
+            request_response::Event::Message {
+                peer,
+                message: request_response::Message::Request {
+                    request, channel, ..
+                },
+                ..
+            } => self.on_inbound(peer, request, channel),
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => match self.pending.remove(&request_id) {
+                Some(Pending::Client {
+                    reply,
+                    started,
+                    sent_bytes,
+                    ..
+                }) => {
+                    let bytes = sent_bytes
+                        + match &response {
+                            Response::Data(d) => d.len() as u64,
+                            _ => 0,
+                        };
+                    let took = started.elapsed();
+                    let s = &mut self.peer(peer).stats;
+                    match &response {
+                        Response::Error(e) if e.code != ErrorCode::NotFound => {
+                            s.record_failure(Instant::now(), 1.0)
+                        }
+                        _ => s.record_success(bytes, took),
+                    }
+                    let _ = reply.send(Ok(response));
+                }
+                Some(Pending::Info { peer }) => {
+                    if let Response::Info(info) = response {
+                        let s = self.peer(peer);
+                        s.stats.free = Some(info.capacity.saturating_sub(info.used));
+                        s.stats.zone = (!info.zone.is_empty()).then(|| info.zone.clone());
+                        s.storage = info.storage;
+                        s.info = Some(info);
+                    }
+                }
+                Some(Pending::Answer) | None => {}
+            },
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some(p) = self.pending.remove(&request_id) {
+                    self.peer(peer).stats.record_failure(Instant::now(), 1.0);
+                    if let Pending::Client { reply, peer, .. } = p {
+                        let _ = reply.send(Err(Error::Request {
+                            peer,
+                            reason: error.to_string(),
+                        }));
+                    }
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                debug!(peer = %short(&peer), error = %error, "inbound request failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+}
+

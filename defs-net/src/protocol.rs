@@ -1,0 +1,915 @@
+//! The shard protocol's wire messages: what a client asks a storage node (store, fetch, has,
+//! delete, info) and what holders send back to a broadcast lookup, plus the lookup ask itself.
+//!
+//! Every message is a frame: `u32 LE body length` then the body, `u8 version (1)`, `u8 tag`,
+//! then fixed-width little-endian fields. Every length is checked against a stated limit when
+//! encoding and when decoding, before anything is allocated (see `docs/format.md`).
+//! [`codec::ShardCodec`] moves frames over libp2p streams.
+
+pub mod codec;
+
+use defs_core::types::{NodeId, ShardId};
+use libp2p::Multiaddr;
+
+use crate::error::{Error, RemoteError, Result};
+
+/// The protocol name negotiated on shard streams.
+pub const SHARD_PROTOCOL: &str = "/defs/shard/1";
+
+/// Wire format version carried in every frame.
+pub const WIRE_VERSION: u8 = 1;
+
+/// Largest shard (or manifest object) a node accepts, in bytes. 32 MiB: ten times the largest
+/// shard the default layouts produce, small enough that a node can hold a few in memory.
+pub const MAX_SHARD_LEN: u32 = 32 << 20;
+
+/// Largest frame body besides the shard bytes themselves (ids, keys, signatures), in bytes.
+pub const MAX_HEADER_LEN: u32 = 64 << 10;
+
+/// Largest frame on the shard protocol, in bytes: a shard plus its header.
+pub const MAX_FRAME_LEN: u32 = MAX_SHARD_LEN + MAX_HEADER_LEN;
+
+/// Most shard ids in one `Has`, `Holders` or lookup ask: 512 × 32 B = 16 KiB, enough for the
+/// shards of several segments, small enough to answer in one store query.
+pub const MAX_IDS: usize = 512;
+
+/// Longest error message on the wire, in bytes.
+pub const MAX_ERROR_MESSAGE: usize = 512;
+
+/// Longest zone label, in bytes.
+pub const MAX_ZONE_LEN: usize = 64;
+
+/// Most addresses a lookup ask carries for the holders to answer to.
+pub const MAX_ASK_ADDRS: usize = 8;
+
+/// Longest multiaddr in a lookup ask, in bytes.
+pub const MAX_ADDR_LEN: usize = 256;
+
+/// Largest lookup ask (a gossipsub message), in bytes.
+pub const MAX_ASK_LEN: usize = 16 + 4 + MAX_IDS * 32 + 4 + MAX_ASK_ADDRS * (2 + MAX_ADDR_LEN);
+
+/// Length of a compressed secp256k1 public key.
+pub const PUBLIC_KEY_LEN: usize = 33;
+
+/// Proof that the owner of a shard asked for a store or delete: the owner's public key, a
+/// timestamp and a random nonce (against replays), and a signature over
+/// [`auth_message`] in the `StoreShard` or `DeleteShard` domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Auth {
+    /// The owner's compressed secp256k1 public key.
+    pub public_key: [u8; PUBLIC_KEY_LEN],
+    /// Milliseconds since the Unix epoch when the request was signed.
+    pub timestamp_ms: u64,
+    /// Random, never reused by an honest owner.
+    pub nonce: [u8; 16],
+    /// The signature.
+    pub signature: [u8; 64],
+}
+
+/// The bytes an owner signs for a store or delete of `id` (the domain is added by the signer):
+/// `"defs shard auth v1" ‖ id ‖ len u32 ‖ owner NodeId ‖ timestamp u64 ‖ nonce`.
+/// `len` is the shard length for a store and 0 for a delete.
+pub fn auth_message(
+    id: &ShardId,
+    len: u32,
+    owner: &NodeId,
+    timestamp_ms: u64,
+    nonce: &[u8; 16],
+) -> Vec<u8> {
+    let mut m = Vec::with_capacity(18 + 32 + 4 + 32 + 8 + 16);
+    m.extend_from_slice(b"defs shard auth v1");
+    m.extend_from_slice(&id.0);
+    m.extend_from_slice(&len.to_le_bytes());
+    m.extend_from_slice(&owner.0);
+    m.extend_from_slice(&timestamp_ms.to_le_bytes());
+    m.extend_from_slice(nonce);
+    m
+}
+
+/// What a client asks a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Store a shard for its owner. Acknowledged only once it is on disk.
+    Store {
+        /// BLAKE3 of `data`.
+        id: ShardId,
+        /// The owner's signed request.
+        auth: Auth,
+        /// CRC32 of `data`, checked before anything else.
+        crc: u32,
+        /// The shard's bytes (at most [`MAX_SHARD_LEN`]).
+        data: Vec<u8>,
+    },
+    /// Fetch a whole shard, or `len` bytes from `offset`.
+    Fetch {
+        /// The shard.
+        id: ShardId,
+        /// `Some((offset, len))` for a byte range.
+        range: Option<(u64, u32)>,
+    },
+    /// Which of these shards does the node hold?
+    Has {
+        /// At most [`MAX_IDS`].
+        ids: Vec<ShardId>,
+    },
+    /// Delete a shard; only its owner may.
+    Delete {
+        /// The shard.
+        id: ShardId,
+        /// The owner's signed request.
+        auth: Auth,
+    },
+    /// A direct answer to a broadcast lookup: "of your ask `ask`, I hold these".
+    Holders {
+        /// The ask's id.
+        ask: u64,
+        /// The shards held, at most [`MAX_IDS`].
+        ids: Vec<ShardId>,
+    },
+    /// Capacity and zone of the node, for placement.
+    Info,
+}
+
+/// Capacity and zone of a node.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeInfo {
+    /// Whether the node stores shards for others.
+    pub storage: bool,
+    /// Bytes it offers.
+    pub capacity: u64,
+    /// Bytes in use.
+    pub used: u64,
+    /// Shards held.
+    pub shards: u64,
+    /// Optional zone label (rack, site), at most [`MAX_ZONE_LEN`] bytes.
+    pub zone: String,
+}
+
+/// Refusal codes on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The shard is not held here.
+    NotFound,
+    /// Missing, malformed or forged signature, or the key is not the owner's.
+    BadSignature,
+    /// The requester is not the shard's owner.
+    NotOwner,
+    /// The node's quota (or the owner's share of it) is full.
+    QuotaFull,
+    /// A size limit was exceeded.
+    TooLarge,
+    /// The data does not match its id.
+    Corrupt,
+    /// A timestamp outside the window, or a nonce seen before.
+    Replay,
+    /// Too many requests.
+    RateLimited,
+    /// The node does not store shards for others.
+    NotStorage,
+    /// Malformed request.
+    BadRequest,
+    /// A local failure on the node (disk error).
+    Internal,
+    /// A code this version does not know.
+    Unknown(u16),
+}
+
+impl ErrorCode {
+    fn to_u16(self) -> u16 {
+        match self {
+            ErrorCode::NotFound => 1,
+            ErrorCode::BadSignature => 2,
+            ErrorCode::NotOwner => 3,
+            ErrorCode::QuotaFull => 4,
+            ErrorCode::TooLarge => 5,
+            ErrorCode::Corrupt => 6,
+            ErrorCode::Replay => 7,
+            ErrorCode::RateLimited => 8,
+            ErrorCode::NotStorage => 9,
+            ErrorCode::BadRequest => 10,
+            ErrorCode::Internal => 11,
+            ErrorCode::Unknown(c) => c,
+        }
+    }
+
+    fn from_u16(c: u16) -> Self {
+        match c {
+            1 => ErrorCode::NotFound,
+            2 => ErrorCode::BadSignature,
+            3 => ErrorCode::NotOwner,
+            4 => ErrorCode::QuotaFull,
+            5 => ErrorCode::TooLarge,
+            6 => ErrorCode::Corrupt,
+            7 => ErrorCode::Replay,
+            8 => ErrorCode::RateLimited,
+            9 => ErrorCode::NotStorage,
+            10 => ErrorCode::BadRequest,
+            11 => ErrorCode::Internal,
+            c => ErrorCode::Unknown(c),
+        }
+    }
+}
+
+/// What a node answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    /// The shard is on disk.
+    Stored,
+    /// The shard's bytes (or the asked range).
+    Data(Vec<u8>),
+    /// For each asked id, its length if held.
+    Has(Vec<Option<u32>>),
+    /// The shard is gone.
+    Deleted,
+    /// Received.
+    Ack,
+    /// Capacity and zone.
+    Info(NodeInfo),
+    /// A refusal.
+    Error(RemoteError),
+}
+
+impl Response {
+    /// A refusal with a message (truncated to [`MAX_ERROR_MESSAGE`] on a char boundary).
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        let mut message = message.into();
+        if message.len() > MAX_ERROR_MESSAGE {
+            let mut cut = MAX_ERROR_MESSAGE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+        }
+        Response::Error(RemoteError { code, message })
+    }
+}
+
+/// A broadcast lookup: "who holds these shard ids?". The asker is the gossipsub message's
+/// signed source; holders answer it directly with [`Request::Holders`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ask {
+    /// Random id the answers quote.
+    pub ask: u64,
+    /// At most [`MAX_IDS`].
+    pub ids: Vec<ShardId>,
+    /// Where the asker listens, so holders that are not connected can dial it.
+    pub addrs: Vec<Multiaddr>,
+}
+
+// ---- encoding -------------------------------------------------------------------------------
+
+const TAG_STORE: u8 = 1;
+const TAG_FETCH: u8 = 2;
+const TAG_HAS: u8 = 3;
+const TAG_DELETE: u8 = 4;
+const TAG_HOLDERS: u8 = 5;
+const TAG_INFO: u8 = 6;
+
+const TAG_STORED: u8 = 101;
+const TAG_DATA: u8 = 102;
+const TAG_HAS_REPLY: u8 = 103;
+const TAG_DELETED: u8 = 104;
+const TAG_ACK: u8 = 105;
+const TAG_INFO_REPLY: u8 = 106;
+const TAG_ERROR: u8 = 107;
+
+fn len_u32(what: &'static str, len: usize, limit: u64) -> Result<u32> {
+    let len64 = u64::try_from(len).unwrap_or(u64::MAX);
+    if len64 > limit {
+        return Err(Error::TooLarge {
+            what,
+            size: len64,
+            limit,
+        });
+    }
+    u32::try_from(len).map_err(|_| Error::TooLarge {
+        what,
+        size: len64,
+        limit,
+    })
+}
+
+fn put_auth(out: &mut Vec<u8>, auth: &Auth) {
+    out.extend_from_slice(&auth.public_key);
+    out.extend_from_slice(&auth.timestamp_ms.to_le_bytes());
+    out.extend_from_slice(&auth.nonce);
+    out.extend_from_slice(&auth.signature);
+}
+
+fn put_ids(out: &mut Vec<u8>, ids: &[ShardId]) -> Result<()> {
+    let n = len_u32("shard id list", ids.len(), MAX_IDS as u64)?;
+    out.extend_from_slice(&n.to_le_bytes());
+    for id in ids {
+        out.extend_from_slice(&id.0);
+    }
+    Ok(())
+}
+
+/// A message split for writing: a small header, then a large payload written without copying.
+#[derive(Debug)]
+pub struct Encoded<'a> {
+    /// Version, tag and fixed fields.
+    pub header: Vec<u8>,
+    /// Shard bytes, if any.
+    pub payload: &'a [u8],
+}
+
+impl Encoded<'_> {
+    /// The body length (header + payload), checked against [`MAX_FRAME_LEN`].
+    pub fn body_len(&self) -> Result<u32> {
+        len_u32(
+            "frame",
+            self.header.len() + self.payload.len(),
+            u64::from(MAX_FRAME_LEN),
+        )
+    }
+
+    /// The whole frame in one buffer (length prefix included). For tests and small messages.
+    pub fn to_frame(&self) -> Result<Vec<u8>> {
+        let len = self.body_len()?;
+        let mut v = Vec::with_capacity(4 + self.header.len() + self.payload.len());
+        v.extend_from_slice(&len.to_le_bytes());
+        v.extend_from_slice(&self.header);
+        v.extend_from_slice(self.payload);
+        Ok(v)
+    }
+}
+
+impl Request {
+    /// Encodes the body, checking every limit.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] when a field exceeds its limit.
+    pub fn encode(&self) -> Result<Encoded<'_>> {
+        let mut h = vec![WIRE_VERSION];
+        let mut payload: &[u8] = &[];
+        match self {
+            Request::Store {
+                id,
+                auth,
+                crc,
+                data,
+            } => {
+                h.push(TAG_STORE);
+                h.extend_from_slice(&id.0);
+                put_auth(&mut h, auth);
+                h.extend_from_slice(&crc.to_le_bytes());
+                let n = len_u32("shard", data.len(), u64::from(MAX_SHARD_LEN))?;
+                h.extend_from_slice(&n.to_le_bytes());
+                payload = data;
+            }
+            Request::Fetch { id, range } => {
+                h.push(TAG_FETCH);
+                h.extend_from_slice(&id.0);
+                match range {
+                    None => h.push(0),
+                    Some((off, len)) => {
+                        len_u32("fetch range", *len as usize, u64::from(MAX_SHARD_LEN))?;
+                        h.push(1);
+                        h.extend_from_slice(&off.to_le_bytes());
+                        h.extend_from_slice(&len.to_le_bytes());
+                    }
+                }
+            }
+            Request::Has { ids } => {
+                h.push(TAG_HAS);
+                put_ids(&mut h, ids)?;
+            }
+            Request::Delete { id, auth } => {
+                h.push(TAG_DELETE);
+                h.extend_from_slice(&id.0);
+                put_auth(&mut h, auth);
+            }
+            Request::Holders { ask, ids } => {
+                h.push(TAG_HOLDERS);
+                h.extend_from_slice(&ask.to_le_bytes());
+                put_ids(&mut h, ids)?;
+            }
+            Request::Info => h.push(TAG_INFO),
+        }
+        Ok(Encoded { header: h, payload })
+    }
+
+    /// Decodes a body read from the wire.
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] or [`Error::TooLarge`]; never panics.
+    pub fn decode(body: Vec<u8>) -> Result<Request> {
+        let mut r = Reader::new(&body, "shard request");
+        r.version()?;
+        let req = match r.u8()? {
+            TAG_STORE => {
+                let id = r.shard_id()?;
+                let auth = r.auth()?;
+                let crc = r.u32()?;
+                let n = r.u32()?;
+                if n > MAX_SHARD_LEN {
+                    return Err(Error::TooLarge {
+                        what: "shard",
+                        size: u64::from(n),
+                        limit: u64::from(MAX_SHARD_LEN),
+                    });
+                }
+                let start = r.pos;
+                r.take(n as usize)?;
+                r.end()?;
+                let mut body = body;
+                let data = body.split_off(start);
+                return Ok(Request::Store {
+                    id,
+                    auth,
+                    crc,
+                    data,
+                });
+            }
+            TAG_FETCH => {
+                let id = r.shard_id()?;
+                let range = match r.u8()? {
+                    0 => None,
+                    1 => {
+                        let off = r.u64()?;
+                        let len = r.u32()?;
+                        if len > MAX_SHARD_LEN {
+                            return Err(Error::TooLarge {
+                                what: "fetch range",
+                                size: u64::from(len),
+                                limit: u64::from(MAX_SHARD_LEN),
+                            });
+                        }
+                        Some((off, len))
+                    }
+                    f => return Err(r.bad(format!("range flag {f}"))),
+                };
+                Request::Fetch { id, range }
+            }
+            TAG_HAS => Request::Has { ids: r.ids()? },
+            TAG_DELETE => {
+                let id = r.shard_id()?;
+                let auth = r.auth()?;
+                Request::Delete { id, auth }
+            }
+            TAG_HOLDERS => {
+                let ask = r.u64()?;
+                Request::Holders { ask, ids: r.ids()? }
+            }
+            TAG_INFO => Request::Info,
+            t => return Err(r.bad(format!("unknown tag {t}"))),
+        };
+        r.end()?;
+        Ok(req)
+    }
+}
+
+impl Response {
+    /// Encodes the body, checking every limit.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] when a field exceeds its limit.
+    pub fn encode(&self) -> Result<Encoded<'_>> {
+        let mut h = vec![WIRE_VERSION];
+        let mut payload: &[u8] = &[];
+        match self {
+            Response::Stored => h.push(TAG_STORED),
+            Response::Data(data) => {
+                h.push(TAG_DATA);
+                let n = len_u32("shard", data.len(), u64::from(MAX_SHARD_LEN))?;
+                h.extend_from_slice(&n.to_le_bytes());
+                payload = data;
+            }
+            Response::Has(lens) => {
+                h.push(TAG_HAS_REPLY);
+                let n = len_u32("has reply", lens.len(), MAX_IDS as u64)?;
+                h.extend_from_slice(&n.to_le_bytes());
+                for l in lens {
+                    match l {
+                        None => h.push(0),
+                        Some(l) => {
+                            h.push(1);
+                            h.extend_from_slice(&l.to_le_bytes());
+                        }
+                    }
+                }
+            }
+            Response::Deleted => h.push(TAG_DELETED),
+            Response::Ack => h.push(TAG_ACK),
+            Response::Info(info) => {
+                h.push(TAG_INFO_REPLY);
+                h.push(u8::from(info.storage));
+                h.extend_from_slice(&info.capacity.to_le_bytes());
+                h.extend_from_slice(&info.used.to_le_bytes());
+                h.extend_from_slice(&info.shards.to_le_bytes());
+                let n = len_u32("zone", info.zone.len(), MAX_ZONE_LEN as u64)?;
+                h.push(n as u8);
+                h.extend_from_slice(info.zone.as_bytes());
+            }
+            Response::Error(e) => {
+                h.push(TAG_ERROR);
+                h.extend_from_slice(&e.code.to_u16().to_le_bytes());
+                let n = len_u32("error message", e.message.len(), MAX_ERROR_MESSAGE as u64)?;
+                h.extend_from_slice(&(n as u16).to_le_bytes());
+                h.extend_from_slice(e.message.as_bytes());
+            }
+        }
+        Ok(Encoded { header: h, payload })
+    }
+
+    /// Decodes a body read from the wire.
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] or [`Error::TooLarge`]; never panics.
+    pub fn decode(body: Vec<u8>) -> Result<Response> {
+        let mut r = Reader::new(&body, "shard response");
+        r.version()?;
+        let resp = match r.u8()? {
+            TAG_STORED => Response::Stored,
+            TAG_DATA => {
+                let n = r.u32()?;
+                if n > MAX_SHARD_LEN {
+                    return Err(Error::TooLarge {
+                        what: "shard",
+                        size: u64::from(n),
+                        limit: u64::from(MAX_SHARD_LEN),
+                    });
+                }
+                let start = r.pos;
+                r.take(n as usize)?;
+                r.end()?;
+                let mut body = body;
+                return Ok(Response::Data(body.split_off(start)));
+            }
+            TAG_HAS_REPLY => {
+                let n = r.count(MAX_IDS, "has reply")?;
+                let mut lens = Vec::with_capacity(n);
+                for _ in 0..n {
+                    lens.push(match r.u8()? {
+                        0 => None,
+                        1 => Some(r.u32()?),
+                        f => return Err(r.bad(format!("has flag {f}"))),
+                    });
+                }
+                Response::Has(lens)
+            }
+            TAG_DELETED => Response::Deleted,
+            TAG_ACK => Response::Ack,
+            TAG_INFO_REPLY => {
+                let storage = match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    f => return Err(r.bad(format!("storage flag {f}"))),
+                };
+                let capacity = r.u64()?;
+                let used = r.u64()?;
+                let shards = r.u64()?;
+                let n = usize::from(r.u8()?);
+                if n > MAX_ZONE_LEN {
+                    return Err(Error::TooLarge {
+                        what: "zone",
+                        size: n as u64,
+                        limit: MAX_ZONE_LEN as u64,
+                    });
+                }
+                let zone = r.string(n)?;
+                Response::Info(NodeInfo {
+                    storage,
+                    capacity,
+                    used,
+                    shards,
+                    zone,
+                })
+            }
+            TAG_ERROR => {
+                let code = ErrorCode::from_u16(r.u16()?);
+                let n = usize::from(r.u16()?);
+                if n > MAX_ERROR_MESSAGE {
+                    return Err(Error::TooLarge {
+                        what: "error message",
+                        size: n as u64,
+                        limit: MAX_ERROR_MESSAGE as u64,
+                    });
+                }
+                let message = r.string(n)?;
+                Response::Error(RemoteError { code, message })
+            }
+            t => return Err(r.bad(format!("unknown tag {t}"))),
+        };
+        r.end()?;
+        Ok(resp)
+    }
+}
+
+impl Ask {
+    /// Encodes the ask (a gossipsub payload), checking every limit.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] when there are too many ids or addresses.
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        let mut h = vec![WIRE_VERSION];
+        h.extend_from_slice(&self.ask.to_le_bytes());
+        put_ids(&mut h, &self.ids)?;
+        let n = len_u32("ask addresses", self.addrs.len(), MAX_ASK_ADDRS as u64)?;
+        h.push(n as u8);
+        for a in &self.addrs {
+            let bytes = a.to_vec();
+            let l = len_u32("address", bytes.len(), MAX_ADDR_LEN as u64)?;
+            h.extend_from_slice(&(l as u16).to_le_bytes());
+            h.extend_from_slice(&bytes);
+        }
+        Ok(h)
+    }
+
+    /// Decodes an ask.
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] or [`Error::TooLarge`]; never panics.
+    pub fn decode(body: &[u8]) -> Result<Ask> {
+        if body.len() > MAX_ASK_LEN {
+            return Err(Error::TooLarge {
+                what: "lookup ask",
+                size: body.len() as u64,
+                limit: MAX_ASK_LEN as u64,
+            });
+        }
+        let mut r = Reader::new(body, "lookup ask");
+        r.version()?;
+        let ask = r.u64()?;
+        let ids = r.ids()?;
+        let n = usize::from(r.u8()?);
+        if n > MAX_ASK_ADDRS {
+            return Err(Error::TooLarge {
+                what: "ask addresses",
+                size: n as u64,
+                limit: MAX_ASK_ADDRS as u64,
+            });
+        }
+        let mut addrs = Vec::with_capacity(n);
+        for _ in 0..n {
+            let l = usize::from(r.u16()?);
+            if l > MAX_ADDR_LEN {
+                return Err(Error::TooLarge {
+                    what: "address",
+                    size: l as u64,
+                    limit: MAX_ADDR_LEN as u64,
+                });
+            }
+            let bytes = r.take(l)?;
+            let addr =
+                Multiaddr::try_from(bytes.to_vec()).map_err(|e| r.bad(format!("address: {e}")))?;
+            addrs.push(addr);
+        }
+        r.end()?;
+        Ok(Ask { ask, ids, addrs })
+    }
+}
+
+/// A bounds-checked cursor over a received body.
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    what: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8], what: &'static str) -> Self {
+        Reader { buf, pos: 0, what }
+    }
+
+    fn bad(&self, reason: String) -> Error {
+        Error::Malformed {
+            what: self.what,
+            reason,
+        }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or_else(|| {
+                self.bad(format!(
+                    "truncated: need {n} bytes at offset {}, have {}",
+                    self.pos,
+                    self.buf.len().saturating_sub(self.pos)
+                ))
+            })?;
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+
+    fn u8(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16> {
+        Ok(u16::from_le_bytes(self.array()?))
+    }
+    fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+    fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+    fn shard_id(&mut self) -> Result<ShardId> {
+        Ok(ShardId(self.array()?))
+    }
+
+    fn version(&mut self) -> Result<()> {
+        match self.u8()? {
+            WIRE_VERSION => Ok(()),
+            v => Err(self.bad(format!("unsupported version {v}"))),
+        }
+    }
+
+    fn count(&mut self, limit: usize, what: &'static str) -> Result<usize> {
+        let n = self.u32()? as usize;
+        if n > limit {
+            return Err(Error::TooLarge {
+                what,
+                size: n as u64,
+                limit: limit as u64,
+            });
+        }
+        Ok(n)
+    }
+
+    fn ids(&mut self) -> Result<Vec<ShardId>> {
+        let n = self.count(MAX_IDS, "shard id list")?;
+        // The count is bounded, and the bytes must be present before anything is allocated.
+        let bytes = self.take(n * 32)?;
+        Ok(bytes
+            .chunks_exact(32)
+            .map(|c| {
+                let mut a = [0u8; 32];
+                a.copy_from_slice(c);
+                ShardId(a)
+            })
+            .collect())
+    }
+
+    fn auth(&mut self) -> Result<Auth> {
+        Ok(Auth {
+            public_key: self.array()?,
+            timestamp_ms: self.u64()?,
+            nonce: self.array()?,
+            signature: self.array()?,
+        })
+    }
+
+    fn string(&mut self, n: usize) -> Result<String> {
+        let b = self.take(n)?;
+        String::from_utf8(b.to_vec()).map_err(|_| self.bad("string is not UTF-8".into()))
+    }
+
+    fn end(&self) -> Result<()> {
+        if self.pos == self.buf.len() {
+            Ok(())
+        } else {
+            Err(self.bad(format!("{} trailing bytes", self.buf.len() - self.pos)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth() -> Auth {
+        Auth {
+            public_key: [2; 33],
+            timestamp_ms: 7,
+            nonce: [3; 16],
+            signature: [4; 64],
+        }
+    }
+
+    fn requests() -> Vec<Request> {
+        vec![
+            Request::Store {
+                id: ShardId([1; 32]),
+                auth: auth(),
+                crc: 5,
+                data: vec![9; 1000],
+            },
+            Request::Store {
+                id: ShardId([1; 32]),
+                auth: auth(),
+                crc: 0,
+                data: vec![],
+            },
+            Request::Fetch {
+                id: ShardId([5; 32]),
+                range: None,
+            },
+            Request::Fetch {
+                id: ShardId([5; 32]),
+                range: Some((10, 20)),
+            },
+            Request::Has {
+                ids: vec![ShardId([1; 32]), ShardId([2; 32])],
+            },
+            Request::Delete {
+                id: ShardId([6; 32]),
+                auth: auth(),
+            },
+            Request::Holders {
+                ask: 99,
+                ids: vec![ShardId([7; 32])],
+            },
+            Request::Info,
+        ]
+    }
+
+    fn responses() -> Vec<Response> {
+        vec![
+            Response::Stored,
+            Response::Data(vec![1, 2, 3]),
+            Response::Has(vec![None, Some(5)]),
+            Response::Deleted,
+            Response::Ack,
+            Response::Info(NodeInfo {
+                storage: true,
+                capacity: 10,
+                used: 3,
+                shards: 2,
+                zone: "rack-1".into(),
+            }),
+            Response::error(ErrorCode::QuotaFull, "full"),
+        ]
+    }
+
+    #[test]
+    fn messages_round_trip_and_truncations_are_refused() {
+        for req in requests() {
+            let frame = req.encode().unwrap().to_frame().unwrap();
+            let body = frame[4..].to_vec();
+            assert_eq!(Request::decode(body.clone()).unwrap(), req);
+            for cut in 0..body.len() {
+                assert!(Request::decode(body[..cut].to_vec()).is_err());
+            }
+            let mut longer = body.clone();
+            longer.push(0);
+            assert!(Request::decode(longer).is_err());
+        }
+        for resp in responses() {
+            let frame = resp.encode().unwrap().to_frame().unwrap();
+            let body = frame[4..].to_vec();
+            assert_eq!(Response::decode(body.clone()).unwrap(), resp);
+            for cut in 0..body.len() {
+                assert!(Response::decode(body[..cut].to_vec()).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn perturbed_bytes_never_panic() {
+        for req in requests() {
+            let body = req.encode().unwrap().to_frame().unwrap()[4..].to_vec();
+            for i in 0..body.len().min(200) {
+                for x in [0x01u8, 0x80, 0xff] {
+                    let mut b = body.clone();
+                    b[i] ^= x;
+                    let _ = Request::decode(b);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn oversized_counts_are_refused_before_allocating() {
+        // A Has with a count of 2^32-1 ids and no bytes behind it.
+        let mut body = vec![WIRE_VERSION, TAG_HAS];
+        body.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(Request::decode(body), Err(Error::TooLarge { .. })));
+        // A store claiming a 4 GiB shard.
+        let mut body = vec![WIRE_VERSION, TAG_STORE];
+        body.extend_from_slice(&[0; 32 + 33 + 8 + 16 + 64 + 4]);
+        body.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(Request::decode(body), Err(Error::TooLarge { .. })));
+        // Encoding refuses too.
+        let too_many = Request::Has {
+            ids: vec![ShardId::default(); MAX_IDS + 1],
+        };
+        assert!(matches!(too_many.encode(), Err(Error::TooLarge { .. })));
+    }
+
+    #[test]
+    fn asks_round_trip() {
+        let ask = Ask {
+            ask: 42,
+            ids: vec![ShardId([8; 32]); 3],
+            addrs: vec!["/ip4/127.0.0.1/tcp/4001".parse().unwrap()],
+        };
+        let b = ask.encode().unwrap();
+        assert_eq!(Ask::decode(&b).unwrap(), ask);
+        for cut in 0..b.len() {
+            assert!(Ask::decode(&b[..cut]).is_err());
+        }
+    }
+}

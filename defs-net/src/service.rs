@@ -1,0 +1,293 @@
+//! The storage service: what a node does with inbound shard requests. Cheap checks run on the
+//! node's task ([`Service::admit`]: owner signature, timestamp window, nonce replay, CRC); store
+//! I/O runs on the blocking pool ([`execute`]), and a store is acknowledged only after the shard
+//! store has made it durable. Only a shard's owner may delete it; fetches need no secret.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+
+use defs_core::identity::{PublicKey, SignDomain, Signature};
+use defs_core::shard_store::ShardStore;
+use defs_core::types::{NodeId, ShardId};
+use libp2p::PeerId;
+
+use crate::protocol::{Auth, ErrorCode, NodeInfo, Request, Response, auth_message};
+
+/// How far a signed request's timestamp may be from our clock: 10 minutes.
+pub const MAX_CLOCK_SKEW_MS: u64 = 10 * 60 * 1000;
+
+/// Nonces remembered against replays. Beyond this the oldest are forgotten, and requests not
+/// newer than the newest forgotten one are refused, so a replay never slips through.
+pub const MAX_REMEMBERED_NONCES: usize = 200_000;
+
+/// An admitted operation, ready for the blocking pool.
+#[derive(Debug)]
+pub(crate) enum Op {
+    Store {
+        id: ShardId,
+        owner: NodeId,
+        data: Vec<u8>,
+    },
+    Fetch {
+        id: ShardId,
+        range: Option<(u64, u32)>,
+    },
+    Has {
+        ids: Vec<ShardId>,
+    },
+    Delete {
+        id: ShardId,
+        requester: NodeId,
+    },
+    Lookup {
+        asker: PeerId,
+        ask: u64,
+        ids: Vec<ShardId>,
+    },
+}
+
+/// Remembers recent nonces of signed requests.
+#[derive(Debug, Default)]
+struct ReplayGuard {
+    seen: HashSet<[u8; 16]>,
+    order: VecDeque<([u8; 16], u64)>,
+    /// Timestamps at or below this are refused (their nonces may have been forgotten).
+    floor_ms: u64,
+}
+
+impl ReplayGuard {
+    fn check_and_remember(&mut self, nonce: [u8; 16], ts: u64, now: u64) -> Result<(), Response> {
+        if ts.abs_diff(now) > MAX_CLOCK_SKEW_MS {
+            return Err(Response::error(
+                ErrorCode::Replay,
+                format!("timestamp {ts} is more than {MAX_CLOCK_SKEW_MS} ms from ours ({now})"),
+            ));
+        }
+        if ts <= self.floor_ms || self.seen.contains(&nonce) {
+            return Err(Response::error(ErrorCode::Replay, "nonce already used"));
+        }
+        // Forget nonces that left the window, then the oldest if still too many.
+        while let Some(&(n, t)) = self.order.front() {
+            if t + MAX_CLOCK_SKEW_MS < now || self.order.len() >= MAX_REMEMBERED_NONCES {
+                self.order.pop_front();
+                self.seen.remove(&n);
+                self.floor_ms = self.floor_ms.max(t);
+            } else {
+                break;
+            }
+        }
+        self.seen.insert(nonce);
+        self.order.push_back((nonce, ts));
+        Ok(())
+    }
+}
+
+/// A misbehaviour injected into a node's fetch answers, for tests of what clients do with a
+/// malicious or broken peer. Set through `Node::set_fault` (feature `test-utils`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Random bytes of the right length.
+    Garbage,
+    /// The first half of the shard.
+    Truncated,
+    /// The bytes of another shard this node stored.
+    OtherShard,
+}
+
+/// The storage service of a node.
+pub(crate) struct Service {
+    store: Arc<ShardStore>,
+    capacity: u64,
+    zone: String,
+    replay: ReplayGuard,
+    pub(crate) fault: Option<Fault>,
+    /// The last shard stored, for [`Fault::OtherShard`].
+    pub(crate) last_stored: Option<ShardId>,
+}
+
+impl Service {
+    pub(crate) fn new(store: ShardStore, capacity: u64, zone: String) -> Self {
+        Service {
+            store: Arc::new(store),
+            capacity,
+            zone,
+            replay: ReplayGuard::default(),
+            fault: None,
+            last_stored: None,
+        }
+    }
+
+    pub(crate) fn store(&self) -> Arc<ShardStore> {
+        self.store.clone()
+    }
+
+    pub(crate) fn info(&self) -> NodeInfo {
+        let usage = self.store.usage();
+        NodeInfo {
+            storage: true,
+            capacity: self.capacity,
+            used: usage.bytes,
+            shards: usage.shards,
+            zone: self.zone.clone(),
+        }
+    }
+
+    /// Verifies the owner's signature over a store or delete and returns the owner.
+    fn verify(
+        &mut self,
+        domain: SignDomain,
+        id: &ShardId,
+        len: u32,
+        auth: &Auth,
+        now: u64,
+    ) -> Result<NodeId, Response> {
+        let key = PublicKey::from_bytes(&auth.public_key).map_err(|e| {
+            Response::error(ErrorCode::BadSignature, format!("bad public key: {e}"))
+        })?;
+        let owner = key.node_id();
+        let msg = auth_message(id, len, &owner, auth.timestamp_ms, &auth.nonce);
+        key.verify(domain, &msg, &Signature(auth.signature))
+            .map_err(|e| Response::error(ErrorCode::BadSignature, format!("{e}")))?;
+        // Only a valid signature may consume a nonce.
+        self.replay
+            .check_and_remember(auth.nonce, auth.timestamp_ms, now)?;
+        Ok(owner)
+    }
+
+    /// Checks a request on the node's task and turns it into an operation for the blocking pool,
+    /// or refuses it.
+    pub(crate) fn admit(&mut self, req: Request, now: u64) -> Result<Op, Response> {
+        match req {
+            Request::Store {
+                id,
+                auth,
+                crc,
+                data,
+            } => {
+                let len = u32::try_from(data.len())
+                    .map_err(|_| Response::error(ErrorCode::TooLarge, "shard too large"))?;
+                if crc32fast::hash(&data) != crc {
+                    return Err(Response::error(
+                        ErrorCode::Corrupt,
+                        "CRC mismatch: the shard was damaged in transit",
+                    ));
+                }
+                let owner = self.verify(SignDomain::StoreShard, &id, len, &auth, now)?;
+                self.last_stored = Some(id);
+                Ok(Op::Store { id, owner, data })
+            }
+            Request::Delete { id, auth } => {
+                let requester = self.verify(SignDomain::DeleteShard, &id, 0, &auth, now)?;
+                Ok(Op::Delete { id, requester })
+            }
+            Request::Fetch { id, range } => Ok(Op::Fetch { id, range }),
+            Request::Has { ids } => Ok(Op::Has { ids }),
+            Request::Holders { .. } | Request::Info => {
+                Err(Response::error(ErrorCode::BadRequest, "not a store operation"))
+            }
+        }
+    }
+}
+
+/// Maps a shard-store error to a wire refusal.
+fn refusal(e: defs_core::Error) -> Response {
+    use defs_core::Error as E;
+    let code = match &e {
+        E::ShardNotFound { .. } => ErrorCode::NotFound,
+        E::NotOwner { .. } => ErrorCode::NotOwner,
+        E::QuotaExceeded { .. } => ErrorCode::QuotaFull,
+        E::TooLarge { .. } => ErrorCode::TooLarge,
+        E::CorruptShard { .. } | E::ShardIdMismatch { .. } => ErrorCode::Corrupt,
+        _ => ErrorCode::Internal,
+    };
+    Response::error(code, format!("{e}"))
+}
+
+/// Runs an admitted operation against the store (blocking I/O).
+pub(crate) fn execute(store: &ShardStore, op: Op) -> Response {
+    match op {
+        Op::Store { id, owner, data } => match store.put(&id, owner, &data) {
+            Ok(_) => Response::Stored,
+            Err(e) => refusal(e),
+        },
+        Op::Fetch { id, range: None } => match store.get(&id) {
+            Ok(bytes) => Response::Data(bytes),
+            Err(e) => refusal(e),
+        },
+        Op::Fetch {
+            id,
+            range: Some((off, len)),
+        } => match store.get_range(&id, off, len) {
+            Ok(bytes) => Response::Data(bytes),
+            Err(e) => refusal(e),
+        },
+        Op::Has { ids } => Response::Has(
+            ids.iter()
+                .map(|id| store.has(id).ok().flatten().map(|m| m.len))
+                .collect(),
+        ),
+        Op::Delete { id, requester } => match store.delete(&id, requester) {
+            Ok(_) => Response::Deleted,
+            Err(e) => refusal(e),
+        },
+        Op::Lookup { .. } => Response::error(ErrorCode::BadRequest, "not a request"),
+    }
+}
+
+/// Runs an operation, then applies `fault` to fetch answers (a misbehaving node).
+pub(crate) fn execute_faulty(
+    store: &ShardStore,
+    op: Op,
+    fault: Option<Fault>,
+    other: Option<ShardId>,
+) -> Response {
+    let is_fetch = matches!(op, Op::Fetch { .. });
+    let resp = execute(store, op);
+    let (Some(fault), true, Response::Data(mut data)) = (fault, is_fetch, resp.clone()) else {
+        return resp;
+    };
+    match fault {
+        Fault::Garbage => {
+            let _ = getrandom::fill(&mut data);
+            Response::Data(data)
+        }
+        Fault::Truncated => {
+            data.truncate(data.len() / 2);
+            Response::Data(data)
+        }
+        Fault::OtherShard => match other.map(|o| store.get(&o)) {
+            Some(Ok(d)) => Response::Data(d),
+            _ => {
+                data.reverse();
+                Response::Data(data)
+            }
+        },
+    }
+}
+
+/// The ids of `ids` this store holds.
+pub(crate) fn held(store: &ShardStore, ids: &[ShardId]) -> Vec<ShardId> {
+    ids.iter()
+        .filter(|id| matches!(store.has(id), Ok(Some(_))))
+        .copied()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replayed_or_stale_nonces_are_refused() {
+        let mut g = ReplayGuard::default();
+        let now = 1_000_000_000;
+        assert!(g.check_and_remember([1; 16], now, now).is_ok());
+        assert!(g.check_and_remember([1; 16], now, now).is_err());
+        assert!(g.check_and_remember([2; 16], now - MAX_CLOCK_SKEW_MS - 1, now).is_err());
+        assert!(g.check_and_remember([3; 16], now + MAX_CLOCK_SKEW_MS + 1, now).is_err());
+        // Once a nonce is forgotten (it left the window), its timestamp becomes the floor.
+        let later = now + 2 * MAX_CLOCK_SKEW_MS;
+        assert!(g.check_and_remember([4; 16], later, later).is_ok());
+        assert!(g.check_and_remember([1; 16], now, later).is_err());
+    }
+}

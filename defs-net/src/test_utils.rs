@@ -1,0 +1,113 @@
+//! Test helpers for in-process clusters: [`TestCluster`] starts N storage nodes on 127.0.0.1,
+//! each in its own tracing span, in a temporary dir that is removed on drop; every wait has a
+//! timeout. [`Fault`] makes a node misbehave (garbage, truncated data, another shard).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use defs_core::identity::Identity;
+
+use crate::client::Client;
+use crate::devnet::{Devnet, DevnetConfig};
+use crate::error::Result;
+
+pub use crate::service::Fault;
+
+/// Capacity of each test node: 4 GiB.
+pub const TEST_CAPACITY: u64 = 4 << 30;
+
+/// Every test wait ends after this.
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Installs a compact tracing subscriber once (`RUST_LOG` controls it).
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// N storage nodes on 127.0.0.1 plus the temp dir they live in.
+#[derive(Debug)]
+pub struct TestCluster {
+    /// The devnet.
+    pub net: Devnet,
+    /// Removed on drop (after the nodes stop).
+    pub dir: tempfile::TempDir,
+}
+
+impl TestCluster {
+    /// Starts `n` connected storage nodes.
+    ///
+    /// # Panics
+    /// When the cluster does not come up within [`TEST_TIMEOUT`].
+    pub async fn start(n: usize) -> TestCluster {
+        Self::start_with_capacity(n, TEST_CAPACITY).await
+    }
+
+    /// Starts `n` nodes of `capacity` bytes each.
+    ///
+    /// # Panics
+    /// When the cluster does not come up within [`TEST_TIMEOUT`].
+    pub async fn start_with_capacity(n: usize, capacity: u64) -> TestCluster {
+        Self::start_inner(n, capacity, Vec::new()).await
+    }
+
+    /// Starts one node per entry of `capacities`, node `i` offering `capacities[i]` bytes.
+    ///
+    /// # Panics
+    /// When the cluster does not come up within [`TEST_TIMEOUT`].
+    pub async fn start_with_capacities(capacities: &[u64]) -> TestCluster {
+        Self::start_inner(capacities.len(), TEST_CAPACITY, capacities.to_vec()).await
+    }
+
+    async fn start_inner(n: usize, capacity: u64, capacities: Vec<u64>) -> TestCluster {
+        init_tracing();
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let cfg = DevnetConfig {
+            nodes: n,
+            dir: dir.path().to_path_buf(),
+            capacity,
+            capacities,
+            gossip_heartbeat: Duration::from_millis(200),
+        };
+        let net = tokio::time::timeout(TEST_TIMEOUT, Devnet::start(&cfg))
+            .await
+            .unwrap_or_else(|_| panic!("cluster of {n} did not start in time"))
+            .unwrap_or_else(|e| panic!("cluster of {n}: {e}"));
+        TestCluster { net, dir }
+    }
+
+    /// A client for a new owner identity, connected to every live node.
+    ///
+    /// # Panics
+    /// When it cannot connect within [`TEST_TIMEOUT`].
+    pub async fn client(&self) -> Client {
+        self.client_for(Arc::new(Identity::generate(0))).await
+    }
+
+    /// A client for `identity`.
+    ///
+    /// # Panics
+    /// When it cannot connect within [`TEST_TIMEOUT`].
+    pub async fn client_for(&self, identity: Arc<Identity>) -> Client {
+        tokio::time::timeout(TEST_TIMEOUT, self.net.client(identity))
+            .await
+            .unwrap_or_else(|_| panic!("client did not connect in time"))
+            .unwrap_or_else(|e| panic!("client: {e}"))
+    }
+
+    /// Makes node `i` misbehave from now on.
+    ///
+    /// # Errors
+    /// [`crate::Error::Closed`] when the node is gone.
+    pub async fn set_fault(&self, i: usize, fault: Option<Fault>) -> Result<()> {
+        match self.net.node(i) {
+            Some(n) => n.node.set_fault(fault).await,
+            None => Err(crate::Error::Closed),
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! Refused requests: forged or missing signatures, deletes by non-owners, replays, oversized
+//! messages, full quotas.
+
+use std::sync::Arc;
+
+use defs_core::identity::{Identity, SignDomain};
+use defs_core::types::ShardId;
+use defs_net::Error;
+use defs_net::protocol::{Auth, ErrorCode, MAX_SHARD_LEN, Request};
+use defs_net::test_utils::TestCluster;
+
+use crate::util::timeout;
+
+fn shard(n: usize, seed: u8) -> (ShardId, Vec<u8>) {
+    let data: Vec<u8> = (0..n).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect();
+    (ShardId(*blake3::hash(&data).as_bytes()), data)
+}
+
+fn code(e: &Error) -> Option<ErrorCode> {
+    e.remote_code()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forged_missing_and_replayed_signatures_are_refused() {
+    let cluster = TestCluster::start(2).await;
+    let client = cluster.client().await;
+    let node = cluster.net.node(0).unwrap().node.peer_id();
+    let (id, data) = shard(10_000, 1);
+    let crc = crc32fast::hash(&data);
+
+    // A zero ("missing") signature.
+    let mut auth = client.auth(SignDomain::StoreShard, &id, data.len() as u32);
+    auth.signature = [0; 64];
+    let err = client
+        .node()
+        .request(
+            node,
+            Request::Store {
+                id,
+                auth,
+                crc,
+                data: data.clone(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), Some(ErrorCode::BadSignature), "{err}");
+
+    // Signed for another shard length.
+    let auth = client.auth(SignDomain::StoreShard, &id, 5);
+    let err = client
+        .node()
+        .request(
+            node,
+            Request::Store {
+                id,
+                auth,
+                crc,
+                data: data.clone(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), Some(ErrorCode::BadSignature), "{err}");
+
+    // A delete signature used for a store (wrong domain).
+    let auth = client.auth(SignDomain::DeleteShard, &id, data.len() as u32);
+    let err = client
+        .node()
+        .request(
+            node,
+            Request::Store {
+                id,
+                auth,
+                crc,
+                data: data.clone(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), Some(ErrorCode::BadSignature), "{err}");
+
+    // Someone else's public key with our signature.
+    let other = Identity::generate(0);
+    let mut auth = client.auth(SignDomain::StoreShard, &id, data.len() as u32);
+    auth.public_key = other.public().to_bytes();
+    let err = client
+        .node()
+        .request(
+            node,
+            Request::Store {
+                id,
+                auth,
+                crc,
+                data: data.clone(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), Some(ErrorCode::BadSignature), "{err}");
+
+    // Garbage public key.
+    let auth = Auth {
+        public_key: [7; 33],
+        timestamp_ms: defs_net::node::now_ms(),
+        nonce: [1; 16],
+        signature: [1; 64],
+    };
+    let err = client
+        .node()
+        .request(
+            node,
+            Request::Store {
+                id,
+                auth,
+                crc,
+                data: data.clone(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), Some(ErrorCode::BadSignature), "{err}");
+
+    // Nothing was stored.
+    assert_eq!(client.has(node, vec![id]).await.unwrap(), vec![None]);
+
+    // A valid store, then its exact replay.
+    let auth = client.auth(SignDomain::StoreShard, &id, data.len() as u32);
+    client
+        .node()
+        .request(
+            node,
+            Request::Store {
+                id,
+                auth: auth.clone(),
+                crc,
+                data: data.clone(),
+            },
+        )
+        .await
+        .unwrap();
+    let err = client
+        .node()
+        .request(
+            node,
+            Request::Store {
+                id,
+                auth,
+                crc,
+                data: data.clone(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), Some(ErrorCode::Replay), "{err}");
+
+    // Bad CRC (damaged in transit) and bytes that do not hash to the id.
+    let auth = client.auth(SignDomain::StoreShard, &id, data.len() as u32);
+    let err = client
+        .node()
+        .request(
+            node,
+            Request::Store {
+                id,
+                auth,
+                crc: crc ^ 1,
+                data: data.clone(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), Some(ErrorCode::Corrupt), "{err}");
+    let (_, other_data) = shard(10_000, 2);
+    let auth = client.auth(SignDomain::StoreShard, &id, other_data.len() as u32);
+    let err = client
+        .node()
+        .request(
+            node,
+            Request::Store {
+                id,
+                auth,
+                crc: crc32fast::hash(&other_data),
+                data: other_data,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), Some(ErrorCode::Corrupt), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_the_owner_may_delete() {
+    let cluster = TestCluster::start(2).await;
+    let owner = cluster.client().await;
+    let thief = cluster.client_for(Arc::new(Identity::generate(0))).await;
+    let node = cluster.net.node(1).unwrap().node.peer_id();
+    let (id, data) = shard(50_000, 3);
+    timeout(owner.store_on(node, id, data.clone()))
+        .await
+        .unwrap();
+
+    let err = timeout(thief.delete_on(node, id)).await.unwrap_err();
+    assert_eq!(code(&err), Some(ErrorCode::NotOwner), "{err}");
+    assert_eq!(
+        thief.fetch_from(node, id).await.unwrap(),
+        data,
+        "shard intact"
+    );
+
+    // A forged delete signature.
+    let mut auth = owner.auth(SignDomain::DeleteShard, &id, 0);
+    auth.signature[10] ^= 1;
+    let err = owner
+        .node()
+        .request(node, Request::Delete { id, auth })
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), Some(ErrorCode::BadSignature), "{err}");
+
+    timeout(owner.delete_on(node, id)).await.unwrap();
+    assert_eq!(owner.has(node, vec![id]).await.unwrap(), vec![None]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn oversized_shards_are_refused_before_sending() {
+    let cluster = TestCluster::start(1).await;
+    let client = cluster.client().await;
+    let node = cluster.net.node(0).unwrap().node.peer_id();
+    let data = vec![0u8; MAX_SHARD_LEN as usize + 1];
+    let err = client
+        .store_on(node, ShardId([1; 32]), data)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::TooLarge { .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_quota_is_a_distinct_error_and_placement_moves_on() {
+    let cluster = TestCluster::start_with_capacities(&[64 << 10, 1 << 30, 1 << 30, 1 << 30]).await;
+    let client = cluster.client().await;
+    let small = cluster.net.node(0).unwrap().node.peer_id();
+    let (id, data) = shard(200_000, 4);
+    let err = timeout(client.store_on(small, id, data)).await.unwrap_err();
+    assert_eq!(code(&err), Some(ErrorCode::QuotaFull), "{err}");
+
+    // Whole files still go through, around the full node.
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("f");
+    crate::util::random_file(&src, 1 << 20, 8);
+    let layout =
+        defs_net::commands::layout_for(&Default::default(), "rs-size", Some((2, 1))).unwrap();
+    let report = timeout(client.put_file(&src, &layout, None)).await.unwrap();
+    let out = dir.path().join("out");
+    timeout(client.get_file(report.file, &out, None))
+        .await
+        .unwrap();
+    assert_eq!(crate::util::hash_file(&out), crate::util::hash_file(&src));
+}
