@@ -7,7 +7,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::types::ShardId;
+use crate::types::{NodeId, ShardId};
 
 /// Shorthand for results in defs-core.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -39,6 +39,59 @@ pub enum Error {
     },
 
     // ---- identity ----------------------------------------------------------------------------
+    /// The identity key file is accessible to group or others.
+    #[error(
+        "identity key {} is accessible to group or others (mode {mode:03o}); \
+         run `chmod 600 {}` if it is really yours, or create a new identity",
+        path.display(),
+        path.display()
+    )]
+    KeyFilePermissions {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+
+    /// The identity key file is not a valid DeFS key file.
+    #[error("{} is not a usable identity key: {reason}", path.display())]
+    BadKeyFile {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
+    /// An identity key file already exists where a new one was to be created.
+    #[error("an identity already exists at {}; refusing to overwrite it", path.display())]
+    KeyFileExists {
+        /// The existing key file.
+        path: PathBuf,
+    },
+
+    /// A signature does not verify for the given key, message and domain.
+    #[error("bad signature (domain {domain})")]
+    BadSignature {
+        /// The signature domain that was checked.
+        domain: &'static str,
+    },
+
+    /// Bytes that should be a compressed secp256k1 public key (or secret scalar) are not one.
+    #[error("not a valid secp256k1 key")]
+    BadPublicKey,
+
+    /// A NodeId does not solve the identity puzzle at the required difficulty.
+    #[error(
+        "node {node_id} does not solve the identity puzzle: {bits} leading zero bits, {difficulty} required"
+    )]
+    PuzzleNotSolved {
+        /// The node.
+        node_id: NodeId,
+        /// The required difficulty (leading zero bits).
+        difficulty: u8,
+        /// The leading zero bits it has.
+        bits: u32,
+    },
 
     // ---- pipeline and manifest ---------------------------------------------------------------
     /// A shard's bytes do not verify (CRC, hash, or authentication tag).
@@ -52,6 +105,16 @@ pub enum Error {
     // ---- metadata DB and namespace -----------------------------------------------------------
 
     // ---- journal, cache store, shard store ---------------------------------------------------
+
+    // ---- config ------------------------------------------------------------------------------
+    /// A configuration value is out of range or inconsistent.
+    #[error("invalid setting {field}: {reason}")]
+    InvalidConfig {
+        /// The setting, as `section.field`.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl Error {

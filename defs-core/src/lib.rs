@@ -2,6 +2,8 @@
 //!
 //! - [`types`]: the shared vocabulary (node, shard, file, inode ids).
 //! - [`error`]: the crate's one error type.
+//! - [`config`]: every setting of a data dir and its default.
+//! - [`identity`]: the node's secp256k1 key, NodeId, work puzzle, key file and signatures.
 //!
 //! The data path runs file bytes through the pipeline (slice → Reed-Solomon → encrypt → checksum)
 //! into shards described by a manifest; the network (defs-net) stores shards, and the mounted
@@ -9,8 +11,12 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![deny(rustdoc::broken_intra_doc_links)]
 
+pub mod config;
 pub mod error;
+pub mod identity;
 pub mod sync;
 pub mod types;
 
+pub use config::Config;
 pub use error::{Error, Result};
+pub use identity::{Identity, PublicKey, SignDomain, Signature};
