@@ -105,6 +105,76 @@ pub enum Error {
     // ---- metadata DB and namespace -----------------------------------------------------------
 
     // ---- journal, cache store, shard store ---------------------------------------------------
+    /// The shard is not stored here.
+    #[error("shard {id} is not stored here")]
+    ShardNotFound {
+        /// The shard.
+        id: ShardId,
+    },
+
+    /// An owner would exceed its quota on this node.
+    #[error("owner {owner} would exceed its quota: {used} bytes stored, the quota is {quota}")]
+    QuotaExceeded {
+        /// The owner.
+        owner: NodeId,
+        /// Bytes it has stored already.
+        used: u64,
+        /// Its quota.
+        quota: u64,
+    },
+
+    /// The store has no room for another shard.
+    #[error("the shard store is full: {used} of {capacity} bytes used")]
+    StoreFull {
+        /// Bytes stored.
+        used: u64,
+        /// The capacity.
+        capacity: u64,
+    },
+
+    /// Someone who does not own a shard asked to delete it.
+    #[error("{requester} does not own shard {id}")]
+    NotOwner {
+        /// The shard.
+        id: ShardId,
+        /// Who asked.
+        requester: NodeId,
+    },
+
+    /// Bytes offered as a shard do not hash to its id.
+    #[error("shard bytes hash to {actual}, not to their id {expected}")]
+    HashMismatch {
+        /// The id they were offered under.
+        expected: ShardId,
+        /// BLAKE3 of the bytes.
+        actual: ShardId,
+    },
+
+    /// The index database of a local store (shard store, cache store) failed.
+    #[error("store index {}: {source}", path.display())]
+    StoreIndex {
+        /// The database file.
+        path: PathBuf,
+        /// redb's error.
+        #[source]
+        source: Box<redb::Error>,
+    },
+
+    /// A write would eat into the free space kept in reserve on the local disk (ENOSPC).
+    #[error(
+        "no space for {needed} more bytes in {}: {available} bytes free, {reserve} kept in reserve",
+        path.display()
+    )]
+    NoSpace {
+        /// The directory whose filesystem is full.
+        path: PathBuf,
+        /// Bytes the write needed.
+        needed: u64,
+        /// Bytes free on the filesystem (or left in the budget).
+        available: u64,
+        /// Bytes kept free.
+        reserve: u64,
+    },
 
     // ---- config ------------------------------------------------------------------------------
     /// A configuration value is out of range or inconsistent.
@@ -118,6 +188,14 @@ pub enum Error {
 }
 
 impl Error {
+    /// Wraps a redb error with the database it happened on.
+    pub fn store_index(path: impl Into<PathBuf>, source: impl Into<redb::Error>) -> Self {
+        Error::StoreIndex {
+            path: path.into(),
+            source: Box::new(source.into()),
+        }
+    }
+
     /// Wraps an I/O error with the path it happened on.
     pub fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
         Error::Io {

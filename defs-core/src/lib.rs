@@ -4,6 +4,7 @@
 //! - [`error`]: the crate's one error type.
 //! - [`config`]: every setting of a data dir and its default.
 //! - [`identity`]: the node's secp256k1 key, NodeId, work puzzle, key file and signatures.
+//! - [`shard_store`]: the shards a storage node keeps for others (`DIR/shards`).
 //!
 //! The data path runs file bytes through the pipeline (slice → Reed-Solomon → encrypt → checksum)
 //! into shards described by a manifest; the network (defs-net) stores shards, and the mounted
@@ -14,9 +15,11 @@
 pub mod config;
 pub mod error;
 pub mod identity;
+pub mod shard_store;
 pub mod sync;
 pub mod types;
 
 pub use config::Config;
 pub use error::{Error, Result};
 pub use identity::{Identity, PublicKey, SignDomain, Signature};
+pub use shard_store::ShardStore;
