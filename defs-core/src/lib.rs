@@ -2,6 +2,7 @@
 //!
 //! - [`types`]: the shared vocabulary (node, shard, file, inode ids).
 //! - [`error`]: the crate's one error type.
+//! - [`cache_store`]: per-inode sparse cache files of file contents (`DIR/cache`).
 //! - [`config`]: every setting of a data dir and its default.
 //! - [`identity`]: the node's secp256k1 key, NodeId, work puzzle, key file and signatures.
 //! - [`shard_store`]: the shards a storage node keeps for others (`DIR/shards`).
@@ -12,6 +13,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![deny(rustdoc::broken_intra_doc_links)]
 
+pub mod cache_store;
 pub mod config;
 pub mod error;
 pub mod identity;
@@ -19,6 +21,7 @@ pub mod shard_store;
 pub mod sync;
 pub mod types;
 
+pub use cache_store::CacheStore;
 pub use config::Config;
 pub use error::{Error, Result};
 pub use identity::{Identity, PublicKey, SignDomain, Signature};
