@@ -2,6 +2,10 @@
 //!
 //! - [`types`]: the shared vocabulary (node, shard, file, inode ids).
 //! - [`error`]: the crate's one error type.
+//! - [`cache_store`]: per-inode sparse cache files of file contents (`DIR/cache`).
+//! - [`config`]: every setting of a data dir and its default.
+//! - [`identity`]: the node's secp256k1 key, NodeId, work puzzle, key file and signatures.
+//! - [`shard_store`]: the shards a storage node keeps for others (`DIR/shards`).
 //!
 //! The data path runs file bytes through the pipeline (slice → Reed-Solomon → encrypt → checksum)
 //! into shards described by a manifest; the network (defs-net) stores shards, and the mounted
@@ -9,8 +13,16 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![deny(rustdoc::broken_intra_doc_links)]
 
+pub mod cache_store;
+pub mod config;
 pub mod error;
+pub mod identity;
+pub mod shard_store;
 pub mod sync;
 pub mod types;
 
+pub use cache_store::CacheStore;
+pub use config::Config;
 pub use error::{Error, Result};
+pub use identity::{Identity, PublicKey, SignDomain, Signature};
+pub use shard_store::ShardStore;
