@@ -2,6 +2,8 @@
 //!
 //! - [`types`]: the shared vocabulary (node, shard, file, inode ids).
 //! - [`error`]: the crate's one error type.
+//! - [`pipeline`]: file bytes ↔ encrypted, erasure-coded shards ([`Encoder`], [`Decoder`]).
+//! - [`manifest`]: a file version's index and its sealed, versioned format ([`Manifest`]).
 //!
 //! The data path runs file bytes through the pipeline (slice → Reed-Solomon → encrypt → checksum)
 //! into shards described by a manifest; the network (defs-net) stores shards, and the mounted
@@ -10,7 +12,14 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 
 pub mod error;
+pub mod manifest;
+pub mod pipeline;
 pub mod sync;
 pub mod types;
 
 pub use error::{Error, Result};
+pub use manifest::{Manifest, SealedManifest, SegmentEntry, ShardEntry};
+pub use pipeline::{
+    Decoder, EncodedSegment, EncodedShard, Encoder, FileKey, Geometry, LayoutConfig, Mode,
+    Redundancy, WrapKey,
+};
