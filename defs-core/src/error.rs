@@ -102,6 +102,74 @@ pub enum Error {
         /// Which check failed.
         reason: &'static str,
     },
+
+    /// A key does not open what it should: a manifest sealed for another owner, or a file key
+    /// that is not this manifest's. (Authenticated encryption cannot tell a wrong key from
+    /// damaged bytes; a sealed manifest is fetched by its id, so damage is caught before this.)
+    #[error("wrong {what}: the manifest does not open with it (or its bytes are damaged)")]
+    WrongKey {
+        /// Which key: "wrap key" or "file key".
+        what: &'static str,
+    },
+
+    /// A manifest in a format version this build does not know.
+    #[error("unknown manifest format version {found}; this build reads version {supported}")]
+    UnknownManifestVersion {
+        /// The version in the bytes.
+        found: u16,
+        /// The version this build reads and writes.
+        supported: u16,
+    },
+
+    /// Manifest bytes that do not parse or do not hold together.
+    #[error("malformed manifest: {what}")]
+    MalformedManifest {
+        /// What is wrong.
+        what: &'static str,
+    },
+
+    /// Fewer good shards of a segment than Reed-Solomon needs to rebuild it.
+    #[error("segment {segment}: too few good shards to rebuild it: need {need}, have {have}")]
+    TooFewShards {
+        /// The segment.
+        segment: u64,
+        /// Shards needed (k, or 1 for replicated segments).
+        need: u16,
+        /// Good shards found (present, CRC and authentication tag verified).
+        have: u16,
+    },
+
+    /// A layout setting (or a manifest's geometry) outside what the pipeline supports.
+    #[error("invalid layout: {reason}")]
+    InvalidLayout {
+        /// What is out of range, with the range.
+        reason: String,
+    },
+
+    /// This binary was built with the `simd` feature (AVX2 Reed-Solomon kernels) and this CPU
+    /// lacks AVX2; running the kernels would die on SIGILL.
+    #[error(
+        "this CPU has no AVX2, which this build's Reed-Solomon code needs; \
+         rebuild defs without the `simd` feature (--no-default-features)"
+    )]
+    CpuWithoutAvx2,
+
+    /// The operating system's random number generator failed.
+    #[error("no randomness from the operating system: {reason}")]
+    Random {
+        /// The OS error, as text.
+        reason: String,
+    },
+
+    /// Reading the input or writing the output stream of the pipeline failed.
+    #[error("I/O error while {what}: {source}")]
+    Stream {
+        /// What the pipeline was doing: "reading the file", "writing decoded bytes".
+        what: &'static str,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
     // ---- metadata DB and namespace -----------------------------------------------------------
 
     // ---- journal, cache store, shard store ---------------------------------------------------

@@ -6,6 +6,8 @@
 //! - [`config`]: every setting of a data dir and its default.
 //! - [`identity`]: the node's secp256k1 key, NodeId, work puzzle, key file and signatures.
 //! - [`shard_store`]: the shards a storage node keeps for others (`DIR/shards`).
+//! - [`pipeline`]: file bytes ↔ encrypted, erasure-coded shards ([`Encoder`], [`Decoder`]).
+//! - [`manifest`]: a file version's index and its sealed, versioned format ([`Manifest`]).
 //!
 //! The data path runs file bytes through the pipeline (slice → Reed-Solomon → encrypt → checksum)
 //! into shards described by a manifest; the network (defs-net) stores shards, and the mounted
@@ -17,6 +19,8 @@ pub mod cache_store;
 pub mod config;
 pub mod error;
 pub mod identity;
+pub mod manifest;
+pub mod pipeline;
 pub mod shard_store;
 pub mod sync;
 pub mod types;
@@ -25,4 +29,9 @@ pub use cache_store::CacheStore;
 pub use config::Config;
 pub use error::{Error, Result};
 pub use identity::{Identity, PublicKey, SignDomain, Signature};
+pub use manifest::{Manifest, SealedManifest, SegmentEntry, ShardEntry};
+pub use pipeline::{
+    Decoder, EncodedSegment, EncodedShard, Encoder, FileKey, Geometry, LayoutConfig, Mode,
+    Redundancy, WrapKey,
+};
 pub use shard_store::ShardStore;
