@@ -2,6 +2,9 @@
 //!
 //! - [`types`]: the shared vocabulary (node, shard, file, inode ids).
 //! - [`error`]: the crate's one error type.
+//! - [`meta`]: the metadata DB ([`MetaDb`], redb) with group commit; [`namespace`] (POSIX
+//!   operations on it), [`journal`] (which inodes hold unsaved data) and [`snapshot`] (the whole
+//!   namespace as one streamable object).
 //!
 //! The data path runs file bytes through the pipeline (slice → Reed-Solomon → encrypt → checksum)
 //! into shards described by a manifest; the network (defs-net) stores shards, and the mounted
@@ -10,7 +13,18 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 
 pub mod error;
+pub mod journal;
+pub mod meta;
+pub mod namespace;
+pub mod snapshot;
 pub mod sync;
+#[cfg(test)]
+mod testutil;
 pub mod types;
 
 pub use error::{Error, Result};
+pub use journal::DirtyRecord;
+pub use meta::MetaDb;
+pub use namespace::{
+    Attr, Content, DirEntry, FileKind, NewInode, RenameMode, SetAttr, Timestamp, Unlinked, XattrMode,
+};
