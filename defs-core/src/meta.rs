@@ -141,7 +141,10 @@ impl MetaDb {
     pub fn open_with(dir: &Path, interval: Option<Duration>) -> Result<MetaDb> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let path = dir.join(DB_FILE);
-        let db = Database::create(&path).ctx("opening the DB file")?;
+        if !path.exists() {
+            create_atomically(dir, &path)?;
+        }
+        let db = Database::open(&path).ctx("opening the DB file")?;
         init_or_migrate(&db, &path)?;
         let inner = Arc::new(Inner {
             db,
@@ -297,6 +300,26 @@ fn group_commit_loop(inner: &Inner, interval: Duration) {
     }
 }
 
+/// Creates a new DB under a temporary name and renames it into place, so that a crash during
+/// creation never leaves a half-written file where [`MetaDb::open`] looks (redb refuses a file
+/// whose header was never completed).
+fn create_atomically(dir: &Path, path: &Path) -> Result<()> {
+    let tmp = dir.join(format!("{DB_FILE}.new"));
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(&tmp, e)),
+    }
+    {
+        let db = Database::create(&tmp).ctx("creating the DB file")?;
+        init_or_migrate(&db, &tmp)?;
+    }
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}
+
 /// Creates the tables and the root directory in a new DB, checks the schema version of an
 /// existing one, and migrates an older one step by step.
 fn init_or_migrate(db: &Database, path: &Path) -> Result<()> {
@@ -402,6 +425,9 @@ pub(crate) fn meta_value(txn: &ReadTransaction, key: &str) -> Result<u64> {
     let meta = txn.open_table(META).ctx("opening the meta table")?;
     Ok(meta.get(key).ctx("reading meta")?.map_or(0, |v| v.value()))
 }
+
+#[cfg(test)]
+mod crash_tests;
 
 #[cfg(test)]
 mod tests {
