@@ -171,6 +171,140 @@ pub enum Error {
         source: io::Error,
     },
     // ---- metadata DB and namespace -----------------------------------------------------------
+    /// A name or inode does not exist (ENOENT).
+    #[error("not found: {what}")]
+    NotFound {
+        /// What was looked for: a name in a directory, an inode.
+        what: String,
+    },
+
+    /// The name already exists (EEXIST).
+    #[error("already exists: {what}")]
+    AlreadyExists {
+        /// The name and its directory.
+        what: String,
+    },
+
+    /// A directory to be removed or replaced still has entries (ENOTEMPTY).
+    #[error("directory inode {ino} is not empty")]
+    NotEmpty {
+        /// The directory.
+        ino: u64,
+    },
+
+    /// A directory was needed but the inode is something else (ENOTDIR).
+    #[error("inode {ino} is not a directory")]
+    NotADirectory {
+        /// The inode.
+        ino: u64,
+    },
+
+    /// The operation does not apply to a directory (EISDIR).
+    #[error("inode {ino} is a directory")]
+    IsADirectory {
+        /// The inode.
+        ino: u64,
+    },
+
+    /// A file name is longer than [`crate::namespace::NAME_MAX`] bytes (ENAMETOOLONG).
+    #[error("name is {len} bytes long, the limit is {limit}")]
+    NameTooLong {
+        /// The name's length in bytes.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+
+    /// An argument is invalid for this operation (EINVAL).
+    #[error("invalid argument: {what}")]
+    InvalidArgument {
+        /// What was wrong.
+        what: String,
+    },
+
+    /// The operation is not permitted on this kind of inode, e.g. a hard link to a directory
+    /// (EPERM).
+    #[error("operation not permitted: {what}")]
+    NotPermitted {
+        /// What was refused.
+        what: String,
+    },
+
+    /// The extended attribute does not exist (ENODATA).
+    #[error("inode {ino} has no extended attribute {name:?}")]
+    NoXattr {
+        /// The inode.
+        ino: u64,
+        /// The attribute's name (lossy UTF-8).
+        name: String,
+    },
+
+    /// An extended attribute's value is larger than [`crate::namespace::XATTR_SIZE_MAX`], or
+    /// the inode's attribute list would exceed [`crate::namespace::XATTR_LIST_MAX`] (E2BIG).
+    #[error("extended attribute too large: {size} bytes, the limit is {limit}")]
+    XattrTooLarge {
+        /// The size that was asked for.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+
+    /// An extended attribute's name is empty or longer than
+    /// [`crate::namespace::XATTR_NAME_MAX`] bytes (ERANGE, as Linux answers).
+    #[error("extended attribute name is {len} bytes long; it must be 1 to {limit}")]
+    XattrNameInvalid {
+        /// The name's length.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+
+    /// The metadata DB (redb) failed. The DB refuses further commits after an I/O failure;
+    /// reopen it to recover (EIO).
+    #[error("metadata DB: {context}: {source}")]
+    Db {
+        /// What the DB was doing.
+        context: &'static str,
+        /// redb's error.
+        #[source]
+        source: Box<redb::Error>,
+    },
+
+    /// The metadata DB was written by a newer DeFS with a schema this build does not know (EIO).
+    #[error(
+        "the metadata DB at {} has schema version {found}, this DeFS supports up to {supported}: \
+         upgrade DeFS (the DB was not changed)",
+        path.display()
+    )]
+    SchemaTooNew {
+        /// The DB's directory or file.
+        path: PathBuf,
+        /// The version found in the DB.
+        found: u64,
+        /// The newest version this build reads.
+        supported: u64,
+    },
+
+    /// The metadata DB's records are inconsistent or a snapshot is malformed (EIO).
+    #[error("corrupt {what}: {reason}")]
+    Corrupt {
+        /// What was being read: "inode record", "namespace snapshot", ...
+        what: &'static str,
+        /// What was wrong.
+        reason: String,
+    },
+
+    /// A previous durable commit failed; the DB no longer claims durability until reopened
+    /// (EIO).
+    #[error("metadata DB: an earlier durable commit failed ({reason}); reopen the DB")]
+    NotDurable {
+        /// The first failure.
+        reason: String,
+    },
+
+    /// The DB was closed (EIO).
+    #[error("metadata DB is closed")]
+    Closed,
 
     // ---- journal, cache store, shard store ---------------------------------------------------
     /// The shard is not stored here.
