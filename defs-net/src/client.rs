@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use defs_core::identity::{Identity, SignDomain};
+use defs_core::pipeline::WrapKey;
 use defs_core::remote::{BoxFuture, ShardClient, StoredSegment};
 use defs_core::types::{NodeId, ShardId};
 use futures::future::join_all;
@@ -58,6 +59,11 @@ impl Client {
     /// The owner's identity.
     pub fn identity(&self) -> &Arc<Identity> {
         &self.identity
+    }
+
+    /// The key that opens this owner's manifests.
+    pub fn wrap_key(&self) -> WrapKey {
+        WrapKey::from_bytes(self.identity.manifest_wrap_key())
     }
 
     /// The transfer pool.
@@ -230,7 +236,11 @@ impl Client {
     /// [`Error::Remote`] with `NotOwner` when we do not own it, `NotFound`, …
     pub async fn delete_on(&self, peer: PeerId, id: ShardId) -> Result<()> {
         let auth = self.auth(SignDomain::DeleteShard, &id, 0);
-        match self.node.request(peer, Request::Delete { id, auth }).await? {
+        match self
+            .node
+            .request(peer, Request::Delete { id, auth })
+            .await?
+        {
             Response::Deleted => Ok(()),
             _ => Err(Error::UnexpectedResponse {
                 peer,
@@ -259,7 +269,10 @@ impl Client {
             let bytes = data.as_ref().clone();
             let r = self
                 .pool
-                .run(priority, async move { this.store_on(peer, id, bytes).await })
+                .run(
+                    priority,
+                    async move { this.store_on(peer, id, bytes).await },
+                )
                 .await?;
             match r {
                 Ok(()) => return Ok(peer),
@@ -310,7 +323,11 @@ impl Client {
         parity: usize,
         priority: Priority,
     ) -> Result<(Vec<PeerId>, usize)> {
-        let need = shards.iter().map(|(_, d)| d.len() as u64).max().unwrap_or(0);
+        let need = shards
+            .iter()
+            .map(|(_, d)| d.len() as u64)
+            .max()
+            .unwrap_or(0);
         let candidates = self.node.candidates(need).await?;
         let placed = placement::choose(&candidates, shards.len(), parity);
         if placed.peers.is_empty() {
@@ -318,19 +335,20 @@ impl Client {
         }
         let candidates = Arc::new(candidates);
         let avoid: Arc<HashSet<PeerId>> = Arc::new(placed.peers.iter().copied().collect());
-        let jobs = shards
-            .into_iter()
-            .zip(placed.peers.iter().copied())
-            .map(|((id, data), peer)| {
-                self.store_with_retry(
-                    id,
-                    Arc::new(data),
-                    peer,
-                    candidates.clone(),
-                    avoid.clone(),
-                    priority,
-                )
-            });
+        let jobs =
+            shards
+                .into_iter()
+                .zip(placed.peers.iter().copied())
+                .map(|((id, data), peer)| {
+                    self.store_with_retry(
+                        id,
+                        Arc::new(data),
+                        peer,
+                        candidates.clone(),
+                        avoid.clone(),
+                        priority,
+                    )
+                });
         let results = join_all(jobs).await;
         let mut holders = Vec::with_capacity(results.len());
         for r in results {
@@ -354,7 +372,9 @@ impl Client {
     ) -> Result<Vec<u8>> {
         match self.fetch_verified_from(id, &holders, priority).await {
             Ok(d) => return Ok(d),
-            Err(e) => debug!(shard = %id, error = %e, "recorded holders failed; broadcasting a lookup"),
+            Err(e) => {
+                debug!(shard = %id, error = %e, "recorded holders failed; broadcasting a lookup")
+            }
         }
         let found = self.node.lookup(vec![id], LOOKUP_WINDOW).await?;
         let others: Vec<PeerId> = found
@@ -461,7 +481,11 @@ impl ShardClient for Client {
         })
     }
 
-    fn fetch(&self, id: ShardId, holders: Vec<NodeId>) -> BoxFuture<'_, defs_core::Result<Vec<u8>>> {
+    fn fetch(
+        &self,
+        id: ShardId,
+        holders: Vec<NodeId>,
+    ) -> BoxFuture<'_, defs_core::Result<Vec<u8>>> {
         Box::pin(async move {
             let peers = self
                 .peers_for(&holders)

@@ -106,7 +106,12 @@ pub async fn put(
 ///
 /// # Errors
 /// [`Error::Malformed`] for a bad id; everything [`Client::get_file`] returns.
-pub async fn get(client: &Client, file: &str, out: &Path, sink: &(dyn Fn(u64, u64) + Send + Sync)) -> Result<String> {
+pub async fn get(
+    client: &Client,
+    file: &str,
+    out: &Path,
+    sink: &(dyn Fn(u64, u64) + Send + Sync),
+) -> Result<String> {
     let id = FileId::from_hex(file.trim()).ok_or_else(|| Error::Malformed {
         what: "file id",
         reason: format!("{file:?} is not 64 hex digits"),
@@ -159,13 +164,24 @@ pub async fn peers(client: &Client, json: bool) -> Result<String> {
                 p.node_id.map_or("null".into(), |n| json_str(&n.to_hex())),
                 p.connected,
                 p.storage,
-                p.rtt.map_or("null".into(), |r| format!("{:.3}", r.as_secs_f64() * 1000.0)),
+                p.rtt.map_or("null".into(), |r| format!(
+                    "{:.3}",
+                    r.as_secs_f64() * 1000.0
+                )),
                 p.bandwidth.map_or("null".into(), |b| format!("{b:.0}")),
                 p.score,
-                p.info.as_ref().map_or("null".into(), |i| i.capacity.to_string()),
-                p.info.as_ref().map_or("null".into(), |i| i.used.to_string()),
+                p.info
+                    .as_ref()
+                    .map_or("null".into(), |i| i.capacity.to_string()),
+                p.info
+                    .as_ref()
+                    .map_or("null".into(), |i| i.used.to_string()),
                 p.info.as_ref().map_or("null".into(), |i| json_str(&i.zone)),
-                p.addrs.iter().map(|a| json_str(&a.to_string())).collect::<Vec<_>>().join(","),
+                p.addrs
+                    .iter()
+                    .map(|a| json_str(&a.to_string()))
+                    .collect::<Vec<_>>()
+                    .join(","),
             );
         }
         out.push(']');
@@ -177,12 +193,12 @@ pub async fn peers(client: &Client, json: bool) -> Result<String> {
                 p.peer,
                 if p.connected { "connected" } else { "known" },
                 if p.storage { "storage" } else { "client" },
-                p.rtt.map_or("-".into(), |r| format!("{:.1}ms", r.as_secs_f64() * 1000.0)),
+                p.rtt
+                    .map_or("-".into(), |r| format!("{:.1}ms", r.as_secs_f64() * 1000.0)),
                 p.score,
-                p.info.as_ref().map_or(String::new(), |i| format!(
-                    "used={}/{}",
-                    i.used, i.capacity
-                )),
+                p.info
+                    .as_ref()
+                    .map_or(String::new(), |i| format!("used={}/{}", i.used, i.capacity)),
             );
         }
         if list.is_empty() {
@@ -205,7 +221,11 @@ pub async fn status(client: &Client, json: bool) -> Result<String> {
             "{{\"peer\":{},\"node_id\":{},\"listen\":[{}],\"connected_peers\":{},\"storage_peers\":{},\"storage\":{},\"capacity\":{},\"used\":{},\"shards\":{},\"protected\":{}}}",
             json_str(&s.peer.to_string()),
             json_str(&s.node_id.to_hex()),
-            s.listen.iter().map(|a| json_str(&a.to_string())).collect::<Vec<_>>().join(","),
+            s.listen
+                .iter()
+                .map(|a| json_str(&a.to_string()))
+                .collect::<Vec<_>>()
+                .join(","),
             s.connected,
             s.storage_peers,
             s.info.storage,
@@ -220,7 +240,11 @@ pub async fn status(client: &Client, json: bool) -> Result<String> {
         for a in &s.listen {
             let _ = writeln!(out, "listening:      {a}");
         }
-        let _ = writeln!(out, "peers:          {} connected, {} storage", s.connected, s.storage_peers);
+        let _ = writeln!(
+            out,
+            "peers:          {} connected, {} storage",
+            s.connected, s.storage_peers
+        );
         if s.info.storage {
             let _ = writeln!(
                 out,

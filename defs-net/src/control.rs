@@ -463,7 +463,10 @@ mod tests {
         let server = ControlServer::bind(dir.path(), Arc::new(Echo), cancel.clone())
             .await
             .unwrap();
-        let mode = std::fs::metadata(server.path()).unwrap().permissions().mode();
+        let mode = std::fs::metadata(server.path())
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let req = ControlRequest::Put {
             path: "/x".into(),

@@ -93,11 +93,15 @@ pub async fn start_storage_node(
         &dir.join("shards"),
         Quotas {
             capacity,
-            ..Quotas::default()
+            per_owner: 0,
         },
     )?;
     let config = Config {
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().map_err(|e| Error::Setup(format!("{e}")))?],
+        listen: vec![
+            "/ip4/127.0.0.1/tcp/0"
+                .parse()
+                .map_err(|e| Error::Setup(format!("{e}")))?,
+        ],
         bootstrap,
         mdns: false,
         store: Some(store),
@@ -184,7 +188,11 @@ impl Devnet {
         let bootstrap = self.bootstrap();
         let want = bootstrap.len();
         let config = Config {
-            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().map_err(|e| Error::Setup(format!("{e}")))?],
+            listen: vec![
+                "/ip4/127.0.0.1/tcp/0"
+                    .parse()
+                    .map_err(|e| Error::Setup(format!("{e}")))?,
+            ],
             bootstrap,
             mdns: false,
             store: None,

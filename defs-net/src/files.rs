@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use defs_core::manifest::{Manifest, SegmentEntry};
-use defs_core::pipeline::decode::decode_segment;
-use defs_core::pipeline::encode::{EncodedSegment, encode_segment};
-use defs_core::pipeline::keys::FileKey;
-use defs_core::pipeline::layout::{self, Geometry, LayoutConfig, Redundancy};
+use defs_core::pipeline::{
+    self as layout, EncodedSegment, FileKey, Geometry, LayoutConfig, Redundancy, decode_segment,
+    encode_segment,
+};
 use defs_core::types::{FileId, NodeId, ShardId, VersionId};
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
@@ -114,7 +114,7 @@ impl Client {
         if let Some(p) = &progress {
             p.set_total(size);
         }
-        let key = FileKey::random();
+        let key = FileKey::random()?;
         let mut version = [0u8; 16];
         getrandom::fill(&mut version).map_err(|e| Error::Setup(format!("random: {e}")))?;
         let version = VersionId(version);
@@ -209,7 +209,7 @@ impl Client {
             geometry: geometry.clone(),
             segments: entries,
         };
-        let wrap = self.identity().manifest_wrap_key();
+        let wrap = self.wrap_key();
         let sealed = manifest.seal(&key, &wrap)?;
         let id = ShardId(sealed.id.0);
         // Peers may have come or gone during the upload: count them again.
@@ -262,7 +262,7 @@ impl Client {
         progress: Option<Arc<Progress>>,
     ) -> Result<u64> {
         let sealed = self.fetch_manifest(file).await?;
-        let wrap = self.identity().manifest_wrap_key();
+        let wrap = self.wrap_key();
         let (manifest, key) = Manifest::open(&sealed, &wrap)?;
         let manifest = Arc::new(manifest);
         if let Some(p) = &progress {
@@ -370,7 +370,11 @@ impl Client {
         if valid < need {
             let missing: Vec<usize> = (0..n).filter(|&i| got[i].is_none()).collect();
             let ids: Vec<ShardId> = missing.iter().map(|&i| entry.shards[i].id).collect();
-            debug!(segment, missing = ids.len(), "broadcast lookup for missing shards");
+            debug!(
+                segment,
+                missing = ids.len(),
+                "broadcast lookup for missing shards"
+            );
             let found = self.node().lookup(ids, LOOKUP_WINDOW).await?;
             let fetches = missing.iter().filter_map(|&i| {
                 let id = entry.shards[i].id;

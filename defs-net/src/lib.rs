@@ -11,16 +11,31 @@
 //! - [`lookup`]: broadcast index lookup over gossipsub with direct answers.
 //! - [`placement`]: peer scores and the weighted random choice of distinct peers.
 //! - [`transfer`]: the bounded, prioritised pool of shard transfers.
+//! - [`service`]: what a storage node does with inbound requests (signatures, replays, store I/O).
+//! - [`client`]: signed stores and deletes, verified fetches, placement with retries; it
+//!   implements defs-core's `ShardClient`. [`files`]: whole files over the pipeline.
+//! - [`control`]: the data dir's control socket; [`commands`]: what the CLI commands do.
+//! - [`devnet`]: N storage nodes on 127.0.0.1 in one process.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![deny(rustdoc::broken_intra_doc_links)]
 
 pub mod behaviour;
+pub mod client;
+pub mod commands;
+pub mod control;
+pub mod devnet;
 pub mod error;
+pub mod files;
 pub mod lookup;
-//pub mod node;
+pub mod node;
 pub mod placement;
 pub mod protocol;
-//mod service;
+pub mod service;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod test_utils;
 pub mod transfer;
 
+pub use client::Client;
 pub use error::{Error, Result};
+pub use libp2p::{Multiaddr, PeerId};
+pub use node::{Config, Node};

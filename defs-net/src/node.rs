@@ -24,7 +24,9 @@ use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, identity, mdns, noise, ping, tcp, yamux};
+use libp2p::{
+    Multiaddr, PeerId, Swarm, gossipsub, identify, identity, mdns, noise, ping, tcp, yamux,
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
@@ -295,7 +297,9 @@ impl Node {
 
         let listen = if config.listen.is_empty() {
             vec![
-                "/ip4/0.0.0.0/tcp/0".parse().map_err(|e| Error::Setup(format!("{e}")))?,
+                "/ip4/0.0.0.0/tcp/0"
+                    .parse()
+                    .map_err(|e| Error::Setup(format!("{e}")))?,
                 "/ip4/0.0.0.0/udp/0/quic-v1"
                     .parse()
                     .map_err(|e| Error::Setup(format!("{e}")))?,
@@ -304,10 +308,12 @@ impl Node {
             config.listen.clone()
         };
         for addr in listen {
-            swarm.listen_on(addr.clone()).map_err(|e| Error::BadAddress {
-                addr: addr.to_string(),
-                reason: e.to_string(),
-            })?;
+            swarm
+                .listen_on(addr.clone())
+                .map_err(|e| Error::BadAddress {
+                    addr: addr.to_string(),
+                    reason: e.to_string(),
+                })?;
         }
         swarm
             .behaviour_mut()
@@ -444,7 +450,8 @@ impl Node {
     /// # Errors
     /// [`Error::Closed`].
     pub async fn candidates(&self, need: u64) -> Result<Vec<Candidate>> {
-        self.ask(|reply| NodeMessage::Candidates { need, reply }).await
+        self.ask(|reply| NodeMessage::Candidates { need, reply })
+            .await
     }
 
     /// Connected peers for node ids (manifest holders), `None` where unknown.
@@ -452,7 +459,8 @@ impl Node {
     /// # Errors
     /// [`Error::Closed`].
     pub async fn resolve(&self, nodes: Vec<NodeId>) -> Result<Vec<Option<PeerId>>> {
-        self.ask(|reply| NodeMessage::Resolve { nodes, reply }).await
+        self.ask(|reply| NodeMessage::Resolve { nodes, reply })
+            .await
     }
 
     /// Waits until at least `n` storage peers are connected and identified, or `timeout`.
@@ -514,7 +522,8 @@ impl Node {
     /// [`Error::Closed`].
     #[cfg(any(test, feature = "test-utils"))]
     pub async fn set_fault(&self, fault: Option<crate::service::Fault>) -> Result<()> {
-        self.ask(|reply| NodeMessage::SetFault { fault, reply }).await
+        self.ask(|reply| NodeMessage::SetFault { fault, reply })
+            .await
     }
 
     /// Stops the node and waits for its task to end.
@@ -707,7 +716,11 @@ impl NodeActor {
     }
 
     fn request_info(&mut self, peer: PeerId) {
-        let id = self.swarm.behaviour_mut().shard.send_request(&peer, Request::Info);
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .shard
+            .send_request(&peer, Request::Info);
         self.pending.insert(id, Pending::Info { peer });
     }
 
@@ -737,7 +750,11 @@ impl NodeActor {
                     Request::Store { data, .. } => data.len() as u64,
                     _ => 0,
                 };
-                let id = self.swarm.behaviour_mut().shard.send_request(&peer, request);
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .shard
+                    .send_request(&peer, request);
                 self.pending.insert(
                     id,
                     Pending::Client {
@@ -749,10 +766,13 @@ impl NodeActor {
                 );
             }
             NodeMessage::Dial { addr, reply } => {
-                let r = self.swarm.dial(addr.clone()).map_err(|e| Error::BadAddress {
-                    addr: addr.to_string(),
-                    reason: e.to_string(),
-                });
+                let r = self
+                    .swarm
+                    .dial(addr.clone())
+                    .map_err(|e| Error::BadAddress {
+                        addr: addr.to_string(),
+                        reason: e.to_string(),
+                    });
                 let _ = reply.send(r);
             }
             NodeMessage::ListenAddrs { reply } => {
@@ -825,11 +845,7 @@ impl NodeActor {
                     .values()
                     .filter(|s| s.connections > 0 && s.storage)
                     .count();
-                let info = self
-                    .service
-                    .as_ref()
-                    .map(|s| s.info())
-                    .unwrap_or_default();
+                let info = self.service.as_ref().map(|s| s.info()).unwrap_or_default();
                 let _ = reply.send(NodeStatus {
                     peer: self.peer_id,
                     node_id: self.node_id,
@@ -972,7 +988,11 @@ impl NodeActor {
     fn on_inbound(&mut self, peer: PeerId, request: Request, channel: ResponseChannel<Response>) {
         if let Request::Holders { ask, ids } = request {
             self.on_holders(peer, ask, ids);
-            let _ = self.swarm.behaviour_mut().shard.send_response(channel, Response::Ack);
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .shard
+                .send_response(channel, Response::Ack);
             return;
         }
         let Some(service) = &mut self.service else {
@@ -995,7 +1015,11 @@ impl NodeActor {
             Ok(op) => self.spawn_op(op, Some(channel)),
             Err(refusal) => {
                 debug!(peer = %short(&peer), ?refusal, "request refused");
-                let _ = self.swarm.behaviour_mut().shard.send_response(channel, refusal);
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .shard
+                    .send_response(channel, refusal);
             }
         }
     }
@@ -1102,7 +1126,10 @@ impl NodeActor {
                     .take(MAX_ASK_ADDRS)
                     .collect();
                 for a in &listen {
-                    self.swarm.behaviour_mut().kad.add_address(&peer_id, a.clone());
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer_id, a.clone());
                 }
                 let s = self.peer(peer_id);
                 let was_storage = s.storage;
@@ -1126,7 +1153,8 @@ impl NodeActor {
             }
             BehaviourEvent::Mdns(mdns::Event::Discovered(list)) => {
                 for (peer, addr) in list {
-                    if peer != self.peer_id && !self.peers.get(&peer).is_some_and(|s| s.connections > 0)
+                    if peer != self.peer_id
+                        && !self.peers.get(&peer).is_some_and(|s| s.connections > 0)
                     {
                         debug!(peer = %short(&peer), %addr, "mdns discovered");
                         let _ = self.swarm.dial(addr);
@@ -1141,9 +1169,10 @@ impl NodeActor {
         match ev {
             request_response::Event::Message {
                 peer,
-                message: request_response::Message::Request {
-                    request, channel, ..
-                },
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
                 ..
             } => self.on_inbound(peer, request, channel),
             request_response::Event::Message {
@@ -1210,4 +1239,3 @@ impl NodeActor {
         }
     }
 }
-

@@ -126,7 +126,7 @@ impl Service {
         NodeInfo {
             storage: true,
             capacity: self.capacity,
-            used: usage.bytes,
+            used: usage.used,
             shards: usage.shards,
             zone: self.zone.clone(),
         }
@@ -182,9 +182,10 @@ impl Service {
             }
             Request::Fetch { id, range } => Ok(Op::Fetch { id, range }),
             Request::Has { ids } => Ok(Op::Has { ids }),
-            Request::Holders { .. } | Request::Info => {
-                Err(Response::error(ErrorCode::BadRequest, "not a store operation"))
-            }
+            Request::Holders { .. } | Request::Info => Err(Response::error(
+                ErrorCode::BadRequest,
+                "not a store operation",
+            )),
         }
     }
 }
@@ -195,9 +196,9 @@ fn refusal(e: defs_core::Error) -> Response {
     let code = match &e {
         E::ShardNotFound { .. } => ErrorCode::NotFound,
         E::NotOwner { .. } => ErrorCode::NotOwner,
-        E::QuotaExceeded { .. } => ErrorCode::QuotaFull,
+        E::QuotaExceeded { .. } | E::StoreFull { .. } => ErrorCode::QuotaFull,
         E::TooLarge { .. } => ErrorCode::TooLarge,
-        E::CorruptShard { .. } | E::ShardIdMismatch { .. } => ErrorCode::Corrupt,
+        E::CorruptShard { .. } | E::HashMismatch { .. } => ErrorCode::Corrupt,
         _ => ErrorCode::Internal,
     };
     Response::error(code, format!("{e}"))
@@ -206,7 +207,7 @@ fn refusal(e: defs_core::Error) -> Response {
 /// Runs an admitted operation against the store (blocking I/O).
 pub(crate) fn execute(store: &ShardStore, op: Op) -> Response {
     match op {
-        Op::Store { id, owner, data } => match store.put(&id, owner, &data) {
+        Op::Store { id, owner, data } => match store.put(id, owner, &data) {
             Ok(_) => Response::Stored,
             Err(e) => refusal(e),
         },
@@ -217,13 +218,19 @@ pub(crate) fn execute(store: &ShardStore, op: Op) -> Response {
         Op::Fetch {
             id,
             range: Some((off, len)),
-        } => match store.get_range(&id, off, len) {
+        } => match store.get_range(&id, off, u64::from(len)) {
             Ok(bytes) => Response::Data(bytes),
             Err(e) => refusal(e),
         },
         Op::Has { ids } => Response::Has(
             ids.iter()
-                .map(|id| store.has(id).ok().flatten().map(|m| m.len))
+                .map(|id| {
+                    store
+                        .has(id)
+                        .ok()
+                        .flatten()
+                        .and_then(|m| u32::try_from(m.len).ok())
+                })
                 .collect(),
         ),
         Op::Delete { id, requester } => match store.delete(&id, requester) {
@@ -283,8 +290,14 @@ mod tests {
         let now = 1_000_000_000;
         assert!(g.check_and_remember([1; 16], now, now).is_ok());
         assert!(g.check_and_remember([1; 16], now, now).is_err());
-        assert!(g.check_and_remember([2; 16], now - MAX_CLOCK_SKEW_MS - 1, now).is_err());
-        assert!(g.check_and_remember([3; 16], now + MAX_CLOCK_SKEW_MS + 1, now).is_err());
+        assert!(
+            g.check_and_remember([2; 16], now - MAX_CLOCK_SKEW_MS - 1, now)
+                .is_err()
+        );
+        assert!(
+            g.check_and_remember([3; 16], now + MAX_CLOCK_SKEW_MS + 1, now)
+                .is_err()
+        );
         // Once a nonce is forgotten (it left the window), its timestamp becomes the floor.
         let later = now + 2 * MAX_CLOCK_SKEW_MS;
         assert!(g.check_and_remember([4; 16], later, later).is_ok());

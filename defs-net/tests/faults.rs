@@ -21,8 +21,7 @@ async fn bad_data_from_a_peer_is_detected_and_the_file_still_reads() {
         let layout = layout_for(&Default::default(), "rs-size", Some((3, 2))).unwrap();
         let report = timeout(client.put_file(&src, &layout, None)).await.unwrap();
         let sealed = timeout(client.fetch_manifest(report.file)).await.unwrap();
-        let (manifest, _) =
-            Manifest::open(&sealed, &client.identity().manifest_wrap_key()).unwrap();
+        let (manifest, _) = Manifest::open(&sealed, &client.wrap_key()).unwrap();
         // The holder of data shard 0 of segment 0 turns bad.
         let holder = manifest.segments[0].shards[0].holders[0];
         let i = (0..5)

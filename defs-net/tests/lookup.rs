@@ -22,7 +22,7 @@ async fn shards_moved_off_their_recorded_holders_are_found_by_broadcast_lookup()
     let report = timeout(client.put_file(&src, &layout, None)).await.unwrap();
 
     let sealed = timeout(client.fetch_manifest(report.file)).await.unwrap();
-    let (manifest, _) = Manifest::open(&sealed, &client.identity().manifest_wrap_key()).unwrap();
+    let (manifest, _) = Manifest::open(&sealed, &client.wrap_key()).unwrap();
     let seg = &manifest.segments[0];
     let peer_of = |node: &defs_core::types::NodeId| -> (usize, PeerId) {
         (0..5)

@@ -5,10 +5,10 @@ use std::path::Path;
 use std::time::Duration;
 
 /// Every test operation ends after this.
-pub const T: Duration = Duration::from_secs(120);
+pub(crate) const T: Duration = Duration::from_secs(120);
 
 /// Writes `size` pseudo-random bytes (xorshift, seeded) to `path` in 1 MiB chunks.
-pub fn random_file(path: &Path, size: u64, seed: u64) {
+pub(crate) fn random_file(path: &Path, size: u64, seed: u64) {
     let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
     let mut x = seed | 1;
     let mut left = size;
@@ -29,7 +29,7 @@ pub fn random_file(path: &Path, size: u64, seed: u64) {
 }
 
 /// BLAKE3 of a file, streamed.
-pub fn hash_file(path: &Path) -> [u8; 32] {
+pub(crate) fn hash_file(path: &Path) -> [u8; 32] {
     let mut f = std::fs::File::open(path).unwrap();
     let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -44,14 +44,14 @@ pub fn hash_file(path: &Path) -> [u8; 32] {
 }
 
 /// Runs `f` with the test timeout.
-pub async fn timeout<F: std::future::Future>(f: F) -> F::Output {
+pub(crate) async fn timeout<F: std::future::Future>(f: F) -> F::Output {
     tokio::time::timeout(T, f)
         .await
         .expect("test step timed out")
 }
 
 /// Peak resident memory of this process (VmHWM), bytes.
-pub fn peak_rss() -> u64 {
+pub(crate) fn peak_rss() -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     s.lines()
         .find(|l| l.starts_with("VmHWM:"))

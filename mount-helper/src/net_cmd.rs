@@ -1,0 +1,329 @@
+//! The network commands of `defs`: `node` (a storage node in the foreground, with its control
+//! socket and `DIR/addrs`), `put`, `get`, `status`, `peers` (through the running node's control
+//! socket, else through a client-only node started for the command) and `devnet`.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use defs_core::Identity;
+use defs_core::pipeline::LayoutConfig;
+use defs_core::shard_store::{Quotas, ShardStore};
+use defs_net::commands::{self, layout_for};
+use defs_net::control::{self, ControlRequest, ControlServer};
+use defs_net::devnet::{self, Devnet, DevnetConfig};
+use defs_net::{Client, Multiaddr, Node};
+use tokio_util::sync::CancellationToken;
+
+use crate::{config_file, data_dir};
+
+/// How long a client-only node waits for its bootstrap peers.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// After the bootstrap peers, how long to wait for peers found through them.
+const SETTLE: Duration = Duration::from_millis(500);
+
+/// Network options of a command.
+#[derive(Debug, Clone, Default)]
+pub struct NetOptions {
+    /// `--bootstrap` addresses.
+    pub bootstrap: Vec<String>,
+    /// `--no-mdns`.
+    pub no_mdns: bool,
+}
+
+fn parse_addrs(list: &[String]) -> anyhow::Result<Vec<Multiaddr>> {
+    list.iter()
+        .map(|a| {
+            a.parse::<Multiaddr>()
+                .with_context(|| format!("bad multiaddr {a:?}"))
+        })
+        .collect()
+}
+
+/// The config, after remembering new `--bootstrap` addresses in it, and every bootstrap address.
+fn config_and_bootstrap(
+    dir: &Path,
+    net: &NetOptions,
+) -> anyhow::Result<(defs_core::Config, Vec<Multiaddr>)> {
+    let path = dir.join(data_dir::CONFIG_FILE);
+    parse_addrs(&net.bootstrap)?;
+    if dir.join(data_dir::IDENTITY_FILE).exists() {
+        config_file::remember_bootstrap(&path, &net.bootstrap)?;
+    }
+    let config = config_file::load(&path)?;
+    let mut all = parse_addrs(&net.bootstrap)?;
+    for a in parse_addrs(&config.node.bootstrap)? {
+        if !all.contains(&a) {
+            all.push(a);
+        }
+    }
+    Ok((config, all))
+}
+
+fn load_identity(dir: &Path) -> anyhow::Result<Identity> {
+    let key = dir.join(data_dir::IDENTITY_FILE);
+    if !key.exists() {
+        bail!(
+            "no identity at {}: run `defs init --data-dir {}` first",
+            key.display(),
+            dir.display()
+        );
+    }
+    Identity::load(&key).context("cannot load the identity")
+}
+
+/// A progress bar on stderr when it is a terminal; nothing otherwise.
+struct Bar(Option<indicatif::ProgressBar>);
+
+impl Bar {
+    fn new(show: bool) -> Bar {
+        if !show || !std::io::stderr().is_terminal() {
+            return Bar(None);
+        }
+        let bar = indicatif::ProgressBar::new(0);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        ) {
+            bar.set_style(style);
+        }
+        Bar(Some(bar))
+    }
+    fn update(&self, done: u64, total: u64) {
+        if let Some(b) = &self.0 {
+            b.set_length(total);
+            b.set_position(done);
+        }
+    }
+    fn finish(&self) {
+        if let Some(b) = &self.0 {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// Starts a client-only node for one command and waits for storage peers.
+async fn ephemeral(
+    dir: &Path,
+    config: &defs_core::Config,
+    bootstrap: Vec<Multiaddr>,
+    net: &NetOptions,
+) -> anyhow::Result<Client> {
+    let identity = Arc::new(load_identity(dir)?);
+    let want = bootstrap.len().max(1);
+    let node = Node::spawn(
+        &identity,
+        defs_net::Config {
+            listen: vec!["/ip4/0.0.0.0/tcp/0".parse()?],
+            bootstrap,
+            mdns: config.node.mdns && !net.no_mdns,
+            store: None,
+            ..defs_net::Config::default()
+        },
+    )
+    .await?;
+    let have = node.wait_for_storage_peers(want, CONNECT_TIMEOUT).await?;
+    if have > 0 {
+        node.wait_for_storage_peers(usize::MAX, SETTLE).await?;
+    }
+    Ok(Client::new(node, identity))
+}
+
+/// Runs a network command through the running node's control socket, or a client-only node.
+/// Returns the text for stdout.
+///
+/// # Errors
+/// When the command fails; the message says why.
+pub async fn run(dir: &Path, net: &NetOptions, req: ControlRequest) -> anyhow::Result<String> {
+    let bar = Bar::new(matches!(
+        req,
+        ControlRequest::Put { .. } | ControlRequest::Get { .. }
+    ));
+    let (config, bootstrap) = config_and_bootstrap(dir, net)?;
+    if let Some(stream) = control::connect(dir).await {
+        let out = control::call(stream, &req, |d, t| bar.update(d, t)).await;
+        bar.finish();
+        return Ok(out?);
+    }
+    let client = ephemeral(dir, &config, bootstrap, net).await?;
+    let layout = LayoutConfig::from_settings(&config.layout)?;
+    let sink = |d, t| bar.update(d, t);
+    let out = match req {
+        ControlRequest::Id => Ok(commands::id(&client)),
+        ControlRequest::Status { json } => commands::status(&client, json).await,
+        ControlRequest::Peers { json } => commands::peers(&client, json).await,
+        ControlRequest::Put { path, mode, rs } => match layout_for(&layout, &mode, rs) {
+            Ok(layout) => commands::put(&client, Path::new(&path), &layout, &sink).await,
+            Err(e) => Err(e),
+        },
+        ControlRequest::Get { file_id, out } => {
+            commands::get(&client, &file_id, Path::new(&out), &sink).await
+        }
+    };
+    bar.finish();
+    client.node().shutdown().await;
+    Ok(out?)
+}
+
+/// `path` made absolute against the current dir (the running node has another one).
+///
+/// # Errors
+/// When the current dir is unknown.
+pub fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
+    if p.is_absolute() {
+        return Ok(p.to_path_buf());
+    }
+    Ok(std::env::current_dir()?.join(p))
+}
+
+async fn wait_for_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+/// Settings of `defs node` from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct NodeOptions {
+    /// `--listen` (config.toml's when empty).
+    pub listen: Vec<String>,
+    /// `--capacity` (config.toml's when absent).
+    pub capacity: Option<u64>,
+    /// `--zone`.
+    pub zone: String,
+    /// Bootstrap and mDNS.
+    pub net: NetOptions,
+}
+
+/// `defs node`: a storage node in the foreground until SIGINT/SIGTERM.
+///
+/// # Errors
+/// When the node cannot start (no identity, a port in use, another node on this data dir).
+pub async fn node(dir: &Path, opts: NodeOptions) -> anyhow::Result<()> {
+    let identity = load_identity(dir)?;
+    let (config, bootstrap) = config_and_bootstrap(dir, &opts.net)?;
+    let listen = if opts.listen.is_empty() {
+        parse_addrs(&config.node.listen)?
+    } else {
+        parse_addrs(&opts.listen)?
+    };
+    let capacity = opts.capacity.unwrap_or(config.node.capacity_bytes);
+    let store = ShardStore::open(
+        &dir.join("shards"),
+        Quotas {
+            capacity,
+            per_owner: config.node.owner_quota_bytes,
+        },
+    )?;
+    let node = Node::spawn(
+        &identity,
+        defs_net::Config {
+            listen,
+            bootstrap,
+            mdns: config.node.mdns && !opts.net.no_mdns,
+            store: Some(store),
+            capacity,
+            zone: opts.zone,
+            ..defs_net::Config::default()
+        },
+    )
+    .await?;
+    let addrs = node.wait_listening(Duration::from_secs(10)).await?;
+    devnet::write_addrs(dir, &addrs)?;
+    let cancel = CancellationToken::new();
+    let handler = Arc::new(commands::Commands {
+        client: Client::new(node.clone(), Arc::new(identity)),
+        layout: LayoutConfig::from_settings(&config.layout)?,
+    });
+    let _server = ControlServer::bind(dir, handler, cancel.clone()).await?;
+    eprintln!("defs node {} listening on:", node.peer_id());
+    for a in &addrs {
+        eprintln!("  {a}");
+    }
+    wait_for_signal().await;
+    cancel.cancel();
+    node.shutdown().await;
+    let _ = std::fs::remove_file(dir.join(control::SOCKET_NAME));
+    Ok(())
+}
+
+/// `defs devnet`: `nodes` storage nodes on 127.0.0.1 in this process until SIGINT/SIGTERM.
+///
+/// # Errors
+/// When the nodes cannot start.
+pub async fn devnet(dir: &Path, nodes: usize, capacity: u64) -> anyhow::Result<()> {
+    let dir = dir.join("devnet");
+    let net = Devnet::start(&DevnetConfig {
+        nodes,
+        dir: dir.clone(),
+        capacity,
+        capacities: Vec::new(),
+        gossip_heartbeat: Duration::from_secs(1),
+    })
+    .await?;
+    println!("devnet: {nodes} storage nodes, data in {}", dir.display());
+    for a in net.bootstrap() {
+        println!("bootstrap: {a}");
+    }
+    if let Some(first) = net.bootstrap().first() {
+        println!(
+            "try: defs init --data-dir /tmp/me && defs put FILE --data-dir /tmp/me --no-mdns --bootstrap {first}"
+        );
+    }
+    wait_for_signal().await;
+    drop(net);
+    Ok(())
+}
+
+/// Parses a size: plain bytes or with a K/M/G/T suffix (powers of 1024), e.g. `10G`.
+///
+/// # Errors
+/// A message for clap.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        None => (s, 1u64),
+        Some((i, _)) => {
+            let unit = s[i..].to_ascii_uppercase();
+            let mult = match unit.trim_end_matches('B').trim_end_matches('I') {
+                "" => 1,
+                "K" => 1 << 10,
+                "M" => 1 << 20,
+                "G" => 1 << 30,
+                "T" => 1 << 40,
+                _ => return Err(format!("unknown size unit in {s:?}")),
+            };
+            (&s[..i], mult)
+        }
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("10G"), Ok(10 << 30));
+        assert_eq!(parse_size("500MiB"), Ok(500 << 20));
+        assert_eq!(parse_size("123"), Ok(123));
+        assert!(parse_size("1X").is_err());
+    }
+}
