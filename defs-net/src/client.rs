@@ -376,7 +376,11 @@ impl Client {
                 debug!(shard = %id, error = %e, "recorded holders failed; broadcasting a lookup")
             }
         }
-        let found = self.node.lookup(vec![id], LOOKUP_WINDOW).await?;
+        // Wait for more than one answer: the first answering holder may be the one that failed.
+        let found = self
+            .node
+            .lookup_holders(vec![id], holders.len() + 2, LOOKUP_WINDOW)
+            .await?;
         let others: Vec<PeerId> = found
             .get(&id)
             .cloned()

@@ -240,7 +240,25 @@ impl Client {
         if holders.is_empty() {
             return Err(Error::ManifestNotFound { file });
         }
-        self.fetch_verified_from(id, &holders, Priority::Interactive)
+        if let Ok(bytes) = self
+            .fetch_verified_from(id, &holders, Priority::Interactive)
+            .await
+        {
+            return Ok(bytes);
+        }
+        // The first holders failed or lied: wait for every copy's holder to answer.
+        let found = self
+            .node()
+            .lookup_holders(vec![id], MANIFEST_COPIES, LOOKUP_WINDOW)
+            .await?;
+        let others: Vec<PeerId> = found
+            .get(&id)
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| !holders.contains(p))
+            .collect();
+        self.fetch_verified_from(id, &others, Priority::Interactive)
             .await
             .map_err(|_| Error::ManifestNotFound { file })
     }

@@ -199,6 +199,8 @@ pub enum NodeMessage {
         ids: Vec<ShardId>,
         /// How long to wait for answers.
         window: Duration,
+        /// The lookup ends early once every id has this many holders.
+        want: usize,
         /// Holders per id.
         reply: oneshot::Sender<Result<HashMap<ShardId, Vec<PeerId>>>>,
     },
@@ -492,11 +494,33 @@ impl Node {
         ids: Vec<ShardId>,
         window: Duration,
     ) -> Result<HashMap<ShardId, Vec<PeerId>>> {
+        self.lookup_holders(ids, 1, window).await
+    }
+
+    /// As [`Node::lookup`], but ends early only once every id has `want` holders (to find
+    /// alternatives when the first holder misbehaves).
+    ///
+    /// # Errors
+    /// [`Error::Closed`].
+    ///
+    /// # Cancel safety
+    /// Dropping the future drops the answers.
+    pub async fn lookup_holders(
+        &self,
+        ids: Vec<ShardId>,
+        want: usize,
+        window: Duration,
+    ) -> Result<HashMap<ShardId, Vec<PeerId>>> {
         let mut all = HashMap::new();
         for chunk in ids.chunks(MAX_IDS) {
             let ids = chunk.to_vec();
             let found = self
-                .ask(|reply| NodeMessage::Lookup { ids, window, reply })
+                .ask(|reply| NodeMessage::Lookup {
+                    ids,
+                    window,
+                    want,
+                    reply,
+                })
                 .await??;
             all.extend(found);
         }
@@ -581,6 +605,7 @@ struct PendingLookup {
     unpublished: Option<Vec<u8>>,
     ids: HashSet<ShardId>,
     found: HashMap<ShardId, Vec<PeerId>>,
+    want: usize,
     deadline: Instant,
     reply: oneshot::Sender<Result<HashMap<ShardId, Vec<PeerId>>>>,
 }
@@ -821,7 +846,12 @@ impl NodeActor {
                     .collect();
                 let _ = reply.send(nodes.iter().map(|n| by_node.get(n).copied()).collect());
             }
-            NodeMessage::Lookup { ids, window, reply } => self.start_lookup(ids, window, reply),
+            NodeMessage::Lookup {
+                ids,
+                window,
+                want,
+                reply,
+            } => self.start_lookup(ids, window, want, reply),
             NodeMessage::Report { peer, outcome } => {
                 let now = Instant::now();
                 let s = &mut self.peer(peer).stats;
@@ -862,6 +892,7 @@ impl NodeActor {
         &mut self,
         ids: Vec<ShardId>,
         window: Duration,
+        want: usize,
         reply: oneshot::Sender<Result<HashMap<ShardId, Vec<PeerId>>>>,
     ) {
         let ask_id = getrandom::u64().unwrap_or_else(|_| now_ms());
@@ -907,6 +938,7 @@ impl NodeActor {
                 unpublished,
                 ids: ids.into_iter().collect(),
                 found: HashMap::new(),
+                want: want.max(1),
                 deadline: Instant::now() + window,
                 reply,
             },
@@ -1037,6 +1069,7 @@ impl NodeActor {
             }
         }
         if l.found.len() == l.ids.len()
+            && l.found.values().all(|h| h.len() >= l.want)
             && let Some(l) = self.lookups.remove(&ask)
         {
             let _ = l.reply.send(Ok(l.found));

@@ -19,7 +19,7 @@ impl Drop for Proc {
 
 fn defs(dir: &Path) -> Command {
     let mut c = bin("defs");
-    c.arg("--data-dir").arg(dir).env("RUST_LOG", "warn");
+    c.env("DEFS_DATA_DIR", dir).env("RUST_LOG", "warn");
     c
 }
 
