@@ -20,8 +20,12 @@ pub(crate) mod rs;
 mod tests;
 
 pub use aead::TAG_LEN;
-pub use decode::{Decoder, SegmentRead, decode_segment, decrypt_shard, plan, shard_aad};
-pub use encode::{EncodedSegment, EncodedShard, Encoder, encode_segment, encode_stream};
+pub use decode::{
+    Decoder, SegmentRead, decode_segment, decode_segment_into, decrypt_shard, plan, shard_aad,
+};
+pub use encode::{
+    EncodedSegment, EncodedShard, Encoder, encode_segment, encode_segment_with, encode_stream,
+};
 pub use keys::{FileKey, WrapKey, new_version_id, shard_key};
 pub use layout::{Geometry, LayoutConfig, Mode, Redundancy, choose};
 pub use rs::check_cpu;

@@ -392,7 +392,7 @@ fn streams_100_mib_with_bounded_memory() {
     let mut sunk = 0u64;
     let m = Encoder::new(g, &k, VERSION)
         .parallelism(parallel)
-        .encode(reader, |s| {
+        .encode_recycling(reader, |s| {
             // The encoder never reads further ahead than `parallelism` segments.
             assert!(
                 pos.get() - sunk <= seg * parallel as u64,
