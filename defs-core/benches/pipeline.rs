@@ -4,6 +4,8 @@
 //!
 //!     cargo bench -p defs-core --bench pipeline -- --warm-up-time 1 --measurement-time 3
 #![allow(missing_docs)]
+// A benchmark, like a test, may panic on a broken setup.
+#![allow(clippy::unwrap_used)]
 
 use std::hint::black_box;
 
