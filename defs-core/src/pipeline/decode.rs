@@ -45,8 +45,10 @@ fn out_of_range(what: String) -> Error {
     Error::InvalidLayout { reason: what }
 }
 
+/// The entry of `segment`, checked against the geometry so that the shard indexing below can
+/// rely on it even for a hand-built manifest (decoded ones are validated whole).
 fn segment_entry(manifest: &Manifest, segment: u64) -> Result<&SegmentEntry> {
-    usize::try_from(segment)
+    let entry = usize::try_from(segment)
         .ok()
         .and_then(|s| manifest.segments.get(s))
         .ok_or_else(|| {
@@ -54,7 +56,19 @@ fn segment_entry(manifest: &Manifest, segment: u64) -> Result<&SegmentEntry> {
                 "segment {segment} of a manifest with {}",
                 manifest.segments.len()
             ))
-        })
+        })?;
+    let g = &manifest.geometry;
+    if entry.shards.len() != usize::from(g.total_shards()) {
+        return Err(Error::MalformedManifest {
+            what: "shard count does not match the geometry",
+        });
+    }
+    if entry.len == 0 || entry.shard_len != g.shard_len(entry.len) {
+        return Err(Error::MalformedManifest {
+            what: "shard length does not match the segment length",
+        });
+    }
+    Ok(entry)
 }
 
 /// The segments and data shards that cover `len` bytes at `offset`. The range is clipped at

@@ -436,3 +436,21 @@ fn streams_100_mib_with_bounded_memory() {
     assert_eq!(n, size);
     assert_eq!(out.pos, size);
 }
+
+#[test]
+fn an_inconsistent_hand_built_manifest_is_an_error_not_a_panic() {
+    let g = Geometry::reed_solomon(4, 2, 64).unwrap();
+    let plain = data(300, 10);
+    let (m, store) = encode_all(g, &plain);
+    let mut fewer = m.clone();
+    fewer.segments[0].shards.truncate(2);
+    let mut short = m.clone();
+    short.segments[1].shard_len = 1;
+    let mut beyond = m.clone();
+    beyond.size += 1000;
+    for bad in [fewer, short, beyond] {
+        assert!(read_all(&bad, &store).is_err());
+        let shards = (0..6).map(|i| store.get(&(0, i)).cloned()).collect();
+        let _ = decode_segment(&bad, &key(), 0, shards);
+    }
+}
