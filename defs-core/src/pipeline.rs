@@ -9,6 +9,28 @@
 //! - `rs`, `aead`: Reed-Solomon and AES-GCM behind small modules.
 //!
 //! Memory is bounded by segment size × parallelism, never by file size.
+//!
+//! ```
+//! use std::collections::HashMap;
+//! use defs_core::pipeline::{Decoder, FileKey, LayoutConfig, choose, encode_stream, keys};
+//!
+//! let file = vec![7u8; 2 << 20];
+//! // 14 peers: Reed-Solomon 10+4 with 1 MiB shards.
+//! let geometry = choose(file.len() as u64, 14, &LayoutConfig::default())?;
+//! let key = FileKey::random()?;
+//! let mut stored = HashMap::new();
+//! let manifest = encode_stream(&file[..], geometry, &key, keys::new_version_id()?, |seg| {
+//!     for shard in seg.shards {
+//!         stored.insert((seg.index, shard.index), shard.bytes);
+//!     }
+//!     Ok(())
+//! })?;
+//! stored.remove(&(0, 3)); // any 4 shards of a segment may be lost
+//! let mut out = Vec::new();
+//! Decoder::new(&manifest, &key).read_all(|s, i, _| stored.get(&(s, i)).cloned(), &mut out)?;
+//! assert_eq!(out, file);
+//! # Ok::<(), defs_core::Error>(())
+//! ```
 
 pub(crate) mod aead;
 pub mod decode;
