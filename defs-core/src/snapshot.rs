@@ -257,6 +257,7 @@ impl MetaDb {
             txn.open_table(XATTRS).ctx("opening xattrs")?.retain(|_, _| false).ctx("clearing xattrs")?;
             load_snapshot(txn, r)
         })?;
+        self.forget_ino_reservation();
         self.sync()?;
         Ok(stats)
     }
