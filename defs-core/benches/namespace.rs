@@ -4,15 +4,18 @@
 //!
 //! Run: `cargo bench -p defs-core --bench namespace`
 
+// A benchmark is a test: failing loudly on an unexpected error is what we want.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use defs_core::MetaDb;
 use defs_core::namespace::{NewInode, SetAttr, Timestamp};
 use defs_core::types::InodeNo;
-use defs_core::MetaDb;
-use redb::{Database, Durability, ReadableTable, TableDefinition};
+use redb::{Database, Durability, TableDefinition};
 
 const FILES: u64 = 10_000;
 /// Three operations per file: create, setattr, lookup.
@@ -61,7 +64,9 @@ fn run_meta(dirs: impl Fn(&MetaDb) -> Vec<InodeNo>) -> Duration {
     for i in 0..FILES {
         let parent = dirs[(i as usize) % dirs.len()];
         let name = format!("file-{i:06}");
-        let (a, _) = db.create(parent, name.as_bytes(), &OWNER, true, t(i)).unwrap();
+        let (a, _) = db
+            .create(parent, name.as_bytes(), &OWNER, true, t(i))
+            .unwrap();
         db.setattr(a.ino, &set(i), t(i)).unwrap();
         black_box(db.lookup(parent, name.as_bytes()).unwrap());
     }
@@ -82,7 +87,13 @@ fn run_btreemap() -> Duration {
     for i in 0..FILES {
         let name = format!("file-{i:06}").into_bytes();
         let ino = i + 2;
-        inodes.insert(ino, Ino { size: 0, mtime: t(i) });
+        inodes.insert(
+            ino,
+            Ino {
+                size: 0,
+                mtime: t(i),
+            },
+        );
         dirents.insert((1, name.clone()), ino);
         let rec = inodes.get_mut(&ino).unwrap();
         rec.size = i;
@@ -104,11 +115,21 @@ fn run_raw_redb() -> Duration {
         for _ in 0..2 {
             let mut txn = db.begin_write().unwrap();
             txn.set_durability(Durability::None).unwrap();
-            txn.open_table(T).unwrap().insert((1, name.as_bytes()), i).unwrap();
+            txn.open_table(T)
+                .unwrap()
+                .insert((1, name.as_bytes()), i)
+                .unwrap();
             txn.commit().unwrap();
         }
         let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
-        black_box(txn.open_table(T).unwrap().get((1, name.as_bytes())).unwrap().unwrap().value());
+        black_box(
+            txn.open_table(T)
+                .unwrap()
+                .get((1, name.as_bytes()))
+                .unwrap()
+                .unwrap()
+                .value(),
+        );
     }
     start.elapsed()
 }

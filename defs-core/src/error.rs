@@ -184,7 +184,6 @@ pub enum Error {
     /// The DB was closed (EIO).
     #[error("metadata DB is closed")]
     Closed,
-
     // ---- journal, cache store, shard store ---------------------------------------------------
 }
 

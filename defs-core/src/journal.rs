@@ -339,7 +339,11 @@ mod tests {
         let t = Timestamp::new(5, 0);
         let (a, _) = db.create(InodeNo::ROOT, b"f", &N, true, t).unwrap();
         let g1 = db.mark_dirty(a.ino, t).unwrap();
-        assert_eq!(db.mark_dirty(a.ino, t).unwrap(), g1, "already dirty: same generation");
+        assert_eq!(
+            db.mark_dirty(a.ino, t).unwrap(),
+            g1,
+            "already dirty: same generation"
+        );
         assert_eq!(db.begin_upload(a.ino).unwrap(), g1);
         let g2 = db.mark_dirty(a.ino, Timestamp::new(6, 0)).unwrap();
         assert!(g2 > g1);

@@ -26,5 +26,6 @@ pub use error::{Error, Result};
 pub use journal::DirtyRecord;
 pub use meta::MetaDb;
 pub use namespace::{
-    Attr, Content, DirEntry, FileKind, NewInode, RenameMode, SetAttr, Timestamp, Unlinked, XattrMode,
+    Attr, Content, DirEntry, FileKind, NewInode, RenameMode, SetAttr, Timestamp, Unlinked,
+    XattrMode,
 };

@@ -15,8 +15,8 @@
 //! snapshots in [`crate::snapshot`]; all of them are methods on [`MetaDb`].
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Condvar;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -32,7 +32,7 @@ use crate::sync::{Arc, Mutex};
 use crate::types::InodeNo;
 
 /// The schema version this build writes. Bump it with every change to a table or a record
-/// layout, add a step to [`migrate`], and a row to docs/format.md's history.
+/// layout, add a step to `migrate` (below), and a row to docs/format.md's history.
 pub const SCHEMA_VERSION: u64 = 1;
 
 /// How often the group-commit thread makes non-durable commits durable. One second, like

@@ -637,11 +637,15 @@ impl MetaDb {
                     }
                     t.remove_entry(newparent, newname, d_cookie, FileKind::from_tag(dk), now)?;
                     let gone = t.drop_link(InodeNo(d), now)?;
-                    t.move_entry(parent, name, src_cookie, newparent, newname, src, src_kind, now)?;
+                    t.move_entry(
+                        parent, name, src_cookie, newparent, newname, src, src_kind, now,
+                    )?;
                     Some(gone)
                 }
                 (_, None) => {
-                    t.move_entry(parent, name, src_cookie, newparent, newname, src, src_kind, now)?;
+                    t.move_entry(
+                        parent, name, src_cookie, newparent, newname, src, src_kind, now,
+                    )?;
                     None
                 }
             };
@@ -746,7 +750,9 @@ impl MetaDb {
                     });
                 }
             }
-            xattrs.insert((ino.0, name), value).ctx("writing an xattr")?;
+            xattrs
+                .insert((ino.0, name), value)
+                .ctx("writing an xattr")?;
             drop(xattrs);
             t.flush()
         })
@@ -801,7 +807,11 @@ impl MetaDb {
             let mut t = Tables::new(txn, self.ino_alloc());
             t.rec(ino)?.ctime = now;
             let mut xattrs = txn.open_table(XATTRS).ctx("opening xattrs")?;
-            if xattrs.remove((ino.0, name)).ctx("removing an xattr")?.is_none() {
+            if xattrs
+                .remove((ino.0, name))
+                .ctx("removing an xattr")?
+                .is_none()
+            {
                 return Err(no_xattr(ino, name));
             }
             drop(xattrs);
@@ -878,7 +888,9 @@ pub(crate) fn check_name(name: &[u8]) -> Result<()> {
     }
     if name.is_empty() || name == b"." || name == b".." || name.iter().any(|&b| b == b'/' || b == 0)
     {
-        return Err(invalid("file name (empty, \".\", \"..\", or with '/' or NUL)"));
+        return Err(invalid(
+            "file name (empty, \".\", \"..\", or with '/' or NUL)",
+        ));
     }
     Ok(())
 }

@@ -116,7 +116,9 @@ impl<R: Read> HashReader<R> {
         self.exact(&mut head)?;
         let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]);
         if len > MAX_RECORD_LEN {
-            return Err(bad(format!("record of {len} bytes (limit {MAX_RECORD_LEN})")));
+            return Err(bad(format!(
+                "record of {len} bytes (limit {MAX_RECORD_LEN})"
+            )));
         }
         buf.clear();
         buf.resize(len as usize, 0);
@@ -244,17 +246,39 @@ impl MetaDb {
     /// Db, NotDurable.
     pub fn restore_snapshot(&self, r: impl Read) -> Result<SnapshotStats> {
         let stats = self.write(|txn| {
-            let busy = txn.open_table(JOURNAL).ctx("opening journal")?.first().ctx("reading journal")?.is_some()
-                || txn.open_table(ORPHANS).ctx("opening orphans")?.first().ctx("reading orphans")?.is_some();
+            let busy = txn
+                .open_table(JOURNAL)
+                .ctx("opening journal")?
+                .first()
+                .ctx("reading journal")?
+                .is_some()
+                || txn
+                    .open_table(ORPHANS)
+                    .ctx("opening orphans")?
+                    .first()
+                    .ctx("reading orphans")?
+                    .is_some();
             if busy {
                 return Err(Error::InvalidArgument {
                     what: "restore over a namespace with dirty or orphaned inodes".into(),
                 });
             }
-            txn.open_table(INODES).ctx("opening inodes")?.retain(|_, _| false).ctx("clearing inodes")?;
-            txn.open_table(DIRENTS).ctx("opening dirents")?.retain(|_, _| false).ctx("clearing dirents")?;
-            txn.open_table(COOKIES).ctx("opening cookies")?.retain(|_, _| false).ctx("clearing cookies")?;
-            txn.open_table(XATTRS).ctx("opening xattrs")?.retain(|_, _| false).ctx("clearing xattrs")?;
+            txn.open_table(INODES)
+                .ctx("opening inodes")?
+                .retain(|_, _| false)
+                .ctx("clearing inodes")?;
+            txn.open_table(DIRENTS)
+                .ctx("opening dirents")?
+                .retain(|_, _| false)
+                .ctx("clearing dirents")?;
+            txn.open_table(COOKIES)
+                .ctx("opening cookies")?
+                .retain(|_, _| false)
+                .ctx("clearing cookies")?;
+            txn.open_table(XATTRS)
+                .ctx("opening xattrs")?
+                .retain(|_, _| false)
+                .ctx("clearing xattrs")?;
             load_snapshot(txn, r)
         })?;
         self.forget_ino_reservation();
@@ -318,7 +342,9 @@ fn load_snapshot(txn: &redb::WriteTransaction, r: impl Read) -> Result<SnapshotS
                     return Err(bad(format!("inode {ino} has no links")));
                 }
                 if rec.kind == FileKind::Symlink && rec.size != rec.target.len() as u64 {
-                    return Err(bad(format!("symlink {ino}: size is not the target's length")));
+                    return Err(bad(format!(
+                        "symlink {ino}: size is not the target's length"
+                    )));
                 }
                 inodes
                     .insert(ino, rec.encode().as_slice())
@@ -442,7 +468,8 @@ fn load_snapshot(txn: &redb::WriteTransaction, r: impl Read) -> Result<SnapshotS
     }
     check_tree(&seen)?;
     let mut meta = txn.open_table(META).ctx("opening meta")?;
-    meta.insert(KEY_NEXT_INO, next_ino).ctx("writing next_ino")?;
+    meta.insert(KEY_NEXT_INO, next_ino)
+        .ctx("writing next_ino")?;
     stats.bytes = input.bytes;
     Ok(stats)
 }
@@ -511,7 +538,11 @@ mod tests {
         let mut dirs = vec![InodeNo::ROOT];
         for i in 0..100u64 {
             let parent = dirs[(i as usize * 7) % dirs.len()];
-            dirs.push(db.mkdir(parent, format!("d{i}").as_bytes(), &O, t(i)).unwrap().ino);
+            dirs.push(
+                db.mkdir(parent, format!("d{i}").as_bytes(), &O, t(i))
+                    .unwrap()
+                    .ino,
+            );
         }
         let mut n = 0u64;
         while n < 10_000 {
@@ -519,14 +550,22 @@ mod tests {
             let name = format!("file-{n}-{}", "x".repeat((n % 200) as usize));
             match n % 10 {
                 0 => {
-                    db.symlink(parent, name.as_bytes(), format!("../t/{n}").as_bytes(), &O, t(n))
-                        .unwrap();
+                    db.symlink(
+                        parent,
+                        name.as_bytes(),
+                        format!("../t/{n}").as_bytes(),
+                        &O,
+                        t(n),
+                    )
+                    .unwrap();
                 }
                 1 => {
                     let target = db.lookup(dirs[1], b"link-target").or_else(|_| {
-                        db.create(dirs[1], b"link-target", &O, true, t(n)).map(|a| a.0)
+                        db.create(dirs[1], b"link-target", &O, true, t(n))
+                            .map(|a| a.0)
                     });
-                    db.link(target.unwrap().ino, parent, name.as_bytes(), t(n)).unwrap();
+                    db.link(target.unwrap().ino, parent, name.as_bytes(), t(n))
+                        .unwrap();
                 }
                 _ => {
                     let (a, _) = db.create(parent, name.as_bytes(), &O, true, t(n)).unwrap();
@@ -536,11 +575,11 @@ mod tests {
                         ..SetAttr::default()
                     };
                     db.setattr(a.ino, &set, t(n + 2)).unwrap();
-                    if n % 3 == 0 {
+                    if n.is_multiple_of(3) {
                         db.set_xattr(a.ino, b"user.n", &n.to_le_bytes(), XattrMode::Any, t(n))
                             .unwrap();
                     }
-                    if n % 7 == 0 {
+                    if n.is_multiple_of(7) {
                         let g = db.mark_dirty(a.ino, t(n)).unwrap();
                         db.begin_upload(a.ino).unwrap();
                         let content = Content::Stored {
@@ -569,7 +608,10 @@ mod tests {
         let b = tempfile::tempdir().unwrap();
         let restored = MetaDb::open_with(b.path(), None).unwrap();
         let got = restored.restore_snapshot(bytes.as_slice()).unwrap();
-        assert_eq!((got.inodes, got.dirents, got.xattrs), (stats.inodes, stats.dirents, stats.xattrs));
+        assert_eq!(
+            (got.inodes, got.dirents, got.xattrs),
+            (stats.inodes, stats.dirents, stats.xattrs)
+        );
         check_invariants(&restored).unwrap();
         assert_eq!(dump(&restored), dump(&db));
     }
@@ -583,7 +625,8 @@ mod tests {
         let (f, _) = db.create(d.ino, b"f", &O, true, t).unwrap();
         db.link(f.ino, InodeNo::ROOT, b"g", t).unwrap();
         db.symlink(d.ino, b"s", b"f", &O, t).unwrap();
-        db.set_xattr(f.ino, b"user.a", b"v", XattrMode::Any, t).unwrap();
+        db.set_xattr(f.ino, b"user.a", b"v", XattrMode::Any, t)
+            .unwrap();
         let mut bytes = Vec::new();
         db.write_snapshot(&mut bytes).unwrap();
 
@@ -592,14 +635,22 @@ mod tests {
         target.mkdir(InodeNo::ROOT, b"keep", &O, t).unwrap();
         let before = dump(&target);
         for n in 0..bytes.len() {
-            assert!(target.restore_snapshot(&bytes[..n]).is_err(), "truncated at {n}");
+            assert!(
+                target.restore_snapshot(&bytes[..n]).is_err(),
+                "truncated at {n}"
+            );
         }
         let mut x = 0x1234_5678_u64;
         for i in 0..bytes.len() {
             let mut g = bytes.clone();
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             g[i] ^= 1 << (x >> 61);
-            assert!(target.restore_snapshot(g.as_slice()).is_err(), "flip at {i}");
+            assert!(
+                target.restore_snapshot(g.as_slice()).is_err(),
+                "flip at {i}"
+            );
         }
         let mut longer = bytes.clone();
         longer.push(0);

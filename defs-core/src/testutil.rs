@@ -158,7 +158,10 @@ pub(crate) const OWNER: NewInode = NewInode {
 
 /// The time of the `i`-th operation.
 pub(crate) fn time(i: u64) -> Timestamp {
-    Timestamp::new(1_700_000_000 + i as i64, (i as u32).wrapping_mul(7919) % 1_000_000_000)
+    Timestamp::new(
+        1_700_000_000 + i as i64,
+        (i as u32).wrapping_mul(7919) % 1_000_000_000,
+    )
 }
 
 fn value(len: usize) -> Vec<u8> {
@@ -242,7 +245,13 @@ pub(crate) fn dump(db: &MetaDb) -> String {
         let inodes = txn.open_table(INODES).unwrap();
         for item in inodes.iter().unwrap() {
             let (k, v) = item.unwrap();
-            writeln!(s, "ino {} {:?}", k.value(), InodeRecord::decode(v.value()).unwrap()).unwrap();
+            writeln!(
+                s,
+                "ino {} {:?}",
+                k.value(),
+                InodeRecord::decode(v.value()).unwrap()
+            )
+            .unwrap();
         }
         let dirents = txn.open_table(DIRENTS).unwrap();
         for item in dirents.iter().unwrap() {
@@ -301,7 +310,9 @@ pub(crate) fn check_invariants(db: &MetaDb) -> Result<(), String> {
             let (c, kind, cookie) = v.value();
             n_dirents += 1;
             let pr = recs.get(&p).ok_or(format!("dirent in missing dir {p}"));
-            let Ok(pr) = pr else { return Ok(Err(pr.unwrap_err())) };
+            let Ok(pr) = pr else {
+                return Ok(Err(pr.unwrap_err()));
+            };
             if pr.kind != FileKind::Directory || cookie >= pr.next_cookie || cookie == 0 {
                 return Ok(Err(format!("dirent {p}/{name:?}: bad parent or cookie")));
             }
@@ -311,7 +322,10 @@ pub(crate) fn check_invariants(db: &MetaDb) -> Result<(), String> {
             if cr.kind.tag() != kind {
                 return Ok(Err(format!("dirent {p}/{name:?}: kind mismatch")));
             }
-            let by_cookie = cookies.get((p, cookie)).unwrap().map(|v| v.value().to_vec());
+            let by_cookie = cookies
+                .get((p, cookie))
+                .unwrap()
+                .map(|v| v.value().to_vec());
             if by_cookie.as_deref() != Some(name) {
                 return Ok(Err(format!("dirent {p}/{name:?}: cookie table disagrees")));
             }
@@ -341,7 +355,10 @@ pub(crate) fn check_invariants(db: &MetaDb) -> Result<(), String> {
             let l = links.get(&ino).copied().unwrap_or(0);
             let orphan = orphans.contains(&ino);
             if (r.nlink == 0) != orphan {
-                return Ok(Err(format!("inode {ino}: nlink {} vs orphan {orphan}", r.nlink)));
+                return Ok(Err(format!(
+                    "inode {ino}: nlink {} vs orphan {orphan}",
+                    r.nlink
+                )));
             }
             if r.kind == FileKind::Directory {
                 let e = entries.get(&ino).copied().unwrap_or(0);
@@ -354,7 +371,10 @@ pub(crate) fn check_invariants(db: &MetaDb) -> Result<(), String> {
                     2 + subdirs.get(&ino).copied().unwrap_or(0)
                 };
                 if r.nlink != expect {
-                    return Ok(Err(format!("dir {ino}: nlink {} expected {expect}", r.nlink)));
+                    return Ok(Err(format!(
+                        "dir {ino}: nlink {} expected {expect}",
+                        r.nlink
+                    )));
                 }
                 let named = if ino == 1 { 1 } else { u32::from(r.nlink > 0) };
                 if ino != 1 && l != named {
@@ -364,7 +384,10 @@ pub(crate) fn check_invariants(db: &MetaDb) -> Result<(), String> {
                     return Ok(Err(format!("dir {ino}: parent pointer wrong")));
                 }
             } else if r.nlink != l {
-                return Ok(Err(format!("inode {ino}: nlink {} but {l} dirents", r.nlink)));
+                return Ok(Err(format!(
+                    "inode {ino}: nlink {} but {l} dirents",
+                    r.nlink
+                )));
             }
         }
         if !recs.contains_key(&1) {
@@ -378,7 +401,10 @@ pub(crate) fn check_invariants(db: &MetaDb) -> Result<(), String> {
         for item in txn.open_table(JOURNAL).unwrap().iter().unwrap() {
             let (k, v) = item.unwrap();
             if !recs.contains_key(&k.value()) {
-                return Ok(Err(format!("journal entry for missing inode {}", k.value())));
+                return Ok(Err(format!(
+                    "journal entry for missing inode {}",
+                    k.value()
+                )));
             }
             crate::journal::JournalEntry::decode(v.value())?;
         }
@@ -430,7 +456,20 @@ impl Model {
             next_ino: 2,
             ..Model::default()
         };
-        m.inodes.insert(1, m.fresh(1, FileKind::Directory, &NewInode { perm: 0o755, uid: 0, gid: 0 }, Timestamp::default(), 1));
+        m.inodes.insert(
+            1,
+            m.fresh(
+                1,
+                FileKind::Directory,
+                &NewInode {
+                    perm: 0o755,
+                    uid: 0,
+                    gid: 0,
+                },
+                Timestamp::default(),
+                1,
+            ),
+        );
         m
     }
 
@@ -450,7 +489,11 @@ impl Model {
                 rdev: 0,
                 generation: Generation(0),
             },
-            parent: if kind == FileKind::Directory { parent } else { 0 },
+            parent: if kind == FileKind::Directory {
+                parent
+            } else {
+                0
+            },
             next_cookie: 1,
             target: Vec::new(),
             xattrs: BTreeMap::new(),
@@ -513,9 +556,16 @@ impl Model {
 
     fn unlinked(&mut self, c: u64, now: Timestamp) -> Unlinked {
         let i = self.inodes.get_mut(&c).unwrap();
-        i.attr.nlink = if i.attr.kind == FileKind::Directory { 0 } else { i.attr.nlink - 1 };
+        i.attr.nlink = if i.attr.kind == FileKind::Directory {
+            0
+        } else {
+            i.attr.nlink - 1
+        };
         i.attr.ctime = now;
-        Unlinked { ino: InodeNo(c), nlink: i.attr.nlink }
+        Unlinked {
+            ino: InodeNo(c),
+            nlink: i.attr.nlink,
+        }
     }
 
     fn within(&self, mut ino: u64, anc: u64) -> bool {
@@ -682,7 +732,9 @@ impl Model {
                 }
                 self.get(*x)?.xattrs.get(n).cloned().ok_or("ENODATA")
             })()),
-            Op::ListXattr(x) => o((|| Ok(self.get(*x)?.xattrs.keys().cloned().collect::<Vec<_>>()))()),
+            Op::ListXattr(x) => o((|| {
+                Ok(self.get(*x)?.xattrs.keys().cloned().collect::<Vec<_>>())
+            })()),
             Op::RemoveXattr(x, n) => o((|| {
                 if n.is_empty() || n.len() > 255 {
                     return Err("ERANGE");
@@ -721,7 +773,15 @@ impl Model {
         }
     }
 
-    fn rename(&mut self, p: u64, n: &[u8], q: u64, m: &[u8], mode: RenameMode, now: Timestamp) -> R<Option<Unlinked>> {
+    fn rename(
+        &mut self,
+        p: u64,
+        n: &[u8],
+        q: u64,
+        m: &[u8],
+        mode: RenameMode,
+        now: Timestamp,
+    ) -> R<Option<Unlinked>> {
         name_ok(n)?;
         name_ok(m)?;
         self.dir(p)?;

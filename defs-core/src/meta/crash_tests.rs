@@ -69,7 +69,11 @@ fn sigkill_at_random_points_loses_nothing_synced_and_half_applies_nothing() {
         let seed = rng.next();
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(&exe)
-            .args(["--exact", "meta::crash_tests::crash_child_role", "--test-threads=1"])
+            .args([
+                "--exact",
+                "meta::crash_tests::crash_child_role",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, dir.path())
             .env(SEED_ENV, seed.to_string())
             .stdout(Stdio::null())
@@ -121,15 +125,19 @@ fn sigkill_at_random_points_loses_nothing_synced_and_half_applies_nothing() {
             panic!("run {run} (seed {seed}): recovered state is no prefix ≥ {synced} ops")
         });
         // The reopened DB keeps working.
-        db.mkdir(InodeNo::ROOT, b"after-crash", &crate::testutil::OWNER, time(9999))
-            .map(|_| ())
-            .or_else(|e| match e {
-                Error::AlreadyExists { .. } => Ok(()),
-                e => Err(e),
-            })
-            .unwrap();
+        db.mkdir(
+            InodeNo::ROOT,
+            b"after-crash",
+            &crate::testutil::OWNER,
+            time(9999),
+        )
+        .map(|_| ())
+        .or_else(|e| match e {
+            Error::AlreadyExists { .. } => Ok(()),
+            e => Err(e),
+        })
+        .unwrap();
         outcomes.push((run, synced, Some(prefix)));
-
     }
     let mid = outcomes
         .iter()

@@ -8,9 +8,9 @@ use redb::{ReadableTable, Table, WriteTransaction};
 
 use crate::error::{Error, Result};
 use crate::meta::{COOKIES, DIRENTS, DbContext, INODES, InoAlloc, ORPHANS, allocate_ino};
-use crate::sync::Mutex;
 use crate::namespace::record::InodeRecord;
 use crate::namespace::{Attr, FileKind, NewInode, Timestamp, Unlinked, corrupt, load};
+use crate::sync::Mutex;
 use crate::types::InodeNo;
 
 type Dirent = (u64, u8, u64);

@@ -20,21 +20,31 @@ fn exclusive_create_refuses_an_existing_name() {
     let t = time(1);
     let (a, created) = db.create(ROOT, b"tmp", &OWNER, true, t).unwrap();
     assert!(created);
-    assert_eq!(code(&db.create(ROOT, b"tmp", &OWNER, true, t).unwrap_err()), "EEXIST");
+    assert_eq!(
+        code(&db.create(ROOT, b"tmp", &OWNER, true, t).unwrap_err()),
+        "EEXIST"
+    );
     let (b, created) = db.create(ROOT, b"tmp", &OWNER, false, t).unwrap();
     assert!(!created);
     assert_eq!(a, b);
     db.mkdir(ROOT, b"d", &OWNER, t).unwrap();
-    assert_eq!(code(&db.create(ROOT, b"d", &OWNER, false, t).unwrap_err()), "EISDIR");
+    assert_eq!(
+        code(&db.create(ROOT, b"d", &OWNER, false, t).unwrap_err()),
+        "EISDIR"
+    );
 }
 
 #[test]
 fn names_over_255_bytes_are_refused() {
     let (_d, db) = db();
     let long = vec![b'x'; 256];
-    assert_eq!(code(&db.create(ROOT, &long, &OWNER, true, time(1)).unwrap_err()), "ENAMETOOLONG");
+    assert_eq!(
+        code(&db.create(ROOT, &long, &OWNER, true, time(1)).unwrap_err()),
+        "ENAMETOOLONG"
+    );
     assert_eq!(code(&db.lookup(ROOT, &long).unwrap_err()), "ENAMETOOLONG");
-    db.create(ROOT, &long[..255], &OWNER, true, time(1)).unwrap();
+    db.create(ROOT, &long[..255], &OWNER, true, time(1))
+        .unwrap();
 }
 
 #[test]
@@ -44,7 +54,10 @@ fn rmdir_of_a_non_empty_directory_is_refused_and_nlink_counts_subdirs() {
     let e = db.mkdir(d.ino, b"e", &OWNER, time(2)).unwrap();
     assert_eq!(db.getattr(d.ino).unwrap().nlink, 3);
     assert_eq!(db.getattr(ROOT).unwrap().nlink, 3);
-    assert_eq!(code(&db.rmdir(ROOT, b"d", time(3)).unwrap_err()), "ENOTEMPTY");
+    assert_eq!(
+        code(&db.rmdir(ROOT, b"d", time(3)).unwrap_err()),
+        "ENOTEMPTY"
+    );
     assert_eq!(db.parent_of(e.ino).unwrap(), d.ino);
     db.rmdir(d.ino, b"e", time(4)).unwrap();
     db.rmdir(ROOT, b"d", time(5)).unwrap();
@@ -70,7 +83,10 @@ fn hard_links_count_and_survive_unlink_of_one_name() {
     db.purge(a.ino).unwrap();
     assert_eq!(code(&db.getattr(a.ino).unwrap_err()), "ENOENT");
     let d = db.mkdir(ROOT, b"d", &OWNER, time(5)).unwrap();
-    assert_eq!(code(&db.link(d.ino, ROOT, b"e", time(6)).unwrap_err()), "EPERM");
+    assert_eq!(
+        code(&db.link(d.ino, ROOT, b"e", time(6)).unwrap_err()),
+        "EPERM"
+    );
     check_invariants(&db).unwrap();
 }
 
@@ -83,25 +99,53 @@ fn rename_flags_and_subtree_rule() {
     let (f, _) = db.create(ROOT, b"f", &OWNER, true, t).unwrap();
     let (g, _) = db.create(ROOT, b"g", &OWNER, true, t).unwrap();
     let e = |r: crate::Result<Option<Unlinked>>| code(&r.unwrap_err());
-    assert_eq!(e(db.rename(ROOT, b"a", b.ino, b"x", RenameMode::Replace, t)), "EINVAL");
-    assert_eq!(e(db.rename(ROOT, b"a", a.ino, b"x", RenameMode::Replace, t)), "EINVAL");
-    assert_eq!(e(db.rename(ROOT, b"f", ROOT, b"g", RenameMode::NoReplace, t)), "EEXIST");
-    assert_eq!(e(db.rename(ROOT, b"f", ROOT, b"zz", RenameMode::Exchange, t)), "ENOENT");
-    assert_eq!(e(db.rename(ROOT, b"f", ROOT, b"a", RenameMode::Replace, t)), "EISDIR");
-    assert_eq!(e(db.rename(ROOT, b"a", ROOT, b"f", RenameMode::Replace, t)), "ENOTDIR");
+    assert_eq!(
+        e(db.rename(ROOT, b"a", b.ino, b"x", RenameMode::Replace, t)),
+        "EINVAL"
+    );
+    assert_eq!(
+        e(db.rename(ROOT, b"a", a.ino, b"x", RenameMode::Replace, t)),
+        "EINVAL"
+    );
+    assert_eq!(
+        e(db.rename(ROOT, b"f", ROOT, b"g", RenameMode::NoReplace, t)),
+        "EEXIST"
+    );
+    assert_eq!(
+        e(db.rename(ROOT, b"f", ROOT, b"zz", RenameMode::Exchange, t)),
+        "ENOENT"
+    );
+    assert_eq!(
+        e(db.rename(ROOT, b"f", ROOT, b"a", RenameMode::Replace, t)),
+        "EISDIR"
+    );
+    assert_eq!(
+        e(db.rename(ROOT, b"a", ROOT, b"f", RenameMode::Replace, t)),
+        "ENOTDIR"
+    );
     // Over a file: the old file loses its name.
-    let gone = db.rename(ROOT, b"f", ROOT, b"g", RenameMode::Replace, time(2)).unwrap();
-    assert_eq!(gone, Some(Unlinked { ino: g.ino, nlink: 0 }));
+    let gone = db
+        .rename(ROOT, b"f", ROOT, b"g", RenameMode::Replace, time(2))
+        .unwrap();
+    assert_eq!(
+        gone,
+        Some(Unlinked {
+            ino: g.ino,
+            nlink: 0
+        })
+    );
     assert_eq!(db.lookup(ROOT, b"g").unwrap().ino, f.ino);
     // Exchange a file and a directory across directories.
-    db.rename(ROOT, b"g", a.ino, b"b", RenameMode::Exchange, time(3)).unwrap();
+    db.rename(ROOT, b"g", a.ino, b"b", RenameMode::Exchange, time(3))
+        .unwrap();
     assert_eq!(db.lookup(ROOT, b"g").unwrap().ino, b.ino);
     assert_eq!(db.lookup(a.ino, b"b").unwrap().ino, f.ino);
     assert_eq!(db.parent_of(b.ino).unwrap(), ROOT);
     assert_eq!(db.getattr(a.ino).unwrap().nlink, 2);
     // Over an empty directory.
     let c = db.mkdir(ROOT, b"c", &OWNER, t).unwrap();
-    db.rename(ROOT, b"g", ROOT, b"c", RenameMode::Replace, time(4)).unwrap();
+    db.rename(ROOT, b"g", ROOT, b"c", RenameMode::Replace, time(4))
+        .unwrap();
     assert_eq!(db.getattr(c.ino).unwrap().nlink, 0);
     check_invariants(&db).unwrap();
 }
@@ -133,24 +177,47 @@ fn xattr_flags_and_limits() {
     let (_d, db) = db();
     let (a, _) = db.create(ROOT, b"a", &OWNER, true, time(1)).unwrap();
     let e = |r: crate::Result<()>| code(&r.unwrap_err());
-    assert_eq!(e(db.set_xattr(a.ino, b"user.x", b"1", XattrMode::Replace, time(2))), "ENODATA");
-    db.set_xattr(a.ino, b"user.x", b"1", XattrMode::Create, time(2)).unwrap();
-    assert_eq!(e(db.set_xattr(a.ino, b"user.x", b"2", XattrMode::Create, time(2))), "EEXIST");
-    db.set_xattr(a.ino, b"user.x", b"2", XattrMode::Replace, time(3)).unwrap();
+    assert_eq!(
+        e(db.set_xattr(a.ino, b"user.x", b"1", XattrMode::Replace, time(2))),
+        "ENODATA"
+    );
+    db.set_xattr(a.ino, b"user.x", b"1", XattrMode::Create, time(2))
+        .unwrap();
+    assert_eq!(
+        e(db.set_xattr(a.ino, b"user.x", b"2", XattrMode::Create, time(2))),
+        "EEXIST"
+    );
+    db.set_xattr(a.ino, b"user.x", b"2", XattrMode::Replace, time(3))
+        .unwrap();
     assert_eq!(db.get_xattr(a.ino, b"user.x").unwrap(), b"2");
     assert_eq!(db.getattr(a.ino).unwrap().ctime, time(3));
     let big = vec![0; XATTR_SIZE_MAX + 1];
-    assert_eq!(e(db.set_xattr(a.ino, b"user.y", &big, XattrMode::Any, time(4))), "E2BIG");
-    assert_eq!(e(db.set_xattr(a.ino, &[b'n'; 256], b"", XattrMode::Any, time(4))), "ERANGE");
-    db.set_xattr(a.ino, b"system.posix_acl_access", &[2, 0, 0, 0], XattrMode::Any, time(4))
-        .unwrap();
+    assert_eq!(
+        e(db.set_xattr(a.ino, b"user.y", &big, XattrMode::Any, time(4))),
+        "E2BIG"
+    );
+    assert_eq!(
+        e(db.set_xattr(a.ino, &[b'n'; 256], b"", XattrMode::Any, time(4))),
+        "ERANGE"
+    );
+    db.set_xattr(
+        a.ino,
+        b"system.posix_acl_access",
+        &[2, 0, 0, 0],
+        XattrMode::Any,
+        time(4),
+    )
+    .unwrap();
     assert_eq!(
         db.list_xattr(a.ino).unwrap(),
         vec![b"system.posix_acl_access".to_vec(), b"user.x".to_vec()]
     );
     db.remove_xattr(a.ino, b"user.x", time(5)).unwrap();
     assert_eq!(e(db.remove_xattr(a.ino, b"user.x", time(5))), "ENODATA");
-    assert_eq!(code(&db.get_xattr(a.ino, b"user.x").unwrap_err()), "ENODATA");
+    assert_eq!(
+        code(&db.get_xattr(a.ino, b"user.x").unwrap_err()),
+        "ENODATA"
+    );
     // The list limit: 65536 bytes of names with their NULs.
     let mut n = 0;
     let err = loop {
@@ -183,7 +250,8 @@ fn setattr_times_to_the_nanosecond_and_survive_reopen() {
         };
         let got = db.setattr(ino, &set, time(2)).unwrap();
         assert_eq!(got.ctime, time(2));
-        db.symlink(ROOT, b"s", b"../target", &OWNER, time(3)).unwrap();
+        db.symlink(ROOT, b"s", b"../target", &OWNER, time(3))
+            .unwrap();
         db.close().unwrap();
     }
     let db = MetaDb::open_with(dir.path(), None).unwrap();
@@ -218,7 +286,11 @@ fn run_model(seed: u64, len: usize) {
     // Every inode and every directory listing agrees at the end.
     for ino in 1..16 {
         for op in [Op::Getattr(ino), Op::Readdir(ino), Op::ListXattr(ino)] {
-            assert_eq!(apply_db(&db, &op, time(0)), model.apply(&op, time(0)), "{op:?}");
+            assert_eq!(
+                apply_db(&db, &op, time(0)),
+                model.apply(&op, time(0)),
+                "{op:?}"
+            );
         }
     }
 }
