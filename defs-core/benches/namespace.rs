@@ -75,6 +75,26 @@ fn run_meta(dirs: impl Fn(&MetaDb) -> Vec<InodeNo>) -> Duration {
     elapsed
 }
 
+/// What a close-to-open durable FUSE layer would pay: the same three operations, then `sync`
+/// (one fsync) after every file.
+fn run_meta_sync_each(files: u64) -> Duration {
+    let dir = tempfile::tempdir().unwrap();
+    let db = MetaDb::open(dir.path()).unwrap();
+    let start = Instant::now();
+    for i in 0..files {
+        let name = format!("file-{i:06}");
+        let (a, _) = db
+            .create(InodeNo::ROOT, name.as_bytes(), &OWNER, true, t(i))
+            .unwrap();
+        db.setattr(a.ino, &set(i), t(i)).unwrap();
+        black_box(db.lookup(InodeNo::ROOT, name.as_bytes()).unwrap());
+        db.sync().unwrap();
+    }
+    let elapsed = start.elapsed();
+    db.close().unwrap();
+    elapsed
+}
+
 fn run_btreemap() -> Duration {
     #[derive(Clone)]
     struct Ino {
@@ -149,6 +169,13 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("baseline_raw_redb_txns", |b| {
         b.iter_custom(|n| (0..n).map(|_| run_raw_redb()).sum())
+    });
+    g.finish();
+    let mut g = c.benchmark_group("namespace_durable");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(1_000 * 3));
+    g.bench_function("metadb_one_dir_sync_every_file", |b| {
+        b.iter_custom(|n| (0..n).map(|_| run_meta_sync_each(1_000)).sum())
     });
     g.finish();
 }

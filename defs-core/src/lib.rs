@@ -25,6 +25,7 @@ pub mod types;
 pub use error::{Error, Result};
 pub use journal::DirtyRecord;
 pub use meta::MetaDb;
+pub use snapshot::SnapshotStats;
 pub use namespace::{
     Attr, Content, DirEntry, FileKind, NewInode, RenameMode, SetAttr, Timestamp, Unlinked,
     XattrMode,
