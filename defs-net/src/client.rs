@@ -63,7 +63,7 @@ impl Client {
 
     /// The key that opens this owner's manifests.
     pub fn wrap_key(&self) -> WrapKey {
-        WrapKey::from_bytes(self.identity.manifest_wrap_key())
+        self.identity.manifest_wrap_key()
     }
 
     /// The transfer pool.

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use defs_core::Identity;
-use defs_core::pipeline::LayoutConfig;
 use defs_core::shard_store::{Quotas, ShardStore};
 use defs_net::commands::{self, layout_for};
 use defs_net::control::{self, ControlRequest, ControlServer};
@@ -148,7 +147,7 @@ pub async fn run(dir: &Path, net: &NetOptions, req: ControlRequest) -> anyhow::R
         return Ok(out?);
     }
     let client = ephemeral(dir, &config, bootstrap, net).await?;
-    let layout = LayoutConfig::from_settings(&config.layout)?;
+    let layout = config.layout.clone();
     let sink = |d, t| bar.update(d, t);
     let out = match req {
         ControlRequest::Id => Ok(commands::id(&client)),
@@ -244,7 +243,7 @@ pub async fn node(dir: &Path, opts: NodeOptions) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     let handler = Arc::new(commands::Commands {
         client: Client::new(node.clone(), Arc::new(identity)),
-        layout: LayoutConfig::from_settings(&config.layout)?,
+        layout: config.layout.clone(),
     });
     let _server = ControlServer::bind(dir, handler, cancel.clone()).await?;
     eprintln!("defs node {} listening on:", node.peer_id());

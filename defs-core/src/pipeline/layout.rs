@@ -122,26 +122,6 @@ fn invalid(reason: String) -> Error {
 }
 
 impl LayoutConfig {
-    /// The layout of a config file's `[layout]` table, checked.
-    ///
-    /// # Errors
-    /// [`Error::InvalidLayout`] for an unknown mode or a value out of range.
-    pub fn from_settings(s: &crate::config::LayoutSettings) -> Result<LayoutConfig> {
-        let cfg = LayoutConfig {
-            mode: s.mode.parse()?,
-            k: s.k,
-            m: s.m,
-            parity_ratio: s.parity_ratio,
-            slice_size: u32::try_from(s.slice_size)
-                .map_err(|_| invalid(format!("slice_size = {} is too large", s.slice_size)))?,
-            shard_size: s.shard_size,
-            small_file_max: s.small_file_max,
-            copies: s.copies,
-        };
-        cfg.validate()?;
-        Ok(cfg)
-    }
-
     /// Checks every setting against its bounds.
     pub fn validate(&self) -> Result<()> {
         if !(1..=MAX_SHARDS).contains(&self.k) {
