@@ -15,6 +15,9 @@ use crate::types::{NodeId, ShardId};
 /// A boxed, sendable future (object-safe async methods).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// The holders found for each shard id of a lookup.
+pub type Holders = Vec<(ShardId, Vec<NodeId>)>;
+
 /// Where the shards of one segment went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredSegment {
@@ -50,7 +53,7 @@ pub trait ShardClient: Send + Sync {
     ///
     /// # Errors
     /// When the network is unreachable; ids nobody holds are simply absent.
-    fn lookup(&self, ids: Vec<ShardId>) -> BoxFuture<'_, Result<Vec<(ShardId, Vec<NodeId>)>>>;
+    fn lookup(&self, ids: Vec<ShardId>) -> BoxFuture<'_, Result<Holders>>;
 
     /// Deletes a shard from `holders` (a signed, owner-only request).
     ///

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use defs_core::identity::{Identity, SignDomain};
 use defs_core::pipeline::WrapKey;
-use defs_core::remote::{BoxFuture, ShardClient, StoredSegment};
+use defs_core::remote::{BoxFuture, Holders, ShardClient, StoredSegment};
 use defs_core::types::{NodeId, ShardId};
 use futures::future::join_all;
 use libp2p::PeerId;
@@ -125,7 +125,7 @@ impl Client {
         {
             Response::Stored => Ok(()),
             _ => Err(Error::UnexpectedResponse {
-                peer,
+                peer: Box::new(peer),
                 what: "store",
             }),
         }
@@ -146,7 +146,7 @@ impl Client {
         let Response::Data(data) = resp else {
             self.node.report(peer, Outcome::BadData);
             return Err(Error::UnexpectedResponse {
-                peer,
+                peer: Box::new(peer),
                 what: "fetch",
             });
         };
@@ -157,14 +157,14 @@ impl Client {
         })
         .await
         .map_err(|e| Error::Request {
-            peer,
+            peer: Box::new(peer),
             reason: format!("verify task: {e}"),
         })?;
         if !ok {
             warn!(peer = %short(&peer), shard = %id, "peer returned bad shard data");
             self.node.report(peer, Outcome::BadData);
             return Err(Error::BadShard {
-                peer,
+                peer: Box::new(peer),
                 shard: id,
                 reason: "bytes do not hash to the shard id",
             });
@@ -206,13 +206,13 @@ impl Client {
             Response::Data(_) => {
                 self.node.report(peer, Outcome::BadData);
                 Err(Error::BadShard {
-                    peer,
+                    peer: Box::new(peer),
                     shard: id,
                     reason: "range has the wrong length",
                 })
             }
             _ => Err(Error::UnexpectedResponse {
-                peer,
+                peer: Box::new(peer),
                 what: "fetch range",
             }),
         }
@@ -226,7 +226,10 @@ impl Client {
         let n = ids.len();
         match self.node.request(peer, Request::Has { ids }).await? {
             Response::Has(lens) if lens.len() == n => Ok(lens),
-            _ => Err(Error::UnexpectedResponse { peer, what: "has" }),
+            _ => Err(Error::UnexpectedResponse {
+                peer: Box::new(peer),
+                what: "has",
+            }),
         }
     }
 
@@ -243,7 +246,7 @@ impl Client {
         {
             Response::Deleted => Ok(()),
             _ => Err(Error::UnexpectedResponse {
-                peer,
+                peer: Box::new(peer),
                 what: "delete",
             }),
         }
@@ -501,10 +504,7 @@ impl ShardClient for Client {
         })
     }
 
-    fn lookup(
-        &self,
-        ids: Vec<ShardId>,
-    ) -> BoxFuture<'_, defs_core::Result<Vec<(ShardId, Vec<NodeId>)>>> {
+    fn lookup(&self, ids: Vec<ShardId>) -> BoxFuture<'_, defs_core::Result<Holders>> {
         Box::pin(async move {
             let first = ids.first().copied().unwrap_or_default();
             let found = self

@@ -66,7 +66,7 @@ pub enum Error {
     #[error("request to {peer} failed: {reason}")]
     Request {
         /// The peer.
-        peer: PeerId,
+        peer: Box<PeerId>,
         /// Why.
         reason: String,
     },
@@ -75,7 +75,7 @@ pub enum Error {
     #[error("{peer} refused: {error}")]
     Remote {
         /// The peer.
-        peer: PeerId,
+        peer: Box<PeerId>,
         /// Its refusal.
         error: RemoteError,
     },
@@ -84,7 +84,7 @@ pub enum Error {
     #[error("{peer} answered {what} with an unexpected response")]
     UnexpectedResponse {
         /// The peer.
-        peer: PeerId,
+        peer: Box<PeerId>,
         /// Which request.
         what: &'static str,
     },
@@ -94,7 +94,7 @@ pub enum Error {
     #[error("{peer} returned bad data for shard {shard}: {reason}")]
     BadShard {
         /// The peer.
-        peer: PeerId,
+        peer: Box<PeerId>,
         /// The shard asked for.
         shard: ShardId,
         /// Which check failed.

@@ -125,7 +125,7 @@ impl Client {
         let seg_size = geometry.segment_size();
         let path2: PathBuf = path.to_path_buf();
         let key2 = key.clone();
-        let geo2 = geometry.clone();
+        let geo2 = geometry;
         let reader = tokio::task::spawn_blocking(move || {
             let run = || -> Result<()> {
                 let mut f = std::fs::File::open(&path2).map_err(|e| Error::io(&path2, e))?;
@@ -206,7 +206,7 @@ impl Client {
         let manifest = Manifest {
             version,
             size,
-            geometry: geometry.clone(),
+            geometry,
             segments: entries,
         };
         let wrap = self.wrap_key();

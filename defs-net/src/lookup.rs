@@ -33,15 +33,15 @@ pub struct AskLimiter {
 impl AskLimiter {
     /// Whether an ask from `peer` at `now` is answered (and takes a token if so).
     pub fn allow(&mut self, peer: PeerId, now: Instant) -> bool {
-        if !self.buckets.contains_key(&peer) && self.buckets.len() >= MAX_TRACKED_ASKERS {
-            if let Some(old) = self
+        if !self.buckets.contains_key(&peer)
+            && self.buckets.len() >= MAX_TRACKED_ASKERS
+            && let Some(old) = self
                 .buckets
                 .iter()
                 .min_by_key(|(_, (_, t))| *t)
                 .map(|(p, _)| *p)
-            {
-                self.buckets.remove(&old);
-            }
+        {
+            self.buckets.remove(&old);
         }
         let (tokens, last) = self.buckets.entry(peer).or_insert((ASK_BURST, now));
         let refill = now.saturating_duration_since(*last).as_secs_f64() * ASKS_PER_SECOND;

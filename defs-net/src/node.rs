@@ -397,7 +397,10 @@ impl Node {
             })
             .await??;
         match resp {
-            Response::Error(error) => Err(Error::Remote { peer, error }),
+            Response::Error(error) => Err(Error::Remote {
+                peer: Box::new(peer),
+                error,
+            }),
             other => Ok(other),
         }
     }
@@ -766,7 +769,7 @@ impl NodeActor {
             } => {
                 if peer == self.peer_id {
                     let _ = reply.send(Err(Error::Request {
-                        peer,
+                        peer: Box::new(peer),
                         reason: "a node cannot send requests to itself".into(),
                     }));
                     return;
@@ -1187,7 +1190,7 @@ impl NodeActor {
             BehaviourEvent::Mdns(mdns::Event::Discovered(list)) => {
                 for (peer, addr) in list {
                     if peer != self.peer_id
-                        && !self.peers.get(&peer).is_some_and(|s| s.connections > 0)
+                        && self.peers.get(&peer).is_none_or(|s| s.connections == 0)
                     {
                         debug!(peer = %short(&peer), %addr, "mdns discovered");
                         let _ = self.swarm.dial(addr);
@@ -1259,7 +1262,7 @@ impl NodeActor {
                     self.peer(peer).stats.record_failure(Instant::now(), 1.0);
                     if let Pending::Client { reply, peer, .. } = p {
                         let _ = reply.send(Err(Error::Request {
-                            peer,
+                            peer: Box::new(peer),
                             reason: error.to_string(),
                         }));
                     }

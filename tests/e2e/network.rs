@@ -27,7 +27,7 @@ fn init(dir: &Path) {
     let out = defs(dir)
         .args(["init", "--difficulty", "0"])
         .output()
-        .unwrap();
+        .unwrap_or_else(|e| panic!("cannot run defs: {e}"));
     assert!(
         out.status.success(),
         "init: {}",
@@ -64,7 +64,7 @@ fn start_node(dir: &Path, bootstrap: Option<&str>) -> Proc {
         c.stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap(),
+            .unwrap_or_else(|e| panic!("cannot start defs node: {e}")),
     )
 }
 
@@ -88,7 +88,7 @@ fn count_files(dir: &Path) -> usize {
 }
 
 fn random_file(path: &PathBuf, size: usize) {
-    let mut f = std::fs::File::create(path).unwrap();
+    let mut f = std::fs::File::create(path).unwrap_or_else(|e| panic!("create: {e}"));
     let mut x = 0x1234_5678_9abc_def1u64;
     let mut buf = vec![0u8; 1 << 20];
     let mut left = size;
@@ -100,7 +100,8 @@ fn random_file(path: &PathBuf, size: usize) {
             c.copy_from_slice(&x.to_le_bytes());
         }
         let n = left.min(buf.len());
-        f.write_all(&buf[..n]).unwrap();
+        f.write_all(&buf[..n])
+            .unwrap_or_else(|e| panic!("write: {e}"));
         left -= n;
     }
 }
