@@ -251,7 +251,9 @@ enum Outcome {
 
 impl FlusherActor {
     async fn run(mut self) {
-        let mut scan = tokio::time::interval(PERIODIC_SCAN);
+        // The first scan one period from now: at start the mount hands over the journal's dirty
+        // files itself.
+        let mut scan = tokio::time::interval_at(Instant::now() + PERIODIC_SCAN, PERIODIC_SCAN);
         scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let next = self.due.values().min().copied();
@@ -321,10 +323,10 @@ impl FlusherActor {
         }
         match self.db.dirty_inodes() {
             Ok(dirty) => {
-                let now = Instant::now();
+                let at = Instant::now() + DEBOUNCE;
                 for ino in dirty.into_iter().map(|r| r.ino) {
                     if !self.running.contains_key(&ino) && !self.due.contains_key(&ino) {
-                        self.due.insert(ino, now);
+                        self.due.insert(ino, at);
                     }
                 }
             }

@@ -23,6 +23,8 @@
 //!   before `close(2)` returned.
 
 pub mod error;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;

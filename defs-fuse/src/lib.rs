@@ -36,3 +36,5 @@ pub mod flusher;
 pub mod fs;
 pub mod fuse;
 pub mod session;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod test_utils;

@@ -31,6 +31,9 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// The log file inside `DIR/logs`.
 const LOG_FILE: &str = "defs-mount.log";
 
+/// The serving daemon's process id, in `DIR` while it serves (scripts and tests signal it).
+const PID_FILE: &str = "defs-mount.pid";
+
 /// Mount DeFS at MOUNTPOINT (like sshfs: returns once the mount is ready; -f stays in the
 /// foreground).
 #[derive(Parser, Debug)]
@@ -392,6 +395,11 @@ async fn run(
     let mounted = tokio::task::block_in_place(|| session::mount(fuse, mountpoint, &mount_config))
         .with_context(|| format!("mounting at {}", mountpoint.display()))?;
     let unmounter = mounted.unmounter();
+    let pid_file = dir.join(PID_FILE);
+    if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
+        warn!(error = %e, path = %pid_file.display(), "writing the pid file failed");
+    }
+    let _pid_file = RemoveOnDrop(pid_file);
     if let Some(r) = ready.as_mut() {
         r.ok();
     }
