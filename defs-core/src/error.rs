@@ -7,7 +7,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::types::ShardId;
+use crate::types::{NodeId, ShardId};
 
 /// Shorthand for results in defs-core.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -39,6 +39,59 @@ pub enum Error {
     },
 
     // ---- identity ----------------------------------------------------------------------------
+    /// The identity key file is accessible to group or others.
+    #[error(
+        "identity key {} is accessible to group or others (mode {mode:03o}); \
+         run `chmod 600 {}` if it is really yours, or create a new identity",
+        path.display(),
+        path.display()
+    )]
+    KeyFilePermissions {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+
+    /// The identity key file is not a valid DeFS key file.
+    #[error("{} is not a usable identity key: {reason}", path.display())]
+    BadKeyFile {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
+    /// An identity key file already exists where a new one was to be created.
+    #[error("an identity already exists at {}; refusing to overwrite it", path.display())]
+    KeyFileExists {
+        /// The existing key file.
+        path: PathBuf,
+    },
+
+    /// A signature does not verify for the given key, message and domain.
+    #[error("bad signature (domain {domain})")]
+    BadSignature {
+        /// The signature domain that was checked.
+        domain: &'static str,
+    },
+
+    /// Bytes that should be a compressed secp256k1 public key (or secret scalar) are not one.
+    #[error("not a valid secp256k1 key")]
+    BadPublicKey,
+
+    /// A NodeId does not solve the identity puzzle at the required difficulty.
+    #[error(
+        "node {node_id} does not solve the identity puzzle: {bits} leading zero bits, {difficulty} required"
+    )]
+    PuzzleNotSolved {
+        /// The node.
+        node_id: NodeId,
+        /// The required difficulty (leading zero bits).
+        difficulty: u8,
+        /// The leading zero bits it has.
+        bits: u32,
+    },
 
     // ---- pipeline and manifest ---------------------------------------------------------------
     /// A shard's bytes do not verify (CRC, hash, or authentication tag).
@@ -49,12 +102,302 @@ pub enum Error {
         /// Which check failed.
         reason: &'static str,
     },
+
+    /// A key does not open what it should: a manifest sealed for another owner, or a file key
+    /// that is not this manifest's. (Authenticated encryption cannot tell a wrong key from
+    /// damaged bytes; a sealed manifest is fetched by its id, so damage is caught before this.)
+    #[error("wrong {what}: the manifest does not open with it (or its bytes are damaged)")]
+    WrongKey {
+        /// Which key: "wrap key" or "file key".
+        what: &'static str,
+    },
+
+    /// A manifest in a format version this build does not know.
+    #[error("unknown manifest format version {found}; this build reads version {supported}")]
+    UnknownManifestVersion {
+        /// The version in the bytes.
+        found: u16,
+        /// The version this build reads and writes.
+        supported: u16,
+    },
+
+    /// Manifest bytes that do not parse or do not hold together.
+    #[error("malformed manifest: {what}")]
+    MalformedManifest {
+        /// What is wrong.
+        what: &'static str,
+    },
+
+    /// Fewer good shards of a segment than Reed-Solomon needs to rebuild it.
+    #[error("segment {segment}: too few good shards to rebuild it: need {need}, have {have}")]
+    TooFewShards {
+        /// The segment.
+        segment: u64,
+        /// Shards needed (k, or 1 for replicated segments).
+        need: u16,
+        /// Good shards found (present, CRC and authentication tag verified).
+        have: u16,
+    },
+
+    /// A layout setting (or a manifest's geometry) outside what the pipeline supports.
+    #[error("invalid layout: {reason}")]
+    InvalidLayout {
+        /// What is out of range, with the range.
+        reason: String,
+    },
+
+    /// This binary was built with the `simd` feature (AVX2 Reed-Solomon kernels) and this CPU
+    /// lacks AVX2; running the kernels would die on SIGILL.
+    #[error(
+        "this CPU has no AVX2, which this build's Reed-Solomon code needs; \
+         rebuild defs without the `simd` feature (--no-default-features)"
+    )]
+    CpuWithoutAvx2,
+
+    /// The operating system's random number generator failed.
+    #[error("no randomness from the operating system: {reason}")]
+    Random {
+        /// The OS error, as text.
+        reason: String,
+    },
+
+    /// Reading the input or writing the output stream of the pipeline failed.
+    #[error("I/O error while {what}: {source}")]
+    Stream {
+        /// What the pipeline was doing: "reading the file", "writing decoded bytes".
+        what: &'static str,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
     // ---- metadata DB and namespace -----------------------------------------------------------
+    /// A name or inode does not exist (ENOENT).
+    #[error("not found: {what}")]
+    NotFound {
+        /// What was looked for: a name in a directory, an inode.
+        what: String,
+    },
+
+    /// The name already exists (EEXIST).
+    #[error("already exists: {what}")]
+    AlreadyExists {
+        /// The name and its directory.
+        what: String,
+    },
+
+    /// A directory to be removed or replaced still has entries (ENOTEMPTY).
+    #[error("directory inode {ino} is not empty")]
+    NotEmpty {
+        /// The directory.
+        ino: u64,
+    },
+
+    /// A directory was needed but the inode is something else (ENOTDIR).
+    #[error("inode {ino} is not a directory")]
+    NotADirectory {
+        /// The inode.
+        ino: u64,
+    },
+
+    /// The operation does not apply to a directory (EISDIR).
+    #[error("inode {ino} is a directory")]
+    IsADirectory {
+        /// The inode.
+        ino: u64,
+    },
+
+    /// A file name is longer than [`crate::namespace::NAME_MAX`] bytes (ENAMETOOLONG).
+    #[error("name is {len} bytes long, the limit is {limit}")]
+    NameTooLong {
+        /// The name's length in bytes.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+
+    /// An argument is invalid for this operation (EINVAL).
+    #[error("invalid argument: {what}")]
+    InvalidArgument {
+        /// What was wrong.
+        what: String,
+    },
+
+    /// The operation is not permitted on this kind of inode, e.g. a hard link to a directory
+    /// (EPERM).
+    #[error("operation not permitted: {what}")]
+    NotPermitted {
+        /// What was refused.
+        what: String,
+    },
+
+    /// The extended attribute does not exist (ENODATA).
+    #[error("inode {ino} has no extended attribute {name:?}")]
+    NoXattr {
+        /// The inode.
+        ino: u64,
+        /// The attribute's name (lossy UTF-8).
+        name: String,
+    },
+
+    /// An extended attribute's value is larger than [`crate::namespace::XATTR_SIZE_MAX`], or
+    /// the inode's attribute list would exceed [`crate::namespace::XATTR_LIST_MAX`] (E2BIG).
+    #[error("extended attribute too large: {size} bytes, the limit is {limit}")]
+    XattrTooLarge {
+        /// The size that was asked for.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+
+    /// An extended attribute's name is empty or longer than
+    /// [`crate::namespace::XATTR_NAME_MAX`] bytes (ERANGE, as Linux answers).
+    #[error("extended attribute name is {len} bytes long; it must be 1 to {limit}")]
+    XattrNameInvalid {
+        /// The name's length.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+
+    /// The metadata DB (redb) failed. The DB refuses further commits after an I/O failure;
+    /// reopen it to recover (EIO).
+    #[error("metadata DB: {context}: {source}")]
+    Db {
+        /// What the DB was doing.
+        context: &'static str,
+        /// redb's error.
+        #[source]
+        source: Box<redb::Error>,
+    },
+
+    /// The metadata DB was written by a newer DeFS with a schema this build does not know (EIO).
+    #[error(
+        "the metadata DB at {} has schema version {found}, this DeFS supports up to {supported}: \
+         upgrade DeFS (the DB was not changed)",
+        path.display()
+    )]
+    SchemaTooNew {
+        /// The DB's directory or file.
+        path: PathBuf,
+        /// The version found in the DB.
+        found: u64,
+        /// The newest version this build reads.
+        supported: u64,
+    },
+
+    /// The metadata DB's records are inconsistent or a snapshot is malformed (EIO).
+    #[error("corrupt {what}: {reason}")]
+    Corrupt {
+        /// What was being read: "inode record", "namespace snapshot", ...
+        what: &'static str,
+        /// What was wrong.
+        reason: String,
+    },
+
+    /// A previous durable commit failed; the DB no longer claims durability until reopened
+    /// (EIO).
+    #[error("metadata DB: an earlier durable commit failed ({reason}); reopen the DB")]
+    NotDurable {
+        /// The first failure.
+        reason: String,
+    },
+
+    /// The DB was closed (EIO).
+    #[error("metadata DB is closed")]
+    Closed,
 
     // ---- journal, cache store, shard store ---------------------------------------------------
+    /// The shard is not stored here.
+    #[error("shard {id} is not stored here")]
+    ShardNotFound {
+        /// The shard.
+        id: ShardId,
+    },
+
+    /// An owner would exceed its quota on this node.
+    #[error("owner {owner} would exceed its quota: {used} bytes stored, the quota is {quota}")]
+    QuotaExceeded {
+        /// The owner.
+        owner: NodeId,
+        /// Bytes it has stored already.
+        used: u64,
+        /// Its quota.
+        quota: u64,
+    },
+
+    /// The store has no room for another shard.
+    #[error("the shard store is full: {used} of {capacity} bytes used")]
+    StoreFull {
+        /// Bytes stored.
+        used: u64,
+        /// The capacity.
+        capacity: u64,
+    },
+
+    /// Someone who does not own a shard asked to delete it.
+    #[error("{requester} does not own shard {id}")]
+    NotOwner {
+        /// The shard.
+        id: ShardId,
+        /// Who asked.
+        requester: NodeId,
+    },
+
+    /// Bytes offered as a shard do not hash to its id.
+    #[error("shard bytes hash to {actual}, not to their id {expected}")]
+    HashMismatch {
+        /// The id they were offered under.
+        expected: ShardId,
+        /// BLAKE3 of the bytes.
+        actual: ShardId,
+    },
+
+    /// The index database of a local store (shard store, cache store) failed.
+    #[error("store index {}: {source}", path.display())]
+    StoreIndex {
+        /// The database file.
+        path: PathBuf,
+        /// redb's error.
+        #[source]
+        source: Box<redb::Error>,
+    },
+
+    /// A write would eat into the free space kept in reserve on the local disk (ENOSPC).
+    #[error(
+        "no space for {needed} more bytes in {}: {available} bytes free, {reserve} kept in reserve",
+        path.display()
+    )]
+    NoSpace {
+        /// The directory whose filesystem is full.
+        path: PathBuf,
+        /// Bytes the write needed.
+        needed: u64,
+        /// Bytes free on the filesystem (or left in the budget).
+        available: u64,
+        /// Bytes kept free.
+        reserve: u64,
+    },
+
+    // ---- config ------------------------------------------------------------------------------
+    /// A configuration value is out of range or inconsistent.
+    #[error("invalid setting {field}: {reason}")]
+    InvalidConfig {
+        /// The setting, as `section.field`.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl Error {
+    /// Wraps a redb error with the database it happened on.
+    pub fn store_index(path: impl Into<PathBuf>, source: impl Into<redb::Error>) -> Self {
+        Error::StoreIndex {
+            path: path.into(),
+            source: Box::new(source.into()),
+        }
+    }
+
     /// Wraps an I/O error with the path it happened on.
     pub fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
         Error::Io {

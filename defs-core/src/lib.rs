@@ -2,6 +2,15 @@
 //!
 //! - [`types`]: the shared vocabulary (node, shard, file, inode ids).
 //! - [`error`]: the crate's one error type.
+//! - [`cache_store`]: per-inode sparse cache files of file contents (`DIR/cache`).
+//! - [`config`]: every setting of a data dir and its default.
+//! - [`identity`]: the node's secp256k1 key, NodeId, work puzzle, key file and signatures.
+//! - [`shard_store`]: the shards a storage node keeps for others (`DIR/shards`).
+//! - [`pipeline`]: file bytes ↔ encrypted, erasure-coded shards ([`Encoder`], [`Decoder`]).
+//! - [`manifest`]: a file version's index and its sealed, versioned format ([`Manifest`]).
+//! - [`meta`]: the metadata DB ([`MetaDb`], redb) with group commit; [`namespace`] (POSIX
+//!   operations on it), [`journal`] (which inodes hold unsaved data) and [`snapshot`] (the whole
+//!   namespace as one streamable object).
 //!
 //! The data path runs file bytes through the pipeline (slice → Reed-Solomon → encrypt → checksum)
 //! into shards described by a manifest; the network (defs-net) stores shards, and the mounted
@@ -9,8 +18,35 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![deny(rustdoc::broken_intra_doc_links)]
 
+pub mod cache_store;
+pub mod config;
 pub mod error;
+pub mod identity;
+pub mod journal;
+pub mod manifest;
+pub mod meta;
+pub mod namespace;
+pub mod pipeline;
+pub mod shard_store;
+pub mod snapshot;
 pub mod sync;
+#[cfg(test)]
+mod testutil;
 pub mod types;
 
+pub use cache_store::CacheStore;
+pub use config::Config;
 pub use error::{Error, Result};
+pub use identity::{Identity, PublicKey, SignDomain, Signature};
+pub use journal::DirtyRecord;
+pub use manifest::{Manifest, SealedManifest, SegmentEntry, ShardEntry};
+pub use meta::MetaDb;
+pub use namespace::{
+    Attr, Content, DirEntry, FileKind, NewInode, RenameMode, SetAttr, Timestamp, Unlinked,
+    XattrMode,
+};
+pub use pipeline::{
+    Decoder, EncodedSegment, EncodedShard, Encoder, FileKey, Geometry, LayoutConfig, Mode,
+    Redundancy, WrapKey,
+};
+pub use shard_store::ShardStore;

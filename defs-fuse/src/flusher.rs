@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
-use defs_core::cache_store::CacheStore;
+use defs_core::cache_store::{CacheStore, ContentTag};
 use defs_core::meta::MetaDb;
 use defs_core::namespace::Content;
 use defs_core::sync::Arc;
@@ -446,12 +446,19 @@ async fn upload_one(
         ino,
         generation,
         size,
-        cache,
+        cache: cache.clone(),
         cancel,
     };
     match uploader.upload(job).await {
-        Ok(content) => match db.finish_upload(ino, generation, content) {
-            Ok(true) => Outcome::Clean,
+        Ok(content) => match db.finish_upload(ino, generation, content.clone()) {
+            Ok(true) => {
+                let tag = match content {
+                    Content::Stored { file, .. } => ContentTag::from(file),
+                    Content::Empty => ContentTag::NONE,
+                };
+                cache.mark_clean(ino, tag);
+                Outcome::Clean
+            }
             Ok(false) => Outcome::ChangedMeanwhile,
             Err(e) => Outcome::Failed(format!("recording the upload: {e}")),
         },

@@ -220,8 +220,12 @@ struct Inner {
     handles: Mutex<HashMap<FileHandle, Handle>>,
     next_fh: AtomicU64,
     inodes: Mutex<HashMap<InodeNo, InodeState>>,
+    write_locks: [Mutex<()>; WRITE_LOCKS],
     counters: Counters,
 }
+
+/// Stripes of the per-inode write lock.
+const WRITE_LOCKS: usize = 64;
 
 /// The filesystem core. Cheap to clone (one `Arc`); all methods take `&self` and may run
 /// concurrently.
@@ -271,6 +275,8 @@ impl Fs {
             info!(count = dirty.len(), "dirty files from an earlier mount resume uploading");
         }
         for record in dirty {
+            // The cache pins what the journal says is dirty (its own flag may predate a crash).
+            cache.mark_dirty(record.ino);
             flusher.closed(record.ino);
         }
         Ok(Fs {
@@ -283,6 +289,7 @@ impl Fs {
                 handles: Mutex::new(HashMap::new()),
                 next_fh: AtomicU64::new(1),
                 inodes: Mutex::new(HashMap::new()),
+                write_locks: std::array::from_fn(|_| Mutex::new(())),
                 counters: Counters::default(),
             }),
         })
@@ -790,7 +797,14 @@ impl Fs {
             return Ok(Vec::new());
         }
         let len = u64::from(size).min(attr.size - offset);
-        Ok(self.inner.cache.read(ino, offset, len, attr.size)?)
+        match self.inner.cache.read(ino, offset, len)? {
+            Some(data) => Ok(data),
+            None => Err(Error::NotCached {
+                ino,
+                offset,
+                end: offset + len,
+            }),
+        }
     }
 
     /// Writes `data` at `offset` into the cache file. The journal knows the file is dirty
@@ -820,24 +834,28 @@ impl Fs {
                 limit: MAX_FILE_SIZE,
             },
         )?;
-        // The base size for the overlay, read before taking the inode lock.
-        let base = {
-            let has = lock(&self.inner.inodes)
-                .get(&ino)
-                .is_some_and(|s| s.overlay.is_some());
-            if has {
-                None
-            } else {
-                Some(self.inner.db.getattr(ino)?.size)
-            }
+        // Writes to one inode are serialised (the kernel does so too for buffered writes): the
+        // size check and the zero extension below must not interleave with another write.
+        let _serial = lock(&self.inner.write_locks[(ino.0 % WRITE_LOCKS as u64) as usize]);
+        let overlay_size = lock(&self.inner.inodes)
+            .get(&ino)
+            .and_then(|s| s.overlay)
+            .map(|o| o.size);
+        let base = match overlay_size {
+            Some(size) => size,
+            None => self.inner.db.getattr(ino)?.size,
         };
+        if offset > base {
+            // The gap between the old end and the write reads as zeros.
+            self.inner.cache.truncate(ino, offset)?;
+        }
         self.inner.cache.write(ino, offset, data)?;
         self.mark_dirty(ino)?;
         let now = Timestamp::now();
         {
             let mut inodes = lock(&self.inner.inodes);
             let state = inodes.entry(ino).or_default();
-            let size = state.overlay.map_or(base.unwrap_or(0), |o| o.size);
+            let size = state.overlay.map_or(base, |o| o.size);
             state.changed = true;
             state.overlay = Some(Overlay {
                 size: size.max(end),
@@ -863,6 +881,9 @@ impl Fs {
         let (_, wrote) = self.file_handle(ino, fh)?;
         self.persist(ino)?;
         if wrote {
+            // The cache index records the written ranges only once they are fsynced; then the
+            // namespace and journal.
+            self.inner.cache.sync(ino)?;
             self.inner.db.sync()?;
             if let Some(Handle::File { wrote, .. }) = lock(&self.inner.handles).get_mut(&fh) {
                 *wrote = false;

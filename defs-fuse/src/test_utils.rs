@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::ffi::OsStr;
 use std::path::PathBuf;
 
-use defs_core::cache_store::CacheStore;
+use defs_core::cache_store::{CacheConfig, CacheStore};
 use defs_core::meta::MetaDb;
 use defs_core::namespace::Content;
 use defs_core::sync::{Arc, Mutex};
@@ -50,8 +50,13 @@ impl TestFs {
         let meta = dir.path().join("meta");
         let cache_dir = dir.path().join("cache");
         let db = Arc::new(MetaDb::open_with(&meta, None).unwrap_or_else(|e| panic!("db: {e}")));
-        let cache =
-            Arc::new(CacheStore::open(&cache_dir).unwrap_or_else(|e| panic!("cache: {e}")));
+        let limits = CacheConfig {
+            budget_bytes: 1 << 30,
+            reserve_bytes: 0,
+        };
+        let cache = Arc::new(
+            CacheStore::open(&cache_dir, limits).unwrap_or_else(|e| panic!("cache: {e}")),
+        );
         let fs = Fs::new(db.clone(), cache.clone(), &cache_dir, config, uploader)
             .unwrap_or_else(|e| panic!("Fs::new: {e}"));
         TestFs { fs, db, cache, dir }
@@ -178,8 +183,13 @@ impl Uploader for ScriptedUploader {
             }
             let bytes = job
                 .cache
-                .read(job.ino, 0, job.size, job.size)
-                .map_err(|e| UploadError::Failed { reason: e.to_string() })?;
+                .read(job.ino, 0, job.size)
+                .map_err(|e| UploadError::Failed {
+                    reason: e.to_string(),
+                })?
+                .ok_or_else(|| UploadError::Failed {
+                    reason: "not all bytes are cached".into(),
+                })?;
             let ok = step != Step::Fail;
             if let Ok(mut a) = shared.attempts.lock() {
                 a.push((job.ino, job.generation, bytes, ok));

@@ -74,6 +74,18 @@ pub enum Error {
         what: &'static str,
     },
 
+    /// Bytes of a file are neither in the local cache nor reachable: the network part of the
+    /// read path is not wired in yet.
+    #[error("bytes {offset}..{end} of inode {ino} are not in the local cache and no network is configured")]
+    NotCached {
+        /// The inode.
+        ino: InodeNo,
+        /// Start of the missing range.
+        offset: u64,
+        /// End of the missing range.
+        end: u64,
+    },
+
     /// A local I/O error outside defs-core (e.g. statfs of the cache directory).
     #[error("{what}: {source}")]
     Io {
@@ -115,6 +127,7 @@ impl ToErrno for Error {
             Error::FileTooLarge { .. } => libc::EFBIG,
             Error::Unsupported { errno, .. } => *errno,
             Error::Invalid { .. } => libc::EINVAL,
+            Error::NotCached { .. } => libc::EIO,
             Error::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
         }
     }
@@ -126,7 +139,7 @@ impl ToErrno for Error {
             Error::BadHandle { .. } | Error::NotWritable { .. } => Level::Warn,
             Error::ReadOnly | Error::FileTooLarge { .. } | Error::Invalid { .. } => Level::Debug,
             Error::Unsupported { .. } => Level::Warn,
-            Error::Io { .. } => Level::Error,
+            Error::NotCached { .. } | Error::Io { .. } => Level::Error,
         }
     }
 }
@@ -137,7 +150,23 @@ impl ToErrno for defs_core::Error {
         match self {
             E::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
             E::TooLarge { .. } => libc::EFBIG,
+            // identity: the mount cannot use its key.
+            E::KeyFilePermissions { .. } => libc::EACCES,
+            E::BadKeyFile { .. } => libc::EIO,
+            E::KeyFileExists { .. } => libc::EEXIST,
+            E::BadSignature { .. } => libc::EIO,
+            E::BadPublicKey => libc::EIO,
+            E::PuzzleNotSolved { .. } => libc::EIO,
+            // pipeline and manifest: stored data that cannot be read back.
             E::CorruptShard { .. } => libc::EIO,
+            E::WrongKey { .. } => libc::EIO,
+            E::UnknownManifestVersion { .. } => libc::EIO,
+            E::MalformedManifest { .. } => libc::EIO,
+            E::TooFewShards { .. } => libc::EIO,
+            E::InvalidLayout { .. } => libc::EINVAL,
+            E::Random { .. } => libc::EIO,
+            E::Stream { .. } => libc::EIO,
+            // namespace: each refusal its POSIX errno.
             E::NotFound { .. } => libc::ENOENT,
             E::AlreadyExists { .. } => libc::EEXIST,
             E::NotEmpty { .. } => libc::ENOTEMPTY,
@@ -154,6 +183,15 @@ impl ToErrno for defs_core::Error {
             E::Corrupt { .. } => libc::EIO,
             E::NotDurable { .. } => libc::EIO,
             E::Closed => libc::EIO,
+            // stores: the cache disk full is ENOSPC, a quota EDQUOT.
+            E::ShardNotFound { .. } => libc::EIO,
+            E::QuotaExceeded { .. } => libc::EDQUOT,
+            E::StoreFull { .. } => libc::ENOSPC,
+            E::NotOwner { .. } => libc::EPERM,
+            E::HashMismatch { .. } => libc::EIO,
+            E::StoreIndex { .. } => libc::EIO,
+            E::NoSpace { .. } => libc::ENOSPC,
+            E::InvalidConfig { .. } => libc::EINVAL,
             // defs_core::Error is #[non_exhaustive]: a variant added to defs-core without a row
             // here answers EIO (and is logged as an error) until it gets its own row.
             _ => libc::EIO,

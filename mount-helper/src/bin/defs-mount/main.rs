@@ -22,6 +22,7 @@ use defs_core::sync::Arc;
 use defs_fuse::fs::{self, FsyncMode};
 use defs_fuse::fuse::FuseFs;
 use defs_fuse::session::{self, MountConfig};
+use mount_helper::{config_file, data_dir, identity_cmd};
 use tracing::{error, info, warn};
 
 /// How long the launcher waits for the daemon to report the mount ready. Opening a large
@@ -116,16 +117,21 @@ fn parse_options(list: &[String]) -> Result<Options, String> {
 
 /// `--data-dir`, else `$DEFS_DATA_DIR` (clap reads it), else the XDG data dir.
 fn data_dir(cli: &Cli) -> Result<PathBuf> {
-    if let Some(dir) = &cli.data_dir {
-        return Ok(dir.clone());
+    data_dir::resolve(cli.data_dir.clone())
+}
+
+/// Makes sure the data dir has an identity: creates one as `defs init` does when there is
+/// none (so `defs-mount` alone is enough to start), and checks an existing one loads (mode
+/// 0600, valid key) so a bad key file is refused before anything is mounted.
+fn ensure_identity(dir: &Path) -> Result<()> {
+    let key = dir.join(data_dir::IDENTITY_FILE);
+    if key.symlink_metadata().is_err() {
+        return identity_cmd::init(dir, None)
+            .with_context(|| format!("creating an identity in {}", dir.display()));
     }
-    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
-        return Ok(PathBuf::from(xdg).join("defs"));
-    }
-    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
-        Some(home) => Ok(PathBuf::from(home).join(".local/share/defs")),
-        None => bail!("no data directory: pass --data-dir or set DEFS_DATA_DIR (HOME is not set)"),
-    }
+    defs_core::Identity::load(&key)
+        .with_context(|| format!("loading the identity {}", key.display()))?;
+    Ok(())
 }
 
 /// Refuses a missing, non-directory, stale or non-empty mountpoint with a clear message.
@@ -207,6 +213,7 @@ fn launch(cli: &Cli) -> Result<()> {
     let mountpoint = absolute(&cli.mountpoint)?;
     check_mountpoint(&mountpoint)?;
     let dir = absolute(&data_dir(cli)?)?;
+    ensure_identity(&dir)?;
     let socket_path = std::env::temp_dir().join(format!(
         "defs-mount-{}-{}.sock",
         std::process::id(),
@@ -339,8 +346,7 @@ fn serve_inner(
     let mountpoint = absolute(&cli.mountpoint)?;
     check_mountpoint(&mountpoint)?;
     let dir = absolute(&data_dir(cli)?)?;
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("creating the data directory {}", dir.display()))?;
+    ensure_identity(&dir)?;
     init_logging(&dir, to_stderr)?;
     info!(mountpoint = %mountpoint.display(), data_dir = %dir.display(), version = env!("CARGO_PKG_VERSION"), "defs-mount starting");
     if !cli.listen.is_empty() || !cli.bootstrap.is_empty() {
@@ -367,11 +373,16 @@ async fn run(
     options: &Options,
     ready: &mut Option<Ready>,
 ) -> Result<()> {
+    let settings = config_file::load(&dir.join(data_dir::CONFIG_FILE))?;
     let meta_dir = dir.join("meta");
     let cache_dir = dir.join("cache");
     let db = defs_core::meta::MetaDb::open(&meta_dir)
         .with_context(|| format!("opening the metadata DB in {}", meta_dir.display()))?;
-    let cache = defs_core::cache_store::CacheStore::open(&cache_dir)
+    let limits = defs_core::cache_store::CacheConfig {
+        budget_bytes: settings.cache.budget_bytes,
+        reserve_bytes: settings.cache.reserve_bytes,
+    };
+    let cache = defs_core::cache_store::CacheStore::open(&cache_dir, limits)
         .with_context(|| format!("opening the cache in {}", cache_dir.display()))?;
     let config = fs::Config {
         read_only: options.read_only,

@@ -1,0 +1,1278 @@
+//! The cache store: per-inode sparse cache files of file contents, in `DIR/cache`, and the
+//! record of which byte ranges each one holds.
+//!
+//! ```text
+//! DIR/cache/
+//!   index.redb      inode → content tag, dirty flag, last use, present ranges   (redb)
+//!   data/<ino>      sparse file: the cached bytes at their file offsets
+//! ```
+//!
+//! Self-contained: deleting `DIR/cache` loses only clean data (dirty state is also recorded in
+//! the metadata DB's journal, which decides what must be uploaded).
+//!
+//! - **Clean** data (`fill`, from the network) is evicted least recently used first, a whole
+//!   inode at a time, to keep clean bytes under the budget. **Dirty** data (`write`) is never
+//!   evicted until `mark_clean`.
+//! - **ENOSPC** before the disk is full: a write that would leave less than the reserve free on
+//!   the cache's filesystem first evicts clean data, then fails with [`Error::NoSpace`]. A fill
+//!   that does not fit is simply not cached (`Ok(false)`).
+//! - **Versions**: each entry carries the [`ContentTag`] of the stored content it caches; a clean
+//!   entry of another tag is discarded by [`CacheStore::validate`].
+//!
+//! Durability: a range is recorded in the index only after its bytes are fsynced ([`sync`],
+//! [`flush`]); operations that shrink (truncate, remove, evict, discard) commit the index first and
+//! touch the file second. So after a crash the index never claims bytes that are not on disk;
+//! writes since the last sync may be forgotten (that is what fsync means). Open removes files
+//! without an entry and entries without a file, and clips ranges to the file's length.
+//!
+//! [`sync`]: CacheStore::sync
+//! [`flush`]: CacheStore::flush
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use lru::LruCache;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::error::{Error, Result};
+use crate::sync::{Mutex, MutexGuard};
+use crate::types::{FileId, InodeNo};
+
+/// The index table: inode number → encoded entry.
+const INDEX: TableDefinition<u64, &[u8]> = TableDefinition::new("cache");
+/// Version of the index entry encoding.
+const ENTRY_VERSION: u8 = 1;
+/// Fixed part of an entry: version 1, tag 32, flags 1, last use 8, range count 4.
+const ENTRY_FIXED: usize = 46;
+/// The most disjoint ranges one inode's entry may record (16 bytes each: 16 MiB at most).
+/// Ranges coalesce, so only pathological access patterns get near it.
+pub const MAX_RANGES: usize = 1 << 20;
+
+/// Which stored content a cache entry holds: normally the [`FileId`] of the content's sealed
+/// manifest. [`ContentTag::NONE`] for content that has never been stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct ContentTag(pub [u8; 32]);
+
+impl ContentTag {
+    /// No stored content (a new file, written locally only).
+    pub const NONE: ContentTag = ContentTag([0; 32]);
+}
+
+impl From<FileId> for ContentTag {
+    fn from(id: FileId) -> Self {
+        ContentTag(id.0)
+    }
+}
+
+/// Limits of the cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// Clean bytes kept before eviction (dirty bytes are not limited by this).
+    pub budget_bytes: u64,
+    /// Free bytes always left on the cache's filesystem.
+    pub reserve_bytes: u64,
+}
+
+/// Bytes held by the cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Usage {
+    /// Bytes of clean (evictable) data.
+    pub clean_bytes: u64,
+    /// Bytes of dirty (pinned) data.
+    pub dirty_bytes: u64,
+    /// The clean-data budget.
+    pub budget_bytes: u64,
+    /// Inodes with a cache entry.
+    pub inodes: u64,
+}
+
+/// A set of disjoint, non-adjacent half-open byte ranges.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct RangeSet {
+    /// start → end.
+    map: BTreeMap<u64, u64>,
+}
+
+impl RangeSet {
+    fn bytes(&self) -> u64 {
+        self.map.iter().map(|(s, e)| e - s).sum()
+    }
+
+    /// Adds [start, end); returns how many bytes were new.
+    fn insert(&mut self, start: u64, end: u64) -> u64 {
+        if start >= end {
+            return 0;
+        }
+        let touching: Vec<(u64, u64)> = self
+            .map
+            .range(..=end)
+            .rev()
+            .take_while(|(_, e)| **e >= start)
+            .map(|(s, e)| (*s, *e))
+            .collect();
+        let (mut s, mut e, mut had) = (start, end, 0);
+        for (a, b) in touching {
+            self.map.remove(&a);
+            had += b - a;
+            s = s.min(a);
+            e = e.max(b);
+        }
+        self.map.insert(s, e);
+        (e - s) - had
+    }
+
+    /// The parts of [start, end) not in the set.
+    fn missing(&self, start: u64, end: u64) -> Vec<Range<u64>> {
+        let mut out = Vec::new();
+        if start >= end {
+            return out;
+        }
+        let mut cur = start;
+        let first = self
+            .map
+            .range(..=start)
+            .next_back()
+            .filter(|(_, e)| **e > start);
+        let rest = self.map.range((
+            std::ops::Bound::Excluded(start),
+            std::ops::Bound::Excluded(end),
+        ));
+        for (a, b) in first.into_iter().chain(rest) {
+            if *a > cur {
+                out.push(cur..*a);
+            }
+            cur = cur.max(*b);
+            if cur >= end {
+                break;
+            }
+        }
+        if cur < end {
+            out.push(cur..end);
+        }
+        out
+    }
+
+    /// Drops everything at or after `size`; returns the bytes dropped.
+    fn clip(&mut self, size: u64) -> u64 {
+        let before = self.bytes();
+        let above: Vec<u64> = self.map.range(size..).map(|(s, _)| *s).collect();
+        for s in above {
+            self.map.remove(&s);
+        }
+        if let Some((_, e)) = self.map.range_mut(..size).next_back()
+            && *e > size
+        {
+            *e = size;
+        }
+        before - self.bytes()
+    }
+
+    fn end(&self) -> u64 {
+        self.map.values().next_back().copied().unwrap_or(0)
+    }
+}
+
+/// One inode's cache entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Entry {
+    tag: ContentTag,
+    dirty: bool,
+    last_used: u64,
+    ranges: RangeSet,
+    /// Bytes of `ranges` (kept to avoid recounting).
+    bytes: u64,
+    /// Changed since the last index commit.
+    pending: bool,
+}
+
+impl Entry {
+    fn new(tag: ContentTag) -> Entry {
+        Entry {
+            tag,
+            dirty: false,
+            last_used: now_secs(),
+            ranges: RangeSet::default(),
+            bytes: 0,
+            pending: true,
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(ENTRY_FIXED + 16 * self.ranges.map.len());
+        out.push(ENTRY_VERSION);
+        out.extend_from_slice(&self.tag.0);
+        out.push(u8::from(self.dirty));
+        out.extend_from_slice(&self.last_used.to_le_bytes());
+        let count = u32::try_from(self.ranges.map.len()).unwrap_or(u32::MAX);
+        out.extend_from_slice(&count.to_le_bytes());
+        for (s, e) in &self.ranges.map {
+            out.extend_from_slice(&s.to_le_bytes());
+            out.extend_from_slice(&e.to_le_bytes());
+        }
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Entry> {
+        if bytes.len() < ENTRY_FIXED || bytes[0] != ENTRY_VERSION {
+            return None;
+        }
+        let tag = ContentTag(bytes[1..33].try_into().ok()?);
+        let flags = bytes[33];
+        if flags > 1 {
+            return None;
+        }
+        let last_used = u64::from_le_bytes(bytes[34..42].try_into().ok()?);
+        let count = usize::try_from(u32::from_le_bytes(bytes[42..46].try_into().ok()?)).ok()?;
+        if count > MAX_RANGES || bytes.len() != ENTRY_FIXED + 16 * count {
+            return None;
+        }
+        let mut ranges = RangeSet::default();
+        let mut prev_end = None;
+        for chunk in bytes[ENTRY_FIXED..].chunks_exact(16) {
+            let s = u64::from_le_bytes(chunk[..8].try_into().ok()?);
+            let e = u64::from_le_bytes(chunk[8..].try_into().ok()?);
+            // Sorted, disjoint, non-adjacent, non-empty: exactly what encode writes.
+            if s >= e || prev_end.is_some_and(|p| s <= p) {
+                return None;
+            }
+            prev_end = Some(e);
+            ranges.map.insert(s, e);
+        }
+        let bytes = ranges.bytes();
+        Some(Entry {
+            tag,
+            dirty: flags == 1,
+            last_used,
+            ranges,
+            bytes,
+            pending: false,
+        })
+    }
+}
+
+/// Everything behind the store's lock.
+struct Inner {
+    entries: HashMap<u64, Entry>,
+    /// Clean inodes, least recently used first: the eviction order. Dirty inodes are not in it.
+    lru: LruCache<u64, ()>,
+    clean_bytes: u64,
+    dirty_bytes: u64,
+}
+
+impl Inner {
+    fn account(&mut self, dirty: bool, added: u64) {
+        if dirty {
+            self.dirty_bytes += added;
+        } else {
+            self.clean_bytes += added;
+        }
+    }
+
+    fn unaccount(&mut self, dirty: bool, removed: u64) {
+        if dirty {
+            self.dirty_bytes = self.dirty_bytes.saturating_sub(removed);
+        } else {
+            self.clean_bytes = self.clean_bytes.saturating_sub(removed);
+        }
+    }
+}
+
+/// Reports the free bytes of the filesystem holding a path.
+type FreeSpaceProbe = Box<dyn Fn(&Path) -> io::Result<u64> + Send + Sync>;
+
+/// The cache store of one data dir. All operations take `&self`; they are serialised by one lock.
+pub struct CacheStore {
+    dir: PathBuf,
+    db: Database,
+    config: CacheConfig,
+    inner: Mutex<Inner>,
+    free_space: FreeSpaceProbe,
+    /// Cleared by tests that simulate a crash.
+    flush_on_drop: bool,
+}
+
+impl std::fmt::Debug for CacheStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheStore")
+            .field("dir", &self.dir)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Free bytes available to unprivileged users on the filesystem holding `path` (statvfs).
+#[allow(unsafe_code, clippy::useless_conversion)]
+fn statvfs_free(path: &Path) -> io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a valid NUL-terminated string and `st` a valid out-pointer for the call.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it initialised `st`.
+    let st = unsafe { st.assume_init() };
+    Ok(u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize)))
+}
+
+impl CacheStore {
+    /// Opens (creating if needed) the cache in `dir` (normally `DATA_DIR/cache`), reconciling the
+    /// index with the files (see the module docs).
+    ///
+    /// # Errors
+    /// [`Error::Io`], [`Error::StoreIndex`] (including another process having it open).
+    pub fn open(dir: &Path, config: CacheConfig) -> Result<CacheStore> {
+        Self::open_with_probe(dir, config, Box::new(statvfs_free))
+    }
+
+    fn open_with_probe(
+        dir: &Path,
+        config: CacheConfig,
+        free_space: FreeSpaceProbe,
+    ) -> Result<CacheStore> {
+        let data = dir.join("data");
+        fs::create_dir_all(&data).map_err(|e| Error::io(&data, e))?;
+        let index_path = dir.join("index.redb");
+        let db = Database::create(&index_path).map_err(|e| Error::store_index(&index_path, e))?;
+        let store = CacheStore {
+            dir: dir.to_path_buf(),
+            db,
+            config,
+            inner: Mutex::new(Inner {
+                entries: HashMap::new(),
+                lru: LruCache::unbounded(),
+                clean_bytes: 0,
+                dirty_bytes: 0,
+            }),
+            free_space,
+            flush_on_drop: true,
+        };
+        store.recover()?;
+        Ok(store)
+    }
+
+    fn idx_err(&self, e: impl Into<redb::Error>) -> Error {
+        Error::store_index(self.dir.join("index.redb"), e)
+    }
+
+    fn path(&self, ino: u64) -> PathBuf {
+        self.dir.join("data").join(ino.to_string())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn recover(&self) -> Result<()> {
+        let mut loaded: Vec<(u64, Entry)> = Vec::new();
+        let mut drop_keys: Vec<u64> = Vec::new();
+        {
+            let txn = self.db.begin_write().map_err(|e| self.idx_err(e))?;
+            txn.open_table(INDEX).map_err(|e| self.idx_err(e))?;
+            txn.commit().map_err(|e| self.idx_err(e))?;
+            let txn = self.db.begin_read().map_err(|e| self.idx_err(e))?;
+            let table = txn.open_table(INDEX).map_err(|e| self.idx_err(e))?;
+            for row in table.iter().map_err(|e| self.idx_err(e))? {
+                let (k, v) = row.map_err(|e| self.idx_err(e))?;
+                match Entry::decode(v.value()) {
+                    Some(entry) => loaded.push((k.value(), entry)),
+                    None => {
+                        tracing::warn!(ino = k.value(), "dropping undecodable cache index entry");
+                        drop_keys.push(k.value());
+                    }
+                }
+            }
+        }
+        let mut inner = self.lock();
+        let mut rewrite: Vec<u64> = Vec::new();
+        for (ino, mut entry) in loaded {
+            let len = match fs::metadata(self.path(ino)) {
+                Ok(m) => m.len(),
+                Err(_) => {
+                    drop_keys.push(ino);
+                    continue;
+                }
+            };
+            if entry.ranges.end() > len {
+                entry.ranges.clip(len);
+                entry.bytes = entry.ranges.bytes();
+                entry.pending = true;
+                rewrite.push(ino);
+            }
+            inner.account(entry.dirty, entry.bytes);
+            inner.entries.insert(ino, entry);
+        }
+        // Least recently used first into the LRU.
+        let mut clean: Vec<(u64, u64)> = inner
+            .entries
+            .iter()
+            .filter(|(_, e)| !e.dirty)
+            .map(|(ino, e)| (e.last_used, *ino))
+            .collect();
+        clean.sort_unstable();
+        for (_, ino) in clean {
+            inner.lru.put(ino, ());
+        }
+        // Files without an entry hold bytes never recorded (written, never synced): remove.
+        let data = self.dir.join("data");
+        for file in fs::read_dir(&data).map_err(|e| Error::io(&data, e))? {
+            let path = file.map_err(|e| Error::io(&data, e))?.path();
+            let ino = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.parse::<u64>().ok());
+            if !ino.is_some_and(|ino| inner.entries.contains_key(&ino)) {
+                fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+            }
+        }
+        let txn = self.db.begin_write().map_err(|e| self.idx_err(e))?;
+        {
+            let mut table = txn.open_table(INDEX).map_err(|e| self.idx_err(e))?;
+            for ino in &drop_keys {
+                table.remove(ino).map_err(|e| self.idx_err(e))?;
+            }
+            for ino in &rewrite {
+                if let Some(entry) = inner.entries.get_mut(ino) {
+                    table
+                        .insert(ino, entry.encode().as_slice())
+                        .map_err(|e| self.idx_err(e))?;
+                    entry.pending = false;
+                }
+            }
+        }
+        txn.commit().map_err(|e| self.idx_err(e))
+    }
+
+    /// Removes the entries of `inos` from the index (one commit), then their files.
+    fn drop_entries(&self, inner: &mut Inner, inos: &[u64]) -> Result<()> {
+        if inos.is_empty() {
+            return Ok(());
+        }
+        let txn = self.db.begin_write().map_err(|e| self.idx_err(e))?;
+        {
+            let mut table = txn.open_table(INDEX).map_err(|e| self.idx_err(e))?;
+            for ino in inos {
+                table.remove(ino).map_err(|e| self.idx_err(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.idx_err(e))?;
+        for ino in inos {
+            if let Some(entry) = inner.entries.remove(ino) {
+                inner.unaccount(entry.dirty, entry.bytes);
+            }
+            inner.lru.pop(ino);
+            let path = self.path(*ino);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Evicts least recently used clean inodes other than `keep` until `fits` says enough.
+    fn evict_until(
+        &self,
+        inner: &mut Inner,
+        keep: Option<u64>,
+        mut fits: impl FnMut(&Inner) -> bool,
+    ) -> Result<()> {
+        let mut victims = Vec::new();
+        let mut skipped = Vec::new();
+        let mut freed = 0u64;
+        while !fits(inner) {
+            let Some((ino, ())) = inner.lru.pop_lru() else {
+                break;
+            };
+            if Some(ino) == keep {
+                skipped.push(ino);
+                continue;
+            }
+            let bytes = inner.entries.get(&ino).map_or(0, |e| e.bytes);
+            // Account now so `fits` sees the freed space; drop_entries does the real work.
+            inner.clean_bytes = inner.clean_bytes.saturating_sub(bytes);
+            if let Some(e) = inner.entries.get_mut(&ino) {
+                e.bytes = 0;
+            }
+            freed += bytes;
+            victims.push(ino);
+        }
+        for ino in skipped {
+            // Put it back as most recently used (it is the one being accessed).
+            inner.lru.put(ino, ());
+        }
+        if !victims.is_empty() {
+            tracing::debug!(
+                inodes = victims.len(),
+                bytes = freed,
+                "evicting clean cache data"
+            );
+        }
+        self.drop_entries(inner, &victims)
+    }
+
+    /// Evicts clean data, least recently used first, until clean bytes are within the budget.
+    ///
+    /// # Errors
+    /// [`Error::StoreIndex`], [`Error::Io`].
+    pub fn evict_to_budget(&self) -> Result<()> {
+        let mut inner = self.lock();
+        let budget = self.config.budget_bytes;
+        self.evict_until(&mut inner, None, |i| i.clean_bytes <= budget)
+    }
+
+    fn has_disk_room(&self, needed: u64) -> Result<(bool, u64)> {
+        let free = (self.free_space)(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        Ok((
+            free >= needed.saturating_add(self.config.reserve_bytes),
+            free,
+        ))
+    }
+
+    /// Stores `data` at `offset`: all of it for a write (`fill_tag` None, pins dirty), only the
+    /// parts not yet present for a fill (present bytes are the same clean data or newer dirty
+    /// data, and must win).
+    fn store_bytes(
+        &self,
+        inner: &mut Inner,
+        ino: u64,
+        offset: u64,
+        data: &[u8],
+        fill_tag: Option<ContentTag>,
+    ) -> Result<bool> {
+        let dirty = fill_tag.is_none();
+        let len = data.len() as u64;
+        let end = offset.checked_add(len).ok_or(Error::TooLarge {
+            what: "cache write end offset",
+            size: u64::MAX,
+            limit: u64::MAX,
+        })?;
+        if let Some(tag) = fill_tag {
+            let stale = inner
+                .entries
+                .get(&ino)
+                .is_some_and(|e| !e.dirty && e.tag != tag);
+            if stale {
+                self.drop_entries(inner, &[ino])?;
+            }
+        }
+        let missing = match inner.entries.get(&ino) {
+            Some(e) => e.ranges.missing(offset, end),
+            None if len == 0 => Vec::new(),
+            None => std::iter::once(offset..end).collect(),
+        };
+        let new_bytes: u64 = missing.iter().map(|r| r.end - r.start).sum();
+        if !dirty && new_bytes == 0 {
+            if !inner.entries.get(&ino).is_some_and(|e| e.dirty) {
+                inner.lru.promote(&ino);
+            }
+            return Ok(true);
+        }
+        // Clean data stays within the budget.
+        if !dirty {
+            let budget = self.config.budget_bytes;
+            if new_bytes > budget {
+                return Ok(false);
+            }
+            self.evict_until(inner, Some(ino), |i| i.clean_bytes + new_bytes <= budget)?;
+            if inner.clean_bytes + new_bytes > budget {
+                return Ok(false);
+            }
+        }
+        // Everything stays clear of the disk reserve.
+        let (mut room, mut free) = self.has_disk_room(new_bytes)?;
+        if !room {
+            let mut probe_error = None;
+            self.evict_until(inner, Some(ino), |_| match self.has_disk_room(new_bytes) {
+                Ok((ok, f)) => {
+                    free = f;
+                    ok
+                }
+                Err(e) => {
+                    probe_error = Some(e);
+                    true
+                }
+            })?;
+            if let Some(e) = probe_error {
+                return Err(e);
+            }
+            (room, free) = self.has_disk_room(new_bytes)?;
+        }
+        if !room {
+            if !dirty {
+                return Ok(false);
+            }
+            return Err(Error::NoSpace {
+                path: self.dir.clone(),
+                needed: new_bytes,
+                available: free,
+                reserve: self.config.reserve_bytes,
+            });
+        }
+        let path = self.path(ino);
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        if dirty {
+            file.write_all_at(data, offset)
+                .map_err(|e| Error::io(&path, e))?;
+        } else {
+            for r in &missing {
+                // Within data: offset ≤ r.start < r.end ≤ end, and data.len() is a usize.
+                let a = usize::try_from(r.start - offset).unwrap_or(0);
+                let b = usize::try_from(r.end - offset).unwrap_or(0);
+                file.write_all_at(&data[a..b], r.start)
+                    .map_err(|e| Error::io(&path, e))?;
+            }
+        }
+        let entry = inner
+            .entries
+            .entry(ino)
+            .or_insert_with(|| Entry::new(fill_tag.unwrap_or(ContentTag::NONE)));
+        let added = entry.ranges.insert(offset, end);
+        entry.bytes += added;
+        entry.last_used = now_secs();
+        entry.pending = true;
+        let was_dirty = entry.dirty;
+        if dirty && !was_dirty {
+            let bytes_before = entry.bytes - added;
+            entry.dirty = true;
+            inner.unaccount(false, bytes_before);
+            inner.account(true, bytes_before + added);
+            inner.lru.pop(&ino);
+        } else {
+            inner.account(was_dirty, added);
+            if !was_dirty {
+                inner.lru.put(ino, ());
+            }
+        }
+        Ok(true)
+    }
+
+    /// Writes `data` at `offset` of `ino`'s cache file, records the range and pins the inode as
+    /// dirty (never evicted until [`mark_clean`](Self::mark_clean)). Durable after
+    /// [`sync`](Self::sync). Writing past the cached data leaves a gap that stays missing: extend
+    /// with [`truncate`](Self::truncate) first where POSIX says the gap reads as zeros.
+    ///
+    /// # Errors
+    /// [`Error::NoSpace`] when, even after evicting all clean data, the write would leave less
+    /// than the reserve free; [`Error::Io`], [`Error::StoreIndex`].
+    pub fn write(&self, ino: InodeNo, offset: u64, data: &[u8]) -> Result<()> {
+        let mut inner = self.lock();
+        self.store_bytes(&mut inner, ino.0, offset, data, None)
+            .map(|_| ())
+    }
+
+    /// Caches clean bytes of stored content `tag` (fetched from the network) at `offset` of
+    /// `ino`. A clean entry of another tag is discarded first. Only the parts not yet cached are
+    /// written: cached bytes are the same content or newer dirty data. Returns `false`, and
+    /// caches nothing, when the bytes do not fit the budget or the disk reserve even after
+    /// eviction; the caller serves them from memory instead.
+    ///
+    /// # Errors
+    /// [`Error::Io`], [`Error::StoreIndex`].
+    pub fn fill(&self, ino: InodeNo, tag: ContentTag, offset: u64, data: &[u8]) -> Result<bool> {
+        let mut inner = self.lock();
+        self.store_bytes(&mut inner, ino.0, offset, data, Some(tag))
+    }
+
+    /// The parts of [offset, offset+len) of `ino` that are not cached.
+    pub fn missing(&self, ino: InodeNo, offset: u64, len: u64) -> Vec<Range<u64>> {
+        let end = offset.saturating_add(len);
+        let inner = self.lock();
+        match inner.entries.get(&ino.0) {
+            Some(e) => e.ranges.missing(offset, end),
+            None if len == 0 => Vec::new(),
+            None => std::iter::once(offset..end).collect(),
+        }
+    }
+
+    /// The bytes [offset, offset+len) of `ino` when all of them are cached, else `None` (ask
+    /// [`missing`](Self::missing) which parts to fetch).
+    ///
+    /// # Errors
+    /// [`Error::Io`]; [`Error::TooLarge`] for a `len` that does not fit in memory.
+    pub fn read(&self, ino: InodeNo, offset: u64, len: u64) -> Result<Option<Vec<u8>>> {
+        let end = offset.saturating_add(len);
+        let mut inner = self.lock();
+        let Some(entry) = inner.entries.get_mut(&ino.0) else {
+            return Ok(None);
+        };
+        if !entry.ranges.missing(offset, end).is_empty() {
+            return Ok(None);
+        }
+        entry.last_used = now_secs();
+        let dirty = entry.dirty;
+        let size = usize::try_from(end - offset).map_err(|_| Error::TooLarge {
+            what: "cache read",
+            size: end - offset,
+            limit: usize::MAX as u64,
+        })?;
+        let mut buf = vec![0u8; size];
+        let path = self.path(ino.0);
+        let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+        file.read_exact_at(&mut buf, offset)
+            .map_err(|e| Error::io(&path, e))?;
+        if !dirty {
+            inner.lru.promote(&ino.0);
+        }
+        Ok(Some(buf))
+    }
+
+    /// Sets `ino`'s content length to `size`: cached bytes at or after it are dropped; when the
+    /// content grows past the cached data, the new part [end of cached data, size) is recorded
+    /// as present zeros. Use it on dirty inodes whose data up to the old size is cached (as
+    /// POSIX truncate/extension of locally held content); it marks the inode dirty.
+    ///
+    /// # Errors
+    /// [`Error::NoSpace`] (growing counts as a write), [`Error::Io`], [`Error::StoreIndex`].
+    pub fn truncate(&self, ino: InodeNo, size: u64) -> Result<()> {
+        let mut inner = self.lock();
+        let entry = inner
+            .entries
+            .entry(ino.0)
+            .or_insert_with(|| Entry::new(ContentTag::NONE));
+        let old_end = entry.ranges.end();
+        let was_dirty = entry.dirty;
+        if size < old_end {
+            // Index first: after a crash the index must not claim bytes the file lost.
+            let removed = entry.ranges.clip(size);
+            entry.bytes -= removed;
+            entry.dirty = true;
+            let encoded = entry.encode();
+            entry.pending = false;
+            let bytes_now = entry.bytes;
+            self.commit_one(ino.0, &encoded)?;
+            inner.unaccount(was_dirty, removed + if was_dirty { 0 } else { bytes_now });
+            if !was_dirty {
+                inner.account(true, bytes_now);
+                inner.lru.pop(&ino.0);
+            }
+        } else if !was_dirty {
+            entry.dirty = true;
+            let bytes = entry.bytes;
+            inner.unaccount(false, bytes);
+            inner.account(true, bytes);
+            inner.lru.pop(&ino.0);
+        }
+        let path = self.path(ino.0);
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        if size > old_end {
+            let grow = size - old_end;
+            let (room, free) = self.has_disk_room(0)?;
+            // A hole takes no blocks, but the reserve must not be gone already.
+            if !room {
+                return Err(Error::NoSpace {
+                    path: self.dir.clone(),
+                    needed: grow,
+                    available: free,
+                    reserve: self.config.reserve_bytes,
+                });
+            }
+            file.set_len(size).map_err(|e| Error::io(&path, e))?;
+            if let Some(entry) = inner.entries.get_mut(&ino.0) {
+                let added = entry.ranges.insert(old_end, size);
+                entry.bytes += added;
+                entry.pending = true;
+                inner.account(true, added);
+            }
+        } else {
+            file.set_len(size).map_err(|e| Error::io(&path, e))?;
+        }
+        Ok(())
+    }
+
+    fn commit_one(&self, ino: u64, encoded: &[u8]) -> Result<()> {
+        let txn = self.db.begin_write().map_err(|e| self.idx_err(e))?;
+        {
+            let mut table = txn.open_table(INDEX).map_err(|e| self.idx_err(e))?;
+            table.insert(&ino, encoded).map_err(|e| self.idx_err(e))?;
+        }
+        txn.commit().map_err(|e| self.idx_err(e))
+    }
+
+    /// Forgets `ino` entirely (its file is unlinked), dirty or not.
+    ///
+    /// # Errors
+    /// [`Error::Io`], [`Error::StoreIndex`].
+    pub fn remove(&self, ino: InodeNo) -> Result<()> {
+        let mut inner = self.lock();
+        self.drop_entries(&mut inner, &[ino.0])
+    }
+
+    /// Checks `ino`'s entry against the content it should cache: a clean entry of another tag is
+    /// discarded. A dirty entry is kept whatever the tag (it is newer than any stored version).
+    /// Returns whether an entry remains.
+    ///
+    /// # Errors
+    /// [`Error::Io`], [`Error::StoreIndex`].
+    pub fn validate(&self, ino: InodeNo, tag: ContentTag) -> Result<bool> {
+        let mut inner = self.lock();
+        let stale = match inner.entries.get_mut(&ino.0) {
+            None => return Ok(false),
+            Some(e) if e.dirty => return Ok(true),
+            Some(e) if e.tag == tag => return Ok(true),
+            Some(e) if e.bytes == 0 && e.tag == ContentTag::NONE => {
+                // An empty placeholder: adopt the tag.
+                e.tag = tag;
+                e.pending = true;
+                return Ok(true);
+            }
+            Some(_) => true,
+        };
+        if stale {
+            tracing::debug!(ino = ino.0, "discarding cache of an old content version");
+            self.drop_entries(&mut inner, &[ino.0])?;
+        }
+        Ok(false)
+    }
+
+    /// Marks `ino` clean: its data now matches stored content `tag`, and becomes evictable.
+    /// Durable at the next [`sync`](Self::sync) or [`flush`](Self::flush).
+    pub fn mark_clean(&self, ino: InodeNo, tag: ContentTag) {
+        let mut inner = self.lock();
+        let Some(entry) = inner.entries.get_mut(&ino.0) else {
+            return;
+        };
+        entry.tag = tag;
+        entry.pending = true;
+        if entry.dirty {
+            entry.dirty = false;
+            let bytes = entry.bytes;
+            inner.unaccount(true, bytes);
+            inner.account(false, bytes);
+            inner.lru.put(ino.0, ());
+        }
+    }
+
+    /// Pins `ino` as dirty (e.g. at startup, for inodes the journal says are dirty).
+    pub fn mark_dirty(&self, ino: InodeNo) {
+        let mut inner = self.lock();
+        let entry = inner
+            .entries
+            .entry(ino.0)
+            .or_insert_with(|| Entry::new(ContentTag::NONE));
+        if !entry.dirty {
+            entry.dirty = true;
+            entry.pending = true;
+            let bytes = entry.bytes;
+            inner.unaccount(false, bytes);
+            inner.account(true, bytes);
+            inner.lru.pop(&ino.0);
+        }
+    }
+
+    /// True when `ino` is pinned dirty.
+    pub fn is_dirty(&self, ino: InodeNo) -> bool {
+        self.lock().entries.get(&ino.0).is_some_and(|e| e.dirty)
+    }
+
+    /// Makes `ino`'s cached bytes and its index entry durable: fsync of the file, then an index
+    /// commit.
+    ///
+    /// # Errors
+    /// [`Error::Io`], [`Error::StoreIndex`].
+    pub fn sync(&self, ino: InodeNo) -> Result<()> {
+        let mut inner = self.lock();
+        let Some(entry) = inner.entries.get_mut(&ino.0) else {
+            return Ok(());
+        };
+        if !entry.pending {
+            return Ok(());
+        }
+        let path = self.path(ino.0);
+        if let Ok(file) = File::open(&path) {
+            file.sync_all().map_err(|e| Error::io(&path, e))?;
+        }
+        let encoded = entry.encode();
+        self.commit_one(ino.0, &encoded)?;
+        if let Some(entry) = inner.entries.get_mut(&ino.0) {
+            entry.pending = false;
+        }
+        Ok(())
+    }
+
+    /// [`sync`](Self::sync) for every inode with unsynced changes, in one index commit.
+    ///
+    /// # Errors
+    /// [`Error::Io`], [`Error::StoreIndex`].
+    pub fn flush(&self) -> Result<()> {
+        let mut inner = self.lock();
+        let pending: Vec<u64> = inner
+            .entries
+            .iter()
+            .filter(|(_, e)| e.pending)
+            .map(|(ino, _)| *ino)
+            .collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        for ino in &pending {
+            let path = self.path(*ino);
+            if let Ok(file) = File::open(&path) {
+                file.sync_all().map_err(|e| Error::io(&path, e))?;
+            }
+        }
+        let txn = self.db.begin_write().map_err(|e| self.idx_err(e))?;
+        {
+            let mut table = txn.open_table(INDEX).map_err(|e| self.idx_err(e))?;
+            for ino in &pending {
+                if let Some(entry) = inner.entries.get(ino) {
+                    table
+                        .insert(ino, entry.encode().as_slice())
+                        .map_err(|e| self.idx_err(e))?;
+                }
+            }
+        }
+        txn.commit().map_err(|e| self.idx_err(e))?;
+        for ino in &pending {
+            if let Some(entry) = inner.entries.get_mut(ino) {
+                entry.pending = false;
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes held, clean and dirty.
+    pub fn usage(&self) -> Usage {
+        let inner = self.lock();
+        Usage {
+            clean_bytes: inner.clean_bytes,
+            dirty_bytes: inner.dirty_bytes,
+            budget_bytes: self.config.budget_bytes,
+            inodes: inner.entries.len() as u64,
+        }
+    }
+}
+
+impl Drop for CacheStore {
+    fn drop(&mut self) {
+        if !self.flush_on_drop {
+            return;
+        }
+        if let Err(e) = self.flush() {
+            tracing::warn!(error = %e, "cache index not flushed on close; unsynced ranges will be forgotten");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: ContentTag = ContentTag([5; 32]);
+
+    const BIG: CacheConfig = CacheConfig {
+        budget_bytes: 1 << 30,
+        reserve_bytes: 0,
+    };
+
+    fn ino(n: u64) -> InodeNo {
+        InodeNo(n)
+    }
+
+    #[test]
+    fn range_set_coalesces_and_reports_gaps() {
+        let mut r = RangeSet::default();
+        assert_eq!(r.insert(10, 20), 10);
+        assert_eq!(r.insert(30, 40), 10);
+        assert_eq!(r.missing(0, 50), vec![0..10, 20..30, 40..50]);
+        assert_eq!(r.insert(15, 35), 10); // overlaps both, fills the gap
+        assert_eq!(r.map.len(), 1);
+        assert_eq!(r.missing(0, 50), vec![0..10, 40..50]);
+        assert_eq!(r.insert(40, 45), 5); // adjacent: merges
+        assert_eq!(r.map.len(), 1);
+        assert_eq!(r.missing(12, 44), vec![]);
+        assert_eq!(r.insert(12, 44), 0);
+        assert_eq!(r.bytes(), 35);
+        assert_eq!(r.clip(25), 20);
+        assert_eq!(r.missing(0, 30), vec![0..10, 25..30]);
+        assert_eq!(r.missing(5, 5), vec![]);
+    }
+
+    #[test]
+    fn sparse_writes_and_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CacheStore::open(dir.path(), BIG).unwrap();
+        cache.write(ino(7), 1_000_000, b"far away").unwrap();
+        cache.write(ino(7), 0, b"start").unwrap();
+        assert_eq!(cache.read(ino(7), 0, 5).unwrap().unwrap(), b"start");
+        assert_eq!(
+            cache.read(ino(7), 1_000_000, 8).unwrap().unwrap(),
+            b"far away"
+        );
+        assert_eq!(cache.read(ino(7), 0, 6).unwrap(), None);
+        assert_eq!(
+            cache.missing(ino(7), 0, 1_000_010),
+            vec![5..1_000_000, 1_000_008..1_000_010]
+        );
+        assert_eq!(cache.read(ino(8), 0, 1).unwrap(), None);
+        assert_eq!(cache.missing(ino(8), 3, 4), vec![3..7]);
+        // Overlapping writes: the last one wins, the range counts once.
+        cache.write(ino(7), 2, b"ARTED").unwrap();
+        assert_eq!(cache.read(ino(7), 0, 7).unwrap().unwrap(), b"stARTED");
+        assert_eq!(cache.usage().dirty_bytes, 7 + 8);
+        // The file is sparse: far less on disk than its length.
+        let meta = fs::metadata(cache.path(7)).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert!(meta.blocks() * 512 < 100_000, "{} blocks", meta.blocks());
+    }
+
+    #[test]
+    fn clean_data_is_evicted_lru_first_and_dirty_data_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CacheStore::open(
+            dir.path(),
+            CacheConfig {
+                budget_bytes: 3000,
+                reserve_bytes: 0,
+            },
+        )
+        .unwrap();
+        let k = vec![7u8; 1000];
+        cache.write(ino(1), 0, &vec![1u8; 5000]).unwrap(); // dirty, over budget: allowed
+        assert!(cache.fill(ino(2), T, 0, &k).unwrap());
+        assert!(cache.fill(ino(3), T, 0, &k).unwrap());
+        assert!(cache.fill(ino(4), T, 0, &k).unwrap());
+        // Touch 2 so 3 is the least recently used.
+        cache.read(ino(2), 0, 10).unwrap().unwrap();
+        assert!(cache.fill(ino(5), T, 0, &k).unwrap());
+        assert_eq!(
+            cache.read(ino(3), 0, 1).unwrap(),
+            None,
+            "3 was least recently used"
+        );
+        assert!(cache.read(ino(2), 0, 1).unwrap().is_some());
+        assert!(cache.read(ino(4), 0, 1).unwrap().is_some());
+        assert!(cache.read(ino(5), 0, 1).unwrap().is_some());
+        assert!(
+            cache.read(ino(1), 0, 5000).unwrap().is_some(),
+            "dirty never evicted"
+        );
+        assert!(!cache.path(3).exists());
+        let u = cache.usage();
+        assert_eq!((u.clean_bytes, u.dirty_bytes), (3000, 5000));
+        // Larger than the whole budget: not cached, nothing evicted.
+        assert!(!cache.fill(ino(6), T, 0, &vec![0u8; 4000]).unwrap());
+        assert_eq!(cache.usage().clean_bytes, 3000);
+        // Once clean, the big file is evictable.
+        cache.mark_clean(ino(1), ContentTag([9; 32]));
+        cache.evict_to_budget().unwrap();
+        assert!(cache.usage().clean_bytes <= 3000);
+        assert_eq!(
+            cache.read(ino(1), 0, 1).unwrap(),
+            None,
+            "oldest clean entry went first"
+        );
+    }
+
+    /// A fake filesystem of `total` bytes whose only user is the cache's data files.
+    fn fake_disk(total: u64) -> FreeSpaceProbe {
+        Box::new(move |dir: &Path| {
+            let mut used = 0;
+            for f in fs::read_dir(dir.join("data"))? {
+                used += f?.metadata()?.len();
+            }
+            Ok(total.saturating_sub(used))
+        })
+    }
+
+    #[test]
+    fn writes_fail_with_enospc_before_the_reserve_after_evicting_clean_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CacheStore::open_with_probe(
+            dir.path(),
+            CacheConfig {
+                budget_bytes: 1 << 20,
+                reserve_bytes: 4_000,
+            },
+            fake_disk(10_000),
+        )
+        .unwrap();
+        assert!(cache.fill(ino(1), T, 0, &[1; 3000]).unwrap());
+        cache.write(ino(2), 0, &[2; 2000]).unwrap();
+        // 5000 used, 5000 free, 4000 reserved: 1000 more fit without eviction.
+        cache.write(ino(2), 2000, &[2; 1000]).unwrap();
+        assert!(cache.read(ino(1), 0, 1).unwrap().is_some());
+        // 2500 more fit only once the clean inode 1 is evicted.
+        cache.write(ino(2), 3000, &[2; 2500]).unwrap();
+        assert_eq!(cache.read(ino(1), 0, 1).unwrap(), None);
+        // 5500 used, 4500 free, 4000 reserved: 1000 more is too much, nothing left to evict.
+        let err = cache.write(ino(2), 5500, &[2; 1000]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::NoSpace {
+                    needed: 1000,
+                    available: 4500,
+                    reserve: 4000,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // Dirty data intact; a fill that does not fit is simply not cached.
+        assert_eq!(cache.read(ino(2), 0, 5500).unwrap().unwrap().len(), 5500);
+        assert!(!cache.fill(ino(3), T, 0, &[3; 1000]).unwrap());
+        // Overwriting already-cached bytes needs no new space.
+        cache.write(ino(2), 0, &[9; 1000]).unwrap();
+    }
+
+    #[test]
+    fn enospc_with_a_reserve_larger_than_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CacheStore::open(
+            dir.path(),
+            CacheConfig {
+                budget_bytes: 1 << 20,
+                reserve_bytes: u64::MAX / 2,
+            },
+        )
+        .unwrap();
+        let err = cache.write(ino(1), 0, b"x").unwrap_err();
+        assert!(matches!(err, Error::NoSpace { .. }), "{err}");
+        assert!(err.to_string().contains("reserve"), "{err}");
+        assert!(!cache.fill(ino(1), T, 0, b"x").unwrap());
+    }
+
+    #[test]
+    fn range_index_persists_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let cache = CacheStore::open(dir.path(), BIG).unwrap();
+            cache.write(ino(1), 100, b"dirty").unwrap();
+            cache.sync(ino(1)).unwrap();
+            assert!(cache.fill(ino(2), T, 0, b"clean").unwrap());
+            assert!(cache.validate(ino(2), T).unwrap());
+            cache.flush().unwrap();
+        }
+        let cache = CacheStore::open(dir.path(), BIG).unwrap();
+        assert_eq!(cache.read(ino(1), 100, 5).unwrap().unwrap(), b"dirty");
+        assert_eq!(cache.missing(ino(1), 0, 200), vec![0..100, 105..200]);
+        assert!(cache.is_dirty(ino(1)));
+        assert_eq!(cache.read(ino(2), 0, 5).unwrap().unwrap(), b"clean");
+        assert!(!cache.is_dirty(ino(2)));
+        let u = cache.usage();
+        assert_eq!((u.clean_bytes, u.dirty_bytes, u.inodes), (5, 5, 2));
+        // An old content version is discarded; the same one kept; dirty data kept regardless.
+        assert!(cache.validate(ino(2), ContentTag([5; 32])).unwrap());
+        assert!(cache.validate(ino(1), ContentTag([6; 32])).unwrap());
+        assert!(!cache.validate(ino(2), ContentTag([6; 32])).unwrap());
+        assert_eq!(cache.read(ino(2), 0, 5).unwrap(), None);
+        assert!(!cache.path(2).exists());
+    }
+
+    #[test]
+    fn unsynced_ranges_and_stray_files_are_forgotten_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let cache = CacheStore::open(dir.path(), BIG).unwrap();
+            cache.write(ino(1), 0, b"0123456789").unwrap();
+            cache.sync(ino(1)).unwrap();
+            // Simulate a crash: the new range never reaches the index.
+            cache.write(ino(1), 10, b"abc").unwrap();
+            cache.write(ino(3), 0, b"never synced").unwrap();
+            let mut cache = cache;
+            cache.flush_on_drop = false;
+        }
+        // A file nobody recorded is removed.
+        fs::write(dir.path().join("data/99"), b"stray").unwrap();
+        let cache = CacheStore::open(dir.path(), BIG).unwrap();
+        assert_eq!(cache.read(ino(1), 0, 10).unwrap().unwrap(), b"0123456789");
+        assert_eq!(cache.missing(ino(1), 0, 13), vec![10..13]);
+        assert_eq!(cache.read(ino(3), 0, 1).unwrap(), None);
+        assert!(!dir.path().join("data/99").exists());
+        assert!(!dir.path().join("data/3").exists());
+    }
+
+    #[test]
+    fn fill_never_overwrites_cached_bytes_and_drops_old_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CacheStore::open(dir.path(), BIG).unwrap();
+        cache.write(ino(1), 2, b"NEW").unwrap();
+        assert!(cache.fill(ino(1), T, 0, b"old stored").unwrap());
+        assert_eq!(cache.read(ino(1), 0, 10).unwrap().unwrap(), b"olNEWtored");
+        assert!(cache.is_dirty(ino(1)));
+        assert!(cache.fill(ino(2), T, 0, b"version one").unwrap());
+        assert!(cache.fill(ino(2), ContentTag([6; 32]), 0, b"v2").unwrap());
+        assert_eq!(cache.missing(ino(2), 0, 11), vec![2..11]);
+        assert_eq!(cache.read(ino(2), 0, 2).unwrap().unwrap(), b"v2");
+        assert_eq!(cache.usage().clean_bytes, 2);
+    }
+
+    #[test]
+    fn truncate_shrinks_and_grows() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CacheStore::open(dir.path(), BIG).unwrap();
+        cache.write(ino(1), 0, b"hello world").unwrap();
+        cache.truncate(ino(1), 5).unwrap();
+        assert_eq!(cache.read(ino(1), 0, 5).unwrap().unwrap(), b"hello");
+        assert_eq!(cache.missing(ino(1), 0, 11), vec![5..11]);
+        assert_eq!(fs::metadata(cache.path(1)).unwrap().len(), 5);
+        cache.truncate(ino(1), 8).unwrap();
+        assert_eq!(cache.read(ino(1), 0, 8).unwrap().unwrap(), b"hello\0\0\0");
+        assert_eq!(cache.usage().dirty_bytes, 8);
+        cache.truncate(ino(1), 0).unwrap();
+        assert_eq!(cache.usage().dirty_bytes, 0);
+        assert_eq!(cache.read(ino(1), 0, 0).unwrap().unwrap(), b"");
+        // Truncating a clean entry pins it dirty.
+        assert!(cache.fill(ino(2), T, 0, b"abcdef").unwrap());
+        cache.truncate(ino(2), 3).unwrap();
+        assert!(cache.is_dirty(ino(2)));
+        let u = cache.usage();
+        assert_eq!((u.clean_bytes, u.dirty_bytes), (0, 3));
+        // The shrink is durable at once.
+        drop(cache);
+        let cache = CacheStore::open(dir.path(), BIG).unwrap();
+        assert_eq!(cache.missing(ino(2), 0, 6), vec![3..6]);
+        cache.remove(ino(2)).unwrap();
+        assert_eq!(cache.usage().inodes, 1);
+        assert!(!cache.path(2).exists());
+    }
+
+    #[test]
+    fn index_entry_round_trips_and_rejects_garbage() {
+        let mut e = Entry::new(ContentTag([3; 32]));
+        e.ranges.insert(5, 10);
+        e.ranges.insert(20, 30);
+        e.bytes = 15;
+        e.dirty = true;
+        e.pending = false;
+        let enc = e.encode();
+        assert_eq!(Entry::decode(&enc), Some(e));
+        for cut in 0..enc.len() {
+            assert_eq!(Entry::decode(&enc[..cut]), None);
+        }
+        let mut bad = enc.clone();
+        bad[ENTRY_FIXED] = 25; // first range starts after it ends
+        assert_eq!(Entry::decode(&bad), None);
+        let mut bad = enc;
+        bad[33] = 7;
+        assert_eq!(Entry::decode(&bad), None);
+    }
+}

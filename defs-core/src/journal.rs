@@ -1,0 +1,399 @@
+//! The dirty journal: which inodes hold data that is not yet stored (only in their cache
+//! file), since when, which generation's upload is in flight, and the last upload failure. It
+//! lives in the metadata DB (`journal` table), so it commits with the namespace and survives
+//! crashes on the same terms (see [`crate::meta`]).
+//!
+//! Generations: every inode carries a [`Generation`]. [`MetaDb::mark_dirty`] moves it forward
+//! whenever new data could otherwise be mistaken for data already being uploaded; an upload
+//! records the generation it read ([`MetaDb::begin_upload`]) and [`MetaDb::finish_upload`] marks
+//! the inode clean only if the generation is still the same. So an upload finishing for an old
+//! generation never marks newer data clean.
+//!
+//! Ordering rule for the writer (the FUSE layer): put the bytes into the cache file first, then
+//! call `mark_dirty`, then acknowledge the write. The flusher calls `begin_upload` before it
+//! reads the cache file. Either the write's `mark_dirty` comes after `begin_upload` (and moves
+//! the generation, so the upload cannot mark it clean) or before (and the upload reads its
+//! bytes).
+
+use redb::ReadableTable;
+
+use crate::error::{Error, Result};
+use crate::meta::{DbContext, INODES, JOURNAL, MetaDb};
+use crate::namespace::record::{InodeRecord, Reader, put_time, put_u32, put_u64};
+use crate::namespace::{Content, Timestamp, invalid, load};
+use crate::types::{Generation, InodeNo};
+
+/// Longest upload-failure reason kept, in bytes; a longer one is cut at a character boundary
+/// and marked with "…". One reason per inode; the full error is in the logs.
+pub const MAX_ERROR_LEN: usize = 1024;
+
+/// Version byte of an encoded journal record.
+const JOURNAL_RECORD_VERSION: u8 = 1;
+
+/// One dirty inode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirtyRecord {
+    /// The inode.
+    pub ino: InodeNo,
+    /// When it became dirty (the first `mark_dirty` since it was last clean).
+    pub since: Timestamp,
+    /// Its current generation: the one an upload must carry to make it clean.
+    pub generation: Generation,
+    /// The generation of the upload in flight, if one is.
+    pub uploading: Option<Generation>,
+    /// Failed uploads since it became dirty.
+    pub failures: u32,
+    /// The last failure's reason.
+    pub last_error: Option<String>,
+}
+
+/// The stored part of a [`DirtyRecord`] (the generation lives in the inode).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct JournalEntry {
+    pub(crate) since: Timestamp,
+    pub(crate) uploading: Option<Generation>,
+    pub(crate) failures: u32,
+    pub(crate) last_error: Option<String>,
+}
+
+impl JournalEntry {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut w = vec![JOURNAL_RECORD_VERSION];
+        put_time(&mut w, self.since);
+        match self.uploading {
+            None => w.push(0),
+            Some(g) => {
+                w.push(1);
+                put_u64(&mut w, g.0);
+            }
+        }
+        put_u32(&mut w, self.failures);
+        let err = self.last_error.as_deref().unwrap_or("");
+        // The reason is at most MAX_ERROR_LEN bytes (cut by upload_failed).
+        put_u32(&mut w, u32::try_from(err.len()).unwrap_or(0));
+        w.extend_from_slice(err.as_bytes());
+        w.push(u8::from(self.last_error.is_some()));
+        w
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<JournalEntry> {
+        let mut r = Reader::new(bytes, "journal record");
+        let v = r.u8()?;
+        if v != JOURNAL_RECORD_VERSION {
+            return Err(r.bad(format!("unknown journal record version {v}")));
+        }
+        let since = r.time()?;
+        let uploading = match r.u8()? {
+            0 => None,
+            1 => Some(Generation(r.u64()?)),
+            t => return Err(r.bad(format!("bad upload flag {t}"))),
+        };
+        let failures = r.u32()?;
+        let len = r.u32()? as usize;
+        if len > MAX_ERROR_LEN + 3 {
+            return Err(r.bad(format!("error reason of {len} bytes")));
+        }
+        let text = String::from_utf8(r.bytes(len)?.to_vec())
+            .map_err(|_| r.bad("error reason is not UTF-8".into()))?;
+        let last_error = match r.u8()? {
+            0 => None,
+            _ => Some(text),
+        };
+        r.finish()?;
+        Ok(JournalEntry {
+            since,
+            uploading,
+            failures,
+            last_error,
+        })
+    }
+}
+
+fn cut(reason: &str) -> String {
+    if reason.len() <= MAX_ERROR_LEN {
+        return reason.to_string();
+    }
+    let mut end = MAX_ERROR_LEN;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &reason[..end])
+}
+
+impl MetaDb {
+    /// Records that `ino` holds data not yet stored, and returns the generation that data
+    /// belongs to. Cheap (a read) when the inode is already dirty and no upload of its current
+    /// generation is in flight; otherwise one write that moves the generation forward. See the
+    /// module doc for the ordering rule.
+    ///
+    /// # Errors
+    /// NotFound.
+    pub fn mark_dirty(&self, ino: InodeNo, now: Timestamp) -> Result<Generation> {
+        let fast = self.read(|txn| {
+            let inodes = txn.open_table(INODES).ctx("opening inodes")?;
+            let rec = load(&inodes, ino)?;
+            let journal = txn.open_table(JOURNAL).ctx("opening journal")?;
+            let entry = journal.get(ino.0).ctx("reading the journal")?;
+            Ok(match entry {
+                Some(e) => {
+                    let e = JournalEntry::decode(e.value())?;
+                    (e.uploading != Some(rec.generation)).then_some(rec.generation)
+                }
+                None => None,
+            })
+        })?;
+        if let Some(g) = fast {
+            return Ok(g);
+        }
+        self.write(|txn| {
+            let mut inodes = txn.open_table(INODES).ctx("opening inodes")?;
+            let mut rec = load(&inodes, ino)?;
+            let mut journal = txn.open_table(JOURNAL).ctx("opening journal")?;
+            let old = journal
+                .get(ino.0)
+                .ctx("reading the journal")?
+                .map(|e| JournalEntry::decode(e.value()))
+                .transpose()?;
+            let bump = old
+                .as_ref()
+                .is_none_or(|e| e.uploading == Some(rec.generation));
+            if bump {
+                rec.generation = Generation(
+                    rec.generation
+                        .0
+                        .checked_add(1)
+                        .ok_or_else(|| invalid("generation counter exhausted"))?,
+                );
+                inodes
+                    .insert(ino.0, rec.encode().as_slice())
+                    .ctx("writing an inode")?;
+            }
+            let entry = old.unwrap_or(JournalEntry {
+                since: now,
+                uploading: None,
+                failures: 0,
+                last_error: None,
+            });
+            journal
+                .insert(ino.0, entry.encode().as_slice())
+                .ctx("writing the journal")?;
+            Ok(rec.generation)
+        })
+    }
+
+    /// Every dirty inode, in inode order.
+    ///
+    /// # Errors
+    /// Db, Corrupt.
+    pub fn dirty_inodes(&self) -> Result<Vec<DirtyRecord>> {
+        self.read(|txn| {
+            let inodes = txn.open_table(INODES).ctx("opening inodes")?;
+            let journal = txn.open_table(JOURNAL).ctx("opening journal")?;
+            let mut out = Vec::new();
+            for item in journal.iter().ctx("listing the journal")? {
+                let (k, v) = item.ctx("listing the journal")?;
+                let ino = InodeNo(k.value());
+                let e = JournalEntry::decode(v.value())?;
+                let rec = load(&inodes, ino)?;
+                out.push(DirtyRecord {
+                    ino,
+                    since: e.since,
+                    generation: rec.generation,
+                    uploading: e.uploading,
+                    failures: e.failures,
+                    last_error: e.last_error,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    /// Records that an upload of `ino`'s current generation starts, and returns that
+    /// generation. Call it before reading the cache file.
+    ///
+    /// # Errors
+    /// NotFound; InvalidArgument if the inode is clean.
+    pub fn begin_upload(&self, ino: InodeNo) -> Result<Generation> {
+        self.write(|txn| {
+            let inodes = txn.open_table(INODES).ctx("opening inodes")?;
+            let rec = load(&inodes, ino)?;
+            let mut journal = txn.open_table(JOURNAL).ctx("opening journal")?;
+            let mut e = journal
+                .get(ino.0)
+                .ctx("reading the journal")?
+                .map(|e| JournalEntry::decode(e.value()))
+                .transpose()?
+                .ok_or_else(|| Error::InvalidArgument {
+                    what: format!("upload of clean inode {ino}"),
+                })?;
+            e.uploading = Some(rec.generation);
+            journal
+                .insert(ino.0, e.encode().as_slice())
+                .ctx("writing the journal")?;
+            Ok(rec.generation)
+        })
+    }
+
+    /// An upload of generation `generation` of `ino` is stored as `content`. If that is still
+    /// the inode's generation, the content is recorded and the inode is clean (`true`).
+    /// Otherwise (newer data arrived, or the inode was purged) nothing changes but the
+    /// in-flight mark, and the caller should discard the uploaded object (`false`). Attributes
+    /// (mtime, size) are never touched.
+    ///
+    /// # Errors
+    /// Db, Corrupt.
+    pub fn finish_upload(
+        &self,
+        ino: InodeNo,
+        generation: Generation,
+        content: Content,
+    ) -> Result<bool> {
+        self.write(|txn| {
+            let mut inodes = txn.open_table(INODES).ctx("opening inodes")?;
+            let Some(bytes) = inodes.get(ino.0).ctx("reading an inode")? else {
+                return Ok(false);
+            };
+            let mut rec = InodeRecord::decode(bytes.value())?;
+            drop(bytes);
+            let mut journal = txn.open_table(JOURNAL).ctx("opening journal")?;
+            let Some(mut e) = journal
+                .get(ino.0)
+                .ctx("reading the journal")?
+                .map(|e| JournalEntry::decode(e.value()))
+                .transpose()?
+            else {
+                return Ok(false);
+            };
+            if rec.generation == generation {
+                rec.content = content;
+                inodes
+                    .insert(ino.0, rec.encode().as_slice())
+                    .ctx("writing an inode")?;
+                journal.remove(ino.0).ctx("writing the journal")?;
+                return Ok(true);
+            }
+            if e.uploading == Some(generation) {
+                e.uploading = None;
+                journal
+                    .insert(ino.0, e.encode().as_slice())
+                    .ctx("writing the journal")?;
+            }
+            Ok(false)
+        })
+    }
+
+    /// An upload of generation `generation` of `ino` failed: the inode stays dirty, the reason
+    /// is kept for `defs status` (cut to [`MAX_ERROR_LEN`] bytes) and the failure counted.
+    ///
+    /// # Errors
+    /// Db, Corrupt.
+    pub fn upload_failed(&self, ino: InodeNo, generation: Generation, reason: &str) -> Result<()> {
+        self.write(|txn| {
+            let mut journal = txn.open_table(JOURNAL).ctx("opening journal")?;
+            let Some(mut e) = journal
+                .get(ino.0)
+                .ctx("reading the journal")?
+                .map(|e| JournalEntry::decode(e.value()))
+                .transpose()?
+            else {
+                return Ok(());
+            };
+            if e.uploading == Some(generation) {
+                e.uploading = None;
+            }
+            e.failures = e.failures.saturating_add(1);
+            e.last_error = Some(cut(reason));
+            journal
+                .insert(ino.0, e.encode().as_slice())
+                .ctx("writing the journal")?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::namespace::NewInode;
+    use crate::types::FileId;
+
+    const N: NewInode = NewInode {
+        perm: 0o644,
+        uid: 0,
+        gid: 0,
+    };
+
+    fn stored(b: u8) -> Content {
+        Content::Stored {
+            file: FileId([b; 32]),
+            key: [b; 32],
+            offset: 0,
+            len: 1,
+        }
+    }
+
+    #[test]
+    fn an_old_generation_finishing_never_marks_newer_data_clean() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = MetaDb::open_with(dir.path(), None).unwrap();
+        let t = Timestamp::new(5, 0);
+        let (a, _) = db.create(InodeNo::ROOT, b"f", &N, true, t).unwrap();
+        let g1 = db.mark_dirty(a.ino, t).unwrap();
+        assert_eq!(
+            db.mark_dirty(a.ino, t).unwrap(),
+            g1,
+            "already dirty: same generation"
+        );
+        assert_eq!(db.begin_upload(a.ino).unwrap(), g1);
+        let g2 = db.mark_dirty(a.ino, Timestamp::new(6, 0)).unwrap();
+        assert!(g2 > g1);
+        assert!(!db.finish_upload(a.ino, g1, stored(1)).unwrap());
+        assert_eq!(db.content(a.ino).unwrap(), Content::Empty);
+        let d = db.dirty_inodes().unwrap();
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].since, t);
+        assert_eq!(d[0].uploading, None);
+        assert_eq!(d[0].generation, g2);
+        assert_eq!(db.begin_upload(a.ino).unwrap(), g2);
+        db.upload_failed(a.ino, g2, &"x".repeat(5000)).unwrap();
+        let d = db.dirty_inodes().unwrap();
+        assert_eq!(d[0].failures, 1);
+        assert!(d[0].last_error.as_ref().unwrap().len() <= MAX_ERROR_LEN + 3);
+        assert_eq!(db.begin_upload(a.ino).unwrap(), g2);
+        assert!(db.finish_upload(a.ino, g2, stored(2)).unwrap());
+        assert!(db.dirty_inodes().unwrap().is_empty());
+        assert_eq!(db.content(a.ino).unwrap(), stored(2));
+        assert!(db.begin_upload(a.ino).is_err(), "clean inode");
+        // mtime is untouched by uploads.
+        assert_eq!(db.getattr(a.ino).unwrap().mtime, t);
+    }
+
+    #[test]
+    fn purge_drops_the_journal_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = MetaDb::open_with(dir.path(), None).unwrap();
+        let t = Timestamp::new(5, 0);
+        let (a, _) = db.create(InodeNo::ROOT, b"f", &N, true, t).unwrap();
+        let g = db.mark_dirty(a.ino, t).unwrap();
+        db.unlink(InodeNo::ROOT, b"f", t).unwrap();
+        assert_eq!(db.orphans().unwrap(), vec![a.ino]);
+        db.purge(a.ino).unwrap();
+        assert!(db.dirty_inodes().unwrap().is_empty());
+        assert!(!db.finish_upload(a.ino, g, stored(1)).unwrap());
+    }
+
+    #[test]
+    fn journal_record_decoder_rejects_truncations() {
+        let e = JournalEntry {
+            since: Timestamp::new(1, 2),
+            uploading: Some(Generation(3)),
+            failures: 4,
+            last_error: Some("boom".into()),
+        };
+        let b = e.encode();
+        assert_eq!(JournalEntry::decode(&b).unwrap(), e);
+        for n in 0..b.len() {
+            assert!(JournalEntry::decode(&b[..n]).is_err());
+        }
+    }
+}

@@ -1,0 +1,636 @@
+//! The manifest: a file version's index (geometry, size, and per segment its shards' ids,
+//! lengths, CRCs, nonces and holders), its versioned binary body format, and the sealed
+//! envelope that stores it in the network encrypted under the file key.
+//!
+//! Byte layouts are in `docs/format.md` ("Manifest body v1", "Sealed manifest v1"). Decoding
+//! checks every length against the bytes present and the limits below before allocating, checks
+//! that the geometry and segments hold together, and returns an error, never panics.
+//!
+//! A file's content may be a byte range inside a larger object (packing of small files): the
+//! namespace stores (FileId, FileKey, offset, len) and reads through [`crate::pipeline::plan`];
+//! the manifest needs nothing special for it.
+
+use crate::error::{Error, Result};
+use crate::pipeline::aead::{self, TAG_LEN};
+use crate::pipeline::keys::{self, FileKey, WrapKey};
+use crate::pipeline::layout::{Geometry, MAX_SHARDS, Redundancy};
+use crate::types::{FileId, NodeId, ShardId, VersionId};
+
+/// The body format version this build writes and reads.
+pub const BODY_VERSION: u16 = 1;
+/// The sealed-envelope format version this build writes and reads.
+pub const ENVELOPE_VERSION: u16 = 1;
+/// Magic of a manifest body.
+pub const BODY_MAGIC: [u8; 4] = *b"DFMB";
+/// Magic of a sealed manifest.
+pub const ENVELOPE_MAGIC: [u8; 8] = *b"DEFSMANI";
+/// Largest manifest body: 256 MiB, room for a 10 TiB file in 10+4 × 1 MiB segments (≈ 75 MB)
+/// with holders, while a hostile length can never make us allocate more.
+pub const MAX_BODY_LEN: usize = 256 << 20;
+/// Most segments in one manifest (2^24: 4 PiB at 256 MiB segments).
+pub const MAX_SEGMENTS: u64 = 1 << 24;
+/// Most holders recorded per shard (the network re-places shards; history beyond this is noise).
+pub const MAX_HOLDERS: usize = 16;
+
+/// Bytes of the fixed body header.
+const BODY_HEADER_LEN: usize = 4 + 2 + 16 + 8 + 4 + 4 + 8;
+/// Bytes of a segment header.
+const SEGMENT_HEADER_LEN: usize = 4 + 4 + 2;
+/// Bytes of a shard entry without holders.
+const SHARD_ENTRY_LEN: usize = 32 + 4 + 4 + 12 + 1;
+/// Bytes of the envelope before the body ciphertext.
+const ENVELOPE_HEADER_LEN: usize = 8 + 2 + 12 + 32 + TAG_LEN + 12;
+
+/// One stored shard of a segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardEntry {
+    /// BLAKE3 of the stored bytes (ciphertext ‖ tag).
+    pub id: ShardId,
+    /// Stored bytes: the segment's shard length + the 16-byte tag.
+    pub len: u32,
+    /// CRC32 of the stored bytes.
+    pub crc: u32,
+    /// The AES-GCM nonce (derived; recorded so holders and tools can see it without the key).
+    pub nonce: [u8; 12],
+    /// Nodes believed to hold the shard; filled in by the network.
+    pub holders: Vec<NodeId>,
+}
+
+/// One segment: its plain length and its shards, by index (data shards first).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentEntry {
+    /// Plain bytes of the segment.
+    pub len: u32,
+    /// Plain bytes of each of its shards (before the tag): `ceil(len / k)`, or `len` when
+    /// replicated.
+    pub shard_len: u32,
+    /// The shards, index 0 first.
+    pub shards: Vec<ShardEntry>,
+}
+
+/// A file version's index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Manifest {
+    /// The version, bound into every shard key and associated data.
+    pub version: VersionId,
+    /// File size in bytes.
+    pub size: u64,
+    /// How segments are cut and protected.
+    pub geometry: Geometry,
+    /// The segments, in file order. All but the last hold exactly `segment_size` bytes.
+    pub segments: Vec<SegmentEntry>,
+}
+
+/// A manifest sealed for storage: the bytes to store, and their id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SealedManifest {
+    /// The envelope bytes.
+    pub bytes: Vec<u8>,
+    /// BLAKE3 of `bytes`: what `defs put` prints.
+    pub id: FileId,
+}
+
+fn malformed(what: &'static str) -> Error {
+    Error::MalformedManifest { what }
+}
+
+/// A cursor over untrusted bytes: every read is bounds-checked.
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8]> {
+        if self.bytes.len() < n {
+            return Err(malformed(what));
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
+    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N]> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N, what)?);
+        Ok(out)
+    }
+    fn u8(&mut self, what: &'static str) -> Result<u8> {
+        Ok(self.array::<1>(what)?[0])
+    }
+    fn u16(&mut self, what: &'static str) -> Result<u16> {
+        self.array(what).map(u16::from_le_bytes)
+    }
+    fn u32(&mut self, what: &'static str) -> Result<u32> {
+        self.array(what).map(u32::from_le_bytes)
+    }
+    fn u64(&mut self, what: &'static str) -> Result<u64> {
+        self.array(what).map(u64::from_le_bytes)
+    }
+}
+
+impl Manifest {
+    /// Checks that the size, geometry and segments hold together: segment count and lengths
+    /// match the size, shard lengths match the geometry, shard counts and holder counts are in
+    /// their limits. [`Manifest::decode_body`] and [`Manifest::encode_body`] both call it.
+    pub fn validate(&self) -> Result<()> {
+        self.geometry
+            .validate()
+            .map_err(|_| malformed("geometry out of range"))?;
+        let seg_size = self.geometry.segment_size();
+        let count = self.geometry.segment_count(self.size);
+        if count > MAX_SEGMENTS {
+            return Err(Error::TooLarge {
+                what: "manifest segment count",
+                size: count,
+                limit: MAX_SEGMENTS,
+            });
+        }
+        if u64::try_from(self.segments.len()).ok() != Some(count) {
+            return Err(malformed("segment count does not match the file size"));
+        }
+        let total = usize::from(self.geometry.total_shards());
+        for (i, seg) in self.segments.iter().enumerate() {
+            let last = i + 1 == self.segments.len();
+            let expected = if last {
+                self.size - seg_size * (count - 1)
+            } else {
+                seg_size
+            };
+            if u64::from(seg.len) != expected {
+                return Err(malformed("segment length does not match the file size"));
+            }
+            if seg.shard_len != self.geometry.shard_len(seg.len) {
+                return Err(malformed("shard length does not match the segment length"));
+            }
+            if seg.shards.len() != total {
+                return Err(malformed("shard count does not match the geometry"));
+            }
+            for shard in &seg.shards {
+                if u64::from(shard.len) != u64::from(seg.shard_len) + TAG_LEN as u64 {
+                    return Err(malformed("stored shard length is not shard length + tag"));
+                }
+                if shard.holders.len() > MAX_HOLDERS {
+                    return Err(Error::TooLarge {
+                        what: "holders of a shard",
+                        size: shard.holders.len() as u64,
+                        limit: MAX_HOLDERS as u64,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes of [`Manifest::encode_body`]'s output.
+    pub fn encoded_len(&self) -> usize {
+        BODY_HEADER_LEN
+            + self
+                .segments
+                .iter()
+                .map(|s| {
+                    SEGMENT_HEADER_LEN
+                        + s.shards
+                            .iter()
+                            .map(|sh| SHARD_ENTRY_LEN + 32 * sh.holders.len())
+                            .sum::<usize>()
+                })
+                .sum::<usize>()
+    }
+
+    /// The plain body in format v1.
+    pub fn encode_body(&self) -> Result<Vec<u8>> {
+        self.validate()?;
+        let len = self.encoded_len();
+        if len > MAX_BODY_LEN {
+            return Err(Error::TooLarge {
+                what: "manifest body",
+                size: len as u64,
+                limit: MAX_BODY_LEN as u64,
+            });
+        }
+        let mut out = Vec::with_capacity(len);
+        out.extend_from_slice(&BODY_MAGIC);
+        out.extend_from_slice(&BODY_VERSION.to_le_bytes());
+        out.extend_from_slice(&self.version.0);
+        out.extend_from_slice(&self.size.to_le_bytes());
+        let (kind, a, b) = match self.geometry.redundancy {
+            Redundancy::Replicated { copies } => (0u8, copies, 0u8),
+            Redundancy::ReedSolomon { k, m } => (1u8, k, m),
+        };
+        out.extend_from_slice(&[kind, a, b, 0]);
+        out.extend_from_slice(&self.geometry.shard_size.to_le_bytes());
+        out.extend_from_slice(&(self.segments.len() as u64).to_le_bytes());
+        for seg in &self.segments {
+            out.extend_from_slice(&seg.len.to_le_bytes());
+            out.extend_from_slice(&seg.shard_len.to_le_bytes());
+            // validate() bounded the count by the geometry (≤ 200).
+            out.extend_from_slice(&(seg.shards.len() as u16).to_le_bytes());
+            for sh in &seg.shards {
+                out.extend_from_slice(&sh.id.0);
+                out.extend_from_slice(&sh.len.to_le_bytes());
+                out.extend_from_slice(&sh.crc.to_le_bytes());
+                out.extend_from_slice(&sh.nonce);
+                // validate() bounded holders by MAX_HOLDERS (16).
+                out.push(sh.holders.len() as u8);
+                for h in &sh.holders {
+                    out.extend_from_slice(&h.0);
+                }
+            }
+        }
+        debug_assert_eq!(out.len(), len);
+        Ok(out)
+    }
+
+    /// Parses and validates a plain body. Any malformed input is an error, never a panic.
+    pub fn decode_body(bytes: &[u8]) -> Result<Manifest> {
+        if bytes.len() > MAX_BODY_LEN {
+            return Err(Error::TooLarge {
+                what: "manifest body",
+                size: bytes.len() as u64,
+                limit: MAX_BODY_LEN as u64,
+            });
+        }
+        let mut r = Reader { bytes };
+        if r.array::<4>("truncated magic")? != BODY_MAGIC {
+            return Err(malformed("not a manifest body (bad magic)"));
+        }
+        let found = r.u16("truncated version")?;
+        if found != BODY_VERSION {
+            return Err(Error::UnknownManifestVersion {
+                found,
+                supported: BODY_VERSION,
+            });
+        }
+        let version = VersionId(r.array("truncated version id")?);
+        let size = r.u64("truncated size")?;
+        let kind = r.u8("truncated geometry")?;
+        let a = r.u8("truncated geometry")?;
+        let b = r.u8("truncated geometry")?;
+        if r.u8("truncated geometry")? != 0 {
+            return Err(malformed("reserved geometry byte is not zero"));
+        }
+        let shard_size = r.u32("truncated shard size")?;
+        let redundancy = match kind {
+            0 if b == 0 => Redundancy::Replicated { copies: a },
+            0 => return Err(malformed("replicated geometry with parity")),
+            1 => Redundancy::ReedSolomon { k: a, m: b },
+            _ => return Err(malformed("unknown redundancy kind")),
+        };
+        let geometry = Geometry {
+            redundancy,
+            shard_size,
+        };
+        geometry
+            .validate()
+            .map_err(|_| malformed("geometry out of range"))?;
+        let count = r.u64("truncated segment count")?;
+        let total = usize::from(geometry.total_shards());
+        let min_segment = SEGMENT_HEADER_LEN + total * SHARD_ENTRY_LEN;
+        if count > MAX_SEGMENTS || count > (r.bytes.len() / min_segment) as u64 {
+            return Err(malformed("segment count exceeds the bytes present"));
+        }
+        if Some(count) != Some(geometry.segment_count(size)) {
+            return Err(malformed("segment count does not match the file size"));
+        }
+        // Bounded above by the bytes present, so the allocation is too.
+        let mut segments = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            let len = r.u32("truncated segment")?;
+            let shard_len = r.u32("truncated segment")?;
+            let n = usize::from(r.u16("truncated segment")?);
+            if n != total {
+                return Err(malformed("shard count does not match the geometry"));
+            }
+            let mut shards = Vec::with_capacity(n);
+            for _ in 0..n {
+                let id = ShardId(r.array("truncated shard entry")?);
+                let len = r.u32("truncated shard entry")?;
+                let crc = r.u32("truncated shard entry")?;
+                let nonce = r.array("truncated shard entry")?;
+                let holders_n = usize::from(r.u8("truncated shard entry")?);
+                if holders_n > MAX_HOLDERS {
+                    return Err(malformed("more holders than MAX_HOLDERS"));
+                }
+                let mut holders = Vec::with_capacity(holders_n);
+                for _ in 0..holders_n {
+                    holders.push(NodeId(r.array("truncated holder list")?));
+                }
+                shards.push(ShardEntry {
+                    id,
+                    len,
+                    crc,
+                    nonce,
+                    holders,
+                });
+            }
+            segments.push(SegmentEntry {
+                len,
+                shard_len,
+                shards,
+            });
+        }
+        if !r.bytes.is_empty() {
+            return Err(malformed("trailing bytes after the last segment"));
+        }
+        let m = Manifest {
+            version,
+            size,
+            geometry,
+            segments,
+        };
+        m.validate()?;
+        Ok(m)
+    }
+
+    /// Seals the manifest: the file key wrapped under `wrap`, the body encrypted under a key
+    /// derived from `key`. Random nonces, so sealing twice gives different bytes (and ids).
+    pub fn seal(&self, key: &FileKey, wrap: &WrapKey) -> Result<SealedManifest> {
+        let mut body = self.encode_body()?;
+        let wrap_nonce = keys::random_nonce()?;
+        let body_nonce = keys::random_nonce()?;
+        let mut out = Vec::with_capacity(ENVELOPE_HEADER_LEN + body.len() + TAG_LEN);
+        out.extend_from_slice(&ENVELOPE_MAGIC);
+        out.extend_from_slice(&ENVELOPE_VERSION.to_le_bytes());
+        out.extend_from_slice(&wrap_nonce);
+        let mut wrapped = key.as_bytes().to_vec();
+        aead::seal_in_place(wrap.as_bytes(), &wrap_nonce, &out, &mut wrapped);
+        out.extend_from_slice(&wrapped);
+        out.extend_from_slice(&body_nonce);
+        let body_key = keys::manifest_body_key(key);
+        aead::seal_in_place(&body_key, &body_nonce, &out, &mut body);
+        out.extend_from_slice(&body);
+        let id = FileId(*blake3::hash(&out).as_bytes());
+        Ok(SealedManifest { bytes: out, id })
+    }
+
+    /// Opens a sealed manifest with the owner's wrap key, returning it and its file key.
+    pub fn open(bytes: &[u8], wrap: &WrapKey) -> Result<(Manifest, FileKey)> {
+        check_envelope(bytes)?;
+        let aad = &bytes[..22];
+        let mut wrapped = bytes[22..22 + 32 + TAG_LEN].to_vec();
+        let nonce: [u8; 12] = array_at(bytes, 10);
+        aead::open_in_place(wrap.as_bytes(), &nonce, aad, &mut wrapped)
+            .map_err(|_| Error::WrongKey { what: "wrap key" })?;
+        let key = FileKey::from_bytes(array_at(&wrapped, 0));
+        zeroize::Zeroize::zeroize(&mut wrapped);
+        let manifest = Self::open_with_key(bytes, &key)?;
+        Ok((manifest, key))
+    }
+
+    /// Opens a sealed manifest with its file key (how a shared file is read).
+    pub fn open_with_key(bytes: &[u8], key: &FileKey) -> Result<Manifest> {
+        check_envelope(bytes)?;
+        let nonce: [u8; 12] = array_at(bytes, ENVELOPE_HEADER_LEN - 12);
+        let mut body = bytes[ENVELOPE_HEADER_LEN..].to_vec();
+        let body_key = keys::manifest_body_key(key);
+        aead::open_in_place(&body_key, &nonce, &bytes[..ENVELOPE_HEADER_LEN], &mut body)
+            .map_err(|_| Error::WrongKey { what: "file key" })?;
+        Self::decode_body(&body)
+    }
+}
+
+/// Checks magic, version and the length bounds of an envelope, so that the fixed offsets used
+/// by `open` are in range.
+fn check_envelope(bytes: &[u8]) -> Result<()> {
+    if bytes.len() < ENVELOPE_HEADER_LEN + TAG_LEN {
+        return Err(malformed("sealed manifest shorter than its header"));
+    }
+    if bytes.len() > ENVELOPE_HEADER_LEN + MAX_BODY_LEN + TAG_LEN {
+        return Err(Error::TooLarge {
+            what: "sealed manifest",
+            size: bytes.len() as u64,
+            limit: (ENVELOPE_HEADER_LEN + MAX_BODY_LEN + TAG_LEN) as u64,
+        });
+    }
+    if bytes[..8] != ENVELOPE_MAGIC {
+        return Err(malformed("not a sealed manifest (bad magic)"));
+    }
+    let found = u16::from_le_bytes([bytes[8], bytes[9]]);
+    if found != ENVELOPE_VERSION {
+        return Err(Error::UnknownManifestVersion {
+            found,
+            supported: ENVELOPE_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// `N` bytes at `at`; callers have checked the length.
+fn array_at<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
+    let mut out = [0u8; N];
+    out.copy_from_slice(&bytes[at..at + N]);
+    out
+}
+
+#[allow(dead_code)]
+const _: () = assert!(MAX_SHARDS as usize * 2 <= u16::MAX as usize);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_manifest() -> impl Strategy<Value = Manifest> {
+        let geometry = prop_oneof![
+            (1u8..=4, 1u32..=64).prop_map(|(c, s)| Geometry::replicated(c, s).unwrap()),
+            (1u8..=6, 0u8..=4, 1u32..=64)
+                .prop_map(|(k, m, s)| Geometry::reed_solomon(k, m, s).unwrap()),
+        ];
+        (geometry, 0u64..400, any::<[u8; 16]>(), any::<u64>()).prop_map(|(g, size, v, seed)| {
+            let mut rng = seed;
+            let mut next = move || {
+                rng = rng
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                rng
+            };
+            let count = g.segment_count(size);
+            let segments = (0..count)
+                .map(|i| {
+                    let len = if i + 1 == count {
+                        size - g.segment_size() * i
+                    } else {
+                        g.segment_size()
+                    } as u32;
+                    let shard_len = g.shard_len(len);
+                    let shards = (0..g.total_shards())
+                        .map(|_| ShardEntry {
+                            id: ShardId([next() as u8; 32]),
+                            len: shard_len + 16,
+                            crc: next() as u32,
+                            nonce: [next() as u8; 12],
+                            holders: (0..next() % 3)
+                                .map(|_| NodeId([next() as u8; 32]))
+                                .collect(),
+                        })
+                        .collect();
+                    SegmentEntry {
+                        len,
+                        shard_len,
+                        shards,
+                    }
+                })
+                .collect();
+            Manifest {
+                version: VersionId(v),
+                size,
+                geometry: g,
+                segments,
+            }
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn body_round_trips_and_encoded_len_is_exact(m in arb_manifest()) {
+            let body = m.encode_body().unwrap();
+            prop_assert_eq!(body.len(), m.encoded_len());
+            prop_assert_eq!(Manifest::decode_body(&body).unwrap(), m);
+        }
+
+        #[test]
+        fn truncated_or_extended_bodies_are_errors(m in arb_manifest(), cut in any::<prop::sample::Index>(), extra in 1usize..8) {
+            let body = m.encode_body().unwrap();
+            let cut = cut.index(body.len());
+            prop_assert!(Manifest::decode_body(&body[..cut]).is_err());
+            let mut longer = body.clone();
+            longer.extend(std::iter::repeat_n(0u8, extra));
+            prop_assert!(Manifest::decode_body(&longer).is_err());
+        }
+
+        #[test]
+        fn perturbed_bodies_never_panic(m in arb_manifest(), at in any::<prop::sample::Index>(), val in any::<u8>()) {
+            let mut body = m.encode_body().unwrap();
+            let i = at.index(body.len());
+            body[i] = val;
+            let _ = Manifest::decode_body(&body);
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            let _ = Manifest::decode_body(&bytes);
+            let mut with_magic = BODY_MAGIC.to_vec();
+            with_magic.extend_from_slice(&1u16.to_le_bytes());
+            with_magic.extend_from_slice(&bytes);
+            let _ = Manifest::decode_body(&with_magic);
+            let _ = Manifest::open(&bytes, &WrapKey::from_bytes([1; 32]));
+        }
+
+        #[test]
+        fn sealed_round_trips(m in arb_manifest()) {
+            let key = FileKey::from_bytes([4; 32]);
+            let wrap = WrapKey::from_bytes([5; 32]);
+            let sealed = m.seal(&key, &wrap).unwrap();
+            prop_assert_eq!(sealed.id, FileId(*blake3::hash(&sealed.bytes).as_bytes()));
+            let (back, back_key) = Manifest::open(&sealed.bytes, &wrap).unwrap();
+            prop_assert_eq!(&back, &m);
+            prop_assert_eq!(back_key, key.clone());
+            prop_assert_eq!(Manifest::open_with_key(&sealed.bytes, &key).unwrap(), m);
+        }
+    }
+
+    fn sample() -> Manifest {
+        let g = Geometry::reed_solomon(2, 1, 8).unwrap();
+        let segments = (0..2)
+            .map(|i| {
+                let len = if i == 0 { 16 } else { 4 };
+                SegmentEntry {
+                    len,
+                    shard_len: g.shard_len(len),
+                    shards: (0..3)
+                        .map(|_| ShardEntry {
+                            id: ShardId([1; 32]),
+                            len: g.shard_len(len) + 16,
+                            crc: 0,
+                            nonce: [0; 12],
+                            holders: vec![],
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        Manifest {
+            version: VersionId([3; 16]),
+            size: 20,
+            geometry: g,
+            segments,
+        }
+    }
+
+    #[test]
+    fn wrong_keys_are_clear_errors() {
+        let m = sample();
+        let sealed = m
+            .seal(&FileKey::from_bytes([1; 32]), &WrapKey::from_bytes([2; 32]))
+            .unwrap();
+        assert!(matches!(
+            Manifest::open(&sealed.bytes, &WrapKey::from_bytes([3; 32])),
+            Err(Error::WrongKey { what: "wrap key" })
+        ));
+        assert!(matches!(
+            Manifest::open_with_key(&sealed.bytes, &FileKey::from_bytes([3; 32])),
+            Err(Error::WrongKey { what: "file key" })
+        ));
+        let msg = Manifest::open(&sealed.bytes, &WrapKey::from_bytes([3; 32]))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("wrong wrap key"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_versions_are_named() {
+        let m = sample();
+        let mut body = m.encode_body().unwrap();
+        body[4] = 9;
+        assert!(matches!(
+            Manifest::decode_body(&body),
+            Err(Error::UnknownManifestVersion {
+                found: 9,
+                supported: 1
+            })
+        ));
+        let mut sealed = m
+            .seal(&FileKey::from_bytes([1; 32]), &WrapKey::from_bytes([2; 32]))
+            .unwrap()
+            .bytes;
+        sealed[8] = 2;
+        assert!(matches!(
+            Manifest::open(&sealed, &WrapKey::from_bytes([2; 32])),
+            Err(Error::UnknownManifestVersion {
+                found: 2,
+                supported: 1
+            })
+        ));
+    }
+
+    #[test]
+    fn oversized_counts_are_refused_before_allocating() {
+        let m = sample();
+        let mut body = m.encode_body().unwrap();
+        // Segment count field: claim 2^40 segments.
+        body[38..46].copy_from_slice(&(1u64 << 40).to_le_bytes());
+        assert!(matches!(
+            Manifest::decode_body(&body),
+            Err(Error::MalformedManifest { .. })
+        ));
+        // A size that would need more segments than present.
+        let mut body = m.encode_body().unwrap();
+        body[22..30].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(Manifest::decode_body(&body).is_err());
+        // Holder count over the limit.
+        let mut body = m.encode_body().unwrap();
+        let first_holder_count = BODY_HEADER_LEN + SEGMENT_HEADER_LEN + SHARD_ENTRY_LEN - 1;
+        body[first_holder_count] = 200;
+        assert!(Manifest::decode_body(&body).is_err());
+        // Shard length that disagrees with the segment.
+        let mut body = m.encode_body().unwrap();
+        body[BODY_HEADER_LEN + 4..BODY_HEADER_LEN + 8].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(Manifest::decode_body(&body).is_err());
+        let huge = vec![0u8; MAX_BODY_LEN + 1];
+        assert!(matches!(
+            Manifest::decode_body(&huge),
+            Err(Error::TooLarge { .. })
+        ));
+    }
+}

@@ -1,0 +1,506 @@
+//! The metadata DB: one redb file (`DIR/meta/meta.redb`) holding the namespace (inodes,
+//! directory entries, xattrs), the dirty journal and a few counters. This module owns opening
+//! the DB, the schema version check and migration, the table definitions, and the commit
+//! protocol (group commit):
+//!
+//! ```text
+//!  FUSE threads ──op──▶ MetaDb::write ── redb write txn, Durability::None ──▶ visible at once
+//!                                                                 │ (committed_seq += 1)
+//!  group-commit thread ── every COMMIT_INTERVAL, if committed_seq > durable_seq ──┐
+//!  MetaDb::sync()      ── now ─────────────────────────────────────────────────────┴▶ empty
+//!                         write txn with Durability::Immediate (fsync) ▶ durable_seq = seq
+//! ```
+//!
+//! The namespace operations live in [`crate::namespace`], the journal in [`crate::journal`],
+//! snapshots in [`crate::snapshot`]; all of them are methods on [`MetaDb`].
+
+use std::path::{Path, PathBuf};
+use std::sync::Condvar;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use redb::{
+    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
+    WriteTransaction,
+};
+
+use crate::error::{Error, Result};
+use crate::namespace::record::InodeRecord;
+use crate::namespace::{FileKind, NewInode, Timestamp};
+use crate::sync::{Arc, Mutex};
+use crate::types::InodeNo;
+
+/// The schema version this build writes. Bump it with every change to a table or a record
+/// layout, add a step to [`migrate`], and a row to docs/format.md's history.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// How often the group-commit thread makes non-durable commits durable. One second, like
+/// ext4's and XFS's order of magnitude (ext4: 5 s): long enough that a burst of small-file
+/// creates costs one fsync per second, short enough that a crash loses at most about a second
+/// of metadata that nobody fsync'd.
+pub const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The DB file's name inside the meta directory.
+pub const DB_FILE: &str = "meta.redb";
+
+/// Counters and the schema version.
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// ino → encoded [`InodeRecord`].
+pub(crate) const INODES: TableDefinition<u64, &[u8]> = TableDefinition::new("inodes");
+/// (parent ino, name) → (child ino, kind tag, cookie).
+pub(crate) const DIRENTS: TableDefinition<(u64, &[u8]), (u64, u8, u64)> =
+    TableDefinition::new("dirents");
+/// (parent ino, cookie) → name: readdir order and stable cookies.
+pub(crate) const COOKIES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("cookies");
+/// (ino, name) → value.
+pub(crate) const XATTRS: TableDefinition<(u64, &[u8]), &[u8]> = TableDefinition::new("xattrs");
+/// ino → encoded dirty record (see [`crate::journal`]).
+pub(crate) const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("journal");
+/// ino → () for inodes whose link count reached 0 and which wait for [`MetaDb::purge`].
+pub(crate) const ORPHANS: TableDefinition<u64, ()> = TableDefinition::new("orphans");
+
+/// Key in [`META`]: the schema version.
+pub(crate) const KEY_SCHEMA: &str = "schema_version";
+/// Key in [`META`]: the next inode number to hand out. Never reused, so inode numbers are
+/// stable for a file's life and never name two files across restarts.
+pub(crate) const KEY_NEXT_INO: &str = "next_ino";
+
+/// Adds context to redb's many error types.
+pub(crate) trait DbContext<T> {
+    /// Wraps the error into [`Error::Db`] with `context`.
+    fn ctx(self, context: &'static str) -> Result<T>;
+}
+
+impl<T, E: Into<redb::Error>> DbContext<T> for std::result::Result<T, E> {
+    fn ctx(self, context: &'static str) -> Result<T> {
+        self.map_err(|e| Error::Db {
+            context,
+            source: Box::new(e.into()),
+        })
+    }
+}
+
+/// The commit state shared by operations, `sync` and the group-commit thread.
+struct CommitState {
+    /// Commits made (non-durable ones included).
+    committed: AtomicU64,
+    /// The highest `committed` value known durable; the mutex also serialises durable commits so
+    /// that concurrent `sync` calls share one fsync.
+    durable: Mutex<u64>,
+    /// The first durable-commit failure, sticky until reopen.
+    failed: Mutex<Option<String>>,
+    /// Set to stop the group-commit thread; paired with `wake`.
+    stop: Mutex<bool>,
+    wake: Condvar,
+}
+
+struct Inner {
+    db: Database,
+    path: PathBuf,
+    state: CommitState,
+}
+
+/// The metadata DB. `Send + Sync`: share it (`Arc<MetaDb>`) between FUSE threads; redb
+/// serialises writers, readers never block.
+///
+/// Every operation is one redb transaction: atomic, and visible to every later operation at
+/// once. It is durable when [`MetaDb::sync`] returns, or within about [`COMMIT_INTERVAL`]
+/// (the group-commit thread), whichever comes first. Dropping the DB (or [`MetaDb::close`])
+/// makes everything durable.
+pub struct MetaDb {
+    inner: Arc<Inner>,
+    committer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for MetaDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetaDb")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MetaDb {
+    /// Opens (or creates) the metadata DB in directory `dir` (created if missing) and starts
+    /// the group-commit thread.
+    ///
+    /// # Errors
+    /// [`Error::SchemaTooNew`] for a DB written by a newer DeFS (nothing is changed);
+    /// [`Error::Db`] when redb cannot open the file (including redb's own format upgrades);
+    /// [`Error::Io`] when the directory cannot be created.
+    pub fn open(dir: &Path) -> Result<MetaDb> {
+        Self::open_with(dir, Some(COMMIT_INTERVAL))
+    }
+
+    /// Like [`MetaDb::open`], with a chosen group-commit interval; `None` runs no thread, so
+    /// only [`MetaDb::sync`] and close make commits durable (tests, benchmarks).
+    ///
+    /// # Errors
+    /// As [`MetaDb::open`].
+    pub fn open_with(dir: &Path, interval: Option<Duration>) -> Result<MetaDb> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let path = dir.join(DB_FILE);
+        if !path.exists() {
+            create_atomically(dir, &path)?;
+        }
+        let db = Database::open(&path).ctx("opening the DB file")?;
+        init_or_migrate(&db, &path)?;
+        let inner = Arc::new(Inner {
+            db,
+            path,
+            state: CommitState {
+                committed: AtomicU64::new(0),
+                durable: Mutex::new(0),
+                failed: Mutex::new(None),
+                stop: Mutex::new(false),
+                wake: Condvar::new(),
+            },
+        });
+        let committer = match interval {
+            Some(interval) => {
+                let inner = inner.clone();
+                let handle = std::thread::Builder::new()
+                    .name("defs-meta-commit".into())
+                    .spawn(move || group_commit_loop(&inner, interval))
+                    .map_err(|e| Error::io("spawning the group-commit thread", e))?;
+                Some(handle)
+            }
+            None => None,
+        };
+        Ok(MetaDb {
+            inner,
+            committer: Mutex::new(committer),
+        })
+    }
+
+    /// The DB file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Makes every operation that returned before this call durable (one fsync, shared with
+    /// concurrent callers). Call it for fsync/syncfs.
+    ///
+    /// # Errors
+    /// [`Error::NotDurable`] if this or an earlier durable commit failed: from then on the DB
+    /// never claims durability again until it is reopened.
+    pub fn sync(&self) -> Result<()> {
+        self.inner.sync()
+    }
+
+    /// Stops the group-commit thread and makes everything durable.
+    ///
+    /// # Errors
+    /// As [`MetaDb::sync`].
+    pub fn close(self) -> Result<()> {
+        self.stop_committer();
+        self.inner.sync()
+    }
+
+    fn stop_committer(&self) {
+        if let Ok(mut stop) = self.inner.state.stop.lock() {
+            *stop = true;
+        }
+        self.inner.state.wake.notify_all();
+        let handle = self.committer.lock().ok().and_then(|mut h| h.take());
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
+
+    /// Runs `f` in one write transaction committed without fsync (see the module doc). On `Err`
+    /// nothing of it is applied.
+    pub(crate) fn write<T>(&self, f: impl FnOnce(&WriteTransaction) -> Result<T>) -> Result<T> {
+        let mut txn = self.inner.db.begin_write().ctx("beginning a write")?;
+        txn.set_durability(Durability::None)
+            .ctx("choosing durability")?;
+        match f(&txn) {
+            Ok(value) => {
+                txn.commit().ctx("committing")?;
+                self.inner.state.committed.fetch_add(1, Ordering::SeqCst);
+                Ok(value)
+            }
+            Err(e) => {
+                txn.abort().ctx("aborting")?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs `f` in one read transaction.
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&ReadTransaction) -> Result<T>) -> Result<T> {
+        let txn = self.inner.db.begin_read().ctx("beginning a read")?;
+        f(&txn)
+    }
+}
+
+impl Drop for MetaDb {
+    fn drop(&mut self) {
+        self.stop_committer();
+        if let Err(e) = self.inner.sync() {
+            tracing::error!(error = %e, "metadata DB: final durable commit failed");
+        }
+    }
+}
+
+impl Inner {
+    fn sync(&self) -> Result<()> {
+        let state = &self.state;
+        let target = state.committed.load(Ordering::SeqCst);
+        let mut durable = state.durable.lock().map_err(|_| Error::Closed)?;
+        if let Some(reason) = state.failed.lock().map_err(|_| Error::Closed)?.clone() {
+            return Err(Error::NotDurable { reason });
+        }
+        if *durable >= target {
+            // Someone else's fsync, which started after our operations returned, covered us.
+            return Ok(());
+        }
+        let now = state.committed.load(Ordering::SeqCst);
+        let result = (|| {
+            let txn = self.db.begin_write().ctx("beginning a durable commit")?;
+            // Durability::Immediate is the default: this empty commit persists every
+            // non-durable commit before it.
+            txn.commit().ctx("durable commit")
+        })();
+        match result {
+            Ok(()) => {
+                *durable = now;
+                Ok(())
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                tracing::error!(error = %reason, "metadata DB: durable commit failed");
+                if let Ok(mut failed) = state.failed.lock() {
+                    failed.get_or_insert(reason.clone());
+                }
+                Err(Error::NotDurable { reason })
+            }
+        }
+    }
+}
+
+fn group_commit_loop(inner: &Inner, interval: Duration) {
+    let state = &inner.state;
+    loop {
+        {
+            let Ok(stop) = state.stop.lock() else { return };
+            let Ok((stop, _)) = state.wake.wait_timeout_while(stop, interval, |s| !*s) else {
+                return;
+            };
+            if *stop {
+                return;
+            }
+        }
+        let durable = state.durable.lock().map(|d| *d).unwrap_or(u64::MAX);
+        if state.committed.load(Ordering::SeqCst) > durable {
+            // Errors are logged and made sticky by sync(); the thread keeps no other state.
+            let _ = inner.sync();
+        }
+    }
+}
+
+/// Creates a new DB under a temporary name and renames it into place, so that a crash during
+/// creation never leaves a half-written file where [`MetaDb::open`] looks (redb refuses a file
+/// whose header was never completed).
+fn create_atomically(dir: &Path, path: &Path) -> Result<()> {
+    let tmp = dir.join(format!("{DB_FILE}.new"));
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(&tmp, e)),
+    }
+    {
+        let db = Database::create(&tmp).ctx("creating the DB file")?;
+        init_or_migrate(&db, &tmp)?;
+    }
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}
+
+/// Creates the tables and the root directory in a new DB, checks the schema version of an
+/// existing one, and migrates an older one step by step.
+fn init_or_migrate(db: &Database, path: &Path) -> Result<()> {
+    let txn = db.begin_write().ctx("beginning schema check")?;
+    let found = {
+        let meta = txn.open_table(META).ctx("opening the meta table")?;
+        let v = meta.get(KEY_SCHEMA).ctx("reading the schema version")?;
+        v.map(|v| v.value())
+    };
+    match found {
+        None => {
+            create_tables(&txn)?;
+            let mut meta = txn.open_table(META).ctx("opening the meta table")?;
+            meta.insert(KEY_SCHEMA, SCHEMA_VERSION)
+                .ctx("writing the schema version")?;
+            meta.insert(KEY_NEXT_INO, InodeNo::ROOT.0 + 1)
+                .ctx("writing next_ino")?;
+            let mut inodes = txn.open_table(INODES).ctx("opening inodes")?;
+            let root = InodeRecord::new(
+                FileKind::Directory,
+                &NewInode {
+                    perm: 0o755,
+                    uid: 0,
+                    gid: 0,
+                },
+                Timestamp::default(),
+                Some(InodeNo::ROOT),
+            );
+            inodes
+                .insert(InodeNo::ROOT.0, root.encode().as_slice())
+                .ctx("writing the root inode")?;
+        }
+        Some(found) if found > SCHEMA_VERSION => {
+            txn.abort().ctx("aborting schema check")?;
+            return Err(Error::SchemaTooNew {
+                path: path.to_path_buf(),
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        Some(found) => {
+            migrate(&txn, found)?;
+            let mut meta = txn.open_table(META).ctx("opening the meta table")?;
+            meta.insert(KEY_SCHEMA, SCHEMA_VERSION)
+                .ctx("writing the schema version")?;
+        }
+    }
+    txn.commit().ctx("committing schema check")
+}
+
+fn create_tables(txn: &WriteTransaction) -> Result<()> {
+    txn.open_table(INODES).ctx("creating inodes")?;
+    txn.open_table(DIRENTS).ctx("creating dirents")?;
+    txn.open_table(COOKIES).ctx("creating cookies")?;
+    txn.open_table(XATTRS).ctx("creating xattrs")?;
+    txn.open_table(JOURNAL).ctx("creating journal")?;
+    txn.open_table(ORPHANS).ctx("creating orphans")?;
+    Ok(())
+}
+
+/// Brings a DB at schema `from` up to [`SCHEMA_VERSION`], one step per version, inside the
+/// opening transaction (so a failed migration changes nothing).
+fn migrate(txn: &WriteTransaction, from: u64) -> Result<()> {
+    let mut version = from;
+    while version < SCHEMA_VERSION {
+        match version {
+            // Version 0 never shipped a layout of its own: it is a DB whose creation was
+            // interrupted before the tables existed. Creating them is the whole step.
+            0 => create_tables(txn)?,
+            other => {
+                return Err(Error::Corrupt {
+                    what: "metadata DB schema",
+                    reason: format!("no migration from schema version {other}"),
+                });
+            }
+        }
+        version += 1;
+    }
+    Ok(())
+}
+
+/// Reads the next inode number and advances it.
+pub(crate) fn allocate_ino(txn: &WriteTransaction) -> Result<InodeNo> {
+    let mut meta = txn.open_table(META).ctx("opening the meta table")?;
+    let next = meta
+        .get(KEY_NEXT_INO)
+        .ctx("reading next_ino")?
+        .map(|v| v.value())
+        .ok_or_else(|| Error::Corrupt {
+            what: "meta table",
+            reason: "next_ino is missing".into(),
+        })?;
+    let after = next.checked_add(1).ok_or_else(|| Error::Corrupt {
+        what: "meta table",
+        reason: "inode numbers exhausted".into(),
+    })?;
+    meta.insert(KEY_NEXT_INO, after).ctx("writing next_ino")?;
+    Ok(InodeNo(next))
+}
+
+/// Reads a counter from the meta table (0 when absent).
+pub(crate) fn meta_value(txn: &ReadTransaction, key: &str) -> Result<u64> {
+    let meta = txn.open_table(META).ctx("opening the meta table")?;
+    Ok(meta.get(key).ctx("reading meta")?.map_or(0, |v| v.value()))
+}
+
+#[cfg(test)]
+mod crash_tests;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_refuses_a_newer_schema_with_a_clear_message() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = MetaDb::open_with(dir.path(), None).unwrap();
+            db.write(|txn| {
+                let mut meta = txn.open_table(META).ctx("t")?;
+                meta.insert(KEY_SCHEMA, SCHEMA_VERSION + 1).ctx("t")?;
+                Ok(())
+            })
+            .unwrap();
+            db.close().unwrap();
+        }
+        let err = MetaDb::open_with(dir.path(), None).unwrap_err();
+        assert!(matches!(err, Error::SchemaTooNew { found, supported, .. }
+            if found == SCHEMA_VERSION + 1 && supported == SCHEMA_VERSION));
+        assert!(err.to_string().contains("upgrade DeFS"), "{err}");
+    }
+
+    #[test]
+    fn open_migrates_an_older_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // A version-0 DB: the meta table only.
+            let db = Database::create(dir.path().join(DB_FILE)).unwrap();
+            let txn = db.begin_write().unwrap();
+            let mut meta = txn.open_table(META).unwrap();
+            meta.insert(KEY_SCHEMA, 0).unwrap();
+            meta.insert(KEY_NEXT_INO, 2).unwrap();
+            drop(meta);
+            let mut inodes = txn.open_table(INODES).unwrap();
+            let root = InodeRecord::new(
+                FileKind::Directory,
+                &NewInode {
+                    perm: 0o755,
+                    uid: 0,
+                    gid: 0,
+                },
+                Timestamp::default(),
+                Some(InodeNo::ROOT),
+            );
+            inodes.insert(1, root.encode().as_slice()).unwrap();
+            drop(inodes);
+            txn.commit().unwrap();
+        }
+        let db = MetaDb::open_with(dir.path(), None).unwrap();
+        let v = db.read(|txn| meta_value(txn, KEY_SCHEMA)).unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        assert!(db.readdir(InodeNo::ROOT, 0, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn sync_and_group_commit_make_writes_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = MetaDb::open_with(dir.path(), Some(Duration::from_millis(20))).unwrap();
+        let n = NewInode {
+            perm: 0o644,
+            uid: 1,
+            gid: 2,
+        };
+        db.create(InodeNo::ROOT, b"a", &n, true, Timestamp::default())
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let durable = *db.inner.state.durable.lock().unwrap();
+        assert!(durable >= 1, "group commit did not run");
+        db.sync().unwrap();
+        db.close().unwrap();
+        let db = MetaDb::open_with(dir.path(), None).unwrap();
+        assert!(db.lookup(InodeNo::ROOT, b"a").is_ok());
+    }
+}

@@ -1,0 +1,940 @@
+//! The namespace: inodes, directory entries and xattrs with POSIX semantics, each operation one
+//! atomic transaction on the [`MetaDb`]. Refusals are typed [`Error`] variants, each with one
+//! errno (named in the variant's doc). Callers pass the time explicitly (`now`) wherever POSIX
+//! says a timestamp changes, so behaviour is deterministic and testable.
+//!
+//! "." and ".." are the FUSE layer's business: [`MetaDb::readdir`] lists only real entries and
+//! [`MetaDb::parent_of`] gives a directory's parent for "..".
+//!
+//! Unlinking the last name of an inode (or rmdir, or a rename over it) does not delete it: it
+//! becomes an *orphan* (nlink 0, listed by [`MetaDb::orphans`]) so that open handles keep
+//! working. The FUSE layer calls [`MetaDb::purge`] when the kernel forgets the inode, and purges
+//! every orphan at mount (no handle survives a restart).
+
+pub(crate) mod record;
+mod tables;
+#[cfg(test)]
+mod tests;
+
+use redb::{ReadableTable, WriteTransaction};
+
+use crate::error::{Error, Result};
+use crate::meta::{COOKIES, DIRENTS, DbContext, INODES, MetaDb, ORPHANS, XATTRS};
+use crate::types::{FileId, Generation, InodeNo};
+use record::InodeRecord;
+use tables::Tables;
+
+/// Longest file name, in bytes (Linux NAME_MAX).
+pub const NAME_MAX: usize = 255;
+/// Longest symlink target, in bytes (Linux PATH_MAX including the NUL is 4096).
+pub const SYMLINK_MAX: usize = 4095;
+/// Longest xattr name, in bytes (Linux XATTR_NAME_MAX).
+pub const XATTR_NAME_MAX: usize = 255;
+/// Largest xattr value, in bytes (Linux XATTR_SIZE_MAX).
+pub const XATTR_SIZE_MAX: usize = 65536;
+/// Largest xattr name list of one inode, counting a NUL after each name (Linux XATTR_LIST_MAX).
+pub const XATTR_LIST_MAX: usize = 65536;
+
+/// A point in time, to the nanosecond, relative to the Unix epoch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp {
+    /// Whole seconds (negative before 1970).
+    pub secs: i64,
+    /// Nanoseconds, always below 1,000,000,000.
+    pub nanos: u32,
+}
+
+impl Timestamp {
+    /// A timestamp; `nanos` beyond a second carry into `secs`.
+    pub fn new(secs: i64, nanos: u32) -> Timestamp {
+        Timestamp {
+            secs: secs.saturating_add(i64::from(nanos / 1_000_000_000)),
+            nanos: nanos % 1_000_000_000,
+        }
+    }
+
+    /// The system clock now.
+    pub fn now() -> Timestamp {
+        match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => Timestamp {
+                secs: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                nanos: d.subsec_nanos(),
+            },
+            Err(e) => {
+                let d = e.duration();
+                let secs = -i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+                if d.subsec_nanos() == 0 {
+                    Timestamp { secs, nanos: 0 }
+                } else {
+                    Timestamp {
+                        secs: secs - 1,
+                        nanos: 1_000_000_000 - d.subsec_nanos(),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What an inode is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FileKind {
+    /// A regular file.
+    RegularFile,
+    /// A directory.
+    Directory,
+    /// A symbolic link.
+    Symlink,
+    /// A named pipe.
+    Fifo,
+}
+
+impl FileKind {
+    /// The byte stored on disk.
+    pub(crate) fn tag(self) -> u8 {
+        match self {
+            FileKind::RegularFile => 1,
+            FileKind::Directory => 2,
+            FileKind::Symlink => 3,
+            FileKind::Fifo => 4,
+        }
+    }
+
+    pub(crate) fn from_tag(tag: u8) -> Option<FileKind> {
+        Some(match tag {
+            1 => FileKind::RegularFile,
+            2 => FileKind::Directory,
+            3 => FileKind::Symlink,
+            4 => FileKind::Fifo,
+            _ => return None,
+        })
+    }
+}
+
+/// A file's stored content: nothing yet, or a byte range of a stored object (a file's own
+/// object has offset 0; packed small files share one object).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum Content {
+    /// Never uploaded (or truncated to nothing and uploaded as such).
+    #[default]
+    Empty,
+    /// Bytes `offset..offset + len` of the object whose sealed manifest is `file`.
+    Stored {
+        /// The object's file id.
+        file: FileId,
+        /// The object's file key (becomes `pipeline::keys::FileKey` when that lands:
+        /// `FileKey::from_bytes(key)`).
+        key: [u8; 32],
+        /// Where this file's bytes start inside the object.
+        offset: u64,
+        /// How many bytes.
+        len: u64,
+    },
+}
+
+/// An inode's attributes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attr {
+    /// The inode number.
+    pub ino: InodeNo,
+    /// What it is.
+    pub kind: FileKind,
+    /// Permission bits (mode & 0o7777).
+    pub perm: u16,
+    /// Hard links; for directories 2 + subdirectories; 0 for an orphan.
+    pub nlink: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Bytes for files, the target's length for symlinks, the number of entries for directories.
+    pub size: u64,
+    /// Last access.
+    pub atime: Timestamp,
+    /// Last content change.
+    pub mtime: Timestamp,
+    /// Last attribute change.
+    pub ctime: Timestamp,
+    /// Device number (always 0: devices are not supported).
+    pub rdev: u32,
+    /// The content generation (see [`crate::journal`]).
+    pub generation: Generation,
+}
+
+/// Owner and permissions of a new inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NewInode {
+    /// Permission bits (masked to 0o7777).
+    pub perm: u16,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+}
+
+/// The attributes `setattr` changes; `None` leaves one alone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SetAttr {
+    /// New permission bits (masked to 0o7777).
+    pub perm: Option<u16>,
+    /// New owner.
+    pub uid: Option<u32>,
+    /// New group.
+    pub gid: Option<u32>,
+    /// New size (regular files only). A change also sets mtime to `now` unless `mtime` is given.
+    pub size: Option<u64>,
+    /// New access time (resolve UTIME_NOW to a time before calling).
+    pub atime: Option<Timestamp>,
+    /// New modification time.
+    pub mtime: Option<Timestamp>,
+    /// New change time; `None` sets it to `now`, as every setattr does.
+    pub ctime: Option<Timestamp>,
+}
+
+/// How rename treats an existing destination.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RenameMode {
+    /// Replace it (a file, or an empty directory when the source is a directory).
+    #[default]
+    Replace,
+    /// RENAME_NOREPLACE: refuse with [`Error::AlreadyExists`].
+    NoReplace,
+    /// RENAME_EXCHANGE: swap the two entries; both must exist.
+    Exchange,
+}
+
+/// How set_xattr treats an existing attribute.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum XattrMode {
+    /// Create or replace.
+    #[default]
+    Any,
+    /// XATTR_CREATE: refuse with [`Error::AlreadyExists`] if it exists.
+    Create,
+    /// XATTR_REPLACE: refuse with [`Error::NoXattr`] if it does not.
+    Replace,
+}
+
+/// One directory entry, as readdir lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    /// The name.
+    pub name: Vec<u8>,
+    /// The child.
+    pub ino: InodeNo,
+    /// The child's kind.
+    pub kind: FileKind,
+    /// Pass this back to continue after this entry. Cookies of a directory's entries never
+    /// change while the entry exists, and are never reused: a listing continued after any
+    /// change sees every entry that existed throughout exactly once.
+    pub cookie: u64,
+}
+
+/// What unlink, rmdir or a replacing rename did to the inode that lost a name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unlinked {
+    /// The inode.
+    pub ino: InodeNo,
+    /// Its remaining links (0: it is now an orphan; purge it when no handle needs it).
+    pub nlink: u32,
+}
+
+impl MetaDb {
+    /// Finds `name` in directory `parent`.
+    ///
+    /// # Errors
+    /// NotFound, NotADirectory, NameTooLong, InvalidArgument (empty, ".", "..", '/' or NUL).
+    pub fn lookup(&self, parent: InodeNo, name: &[u8]) -> Result<Attr> {
+        check_name(name)?;
+        self.read(|txn| {
+            let inodes = txn.open_table(INODES).ctx("opening inodes")?;
+            let dirents = txn.open_table(DIRENTS).ctx("opening dirents")?;
+            let p = load(&inodes, parent)?;
+            if p.kind != FileKind::Directory {
+                return Err(Error::NotADirectory { ino: parent.0 });
+            }
+            let child = dirents
+                .get((parent.0, name))
+                .ctx("reading a dirent")?
+                .map(|v| v.value().0)
+                .ok_or_else(|| not_found_name(parent, name))?;
+            Ok(load(&inodes, InodeNo(child))?.attr(InodeNo(child)))
+        })
+    }
+
+    /// The attributes of `ino` (orphans included).
+    ///
+    /// # Errors
+    /// NotFound.
+    pub fn getattr(&self, ino: InodeNo) -> Result<Attr> {
+        self.read(|txn| {
+            let inodes = txn.open_table(INODES).ctx("opening inodes")?;
+            Ok(load(&inodes, ino)?.attr(ino))
+        })
+    }
+
+    /// The stored content of `ino`.
+    ///
+    /// # Errors
+    /// NotFound.
+    pub fn content(&self, ino: InodeNo) -> Result<Content> {
+        self.read(|txn| {
+            let inodes = txn.open_table(INODES).ctx("opening inodes")?;
+            Ok(load(&inodes, ino)?.content)
+        })
+    }
+
+    /// A directory's parent (the root is its own parent), for "..".
+    ///
+    /// # Errors
+    /// NotFound, NotADirectory.
+    pub fn parent_of(&self, dir: InodeNo) -> Result<InodeNo> {
+        self.read(|txn| {
+            let inodes = txn.open_table(INODES).ctx("opening inodes")?;
+            let rec = load(&inodes, dir)?;
+            if rec.kind != FileKind::Directory {
+                return Err(Error::NotADirectory { ino: dir.0 });
+            }
+            Ok(InodeNo(rec.parent))
+        })
+    }
+
+    /// Changes attributes; ctime becomes `now` unless given.
+    ///
+    /// # Errors
+    /// NotFound; IsADirectory (size of a directory); InvalidArgument (size of a symlink/fifo).
+    pub fn setattr(&self, ino: InodeNo, set: &SetAttr, now: Timestamp) -> Result<Attr> {
+        self.write(|txn| {
+            let mut t = Tables::new(txn);
+            let rec = t.rec(ino)?;
+            if let Some(size) = set.size {
+                match rec.kind {
+                    FileKind::RegularFile => {}
+                    FileKind::Directory => return Err(Error::IsADirectory { ino: ino.0 }),
+                    _ => return Err(invalid("size of a symlink or fifo")),
+                }
+                if size != rec.size {
+                    rec.size = size;
+                    rec.mtime = now;
+                }
+            }
+            if let Some(perm) = set.perm {
+                rec.perm = perm & 0o7777;
+            }
+            if let Some(uid) = set.uid {
+                rec.uid = uid;
+            }
+            if let Some(gid) = set.gid {
+                rec.gid = gid;
+            }
+            if let Some(atime) = set.atime {
+                rec.atime = atime;
+            }
+            if let Some(mtime) = set.mtime {
+                rec.mtime = mtime;
+            }
+            rec.ctime = set.ctime.unwrap_or(now);
+            let attr = rec.attr(ino);
+            t.flush()?;
+            Ok(attr)
+        })
+    }
+
+    /// Creates a regular file. With `exclusive` (O_EXCL) an existing name is refused;
+    /// without, an existing non-directory is returned as is. The bool says whether it was
+    /// created.
+    ///
+    /// # Errors
+    /// AlreadyExists (exclusive), IsADirectory (existing directory), NotFound (parent missing
+    /// or removed), NotADirectory, NameTooLong, InvalidArgument.
+    pub fn create(
+        &self,
+        parent: InodeNo,
+        name: &[u8],
+        init: &NewInode,
+        exclusive: bool,
+        now: Timestamp,
+    ) -> Result<(Attr, bool)> {
+        check_name(name)?;
+        self.write(|txn| {
+            let mut t = Tables::new(txn);
+            t.live_dir(parent)?;
+            if let Some((child, _, _)) = t.dirent(parent, name)? {
+                if exclusive {
+                    return Err(exists(parent, name));
+                }
+                let rec = t.rec(InodeNo(child))?;
+                if rec.kind == FileKind::Directory {
+                    return Err(Error::IsADirectory { ino: child });
+                }
+                return Ok((rec.attr(InodeNo(child)), false));
+            }
+            let attr = t.make(parent, name, FileKind::RegularFile, init, now, &[])?;
+            t.flush()?;
+            Ok((attr, true))
+        })
+    }
+
+    /// Creates a directory.
+    ///
+    /// # Errors
+    /// AlreadyExists, NotFound, NotADirectory, NameTooLong, InvalidArgument.
+    pub fn mkdir(
+        &self,
+        parent: InodeNo,
+        name: &[u8],
+        init: &NewInode,
+        now: Timestamp,
+    ) -> Result<Attr> {
+        self.make_new(parent, name, FileKind::Directory, init, now, &[])
+    }
+
+    /// Creates a regular file or a fifo.
+    ///
+    /// # Errors
+    /// InvalidArgument for other kinds (devices and sockets are not supported); otherwise as
+    /// [`MetaDb::mkdir`].
+    pub fn mknod(
+        &self,
+        parent: InodeNo,
+        name: &[u8],
+        kind: FileKind,
+        init: &NewInode,
+        now: Timestamp,
+    ) -> Result<Attr> {
+        if !matches!(kind, FileKind::RegularFile | FileKind::Fifo) {
+            return Err(invalid("mknod makes regular files and fifos only"));
+        }
+        self.make_new(parent, name, kind, init, now, &[])
+    }
+
+    /// Creates a symlink to `target` (stored as given, never resolved).
+    ///
+    /// # Errors
+    /// NotFound for an empty target (as Linux), NameTooLong for a target over
+    /// [`SYMLINK_MAX`]; otherwise as [`MetaDb::mkdir`].
+    pub fn symlink(
+        &self,
+        parent: InodeNo,
+        name: &[u8],
+        target: &[u8],
+        init: &NewInode,
+        now: Timestamp,
+    ) -> Result<Attr> {
+        if target.is_empty() {
+            return Err(Error::NotFound {
+                what: "empty symlink target".into(),
+            });
+        }
+        if target.len() > SYMLINK_MAX {
+            return Err(Error::NameTooLong {
+                len: target.len(),
+                limit: SYMLINK_MAX,
+            });
+        }
+        self.make_new(parent, name, FileKind::Symlink, init, now, target)
+    }
+
+    fn make_new(
+        &self,
+        parent: InodeNo,
+        name: &[u8],
+        kind: FileKind,
+        init: &NewInode,
+        now: Timestamp,
+        target: &[u8],
+    ) -> Result<Attr> {
+        check_name(name)?;
+        self.write(|txn| {
+            let mut t = Tables::new(txn);
+            t.live_dir(parent)?;
+            if t.dirent(parent, name)?.is_some() {
+                return Err(exists(parent, name));
+            }
+            let attr = t.make(parent, name, kind, init, now, target)?;
+            t.flush()?;
+            Ok(attr)
+        })
+    }
+
+    /// A symlink's target.
+    ///
+    /// # Errors
+    /// NotFound; InvalidArgument if `ino` is not a symlink.
+    pub fn readlink(&self, ino: InodeNo) -> Result<Vec<u8>> {
+        self.read(|txn| {
+            let inodes = txn.open_table(INODES).ctx("opening inodes")?;
+            let rec = load(&inodes, ino)?;
+            if rec.kind != FileKind::Symlink {
+                return Err(invalid("readlink of a non-symlink"));
+            }
+            Ok(rec.target)
+        })
+    }
+
+    /// Adds a hard link `newparent/newname` to `ino`.
+    ///
+    /// # Errors
+    /// NotPermitted for a directory; NotFound (inode missing or orphaned, parent missing);
+    /// AlreadyExists; NotADirectory; NameTooLong; InvalidArgument.
+    pub fn link(
+        &self,
+        ino: InodeNo,
+        newparent: InodeNo,
+        newname: &[u8],
+        now: Timestamp,
+    ) -> Result<Attr> {
+        check_name(newname)?;
+        self.write(|txn| {
+            let mut t = Tables::new(txn);
+            let rec = t.rec(ino)?;
+            if rec.kind == FileKind::Directory {
+                return Err(Error::NotPermitted {
+                    what: format!("hard link to directory {ino}"),
+                });
+            }
+            if rec.nlink == 0 {
+                return Err(Error::NotFound {
+                    what: format!("inode {ino} (unlinked)"),
+                });
+            }
+            if rec.nlink == u32::MAX {
+                return Err(Error::NotPermitted {
+                    what: format!("inode {ino} has the most links possible"),
+                });
+            }
+            let kind = rec.kind;
+            t.live_dir(newparent)?;
+            if t.dirent(newparent, newname)?.is_some() {
+                return Err(exists(newparent, newname));
+            }
+            t.add_entry(newparent, newname, ino, kind, now)?;
+            let rec = t.rec(ino)?;
+            rec.nlink += 1;
+            rec.ctime = now;
+            let attr = rec.attr(ino);
+            t.flush()?;
+            Ok(attr)
+        })
+    }
+
+    /// Removes the name `parent/name` of a non-directory.
+    ///
+    /// # Errors
+    /// NotFound, IsADirectory, NotADirectory, NameTooLong, InvalidArgument.
+    pub fn unlink(&self, parent: InodeNo, name: &[u8], now: Timestamp) -> Result<Unlinked> {
+        check_name(name)?;
+        self.write(|txn| {
+            let mut t = Tables::new(txn);
+            t.dir(parent)?;
+            let (child, kind, cookie) = t
+                .dirent(parent, name)?
+                .ok_or_else(|| not_found_name(parent, name))?;
+            if kind == FileKind::Directory.tag() {
+                return Err(Error::IsADirectory { ino: child });
+            }
+            t.remove_entry(parent, name, cookie, FileKind::from_tag(kind), now)?;
+            let out = t.drop_link(InodeNo(child), now)?;
+            t.flush()?;
+            Ok(out)
+        })
+    }
+
+    /// Removes the empty directory `parent/name`.
+    ///
+    /// # Errors
+    /// NotFound, NotADirectory, NotEmpty, NameTooLong, InvalidArgument.
+    pub fn rmdir(&self, parent: InodeNo, name: &[u8], now: Timestamp) -> Result<Unlinked> {
+        check_name(name)?;
+        self.write(|txn| {
+            let mut t = Tables::new(txn);
+            t.dir(parent)?;
+            let (child, kind, cookie) = t
+                .dirent(parent, name)?
+                .ok_or_else(|| not_found_name(parent, name))?;
+            if kind != FileKind::Directory.tag() {
+                return Err(Error::NotADirectory { ino: child });
+            }
+            if t.rec(InodeNo(child))?.size != 0 {
+                return Err(Error::NotEmpty { ino: child });
+            }
+            t.remove_entry(parent, name, cookie, Some(FileKind::Directory), now)?;
+            let out = t.drop_link(InodeNo(child), now)?;
+            t.flush()?;
+            Ok(out)
+        })
+    }
+
+    /// Renames `parent/name` to `newparent/newname`, atomically. A moved entry gets a new
+    /// readdir cookie in its (new) directory; exchanged entries keep theirs.
+    ///
+    /// Returns the inode that lost its name when a destination was replaced.
+    ///
+    /// # Errors
+    /// NotFound (source; destination with Exchange), AlreadyExists (NoReplace),
+    /// InvalidArgument (a directory into its own subtree), NotADirectory / IsADirectory (kind
+    /// mismatch with the replaced destination), NotEmpty (replaced directory), NameTooLong.
+    pub fn rename(
+        &self,
+        parent: InodeNo,
+        name: &[u8],
+        newparent: InodeNo,
+        newname: &[u8],
+        mode: RenameMode,
+        now: Timestamp,
+    ) -> Result<Option<Unlinked>> {
+        check_name(name)?;
+        check_name(newname)?;
+        self.write(|txn| {
+            let mut t = Tables::new(txn);
+            t.dir(parent)?;
+            t.live_dir(newparent)?;
+            let (src, src_kind, src_cookie) = t
+                .dirent(parent, name)?
+                .ok_or_else(|| not_found_name(parent, name))?;
+            let dst = t.dirent(newparent, newname)?;
+            match (mode, dst) {
+                (RenameMode::Exchange, None) => return Err(not_found_name(newparent, newname)),
+                (RenameMode::NoReplace, Some(_)) => return Err(exists(newparent, newname)),
+                _ => {}
+            }
+            if let Some((d, _, _)) = dst
+                && d == src
+            {
+                // Two names of one inode (or one name): POSIX says do nothing.
+                return Ok(None);
+            }
+            let src_is_dir = src_kind == FileKind::Directory.tag();
+            if src_is_dir && t.is_within(newparent, InodeNo(src))? {
+                return Err(invalid("rename of a directory into its own subtree"));
+            }
+            if mode == RenameMode::Exchange
+                && let Some((d, dk, _)) = dst
+                && dk == FileKind::Directory.tag()
+                && t.is_within(parent, InodeNo(d))?
+            {
+                return Err(invalid("exchange of a directory with its own subtree"));
+            }
+            let out = match (mode, dst) {
+                (RenameMode::Exchange, Some((d, dk, d_cookie))) => {
+                    t.exchange(
+                        (parent, name, src, src_kind, src_cookie),
+                        (newparent, newname, d, dk, d_cookie),
+                        now,
+                    )?;
+                    None
+                }
+                (_, Some((d, dk, d_cookie))) => {
+                    let dst_is_dir = dk == FileKind::Directory.tag();
+                    if src_is_dir && !dst_is_dir {
+                        return Err(Error::NotADirectory { ino: d });
+                    }
+                    if !src_is_dir && dst_is_dir {
+                        return Err(Error::IsADirectory { ino: d });
+                    }
+                    if dst_is_dir && t.rec(InodeNo(d))?.size != 0 {
+                        return Err(Error::NotEmpty { ino: d });
+                    }
+                    t.remove_entry(newparent, newname, d_cookie, FileKind::from_tag(dk), now)?;
+                    let gone = t.drop_link(InodeNo(d), now)?;
+                    t.move_entry(
+                        parent, name, src_cookie, newparent, newname, src, src_kind, now,
+                    )?;
+                    Some(gone)
+                }
+                (_, None) => {
+                    t.move_entry(
+                        parent, name, src_cookie, newparent, newname, src, src_kind, now,
+                    )?;
+                    None
+                }
+            };
+            t.flush()?;
+            Ok(out)
+        })
+    }
+
+    /// Up to `max` entries of `dir` whose cookie is greater than `after` (0 starts), in
+    /// cookie order.
+    ///
+    /// # Errors
+    /// NotFound, NotADirectory.
+    pub fn readdir(&self, dir: InodeNo, after: u64, max: usize) -> Result<Vec<DirEntry>> {
+        self.read(|txn| {
+            let inodes = txn.open_table(INODES).ctx("opening inodes")?;
+            let dirents = txn.open_table(DIRENTS).ctx("opening dirents")?;
+            let cookies = txn.open_table(COOKIES).ctx("opening cookies")?;
+            let rec = load(&inodes, dir)?;
+            if rec.kind != FileKind::Directory {
+                return Err(Error::NotADirectory { ino: dir.0 });
+            }
+            let mut out = Vec::new();
+            let Some(start) = after.checked_add(1) else {
+                return Ok(out);
+            };
+            for item in cookies
+                .range((dir.0, start)..=(dir.0, u64::MAX))
+                .ctx("listing a directory")?
+            {
+                if out.len() >= max {
+                    break;
+                }
+                let (k, v) = item.ctx("listing a directory")?;
+                let cookie = k.value().1;
+                let name = v.value().to_vec();
+                let (child, kind, _) = dirents
+                    .get((dir.0, name.as_slice()))
+                    .ctx("reading a dirent")?
+                    .map(|v| v.value())
+                    .ok_or_else(|| corrupt("cookie without a dirent"))?;
+                let kind = FileKind::from_tag(kind).ok_or_else(|| corrupt("dirent kind"))?;
+                out.push(DirEntry {
+                    name,
+                    ino: InodeNo(child),
+                    kind,
+                    cookie,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    /// Sets the xattr `name` of `ino` to `value`.
+    ///
+    /// # Errors
+    /// NotFound; XattrNameInvalid (ERANGE); XattrTooLarge (E2BIG) for a value over
+    /// [`XATTR_SIZE_MAX`] or a name list over [`XATTR_LIST_MAX`]; AlreadyExists (Create);
+    /// NoXattr (Replace).
+    pub fn set_xattr(
+        &self,
+        ino: InodeNo,
+        name: &[u8],
+        value: &[u8],
+        mode: XattrMode,
+        now: Timestamp,
+    ) -> Result<()> {
+        check_xattr_name(name)?;
+        if value.len() > XATTR_SIZE_MAX {
+            return Err(Error::XattrTooLarge {
+                size: value.len(),
+                limit: XATTR_SIZE_MAX,
+            });
+        }
+        self.write(|txn| {
+            let mut t = Tables::new(txn);
+            t.rec(ino)?.ctime = now;
+            let mut xattrs = txn.open_table(XATTRS).ctx("opening xattrs")?;
+            let exists = xattrs.get((ino.0, name)).ctx("reading an xattr")?.is_some();
+            match (mode, exists) {
+                (XattrMode::Create, true) => {
+                    return Err(Error::AlreadyExists {
+                        what: format!("xattr {:?} of inode {ino}", lossy(name)),
+                    });
+                }
+                (XattrMode::Replace, false) => return Err(no_xattr(ino, name)),
+                _ => {}
+            }
+            if !exists {
+                let mut list = name.len() + 1;
+                for item in xattrs
+                    .range((ino.0, &[][..])..(ino.0 + 1, &[][..]))
+                    .ctx("listing xattrs")?
+                {
+                    let (k, _) = item.ctx("listing xattrs")?;
+                    list += k.value().1.len() + 1;
+                }
+                if list > XATTR_LIST_MAX {
+                    return Err(Error::XattrTooLarge {
+                        size: list,
+                        limit: XATTR_LIST_MAX,
+                    });
+                }
+            }
+            xattrs
+                .insert((ino.0, name), value)
+                .ctx("writing an xattr")?;
+            drop(xattrs);
+            t.flush()
+        })
+    }
+
+    /// The value of xattr `name` of `ino`.
+    ///
+    /// # Errors
+    /// NotFound, NoXattr (ENODATA), XattrNameInvalid (ERANGE).
+    pub fn get_xattr(&self, ino: InodeNo, name: &[u8]) -> Result<Vec<u8>> {
+        check_xattr_name(name)?;
+        self.read(|txn| {
+            let inodes = txn.open_table(INODES).ctx("opening inodes")?;
+            load(&inodes, ino)?;
+            let xattrs = txn.open_table(XATTRS).ctx("opening xattrs")?;
+            xattrs
+                .get((ino.0, name))
+                .ctx("reading an xattr")?
+                .map(|v| v.value().to_vec())
+                .ok_or_else(|| no_xattr(ino, name))
+        })
+    }
+
+    /// The names of `ino`'s xattrs, in byte order.
+    ///
+    /// # Errors
+    /// NotFound.
+    pub fn list_xattr(&self, ino: InodeNo) -> Result<Vec<Vec<u8>>> {
+        self.read(|txn| {
+            let inodes = txn.open_table(INODES).ctx("opening inodes")?;
+            load(&inodes, ino)?;
+            let xattrs = txn.open_table(XATTRS).ctx("opening xattrs")?;
+            let mut out = Vec::new();
+            for item in xattrs
+                .range((ino.0, &[][..])..(ino.0 + 1, &[][..]))
+                .ctx("listing xattrs")?
+            {
+                let (k, _) = item.ctx("listing xattrs")?;
+                out.push(k.value().1.to_vec());
+            }
+            Ok(out)
+        })
+    }
+
+    /// Removes xattr `name` of `ino`.
+    ///
+    /// # Errors
+    /// NotFound, NoXattr (ENODATA), XattrNameInvalid (ERANGE).
+    pub fn remove_xattr(&self, ino: InodeNo, name: &[u8], now: Timestamp) -> Result<()> {
+        check_xattr_name(name)?;
+        self.write(|txn| {
+            let mut t = Tables::new(txn);
+            t.rec(ino)?.ctime = now;
+            let mut xattrs = txn.open_table(XATTRS).ctx("opening xattrs")?;
+            if xattrs
+                .remove((ino.0, name))
+                .ctx("removing an xattr")?
+                .is_none()
+            {
+                return Err(no_xattr(ino, name));
+            }
+            drop(xattrs);
+            t.flush()
+        })
+    }
+
+    /// Inodes with no links left, waiting for [`MetaDb::purge`].
+    ///
+    /// # Errors
+    /// Db.
+    pub fn orphans(&self) -> Result<Vec<InodeNo>> {
+        self.read(|txn| {
+            let orphans = txn.open_table(ORPHANS).ctx("opening orphans")?;
+            let mut out = Vec::new();
+            for item in orphans.iter().ctx("listing orphans")? {
+                out.push(InodeNo(item.ctx("listing orphans")?.0.value()));
+            }
+            Ok(out)
+        })
+    }
+
+    /// Deletes an orphan for good: its record, xattrs and journal entry. Returns its content so
+    /// the caller can drop the cache file and, later, the stored object.
+    ///
+    /// # Errors
+    /// NotFound; InvalidArgument if the inode still has links.
+    pub fn purge(&self, ino: InodeNo) -> Result<Content> {
+        self.write(|txn| purge_in(txn, ino))
+    }
+}
+
+pub(crate) fn purge_in(txn: &WriteTransaction, ino: InodeNo) -> Result<Content> {
+    let mut inodes = txn.open_table(INODES).ctx("opening inodes")?;
+    let rec = load(&inodes, ino)?;
+    if rec.nlink != 0 {
+        return Err(invalid("purge of an inode that still has links"));
+    }
+    inodes.remove(ino.0).ctx("removing an inode")?;
+    let mut orphans = txn.open_table(ORPHANS).ctx("opening orphans")?;
+    orphans.remove(ino.0).ctx("removing an orphan")?;
+    let mut journal = txn
+        .open_table(crate::meta::JOURNAL)
+        .ctx("opening journal")?;
+    journal.remove(ino.0).ctx("removing a journal entry")?;
+    let mut xattrs = txn.open_table(XATTRS).ctx("opening xattrs")?;
+    xattrs
+        .retain_in((ino.0, &[][..])..(ino.0 + 1, &[][..]), |_, _| false)
+        .ctx("removing xattrs")?;
+    Ok(rec.content)
+}
+
+/// Reads and decodes an inode from any readable inodes table.
+pub(crate) fn load(
+    table: &impl ReadableTable<u64, &'static [u8]>,
+    ino: InodeNo,
+) -> Result<InodeRecord> {
+    let guard = table
+        .get(ino.0)
+        .ctx("reading an inode")?
+        .ok_or_else(|| Error::NotFound {
+            what: format!("inode {ino}"),
+        })?;
+    InodeRecord::decode(guard.value())
+}
+
+/// Checks a file name: 1..=NAME_MAX bytes, not "." or "..", no '/' or NUL.
+pub(crate) fn check_name(name: &[u8]) -> Result<()> {
+    if name.len() > NAME_MAX {
+        return Err(Error::NameTooLong {
+            len: name.len(),
+            limit: NAME_MAX,
+        });
+    }
+    if name.is_empty() || name == b"." || name == b".." || name.iter().any(|&b| b == b'/' || b == 0)
+    {
+        return Err(invalid(
+            "file name (empty, \".\", \"..\", or with '/' or NUL)",
+        ));
+    }
+    Ok(())
+}
+
+fn check_xattr_name(name: &[u8]) -> Result<()> {
+    if name.is_empty() || name.len() > XATTR_NAME_MAX {
+        return Err(Error::XattrNameInvalid {
+            len: name.len(),
+            limit: XATTR_NAME_MAX,
+        });
+    }
+    Ok(())
+}
+
+fn lossy(name: &[u8]) -> String {
+    String::from_utf8_lossy(name).into_owned()
+}
+
+fn not_found_name(parent: InodeNo, name: &[u8]) -> Error {
+    Error::NotFound {
+        what: format!("{:?} in directory {parent}", lossy(name)),
+    }
+}
+
+fn exists(parent: InodeNo, name: &[u8]) -> Error {
+    Error::AlreadyExists {
+        what: format!("{:?} in directory {parent}", lossy(name)),
+    }
+}
+
+fn no_xattr(ino: InodeNo, name: &[u8]) -> Error {
+    Error::NoXattr {
+        ino: ino.0,
+        name: lossy(name),
+    }
+}
+
+pub(crate) fn invalid(what: &str) -> Error {
+    Error::InvalidArgument { what: what.into() }
+}
+
+pub(crate) fn corrupt(reason: &str) -> Error {
+    Error::Corrupt {
+        what: "metadata DB",
+        reason: reason.into(),
+    }
+}

@@ -1,0 +1,338 @@
+//! Decoding: which segments and data shards cover a byte range ([`plan`]), verifying and
+//! decrypting one shard ([`decrypt_shard`]), rebuilding a segment from any `k` good shards
+//! ([`decode_segment`]), and the streaming [`Decoder`] that writes a file or a range to a
+//! `Write`, one segment in memory at a time.
+//!
+//! A shard is checked by length, CRC32 and the AES-GCM tag. The decoder does not recompute the
+//! BLAKE3 id: the tag already authenticates the bytes under a key only the reader has, and the
+//! id is for those without the key (holders, scrub).
+
+use std::io::Write;
+
+use crate::error::{Error, Result};
+use crate::manifest::{Manifest, SegmentEntry, ShardEntry};
+use crate::pipeline::aead::{self, TAG_LEN};
+use crate::pipeline::keys::{FileKey, shard_key};
+use crate::pipeline::layout::Redundancy;
+use crate::pipeline::rs;
+use crate::types::VersionId;
+
+/// The associated data of a shard: its identity. VersionId (16) ‖ segment u64 LE ‖
+/// index u16 LE ‖ plain shard length u32 LE, 30 bytes.
+pub fn shard_aad(version: VersionId, segment: u64, index: u16, shard_len: u32) -> [u8; 30] {
+    let mut aad = [0u8; 30];
+    aad[..16].copy_from_slice(&version.0);
+    aad[16..24].copy_from_slice(&segment.to_le_bytes());
+    aad[24..26].copy_from_slice(&index.to_le_bytes());
+    aad[26..].copy_from_slice(&shard_len.to_le_bytes());
+    aad
+}
+
+/// The part of one segment a range read needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentRead {
+    /// The segment.
+    pub segment: u64,
+    /// First byte wanted, relative to the segment's start.
+    pub offset_in_segment: u32,
+    /// Bytes wanted from this segment.
+    pub len: u32,
+    /// The data shards that hold those bytes (for a replicated segment: copy 0; any copy will do).
+    pub data_shards: Vec<u16>,
+}
+
+fn out_of_range(what: String) -> Error {
+    Error::InvalidLayout { reason: what }
+}
+
+fn segment_entry(manifest: &Manifest, segment: u64) -> Result<&SegmentEntry> {
+    usize::try_from(segment)
+        .ok()
+        .and_then(|s| manifest.segments.get(s))
+        .ok_or_else(|| {
+            out_of_range(format!(
+                "segment {segment} of a manifest with {}",
+                manifest.segments.len()
+            ))
+        })
+}
+
+/// The segments and data shards that cover `len` bytes at `offset`. The range is clipped at
+/// the end of the file (like `read(2)`), so a range past the end plans nothing.
+pub fn plan(manifest: &Manifest, offset: u64, len: u64) -> Result<Vec<SegmentRead>> {
+    let end = offset.saturating_add(len).min(manifest.size);
+    if offset >= end {
+        return Ok(Vec::new());
+    }
+    let g = &manifest.geometry;
+    let seg_size = g.segment_size().max(1);
+    let mut reads = Vec::new();
+    for segment in offset / seg_size..=(end - 1) / seg_size {
+        let entry = segment_entry(manifest, segment)?;
+        let start = segment * seg_size;
+        let a = offset.max(start) - start;
+        let b = end.min(start + u64::from(entry.len)) - start;
+        if a >= b {
+            return Err(out_of_range(format!(
+                "segment {segment} is shorter than the manifest's size says"
+            )));
+        }
+        let data_shards = match g.redundancy {
+            Redundancy::Replicated { .. } => vec![0],
+            Redundancy::ReedSolomon { .. } => {
+                let sl = u64::from(entry.shard_len.max(1));
+                // Shard indices are below k ≤ 100.
+                (a / sl..=(b - 1) / sl).map(|i| i as u16).collect()
+            }
+        };
+        reads.push(SegmentRead {
+            segment,
+            // a < b ≤ entry.len, a u32.
+            offset_in_segment: a as u32,
+            len: (b - a) as u32,
+            data_shards,
+        });
+    }
+    Ok(reads)
+}
+
+/// Verifies shard `index` of `segment` (length, CRC32, authentication tag with the shard's
+/// identity as associated data) and decrypts it in place, returning the plain shard.
+///
+/// A shard that fails is [`Error::CorruptShard`] naming its id; a file key that is not this
+/// manifest's is [`Error::WrongKey`].
+pub fn decrypt_shard(
+    manifest: &Manifest,
+    key: &FileKey,
+    segment: u64,
+    index: u16,
+    mut bytes: Vec<u8>,
+) -> Result<Vec<u8>> {
+    let seg = segment_entry(manifest, segment)?;
+    let entry: &ShardEntry = seg.shards.get(usize::from(index)).ok_or_else(|| {
+        out_of_range(format!(
+            "shard {index} of segment {segment}, which has {}",
+            seg.shards.len()
+        ))
+    })?;
+    let corrupt = |reason| Error::CorruptShard {
+        id: entry.id,
+        reason,
+    };
+    if u64::try_from(bytes.len()).ok() != Some(u64::from(entry.len))
+        || u64::from(entry.len) != u64::from(seg.shard_len) + TAG_LEN as u64
+    {
+        return Err(corrupt("wrong length"));
+    }
+    if crc32fast::hash(&bytes) != entry.crc {
+        return Err(corrupt("CRC32 mismatch"));
+    }
+    let (shard_key, nonce) = shard_key(key, manifest.version, segment, index);
+    if nonce != entry.nonce {
+        // The nonce is derived from the file key: a mismatch means another key.
+        return Err(Error::WrongKey { what: "file key" });
+    }
+    let aad = shard_aad(manifest.version, segment, index, seg.shard_len);
+    aead::open_in_place(&shard_key, &nonce, &aad, &mut bytes)
+        .map_err(|_| corrupt("authentication failed: tampered, swapped or not this shard"))?;
+    Ok(bytes)
+}
+
+/// Turns the good plain shards of a segment into its data shards: rebuilds missing data shards
+/// from parity when needed. `plain` has one slot per shard index.
+fn complete(
+    manifest: &Manifest,
+    segment: u64,
+    plain: &mut [Option<Vec<u8>>],
+    good: usize,
+) -> Result<()> {
+    let g = &manifest.geometry;
+    let need = usize::from(g.data_shards());
+    if good < need {
+        return Err(Error::TooFewShards {
+            segment,
+            need: need as u16,
+            have: good as u16,
+        });
+    }
+    match g.redundancy {
+        Redundancy::Replicated { .. } => {
+            if plain[0].is_none() {
+                let copy = plain.iter_mut().find_map(Option::take);
+                plain[0] = copy;
+            }
+            Ok(())
+        }
+        Redundancy::ReedSolomon { k, .. } => {
+            if plain[..usize::from(k)].iter().all(Option::is_some) {
+                rs::check_cpu()
+            } else {
+                rs::reconstruct_data(k, plain)
+            }
+        }
+    }
+}
+
+/// Decrypts a segment's shards (`shards[i]` is the stored bytes of shard `i`, `None` when
+/// missing) and returns the segment's plain bytes. Shards that fail verification count as
+/// missing; with fewer than `k` good ones the error is [`Error::TooFewShards`].
+pub fn decode_segment(
+    manifest: &Manifest,
+    key: &FileKey,
+    segment: u64,
+    shards: Vec<Option<Vec<u8>>>,
+) -> Result<Vec<u8>> {
+    let seg = segment_entry(manifest, segment)?;
+    if shards.len() != seg.shards.len() {
+        return Err(out_of_range(format!(
+            "{} shards given for segment {segment}, which has {}",
+            shards.len(),
+            seg.shards.len()
+        )));
+    }
+    let mut good = 0;
+    let mut plain: Vec<Option<Vec<u8>>> = Vec::with_capacity(shards.len());
+    for (i, bytes) in shards.into_iter().enumerate() {
+        let p = match bytes {
+            None => None,
+            Some(b) => match decrypt_shard(manifest, key, segment, i as u16, b) {
+                Ok(p) => Some(p),
+                Err(e @ Error::WrongKey { .. }) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(segment, index = i, error = %e, "shard treated as missing");
+                    None
+                }
+            },
+        };
+        good += usize::from(p.is_some());
+        plain.push(p);
+    }
+    complete(manifest, segment, &mut plain, good)?;
+    let len = seg.len as usize;
+    let mut out = Vec::with_capacity(len);
+    for p in plain[..usize::from(manifest.geometry.data_shards())]
+        .iter()
+        .flatten()
+    {
+        let take = (len - out.len()).min(p.len());
+        out.extend_from_slice(&p[..take]);
+    }
+    Ok(out)
+}
+
+/// The streaming decoder: writes a file or a byte range to a `Write`, fetching shards through a
+/// closure, with one segment in memory at a time.
+#[derive(Debug)]
+pub struct Decoder<'a> {
+    manifest: &'a Manifest,
+    key: &'a FileKey,
+}
+
+impl<'a> Decoder<'a> {
+    /// A decoder for the file version `manifest` describes, encrypted under `key`.
+    pub fn new(manifest: &'a Manifest, key: &'a FileKey) -> Self {
+        Decoder { manifest, key }
+    }
+
+    /// Writes the whole file to `out`; returns the bytes written.
+    pub fn read_all<F, W>(&self, fetch: F, out: &mut W) -> Result<u64>
+    where
+        F: FnMut(u64, u16, &ShardEntry) -> Option<Vec<u8>>,
+        W: Write,
+    {
+        self.read_range(0, self.manifest.size, fetch, out)
+    }
+
+    /// Writes `len` bytes at `offset` (clipped at the end of the file) to `out`; returns the
+    /// bytes written. `fetch(segment, index, entry)` returns a shard's stored bytes, or `None`
+    /// when no holder has it. Only the data shards covering the range are fetched; when one is
+    /// missing or fails verification, further shards are fetched until `k` good ones rebuild the
+    /// segment.
+    pub fn read_range<F, W>(&self, offset: u64, len: u64, mut fetch: F, out: &mut W) -> Result<u64>
+    where
+        F: FnMut(u64, u16, &ShardEntry) -> Option<Vec<u8>>,
+        W: Write,
+    {
+        let mut written = 0u64;
+        for read in plan(self.manifest, offset, len)? {
+            let plain = self.fetch_segment(&read, &mut fetch)?;
+            let a = read.offset_in_segment as usize;
+            let b = a + read.len as usize;
+            let write = |out: &mut W, bytes: &[u8]| {
+                out.write_all(bytes).map_err(|e| Error::Stream {
+                    what: "writing decoded bytes",
+                    source: e,
+                })
+            };
+            match self.manifest.geometry.redundancy {
+                Redundancy::Replicated { .. } => {
+                    if let Some(p) = &plain[0] {
+                        write(out, &p[a..b])?;
+                    }
+                }
+                Redundancy::ReedSolomon { .. } => {
+                    let sl = self.manifest.segments[read.segment as usize].shard_len as usize;
+                    for &i in &read.data_shards {
+                        let i = usize::from(i);
+                        let s_start = i * sl;
+                        let from = a.max(s_start) - s_start;
+                        let to = b.min(s_start + sl) - s_start;
+                        if let Some(p) = &plain[i] {
+                            write(out, &p[from..to])?;
+                        }
+                    }
+                }
+            }
+            written += u64::from(read.len);
+        }
+        Ok(written)
+    }
+
+    /// Fetches and verifies the shards `read` needs, falling back to any `k`.
+    fn fetch_segment<F>(&self, read: &SegmentRead, fetch: &mut F) -> Result<Vec<Option<Vec<u8>>>>
+    where
+        F: FnMut(u64, u16, &ShardEntry) -> Option<Vec<u8>>,
+    {
+        let seg = segment_entry(self.manifest, read.segment)?;
+        let total = seg.shards.len();
+        let need = usize::from(self.manifest.geometry.data_shards());
+        let mut plain: Vec<Option<Vec<u8>>> = vec![None; total];
+        let mut good = 0;
+        let mut try_one = |i: usize, plain: &mut Vec<Option<Vec<u8>>>| -> Result<bool> {
+            let Some(bytes) = fetch(read.segment, i as u16, &seg.shards[i]) else {
+                return Ok(false);
+            };
+            match decrypt_shard(self.manifest, self.key, read.segment, i as u16, bytes) {
+                Ok(p) => {
+                    plain[i] = Some(p);
+                    Ok(true)
+                }
+                Err(e @ Error::WrongKey { .. }) => Err(e),
+                Err(e) => {
+                    tracing::warn!(segment = read.segment, index = i, error = %e, "shard treated as missing");
+                    Ok(false)
+                }
+            }
+        };
+        for &i in &read.data_shards {
+            good += usize::from(try_one(usize::from(i), &mut plain)?);
+        }
+        if read
+            .data_shards
+            .iter()
+            .all(|&i| plain[usize::from(i)].is_some())
+        {
+            return Ok(plain);
+        }
+        for i in 0..total {
+            if good >= need {
+                break;
+            }
+            if !read.data_shards.contains(&(i as u16)) {
+                good += usize::from(try_one(i, &mut plain)?);
+            }
+        }
+        complete(self.manifest, read.segment, &mut plain, good)?;
+        Ok(plain)
+    }
+}

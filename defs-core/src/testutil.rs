@@ -1,0 +1,853 @@
+//! Test fixtures for the metadata DB: an integrity checker, a canonical dump, a seeded
+//! operation generator and an in-memory reference model of the namespace.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use redb::{ReadableTable, ReadableTableMetadata};
+
+use crate::error::Error;
+use crate::meta::{COOKIES, DIRENTS, INODES, JOURNAL, KEY_NEXT_INO, META, MetaDb, ORPHANS, XATTRS};
+use crate::namespace::record::InodeRecord;
+use crate::namespace::*;
+use crate::types::{FileId, Generation, InodeNo};
+
+/// The errno name a namespace error maps to (the FUSE crate's table, for tests).
+pub(crate) fn code(e: &Error) -> &'static str {
+    match e {
+        Error::NotFound { .. } => "ENOENT",
+        Error::AlreadyExists { .. } => "EEXIST",
+        Error::NotEmpty { .. } => "ENOTEMPTY",
+        Error::NotADirectory { .. } => "ENOTDIR",
+        Error::IsADirectory { .. } => "EISDIR",
+        Error::NameTooLong { .. } => "ENAMETOOLONG",
+        Error::InvalidArgument { .. } => "EINVAL",
+        Error::NotPermitted { .. } => "EPERM",
+        Error::NoXattr { .. } => "ENODATA",
+        Error::XattrTooLarge { .. } => "E2BIG",
+        Error::XattrNameInvalid { .. } => "ERANGE",
+        other => panic!("unexpected error {other:#}"),
+    }
+}
+
+/// SplitMix64: a tiny deterministic generator (the crash test's child and parent must agree).
+pub(crate) struct Rng(pub(crate) u64);
+
+impl Rng {
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// One operation of the model and crash tests.
+#[derive(Clone, Debug)]
+pub(crate) enum Op {
+    Create(u64, Vec<u8>, bool),
+    Mkdir(u64, Vec<u8>),
+    Mknod(u64, Vec<u8>),
+    Symlink(u64, Vec<u8>, usize),
+    Readlink(u64),
+    Link(u64, u64, Vec<u8>),
+    Unlink(u64, Vec<u8>),
+    Rmdir(u64, Vec<u8>),
+    Rename(u64, Vec<u8>, u64, Vec<u8>, RenameMode),
+    Setattr(u64, Option<u64>, Option<u16>),
+    SetXattr(u64, Vec<u8>, usize, XattrMode),
+    GetXattr(u64, Vec<u8>),
+    ListXattr(u64),
+    RemoveXattr(u64, Vec<u8>),
+    Lookup(u64, Vec<u8>),
+    Getattr(u64),
+    Readdir(u64),
+    Purge(u64),
+    MarkDirty(u64),
+    BeginUpload(u64),
+    FinishUpload(u64, u64),
+    UploadFailed(u64, u64),
+}
+
+const NAMES: [&[u8]; 5] = [b"a", b"b", b"c", b"dd", b"."];
+
+fn name(rng: &mut Rng) -> Vec<u8> {
+    match rng.below(40) {
+        0 => vec![b'x'; 256],
+        1 => vec![b'y'; 255],
+        n => NAMES[(n % 4) as usize].to_vec(),
+    }
+}
+
+/// Inode numbers 1..=14 (some never exist, most do after a few creates).
+fn ino(rng: &mut Rng) -> u64 {
+    1 + rng.below(14)
+}
+
+fn dir(rng: &mut Rng) -> u64 {
+    // Favour the root and early inodes so trees grow deep enough for rename's subtree check.
+    if rng.below(3) == 0 { 1 } else { ino(rng) }
+}
+
+fn xname(rng: &mut Rng) -> Vec<u8> {
+    match rng.below(20) {
+        0 => Vec::new(),
+        1 => vec![b'n'; 256],
+        n => format!("user.{}", n % 3).into_bytes(),
+    }
+}
+
+fn mode(rng: &mut Rng) -> RenameMode {
+    match rng.below(4) {
+        0 => RenameMode::NoReplace,
+        1 => RenameMode::Exchange,
+        _ => RenameMode::Replace,
+    }
+}
+
+impl Op {
+    /// A random operation; `journal` includes the dirty-journal operations.
+    pub(crate) fn random(rng: &mut Rng, journal: bool) -> Op {
+        let kinds = if journal { 22 } else { 18 };
+        match rng.below(kinds) {
+            0 => Op::Create(dir(rng), name(rng), rng.below(2) == 0),
+            1 => Op::Mkdir(dir(rng), name(rng)),
+            2 => Op::Mknod(dir(rng), name(rng)),
+            3 => Op::Symlink(dir(rng), name(rng), [0, 3, 4096][rng.below(3) as usize]),
+            4 => Op::Readlink(ino(rng)),
+            5 => Op::Link(ino(rng), dir(rng), name(rng)),
+            6 => Op::Unlink(dir(rng), name(rng)),
+            7 => Op::Rmdir(dir(rng), name(rng)),
+            8 | 9 => Op::Rename(dir(rng), name(rng), dir(rng), name(rng), mode(rng)),
+            10 => Op::Setattr(
+                ino(rng),
+                (rng.below(2) == 0).then(|| rng.below(100)),
+                (rng.below(2) == 0).then(|| (rng.below(0o10000)) as u16),
+            ),
+            11 => {
+                let m = [XattrMode::Any, XattrMode::Create, XattrMode::Replace];
+                let len = [0, 5, 65536, 65537][rng.below(4) as usize];
+                Op::SetXattr(ino(rng), xname(rng), len, m[rng.below(3) as usize])
+            }
+            12 => Op::GetXattr(ino(rng), xname(rng)),
+            13 => Op::ListXattr(ino(rng)),
+            14 => Op::RemoveXattr(ino(rng), xname(rng)),
+            15 => Op::Lookup(dir(rng), name(rng)),
+            16 => match rng.below(2) {
+                0 => Op::Getattr(ino(rng)),
+                _ => Op::Readdir(dir(rng)),
+            },
+            17 => Op::Purge(ino(rng)),
+            18 => Op::MarkDirty(ino(rng)),
+            19 => Op::BeginUpload(ino(rng)),
+            20 => Op::FinishUpload(ino(rng), rng.below(4)),
+            _ => Op::UploadFailed(ino(rng), rng.below(4)),
+        }
+    }
+}
+
+pub(crate) const OWNER: NewInode = NewInode {
+    perm: 0o644,
+    uid: 1000,
+    gid: 100,
+};
+
+/// The time of the `i`-th operation.
+pub(crate) fn time(i: u64) -> Timestamp {
+    Timestamp::new(
+        1_700_000_000 + i as i64,
+        (i as u32).wrapping_mul(7919) % 1_000_000_000,
+    )
+}
+
+fn value(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+type Outcome = Result<String, &'static str>;
+
+fn out<T: std::fmt::Debug>(r: crate::Result<T>) -> Outcome {
+    r.map(|v| format!("{v:?}")).map_err(|e| code(&e))
+}
+
+/// Applies `op` to the DB.
+pub(crate) fn apply_db(db: &MetaDb, op: &Op, now: Timestamp) -> Outcome {
+    let i = InodeNo;
+    match op {
+        Op::Create(p, n, x) => out(db.create(i(*p), n, &OWNER, *x, now)),
+        Op::Mkdir(p, n) => out(db.mkdir(i(*p), n, &OWNER, now)),
+        Op::Mknod(p, n) => out(db.mknod(i(*p), n, FileKind::Fifo, &OWNER, now)),
+        Op::Symlink(p, n, len) => out(db.symlink(i(*p), n, &vec![b't'; *len], &OWNER, now)),
+        Op::Readlink(x) => out(db.readlink(i(*x))),
+        Op::Link(x, p, n) => out(db.link(i(*x), i(*p), n, now)),
+        Op::Unlink(p, n) => out(db.unlink(i(*p), n, now)),
+        Op::Rmdir(p, n) => out(db.rmdir(i(*p), n, now)),
+        Op::Rename(p, n, q, m, f) => out(db.rename(i(*p), n, i(*q), m, *f, now)),
+        Op::Setattr(x, size, perm) => {
+            let set = SetAttr {
+                size: *size,
+                perm: *perm,
+                ..SetAttr::default()
+            };
+            out(db.setattr(i(*x), &set, now))
+        }
+        Op::SetXattr(x, n, len, m) => out(db.set_xattr(i(*x), n, &value(*len), *m, now)),
+        Op::GetXattr(x, n) => out(db.get_xattr(i(*x), n)),
+        Op::ListXattr(x) => out(db.list_xattr(i(*x))),
+        Op::RemoveXattr(x, n) => out(db.remove_xattr(i(*x), n, now)),
+        Op::Lookup(p, n) => out(db.lookup(i(*p), n)),
+        Op::Getattr(x) => out(db.getattr(i(*x))),
+        Op::Readdir(p) => {
+            // Paged two at a time, so cookies are exercised.
+            let mut all = Vec::new();
+            let mut cookie = 0;
+            loop {
+                match db.readdir(i(*p), cookie, 2) {
+                    Ok(page) if page.is_empty() => break,
+                    Ok(page) => {
+                        cookie = page[page.len() - 1].cookie;
+                        all.extend(page);
+                    }
+                    Err(e) => return Err(code(&e)),
+                }
+            }
+            Ok(format!("{all:?}"))
+        }
+        Op::Purge(x) => out(db.purge(i(*x))),
+        Op::MarkDirty(x) => out(db.mark_dirty(i(*x), now)),
+        Op::BeginUpload(x) => out(db.begin_upload(i(*x))),
+        Op::FinishUpload(x, g) => {
+            let content = Content::Stored {
+                file: FileId([*g as u8; 32]),
+                key: [1; 32],
+                offset: 0,
+                len: *g,
+            };
+            out(db.finish_upload(i(*x), Generation(*g), content))
+        }
+        Op::UploadFailed(x, g) => out(db.upload_failed(i(*x), Generation(*g), "peer gone")),
+    }
+}
+
+/// A canonical text of every table, for comparing DB states.
+pub(crate) fn dump(db: &MetaDb) -> String {
+    let mut s = String::new();
+    db.read(|txn| {
+        let meta = txn.open_table(META).unwrap();
+        for item in meta.iter().unwrap() {
+            let (k, v) = item.unwrap();
+            writeln!(s, "meta {} {}", k.value(), v.value()).unwrap();
+        }
+        let inodes = txn.open_table(INODES).unwrap();
+        for item in inodes.iter().unwrap() {
+            let (k, v) = item.unwrap();
+            writeln!(
+                s,
+                "ino {} {:?}",
+                k.value(),
+                InodeRecord::decode(v.value()).unwrap()
+            )
+            .unwrap();
+        }
+        let dirents = txn.open_table(DIRENTS).unwrap();
+        for item in dirents.iter().unwrap() {
+            let (k, v) = item.unwrap();
+            writeln!(s, "dirent {:?} {:?}", k.value(), v.value()).unwrap();
+        }
+        let cookies = txn.open_table(COOKIES).unwrap();
+        for item in cookies.iter().unwrap() {
+            let (k, v) = item.unwrap();
+            writeln!(s, "cookie {:?} {:?}", k.value(), v.value()).unwrap();
+        }
+        let xattrs = txn.open_table(XATTRS).unwrap();
+        for item in xattrs.iter().unwrap() {
+            let (k, v) = item.unwrap();
+            writeln!(s, "xattr {:?} {}", k.value(), v.value().len()).unwrap();
+        }
+        let journal = txn.open_table(JOURNAL).unwrap();
+        for item in journal.iter().unwrap() {
+            let (k, v) = item.unwrap();
+            writeln!(s, "journal {} {:?}", k.value(), v.value()).unwrap();
+        }
+        let orphans = txn.open_table(ORPHANS).unwrap();
+        for item in orphans.iter().unwrap() {
+            writeln!(s, "orphan {}", item.unwrap().0.value()).unwrap();
+        }
+        Ok(())
+    })
+    .unwrap();
+    s
+}
+
+/// Checks every cross-table invariant of the namespace and the journal.
+pub(crate) fn check_invariants(db: &MetaDb) -> Result<(), String> {
+    db.read(|txn| {
+        let mut recs = BTreeMap::new();
+        for item in txn.open_table(INODES).unwrap().iter().unwrap() {
+            let (k, v) = item.unwrap();
+            recs.insert(k.value(), InodeRecord::decode(v.value())?);
+        }
+        let next_ino = txn
+            .open_table(META)
+            .unwrap()
+            .get(KEY_NEXT_INO)
+            .unwrap()
+            .map(|v| v.value())
+            .unwrap_or(0);
+        let mut links: BTreeMap<u64, u32> = BTreeMap::new();
+        let mut entries: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut subdirs: BTreeMap<u64, u32> = BTreeMap::new();
+        let mut dir_parent: BTreeMap<u64, u64> = BTreeMap::new();
+        let cookies = txn.open_table(COOKIES).unwrap();
+        let mut n_dirents = 0;
+        for item in txn.open_table(DIRENTS).unwrap().iter().unwrap() {
+            let (k, v) = item.unwrap();
+            let (p, name) = k.value();
+            let (c, kind, cookie) = v.value();
+            n_dirents += 1;
+            let pr = recs.get(&p).ok_or(format!("dirent in missing dir {p}"));
+            let Ok(pr) = pr else {
+                return Ok(Err(pr.unwrap_err()));
+            };
+            if pr.kind != FileKind::Directory || cookie >= pr.next_cookie || cookie == 0 {
+                return Ok(Err(format!("dirent {p}/{name:?}: bad parent or cookie")));
+            }
+            let Some(cr) = recs.get(&c) else {
+                return Ok(Err(format!("dirent {p}/{name:?} → missing inode {c}")));
+            };
+            if cr.kind.tag() != kind {
+                return Ok(Err(format!("dirent {p}/{name:?}: kind mismatch")));
+            }
+            let by_cookie = cookies
+                .get((p, cookie))
+                .unwrap()
+                .map(|v| v.value().to_vec());
+            if by_cookie.as_deref() != Some(name) {
+                return Ok(Err(format!("dirent {p}/{name:?}: cookie table disagrees")));
+            }
+            *links.entry(c).or_default() += 1;
+            *entries.entry(p).or_default() += 1;
+            if cr.kind == FileKind::Directory {
+                *subdirs.entry(p).or_default() += 1;
+                if dir_parent.insert(c, p).is_some() {
+                    return Ok(Err(format!("directory {c} has two names")));
+                }
+            }
+        }
+        if cookies.len().unwrap() != n_dirents {
+            return Ok(Err("cookie table has entries without dirents".into()));
+        }
+        let orphans: BTreeSet<u64> = txn
+            .open_table(ORPHANS)
+            .unwrap()
+            .iter()
+            .unwrap()
+            .map(|i| i.unwrap().0.value())
+            .collect();
+        for (&ino, r) in &recs {
+            if ino >= next_ino {
+                return Ok(Err(format!("inode {ino} ≥ next_ino {next_ino}")));
+            }
+            let l = links.get(&ino).copied().unwrap_or(0);
+            let orphan = orphans.contains(&ino);
+            if (r.nlink == 0) != orphan {
+                return Ok(Err(format!(
+                    "inode {ino}: nlink {} vs orphan {orphan}",
+                    r.nlink
+                )));
+            }
+            if r.kind == FileKind::Directory {
+                let e = entries.get(&ino).copied().unwrap_or(0);
+                if r.size != e {
+                    return Ok(Err(format!("dir {ino}: size {} but {e} entries", r.size)));
+                }
+                let expect = if r.nlink == 0 {
+                    0
+                } else {
+                    2 + subdirs.get(&ino).copied().unwrap_or(0)
+                };
+                if r.nlink != expect {
+                    return Ok(Err(format!(
+                        "dir {ino}: nlink {} expected {expect}",
+                        r.nlink
+                    )));
+                }
+                let named = if ino == 1 { 1 } else { u32::from(r.nlink > 0) };
+                if ino != 1 && l != named {
+                    return Ok(Err(format!("dir {ino}: {l} names")));
+                }
+                if r.nlink > 0 && ino != 1 && dir_parent.get(&ino) != Some(&r.parent) {
+                    return Ok(Err(format!("dir {ino}: parent pointer wrong")));
+                }
+            } else if r.nlink != l {
+                return Ok(Err(format!(
+                    "inode {ino}: nlink {} but {l} dirents",
+                    r.nlink
+                )));
+            }
+        }
+        if !recs.contains_key(&1) {
+            return Ok(Err("no root".into()));
+        }
+        for o in &orphans {
+            if !recs.contains_key(o) {
+                return Ok(Err(format!("orphan {o} has no inode")));
+            }
+        }
+        for item in txn.open_table(JOURNAL).unwrap().iter().unwrap() {
+            let (k, v) = item.unwrap();
+            if !recs.contains_key(&k.value()) {
+                return Ok(Err(format!(
+                    "journal entry for missing inode {}",
+                    k.value()
+                )));
+            }
+            crate::journal::JournalEntry::decode(v.value())?;
+        }
+        for item in txn.open_table(XATTRS).unwrap().iter().unwrap() {
+            let (k, _) = item.unwrap();
+            if !recs.contains_key(&k.value().0) {
+                return Ok(Err(format!("xattr of missing inode {}", k.value().0)));
+            }
+        }
+        Ok(Ok(()))
+    })
+    .map_err(|e| format!("{e:#}"))?
+}
+
+/// An in-memory reference model of the namespace: plain maps, the POSIX rules written out
+/// again independently of the redb code.
+#[derive(Default)]
+pub(crate) struct Model {
+    inodes: BTreeMap<u64, MInode>,
+    /// (dir, name) → (child, cookie)
+    dirents: BTreeMap<(u64, Vec<u8>), (u64, u64)>,
+    next_ino: u64,
+}
+
+#[derive(Clone)]
+struct MInode {
+    attr: Attr,
+    parent: u64,
+    next_cookie: u64,
+    target: Vec<u8>,
+    xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+type R<T> = Result<T, &'static str>;
+
+fn name_ok(n: &[u8]) -> R<()> {
+    if n.len() > 255 {
+        return Err("ENAMETOOLONG");
+    }
+    if n.is_empty() || n == b"." || n == b".." || n.contains(&b'/') || n.contains(&0) {
+        return Err("EINVAL");
+    }
+    Ok(())
+}
+
+impl Model {
+    pub(crate) fn new() -> Model {
+        let mut m = Model {
+            next_ino: 2,
+            ..Model::default()
+        };
+        m.inodes.insert(
+            1,
+            m.fresh(
+                1,
+                FileKind::Directory,
+                &NewInode {
+                    perm: 0o755,
+                    uid: 0,
+                    gid: 0,
+                },
+                Timestamp::default(),
+                1,
+            ),
+        );
+        m
+    }
+
+    fn fresh(&self, ino: u64, kind: FileKind, o: &NewInode, now: Timestamp, parent: u64) -> MInode {
+        MInode {
+            attr: Attr {
+                ino: InodeNo(ino),
+                kind,
+                perm: o.perm & 0o7777,
+                nlink: if kind == FileKind::Directory { 2 } else { 1 },
+                uid: o.uid,
+                gid: o.gid,
+                size: 0,
+                atime: now,
+                mtime: now,
+                ctime: now,
+                rdev: 0,
+                generation: Generation(0),
+            },
+            parent: if kind == FileKind::Directory {
+                parent
+            } else {
+                0
+            },
+            next_cookie: 1,
+            target: Vec::new(),
+            xattrs: BTreeMap::new(),
+        }
+    }
+
+    fn get(&mut self, ino: u64) -> R<&mut MInode> {
+        self.inodes.get_mut(&ino).ok_or("ENOENT")
+    }
+
+    fn dir(&mut self, ino: u64) -> R<&mut MInode> {
+        let i = self.get(ino)?;
+        if i.attr.kind != FileKind::Directory {
+            return Err("ENOTDIR");
+        }
+        Ok(i)
+    }
+
+    fn live_dir(&mut self, ino: u64) -> R<()> {
+        if self.dir(ino)?.attr.nlink == 0 {
+            return Err("ENOENT");
+        }
+        Ok(())
+    }
+
+    fn touch_dir(&mut self, p: u64, now: Timestamp) {
+        if let Some(d) = self.inodes.get_mut(&p) {
+            d.attr.mtime = now;
+            d.attr.ctime = now;
+        }
+    }
+
+    fn add(&mut self, p: u64, n: &[u8], c: u64, now: Timestamp) {
+        let is_dir = self.inodes[&c].attr.kind == FileKind::Directory;
+        let d = self.inodes.get_mut(&p).unwrap();
+        let cookie = d.next_cookie;
+        d.next_cookie += 1;
+        d.attr.size += 1;
+        if is_dir {
+            d.attr.nlink += 1;
+        }
+        self.touch_dir(p, now);
+        self.dirents.insert((p, n.to_vec()), (c, cookie));
+        if is_dir {
+            self.inodes.get_mut(&c).unwrap().parent = p;
+        }
+    }
+
+    fn remove(&mut self, p: u64, n: &[u8], now: Timestamp) -> u64 {
+        let (c, _) = self.dirents.remove(&(p, n.to_vec())).unwrap();
+        let is_dir = self.inodes[&c].attr.kind == FileKind::Directory;
+        let d = self.inodes.get_mut(&p).unwrap();
+        d.attr.size -= 1;
+        if is_dir {
+            d.attr.nlink -= 1;
+        }
+        self.touch_dir(p, now);
+        c
+    }
+
+    fn unlinked(&mut self, c: u64, now: Timestamp) -> Unlinked {
+        let i = self.inodes.get_mut(&c).unwrap();
+        i.attr.nlink = if i.attr.kind == FileKind::Directory {
+            0
+        } else {
+            i.attr.nlink - 1
+        };
+        i.attr.ctime = now;
+        Unlinked {
+            ino: InodeNo(c),
+            nlink: i.attr.nlink,
+        }
+    }
+
+    fn within(&self, mut ino: u64, anc: u64) -> bool {
+        loop {
+            if ino == anc {
+                return true;
+            }
+            if ino == 1 {
+                return false;
+            }
+            ino = self.inodes[&ino].parent;
+        }
+    }
+
+    fn make(&mut self, p: u64, n: &[u8], kind: FileKind, now: Timestamp, target: &[u8]) -> R<Attr> {
+        name_ok(n)?;
+        self.live_dir(p)?;
+        if self.dirents.contains_key(&(p, n.to_vec())) {
+            return Err("EEXIST");
+        }
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        let mut i = self.fresh(ino, kind, &OWNER, now, p);
+        i.target = target.to_vec();
+        i.attr.size = target.len() as u64;
+        self.inodes.insert(ino, i);
+        self.add(p, n, ino, now);
+        Ok(self.inodes[&ino].attr)
+    }
+
+    fn lookup(&mut self, p: u64, n: &[u8]) -> R<Attr> {
+        name_ok(n)?;
+        self.dir(p)?;
+        let (c, _) = self.dirents.get(&(p, n.to_vec())).ok_or("ENOENT")?;
+        Ok(self.inodes[c].attr)
+    }
+
+    /// Applies `op` (namespace operations only).
+    pub(crate) fn apply(&mut self, op: &Op, now: Timestamp) -> Outcome {
+        fn o<T: std::fmt::Debug>(r: R<T>) -> Outcome {
+            r.map(|v| format!("{v:?}"))
+        }
+        match op {
+            Op::Create(p, n, x) => o((|| {
+                name_ok(n)?;
+                self.live_dir(*p)?;
+                if let Some(&(c, _)) = self.dirents.get(&(*p, n.clone())) {
+                    if *x {
+                        return Err("EEXIST");
+                    }
+                    let a = self.inodes[&c].attr;
+                    if a.kind == FileKind::Directory {
+                        return Err("EISDIR");
+                    }
+                    return Ok((a, false));
+                }
+                Ok((self.make(*p, n, FileKind::RegularFile, now, &[])?, true))
+            })()),
+            Op::Mkdir(p, n) => o(self.make(*p, n, FileKind::Directory, now, &[])),
+            Op::Mknod(p, n) => o(self.make(*p, n, FileKind::Fifo, now, &[])),
+            Op::Symlink(p, n, len) => o((|| {
+                if *len == 0 {
+                    return Err("ENOENT");
+                }
+                if *len > 4095 {
+                    return Err("ENAMETOOLONG");
+                }
+                self.make(*p, n, FileKind::Symlink, now, &vec![b't'; *len])
+            })()),
+            Op::Readlink(x) => o((|| {
+                let i = self.get(*x)?;
+                if i.attr.kind != FileKind::Symlink {
+                    return Err("EINVAL");
+                }
+                Ok(i.target.clone())
+            })()),
+            Op::Link(x, p, n) => o((|| {
+                name_ok(n)?;
+                let i = self.get(*x)?;
+                if i.attr.kind == FileKind::Directory {
+                    return Err("EPERM");
+                }
+                if i.attr.nlink == 0 {
+                    return Err("ENOENT");
+                }
+                self.live_dir(*p)?;
+                if self.dirents.contains_key(&(*p, n.clone())) {
+                    return Err("EEXIST");
+                }
+                self.add(*p, n, *x, now);
+                let i = self.get(*x)?;
+                i.attr.nlink += 1;
+                i.attr.ctime = now;
+                Ok(i.attr)
+            })()),
+            Op::Unlink(p, n) => o((|| {
+                name_ok(n)?;
+                self.dir(*p)?;
+                let &(c, _) = self.dirents.get(&(*p, n.clone())).ok_or("ENOENT")?;
+                if self.inodes[&c].attr.kind == FileKind::Directory {
+                    return Err("EISDIR");
+                }
+                self.remove(*p, n, now);
+                Ok(self.unlinked(c, now))
+            })()),
+            Op::Rmdir(p, n) => o((|| {
+                name_ok(n)?;
+                self.dir(*p)?;
+                let &(c, _) = self.dirents.get(&(*p, n.clone())).ok_or("ENOENT")?;
+                if self.inodes[&c].attr.kind != FileKind::Directory {
+                    return Err("ENOTDIR");
+                }
+                if self.inodes[&c].attr.size != 0 {
+                    return Err("ENOTEMPTY");
+                }
+                self.remove(*p, n, now);
+                Ok(self.unlinked(c, now))
+            })()),
+            Op::Rename(p, n, q, m, mode) => o(self.rename(*p, n, *q, m, *mode, now)),
+            Op::Setattr(x, size, perm) => o((|| {
+                let i = self.get(*x)?;
+                if let Some(s) = size {
+                    match i.attr.kind {
+                        FileKind::RegularFile => {}
+                        FileKind::Directory => return Err("EISDIR"),
+                        _ => return Err("EINVAL"),
+                    }
+                    if *s != i.attr.size {
+                        i.attr.size = *s;
+                        i.attr.mtime = now;
+                    }
+                }
+                if let Some(perm) = perm {
+                    i.attr.perm = perm & 0o7777;
+                }
+                i.attr.ctime = now;
+                Ok(i.attr)
+            })()),
+            Op::SetXattr(x, n, len, mode) => o((|| {
+                if n.is_empty() || n.len() > 255 {
+                    return Err("ERANGE");
+                }
+                if *len > 65536 {
+                    return Err("E2BIG");
+                }
+                let i = self.get(*x)?;
+                let exists = i.xattrs.contains_key(n);
+                match (mode, exists) {
+                    (XattrMode::Create, true) => return Err("EEXIST"),
+                    (XattrMode::Replace, false) => return Err("ENODATA"),
+                    _ => {}
+                }
+                let list: usize = i.xattrs.keys().map(|k| k.len() + 1).sum::<usize>() + n.len() + 1;
+                if !exists && list > 65536 {
+                    return Err("E2BIG");
+                }
+                i.xattrs.insert(n.clone(), value(*len));
+                i.attr.ctime = now;
+                Ok(())
+            })()),
+            Op::GetXattr(x, n) => o((|| {
+                if n.is_empty() || n.len() > 255 {
+                    return Err("ERANGE");
+                }
+                self.get(*x)?.xattrs.get(n).cloned().ok_or("ENODATA")
+            })()),
+            Op::ListXattr(x) => o((|| {
+                Ok(self.get(*x)?.xattrs.keys().cloned().collect::<Vec<_>>())
+            })()),
+            Op::RemoveXattr(x, n) => o((|| {
+                if n.is_empty() || n.len() > 255 {
+                    return Err("ERANGE");
+                }
+                let i = self.get(*x)?;
+                i.xattrs.remove(n).ok_or("ENODATA")?;
+                i.attr.ctime = now;
+                Ok(())
+            })()),
+            Op::Lookup(p, n) => o(self.lookup(*p, n)),
+            Op::Getattr(x) => o((|| Ok(self.get(*x)?.attr))()),
+            Op::Readdir(p) => o((|| {
+                self.dir(*p)?;
+                let mut v: Vec<DirEntry> = self
+                    .dirents
+                    .iter()
+                    .filter(|((d, _), _)| d == p)
+                    .map(|((_, n), &(c, cookie))| DirEntry {
+                        name: n.clone(),
+                        ino: InodeNo(c),
+                        kind: self.inodes[&c].attr.kind,
+                        cookie,
+                    })
+                    .collect();
+                v.sort_by_key(|e| e.cookie);
+                Ok(v)
+            })()),
+            Op::Purge(x) => o((|| {
+                if self.get(*x)?.attr.nlink != 0 {
+                    return Err("EINVAL");
+                }
+                self.inodes.remove(x);
+                Ok(Content::Empty)
+            })()),
+            _ => Ok("journal op".into()),
+        }
+    }
+
+    fn rename(
+        &mut self,
+        p: u64,
+        n: &[u8],
+        q: u64,
+        m: &[u8],
+        mode: RenameMode,
+        now: Timestamp,
+    ) -> R<Option<Unlinked>> {
+        name_ok(n)?;
+        name_ok(m)?;
+        self.dir(p)?;
+        self.live_dir(q)?;
+        let &(src, src_cookie) = self.dirents.get(&(p, n.to_vec())).ok_or("ENOENT")?;
+        let dst = self.dirents.get(&(q, m.to_vec())).copied();
+        match (mode, dst) {
+            (RenameMode::Exchange, None) => return Err("ENOENT"),
+            (RenameMode::NoReplace, Some(_)) => return Err("EEXIST"),
+            _ => {}
+        }
+        if let Some((d, _)) = dst
+            && d == src
+        {
+            return Ok(None);
+        }
+        let is_dir = |s: &Self, i: u64| s.inodes[&i].attr.kind == FileKind::Directory;
+        if is_dir(self, src) && self.within(q, src) {
+            return Err("EINVAL");
+        }
+        if mode == RenameMode::Exchange
+            && let Some((d, _)) = dst
+            && is_dir(self, d)
+            && self.within(p, d)
+        {
+            return Err("EINVAL");
+        }
+        match (mode, dst) {
+            (RenameMode::Exchange, Some((d, d_cookie))) => {
+                self.dirents.insert((p, n.to_vec()), (d, src_cookie));
+                self.dirents.insert((q, m.to_vec()), (src, d_cookie));
+                let (sd, dd) = (is_dir(self, src) as u32, is_dir(self, d) as u32);
+                let pi = self.inodes.get_mut(&p).unwrap();
+                pi.attr.nlink = pi.attr.nlink + dd - sd;
+                let qi = self.inodes.get_mut(&q).unwrap();
+                qi.attr.nlink = qi.attr.nlink + sd - dd;
+                self.touch_dir(p, now);
+                self.touch_dir(q, now);
+                for (i, np) in [(src, q), (d, p)] {
+                    let x = self.inodes.get_mut(&i).unwrap();
+                    x.attr.ctime = now;
+                    if x.attr.kind == FileKind::Directory {
+                        x.parent = np;
+                    }
+                }
+                Ok(None)
+            }
+            (_, dst) => {
+                let mut gone = None;
+                if let Some((d, _)) = dst {
+                    match (is_dir(self, src), is_dir(self, d)) {
+                        (true, false) => return Err("ENOTDIR"),
+                        (false, true) => return Err("EISDIR"),
+                        _ => {}
+                    }
+                    if is_dir(self, d) && self.inodes[&d].attr.size != 0 {
+                        return Err("ENOTEMPTY");
+                    }
+                    self.remove(q, m, now);
+                    gone = Some(self.unlinked(d, now));
+                }
+                self.remove(p, n, now);
+                self.add(q, m, src, now);
+                self.inodes.get_mut(&src).unwrap().attr.ctime = now;
+                Ok(gone)
+            }
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! `DIR/config.toml`: reading it (missing file = defaults; unknown keys and bad values are
+//! errors naming the setting) and writing the commented default that `defs init` creates.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use anyhow::Context;
+use defs_core::Config;
+
+/// Reads the config file at `path`; a missing file gives the defaults.
+///
+/// # Errors
+/// When the file cannot be read, is not valid TOML, has an unknown key or a bad value.
+pub fn load(path: &Path) -> anyhow::Result<Config> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let config: Config =
+        toml::from_str(&text).with_context(|| format!("bad config file {}", path.display()))?;
+    config
+        .validate()
+        .with_context(|| format!("bad config file {}", path.display()))?;
+    Ok(config)
+}
+
+/// The default config as a commented TOML document: every setting, its default and its meaning.
+/// Parsing it gives exactly [`Config::default`] (a test checks).
+pub fn default_toml() -> String {
+    let c = Config::default();
+    let list = |v: &[String]| {
+        let items: Vec<String> = v.iter().map(|s| format!("{s:?}")).collect();
+        format!("[{}]", items.join(", "))
+    };
+    format!(
+        r#"# DeFS settings for this data dir. Every setting is optional: delete a line to get its
+# default back. Sizes are in bytes. Unknown keys are an error.
+
+[cache]
+# Bytes of file content cached locally (DIR/cache) before clean data is evicted, least recently
+# used first. Dirty data (not yet uploaded) is never evicted.
+budget_bytes = {budget}
+# Free space always kept on the cache's filesystem: writes fail with ENOSPC before eating into it.
+reserve_bytes = {reserve}
+
+[node]
+# Bytes of other people's shards this node stores (DIR/shards), in total.
+capacity_bytes = {capacity}
+# Bytes any one owner may store here; 0 = only the total capacity applies.
+owner_quota_bytes = {owner_quota}
+# Multiaddrs to listen on.
+listen = {listen}
+# Peers to join through (multiaddrs with /p2p/<peer id>). `--bootstrap` adds to this list.
+bootstrap = {bootstrap}
+# Discover peers on the local network with mDNS.
+mdns = {mdns}
+
+[identity]
+# Work puzzle: leading zero bits of BLAKE3(NodeId) a new identity must have, and the minimum
+# this node asks of its peers. Each bit doubles the work.
+puzzle_difficulty = {difficulty}
+
+[layout]
+# auto | file | slice | rs-size | rs-ratio
+mode = "{mode}"
+# Reed-Solomon data shards per segment.
+k = {k}
+# Reed-Solomon parity shards per segment (rs-size).
+m = {m}
+# Parity shards as a fraction of k (rs-ratio).
+parity_ratio = {ratio:?}
+# Slice size for slice mode.
+slice_size = {slice}
+# Shard size for Reed-Solomon modes.
+shard_size = {shard}
+# Largest file that auto mode keeps whole.
+small_file_max = {small}
+# Copies of each replicated object (file and slice modes).
+copies = {copies}
+"#,
+        budget = c.cache.budget_bytes,
+        reserve = c.cache.reserve_bytes,
+        capacity = c.node.capacity_bytes,
+        owner_quota = c.node.owner_quota_bytes,
+        listen = list(&c.node.listen),
+        bootstrap = list(&c.node.bootstrap),
+        mdns = c.node.mdns,
+        difficulty = c.identity.puzzle_difficulty,
+        mode = c.layout.mode,
+        k = c.layout.k,
+        m = c.layout.m,
+        ratio = c.layout.parity_ratio,
+        slice = c.layout.slice_size,
+        shard = c.layout.shard_size,
+        small = c.layout.small_file_max,
+        copies = c.layout.copies,
+    )
+}
+
+/// Writes the commented default config to `path` unless a file is already there (kept as is).
+/// Returns whether it wrote one.
+///
+/// # Errors
+/// When the file cannot be written.
+pub fn write_default(path: &Path) -> anyhow::Result<bool> {
+    let mut file = match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+        Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
+    };
+    file.write_all(default_toml().as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_toml_parses_to_the_defaults() {
+        let parsed: Config = toml::from_str(&default_toml()).unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn missing_file_gives_defaults_and_bad_files_name_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        assert_eq!(load(&path).unwrap(), Config::default());
+        std::fs::write(&path, "[cache]\nbudget_bytez = 1\n").unwrap();
+        let msg = format!("{:#}", load(&path).unwrap_err());
+        assert!(msg.contains("budget_bytez"), "{msg}");
+        std::fs::write(&path, "[layout]\nmode = \"raid\"\n").unwrap();
+        let msg = format!("{:#}", load(&path).unwrap_err());
+        assert!(msg.contains("layout.mode"), "{msg}");
+        std::fs::write(&path, "[node]\nmdns = false\n").unwrap();
+        let c = load(&path).unwrap();
+        assert!(!c.node.mdns);
+        assert_eq!(c.cache, Config::default().cache);
+    }
+
+    #[test]
+    fn write_default_keeps_an_existing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        assert!(write_default(&path).unwrap());
+        std::fs::write(&path, "[node]\nmdns = false\n").unwrap();
+        assert!(!write_default(&path).unwrap());
+        assert!(!load(&path).unwrap().node.mdns);
+    }
+}

@@ -1,0 +1,12 @@
+//! Code shared by the DeFS binaries (`defs`, later `defs-mount` and `mount.defs`): locating the
+//! data dir, reading and writing `config.toml`, logging, and the commands that need no network
+//! (`defs init`, `defs id`).
+//!
+//! Only this crate parses argv, reads config files, installs the tracing subscriber and picks
+//! exit codes; errors are `anyhow` chains printed with `{:#}`.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod config_file;
+pub mod data_dir;
+pub mod identity_cmd;
+pub mod logging;
