@@ -144,6 +144,7 @@ enum FlusherMessage {
 #[derive(Clone)]
 pub struct Flusher {
     tx: mpsc::Sender<FlusherMessage>,
+    has_uploader: bool,
     _task: Arc<AbortOnDropHandle<()>>,
 }
 
@@ -161,6 +162,7 @@ impl Flusher {
         uploader: Option<Arc<dyn Uploader>>,
     ) -> Flusher {
         let (tx, rx) = mpsc::channel(INBOX);
+        let has_uploader = uploader.is_some();
         let actor = FlusherActor {
             db,
             cache,
@@ -175,8 +177,14 @@ impl Flusher {
         let task = AbortOnDropHandle::new(tokio::spawn(actor.run()));
         Flusher {
             tx,
+            has_uploader,
             _task: Arc::new(task),
         }
+    }
+
+    /// Whether an uploader is configured (without one, dirty files stay dirty).
+    pub fn has_uploader(&self) -> bool {
+        self.has_uploader
     }
 
     fn send(&self, msg: FlusherMessage) {
@@ -220,7 +228,12 @@ impl Flusher {
     /// Safe.
     pub async fn shutdown(&self) {
         let (reply, rx) = oneshot::channel();
-        if self.tx.send(FlusherMessage::Shutdown { reply }).await.is_ok() {
+        if self
+            .tx
+            .send(FlusherMessage::Shutdown { reply })
+            .await
+            .is_ok()
+        {
             let _ = rx.await;
         }
     }
@@ -359,7 +372,9 @@ impl FlusherActor {
     }
 
     fn start(&mut self, ino: InodeNo) {
-        let Some(uploader) = self.uploader.clone() else { return };
+        let Some(uploader) = self.uploader.clone() else {
+            return;
+        };
         let cancel = CancellationToken::new();
         self.running.insert(ino, cancel.clone());
         let db = self.db.clone();

@@ -51,6 +51,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// offset arithmetic never overflows.
 pub const MAX_FILE_SIZE: u64 = 1 << 60;
 
+/// The read-only virtual extended attribute that tells a file's upload state: `clean`,
+/// `dirty`, `uploading`, or `dirty` with the reason it is not uploaded (no network configured,
+/// the last failure). Never listed by listxattr, so `rsync -X` and `cp -a` do not copy it.
+pub const STATE_XATTR: &[u8] = b"user.defs.state";
+
 /// Directory entries fetched from the DB per readdir request; the kernel's buffer (4 KiB to
 /// 128 KiB) holds fewer, the rest are fetched again from the next cookie.
 pub const READDIR_BATCH: usize = 256;
@@ -272,7 +277,10 @@ impl Fs {
         let flusher = Flusher::spawn(db.clone(), cache.clone(), uploader);
         let dirty = db.dirty_inodes()?;
         if !dirty.is_empty() {
-            info!(count = dirty.len(), "dirty files from an earlier mount resume uploading");
+            info!(
+                count = dirty.len(),
+                "dirty files from an earlier mount resume uploading"
+            );
         }
         for record in dirty {
             // The cache pins what the journal says is dirty (its own flag may predate a crash).
@@ -307,7 +315,10 @@ impl Fs {
 
     /// Counts a request answered as unsupported.
     pub fn count_unsupported(&self, op: &'static str) {
-        self.inner.counters.unsupported.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .counters
+            .unsupported
+            .fetch_add(1, Ordering::Relaxed);
         debug!(op, "unsupported");
     }
 
@@ -345,7 +356,9 @@ impl Fs {
     pub fn forget(&self, ino: InodeNo, n: u64) {
         let idle = {
             let mut inodes = lock(&self.inner.inodes);
-            let Some(state) = inodes.get_mut(&ino) else { return };
+            let Some(state) = inodes.get_mut(&ino) else {
+                return;
+            };
             state.lookups = state.lookups.saturating_sub(n);
             let idle = state.lookups == 0 && state.opens == 0;
             if idle && state.overlay.is_none() {
@@ -403,7 +416,10 @@ impl Fs {
         self.inner.db.setattr(ino, &set, o.ctime)?;
         if let Some(state) = lock(&self.inner.inodes).get_mut(&ino) {
             // Writes that raced with this persist left a newer overlay; keep it.
-            if state.overlay.is_some_and(|cur| cur.mtime == o.mtime && cur.size == o.size) {
+            if state
+                .overlay
+                .is_some_and(|cur| cur.mtime == o.mtime && cur.size == o.size)
+            {
                 state.overlay = None;
             }
         }
@@ -828,12 +844,13 @@ impl Fs {
             return Err(Error::NotWritable { ino, fh });
         }
         let len = u64::try_from(data.len()).unwrap_or(u64::MAX);
-        let end = offset.checked_add(len).filter(|e| *e <= MAX_FILE_SIZE).ok_or(
-            Error::FileTooLarge {
+        let end = offset
+            .checked_add(len)
+            .filter(|e| *e <= MAX_FILE_SIZE)
+            .ok_or(Error::FileTooLarge {
                 end: offset.saturating_add(len),
                 limit: MAX_FILE_SIZE,
-            },
-        )?;
+            })?;
         // Writes to one inode are serialised (the kernel does so too for buffered writes): the
         // size check and the zero extension below must not interleave with another write.
         let _serial = lock(&self.inner.write_locks[(ino.0 % WRITE_LOCKS as u64) as usize]);
@@ -990,7 +1007,11 @@ impl Fs {
         let mut out = Vec::new();
         // Offsets: 1 is ".", 2 is "..", cookie + 2 is a DB entry.
         if offset < 1 {
-            let attr = if plus { Some(self.getattr(ino).await?) } else { None };
+            let attr = if plus {
+                Some(self.getattr(ino).await?)
+            } else {
+                None
+            };
             out.push(DirEntry {
                 ino,
                 cookie: 1,
@@ -1096,13 +1117,24 @@ impl Fs {
     ///
     /// # Cancel safety
     /// Safe: one DB transaction.
-    pub async fn setxattr(&self, ino: InodeNo, name: &[u8], value: &[u8], flags: i32) -> Result<()> {
+    pub async fn setxattr(
+        &self,
+        ino: InodeNo,
+        name: &[u8],
+        value: &[u8],
+        flags: i32,
+    ) -> Result<()> {
         self.check_writable()?;
+        self.refuse_state_xattr(name)?;
         let mode = match flags {
             0 => XattrMode::Any,
             libc::XATTR_CREATE => XattrMode::Create,
             libc::XATTR_REPLACE => XattrMode::Replace,
-            _ => return Err(Error::Invalid { what: "setxattr flags" }),
+            _ => {
+                return Err(Error::Invalid {
+                    what: "setxattr flags",
+                });
+            }
         };
         self.inner
             .db
@@ -1118,7 +1150,43 @@ impl Fs {
     /// # Cancel safety
     /// Safe (read only).
     pub async fn getxattr(&self, ino: InodeNo, name: &[u8]) -> Result<Vec<u8>> {
+        if name == STATE_XATTR {
+            return Ok(self.upload_state(ino)?.into_bytes());
+        }
         Ok(self.inner.db.get_xattr(ino, name)?)
+    }
+
+    /// The upload state of `ino`, as [`STATE_XATTR`] shows it.
+    ///
+    /// # Errors
+    /// NotFound; the journal could not be read.
+    pub fn upload_state(&self, ino: InodeNo) -> Result<String> {
+        self.inner.db.getattr(ino)?;
+        let record = self
+            .inner
+            .db
+            .dirty_inodes()?
+            .into_iter()
+            .find(|r| r.ino == ino);
+        Ok(match record {
+            None => "clean".into(),
+            Some(r) if r.uploading.is_some() => "uploading".into(),
+            Some(r) => match (&r.last_error, self.inner.flusher.has_uploader()) {
+                (Some(e), _) => format!("dirty ({} failed uploads, last: {e})", r.failures),
+                (None, false) => "dirty (no network configured: kept in the local cache)".into(),
+                (None, true) => "dirty".into(),
+            },
+        })
+    }
+
+    fn refuse_state_xattr(&self, name: &[u8]) -> Result<()> {
+        if name == STATE_XATTR {
+            return Err(defs_core::Error::NotPermitted {
+                what: "user.defs.state is read-only".into(),
+            }
+            .into());
+        }
+        Ok(())
     }
 
     /// The names of the extended attributes, each followed by a NUL (listxattr(2)'s format).
@@ -1146,6 +1214,7 @@ impl Fs {
     /// Safe: one DB transaction.
     pub async fn removexattr(&self, ino: InodeNo, name: &[u8]) -> Result<()> {
         self.check_writable()?;
+        self.refuse_state_xattr(name)?;
         self.inner.db.remove_xattr(ino, name, Timestamp::now())?;
         Ok(())
     }

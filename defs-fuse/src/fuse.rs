@@ -59,7 +59,14 @@ impl FuseFs {
         ino: u64,
         fut: impl Future<Output = Result<T, Error>>,
     ) -> Result<T, Errno> {
-        let span = span!(TraceLevel::DEBUG, "fuse", op, req = req.unique().0, ino, errno = field::Empty);
+        let span = span!(
+            TraceLevel::DEBUG,
+            "fuse",
+            op,
+            req = req.unique().0,
+            ino,
+            errno = field::Empty
+        );
         let result = self.rt.block_on(fut.instrument(span.clone()));
         result.map_err(|e| {
             let errno = e.to_errno();
@@ -178,7 +185,8 @@ impl Filesystem for FuseFs {
         }
         // readdirplus: one request fills a directory listing with attributes, so `ls -l` and
         // rsync's scan do not send a lookup per entry.
-        let wanted = fuser::InitFlags::FUSE_DO_READDIRPLUS | fuser::InitFlags::FUSE_READDIRPLUS_AUTO;
+        let wanted =
+            fuser::InitFlags::FUSE_DO_READDIRPLUS | fuser::InitFlags::FUSE_READDIRPLUS_AUTO;
         if config.add_capabilities(wanted).is_err() {
             warn!("the kernel does not offer readdirplus");
         }
@@ -280,7 +288,9 @@ impl Filesystem for FuseFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        let fut = self.fs.mkdir(ino(parent), name, (mode & 0o7777) as u16, owner(req));
+        let fut = self
+            .fs
+            .mkdir(ino(parent), name, (mode & 0o7777) as u16, owner(req));
         match self.run("mkdir", req, parent.0, fut) {
             Ok(attr) => reply.entry(&ATTR_TTL, &file_attr(&attr), generation(&attr)),
             Err(e) => reply.error(e),
@@ -309,9 +319,12 @@ impl Filesystem for FuseFs {
         target: &std::path::Path,
         reply: ReplyEntry,
     ) {
-        let fut = self
-            .fs
-            .symlink(ino(parent), link_name, target.as_os_str().as_bytes(), owner(req));
+        let fut = self.fs.symlink(
+            ino(parent),
+            link_name,
+            target.as_os_str().as_bytes(),
+            owner(req),
+        );
         match self.run("symlink", req, parent.0, fut) {
             Ok(attr) => reply.entry(&ATTR_TTL, &file_attr(&attr), generation(&attr)),
             Err(e) => reply.error(e),
@@ -345,7 +358,12 @@ impl Filesystem for FuseFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        match self.run("link", req, i.0, self.fs.link(ino(i), ino(newparent), newname)) {
+        match self.run(
+            "link",
+            req,
+            i.0,
+            self.fs.link(ino(i), ino(newparent), newname),
+        ) {
             Ok(attr) => reply.entry(&ATTR_TTL, &file_attr(&attr), generation(&attr)),
             Err(e) => reply.error(e),
         }
@@ -353,7 +371,10 @@ impl Filesystem for FuseFs {
 
     fn open(&self, req: &Request, i: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.run("open", req, i.0, self.fs.open(ino(i), flags.0)) {
-            Ok(opened) => reply.opened(fuser::FileHandle(opened.fh.0), fopen_flags(opened.keep_cache)),
+            Ok(opened) => reply.opened(
+                fuser::FileHandle(opened.fh.0),
+                fopen_flags(opened.keep_cache),
+            ),
             Err(e) => reply.error(e),
         }
     }
@@ -369,7 +390,12 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.run("read", req, i.0, self.fs.read(ino(i), fh(handle), offset, size)) {
+        match self.run(
+            "read",
+            req,
+            i.0,
+            self.fs.read(ino(i), fh(handle), offset, size),
+        ) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(e),
         }
@@ -387,7 +413,12 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.run("write", req, i.0, self.fs.write(ino(i), fh(handle), offset, data)) {
+        match self.run(
+            "write",
+            req,
+            i.0,
+            self.fs.write(ino(i), fh(handle), offset, data),
+        ) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(e),
         }
@@ -431,7 +462,12 @@ impl Filesystem for FuseFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.run("fsync", req, i.0, self.fs.fsync(ino(i), fh(handle), datasync)) {
+        match self.run(
+            "fsync",
+            req,
+            i.0,
+            self.fs.fsync(ino(i), fh(handle), datasync),
+        ) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
@@ -509,7 +545,12 @@ impl Filesystem for FuseFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        match self.run("releasedir", req, i.0, self.fs.releasedir(ino(i), fh(handle))) {
+        match self.run(
+            "releasedir",
+            req,
+            i.0,
+            self.fs.releasedir(ino(i), fh(handle)),
+        ) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
@@ -532,14 +573,7 @@ impl Filesystem for FuseFs {
     fn statfs(&self, req: &Request, i: INodeNo, reply: ReplyStatfs) {
         match self.run("statfs", req, i.0, self.fs.statfs()) {
             Ok(s) => reply.statfs(
-                s.blocks,
-                s.bfree,
-                s.bavail,
-                s.files,
-                s.ffree,
-                s.bsize,
-                s.namelen,
-                s.frsize,
+                s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
             ),
             Err(e) => reply.error(e),
         }
@@ -568,7 +602,12 @@ impl Filesystem for FuseFs {
     }
 
     fn getxattr(&self, req: &Request, i: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        match self.run("getxattr", req, i.0, self.fs.getxattr(ino(i), name.as_bytes())) {
+        match self.run(
+            "getxattr",
+            req,
+            i.0,
+            self.fs.getxattr(ino(i), name.as_bytes()),
+        ) {
             Ok(value) => reply_xattr(reply, &value, size),
             Err(e) => reply.error(e),
         }
@@ -582,7 +621,12 @@ impl Filesystem for FuseFs {
     }
 
     fn removexattr(&self, req: &Request, i: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.run("removexattr", req, i.0, self.fs.removexattr(ino(i), name.as_bytes())) {
+        match self.run(
+            "removexattr",
+            req,
+            i.0,
+            self.fs.removexattr(ino(i), name.as_bytes()),
+        ) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
@@ -758,7 +802,12 @@ mod tests {
 
     #[test]
     fn timestamps_round_trip_before_and_after_the_epoch() {
-        for (secs, nanos) in [(0i64, 0u32), (1_700_000_000, 123_456_789), (-1, 500), (-86_400, 0)] {
+        for (secs, nanos) in [
+            (0i64, 0u32),
+            (1_700_000_000, 123_456_789),
+            (-1, 500),
+            (-86_400, 0),
+        ] {
             let t = Timestamp { secs, nanos };
             let back = timestamp(system_time(t));
             assert_eq!((back.secs, back.nanos), (secs, nanos));

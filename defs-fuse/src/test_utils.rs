@@ -30,7 +30,10 @@ pub struct TestFs {
 }
 
 /// The owner tests create files as.
-pub const OWNER: Owner = Owner { uid: 1000, gid: 1000 };
+pub const OWNER: Owner = Owner {
+    uid: 1000,
+    gid: 1000,
+};
 
 impl TestFs {
     /// A fresh core with `config` and `uploader`. Call within a tokio runtime.
@@ -54,9 +57,8 @@ impl TestFs {
             budget_bytes: 1 << 30,
             reserve_bytes: 0,
         };
-        let cache = Arc::new(
-            CacheStore::open(&cache_dir, limits).unwrap_or_else(|e| panic!("cache: {e}")),
-        );
+        let cache =
+            Arc::new(CacheStore::open(&cache_dir, limits).unwrap_or_else(|e| panic!("cache: {e}")));
         let fs = Fs::new(db.clone(), cache.clone(), &cache_dir, config, uploader)
             .unwrap_or_else(|e| panic!("Fs::new: {e}"));
         TestFs { fs, db, cache, dir }
@@ -88,7 +90,13 @@ impl TestFs {
     pub async fn write_file(&self, name: &str, data: &[u8]) -> InodeNo {
         let (attr, opened) = self
             .fs
-            .create(InodeNo::ROOT, OsStr::new(name), 0o644, libc::O_WRONLY, OWNER)
+            .create(
+                InodeNo::ROOT,
+                OsStr::new(name),
+                0o644,
+                libc::O_WRONLY,
+                OWNER,
+            )
             .await
             .unwrap_or_else(|e| panic!("create {name}: {e}"));
         if !data.is_empty() {
@@ -160,7 +168,11 @@ impl ScriptedUploader {
 
     /// The attempts so far.
     pub fn attempts(&self) -> Vec<Attempt> {
-        self.shared.attempts.lock().map(|u| u.clone()).unwrap_or_default()
+        self.shared
+            .attempts
+            .lock()
+            .map(|u| u.clone())
+            .unwrap_or_default()
     }
 }
 

@@ -237,7 +237,10 @@ pub fn wait_exit(pid: i32, timeout: Duration) {
         if stat.split(' ').nth(2) == Some("Z") {
             return;
         }
-        assert!(Instant::now() < deadline, "process {pid} did not exit within {timeout:?}");
+        assert!(
+            Instant::now() < deadline,
+            "process {pid} did not exit within {timeout:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -345,7 +348,11 @@ pub fn generate_tree(dir: &Path, files: usize) -> usize {
 /// # Panics
 /// When it does.
 pub fn assert_same_tree(a: &Path, b: &Path) {
-    run(Command::new("diff").arg("-r").arg("--no-dereference").arg(a).arg(b));
+    run(Command::new("diff")
+        .arg("-r")
+        .arg("--no-dereference")
+        .arg(a)
+        .arg(b));
 }
 
 /// Maps `len` bytes of `file` shared and writable, writes `data` at `offset` through the

@@ -76,7 +76,9 @@ pub enum Error {
 
     /// Bytes of a file are neither in the local cache nor reachable: the network part of the
     /// read path is not wired in yet.
-    #[error("bytes {offset}..{end} of inode {ino} are not in the local cache and no network is configured")]
+    #[error(
+        "bytes {offset}..{end} of inode {ino} are not in the local cache and no network is configured"
+    )]
     NotCached {
         /// The inode.
         ino: InodeNo,

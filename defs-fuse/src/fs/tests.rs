@@ -17,17 +17,20 @@ fn name(s: &str) -> &OsStr {
 }
 
 fn dirty(t: &TestFs) -> Vec<InodeNo> {
-    t.db.dirty_inodes().unwrap().into_iter().map(|r| r.ino).collect()
+    t.db.dirty_inodes()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.ino)
+        .collect()
 }
 
 #[tokio::test]
 async fn writes_are_in_the_journal_before_close_and_sizes_reach_the_db_at_flush() {
     let t = TestFs::new(Config::default(), None);
-    let (attr, o) = t
-        .fs
-        .create(InodeNo::ROOT, name("f"), 0o644, libc::O_RDWR, OWNER)
-        .await
-        .unwrap();
+    let (attr, o) =
+        t.fs.create(InodeNo::ROOT, name("f"), 0o644, libc::O_RDWR, OWNER)
+            .await
+            .unwrap();
     t.fs.write(attr.ino, o.fh, 10, b"hello").await.unwrap();
     assert_eq!(dirty(&t), vec![attr.ino], "dirty before close");
     // getattr sees the unsaved size; the DB does not yet.
@@ -37,20 +40,37 @@ async fn writes_are_in_the_journal_before_close_and_sizes_reach_the_db_at_flush(
     let stored = t.db.getattr(attr.ino).unwrap();
     assert_eq!(stored.size, 15);
     assert_eq!(stored.mtime, t.fs.getattr(attr.ino).await.unwrap().mtime);
-    assert_eq!(t.fs.read(attr.ino, o.fh, 0, 100).await.unwrap(), b"\0\0\0\0\0\0\0\0\0\0hello");
+    assert_eq!(
+        t.fs.read(attr.ino, o.fh, 0, 100).await.unwrap(),
+        b"\0\0\0\0\0\0\0\0\0\0hello"
+    );
     t.fs.release(attr.ino, o.fh).await.unwrap();
-    // No uploader: the file stays dirty.
+    // No uploader: the file stays dirty, and says so.
     assert_eq!(dirty(&t), vec![attr.ino]);
+    let state = t.fs.getxattr(attr.ino, STATE_XATTR).await.unwrap();
+    assert!(
+        String::from_utf8(state)
+            .unwrap()
+            .starts_with("dirty (no network")
+    );
+    assert!(
+        t.fs.listxattr(attr.ino).await.unwrap().is_empty(),
+        "never listed"
+    );
+    let e =
+        t.fs.setxattr(attr.ino, STATE_XATTR, b"clean", 0)
+            .await
+            .unwrap_err();
+    assert_eq!(e.to_errno(), libc::EPERM);
 }
 
 #[tokio::test]
 async fn an_unlinked_file_lives_until_its_last_handle_and_lookup_are_gone() {
     let t = TestFs::new(Config::default(), None);
-    let (attr, o) = t
-        .fs
-        .create(InodeNo::ROOT, name("f"), 0o644, libc::O_RDWR, OWNER)
-        .await
-        .unwrap();
+    let (attr, o) =
+        t.fs.create(InodeNo::ROOT, name("f"), 0o644, libc::O_RDWR, OWNER)
+            .await
+            .unwrap();
     t.fs.write(attr.ino, o.fh, 0, b"data").await.unwrap();
     t.fs.unlink(InodeNo::ROOT, name("f")).await.unwrap();
     assert_eq!(t.fs.read(attr.ino, o.fh, 0, 4).await.unwrap(), b"data");
@@ -70,11 +90,10 @@ async fn an_unlinked_file_lives_until_its_last_handle_and_lookup_are_gone() {
 #[tokio::test]
 async fn orphans_left_by_a_crash_are_purged_at_the_next_start() {
     let t = TestFs::new(Config::default(), None);
-    let (attr, o) = t
-        .fs
-        .create(InodeNo::ROOT, name("f"), 0o644, libc::O_RDWR, OWNER)
-        .await
-        .unwrap();
+    let (attr, o) =
+        t.fs.create(InodeNo::ROOT, name("f"), 0o644, libc::O_RDWR, OWNER)
+            .await
+            .unwrap();
     t.fs.write(attr.ino, o.fh, 0, b"data").await.unwrap();
     t.fs.unlink(InodeNo::ROOT, name("f")).await.unwrap();
     // Restart with the handle still open (a crash leaves it so).
@@ -93,7 +112,10 @@ async fn truncate_marks_dirty_and_cuts_the_cache_file() {
     };
     assert_eq!(t.fs.setattr(ino, None, set).await.unwrap().size, 100);
     let o = t.fs.open(ino, libc::O_RDONLY).await.unwrap();
-    assert_eq!(t.fs.read(ino, o.fh, 0, 1 << 20).await.unwrap(), vec![7u8; 100]);
+    assert_eq!(
+        t.fs.read(ino, o.fh, 0, 1 << 20).await.unwrap(),
+        vec![7u8; 100]
+    );
     let set = SetAttr {
         size: Some(200),
         ..Default::default()
@@ -112,17 +134,26 @@ async fn readdir_offsets_continue_after_any_entry() {
     }
     let dh = t.fs.opendir(InodeNo::ROOT).await.unwrap();
     let all = t.fs.readdir(InodeNo::ROOT, dh, 0, true).await.unwrap();
-    let names: Vec<_> = all.iter().map(|e| e.name.to_string_lossy().into_owned()).collect();
+    let names: Vec<_> = all
+        .iter()
+        .map(|e| e.name.to_string_lossy().into_owned())
+        .collect();
     assert_eq!(&names[..2], &[".", ".."]);
     assert_eq!(names.len(), 12);
     assert!(all.iter().all(|e| e.attr.is_some()));
     for (i, e) in all.iter().enumerate() {
-        let rest = t.fs.readdir(InodeNo::ROOT, dh, e.cookie, false).await.unwrap();
+        let rest =
+            t.fs.readdir(InodeNo::ROOT, dh, e.cookie, false)
+                .await
+                .unwrap();
         assert_eq!(rest.len(), all.len() - i - 1, "after {:?}", e.name);
     }
     t.fs.releasedir(InodeNo::ROOT, dh).await.unwrap();
     assert_eq!(
-        t.fs.readdir(InodeNo::ROOT, dh, 0, false).await.unwrap_err().to_errno(),
+        t.fs.readdir(InodeNo::ROOT, dh, 0, false)
+            .await
+            .unwrap_err()
+            .to_errno(),
         libc::EBADF
     );
 }
@@ -134,38 +165,51 @@ async fn a_read_only_core_refuses_changes_with_erofs() {
         ..Default::default()
     };
     let t = TestFs::new(config, None);
-    let e = t
-        .fs
-        .create(InodeNo::ROOT, name("f"), 0o644, libc::O_RDWR, OWNER)
-        .await
-        .unwrap_err();
+    let e =
+        t.fs.create(InodeNo::ROOT, name("f"), 0o644, libc::O_RDWR, OWNER)
+            .await
+            .unwrap_err();
     assert_eq!(e.to_errno(), libc::EROFS);
-    let e = t.fs.mkdir(InodeNo::ROOT, name("d"), 0o755, OWNER).await.unwrap_err();
+    let e =
+        t.fs.mkdir(InodeNo::ROOT, name("d"), 0o755, OWNER)
+            .await
+            .unwrap_err();
     assert_eq!(e.to_errno(), libc::EROFS);
 }
 
 #[tokio::test]
 async fn unsupported_operations_have_an_errno_and_are_counted() {
     let t = TestFs::new(Config::default(), None);
-    let (attr, o) = t
-        .fs
-        .create(InodeNo::ROOT, name("f"), 0o644, libc::O_RDWR, OWNER)
-        .await
-        .unwrap();
-    let e = t
-        .fs
-        .fallocate(attr.ino, o.fh, 0, 10, libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE)
+    let (attr, o) =
+        t.fs.create(InodeNo::ROOT, name("f"), 0o644, libc::O_RDWR, OWNER)
+            .await
+            .unwrap();
+    let e =
+        t.fs.fallocate(
+            attr.ino,
+            o.fh,
+            0,
+            10,
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+        )
         .await
         .unwrap_err();
     assert_eq!(e.to_errno(), libc::EOPNOTSUPP);
-    let e = t
-        .fs
-        .mknod(InodeNo::ROOT, name("dev"), libc::S_IFCHR | 0o644, 0x101, OWNER)
+    let e =
+        t.fs.mknod(
+            InodeNo::ROOT,
+            name("dev"),
+            libc::S_IFCHR | 0o644,
+            0x101,
+            OWNER,
+        )
         .await
         .unwrap_err();
     assert_eq!(e.to_errno(), libc::EPERM);
     assert_eq!(
-        t.fs.counters().unsupported.load(std::sync::atomic::Ordering::Relaxed),
+        t.fs.counters()
+            .unsupported
+            .load(std::sync::atomic::Ordering::Relaxed),
         2
     );
 }
@@ -179,10 +223,22 @@ fn every_namespace_refusal_has_its_errno() {
         (E::NotEmpty { ino: 2 }, libc::ENOTEMPTY),
         (E::NotADirectory { ino: 2 }, libc::ENOTDIR),
         (E::IsADirectory { ino: 2 }, libc::EISDIR),
-        (E::NameTooLong { len: 300, limit: 255 }, libc::ENAMETOOLONG),
+        (
+            E::NameTooLong {
+                len: 300,
+                limit: 255,
+            },
+            libc::ENAMETOOLONG,
+        ),
         (E::InvalidArgument { what: "x".into() }, libc::EINVAL),
         (E::NotPermitted { what: "x".into() }, libc::EPERM),
-        (E::NoXattr { ino: 2, name: "user.x".into() }, libc::ENODATA),
+        (
+            E::NoXattr {
+                ino: 2,
+                name: "user.x".into(),
+            },
+            libc::ENODATA,
+        ),
         (E::XattrTooLarge { size: 1, limit: 0 }, libc::E2BIG),
         (E::XattrNameInvalid { len: 0, limit: 255 }, libc::ERANGE),
         (E::Closed, libc::EIO),
@@ -201,7 +257,10 @@ fn every_namespace_refusal_has_its_errno() {
 async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -227,7 +286,11 @@ async fn closes_within_the_debounce_upload_once_and_the_upload_keeps_mtime_and_s
     assert_eq!(attempts[0].2, b"two!");
     let after = t.fs.getattr(ino).await.unwrap();
     assert_eq!((after.size, after.mtime), (before.size, before.mtime));
-    assert!(matches!(t.db.content(ino).unwrap(), Content::Stored { len: 4, .. }));
+    assert!(matches!(
+        t.db.content(ino).unwrap(),
+        Content::Stored { len: 4, .. }
+    ));
+    assert_eq!(t.fs.getxattr(ino, STATE_XATTR).await.unwrap(), b"clean");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,6 +303,11 @@ async fn a_failed_upload_keeps_the_file_dirty_and_records_why() {
         t.db.dirty_inodes().unwrap().iter().any(|r| r.failures == 1)
     })
     .await;
+    let state = String::from_utf8(t.fs.getxattr(ino, STATE_XATTR).await.unwrap()).unwrap();
+    assert!(
+        state.contains("1 failed uploads, last: scripted failure"),
+        "{state}"
+    );
     let rec = t.db.dirty_inodes().unwrap().remove(0);
     assert_eq!(rec.ino, ino);
     assert!(rec.last_error.unwrap().contains("scripted failure"));
@@ -270,7 +338,10 @@ async fn deleting_a_file_cancels_its_upload() {
     t.fs.unlink(InodeNo::ROOT, name("f")).await.unwrap();
     t.fs.forget(ino, 1);
     tokio::time::sleep(DEBOUNCE).await;
-    assert!(u.attempts().is_empty(), "the blocked upload was cancelled, not finished");
+    assert!(
+        u.attempts().is_empty(),
+        "the blocked upload was cancelled, not finished"
+    );
     assert!(t.db.getattr(ino).is_err());
 }
 
@@ -281,14 +352,16 @@ async fn without_an_uploader_files_stay_dirty_and_fsync_network_says_so() {
         ..Default::default()
     };
     let t = TestFs::new(config, None);
-    let (attr, o) = t
-        .fs
-        .create(InodeNo::ROOT, name("f"), 0o644, libc::O_RDWR, OWNER)
-        .await
-        .unwrap();
+    let (attr, o) =
+        t.fs.create(InodeNo::ROOT, name("f"), 0o644, libc::O_RDWR, OWNER)
+            .await
+            .unwrap();
     t.fs.write(attr.ino, o.fh, 0, b"x").await.unwrap();
     let e = t.fs.fsync(attr.ino, o.fh, false).await.unwrap_err();
-    assert!(matches!(e, Error::Flush(FlushError::NoUploader { .. })), "{e}");
+    assert!(
+        matches!(e, Error::Flush(FlushError::NoUploader { .. })),
+        "{e}"
+    );
     assert_eq!(e.to_errno(), libc::EIO);
     assert_eq!(dirty(&t), vec![attr.ino]);
 }

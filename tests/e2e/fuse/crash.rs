@@ -55,12 +55,19 @@ fn sigkill_during_a_copy_keeps_every_file_closed_before_the_kill() {
     writer.join().unwrap();
     let _ = cp.wait();
     let closed = closed.lock().unwrap().clone();
-    assert!(closed.len() > 10, "only {} files were written before the kill", closed.len());
+    assert!(
+        closed.len() > 10,
+        "only {} files were written before the kill",
+        closed.len()
+    );
 
     m.mount();
     for (name, size) in &closed {
         let data = fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name} lost: {e}"));
-        assert!(data == pseudo_random(closed_seed(name), *size), "{name} is not intact");
+        assert!(
+            data == pseudo_random(closed_seed(name), *size),
+            "{name} is not intact"
+        );
     }
     // The mount is fully usable after recovery.
     fs::write(m.path("after"), b"ok").unwrap();

@@ -22,7 +22,10 @@ fn defs_mount_refuses_a_missing_or_non_empty_mountpoint_with_exit_1() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let msg = String::from_utf8_lossy(&out.stderr);
-    assert!(msg.contains(&format!("mountpoint {} does not exist", missing.display())), "{msg}");
+    assert!(
+        msg.contains(&format!("mountpoint {} does not exist", missing.display())),
+        "{msg}"
+    );
 
     let full = dir.path().join("full");
     fs::create_dir(&full).unwrap();
@@ -52,7 +55,10 @@ fn defs_mount_refuses_unknown_options_with_exit_2() {
 #[test]
 fn sigterm_and_sigint_unmount_cleanly_and_keep_the_data() {
     let mut m = mount!();
-    for (i, signal) in [nix::sys::signal::SIGTERM, nix::sys::signal::SIGINT].into_iter().enumerate() {
+    for (i, signal) in [nix::sys::signal::SIGTERM, nix::sys::signal::SIGINT]
+        .into_iter()
+        .enumerate()
+    {
         fs::write(m.path(format!("f{i}")), b"kept").unwrap();
         let pid = m.pid().unwrap();
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).unwrap();
@@ -76,7 +82,9 @@ fn fusermount_u_ends_the_daemon_cleanly() {
 
 #[test]
 fn foreground_mode_serves_until_sigint() {
-    let Some(probe) = TestMount::new() else { return };
+    let Some(probe) = TestMount::new() else {
+        return;
+    };
     // Reuse the probe's temp dir layout with a second mount point served in the foreground.
     let mnt = probe.scratch().join("fg");
     fs::create_dir(&mnt).unwrap();
@@ -91,8 +99,14 @@ fn foreground_mode_serves_until_sigint() {
         .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while !probe.scratch().join("fgdata/defs-mount.pid").exists() {
-        assert!(std::time::Instant::now() < deadline, "foreground mount never got ready");
-        assert!(child.try_wait().unwrap().is_none(), "defs-mount -f exited early");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "foreground mount never got ready"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "defs-mount -f exited early"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     fs::write(mnt.join("x"), b"fg").unwrap();
@@ -109,7 +123,9 @@ fn foreground_mode_serves_until_sigint() {
 
 #[test]
 fn mount_defs_works_in_the_form_mount_8_calls_it_from_fstab() {
-    let Some(probe) = TestMount::new() else { return };
+    let Some(probe) = TestMount::new() else {
+        return;
+    };
     let scratch = probe.scratch();
     // mount.defs is a symlink to defs-mount (installed as /sbin/mount.defs).
     let helper = scratch.join("mount.defs");
@@ -124,7 +140,11 @@ fn mount_defs_works_in_the_form_mount_8_calls_it_from_fstab() {
         .args(["-o", "rw,defaults,_netdev,nofail"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     fs::write(mnt.join("f"), b"from fstab").unwrap();
     assert!(data.join("meta").is_dir(), "SOURCE is the data dir");
     let pid: i32 = fs::read_to_string(data.join("defs-mount.pid"))
@@ -135,7 +155,18 @@ fn mount_defs_works_in_the_form_mount_8_calls_it_from_fstab() {
     assert!(Command::new("umount").arg(&mnt).status().unwrap().success());
     wait_exit(pid, UNMOUNT_TIMEOUT);
     // -f (fake) does nothing; bad usage is exit 2.
-    assert!(Command::new(&helper).arg(&data).arg(&mnt).arg("-f").status().unwrap().success());
+    assert!(
+        Command::new(&helper)
+            .arg(&data)
+            .arg(&mnt)
+            .arg("-f")
+            .status()
+            .unwrap()
+            .success()
+    );
     assert!(fs::read_dir(&mnt).unwrap().next().is_none());
-    assert_eq!(Command::new(&helper).arg(&data).status().unwrap().code(), Some(2));
+    assert_eq!(
+        Command::new(&helper).arg(&data).status().unwrap().code(),
+        Some(2)
+    );
 }

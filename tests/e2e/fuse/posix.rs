@@ -16,11 +16,23 @@ use super::{errno, mount};
 fn create_excl_makes_a_file_visible_at_once_and_refuses_an_existing_name_with_eexist() {
     let m = mount!();
     let p = m.path("tmp.XXXX");
-    let f = OpenOptions::new().write(true).create_new(true).open(&p).unwrap();
+    let f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&p)
+        .unwrap();
     // Visible at once, before any write or close.
     assert!(fs::metadata(&p).unwrap().is_file());
-    assert!(fs::read_dir(m.mnt()).unwrap().any(|e| e.unwrap().file_name() == "tmp.XXXX"));
-    let e = OpenOptions::new().write(true).create_new(true).open(&p).unwrap_err();
+    assert!(
+        fs::read_dir(m.mnt())
+            .unwrap()
+            .any(|e| e.unwrap().file_name() == "tmp.XXXX")
+    );
+    let e = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&p)
+        .unwrap_err();
     assert_eq!(errno(&e), libc::EEXIST);
     drop(f);
 }
@@ -36,9 +48,15 @@ fn names_longer_than_255_bytes_are_enametoolong() {
 #[test]
 fn opening_a_missing_file_is_enoent_and_a_directory_for_writing_is_eisdir() {
     let m = mount!();
-    assert_eq!(errno(&File::open(m.path("missing")).unwrap_err()), libc::ENOENT);
+    assert_eq!(
+        errno(&File::open(m.path("missing")).unwrap_err()),
+        libc::ENOENT
+    );
     fs::create_dir(m.path("d")).unwrap();
-    let e = OpenOptions::new().write(true).open(m.path("d")).unwrap_err();
+    let e = OpenOptions::new()
+        .write(true)
+        .open(m.path("d"))
+        .unwrap_err();
     assert_eq!(errno(&e), libc::EISDIR);
 }
 
@@ -63,11 +81,18 @@ fn stat_after_close_shows_the_final_size_and_mtime() {
 fn random_writes_match_a_model_file() {
     let m = mount!();
     let p = m.path("random");
-    let f = OpenOptions::new().read(true).write(true).create(true).open(&p).unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .open(&p)
+        .unwrap();
     let mut model: Vec<u8> = Vec::new();
     let mut x = 12345u64;
     for i in 0..300u64 {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let off = (x >> 33) % (3 << 20);
         let len = ((x >> 13) % 70_000) as usize + 1;
         let data = pseudo_random(i, len);
@@ -105,7 +130,11 @@ fn truncate_shrinks_and_extends_with_zeros() {
     // truncate(2) by path, and O_TRUNC.
     nix::unistd::truncate(&p, 10).unwrap();
     assert_eq!(fs::metadata(&p).unwrap().len(), 10);
-    OpenOptions::new().write(true).truncate(true).open(&p).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&p)
+        .unwrap();
     assert_eq!(fs::metadata(&p).unwrap().len(), 0);
 }
 
@@ -145,7 +174,12 @@ fn sparse_files_read_zeros_in_their_holes() {
 fn fallocate_extends_the_size_and_other_modes_are_eopnotsupp() {
     let m = mount!();
     let p = m.path("falloc");
-    let f = OpenOptions::new().read(true).write(true).create(true).open(&p).unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .open(&p)
+        .unwrap();
     nix::fcntl::fallocate(&f, nix::fcntl::FallocateFlags::empty(), 0, 4096).unwrap();
     assert_eq!(fs::metadata(&p).unwrap().len(), 4096);
     let e = nix::fcntl::fallocate(
@@ -255,10 +289,23 @@ fn rename_noreplace_and_exchange() {
     let m = mount!();
     fs::write(m.path("a"), b"A").unwrap();
     fs::write(m.path("b"), b"B").unwrap();
-    let e = renameat2(AT_FDCWD, &m.path("a"), AT_FDCWD, &m.path("b"), RenameFlags::RENAME_NOREPLACE)
-        .unwrap_err();
+    let e = renameat2(
+        AT_FDCWD,
+        &m.path("a"),
+        AT_FDCWD,
+        &m.path("b"),
+        RenameFlags::RENAME_NOREPLACE,
+    )
+    .unwrap_err();
     assert_eq!(e as i32, libc::EEXIST);
-    renameat2(AT_FDCWD, &m.path("a"), AT_FDCWD, &m.path("b"), RenameFlags::RENAME_EXCHANGE).unwrap();
+    renameat2(
+        AT_FDCWD,
+        &m.path("a"),
+        AT_FDCWD,
+        &m.path("b"),
+        RenameFlags::RENAME_EXCHANGE,
+    )
+    .unwrap();
     assert_eq!(fs::read(m.path("a")).unwrap(), b"B");
     assert_eq!(fs::read(m.path("b")).unwrap(), b"A");
 }
@@ -270,15 +317,30 @@ fn mkdir_rmdir_and_empty_directories_persist_across_remount() {
     let mut m = mount!();
     fs::create_dir_all(m.path("a/b/c")).unwrap();
     fs::write(m.path("a/b/file"), b"x").unwrap();
-    assert_eq!(errno(&fs::create_dir(m.path("a")).unwrap_err()), libc::EEXIST);
-    assert_eq!(errno(&fs::remove_dir(m.path("a/b")).unwrap_err()), libc::ENOTEMPTY);
-    assert_eq!(errno(&fs::remove_dir(m.path("a/b/file")).unwrap_err()), libc::ENOTDIR);
-    assert_eq!(errno(&fs::remove_file(m.path("a/b")).unwrap_err()), libc::EISDIR);
+    assert_eq!(
+        errno(&fs::create_dir(m.path("a")).unwrap_err()),
+        libc::EEXIST
+    );
+    assert_eq!(
+        errno(&fs::remove_dir(m.path("a/b")).unwrap_err()),
+        libc::ENOTEMPTY
+    );
+    assert_eq!(
+        errno(&fs::remove_dir(m.path("a/b/file")).unwrap_err()),
+        libc::ENOTDIR
+    );
+    assert_eq!(
+        errno(&fs::remove_file(m.path("a/b")).unwrap_err()),
+        libc::EISDIR
+    );
     assert_eq!(fs::metadata(m.path("a")).unwrap().nlink(), 3);
     m.remount();
     assert!(fs::metadata(m.path("a/b/c")).unwrap().is_dir());
     fs::remove_dir(m.path("a/b/c")).unwrap();
-    assert_eq!(errno(&fs::metadata(m.path("a/b/c")).unwrap_err()), libc::ENOENT);
+    assert_eq!(
+        errno(&fs::metadata(m.path("a/b/c")).unwrap_err()),
+        libc::ENOENT
+    );
 }
 
 #[test]
@@ -328,8 +390,16 @@ fn utimensat_is_exact_to_the_nanosecond_on_files_directories_and_symlinks() {
     let check = |m: &defs_tests::mount::TestMount| {
         for name in ["f", "d", "l"] {
             let md = fs::symlink_metadata(m.path(name)).unwrap();
-            assert_eq!((md.mtime(), md.mtime_nsec()), (1_234_567_890, 987_654_321), "{name}");
-            assert_eq!((md.atime(), md.atime_nsec()), (1_000_000_000, 123_456_789), "{name}");
+            assert_eq!(
+                (md.mtime(), md.mtime_nsec()),
+                (1_234_567_890, 987_654_321),
+                "{name}"
+            );
+            assert_eq!(
+                (md.atime(), md.atime_nsec()),
+                (1_000_000_000, 123_456_789),
+                "{name}"
+            );
         }
     };
     check(&m);
@@ -352,7 +422,10 @@ fn chmod_and_chown_persist_and_inode_numbers_are_stable_across_remount() {
     assert_eq!(after.ino(), before.ino());
     assert_eq!(after.mode() & 0o7777, 0o640);
     assert_eq!((after.uid(), after.gid()), (1234, 5678));
-    assert_eq!((after.mtime(), after.mtime_nsec()), (before.mtime(), before.mtime_nsec()));
+    assert_eq!(
+        (after.mtime(), after.mtime_nsec()),
+        (before.mtime(), before.mtime_nsec())
+    );
 }
 
 #[test]
@@ -381,7 +454,10 @@ fn symlinks_and_hard_links() {
     symlink("target", m.path("sym")).unwrap();
     symlink("/nowhere/at/all", m.path("dangling")).unwrap();
     fs::hard_link(m.path("target"), m.path("hard")).unwrap();
-    assert_eq!(fs::read_link(m.path("sym")).unwrap().to_str(), Some("target"));
+    assert_eq!(
+        fs::read_link(m.path("sym")).unwrap().to_str(),
+        Some("target")
+    );
     assert_eq!(fs::read(m.path("sym")).unwrap(), b"T");
     assert_eq!(fs::metadata(m.path("target")).unwrap().nlink(), 2);
     assert_eq!(
@@ -389,10 +465,19 @@ fn symlinks_and_hard_links() {
         fs::metadata(m.path("target")).unwrap().ino()
     );
     fs::create_dir(m.path("dir")).unwrap();
-    assert_eq!(errno(&fs::hard_link(m.path("dir"), m.path("dir2")).unwrap_err()), libc::EPERM);
-    assert_eq!(errno(&fs::read_link(m.path("target")).unwrap_err()), libc::EINVAL);
+    assert_eq!(
+        errno(&fs::hard_link(m.path("dir"), m.path("dir2")).unwrap_err()),
+        libc::EPERM
+    );
+    assert_eq!(
+        errno(&fs::read_link(m.path("target")).unwrap_err()),
+        libc::EINVAL
+    );
     m.remount();
-    assert_eq!(fs::read_link(m.path("dangling")).unwrap().to_str(), Some("/nowhere/at/all"));
+    assert_eq!(
+        fs::read_link(m.path("dangling")).unwrap().to_str(),
+        Some("/nowhere/at/all")
+    );
     fs::remove_file(m.path("target")).unwrap();
     assert_eq!(fs::read(m.path("hard")).unwrap(), b"T");
     assert_eq!(fs::metadata(m.path("hard")).unwrap().nlink(), 1);
@@ -406,8 +491,13 @@ fn fifos_can_be_made_and_device_nodes_are_eperm() {
     assert!(std::os::unix::fs::FileTypeExt::is_fifo(
         &fs::metadata(m.path("fifo")).unwrap().file_type()
     ));
-    let e = mknod(&m.path("dev"), SFlag::S_IFCHR, Mode::from_bits_truncate(0o644), 0x0101)
-        .unwrap_err();
+    let e = mknod(
+        &m.path("dev"),
+        SFlag::S_IFCHR,
+        Mode::from_bits_truncate(0o644),
+        0x0101,
+    )
+    .unwrap_err();
     assert_eq!(e as i32, libc::EPERM);
 }
 
@@ -442,12 +532,14 @@ fn xattrs_round_trip_and_refusals_have_their_errno() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&get.stderr).contains("No such attribute"));
-    assert!(std::process::Command::new("setfattr")
-        .args(["-x", "user.one"])
-        .arg(&p)
-        .status()
-        .unwrap()
-        .success());
+    assert!(
+        std::process::Command::new("setfattr")
+            .args(["-x", "user.one"])
+            .arg(&p)
+            .status()
+            .unwrap()
+            .success()
+    );
     let out = defs_tests::mount::run(std::process::Command::new("getfattr").arg("-d").arg(&p));
     assert!(!out.contains("user.one"));
 }
@@ -464,7 +556,11 @@ fn posix_acl_xattrs_are_stored_as_opaque_bytes() {
         .arg(&p)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = defs_tests::mount::run(
         std::process::Command::new("getfattr")
             .args(["-n", "system.posix_acl_access", "-e", "hex"])
@@ -498,7 +594,10 @@ fn a_read_only_mount_refuses_every_change_with_erofs() {
     erofs(fs::create_dir(ro.path("e")));
     erofs(fs::remove_file(ro.path("f")));
     erofs(fs::rename(ro.path("f"), ro.path("h")));
-    erofs(fs::set_permissions(ro.path("f"), fs::Permissions::from_mode(0o600)));
+    erofs(fs::set_permissions(
+        ro.path("f"),
+        fs::Permissions::from_mode(0o600),
+    ));
     ro.unmount();
 }
 
@@ -506,8 +605,37 @@ fn a_read_only_mount_refuses_every_change_with_erofs() {
 fn open_for_write_with_o_trunc_and_o_creat_mode() {
     let m = mount!();
     let p = m.path("moded");
-    let f = OpenOptions::new().write(true).create(true).mode(0o600).open(&p).unwrap();
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .mode(0o600)
+        .open(&p)
+        .unwrap();
     drop(f);
     // The process umask applies, as on a local disk.
     assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
+}
+
+// ---- upload state ------------------------------------------------------------------------------
+
+#[test]
+fn the_upload_state_xattr_says_a_file_is_dirty_while_no_network_is_configured() {
+    let m = mount!();
+    let p = m.path("f");
+    fs::write(&p, b"x").unwrap();
+    let state = defs_tests::mount::run(
+        std::process::Command::new("getfattr")
+            .args(["-n", "user.defs.state", "--only-values"])
+            .arg(&p),
+    );
+    assert!(state.starts_with("dirty (no network configured"), "{state}");
+    // Not listed, so rsync -X / cp -a never copy it; read-only.
+    let all = defs_tests::mount::run(std::process::Command::new("getfattr").arg("-d").arg(&p));
+    assert!(!all.contains("defs.state"));
+    let out = std::process::Command::new("setfattr")
+        .args(["-n", "user.defs.state", "-v", "clean"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"));
 }

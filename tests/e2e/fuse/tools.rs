@@ -22,7 +22,10 @@ fn cp_a_of_a_generated_tree_of_2000_files_then_diff_r() {
     // Hard links stay hard links.
     let a = fs::metadata(dst.join("d27/s2/f00107.dat")).unwrap();
     let b = fs::metadata(dst.join("d27/s2/hard107")).unwrap();
-    assert_eq!(std::os::unix::fs::MetadataExt::ino(&a), std::os::unix::fs::MetadataExt::ino(&b));
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::ino(&a),
+        std::os::unix::fs::MetadataExt::ino(&b)
+    );
 }
 
 fn rsync_changes(args: &[&str], src: &std::path::Path, dst: &std::path::Path) -> String {
@@ -89,10 +92,19 @@ fn tar_x_into_the_mount() {
     let src = m.scratch().join("src");
     generate_tree(&src, 300);
     let tarball = m.scratch().join("t.tar");
-    run(Command::new("tar").arg("-cf").arg(&tarball).arg("-C").arg(&src).arg("."));
+    run(Command::new("tar")
+        .arg("-cf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&src)
+        .arg("."));
     let dst = m.path("untarred");
     fs::create_dir(&dst).unwrap();
-    run(Command::new("tar").arg("-xf").arg(&tarball).arg("-C").arg(&dst));
+    run(Command::new("tar")
+        .arg("-xf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&dst));
     assert_same_tree(&src, &dst);
 }
 
@@ -112,7 +124,13 @@ fn an_editor_style_save_replaces_the_file_atomically() {
         fs::rename(&tmp, &p).unwrap();
         assert_eq!(fs::read_to_string(&p).unwrap(), format!("version {v}\n"));
     }
-    assert_ne!(std::os::unix::fs::MetadataExt::ino(&fs::metadata(&p).unwrap()), ino);
-    let names: Vec<_> = fs::read_dir(m.mnt()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_ne!(
+        std::os::unix::fs::MetadataExt::ino(&fs::metadata(&p).unwrap()),
+        ino
+    );
+    let names: Vec<_> = fs::read_dir(m.mnt())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names, vec![std::ffi::OsString::from("doc.txt")]);
 }

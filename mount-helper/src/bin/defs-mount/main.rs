@@ -84,7 +84,11 @@ struct Options {
 
 fn parse_options(list: &[String]) -> Result<Options, String> {
     let mut o = Options::default();
-    for opt in list.iter().flat_map(|s| s.split(',')).filter(|s| !s.is_empty()) {
+    for opt in list
+        .iter()
+        .flat_map(|s| s.split(','))
+        .filter(|s| !s.is_empty())
+    {
         let (key, value) = match opt.split_once('=') {
             Some((k, v)) => (k, Some(v)),
             None => (opt, None),
@@ -269,12 +273,19 @@ fn launch(cli: &Cli) -> Result<()> {
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            bail!("the mount daemon did not get ready within {READY_TIMEOUT:?}; see {}", log.display());
+            bail!(
+                "the mount daemon did not get ready within {READY_TIMEOUT:?}; see {}",
+                log.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(10));
     };
     stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1))))?;
+    stream.set_read_timeout(Some(
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(1)),
+    ))?;
     let mut line = String::new();
     BufReader::new(stream).read_line(&mut line)?;
     match line.trim_end().split_once(' ') {
@@ -494,12 +505,18 @@ mod tests {
 
     #[test]
     fn options_parse_and_unknown_ones_are_refused() {
-        let o = parse_options(&["ro,allow_other".into(), "sync=network,defaults,_netdev".into()])
-            .unwrap();
+        let o = parse_options(&[
+            "ro,allow_other".into(),
+            "sync=network,defaults,_netdev".into(),
+        ])
+        .unwrap();
         assert!(o.read_only && o.allow_other);
         assert_eq!(o.fsync, FsyncMode::Network);
         assert!(parse_options(&["bogus".into()]).is_err());
         assert!(parse_options(&["threads=0".into()]).is_err());
-        assert_eq!(parse_options(&["threads=8".into()]).unwrap().threads, Some(8));
+        assert_eq!(
+            parse_options(&["threads=8".into()]).unwrap().threads,
+            Some(8)
+        );
     }
 }
