@@ -1015,6 +1015,50 @@ mod tests {
         assert_eq!(r.missing(5, 5), vec![]);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// The range set agrees with a bitmap model for any sequence of inserts and clips.
+        #[test]
+        fn range_set_matches_a_bitmap(ops in proptest::collection::vec((0u64..200, 0u64..60, proptest::bool::ANY), 1..40)) {
+            let mut set = RangeSet::default();
+            let mut model = [false; 300];
+            for (start, len, clip) in ops {
+                if clip {
+                    set.clip(start);
+                    for b in model.iter_mut().skip(usize::try_from(start).unwrap()) {
+                        *b = false;
+                    }
+                } else {
+                    let before = model.iter().filter(|b| **b).count() as u64;
+                    let added = set.insert(start, start + len);
+                    for b in &mut model[usize::try_from(start).unwrap()..usize::try_from(start + len).unwrap()] {
+                        *b = true;
+                    }
+                    let after = model.iter().filter(|b| **b).count() as u64;
+                    proptest::prop_assert_eq!(added, after - before);
+                }
+                proptest::prop_assert_eq!(set.bytes(), model.iter().filter(|b| **b).count() as u64);
+                // Canonical form: sorted, disjoint, non-adjacent, non-empty.
+                let mut prev: Option<u64> = None;
+                for (s, e) in &set.map {
+                    proptest::prop_assert!(s < e);
+                    proptest::prop_assert!(prev.is_none_or(|p| *s > p));
+                    prev = Some(*e);
+                }
+                let missing = set.missing(0, 300);
+                let mut expect = Vec::new();
+                let mut i = 0;
+                while i < 300 {
+                    if model[i] { i += 1; continue; }
+                    let j = (i..300).find(|j| model[*j]).unwrap_or(300);
+                    expect.push(i as u64..j as u64);
+                    i = j;
+                }
+                proptest::prop_assert_eq!(missing, expect);
+            }
+        }
+    }
+
     #[test]
     fn sparse_writes_and_reads() {
         let dir = tempfile::tempdir().unwrap();

@@ -107,6 +107,15 @@ impl Default for CacheSettings {
     }
 }
 
+impl From<&CacheSettings> for crate::cache_store::CacheConfig {
+    fn from(c: &CacheSettings) -> Self {
+        crate::cache_store::CacheConfig {
+            budget_bytes: c.budget_bytes,
+            reserve_bytes: c.reserve_bytes,
+        }
+    }
+}
+
 /// This machine as a storage node and peer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -136,6 +145,15 @@ impl Default for NodeSettings {
             ],
             bootstrap: Vec::new(),
             mdns: true,
+        }
+    }
+}
+
+impl From<&NodeSettings> for crate::shard_store::Quotas {
+    fn from(n: &NodeSettings) -> Self {
+        crate::shard_store::Quotas {
+            capacity: n.capacity_bytes,
+            per_owner: n.owner_quota_bytes,
         }
     }
 }
@@ -210,6 +228,16 @@ mod tests {
     #[test]
     fn defaults_validate() {
         Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn settings_convert_to_store_limits() {
+        let c = Config::default();
+        let cache = crate::cache_store::CacheConfig::from(&c.cache);
+        assert_eq!(cache.budget_bytes, 10 * GIB);
+        assert_eq!(cache.reserve_bytes, GIB);
+        let q = crate::shard_store::Quotas::from(&c.node);
+        assert_eq!((q.capacity, q.per_owner), (10 * GIB, 0));
     }
 
     #[test]

@@ -9,6 +9,28 @@
 //! - `rs`, `aead`: Reed-Solomon and AES-GCM behind small modules.
 //!
 //! Memory is bounded by segment size × parallelism, never by file size.
+//!
+//! ```
+//! use std::collections::HashMap;
+//! use defs_core::pipeline::{Decoder, FileKey, LayoutConfig, choose, encode_stream, keys};
+//!
+//! let file = vec![7u8; 2 << 20];
+//! // 14 peers: Reed-Solomon 10+4 with 1 MiB shards.
+//! let geometry = choose(file.len() as u64, 14, &LayoutConfig::default())?;
+//! let key = FileKey::random()?;
+//! let mut stored = HashMap::new();
+//! let manifest = encode_stream(&file[..], geometry, &key, keys::new_version_id()?, |seg| {
+//!     for shard in seg.shards {
+//!         stored.insert((seg.index, shard.index), shard.bytes);
+//!     }
+//!     Ok(())
+//! })?;
+//! stored.remove(&(0, 3)); // any 4 shards of a segment may be lost
+//! let mut out = Vec::new();
+//! Decoder::new(&manifest, &key).read_all(|s, i, _| stored.get(&(s, i)).cloned(), &mut out)?;
+//! assert_eq!(out, file);
+//! # Ok::<(), defs_core::Error>(())
+//! ```
 
 pub(crate) mod aead;
 pub mod decode;
@@ -20,8 +42,12 @@ pub(crate) mod rs;
 mod tests;
 
 pub use aead::TAG_LEN;
-pub use decode::{Decoder, SegmentRead, decode_segment, decrypt_shard, plan, shard_aad};
-pub use encode::{EncodedSegment, EncodedShard, Encoder, encode_segment, encode_stream};
+pub use decode::{
+    Decoder, SegmentRead, decode_segment, decode_segment_into, decrypt_shard, plan, shard_aad,
+};
+pub use encode::{
+    EncodedSegment, EncodedShard, Encoder, encode_segment, encode_segment_with, encode_stream,
+};
 pub use keys::{FileKey, WrapKey, new_version_id, shard_key};
 pub use layout::{Geometry, LayoutConfig, Mode, Redundancy, choose};
 pub use rs::check_cpu;

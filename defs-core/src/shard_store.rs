@@ -981,7 +981,7 @@ mod tests {
             let stdout = child.stdout.take().unwrap();
             // Kill after a varying number of completed operations, plus a varying delay, so the
             // kill lands at every point of put and delete.
-            let ops_before_kill = 1 + (run * 7) % 23;
+            let ops_before_kill = 1 + (run * 7) % 9;
             let delay_us = (run as u64 * 379) % 3000;
             let mut lines = std::io::BufReader::new(stdout).lines();
             let mut log = Vec::new();

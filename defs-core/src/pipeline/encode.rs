@@ -47,6 +47,11 @@ pub struct EncodedSegment {
 }
 
 impl EncodedSegment {
+    /// Hands the shard buffers back for reuse by [`encode_segment_with`].
+    pub fn recycle(self, pool: &mut Vec<Vec<u8>>) {
+        pool.extend(self.shards.into_iter().map(|s| s.bytes));
+    }
+
     /// The manifest entry for this segment (holders empty: the network fills them).
     pub fn entry(&self) -> SegmentEntry {
         SegmentEntry {
@@ -96,6 +101,21 @@ pub fn encode_segment(
     segment: u64,
     data: &[u8],
 ) -> Result<EncodedSegment> {
+    encode_segment_with(geometry, file_key, version, segment, data, &mut Vec::new())
+}
+
+/// [`encode_segment`] taking shard buffers from `pool` (see [`EncodedSegment::recycle`]).
+/// Fresh multi-MiB buffers per segment cost page faults that more than halved encode
+/// throughput in `benches/pipeline.rs`; a caller that is done with a segment's bytes hands the
+/// buffers back.
+pub fn encode_segment_with(
+    geometry: &Geometry,
+    file_key: &FileKey,
+    version: VersionId,
+    segment: u64,
+    data: &[u8],
+    pool: &mut Vec<Vec<u8>>,
+) -> Result<EncodedSegment> {
     geometry.validate()?;
     let len = u32::try_from(data.len())
         .ok()
@@ -111,45 +131,68 @@ pub fn encode_segment(
     let sl = shard_len as usize;
     // Every buffer gets room for the tag up front, so sealing never reallocates.
     let cap = sl + TAG_LEN;
-    let plain: Vec<Vec<u8>> = match geometry.redundancy {
-        Redundancy::Replicated { copies } => (0..copies)
-            .map(|_| {
-                let mut b = Vec::with_capacity(cap);
-                b.extend_from_slice(data);
-                b
-            })
+    let seal = |i: usize, buf: Vec<u8>| {
+        // At most 200 shards per segment (validated geometry).
+        seal_shard(file_key, version, segment, i as u16, shard_len, buf)
+    };
+    let mut buffer = || {
+        let mut b = pool.pop().unwrap_or_default();
+        b.clear();
+        b.reserve_exact(cap);
+        b
+    };
+    let mut copy_of = |bytes: &[u8]| {
+        let mut b = buffer();
+        b.extend_from_slice(bytes);
+        b.resize(sl, 0);
+        b
+    };
+    let shards = match geometry.redundancy {
+        Redundancy::Replicated { copies } => (0..usize::from(copies))
+            .map(|i| seal(i, copy_of(data)))
             .collect(),
         Redundancy::ReedSolomon { k, m } => {
-            let mut shards: Vec<Vec<u8>> = Vec::with_capacity(usize::from(k) + usize::from(m));
-            for i in 0..usize::from(k) {
-                let mut b = Vec::with_capacity(cap);
-                let start = (i * sl).min(data.len());
-                let end = ((i + 1) * sl).min(data.len());
-                b.extend_from_slice(&data[start..end]);
-                b.resize(sl, 0);
-                shards.push(b);
-            }
-            let mut parity: Vec<Vec<u8>> = (0..m)
-                .map(|_| {
-                    let mut b = Vec::with_capacity(cap);
+            // Parity straight from the caller's bytes (only a short last chunk is padded), then
+            // each shard copied, sealed and hashed while it is hot in cache: one pass over a
+            // 1 MiB shard at a time instead of over the whole segment per step.
+            let k = usize::from(k);
+            let padded: Vec<Vec<u8>> = (0..k)
+                .filter(|i| (i + 1) * sl > data.len())
+                .map(|i| {
+                    let mut b = Vec::with_capacity(sl);
+                    b.extend_from_slice(&data[(i * sl).min(data.len())..]);
                     b.resize(sl, 0);
                     b
                 })
                 .collect();
-            rs::encode(&shards, &mut parity)?;
-            shards.append(&mut parity);
+            let full = data.len() / sl;
+            let chunks: Vec<&[u8]> = (0..k)
+                .map(|i| {
+                    if i < full {
+                        &data[i * sl..(i + 1) * sl]
+                    } else {
+                        padded[i - full].as_slice()
+                    }
+                })
+                .collect();
+            let mut parity: Vec<Vec<u8>> = (0..m)
+                .map(|_| {
+                    let mut b = copy_of(&[]);
+                    b.resize(sl, 0);
+                    b
+                })
+                .collect();
+            rs::encode(&chunks, &mut parity)?;
+            let mut shards = Vec::with_capacity(k + parity.len());
+            for (i, chunk) in chunks.iter().enumerate() {
+                shards.push(seal(i, copy_of(chunk)));
+            }
+            for (j, p) in parity.into_iter().enumerate() {
+                shards.push(seal(k + j, p));
+            }
             shards
         }
     };
-    let shards = plain
-        .into_iter()
-        .enumerate()
-        .map(|(i, buf)| {
-            // At most 200 shards per segment (validated geometry).
-            let index = i as u16;
-            seal_shard(file_key, version, segment, index, shard_len, buf)
-        })
-        .collect();
     Ok(EncodedSegment {
         index: segment,
         len,
@@ -207,10 +250,40 @@ impl<'a> Encoder<'a> {
     /// Reads `reader` to its end, passes each encoded segment to `sink` in file order, and
     /// returns the manifest (holders empty). An error from the reader or the sink stops the
     /// encoding and is returned.
-    pub fn encode<R, F>(&self, mut reader: R, mut sink: F) -> Result<Manifest>
+    pub fn encode<R, F>(&self, reader: R, mut sink: F) -> Result<Manifest>
     where
         R: Read,
         F: FnMut(EncodedSegment) -> Result<()>,
+    {
+        self.run(reader, |seg: &mut EncodedSegment| {
+            sink(std::mem::replace(
+                seg,
+                EncodedSegment {
+                    index: seg.index,
+                    len: seg.len,
+                    shard_len: seg.shard_len,
+                    shards: Vec::new(),
+                },
+            ))
+        })
+    }
+
+    /// Like [`Encoder::encode`], but the sink borrows each segment, and the shard buffers it
+    /// leaves in place (it may `std::mem::take` any it wants to keep) are reused for the next
+    /// segments: no fresh allocation per segment once the pool is warm. For sinks that write
+    /// shards out before returning (a local store, a socket).
+    pub fn encode_recycling<R, F>(&self, reader: R, sink: F) -> Result<Manifest>
+    where
+        R: Read,
+        F: FnMut(&mut EncodedSegment) -> Result<()>,
+    {
+        self.run(reader, sink)
+    }
+
+    fn run<R, F>(&self, mut reader: R, mut sink: F) -> Result<Manifest>
+    where
+        R: Read,
+        F: FnMut(&mut EncodedSegment) -> Result<()>,
     {
         self.geometry.validate()?;
         rs::check_cpu()?;
@@ -219,6 +292,8 @@ impl<'a> Encoder<'a> {
                 reason: "segment size exceeds the address space".into(),
             })?;
         let mut bufs: Vec<Vec<u8>> = Vec::with_capacity(self.parallelism);
+        // One pool of shard buffers per worker slot.
+        let mut pools: Vec<Vec<Vec<u8>>> = vec![Vec::new(); self.parallelism];
         let mut manifest = Manifest {
             version: self.version,
             size: 0,
@@ -245,17 +320,18 @@ impl<'a> Encoder<'a> {
             }
             let encoded: Vec<Result<EncodedSegment>> = if lens.len() <= 1 {
                 lens.iter()
-                    .map(|&n| self.encode_one(next_segment, &bufs[0][..n]))
+                    .map(|&n| self.encode_one(next_segment, &bufs[0][..n], &mut pools[0]))
                     .collect()
             } else {
                 std::thread::scope(|s| {
                     let handles: Vec<_> = lens
                         .iter()
+                        .zip(pools.iter_mut())
                         .enumerate()
-                        .map(|(i, &n)| {
+                        .map(|(i, (&n, pool))| {
                             let data = &bufs[i][..n];
                             let seg = next_segment + i as u64;
-                            s.spawn(move || self.encode_one(seg, data))
+                            s.spawn(move || self.encode_one(seg, data, pool))
                         })
                         .collect();
                     handles
@@ -264,20 +340,32 @@ impl<'a> Encoder<'a> {
                         .collect()
                 })
             };
-            for seg in encoded {
-                let seg = seg?;
+            for (i, seg) in encoded.into_iter().enumerate() {
+                let mut seg = seg?;
                 manifest.size += u64::from(seg.len);
                 manifest.segments.push(seg.entry());
                 next_segment += 1;
-                sink(seg)?;
+                sink(&mut seg)?;
+                let pool = &mut pools[i];
+                pool.extend(
+                    seg.shards
+                        .into_iter()
+                        .map(|s| s.bytes)
+                        .filter(|b| b.capacity() > 0),
+                );
             }
         }
         manifest.validate()?;
         Ok(manifest)
     }
 
-    fn encode_one(&self, segment: u64, data: &[u8]) -> Result<EncodedSegment> {
-        encode_segment(&self.geometry, self.key, self.version, segment, data)
+    fn encode_one(
+        &self,
+        segment: u64,
+        data: &[u8],
+        pool: &mut Vec<Vec<u8>>,
+    ) -> Result<EncodedSegment> {
+        encode_segment_with(&self.geometry, self.key, self.version, segment, data, pool)
     }
 }
 

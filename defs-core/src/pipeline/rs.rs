@@ -47,7 +47,7 @@ fn codec(k: u8, m: u8) -> Result<Arc<ReedSolomon>> {
 }
 
 /// Computes the `parity` shards from the `data` shards (all the same length).
-pub(crate) fn encode(data: &[Vec<u8>], parity: &mut [Vec<u8>]) -> Result<()> {
+pub(crate) fn encode<T: AsRef<[u8]>>(data: &[T], parity: &mut [Vec<u8>]) -> Result<()> {
     if parity.is_empty() {
         check_cpu()?;
         return Ok(());

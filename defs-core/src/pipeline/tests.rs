@@ -392,7 +392,7 @@ fn streams_100_mib_with_bounded_memory() {
     let mut sunk = 0u64;
     let m = Encoder::new(g, &k, VERSION)
         .parallelism(parallel)
-        .encode(reader, |s| {
+        .encode_recycling(reader, |s| {
             // The encoder never reads further ahead than `parallelism` segments.
             assert!(
                 pos.get() - sunk <= seg * parallel as u64,
@@ -435,4 +435,105 @@ fn streams_100_mib_with_bounded_memory() {
         .unwrap();
     assert_eq!(n, size);
     assert_eq!(out.pos, size);
+}
+
+#[test]
+fn an_inconsistent_hand_built_manifest_is_an_error_not_a_panic() {
+    let g = Geometry::reed_solomon(4, 2, 64).unwrap();
+    let plain = data(300, 10);
+    let (m, store) = encode_all(g, &plain);
+    let mut fewer = m.clone();
+    fewer.segments[0].shards.truncate(2);
+    let mut short = m.clone();
+    short.segments[1].shard_len = 1;
+    let mut beyond = m.clone();
+    beyond.size += 1000;
+    for bad in [fewer, short, beyond] {
+        assert!(read_all(&bad, &store).is_err());
+        let shards = (0..6).map(|i| store.get(&(0, i)).cloned()).collect();
+        let _ = decode_segment(&bad, &key(), 0, shards);
+    }
+}
+
+#[test]
+fn parallel_encoding_gives_the_same_shards_in_file_order() {
+    let g = Geometry::reed_solomon(3, 2, 50).unwrap();
+    let plain = data(7 * g.segment_size() as usize + 33, 11);
+    let (sequential, store) = encode_all(g, &plain);
+    for parallelism in [2, 3, 8] {
+        let mut seen = Vec::new();
+        let mut recycled = Vec::new();
+        let k = key();
+        let m = Encoder::new(g, &k, VERSION)
+            .parallelism(parallelism)
+            .encode(&plain[..], |seg| {
+                seen.push(seg.index);
+                for sh in &seg.shards {
+                    assert_eq!(store[&(seg.index, sh.index)], sh.bytes);
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(m, sequential);
+        assert_eq!(seen, (0..8).collect::<Vec<u64>>());
+        let m2 = Encoder::new(g, &k, VERSION)
+            .parallelism(parallelism)
+            .encode_recycling(&plain[..], |seg| {
+                recycled.push(seg.index);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(m2, sequential);
+        assert_eq!(recycled, seen);
+    }
+    // A sink error stops the encoding and comes back unchanged.
+    let err = Encoder::new(g, &key(), VERSION)
+        .encode(&plain[..], |_| Err(Error::CpuWithoutAvx2))
+        .unwrap_err();
+    assert!(matches!(err, Error::CpuWithoutAvx2));
+}
+
+#[test]
+fn reader_and_writer_errors_are_stream_errors() {
+    struct Failing;
+    impl Read for Failing {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            Err(io::Error::other("disk gone"))
+        }
+    }
+    impl Write for Failing {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::Error::other("pipe closed"))
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let g = Geometry::reed_solomon(2, 1, 64).unwrap();
+    let err = encode_stream(Failing, g, &key(), VERSION, |_| Ok(())).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Stream {
+                what: "reading the file",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let plain = data(100, 1);
+    let (m, store) = encode_all(g, &plain);
+    let err = Decoder::new(&m, &key())
+        .read_all(|s, i, _| store.get(&(s, i)).cloned(), &mut Failing)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Stream {
+                what: "writing decoded bytes",
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
