@@ -64,16 +64,10 @@ fn sigkill_during_a_copy_keeps_every_file_closed_before_the_kill() {
     m.mount();
     for (name, size) in &closed {
         let data = fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name} lost: {e}"));
-        assert!(
-            data == pseudo_random(closed_seed(name), *size),
-            "{name} is not intact"
-        );
+        let seed: u64 = name[1..].parse().unwrap();
+        assert!(data == pseudo_random(seed, *size), "{name} is not intact");
     }
     // The mount is fully usable after recovery.
     fs::write(m.path("after"), b"ok").unwrap();
     assert_eq!(fs::read(m.path("after")).unwrap(), b"ok");
-}
-
-fn closed_seed(name: &str) -> u64 {
-    name[1..].parse().unwrap()
 }

@@ -85,6 +85,7 @@ fn random_writes_match_a_model_file() {
         .read(true)
         .write(true)
         .create(true)
+        .truncate(false)
         .open(&p)
         .unwrap();
     let mut model: Vec<u8> = Vec::new();
@@ -178,6 +179,7 @@ fn fallocate_extends_the_size_and_other_modes_are_eopnotsupp() {
         .read(true)
         .write(true)
         .create(true)
+        .truncate(false)
         .open(&p)
         .unwrap();
     nix::fcntl::fallocate(&f, nix::fcntl::FallocateFlags::empty(), 0, 4096).unwrap();
@@ -608,6 +610,7 @@ fn open_for_write_with_o_trunc_and_o_creat_mode() {
     let f = OpenOptions::new()
         .write(true)
         .create(true)
+        .truncate(true)
         .mode(0o600)
         .open(&p)
         .unwrap();
