@@ -183,6 +183,11 @@ impl TestMount {
         )
         .unwrap_or_else(|e| panic!("kill -9 {pid}: {e}"));
         wait_exit(pid, UNMOUNT_TIMEOUT);
+        self.crash_cleanup();
+    }
+
+    /// Clears the dead mount a killed daemon left (`fusermount3 -u -z`).
+    pub fn crash_cleanup(&mut self) {
         let _ = Command::new("fusermount3")
             .arg("-u")
             .arg("-z")

@@ -243,6 +243,15 @@ fn every_namespace_refusal_has_its_errno() {
         (E::XattrNameInvalid { len: 0, limit: 255 }, libc::ERANGE),
         (E::Closed, libc::EIO),
         (
+            E::NoSpace {
+                path: "/data/cache".into(),
+                needed: 1,
+                available: 0,
+                reserve: 1 << 30,
+            },
+            libc::ENOSPC,
+        ),
+        (
             E::io("/cache/1", std::io::Error::from_raw_os_error(libc::ENOSPC)),
             libc::ENOSPC,
         ),

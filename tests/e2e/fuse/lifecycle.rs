@@ -78,6 +78,51 @@ fn fusermount_u_ends_the_daemon_cleanly() {
     m.unmount(); // fusermount3 -u, then waits for the daemon to exit
     assert!(m.log().contains("unmounted cleanly"));
     assert!(!m.data_dir().join("defs-mount.pid").exists());
+    // defs-mount created the identity the data dir lacked, mode 0600.
+    let key = fs::metadata(m.data_dir().join("identity.key")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&key.permissions()) & 0o777,
+        0o600
+    );
+}
+
+#[test]
+fn mount_options_reach_the_kernel() {
+    let Some(m) = TestMount::with_options(&["allow_other,fsname=mydefs", "threads=2"]) else {
+        return;
+    };
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
+    let mnt = m.mnt();
+    let line = mounts
+        .lines()
+        .find(|l| l.split(' ').nth(1) == Some(mnt.to_str().unwrap()))
+        .unwrap();
+    assert!(line.starts_with("mydefs "), "{line}");
+    assert!(
+        line.contains("allow_other") && line.contains("default_permissions"),
+        "{line}"
+    );
+    assert!(
+        line.contains("fuse.defs") || line.contains(" fuse "),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_mount_whose_daemon_was_killed_is_refused_with_advice() {
+    let mut m = mount!();
+    let pid = m.pid().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL).unwrap();
+    wait_exit(pid, UNMOUNT_TIMEOUT);
+    let out = m.command().output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        msg.contains("stale mount") && msg.contains("fusermount3 -u"),
+        "{msg}"
+    );
+    m.crash_cleanup();
+    m.mount();
 }
 
 #[test]

@@ -432,18 +432,46 @@ fn chmod_and_chown_persist_and_inode_numbers_are_stable_across_remount() {
 
 #[test]
 fn permissions_are_enforced_by_the_kernel() {
-    let m = mount!();
-    let p = m.path("private");
-    fs::write(&p, b"secret").unwrap();
-    fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
-    std::os::unix::fs::chown(&p, Some(4321), Some(4321)).unwrap();
-    // A process running as another user (uid 1000) is refused by default_permissions.
-    let out = std::process::Command::new("setpriv")
-        .args(["--reuid=1000", "--regid=1000", "--clear-groups", "cat"])
-        .arg(&p)
-        .output()
-        .unwrap();
+    // allow_other, so that another user may enter the mount at all; then the mode bits decide.
+    let m = mount!("allow_other");
+    let parent = m.mnt().parent().unwrap().to_path_buf();
+    fs::set_permissions(&parent, fs::Permissions::from_mode(0o755)).unwrap();
+    let as_user = |args: &[&str], path: &std::path::Path| {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=1000", "--regid=1000", "--clear-groups"])
+            .args(args)
+            .arg(path)
+            .output()
+            .unwrap()
+    };
+    let public = m.path("public");
+    fs::write(&public, b"hello").unwrap();
+    let out = as_user(&["cat"], &public);
+    assert_eq!(
+        out.stdout,
+        b"hello",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let private = m.path("private");
+    fs::write(&private, b"secret").unwrap();
+    fs::set_permissions(&private, fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::chown(&private, Some(4321), Some(4321)).unwrap();
+    let out = as_user(&["cat"], &private);
     assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied"));
+
+    // Only root may give a file away, even its owner may not.
+    std::os::unix::fs::chown(&public, Some(1000), Some(1000)).unwrap();
+    let out = as_user(&["chown", "2000"], &public);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A directory without write permission refuses new entries.
+    let out = as_user(&["touch"], &m.path("new-file"));
     assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied"));
 }
 
@@ -641,4 +669,38 @@ fn the_upload_state_xattr_says_a_file_is_dirty_while_no_network_is_configured() 
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"));
+}
+
+// ---- not supported -----------------------------------------------------------------------------
+
+#[test]
+fn unsupported_operations_answer_as_documented() {
+    use nix::unistd::{Whence, lseek};
+    let m = mount!();
+    let p = m.path("f");
+    let f = File::create(&p).unwrap();
+    f.write_all_at(b"tail", 1 << 20).unwrap();
+    // SEEK_DATA/SEEK_HOLE: the whole file is data.
+    assert_eq!(lseek(&f, 0, Whence::SeekData).unwrap(), 0);
+    assert_eq!(lseek(&f, 0, Whence::SeekHole).unwrap(), (1 << 20) + 4);
+    // copy_file_range works (std::io::copy uses it; the kernel copies through the page cache).
+    let mut out = File::create(m.path("copy")).unwrap();
+    let mut src = File::open(&p).unwrap();
+    let n = std::io::copy(&mut src, &mut out).unwrap();
+    assert_eq!(n, (1 << 20) + 4);
+    drop(out);
+    assert_eq!(fs::read(m.path("copy")).unwrap(), fs::read(&p).unwrap());
+    // ioctl: refused; FS_IOC_GETFLAGS (lsattr) reaches the program as EOPNOTSUPP.
+    let out = std::process::Command::new("lsattr")
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Operation not supported"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Locks are the kernel's, local to this machine.
+    let g = File::open(&p).unwrap();
+    nix::fcntl::Flock::lock(g, nix::fcntl::FlockArg::LockExclusiveNonblock).unwrap();
 }
