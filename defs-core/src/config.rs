@@ -9,9 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::identity::{DEFAULT_PUZZLE_DIFFICULTY, MAX_PUZZLE_DIFFICULTY};
+use crate::pipeline::LayoutConfig;
 
-/// One MiB, for the defaults below.
-const MIB: u64 = 1 << 20;
 /// One GiB, for the defaults below.
 const GIB: u64 = 1 << 30;
 
@@ -25,8 +24,8 @@ pub struct Config {
     pub node: NodeSettings,
     /// Identity creation.
     pub identity: IdentitySettings,
-    /// How files are cut into shards.
-    pub layout: LayoutSettings,
+    /// How files are cut into shards (`pipeline::LayoutConfig`, validated by the pipeline).
+    pub layout: LayoutConfig,
 }
 
 impl Config {
@@ -45,41 +44,10 @@ impl Config {
                 ),
             );
         }
-        let l = &self.layout;
-        if !LayoutSettings::MODES.contains(&l.mode.as_str()) {
-            return bad(
-                "layout.mode",
-                format!(
-                    "{:?} is not one of {}",
-                    l.mode,
-                    LayoutSettings::MODES.join(", ")
-                ),
-            );
-        }
-        if l.k == 0 {
-            return bad("layout.k", "must be at least 1".into());
-        }
-        if usize::from(l.k) + usize::from(l.m) > 256 {
-            return bad(
-                "layout.m",
-                format!("k + m = {} exceeds 256", u16::from(l.k) + u16::from(l.m)),
-            );
-        }
-        if !(l.parity_ratio.is_finite() && l.parity_ratio >= 0.0 && l.parity_ratio <= 4.0) {
-            return bad(
-                "layout.parity_ratio",
-                format!("{} is not in 0.0..=4.0", l.parity_ratio),
-            );
-        }
-        if l.shard_size == 0 {
-            return bad("layout.shard_size", "must be positive".into());
-        }
-        if l.slice_size == 0 {
-            return bad("layout.slice_size", "must be positive".into());
-        }
-        if l.copies == 0 {
-            return bad("layout.copies", "must be at least 1".into());
-        }
+        self.layout.validate().map_err(|e| Error::InvalidConfig {
+            field: "layout",
+            reason: e.to_string(),
+        })?;
         Ok(())
     }
 }
@@ -176,51 +144,6 @@ impl Default for IdentitySettings {
     }
 }
 
-/// How files are cut into shards. Mirrors the pipeline's `LayoutConfig` field by field, as plain
-/// serde values; the pipeline converts it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LayoutSettings {
-    /// `auto` (default: picks by file size and peer count), `file` (small file kept whole,
-    /// replicated), `slice` (fixed slices, replicated), `rs-size` (fixed k+m), `rs-ratio`
-    /// (parity as a ratio of k).
-    pub mode: String,
-    /// Data shards per segment for Reed-Solomon modes. Default 4.
-    pub k: u8,
-    /// Parity shards per segment for `rs-size`. Default 2.
-    pub m: u8,
-    /// Parity shards as a fraction of k for `rs-ratio` (m = ceil(k × ratio)). Default 0.5.
-    pub parity_ratio: f64,
-    /// Slice size in bytes for `slice` mode. Default 4 MiB.
-    pub slice_size: u64,
-    /// Shard size in bytes for Reed-Solomon modes (a segment is k shards). Default 1 MiB.
-    pub shard_size: u32,
-    /// Largest file, in bytes, that `auto` keeps whole (`file` mode). Default 256 KiB.
-    pub small_file_max: u64,
-    /// Copies kept of each replicated object (`file` and `slice` modes). Default 3.
-    pub copies: u8,
-}
-
-impl LayoutSettings {
-    /// The accepted values of [`mode`](Self::mode).
-    pub const MODES: [&'static str; 5] = ["auto", "file", "slice", "rs-size", "rs-ratio"];
-}
-
-impl Default for LayoutSettings {
-    fn default() -> Self {
-        LayoutSettings {
-            mode: "auto".to_owned(),
-            k: 4,
-            m: 2,
-            parity_ratio: 0.5,
-            slice_size: 4 * MIB,
-            shard_size: 1 << 20,
-            small_file_max: 256 * 1024,
-            copies: 3,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,20 +166,11 @@ mod tests {
     #[test]
     fn bad_values_name_their_field() {
         let mut c = Config::default();
-        c.layout.mode = "raid5".into();
-        assert!(matches!(
-            c.validate(),
-            Err(Error::InvalidConfig {
-                field: "layout.mode",
-                ..
-            })
-        ));
-        let mut c = Config::default();
         c.layout.k = 0;
         assert!(matches!(
             c.validate(),
             Err(Error::InvalidConfig {
-                field: "layout.k",
+                field: "layout",
                 ..
             })
         ));

@@ -305,7 +305,6 @@ pub enum Error {
     /// The DB was closed (EIO).
     #[error("metadata DB is closed")]
     Closed,
-
     // ---- journal, cache store, shard store ---------------------------------------------------
     /// The shard is not stored here.
     #[error("shard {id} is not stored here")]

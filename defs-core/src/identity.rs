@@ -24,6 +24,7 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
+use crate::pipeline::WrapKey;
 use crate::types::NodeId;
 
 /// Puzzle difficulty (leading zero bits of BLAKE3(NodeId)) used by `defs init` unless told
@@ -442,9 +443,9 @@ impl Identity {
     }
 
     /// The key that wraps file keys inside manifests: HKDF-SHA256(secret, info
-    /// `"defs manifest wrap v1"`). Wrap it in `pipeline::keys::WrapKey`.
-    pub fn manifest_wrap_key(&self) -> [u8; 32] {
-        self.derive(b"defs manifest wrap v1")
+    /// `"defs manifest wrap v1"`).
+    pub fn manifest_wrap_key(&self) -> WrapKey {
+        WrapKey::from_bytes(self.derive(b"defs manifest wrap v1"))
     }
 
     /// The key that encrypts namespace snapshots: HKDF-SHA256(secret, info `"defs snapshot v1"`).
@@ -474,7 +475,7 @@ mod tests {
         assert_eq!(loaded.difficulty(), 4);
         assert_eq!(*loaded.secret_bytes(), *id.secret_bytes());
         assert_eq!(loaded.manifest_wrap_key(), id.manifest_wrap_key());
-        assert_ne!(id.manifest_wrap_key(), id.snapshot_key());
+        assert_ne!(*id.manifest_wrap_key().as_bytes(), id.snapshot_key());
         // No temporary file is left behind.
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }

@@ -50,3 +50,4 @@ pub use pipeline::{
     Redundancy, WrapKey,
 };
 pub use shard_store::ShardStore;
+pub use snapshot::SnapshotStats;

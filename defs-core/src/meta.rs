@@ -32,7 +32,7 @@ use crate::sync::{Arc, Mutex};
 use crate::types::InodeNo;
 
 /// The schema version this build writes. Bump it with every change to a table or a record
-/// layout, add a step to [`migrate`], and a row to docs/format.md's history.
+/// layout, add a step to `migrate` (below), and a row to docs/format.md's history.
 pub const SCHEMA_VERSION: u64 = 1;
 
 /// How often the group-commit thread makes non-durable commits durable. One second, like
@@ -97,6 +97,7 @@ struct CommitState {
 
 struct Inner {
     db: Database,
+    alloc: Mutex<InoAlloc>,
     path: PathBuf,
     state: CommitState,
 }
@@ -108,6 +109,21 @@ struct Inner {
 /// once. It is durable when [`MetaDb::sync`] returns, or within about [`COMMIT_INTERVAL`]
 /// (the group-commit thread), whichever comes first. Dropping the DB (or [`MetaDb::close`])
 /// makes everything durable.
+///
+/// ```
+/// use defs_core::{MetaDb, NewInode, Timestamp};
+/// use defs_core::types::InodeNo;
+///
+/// # fn main() -> defs_core::Result<()> {
+/// let dir = tempfile::tempdir().map_err(|e| defs_core::Error::io("tempdir", e))?;
+/// let db = MetaDb::open(dir.path())?;
+/// let owner = NewInode { perm: 0o644, uid: 1000, gid: 1000 };
+/// let (file, created) = db.create(InodeNo::ROOT, b"notes.txt", &owner, true, Timestamp::now())?;
+/// assert!(created);
+/// assert_eq!(db.lookup(InodeNo::ROOT, b"notes.txt")?.ino, file.ino);
+/// db.sync()?; // durable now (fsync), not just within the group-commit interval
+/// # Ok(()) }
+/// ```
 pub struct MetaDb {
     inner: Arc<Inner>,
     committer: Mutex<Option<JoinHandle<()>>>,
@@ -148,6 +164,7 @@ impl MetaDb {
         init_or_migrate(&db, &path)?;
         let inner = Arc::new(Inner {
             db,
+            alloc: Mutex::new(InoAlloc::default()),
             path,
             state: CommitState {
                 committed: AtomicU64::new(0),
@@ -215,16 +232,38 @@ impl MetaDb {
         let mut txn = self.inner.db.begin_write().ctx("beginning a write")?;
         txn.set_durability(Durability::None)
             .ctx("choosing durability")?;
-        match f(&txn) {
-            Ok(value) => {
-                txn.commit().ctx("committing")?;
+        // Writers are serialised by redb, so nobody else allocates until this one ends.
+        let saved = self.inner.alloc.lock().map(|a| (a.next, a.reserved)).ok();
+        let result = match f(&txn) {
+            Ok(value) => txn.commit().ctx("committing").map(|()| value),
+            Err(e) => txn.abort().ctx("aborting").and(Err(e)),
+        };
+        match &result {
+            Ok(_) => {
                 self.inner.state.committed.fetch_add(1, Ordering::SeqCst);
-                Ok(value)
             }
-            Err(e) => {
-                txn.abort().ctx("aborting")?;
-                Err(e)
+            Err(_) => {
+                // Roll the allocator back with the transaction: its reservation (if it made
+                // one) was not written, and its numbers were not used.
+                if let (Some((next, reserved)), Ok(mut a)) = (saved, self.inner.alloc.lock()) {
+                    a.next = next;
+                    a.reserved = reserved;
+                }
             }
+        }
+        result
+    }
+
+    /// The inode number allocator, for operations that create inodes.
+    pub(crate) fn ino_alloc(&self) -> &Mutex<InoAlloc> {
+        &self.inner.alloc
+    }
+
+    /// Makes the next allocation re-read and re-reserve `next_ino` in the DB (after a restore
+    /// rewrote it).
+    pub(crate) fn forget_ino_reservation(&self) {
+        if let Ok(mut a) = self.inner.alloc.lock() {
+            a.reserved = 0;
         }
     }
 
@@ -401,26 +440,49 @@ fn migrate(txn: &WriteTransaction, from: u64) -> Result<()> {
     Ok(())
 }
 
-/// Reads the next inode number and advances it.
-pub(crate) fn allocate_ino(txn: &WriteTransaction) -> Result<InodeNo> {
-    let mut meta = txn.open_table(META).ctx("opening the meta table")?;
-    let next = meta
-        .get(KEY_NEXT_INO)
-        .ctx("reading next_ino")?
-        .map(|v| v.value())
-        .ok_or_else(|| Error::Corrupt {
+/// How many inode numbers one write of `next_ino` reserves. Creating a file then costs no write
+/// to the meta table, except once per this many files; a restart skips the unused rest of a
+/// block (numbers are never reused, gaps are harmless).
+pub const INO_BLOCK: u64 = 1024;
+
+/// The in-memory inode number allocator: `next..reserved` are reserved in the DB.
+#[derive(Debug, Default)]
+pub(crate) struct InoAlloc {
+    next: u64,
+    reserved: u64,
+}
+
+/// Hands out the next inode number, persisting a new reservation in `txn` when the current one
+/// is used up. [`MetaDb::write`] rolls the allocator back with an aborted transaction, so a
+/// number is never handed out that the transaction using it did not see reserved.
+pub(crate) fn allocate_ino(txn: &WriteTransaction, alloc: &Mutex<InoAlloc>) -> Result<InodeNo> {
+    let mut a = alloc.lock().map_err(|_| Error::Closed)?;
+    if a.next >= a.reserved {
+        let mut meta = txn.open_table(META).ctx("opening the meta table")?;
+        let persisted = meta
+            .get(KEY_NEXT_INO)
+            .ctx("reading next_ino")?
+            .map(|v| v.value())
+            .ok_or_else(|| Error::Corrupt {
+                what: "meta table",
+                reason: "next_ino is missing".into(),
+            })?;
+        let next = a.next.max(persisted);
+        let reserve = next.checked_add(INO_BLOCK).ok_or_else(|| Error::Corrupt {
             what: "meta table",
-            reason: "next_ino is missing".into(),
+            reason: "inode numbers exhausted".into(),
         })?;
-    let after = next.checked_add(1).ok_or_else(|| Error::Corrupt {
-        what: "meta table",
-        reason: "inode numbers exhausted".into(),
-    })?;
-    meta.insert(KEY_NEXT_INO, after).ctx("writing next_ino")?;
-    Ok(InodeNo(next))
+        meta.insert(KEY_NEXT_INO, reserve).ctx("writing next_ino")?;
+        a.next = next;
+        a.reserved = reserve;
+    }
+    let ino = a.next;
+    a.next += 1;
+    Ok(InodeNo(ino))
 }
 
 /// Reads a counter from the meta table (0 when absent).
+#[cfg(test)]
 pub(crate) fn meta_value(txn: &ReadTransaction, key: &str) -> Result<u64> {
     let meta = txn.open_table(META).ctx("opening the meta table")?;
     Ok(meta.get(key).ctx("reading meta")?.map_or(0, |v| v.value()))

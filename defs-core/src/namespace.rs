@@ -305,7 +305,7 @@ impl MetaDb {
     /// NotFound; IsADirectory (size of a directory); InvalidArgument (size of a symlink/fifo).
     pub fn setattr(&self, ino: InodeNo, set: &SetAttr, now: Timestamp) -> Result<Attr> {
         self.write(|txn| {
-            let mut t = Tables::new(txn);
+            let mut t = Tables::new(txn, self.ino_alloc());
             let rec = t.rec(ino)?;
             if let Some(size) = set.size {
                 match rec.kind {
@@ -357,7 +357,7 @@ impl MetaDb {
     ) -> Result<(Attr, bool)> {
         check_name(name)?;
         self.write(|txn| {
-            let mut t = Tables::new(txn);
+            let mut t = Tables::new(txn, self.ino_alloc());
             t.live_dir(parent)?;
             if let Some((child, _, _)) = t.dirent(parent, name)? {
                 if exclusive {
@@ -446,7 +446,7 @@ impl MetaDb {
     ) -> Result<Attr> {
         check_name(name)?;
         self.write(|txn| {
-            let mut t = Tables::new(txn);
+            let mut t = Tables::new(txn, self.ino_alloc());
             t.live_dir(parent)?;
             if t.dirent(parent, name)?.is_some() {
                 return Err(exists(parent, name));
@@ -486,7 +486,7 @@ impl MetaDb {
     ) -> Result<Attr> {
         check_name(newname)?;
         self.write(|txn| {
-            let mut t = Tables::new(txn);
+            let mut t = Tables::new(txn, self.ino_alloc());
             let rec = t.rec(ino)?;
             if rec.kind == FileKind::Directory {
                 return Err(Error::NotPermitted {
@@ -525,7 +525,7 @@ impl MetaDb {
     pub fn unlink(&self, parent: InodeNo, name: &[u8], now: Timestamp) -> Result<Unlinked> {
         check_name(name)?;
         self.write(|txn| {
-            let mut t = Tables::new(txn);
+            let mut t = Tables::new(txn, self.ino_alloc());
             t.dir(parent)?;
             let (child, kind, cookie) = t
                 .dirent(parent, name)?
@@ -547,7 +547,7 @@ impl MetaDb {
     pub fn rmdir(&self, parent: InodeNo, name: &[u8], now: Timestamp) -> Result<Unlinked> {
         check_name(name)?;
         self.write(|txn| {
-            let mut t = Tables::new(txn);
+            let mut t = Tables::new(txn, self.ino_alloc());
             t.dir(parent)?;
             let (child, kind, cookie) = t
                 .dirent(parent, name)?
@@ -586,7 +586,7 @@ impl MetaDb {
         check_name(name)?;
         check_name(newname)?;
         self.write(|txn| {
-            let mut t = Tables::new(txn);
+            let mut t = Tables::new(txn, self.ino_alloc());
             t.dir(parent)?;
             t.live_dir(newparent)?;
             let (src, src_kind, src_cookie) = t
@@ -721,7 +721,7 @@ impl MetaDb {
             });
         }
         self.write(|txn| {
-            let mut t = Tables::new(txn);
+            let mut t = Tables::new(txn, self.ino_alloc());
             t.rec(ino)?.ctime = now;
             let mut xattrs = txn.open_table(XATTRS).ctx("opening xattrs")?;
             let exists = xattrs.get((ino.0, name)).ctx("reading an xattr")?.is_some();
@@ -804,7 +804,7 @@ impl MetaDb {
     pub fn remove_xattr(&self, ino: InodeNo, name: &[u8], now: Timestamp) -> Result<()> {
         check_xattr_name(name)?;
         self.write(|txn| {
-            let mut t = Tables::new(txn);
+            let mut t = Tables::new(txn, self.ino_alloc());
             t.rec(ino)?.ctime = now;
             let mut xattrs = txn.open_table(XATTRS).ctx("opening xattrs")?;
             if xattrs

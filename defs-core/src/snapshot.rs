@@ -281,6 +281,7 @@ impl MetaDb {
                 .ctx("clearing xattrs")?;
             load_snapshot(txn, r)
         })?;
+        self.forget_ino_reservation();
         self.sync()?;
         Ok(stats)
     }
@@ -574,11 +575,11 @@ mod tests {
                         ..SetAttr::default()
                     };
                     db.setattr(a.ino, &set, t(n + 2)).unwrap();
-                    if n % 3 == 0 {
+                    if n.is_multiple_of(3) {
                         db.set_xattr(a.ino, b"user.n", &n.to_le_bytes(), XattrMode::Any, t(n))
                             .unwrap();
                     }
-                    if n % 7 == 0 {
+                    if n.is_multiple_of(7) {
                         let g = db.mark_dirty(a.ino, t(n)).unwrap();
                         db.begin_upload(a.ino).unwrap();
                         let content = Content::Stored {

@@ -142,7 +142,7 @@ mod tests {
         assert!(msg.contains("budget_bytez"), "{msg}");
         std::fs::write(&path, "[layout]\nmode = \"raid\"\n").unwrap();
         let msg = format!("{:#}", load(&path).unwrap_err());
-        assert!(msg.contains("layout.mode"), "{msg}");
+        assert!(msg.contains("raid") && msg.contains("rs-size"), "{msg}");
         std::fs::write(&path, "[node]\nmdns = false\n").unwrap();
         let c = load(&path).unwrap();
         assert!(!c.node.mdns);

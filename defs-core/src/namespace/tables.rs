@@ -7,15 +7,17 @@ use std::collections::BTreeMap;
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use crate::error::{Error, Result};
-use crate::meta::{COOKIES, DIRENTS, DbContext, INODES, ORPHANS, allocate_ino};
+use crate::meta::{COOKIES, DIRENTS, DbContext, INODES, InoAlloc, ORPHANS, allocate_ino};
 use crate::namespace::record::InodeRecord;
 use crate::namespace::{Attr, FileKind, NewInode, Timestamp, Unlinked, corrupt, load};
+use crate::sync::Mutex;
 use crate::types::InodeNo;
 
 type Dirent = (u64, u8, u64);
 
 pub(crate) struct Tables<'t> {
     txn: &'t WriteTransaction,
+    alloc: &'t Mutex<InoAlloc>,
     inodes: Option<Table<'t, u64, &'static [u8]>>,
     dirents: Option<Table<'t, (u64, &'static [u8]), Dirent>>,
     cookies: Option<Table<'t, (u64, u64), &'static [u8]>>,
@@ -25,9 +27,10 @@ pub(crate) struct Tables<'t> {
 }
 
 impl<'t> Tables<'t> {
-    pub(crate) fn new(txn: &'t WriteTransaction) -> Self {
+    pub(crate) fn new(txn: &'t WriteTransaction, alloc: &'t Mutex<InoAlloc>) -> Self {
         Tables {
             txn,
+            alloc,
             inodes: None,
             dirents: None,
             cookies: None,
@@ -127,7 +130,7 @@ impl<'t> Tables<'t> {
         now: Timestamp,
         target: &[u8],
     ) -> Result<Attr> {
-        let ino = allocate_ino(self.txn)?;
+        let ino = allocate_ino(self.txn, self.alloc)?;
         let dir_parent = (kind == FileKind::Directory).then_some(parent);
         let mut rec = InodeRecord::new(kind, init, now, dir_parent);
         if kind == FileKind::Symlink {

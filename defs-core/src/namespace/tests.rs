@@ -303,3 +303,38 @@ proptest! {
         run_model(seed, len);
     }
 }
+
+#[test]
+fn many_threads_share_one_db() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<MetaDb>();
+    let dir = tempfile::tempdir().unwrap();
+    let db = std::sync::Arc::new(
+        MetaDb::open_with(dir.path(), Some(std::time::Duration::from_millis(5))).unwrap(),
+    );
+    let threads: Vec<_> = (0..4u8)
+        .map(|t| {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                let d = db.mkdir(ROOT, &[b'd', b'0' + t], &OWNER, time(1)).unwrap();
+                for i in b'A'..b'A' + 50 {
+                    let (a, _) = db
+                        .create(ROOT, &[b'f', b'0' + t, i], &OWNER, true, time(2))
+                        .unwrap();
+                    db.link(a.ino, d.ino, &[i], time(3)).unwrap();
+                    db.mark_dirty(a.ino, time(4)).unwrap();
+                    if i.is_multiple_of(2) {
+                        db.unlink(ROOT, &[b'f', b'0' + t, i], time(5)).unwrap();
+                    }
+                }
+                db.sync().unwrap();
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    check_invariants(&db).unwrap();
+    assert_eq!(db.getattr(ROOT).unwrap().size, 4 + 4 * 25);
+    assert_eq!(db.dirty_inodes().unwrap().len(), 200);
+}
