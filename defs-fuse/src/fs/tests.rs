@@ -385,3 +385,103 @@ async fn dirty_files_resume_uploading_after_a_restart() {
     assert_eq!(u.attempts()[0].0, ino);
     assert_eq!(u.attempts()[0].2, b"survivor");
 }
+
+// ---- model check ---------------------------------------------------------------------------
+
+mod model {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Write { offset: u64, len: usize, seed: u8 },
+        Truncate { size: u64 },
+        Read { offset: u64, len: u32 },
+        Reopen,
+        Restart,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u64..300_000, 1usize..70_000, any::<u8>())
+                .prop_map(|(offset, len, seed)| Op::Write { offset, len, seed }),
+            1 => (0u64..400_000).prop_map(|size| Op::Truncate { size }),
+            2 => (0u64..400_000, 1u32..100_000).prop_map(|(offset, len)| Op::Read { offset, len }),
+            1 => Just(Op::Reopen),
+            1 => Just(Op::Restart),
+        ]
+    }
+
+    fn bytes(seed: u8, len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|i| seed.wrapping_add((i % 251) as u8))
+            .collect()
+    }
+
+    async fn check(ops: Vec<Op>) {
+        let mut t = TestFs::new(Config::default(), None);
+        let ino = t.write_file("f", b"").await;
+        let mut fh = t.fs.open(ino, libc::O_RDWR).await.unwrap().fh;
+        let mut model: Vec<u8> = Vec::new();
+        let changed = ops
+            .iter()
+            .any(|op| matches!(op, Op::Write { .. } | Op::Truncate { .. }));
+        for op in ops {
+            match op {
+                Op::Write { offset, len, seed } => {
+                    let data = bytes(seed, len);
+                    t.fs.write(ino, fh, offset, &data).await.unwrap();
+                    let end = offset as usize + len;
+                    if model.len() < end {
+                        model.resize(end, 0);
+                    }
+                    model[offset as usize..end].copy_from_slice(&data);
+                }
+                Op::Truncate { size } => {
+                    let set = SetAttr {
+                        size: Some(size),
+                        ..Default::default()
+                    };
+                    t.fs.setattr(ino, Some(fh), set).await.unwrap();
+                    model.resize(size as usize, 0);
+                }
+                Op::Read { offset, len } => {
+                    let got = t.fs.read(ino, fh, offset, len).await.unwrap();
+                    let start = (offset as usize).min(model.len());
+                    let end = (offset as usize + len as usize).min(model.len());
+                    assert!(got == model[start..end], "read {offset}+{len}");
+                }
+                Op::Reopen | Op::Restart => {
+                    t.fs.flush(ino, fh).await.unwrap();
+                    t.fs.release(ino, fh).await.unwrap();
+                    if matches!(op, Op::Restart) {
+                        t = t.restart(Config::default(), None).await;
+                    }
+                    fh = t.fs.open(ino, libc::O_RDWR).await.unwrap().fh;
+                }
+            }
+            assert_eq!(t.fs.getattr(ino).await.unwrap().size, model.len() as u64);
+        }
+        let all = t.fs.read(ino, fh, 0, u32::MAX).await.unwrap();
+        assert!(all == model, "final contents");
+        if changed {
+            assert_eq!(
+                dirty(&t),
+                vec![ino],
+                "changed files stay dirty without an uploader"
+            );
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+        #[test]
+        fn file_contents_follow_a_model_through_writes_truncates_reopens_and_restarts(
+            ops in proptest::collection::vec(op(), 1..25)
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(check(ops));
+        }
+    }
+}
