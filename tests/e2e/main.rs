@@ -1,4 +1,9 @@
 //! End-to-end tests of DeFS: the real binaries, real nodes on 127.0.0.1, real FUSE mounts.
+//!
+//! The FUSE tests (`fuse`) need the `fuse_tests` feature and the built binaries:
+//! `cargo build --workspace --bins && cargo nextest run -p defs-tests --features fuse_tests`.
 
 mod cli;
 mod network;
+#[cfg(feature = "fuse_tests")]
+mod fuse;

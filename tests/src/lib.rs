@@ -2,6 +2,9 @@
 //! dirs, and clusters of real nodes on 127.0.0.1.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+#[cfg(feature = "fuse_tests")]
+pub mod mount;
+
 use std::path::PathBuf;
 use std::process::Command;
 

@@ -1,0 +1,488 @@
+//! The flusher: decides when a dirty file is uploaded, runs the upload through an
+//! [`Uploader`] (the network's half, plugged in by the mount helper), and records the outcome
+//! in the journal.
+//!
+//! ```text
+//!  Fs (FUSE threads) ── Closed / Deleted (try_send) ──▶ FlusherActor (one tokio task)
+//!  Fs::fsync (sync=network) ── UploadNow{reply} ─────▶   │ debounce map: ino → deadline
+//!  Flusher::shutdown ── Shutdown{reply} ─────────────▶   │ every PERIODIC_SCAN: journal's dirty inodes
+//!                                                        ▼
+//!                      upload task (≤ MAX_CONCURRENT_UPLOADS): journal.begin_upload → gen,
+//!                      Uploader::upload(job) → Content, journal.finish_upload(gen) (clean only
+//!                      if gen unchanged) or journal.upload_failed(gen, reason) + retry later
+//! ```
+//!
+//! Without an uploader (no network configured) nothing is uploaded and nothing pretends to be:
+//! dirty files stay dirty in the journal, where `defs status` reports them.
+//!
+//! Races with writes are the journal's business: every write calls `mark_dirty` after its bytes
+//! reach the cache file, an upload calls `begin_upload` before reading them, and
+//! `finish_upload` marks the file clean only if no write came in between (generations).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+use defs_core::cache_store::{CacheStore, ContentTag};
+use defs_core::meta::MetaDb;
+use defs_core::namespace::Content;
+use defs_core::sync::Arc;
+use defs_core::types::{Generation, InodeNo};
+use futures::future::BoxFuture;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
+use tracing::{debug, info, warn};
+
+/// How long after the last close a file waits before it is uploaded. One second: rsync's
+/// write-temp-then-rename and editors' save dances finish well within it, so they upload once.
+pub const DEBOUNCE: Duration = Duration::from_secs(1);
+
+/// How often the journal is scanned for dirty files nobody scheduled (a full inbox, a crash,
+/// a failed upload's retry). One minute: cheap (one DB read) and bounds how long a file stays
+/// dirty after a missed notification.
+pub const PERIODIC_SCAN: Duration = Duration::from_secs(60);
+
+/// Uploads running at once. Four keep a few peers busy without letting one big file's upload
+/// starve the rest; each upload streams segment by segment, so memory stays bounded.
+pub const MAX_CONCURRENT_UPLOADS: usize = 4;
+
+/// Inbox size. Notifications beyond it are dropped with a warning; the journal still knows
+/// the file is dirty and [`PERIODIC_SCAN`] picks it up.
+pub const INBOX: usize = 4096;
+
+/// The first retry delay after a failed upload; it doubles up to [`RETRY_MAX`].
+pub const RETRY_MIN: Duration = Duration::from_secs(5);
+
+/// The longest retry delay.
+pub const RETRY_MAX: Duration = Duration::from_secs(300);
+
+/// One upload: the bytes of `ino`'s cache file as of `generation`.
+#[derive(Debug)]
+pub struct UploadJob {
+    /// The inode.
+    pub ino: InodeNo,
+    /// The journal generation this upload covers.
+    pub generation: Generation,
+    /// The file's size when the upload started.
+    pub size: u64,
+    /// Where the bytes are: read `ino`'s range `0..size` (all of it is cached while dirty).
+    pub cache: Arc<CacheStore>,
+    /// Cancelled when the file is deleted (or the mount shuts down): stop and return
+    /// [`UploadError::Cancelled`].
+    pub cancel: CancellationToken,
+}
+
+/// Why an upload did not produce a new content record.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UploadError {
+    /// The job's cancel token fired.
+    #[error("upload cancelled")]
+    Cancelled,
+    /// The upload failed; the file stays dirty and is retried.
+    #[error("upload failed: {reason}")]
+    Failed {
+        /// What went wrong, for `defs status` and the logs.
+        reason: String,
+    },
+}
+
+/// The network's half of the write-back cache: turns a dirty file's cached bytes into stored
+/// content. defs-net implements it (through defs-core's shard-store trait); the mount helper
+/// plugs it in.
+pub trait Uploader: Send + Sync + fmt::Debug + 'static {
+    /// Uploads the job's bytes and returns the content record that now describes the file.
+    /// Must not return before every shard is acknowledged as persisted.
+    fn upload(&self, job: UploadJob) -> BoxFuture<'static, Result<Content, UploadError>>;
+}
+
+/// Errors of [`Flusher::upload_now`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FlushError {
+    /// No uploader is configured: the file stays dirty in the local journal.
+    #[error("no network is configured: inode {ino} stays in the local cache (dirty)")]
+    NoUploader {
+        /// The inode.
+        ino: InodeNo,
+    },
+    /// The upload failed (it is retried in the background).
+    #[error("uploading inode {ino} failed: {reason}")]
+    Failed {
+        /// The inode.
+        ino: InodeNo,
+        /// Why.
+        reason: String,
+    },
+    /// The file was deleted while it was being uploaded.
+    #[error("inode {ino} was deleted")]
+    Deleted {
+        /// The inode.
+        ino: InodeNo,
+    },
+    /// The flusher has shut down.
+    #[error("the flusher has shut down")]
+    Closed,
+}
+
+enum FlusherMessage {
+    Closed(InodeNo),
+    Deleted(InodeNo),
+    UploadNow {
+        ino: InodeNo,
+        reply: oneshot::Sender<Result<(), FlushError>>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// The handle to the flusher task. Cheap to clone; dropping the last clone stops the task.
+#[derive(Clone)]
+pub struct Flusher {
+    tx: mpsc::Sender<FlusherMessage>,
+    has_uploader: bool,
+    _task: Arc<AbortOnDropHandle<()>>,
+}
+
+impl fmt::Debug for Flusher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Flusher").finish_non_exhaustive()
+    }
+}
+
+impl Flusher {
+    /// Starts the flusher task on the current tokio runtime.
+    pub fn spawn(
+        db: Arc<MetaDb>,
+        cache: Arc<CacheStore>,
+        uploader: Option<Arc<dyn Uploader>>,
+    ) -> Flusher {
+        let (tx, rx) = mpsc::channel(INBOX);
+        let has_uploader = uploader.is_some();
+        let actor = FlusherActor {
+            db,
+            cache,
+            uploader,
+            rx,
+            due: HashMap::new(),
+            retries: HashMap::new(),
+            running: HashMap::new(),
+            waiters: HashMap::new(),
+            tasks: JoinSet::new(),
+        };
+        let task = AbortOnDropHandle::new(tokio::spawn(actor.run()));
+        Flusher {
+            tx,
+            has_uploader,
+            _task: Arc::new(task),
+        }
+    }
+
+    /// Whether an uploader is configured (without one, dirty files stay dirty).
+    pub fn has_uploader(&self) -> bool {
+        self.has_uploader
+    }
+
+    fn send(&self, msg: FlusherMessage) {
+        if let Err(e) = self.tx.try_send(msg) {
+            // Nothing is lost: the journal knows the file is dirty, the periodic scan finds it.
+            warn!(error = %e, "flusher inbox full or closed; the periodic scan will catch up");
+        }
+    }
+
+    /// The last handle of a changed file closed: upload it after [`DEBOUNCE`].
+    pub fn closed(&self, ino: InodeNo) {
+        self.send(FlusherMessage::Closed(ino));
+    }
+
+    /// The file was deleted: forget its schedule and cancel its upload.
+    pub fn deleted(&self, ino: InodeNo) {
+        self.send(FlusherMessage::Deleted(ino));
+    }
+
+    /// Uploads `ino` now (fsync with `-o sync=network`) and waits for the outcome.
+    ///
+    /// # Errors
+    /// [`FlushError`]: no uploader, the upload failed, the file was deleted, or the flusher
+    /// is gone.
+    ///
+    /// # Cancel safety
+    /// Safe: the upload goes on; only the wait is dropped.
+    pub async fn upload_now(&self, ino: InodeNo) -> Result<(), FlushError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(FlusherMessage::UploadNow { ino, reply })
+            .await
+            .map_err(|_| FlushError::Closed)?;
+        rx.await.map_err(|_| FlushError::Closed)?
+    }
+
+    /// Stops the task: running uploads are cancelled (their files stay dirty in the journal
+    /// and resume at the next mount).
+    ///
+    /// # Cancel safety
+    /// Safe.
+    pub async fn shutdown(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .tx
+            .send(FlusherMessage::Shutdown { reply })
+            .await
+            .is_ok()
+        {
+            let _ = rx.await;
+        }
+    }
+}
+
+struct FlusherActor {
+    db: Arc<MetaDb>,
+    cache: Arc<CacheStore>,
+    uploader: Option<Arc<dyn Uploader>>,
+    rx: mpsc::Receiver<FlusherMessage>,
+    /// Scheduled uploads: inode → when.
+    due: HashMap<InodeNo, Instant>,
+    /// Consecutive failures per inode, for the retry backoff.
+    retries: HashMap<InodeNo, u32>,
+    /// Running uploads and their cancel tokens.
+    running: HashMap<InodeNo, CancellationToken>,
+    /// fsync callers waiting for an inode's next upload to finish.
+    waiters: HashMap<InodeNo, Vec<oneshot::Sender<Result<(), FlushError>>>>,
+    tasks: JoinSet<(InodeNo, Outcome)>,
+}
+
+enum Outcome {
+    Clean,
+    ChangedMeanwhile,
+    Failed(String),
+    Cancelled,
+}
+
+impl FlusherActor {
+    async fn run(mut self) {
+        // The first scan one period from now: at start the mount hands over the journal's dirty
+        // files itself.
+        let mut scan = tokio::time::interval_at(Instant::now() + PERIODIC_SCAN, PERIODIC_SCAN);
+        scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let next = self.due.values().min().copied();
+            tokio::select! {
+                biased;
+                msg = self.rx.recv() => match msg {
+                    Some(FlusherMessage::Shutdown { reply }) => {
+                        self.stop().await;
+                        let _ = reply.send(());
+                        return;
+                    }
+                    Some(msg) => self.handle(msg),
+                    None => {
+                        self.stop().await;
+                        return;
+                    }
+                },
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    match done {
+                        Ok((ino, outcome)) => self.finished(ino, outcome),
+                        Err(e) => warn!(error = %e, "an upload task panicked"),
+                    }
+                }
+                () = sleep_until(next), if next.is_some() => self.start_due(),
+                _ = scan.tick() => self.scan(),
+            }
+        }
+    }
+
+    fn handle(&mut self, msg: FlusherMessage) {
+        match msg {
+            FlusherMessage::Closed(ino) => self.schedule(ino, Instant::now() + DEBOUNCE),
+            FlusherMessage::Deleted(ino) => {
+                self.due.remove(&ino);
+                self.retries.remove(&ino);
+                if let Some(cancel) = self.running.get(&ino) {
+                    cancel.cancel();
+                }
+                for w in self.waiters.remove(&ino).unwrap_or_default() {
+                    let _ = w.send(Err(FlushError::Deleted { ino }));
+                }
+            }
+            FlusherMessage::UploadNow { ino, reply } => {
+                if self.uploader.is_none() {
+                    let _ = reply.send(Err(FlushError::NoUploader { ino }));
+                    return;
+                }
+                self.waiters.entry(ino).or_default().push(reply);
+                self.schedule(ino, Instant::now());
+            }
+            FlusherMessage::Shutdown { .. } => {}
+        }
+    }
+
+    fn schedule(&mut self, ino: InodeNo, at: Instant) {
+        if self.uploader.is_none() {
+            debug!(%ino, "no uploader: the file stays dirty in the local journal");
+            return;
+        }
+        // A close pushes the deadline out (debounce); an fsync pulls it in.
+        self.due.insert(ino, at);
+    }
+
+    fn scan(&mut self) {
+        if self.uploader.is_none() {
+            return;
+        }
+        match self.db.dirty_inodes() {
+            Ok(dirty) => {
+                let at = Instant::now() + DEBOUNCE;
+                for ino in dirty.into_iter().map(|r| r.ino) {
+                    if !self.running.contains_key(&ino) && !self.due.contains_key(&ino) {
+                        self.due.insert(ino, at);
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "listing dirty files failed"),
+        }
+    }
+
+    fn start_due(&mut self) {
+        let now = Instant::now();
+        let mut ready: Vec<(Instant, InodeNo)> = self
+            .due
+            .iter()
+            .filter(|(ino, at)| **at <= now && !self.running.contains_key(ino))
+            .map(|(ino, at)| (*at, *ino))
+            .collect();
+        ready.sort();
+        for (_, ino) in ready {
+            if self.running.len() >= MAX_CONCURRENT_UPLOADS {
+                break;
+            }
+            self.due.remove(&ino);
+            self.start(ino);
+        }
+        // Deadlines of files whose upload is still running move behind it.
+        for (ino, at) in self.due.iter_mut() {
+            if self.running.contains_key(ino) && *at <= now {
+                *at = now + DEBOUNCE;
+            }
+        }
+    }
+
+    fn start(&mut self, ino: InodeNo) {
+        let Some(uploader) = self.uploader.clone() else {
+            return;
+        };
+        let cancel = CancellationToken::new();
+        self.running.insert(ino, cancel.clone());
+        let db = self.db.clone();
+        let cache = self.cache.clone();
+        self.tasks.spawn(async move {
+            let outcome = upload_one(&db, cache, uploader.as_ref(), ino, cancel).await;
+            (ino, outcome)
+        });
+    }
+
+    fn finished(&mut self, ino: InodeNo, outcome: Outcome) {
+        self.running.remove(&ino);
+        let result = match outcome {
+            Outcome::Clean => {
+                self.retries.remove(&ino);
+                info!(%ino, "uploaded");
+                Ok(())
+            }
+            Outcome::ChangedMeanwhile => {
+                // Still dirty: upload the newer bytes too.
+                self.schedule(ino, Instant::now() + DEBOUNCE);
+                return;
+            }
+            Outcome::Failed(reason) => {
+                let n = self.retries.entry(ino).or_insert(0);
+                *n = n.saturating_add(1);
+                let delay = RETRY_MIN
+                    .saturating_mul(1 << (*n - 1).min(10))
+                    .min(RETRY_MAX);
+                warn!(%ino, %reason, retry_in = ?delay, "upload failed; the file stays dirty");
+                self.schedule(ino, Instant::now() + delay);
+                Err(FlushError::Failed { ino, reason })
+            }
+            Outcome::Cancelled => Err(FlushError::Deleted { ino }),
+        };
+        for w in self.waiters.remove(&ino).unwrap_or_default() {
+            let _ = w.send(match &result {
+                Ok(()) => Ok(()),
+                Err(FlushError::Failed { ino, reason }) => Err(FlushError::Failed {
+                    ino: *ino,
+                    reason: reason.clone(),
+                }),
+                Err(_) => Err(FlushError::Deleted { ino }),
+            });
+        }
+    }
+
+    async fn stop(&mut self) {
+        for cancel in self.running.values() {
+            cancel.cancel();
+        }
+        while self.tasks.join_next().await.is_some() {}
+        for (_, ws) in self.waiters.drain() {
+            for w in ws {
+                let _ = w.send(Err(FlushError::Closed));
+            }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn upload_one(
+    db: &MetaDb,
+    cache: Arc<CacheStore>,
+    uploader: &dyn Uploader,
+    ino: InodeNo,
+    cancel: CancellationToken,
+) -> Outcome {
+    let generation = match db.begin_upload(ino) {
+        Ok(g) => g,
+        Err(e) => return Outcome::Failed(format!("starting the upload: {e}")),
+    };
+    let size = match db.getattr(ino) {
+        Ok(a) => a.size,
+        Err(e) => return Outcome::Failed(format!("reading the size: {e}")),
+    };
+    let job = UploadJob {
+        ino,
+        generation,
+        size,
+        cache: cache.clone(),
+        cancel,
+    };
+    match uploader.upload(job).await {
+        Ok(content) => match db.finish_upload(ino, generation, content.clone()) {
+            Ok(true) => {
+                let tag = match content {
+                    Content::Stored { file, .. } => ContentTag::from(file),
+                    Content::Empty => ContentTag::NONE,
+                };
+                cache.mark_clean(ino, tag);
+                Outcome::Clean
+            }
+            Ok(false) => Outcome::ChangedMeanwhile,
+            Err(e) => Outcome::Failed(format!("recording the upload: {e}")),
+        },
+        Err(UploadError::Cancelled) => Outcome::Cancelled,
+        Err(UploadError::Failed { reason }) => {
+            if let Err(e) = db.upload_failed(ino, generation, &reason) {
+                warn!(%ino, error = %e, "recording the failed upload failed");
+            }
+            Outcome::Failed(reason)
+        }
+    }
+}

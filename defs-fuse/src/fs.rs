@@ -1,0 +1,1312 @@
+//! The filesystem core: every POSIX operation of the mount, with typed results and no fuser
+//! types, over the metadata DB ([`MetaDb`]: namespace + dirty journal) and the cache store
+//! ([`CacheStore`]: one sparse cache file per inode). `fuse.rs` only translates; tests call
+//! [`Fs`] directly.
+//!
+//! ```text
+//!  write ──▶ cache file ──▶ journal.mark_dirty ──▶ acknowledged
+//!            size/mtime in the in-memory overlay of the open inode
+//!  flush (close) ──▶ overlay → MetaDb::setattr ──▶ MetaDb::sync when the handle wrote
+//!  release (last) ──▶ Flusher::closed(ino) — debounced upload through the Uploader
+//!  forget/release of an orphan (nlink 0) ──▶ MetaDb::purge + cache file removed
+//! ```
+//!
+//! Invariants:
+//! - An inode with an overlay has bytes in its cache file that the DB's size/mtime do not yet
+//!   describe; the overlay is written to the DB before `close(2)` returns (FUSE `flush`), so
+//!   `stat` after `close` — in this or any later mount — shows the final size and mtime.
+//! - Every change is in the cache file and recorded by `mark_dirty` before it is acknowledged;
+//!   `mark_dirty` moves the generation when an upload is in flight, so an upload that started
+//!   before a change never marks the inode clean.
+//! - A closed file that was written is durable against a crash of the daemon: its bytes are in
+//!   the cache file (the kernel's page cache survives the process) and its metadata was synced
+//!   before `close(2)` returned.
+
+pub mod error;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use defs_core::cache_store::CacheStore;
+use defs_core::meta::MetaDb;
+use defs_core::namespace::{
+    self, Attr, FileKind, NewInode, RenameMode, Timestamp, Unlinked, XattrMode,
+};
+use defs_core::sync::{Arc, Mutex};
+use defs_core::types::InodeNo;
+use tracing::{debug, info, warn};
+
+use crate::flusher::{Flusher, Uploader};
+pub use error::Error;
+
+/// Shorthand for the core's results.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The largest file size DeFS accepts: 2^60 bytes, far beyond any cache disk, small enough that
+/// offset arithmetic never overflows.
+pub const MAX_FILE_SIZE: u64 = 1 << 60;
+
+/// The read-only virtual extended attribute that tells a file's upload state: `clean`,
+/// `dirty`, `uploading`, or `dirty` with the reason it is not uploaded (no network configured,
+/// the last failure). Never listed by listxattr, so `rsync -X` and `cp -a` do not copy it.
+pub const STATE_XATTR: &[u8] = b"user.defs.state";
+
+/// Directory entries fetched from the DB per readdir request; the kernel's buffer (4 KiB to
+/// 128 KiB) holds fewer, the rest are fetched again from the next cookie.
+pub const READDIR_BATCH: usize = 256;
+
+/// A file handle the mount handed out: an index into [`Fs`]'s handle table, never reused
+/// during a mount.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileHandle(pub u64);
+
+impl std::fmt::Display for FileHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Who is asking: the owner of anything the request creates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Owner {
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+}
+
+/// A time a setattr sets: a given one, or the clock (UTIME_NOW).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeSet {
+    /// Exactly this time.
+    At(Timestamp),
+    /// The current time.
+    Now,
+}
+
+/// What a setattr changes; `None` leaves an attribute alone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SetAttr {
+    /// Permission bits.
+    pub perm: Option<u16>,
+    /// Owner.
+    pub uid: Option<u32>,
+    /// Group.
+    pub gid: Option<u32>,
+    /// Size (truncate or extend with zeros).
+    pub size: Option<u64>,
+    /// Access time.
+    pub atime: Option<TimeSet>,
+    /// Modification time.
+    pub mtime: Option<TimeSet>,
+    /// Change time.
+    pub ctime: Option<Timestamp>,
+}
+
+/// A file opened by `open` or `create`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Opened {
+    /// The handle.
+    pub fh: FileHandle,
+    /// Whether the kernel may keep its page cache of the file (FOPEN_KEEP_CACHE): true when the
+    /// file is unchanged since the kernel last had it open.
+    pub keep_cache: bool,
+}
+
+/// One directory entry as `readdir` returns it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    /// The entry's inode.
+    pub ino: InodeNo,
+    /// Pass this back as the offset to continue after this entry.
+    pub cookie: u64,
+    /// What it is.
+    pub kind: FileKind,
+    /// Its name ("." and ".." included).
+    pub name: std::ffi::OsString,
+    /// Its attributes, for readdirplus.
+    pub attr: Option<Attr>,
+}
+
+/// Filesystem capacity, as statfs reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatFs {
+    /// Total blocks of `frsize` bytes.
+    pub blocks: u64,
+    /// Free blocks.
+    pub bfree: u64,
+    /// Free blocks for unprivileged users.
+    pub bavail: u64,
+    /// Total inodes.
+    pub files: u64,
+    /// Free inodes.
+    pub ffree: u64,
+    /// Preferred I/O size.
+    pub bsize: u32,
+    /// Longest name.
+    pub namelen: u32,
+    /// Fragment size: the unit of `blocks`.
+    pub frsize: u32,
+}
+
+/// What `fsync` promises.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FsyncMode {
+    /// The file's bytes and metadata are durable on the local disk (cache file + journal).
+    #[default]
+    Local,
+    /// Additionally, the flusher has uploaded the file to the network (`-o sync=network`).
+    Network,
+}
+
+/// How the core behaves.
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    /// Refuse every change (EROFS), as `-o ro`.
+    pub read_only: bool,
+    /// What fsync promises.
+    pub fsync: FsyncMode,
+}
+
+/// Operation counters, for `defs status` and the logs.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Requests answered with an "unsupported" errno.
+    pub unsupported: AtomicU64,
+}
+
+/// What the mount keeps about an inode the kernel knows or a handle has open.
+#[derive(Debug, Default)]
+struct InodeState {
+    /// Lookups the kernel holds (entries it was given minus forgets).
+    lookups: u64,
+    /// Open file handles.
+    opens: u32,
+    /// Size and times not yet written to the DB (the file was written since the last flush).
+    overlay: Option<Overlay>,
+    /// Changed since its upload was last scheduled: the last close schedules one.
+    changed: bool,
+    /// Size and mtime when the kernel last closed the file, for FOPEN_KEEP_CACHE.
+    closed_as: Option<(u64, Timestamp)>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Overlay {
+    size: u64,
+    mtime: Timestamp,
+    ctime: Timestamp,
+}
+
+#[derive(Debug)]
+enum Handle {
+    File {
+        ino: InodeNo,
+        writable: bool,
+        /// This handle changed the file: flush makes the DB durable.
+        wrote: bool,
+    },
+    Dir {
+        ino: InodeNo,
+    },
+}
+
+#[derive(Debug)]
+struct Inner {
+    db: Arc<MetaDb>,
+    cache: Arc<CacheStore>,
+    cache_dir: PathBuf,
+    config: Config,
+    flusher: Flusher,
+    handles: Mutex<HashMap<FileHandle, Handle>>,
+    next_fh: AtomicU64,
+    inodes: Mutex<HashMap<InodeNo, InodeState>>,
+    write_locks: [Mutex<()>; WRITE_LOCKS],
+    counters: Counters,
+}
+
+/// Stripes of the per-inode write lock.
+const WRITE_LOCKS: usize = 64;
+
+/// The filesystem core. Cheap to clone (one `Arc`); all methods take `&self` and may run
+/// concurrently.
+#[derive(Clone, Debug)]
+pub struct Fs {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain maps behind, never a half-written
+    // invariant that matters more than serving the next request.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn name_bytes(name: &OsStr) -> &[u8] {
+    name.as_bytes()
+}
+
+impl Fs {
+    /// Starts the core over an open DB and cache store. Purges every orphan left by an earlier
+    /// mount (no handle survives a restart) and hands the dirty inodes of the journal to the
+    /// flusher, so uploads interrupted by a crash resume.
+    ///
+    /// `cache_dir` is the cache store's directory, whose filesystem statfs reports.
+    /// `uploader` is the network's half of the flusher; `None` keeps every dirty file dirty
+    /// (`defs status` says so).
+    ///
+    /// Must be called within a tokio runtime (the flusher task starts here).
+    ///
+    /// # Errors
+    /// The DB or the cache store failed while purging orphans or listing dirty inodes.
+    pub fn new(
+        db: Arc<MetaDb>,
+        cache: Arc<CacheStore>,
+        cache_dir: &Path,
+        config: Config,
+        uploader: Option<Arc<dyn Uploader>>,
+    ) -> Result<Fs> {
+        for ino in db.orphans()? {
+            db.purge(ino)?;
+            cache.remove(ino)?;
+            debug!(%ino, "purged orphan left by an earlier mount");
+        }
+        let flusher = Flusher::spawn(db.clone(), cache.clone(), uploader);
+        let dirty = db.dirty_inodes()?;
+        if !dirty.is_empty() {
+            info!(
+                count = dirty.len(),
+                "dirty files from an earlier mount resume uploading"
+            );
+        }
+        for record in dirty {
+            // The cache pins what the journal says is dirty (its own flag may predate a crash).
+            cache.mark_dirty(record.ino);
+            flusher.closed(record.ino);
+        }
+        Ok(Fs {
+            inner: Arc::new(Inner {
+                db,
+                cache,
+                cache_dir: cache_dir.to_path_buf(),
+                config,
+                flusher,
+                handles: Mutex::new(HashMap::new()),
+                next_fh: AtomicU64::new(1),
+                inodes: Mutex::new(HashMap::new()),
+                write_locks: std::array::from_fn(|_| Mutex::new(())),
+                counters: Counters::default(),
+            }),
+        })
+    }
+
+    /// The operation counters.
+    pub fn counters(&self) -> &Counters {
+        &self.inner.counters
+    }
+
+    /// The flusher.
+    pub fn flusher(&self) -> &Flusher {
+        &self.inner.flusher
+    }
+
+    /// Counts a request answered as unsupported.
+    pub fn count_unsupported(&self, op: &'static str) {
+        self.inner
+            .counters
+            .unsupported
+            .fetch_add(1, Ordering::Relaxed);
+        debug!(op, "unsupported");
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.inner.config.read_only {
+            Err(Error::ReadOnly)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The DB's attributes with the open inode's unsaved size and times laid over them.
+    fn overlaid(&self, mut attr: Attr) -> Attr {
+        if let Some(state) = lock(&self.inner.inodes).get(&attr.ino)
+            && let Some(o) = state.overlay
+        {
+            attr.size = o.size;
+            attr.mtime = o.mtime;
+            attr.ctime = o.ctime;
+        }
+        attr
+    }
+
+    /// The kernel got an entry for `ino`: one more lookup it will forget later.
+    pub fn remember(&self, ino: InodeNo) {
+        lock(&self.inner.inodes).entry(ino).or_default().lookups += 1;
+    }
+
+    fn entry(&self, attr: Attr) -> Attr {
+        self.remember(attr.ino);
+        self.overlaid(attr)
+    }
+
+    /// The kernel dropped `n` lookups of `ino`. An orphan nobody references any more is purged.
+    pub fn forget(&self, ino: InodeNo, n: u64) {
+        let idle = {
+            let mut inodes = lock(&self.inner.inodes);
+            let Some(state) = inodes.get_mut(&ino) else {
+                return;
+            };
+            state.lookups = state.lookups.saturating_sub(n);
+            let idle = state.lookups == 0 && state.opens == 0;
+            if idle && state.overlay.is_none() {
+                inodes.remove(&ino);
+            }
+            idle
+        };
+        if idle {
+            self.purge_if_orphan(ino);
+        }
+    }
+
+    fn purge_if_orphan(&self, ino: InodeNo) {
+        let orphan = matches!(self.inner.db.getattr(ino), Ok(attr) if attr.nlink == 0);
+        if !orphan {
+            return;
+        }
+        lock(&self.inner.inodes).remove(&ino);
+        self.inner.flusher.deleted(ino);
+        if let Err(e) = self.inner.db.purge(ino) {
+            warn!(%ino, error = %e, "purging an unlinked inode failed; retried at the next mount");
+            return;
+        }
+        if let Err(e) = self.inner.cache.remove(ino) {
+            warn!(%ino, error = %e, "removing the cache file of an unlinked inode failed");
+        }
+        debug!(%ino, "purged");
+    }
+
+    /// A name lost its inode: purge it now if nothing references it, else when the kernel
+    /// forgets it or the last handle closes.
+    fn unlinked(&self, u: Unlinked) {
+        if u.nlink > 0 {
+            return;
+        }
+        self.inner.flusher.deleted(u.ino);
+        let busy = lock(&self.inner.inodes)
+            .get(&u.ino)
+            .is_some_and(|s| s.lookups > 0 || s.opens > 0);
+        if !busy {
+            self.purge_if_orphan(u.ino);
+        }
+    }
+
+    /// Writes the overlay of `ino` to the DB. Returns whether there was one.
+    fn persist(&self, ino: InodeNo) -> Result<bool> {
+        let overlay = lock(&self.inner.inodes).get(&ino).and_then(|s| s.overlay);
+        let Some(o) = overlay else { return Ok(false) };
+        let set = namespace::SetAttr {
+            size: Some(o.size),
+            mtime: Some(o.mtime),
+            ctime: Some(o.ctime),
+            ..Default::default()
+        };
+        self.inner.db.setattr(ino, &set, o.ctime)?;
+        if let Some(state) = lock(&self.inner.inodes).get_mut(&ino) {
+            // Writes that raced with this persist left a newer overlay; keep it.
+            if state
+                .overlay
+                .is_some_and(|cur| cur.mtime == o.mtime && cur.size == o.size)
+            {
+                state.overlay = None;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Records in the journal that `ino` holds data not yet stored. Called after the bytes
+    /// reached the cache file and before the change is acknowledged (the journal's ordering
+    /// rule): cheap when the inode is already dirty and no upload is in flight.
+    fn mark_dirty(&self, ino: InodeNo) -> Result<()> {
+        self.inner.db.mark_dirty(ino, Timestamp::now())?;
+        Ok(())
+    }
+
+    /// Looks up `name` in `parent`.
+    ///
+    /// # Errors
+    /// NotFound, NotADirectory, NameTooLong.
+    ///
+    /// # Cancel safety
+    /// Safe: a dropped lookup changes nothing (except that its entry is not counted).
+    pub async fn lookup(&self, parent: InodeNo, name: &OsStr) -> Result<Attr> {
+        let attr = self.inner.db.lookup(parent, name_bytes(name))?;
+        Ok(self.entry(attr))
+    }
+
+    /// The attributes of `ino`, including unsaved changes of an open file.
+    ///
+    /// # Errors
+    /// NotFound.
+    ///
+    /// # Cancel safety
+    /// Safe (read only).
+    pub async fn getattr(&self, ino: InodeNo) -> Result<Attr> {
+        Ok(self.overlaid(self.inner.db.getattr(ino)?))
+    }
+
+    /// Changes attributes. A size change truncates or extends the cache file and marks the
+    /// file dirty; times are exact to the nanosecond.
+    ///
+    /// # Errors
+    /// NotFound, IsADirectory / InvalidArgument for a size of a non-file, FileTooLarge,
+    /// ReadOnly, and cache I/O errors (ENOSPC).
+    ///
+    /// # Cancel safety
+    /// Not cancel safe between the cache truncate and the DB update; the journal marks the
+    /// file dirty first, so a cancelled truncate is re-uploaded with whatever size the DB has.
+    pub async fn setattr(
+        &self,
+        ino: InodeNo,
+        fh: Option<FileHandle>,
+        set: SetAttr,
+    ) -> Result<Attr> {
+        self.check_writable()?;
+        let _ = fh;
+        let now = Timestamp::now();
+        self.persist(ino)?;
+        if let Some(size) = set.size {
+            if size > MAX_FILE_SIZE {
+                return Err(Error::FileTooLarge {
+                    end: size,
+                    limit: MAX_FILE_SIZE,
+                });
+            }
+            let attr = self.inner.db.getattr(ino)?;
+            if attr.kind == FileKind::RegularFile {
+                self.inner.cache.truncate(ino, size)?;
+                self.mark_dirty(ino)?;
+                let open = {
+                    let mut inodes = lock(&self.inner.inodes);
+                    let state = inodes.entry(ino).or_default();
+                    state.changed = true;
+                    state.opens > 0
+                };
+                if !open {
+                    // truncate(2) without an open file: nothing else will schedule the upload.
+                    self.inner.flusher.closed(ino);
+                }
+            }
+        }
+        let resolve = |t: TimeSet| match t {
+            TimeSet::At(t) => t,
+            TimeSet::Now => now,
+        };
+        let db_set = namespace::SetAttr {
+            perm: set.perm,
+            uid: set.uid,
+            gid: set.gid,
+            size: set.size,
+            atime: set.atime.map(resolve),
+            mtime: set.mtime.map(resolve),
+            ctime: set.ctime,
+        };
+        let attr = self.inner.db.setattr(ino, &db_set, now)?;
+        Ok(self.overlaid(attr))
+    }
+
+    /// A symlink's target.
+    ///
+    /// # Errors
+    /// NotFound, InvalidArgument (not a symlink).
+    ///
+    /// # Cancel safety
+    /// Safe (read only).
+    pub async fn readlink(&self, ino: InodeNo) -> Result<Vec<u8>> {
+        Ok(self.inner.db.readlink(ino)?)
+    }
+
+    /// Creates a regular file or a fifo (`mode` carries the file type bits).
+    ///
+    /// # Errors
+    /// Unsupported (EPERM) for devices and sockets; AlreadyExists; NotFound; ReadOnly.
+    ///
+    /// # Cancel safety
+    /// Safe: one DB transaction.
+    pub async fn mknod(
+        &self,
+        parent: InodeNo,
+        name: &OsStr,
+        mode: u32,
+        rdev: u32,
+        owner: Owner,
+    ) -> Result<Attr> {
+        self.check_writable()?;
+        let kind = match mode & libc::S_IFMT {
+            libc::S_IFREG | 0 => FileKind::RegularFile,
+            libc::S_IFIFO => FileKind::Fifo,
+            _ => {
+                self.count_unsupported("mknod");
+                return Err(Error::Unsupported {
+                    op: "mknod",
+                    detail: format!(": device and socket nodes (mode {mode:o}, rdev {rdev})"),
+                    errno: libc::EPERM,
+                });
+            }
+        };
+        let init = new_inode(mode, owner);
+        let attr = self
+            .inner
+            .db
+            .mknod(parent, name_bytes(name), kind, &init, Timestamp::now())?;
+        Ok(self.entry(attr))
+    }
+
+    /// Creates a directory.
+    ///
+    /// # Errors
+    /// AlreadyExists, NotFound, NotADirectory, NameTooLong, ReadOnly.
+    ///
+    /// # Cancel safety
+    /// Safe: one DB transaction.
+    pub async fn mkdir(
+        &self,
+        parent: InodeNo,
+        name: &OsStr,
+        perm: u16,
+        owner: Owner,
+    ) -> Result<Attr> {
+        self.check_writable()?;
+        let init = new_inode(u32::from(perm), owner);
+        let attr = self
+            .inner
+            .db
+            .mkdir(parent, name_bytes(name), &init, Timestamp::now())?;
+        Ok(self.entry(attr))
+    }
+
+    /// Removes a non-directory name. An inode that loses its last name stays readable through
+    /// open handles until they close; its pending upload is cancelled.
+    ///
+    /// # Errors
+    /// NotFound, IsADirectory, ReadOnly.
+    ///
+    /// # Cancel safety
+    /// Safe: one DB transaction.
+    pub async fn unlink(&self, parent: InodeNo, name: &OsStr) -> Result<()> {
+        self.check_writable()?;
+        let u = self
+            .inner
+            .db
+            .unlink(parent, name_bytes(name), Timestamp::now())?;
+        self.unlinked(u);
+        Ok(())
+    }
+
+    /// Removes an empty directory.
+    ///
+    /// # Errors
+    /// NotFound, NotADirectory, NotEmpty, ReadOnly.
+    ///
+    /// # Cancel safety
+    /// Safe: one DB transaction.
+    pub async fn rmdir(&self, parent: InodeNo, name: &OsStr) -> Result<()> {
+        self.check_writable()?;
+        let u = self
+            .inner
+            .db
+            .rmdir(parent, name_bytes(name), Timestamp::now())?;
+        self.unlinked(u);
+        Ok(())
+    }
+
+    /// Creates a symlink.
+    ///
+    /// # Errors
+    /// AlreadyExists, NotFound (also for an empty target), NameTooLong, ReadOnly.
+    ///
+    /// # Cancel safety
+    /// Safe: one DB transaction.
+    pub async fn symlink(
+        &self,
+        parent: InodeNo,
+        name: &OsStr,
+        target: &[u8],
+        owner: Owner,
+    ) -> Result<Attr> {
+        self.check_writable()?;
+        let init = new_inode(0o777, owner);
+        let attr =
+            self.inner
+                .db
+                .symlink(parent, name_bytes(name), target, &init, Timestamp::now())?;
+        Ok(self.entry(attr))
+    }
+
+    /// Renames atomically. `flags` are renameat2's (RENAME_NOREPLACE, RENAME_EXCHANGE). Dirty
+    /// or uploading files keep their data and their upload: both follow the inode, not the name.
+    ///
+    /// # Errors
+    /// NotFound, AlreadyExists (NOREPLACE), NotEmpty, InvalidArgument (into its own subtree,
+    /// unknown flags), IsADirectory / NotADirectory, ReadOnly.
+    ///
+    /// # Cancel safety
+    /// Safe: one DB transaction.
+    pub async fn rename(
+        &self,
+        parent: InodeNo,
+        name: &OsStr,
+        newparent: InodeNo,
+        newname: &OsStr,
+        flags: u32,
+    ) -> Result<()> {
+        self.check_writable()?;
+        let mode = match flags {
+            0 => RenameMode::Replace,
+            libc::RENAME_NOREPLACE => RenameMode::NoReplace,
+            libc::RENAME_EXCHANGE => RenameMode::Exchange,
+            _ => {
+                self.count_unsupported("rename");
+                return Err(Error::Unsupported {
+                    op: "rename",
+                    detail: format!(": flags {flags:#x} (RENAME_WHITEOUT)"),
+                    errno: libc::EINVAL,
+                });
+            }
+        };
+        let replaced = self.inner.db.rename(
+            parent,
+            name_bytes(name),
+            newparent,
+            name_bytes(newname),
+            mode,
+            Timestamp::now(),
+        )?;
+        if let Some(u) = replaced {
+            self.unlinked(u);
+        }
+        Ok(())
+    }
+
+    /// Adds a hard link.
+    ///
+    /// # Errors
+    /// NotPermitted (directories), NotFound, AlreadyExists, ReadOnly.
+    ///
+    /// # Cancel safety
+    /// Safe: one DB transaction.
+    pub async fn link(&self, ino: InodeNo, newparent: InodeNo, newname: &OsStr) -> Result<Attr> {
+        self.check_writable()?;
+        self.persist(ino)?;
+        let attr = self
+            .inner
+            .db
+            .link(ino, newparent, name_bytes(newname), Timestamp::now())?;
+        Ok(self.entry(attr))
+    }
+
+    fn new_handle(&self, handle: Handle) -> FileHandle {
+        let fh = FileHandle(self.inner.next_fh.fetch_add(1, Ordering::Relaxed));
+        lock(&self.inner.handles).insert(fh, handle);
+        fh
+    }
+
+    fn file_handle(&self, ino: InodeNo, fh: FileHandle) -> Result<(bool, bool)> {
+        match lock(&self.inner.handles).get(&fh) {
+            Some(Handle::File {
+                ino: hino,
+                writable,
+                wrote,
+            }) if *hino == ino => Ok((*writable, *wrote)),
+            _ => Err(Error::BadHandle { ino, fh }),
+        }
+    }
+
+    /// Opens a file. `flags` are open(2)'s.
+    ///
+    /// # Errors
+    /// NotFound; IsADirectory; ReadOnly for a writable open of a read-only mount.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: a dropped open may leak a handle until unmount.
+    pub async fn open(&self, ino: InodeNo, flags: i32) -> Result<Opened> {
+        let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        if writable {
+            self.check_writable()?;
+        }
+        let attr = self.getattr(ino).await?;
+        if attr.kind == FileKind::Directory {
+            return Err(defs_core::Error::IsADirectory { ino: ino.0 }.into());
+        }
+        Ok(self.open_handle(&attr, writable))
+    }
+
+    fn open_handle(&self, attr: &Attr, writable: bool) -> Opened {
+        let keep_cache = {
+            let mut inodes = lock(&self.inner.inodes);
+            let state = inodes.entry(attr.ino).or_default();
+            state.opens += 1;
+            state.closed_as == Some((attr.size, attr.mtime))
+        };
+        let fh = self.new_handle(Handle::File {
+            ino: attr.ino,
+            writable,
+            wrote: false,
+        });
+        Opened { fh, keep_cache }
+    }
+
+    /// Creates and opens a regular file. With O_EXCL an existing name is refused (EEXIST).
+    ///
+    /// # Errors
+    /// AlreadyExists, NotFound, NotADirectory, NameTooLong, ReadOnly.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: a dropped create may leak a handle until unmount.
+    pub async fn create(
+        &self,
+        parent: InodeNo,
+        name: &OsStr,
+        mode: u32,
+        flags: i32,
+        owner: Owner,
+    ) -> Result<(Attr, Opened)> {
+        self.check_writable()?;
+        let exclusive = flags & libc::O_EXCL != 0;
+        let init = new_inode(mode, owner);
+        let (mut attr, created) =
+            self.inner
+                .db
+                .create(parent, name_bytes(name), &init, exclusive, Timestamp::now())?;
+        if !created && flags & libc::O_TRUNC != 0 && attr.size > 0 {
+            let set = SetAttr {
+                size: Some(0),
+                ..Default::default()
+            };
+            attr = self.setattr(attr.ino, None, set).await?;
+        }
+        let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        let opened = self.open_handle(&attr, writable);
+        Ok((self.entry(attr), opened))
+    }
+
+    /// Reads up to `size` bytes at `offset`; fewer at the end of the file.
+    ///
+    /// # Errors
+    /// BadHandle; an I/O error of the cache file; NotCached (EIO) for bytes that are neither
+    /// in the cache nor reachable (no network yet).
+    ///
+    /// # Cancel safety
+    /// Safe (read only).
+    pub async fn read(
+        &self,
+        ino: InodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+    ) -> Result<Vec<u8>> {
+        self.file_handle(ino, fh)?;
+        let attr = self.getattr(ino).await?;
+        if offset >= attr.size {
+            return Ok(Vec::new());
+        }
+        let len = u64::from(size).min(attr.size - offset);
+        match self.inner.cache.read(ino, offset, len)? {
+            Some(data) => Ok(data),
+            None => Err(Error::NotCached {
+                ino,
+                offset,
+                end: offset + len,
+            }),
+        }
+    }
+
+    /// Writes `data` at `offset` into the cache file. The journal knows the file is dirty
+    /// before the bytes land.
+    ///
+    /// # Errors
+    /// BadHandle; NotWritable (read-only handle); FileTooLarge; cache I/O errors (ENOSPC).
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: a dropped write may have written some of its bytes (the file is dirty
+    /// either way).
+    pub async fn write(
+        &self,
+        ino: InodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<u32> {
+        let (writable, _) = self.file_handle(ino, fh)?;
+        if !writable {
+            return Err(Error::NotWritable { ino, fh });
+        }
+        let len = u64::try_from(data.len()).unwrap_or(u64::MAX);
+        let end = offset
+            .checked_add(len)
+            .filter(|e| *e <= MAX_FILE_SIZE)
+            .ok_or(Error::FileTooLarge {
+                end: offset.saturating_add(len),
+                limit: MAX_FILE_SIZE,
+            })?;
+        // Writes to one inode are serialised (the kernel does so too for buffered writes): the
+        // size check and the zero extension below must not interleave with another write.
+        let _serial = lock(&self.inner.write_locks[(ino.0 % WRITE_LOCKS as u64) as usize]);
+        let overlay_size = lock(&self.inner.inodes)
+            .get(&ino)
+            .and_then(|s| s.overlay)
+            .map(|o| o.size);
+        let base = match overlay_size {
+            Some(size) => size,
+            None => self.inner.db.getattr(ino)?.size,
+        };
+        if offset > base {
+            // The gap between the old end and the write reads as zeros.
+            self.inner.cache.truncate(ino, offset)?;
+        }
+        self.inner.cache.write(ino, offset, data)?;
+        self.mark_dirty(ino)?;
+        let now = Timestamp::now();
+        {
+            let mut inodes = lock(&self.inner.inodes);
+            let state = inodes.entry(ino).or_default();
+            let size = state.overlay.map_or(base, |o| o.size);
+            state.changed = true;
+            state.overlay = Some(Overlay {
+                size: size.max(end),
+                mtime: now,
+                ctime: now,
+            });
+        }
+        if let Some(Handle::File { wrote, .. }) = lock(&self.inner.handles).get_mut(&fh) {
+            *wrote = true;
+        }
+        Ok(u32::try_from(data.len()).unwrap_or(u32::MAX))
+    }
+
+    /// `close(2)` of one descriptor: the file's size and mtime go to the DB; when this handle
+    /// wrote, the DB is synced so that the closed file survives a crash of the daemon.
+    ///
+    /// # Errors
+    /// BadHandle; the DB failed (the close reports it: nothing is silently dropped).
+    ///
+    /// # Cancel safety
+    /// Safe: it can be repeated.
+    pub async fn flush(&self, ino: InodeNo, fh: FileHandle) -> Result<()> {
+        let (_, wrote) = self.file_handle(ino, fh)?;
+        self.persist(ino)?;
+        if wrote {
+            // The cache index records the written ranges only once they are fsynced; then the
+            // namespace and journal.
+            self.inner.cache.sync(ino)?;
+            self.inner.db.sync()?;
+            if let Some(Handle::File { wrote, .. }) = lock(&self.inner.handles).get_mut(&fh) {
+                *wrote = false;
+            }
+        }
+        Ok(())
+    }
+
+    /// The last reference to a handle is gone. After the last handle of a changed file, the
+    /// flusher schedules its upload (debounced); an orphan with no handles left is purged.
+    ///
+    /// # Errors
+    /// BadHandle; the DB failed writing the overlay.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: the handle is gone even if the future is dropped.
+    pub async fn release(&self, ino: InodeNo, fh: FileHandle) -> Result<()> {
+        let handle = lock(&self.inner.handles).remove(&fh);
+        let Some(Handle::File { .. }) = handle else {
+            return Err(Error::BadHandle { ino, fh });
+        };
+        let persisted = self.persist(ino);
+        let attr = self.inner.db.getattr(ino);
+        let (last, idle, changed) = {
+            let mut inodes = lock(&self.inner.inodes);
+            let state = inodes.entry(ino).or_default();
+            state.opens = state.opens.saturating_sub(1);
+            if let Ok(a) = &attr {
+                state.closed_as = Some((a.size, a.mtime));
+            }
+            let last = state.opens == 0;
+            let changed = last && std::mem::take(&mut state.changed);
+            (last, last && state.lookups == 0, changed)
+        };
+        persisted?;
+        if changed {
+            self.inner.flusher.closed(ino);
+        }
+        if idle || matches!(attr, Ok(a) if a.nlink == 0 && last) {
+            let lookups = lock(&self.inner.inodes).get(&ino).map_or(0, |s| s.lookups);
+            if lookups == 0 {
+                self.purge_if_orphan(ino);
+            }
+        }
+        Ok(())
+    }
+
+    /// fsync(2): the file's bytes and metadata are durable on the local disk. With
+    /// [`FsyncMode::Network`], also waits until the flusher has uploaded it.
+    ///
+    /// # Errors
+    /// BadHandle; cache or DB I/O errors; with `Network`, the upload's error.
+    ///
+    /// # Cancel safety
+    /// Safe: it can be repeated.
+    pub async fn fsync(&self, ino: InodeNo, fh: FileHandle, datasync: bool) -> Result<()> {
+        let _ = datasync;
+        self.file_handle(ino, fh)?;
+        self.inner.cache.sync(ino)?;
+        self.persist(ino)?;
+        self.inner.db.sync()?;
+        if self.inner.config.fsync == FsyncMode::Network {
+            self.inner.flusher.upload_now(ino).await?;
+        }
+        Ok(())
+    }
+
+    /// Opens a directory.
+    ///
+    /// # Errors
+    /// NotFound, NotADirectory.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: a dropped opendir may leak a handle until unmount.
+    pub async fn opendir(&self, ino: InodeNo) -> Result<FileHandle> {
+        let attr = self.inner.db.getattr(ino)?;
+        if attr.kind != FileKind::Directory {
+            return Err(defs_core::Error::NotADirectory { ino: ino.0 }.into());
+        }
+        Ok(self.new_handle(Handle::Dir { ino }))
+    }
+
+    /// Entries of directory `ino` after `offset` (0 starts; "." and ".." first). With `plus`,
+    /// each entry carries its attributes; the caller counts a lookup for each entry it passes
+    /// on ([`Fs::remember`]).
+    ///
+    /// # Errors
+    /// BadHandle, NotFound, NotADirectory.
+    ///
+    /// # Cancel safety
+    /// Safe (read only).
+    pub async fn readdir(
+        &self,
+        ino: InodeNo,
+        fh: FileHandle,
+        offset: u64,
+        plus: bool,
+    ) -> Result<Vec<DirEntry>> {
+        match lock(&self.inner.handles).get(&fh) {
+            Some(Handle::Dir { ino: hino }) if *hino == ino => {}
+            _ => return Err(Error::BadHandle { ino, fh }),
+        }
+        let db = &self.inner.db;
+        let mut out = Vec::new();
+        // Offsets: 1 is ".", 2 is "..", cookie + 2 is a DB entry.
+        if offset < 1 {
+            let attr = if plus {
+                Some(self.getattr(ino).await?)
+            } else {
+                None
+            };
+            out.push(DirEntry {
+                ino,
+                cookie: 1,
+                kind: FileKind::Directory,
+                name: ".".into(),
+                attr,
+            });
+        }
+        if offset < 2 {
+            let parent = db.parent_of(ino)?;
+            let attr = if plus {
+                Some(self.getattr(parent).await?)
+            } else {
+                None
+            };
+            out.push(DirEntry {
+                ino: parent,
+                cookie: 2,
+                kind: FileKind::Directory,
+                name: "..".into(),
+                attr,
+            });
+        }
+        for e in db.readdir(ino, offset.saturating_sub(2), READDIR_BATCH)? {
+            let attr = if plus {
+                match db.getattr(e.ino) {
+                    Ok(a) => Some(self.overlaid(a)),
+                    // Removed since the listing was read: skip it.
+                    Err(_) => continue,
+                }
+            } else {
+                None
+            };
+            out.push(DirEntry {
+                ino: e.ino,
+                cookie: e.cookie + 2,
+                kind: e.kind,
+                name: OsStr::from_bytes(&e.name).to_os_string(),
+                attr,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Closes a directory handle.
+    ///
+    /// # Errors
+    /// BadHandle.
+    ///
+    /// # Cancel safety
+    /// Safe.
+    pub async fn releasedir(&self, ino: InodeNo, fh: FileHandle) -> Result<()> {
+        match lock(&self.inner.handles).remove(&fh) {
+            Some(Handle::Dir { .. }) => Ok(()),
+            _ => Err(Error::BadHandle { ino, fh }),
+        }
+    }
+
+    /// fsync of a directory: the namespace is durable on the local disk.
+    ///
+    /// # Errors
+    /// The DB's sync failed.
+    ///
+    /// # Cancel safety
+    /// Safe.
+    pub async fn fsyncdir(&self, ino: InodeNo) -> Result<()> {
+        let _ = ino;
+        self.inner.db.sync()?;
+        Ok(())
+    }
+
+    /// Capacity: for now the filesystem holding the cache directory (real and non-zero; the
+    /// network's capacity replaces it when the node is wired in).
+    ///
+    /// # Errors
+    /// statvfs of the cache directory failed.
+    ///
+    /// # Cancel safety
+    /// Safe (read only).
+    pub async fn statfs(&self) -> Result<StatFs> {
+        let st = nix::sys::statvfs::statvfs(&self.inner.cache_dir).map_err(|e| Error::Io {
+            what: "statvfs of the cache directory",
+            source: std::io::Error::from(e),
+        })?;
+        let frsize = u32::try_from(st.fragment_size()).unwrap_or(4096).max(1);
+        Ok(StatFs {
+            blocks: st.blocks(),
+            bfree: st.blocks_free(),
+            bavail: st.blocks_available(),
+            files: st.files(),
+            ffree: st.files_free(),
+            bsize: u32::try_from(st.block_size()).unwrap_or(4096),
+            namelen: u32::try_from(namespace::NAME_MAX).unwrap_or(255),
+            frsize,
+        })
+    }
+
+    /// Sets an extended attribute. `flags` are setxattr(2)'s (XATTR_CREATE, XATTR_REPLACE).
+    /// Any name is stored as opaque bytes, `system.posix_acl_*` included.
+    ///
+    /// # Errors
+    /// NotFound, AlreadyExists (CREATE), NoXattr (REPLACE), XattrTooLarge, ReadOnly.
+    ///
+    /// # Cancel safety
+    /// Safe: one DB transaction.
+    pub async fn setxattr(
+        &self,
+        ino: InodeNo,
+        name: &[u8],
+        value: &[u8],
+        flags: i32,
+    ) -> Result<()> {
+        self.check_writable()?;
+        self.refuse_state_xattr(name)?;
+        let mode = match flags {
+            0 => XattrMode::Any,
+            libc::XATTR_CREATE => XattrMode::Create,
+            libc::XATTR_REPLACE => XattrMode::Replace,
+            _ => {
+                return Err(Error::Invalid {
+                    what: "setxattr flags",
+                });
+            }
+        };
+        self.inner
+            .db
+            .set_xattr(ino, name, value, mode, Timestamp::now())?;
+        Ok(())
+    }
+
+    /// An extended attribute's value.
+    ///
+    /// # Errors
+    /// NotFound, NoXattr (ENODATA).
+    ///
+    /// # Cancel safety
+    /// Safe (read only).
+    pub async fn getxattr(&self, ino: InodeNo, name: &[u8]) -> Result<Vec<u8>> {
+        if name == STATE_XATTR {
+            return Ok(self.upload_state(ino)?.into_bytes());
+        }
+        Ok(self.inner.db.get_xattr(ino, name)?)
+    }
+
+    /// The upload state of `ino`, as [`STATE_XATTR`] shows it.
+    ///
+    /// # Errors
+    /// NotFound; the journal could not be read.
+    pub fn upload_state(&self, ino: InodeNo) -> Result<String> {
+        self.inner.db.getattr(ino)?;
+        let record = self
+            .inner
+            .db
+            .dirty_inodes()?
+            .into_iter()
+            .find(|r| r.ino == ino);
+        Ok(match record {
+            None => "clean".into(),
+            Some(r) if r.uploading.is_some() => "uploading".into(),
+            Some(r) => match (&r.last_error, self.inner.flusher.has_uploader()) {
+                (Some(e), _) => format!("dirty ({} failed uploads, last: {e})", r.failures),
+                (None, false) => "dirty (no network configured: kept in the local cache)".into(),
+                (None, true) => "dirty".into(),
+            },
+        })
+    }
+
+    fn refuse_state_xattr(&self, name: &[u8]) -> Result<()> {
+        if name == STATE_XATTR {
+            return Err(defs_core::Error::NotPermitted {
+                what: "user.defs.state is read-only".into(),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// The names of the extended attributes, each followed by a NUL (listxattr(2)'s format).
+    ///
+    /// # Errors
+    /// NotFound.
+    ///
+    /// # Cancel safety
+    /// Safe (read only).
+    pub async fn listxattr(&self, ino: InodeNo) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        for name in self.inner.db.list_xattr(ino)? {
+            out.extend_from_slice(&name);
+            out.push(0);
+        }
+        Ok(out)
+    }
+
+    /// Removes an extended attribute.
+    ///
+    /// # Errors
+    /// NotFound, NoXattr (ENODATA), ReadOnly.
+    ///
+    /// # Cancel safety
+    /// Safe: one DB transaction.
+    pub async fn removexattr(&self, ino: InodeNo, name: &[u8]) -> Result<()> {
+        self.check_writable()?;
+        self.refuse_state_xattr(name)?;
+        self.inner.db.remove_xattr(ino, name, Timestamp::now())?;
+        Ok(())
+    }
+
+    /// fallocate(2): mode 0 (and FALLOC_FL_KEEP_SIZE) reserve nothing — the cache file is
+    /// sparse — but mode 0 extends the size like a write of zeros would. Every other mode
+    /// (punch hole, collapse, zero range, …) is EOPNOTSUPP.
+    ///
+    /// # Errors
+    /// Unsupported (EOPNOTSUPP); as [`Fs::setattr`].
+    ///
+    /// # Cancel safety
+    /// As [`Fs::setattr`].
+    pub async fn fallocate(
+        &self,
+        ino: InodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+    ) -> Result<()> {
+        let (writable, _) = self.file_handle(ino, fh)?;
+        if !writable {
+            return Err(Error::NotWritable { ino, fh });
+        }
+        match mode {
+            0 => {
+                let end = offset.checked_add(length).ok_or(Error::FileTooLarge {
+                    end: u64::MAX,
+                    limit: MAX_FILE_SIZE,
+                })?;
+                let size = self.getattr(ino).await?.size;
+                if end > size {
+                    let set = SetAttr {
+                        size: Some(end),
+                        ..Default::default()
+                    };
+                    self.setattr(ino, Some(fh), set).await?;
+                }
+                Ok(())
+            }
+            libc::FALLOC_FL_KEEP_SIZE => Ok(()),
+            _ => {
+                self.count_unsupported("fallocate");
+                Err(Error::Unsupported {
+                    op: "fallocate",
+                    detail: format!(": mode {mode:#x}"),
+                    errno: libc::EOPNOTSUPP,
+                })
+            }
+        }
+    }
+
+    /// The mount is going away: unsaved sizes go to the DB and the DB is made durable, so
+    /// everything written is safe in the local journal before the unmount completes.
+    ///
+    /// # Errors
+    /// The DB failed.
+    ///
+    /// # Cancel safety
+    /// Safe: it can be repeated.
+    pub async fn unmounting(&self) -> Result<()> {
+        let pending: Vec<InodeNo> = lock(&self.inner.inodes)
+            .iter()
+            .filter(|(_, s)| s.overlay.is_some())
+            .map(|(ino, _)| *ino)
+            .collect();
+        for ino in pending {
+            self.persist(ino)?;
+        }
+        self.inner.db.sync()?;
+        Ok(())
+    }
+
+    /// Flushes like [`Fs::unmounting`] and stops the flusher.
+    ///
+    /// # Errors
+    /// As [`Fs::unmounting`].
+    ///
+    /// # Cancel safety
+    /// Safe: it can be repeated.
+    pub async fn shutdown(&self) -> Result<()> {
+        self.unmounting().await?;
+        self.inner.flusher.shutdown().await;
+        Ok(())
+    }
+}
+
+fn new_inode(mode: u32, owner: Owner) -> NewInode {
+    NewInode {
+        perm: (mode & 0o7777) as u16,
+        uid: owner.uid,
+        gid: owner.gid,
+    }
+}

@@ -1,0 +1,487 @@
+//! The core without a kernel: handles, overlay, journal, orphans, readdir offsets, the flusher.
+
+use std::ffi::OsStr;
+use std::time::Duration;
+
+use defs_core::namespace::Content;
+use defs_core::sync::Arc;
+use defs_core::types::InodeNo;
+
+use super::error::ToErrno;
+use super::*;
+use crate::flusher::{DEBOUNCE, FlushError, Uploader};
+use crate::test_utils::{OWNER, ScriptedUploader, Step, TestFs};
+
+fn name(s: &str) -> &OsStr {
+    OsStr::new(s)
+}
+
+fn dirty(t: &TestFs) -> Vec<InodeNo> {
+    t.db.dirty_inodes()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.ino)
+        .collect()
+}
+
+#[tokio::test]
+async fn writes_are_in_the_journal_before_close_and_sizes_reach_the_db_at_flush() {
+    let t = TestFs::new(Config::default(), None);
+    let (attr, o) =
+        t.fs.create(InodeNo::ROOT, name("f"), 0o644, libc::O_RDWR, OWNER)
+            .await
+            .unwrap();
+    t.fs.write(attr.ino, o.fh, 10, b"hello").await.unwrap();
+    assert_eq!(dirty(&t), vec![attr.ino], "dirty before close");
+    // getattr sees the unsaved size; the DB does not yet.
+    assert_eq!(t.fs.getattr(attr.ino).await.unwrap().size, 15);
+    assert_eq!(t.db.getattr(attr.ino).unwrap().size, 0);
+    t.fs.flush(attr.ino, o.fh).await.unwrap();
+    let stored = t.db.getattr(attr.ino).unwrap();
+    assert_eq!(stored.size, 15);
+    assert_eq!(stored.mtime, t.fs.getattr(attr.ino).await.unwrap().mtime);
+    assert_eq!(
+        t.fs.read(attr.ino, o.fh, 0, 100).await.unwrap(),
+        b"\0\0\0\0\0\0\0\0\0\0hello"
+    );
+    t.fs.release(attr.ino, o.fh).await.unwrap();
+    // No uploader: the file stays dirty, and says so.
+    assert_eq!(dirty(&t), vec![attr.ino]);
+    let state = t.fs.getxattr(attr.ino, STATE_XATTR).await.unwrap();
+    assert!(
+        String::from_utf8(state)
+            .unwrap()
+            .starts_with("dirty (no network")
+    );
+    assert!(
+        t.fs.listxattr(attr.ino).await.unwrap().is_empty(),
+        "never listed"
+    );
+    let e =
+        t.fs.setxattr(attr.ino, STATE_XATTR, b"clean", 0)
+            .await
+            .unwrap_err();
+    assert_eq!(e.to_errno(), libc::EPERM);
+}
+
+#[tokio::test]
+async fn an_unlinked_file_lives_until_its_last_handle_and_lookup_are_gone() {
+    let t = TestFs::new(Config::default(), None);
+    let (attr, o) =
+        t.fs.create(InodeNo::ROOT, name("f"), 0o644, libc::O_RDWR, OWNER)
+            .await
+            .unwrap();
+    t.fs.write(attr.ino, o.fh, 0, b"data").await.unwrap();
+    t.fs.unlink(InodeNo::ROOT, name("f")).await.unwrap();
+    assert_eq!(t.fs.read(attr.ino, o.fh, 0, 4).await.unwrap(), b"data");
+    t.fs.flush(attr.ino, o.fh).await.unwrap();
+    t.fs.release(attr.ino, o.fh).await.unwrap();
+    // The kernel still holds the create's lookup.
+    assert!(t.db.getattr(attr.ino).is_ok());
+    t.fs.forget(attr.ino, 1);
+    assert_eq!(
+        t.db.getattr(attr.ino).unwrap_err().to_errno(),
+        libc::ENOENT,
+        "purged"
+    );
+    assert!(dirty(&t).is_empty(), "its journal entry went with it");
+}
+
+#[tokio::test]
+async fn orphans_left_by_a_crash_are_purged_at_the_next_start() {
+    let t = TestFs::new(Config::default(), None);
+    let (attr, o) =
+        t.fs.create(InodeNo::ROOT, name("f"), 0o644, libc::O_RDWR, OWNER)
+            .await
+            .unwrap();
+    t.fs.write(attr.ino, o.fh, 0, b"data").await.unwrap();
+    t.fs.unlink(InodeNo::ROOT, name("f")).await.unwrap();
+    // Restart with the handle still open (a crash leaves it so).
+    let t = t.restart(Config::default(), None).await;
+    assert!(t.db.getattr(attr.ino).is_err());
+    assert!(t.db.orphans().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn truncate_marks_dirty_and_cuts_the_cache_file() {
+    let t = TestFs::new(Config::default(), None);
+    let ino = t.write_file("f", &[7u8; 10_000]).await;
+    let set = SetAttr {
+        size: Some(100),
+        ..Default::default()
+    };
+    assert_eq!(t.fs.setattr(ino, None, set).await.unwrap().size, 100);
+    let o = t.fs.open(ino, libc::O_RDONLY).await.unwrap();
+    assert_eq!(
+        t.fs.read(ino, o.fh, 0, 1 << 20).await.unwrap(),
+        vec![7u8; 100]
+    );
+    let set = SetAttr {
+        size: Some(200),
+        ..Default::default()
+    };
+    t.fs.setattr(ino, None, set).await.unwrap();
+    let data = t.fs.read(ino, o.fh, 0, 1 << 20).await.unwrap();
+    assert_eq!(&data[..100], &[7u8; 100][..]);
+    assert_eq!(&data[100..], &[0u8; 100][..]);
+}
+
+#[tokio::test]
+async fn readdir_offsets_continue_after_any_entry() {
+    let t = TestFs::new(Config::default(), None);
+    for i in 0..10 {
+        t.write_file(&format!("f{i}"), b"").await;
+    }
+    let dh = t.fs.opendir(InodeNo::ROOT).await.unwrap();
+    let all = t.fs.readdir(InodeNo::ROOT, dh, 0, true).await.unwrap();
+    let names: Vec<_> = all
+        .iter()
+        .map(|e| e.name.to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(&names[..2], &[".", ".."]);
+    assert_eq!(names.len(), 12);
+    assert!(all.iter().all(|e| e.attr.is_some()));
+    for (i, e) in all.iter().enumerate() {
+        let rest =
+            t.fs.readdir(InodeNo::ROOT, dh, e.cookie, false)
+                .await
+                .unwrap();
+        assert_eq!(rest.len(), all.len() - i - 1, "after {:?}", e.name);
+    }
+    t.fs.releasedir(InodeNo::ROOT, dh).await.unwrap();
+    assert_eq!(
+        t.fs.readdir(InodeNo::ROOT, dh, 0, false)
+            .await
+            .unwrap_err()
+            .to_errno(),
+        libc::EBADF
+    );
+}
+
+#[tokio::test]
+async fn a_read_only_core_refuses_changes_with_erofs() {
+    let config = Config {
+        read_only: true,
+        ..Default::default()
+    };
+    let t = TestFs::new(config, None);
+    let e =
+        t.fs.create(InodeNo::ROOT, name("f"), 0o644, libc::O_RDWR, OWNER)
+            .await
+            .unwrap_err();
+    assert_eq!(e.to_errno(), libc::EROFS);
+    let e =
+        t.fs.mkdir(InodeNo::ROOT, name("d"), 0o755, OWNER)
+            .await
+            .unwrap_err();
+    assert_eq!(e.to_errno(), libc::EROFS);
+}
+
+#[tokio::test]
+async fn unsupported_operations_have_an_errno_and_are_counted() {
+    let t = TestFs::new(Config::default(), None);
+    let (attr, o) =
+        t.fs.create(InodeNo::ROOT, name("f"), 0o644, libc::O_RDWR, OWNER)
+            .await
+            .unwrap();
+    let e =
+        t.fs.fallocate(
+            attr.ino,
+            o.fh,
+            0,
+            10,
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.to_errno(), libc::EOPNOTSUPP);
+    let e =
+        t.fs.mknod(
+            InodeNo::ROOT,
+            name("dev"),
+            libc::S_IFCHR | 0o644,
+            0x101,
+            OWNER,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.to_errno(), libc::EPERM);
+    assert_eq!(
+        t.fs.counters()
+            .unsupported
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+}
+
+#[test]
+fn every_namespace_refusal_has_its_errno() {
+    use defs_core::Error as E;
+    let cases: Vec<(E, i32)> = vec![
+        (E::NotFound { what: "x".into() }, libc::ENOENT),
+        (E::AlreadyExists { what: "x".into() }, libc::EEXIST),
+        (E::NotEmpty { ino: 2 }, libc::ENOTEMPTY),
+        (E::NotADirectory { ino: 2 }, libc::ENOTDIR),
+        (E::IsADirectory { ino: 2 }, libc::EISDIR),
+        (
+            E::NameTooLong {
+                len: 300,
+                limit: 255,
+            },
+            libc::ENAMETOOLONG,
+        ),
+        (E::InvalidArgument { what: "x".into() }, libc::EINVAL),
+        (E::NotPermitted { what: "x".into() }, libc::EPERM),
+        (
+            E::NoXattr {
+                ino: 2,
+                name: "user.x".into(),
+            },
+            libc::ENODATA,
+        ),
+        (E::XattrTooLarge { size: 1, limit: 0 }, libc::E2BIG),
+        (E::XattrNameInvalid { len: 0, limit: 255 }, libc::ERANGE),
+        (E::Closed, libc::EIO),
+        (
+            E::NoSpace {
+                path: "/data/cache".into(),
+                needed: 1,
+                available: 0,
+                reserve: 1 << 30,
+            },
+            libc::ENOSPC,
+        ),
+        (
+            E::io("/cache/1", std::io::Error::from_raw_os_error(libc::ENOSPC)),
+            libc::ENOSPC,
+        ),
+    ];
+    for (e, errno) in cases {
+        assert_eq!(e.to_errno(), errno, "{e}");
+    }
+}
+
+// ---- the flusher ---------------------------------------------------------------------------
+
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn uploader(u: &ScriptedUploader) -> Option<Arc<dyn Uploader>> {
+    Some(Arc::new(u.clone()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closes_within_the_debounce_upload_once_and_the_upload_keeps_mtime_and_size() {
+    let u = ScriptedUploader::new(&[]);
+    let t = TestFs::new(Config::default(), uploader(&u));
+    let ino = t.write_file("f", b"one").await;
+    // Reopen and rewrite within the debounce (a save dance).
+    let o = t.fs.open(ino, libc::O_WRONLY).await.unwrap();
+    t.fs.write(ino, o.fh, 0, b"two!").await.unwrap();
+    t.fs.flush(ino, o.fh).await.unwrap();
+    t.fs.release(ino, o.fh).await.unwrap();
+    let before = t.fs.getattr(ino).await.unwrap();
+    wait_until("the upload", || dirty(&t).is_empty()).await;
+    let attempts = u.attempts();
+    assert_eq!(attempts.len(), 1, "one upload for both closes");
+    assert_eq!(attempts[0].2, b"two!");
+    let after = t.fs.getattr(ino).await.unwrap();
+    assert_eq!((after.size, after.mtime), (before.size, before.mtime));
+    assert!(matches!(
+        t.db.content(ino).unwrap(),
+        Content::Stored { len: 4, .. }
+    ));
+    assert_eq!(t.fs.getxattr(ino, STATE_XATTR).await.unwrap(), b"clean");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_upload_keeps_the_file_dirty_and_records_why() {
+    let u = ScriptedUploader::new(&[Step::Fail]);
+    let t = TestFs::new(Config::default(), uploader(&u));
+    let ino = t.write_file("f", b"data").await;
+    wait_until("the failed attempt", || !u.attempts().is_empty()).await;
+    wait_until("the failure record", || {
+        t.db.dirty_inodes().unwrap().iter().any(|r| r.failures == 1)
+    })
+    .await;
+    let state = String::from_utf8(t.fs.getxattr(ino, STATE_XATTR).await.unwrap()).unwrap();
+    assert!(
+        state.contains("1 failed uploads, last: scripted failure"),
+        "{state}"
+    );
+    let rec = t.db.dirty_inodes().unwrap().remove(0);
+    assert_eq!(rec.ino, ino);
+    assert!(rec.last_error.unwrap().contains("scripted failure"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_during_an_upload_keeps_the_file_dirty_and_uploads_again() {
+    let u = ScriptedUploader::new(&[Step::Block]);
+    let t = TestFs::new(Config::default(), uploader(&u));
+    let ino = t.write_file("f", b"old").await;
+    u.started().await;
+    let o = t.fs.open(ino, libc::O_WRONLY).await.unwrap();
+    t.fs.write(ino, o.fh, 0, b"new").await.unwrap();
+    t.fs.flush(ino, o.fh).await.unwrap();
+    t.fs.release(ino, o.fh).await.unwrap();
+    u.release();
+    wait_until("the second upload", || u.attempts().len() == 2).await;
+    wait_until("clean", || dirty(&t).is_empty()).await;
+    assert_eq!(u.attempts()[1].2, b"new");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_file_cancels_its_upload() {
+    let u = ScriptedUploader::new(&[Step::Block]);
+    let t = TestFs::new(Config::default(), uploader(&u));
+    let ino = t.write_file("f", b"doomed").await;
+    u.started().await;
+    t.fs.unlink(InodeNo::ROOT, name("f")).await.unwrap();
+    t.fs.forget(ino, 1);
+    tokio::time::sleep(DEBOUNCE).await;
+    assert!(
+        u.attempts().is_empty(),
+        "the blocked upload was cancelled, not finished"
+    );
+    assert!(t.db.getattr(ino).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_uploader_files_stay_dirty_and_fsync_network_says_so() {
+    let config = Config {
+        fsync: FsyncMode::Network,
+        ..Default::default()
+    };
+    let t = TestFs::new(config, None);
+    let (attr, o) =
+        t.fs.create(InodeNo::ROOT, name("f"), 0o644, libc::O_RDWR, OWNER)
+            .await
+            .unwrap();
+    t.fs.write(attr.ino, o.fh, 0, b"x").await.unwrap();
+    let e = t.fs.fsync(attr.ino, o.fh, false).await.unwrap_err();
+    assert!(
+        matches!(e, Error::Flush(FlushError::NoUploader { .. })),
+        "{e}"
+    );
+    assert_eq!(e.to_errno(), libc::EIO);
+    assert_eq!(dirty(&t), vec![attr.ino]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dirty_files_resume_uploading_after_a_restart() {
+    let t = TestFs::new(Config::default(), None);
+    let ino = t.write_file("f", b"survivor").await;
+    let u = ScriptedUploader::new(&[]);
+    let t = t.restart(Config::default(), uploader(&u)).await;
+    wait_until("the resumed upload", || dirty(&t).is_empty()).await;
+    assert_eq!(u.attempts()[0].0, ino);
+    assert_eq!(u.attempts()[0].2, b"survivor");
+}
+
+// ---- model check ---------------------------------------------------------------------------
+
+mod model {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Write { offset: u64, len: usize, seed: u8 },
+        Truncate { size: u64 },
+        Read { offset: u64, len: u32 },
+        Reopen,
+        Restart,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u64..300_000, 1usize..70_000, any::<u8>())
+                .prop_map(|(offset, len, seed)| Op::Write { offset, len, seed }),
+            1 => (0u64..400_000).prop_map(|size| Op::Truncate { size }),
+            2 => (0u64..400_000, 1u32..100_000).prop_map(|(offset, len)| Op::Read { offset, len }),
+            1 => Just(Op::Reopen),
+            1 => Just(Op::Restart),
+        ]
+    }
+
+    fn bytes(seed: u8, len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|i| seed.wrapping_add((i % 251) as u8))
+            .collect()
+    }
+
+    async fn check(ops: Vec<Op>) {
+        let mut t = TestFs::new(Config::default(), None);
+        let ino = t.write_file("f", b"").await;
+        let mut fh = t.fs.open(ino, libc::O_RDWR).await.unwrap().fh;
+        let mut model: Vec<u8> = Vec::new();
+        let changed = ops
+            .iter()
+            .any(|op| matches!(op, Op::Write { .. } | Op::Truncate { .. }));
+        for op in ops {
+            match op {
+                Op::Write { offset, len, seed } => {
+                    let data = bytes(seed, len);
+                    t.fs.write(ino, fh, offset, &data).await.unwrap();
+                    let end = offset as usize + len;
+                    if model.len() < end {
+                        model.resize(end, 0);
+                    }
+                    model[offset as usize..end].copy_from_slice(&data);
+                }
+                Op::Truncate { size } => {
+                    let set = SetAttr {
+                        size: Some(size),
+                        ..Default::default()
+                    };
+                    t.fs.setattr(ino, Some(fh), set).await.unwrap();
+                    model.resize(size as usize, 0);
+                }
+                Op::Read { offset, len } => {
+                    let got = t.fs.read(ino, fh, offset, len).await.unwrap();
+                    let start = (offset as usize).min(model.len());
+                    let end = (offset as usize + len as usize).min(model.len());
+                    assert!(got == model[start..end], "read {offset}+{len}");
+                }
+                Op::Reopen | Op::Restart => {
+                    t.fs.flush(ino, fh).await.unwrap();
+                    t.fs.release(ino, fh).await.unwrap();
+                    if matches!(op, Op::Restart) {
+                        t = t.restart(Config::default(), None).await;
+                    }
+                    fh = t.fs.open(ino, libc::O_RDWR).await.unwrap().fh;
+                }
+            }
+            assert_eq!(t.fs.getattr(ino).await.unwrap().size, model.len() as u64);
+        }
+        let all = t.fs.read(ino, fh, 0, u32::MAX).await.unwrap();
+        assert!(all == model, "final contents");
+        if changed {
+            assert_eq!(
+                dirty(&t),
+                vec![ino],
+                "changed files stay dirty without an uploader"
+            );
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+        #[test]
+        fn file_contents_follow_a_model_through_writes_truncates_reopens_and_restarts(
+            ops in proptest::collection::vec(op(), 1..25)
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(check(ops));
+        }
+    }
+}

@@ -1,0 +1,816 @@
+//! The fuser adapter: implements [`fuser::Filesystem`] by decoding each request's arguments,
+//! calling the async core ([`crate::fs::Fs`]) and replying with its result or its errno.
+//!
+//! Nothing here decides anything about files: every rule lives in `fs.rs`, which tests drive
+//! without a kernel. Each request runs in a `tracing` span carrying `req` and `ino`; errors are
+//! logged at the level [`ToErrno::level`] chooses.
+//!
+//! fuser calls these handlers on `n_threads` session threads (see [`crate::session`]); each
+//! handler blocks its own thread on the core's future with the runtime handle, so one slow
+//! request never holds up a stat or readdir of something else on another thread.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use defs_core::namespace::{Attr, FileKind, Timestamp};
+use defs_core::types::InodeNo;
+use fuser::{
+    AccessFlags, Errno, FileAttr, FileType, Filesystem, FopenFlags, INodeNo, KernelConfig,
+    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use tracing::{Instrument, Level as TraceLevel, debug, error, field, span, warn};
+
+use crate::fs::error::{Error, Level, ToErrno};
+use crate::fs::{FileHandle, Fs, Owner, SetAttr, TimeSet};
+
+/// How long the kernel may cache attributes and directory entries. One second: long enough that
+/// `ls -l` of a big directory does not re-ask for every entry, short enough that a change seen by
+/// another process shows up at once in practice.
+pub const ATTR_TTL: Duration = Duration::from_secs(1);
+
+/// The largest write the kernel sends in one request: 1 MiB, so a sequential copy costs one
+/// request per MiB instead of one per 128 KiB page run.
+pub const MAX_WRITE: u32 = 1 << 20;
+
+/// Block size reported by `stat` and `statfs`.
+pub const BLOCK_SIZE: u32 = 4096;
+
+/// The fuser `Filesystem`: an [`Fs`] plus the runtime its futures run on.
+#[derive(Debug)]
+pub struct FuseFs {
+    fs: Fs,
+    rt: tokio::runtime::Handle,
+}
+
+impl FuseFs {
+    /// Wraps `fs`; requests run their futures on `rt`.
+    pub fn new(fs: Fs, rt: tokio::runtime::Handle) -> FuseFs {
+        FuseFs { fs, rt }
+    }
+
+    /// Runs one request's future inside a span, on the runtime.
+    fn run<T>(
+        &self,
+        op: &'static str,
+        req: &Request,
+        ino: u64,
+        fut: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Errno> {
+        let span = span!(
+            TraceLevel::DEBUG,
+            "fuse",
+            op,
+            req = req.unique().0,
+            ino,
+            errno = field::Empty
+        );
+        let result = self.rt.block_on(fut.instrument(span.clone()));
+        result.map_err(|e| {
+            let errno = e.to_errno();
+            span.record("errno", errno);
+            let _enter = span.enter();
+            match e.level() {
+                Level::Debug => debug!(errno, error = %e, "refused"),
+                Level::Warn => warn!(errno, error = %e, "refused"),
+                Level::Error => error!(errno, error = %format!("{e:#}"), "failed"),
+            }
+            Errno::from_i32(errno)
+        })
+    }
+
+    /// An operation DeFS does not implement: counted, logged, answered with `errno`.
+    fn unsupported(&self, op: &'static str, errno: i32) -> Errno {
+        self.fs.count_unsupported(op);
+        debug!(op, errno, "unsupported operation");
+        Errno::from_i32(errno)
+    }
+}
+
+fn owner(req: &Request) -> Owner {
+    Owner {
+        uid: req.uid(),
+        gid: req.gid(),
+    }
+}
+
+fn ino(i: INodeNo) -> InodeNo {
+    InodeNo(i.0)
+}
+
+fn fh(h: fuser::FileHandle) -> FileHandle {
+    FileHandle(h.0)
+}
+
+fn system_time(t: Timestamp) -> SystemTime {
+    let nanos = Duration::new(t.secs.unsigned_abs(), t.nanos.min(999_999_999));
+    if t.secs >= 0 {
+        UNIX_EPOCH + nanos
+    } else {
+        // A time before 1970: secs is negative and nanos counts forward from it.
+        let back = Duration::from_secs(t.secs.unsigned_abs());
+        UNIX_EPOCH - back + Duration::from_nanos(u64::from(t.nanos.min(999_999_999)))
+    }
+}
+
+fn time_set(t: TimeOrNow) -> TimeSet {
+    match t {
+        TimeOrNow::Now => TimeSet::Now,
+        TimeOrNow::SpecificTime(st) => TimeSet::At(timestamp(st)),
+    }
+}
+
+/// A `SystemTime` as seconds and nanoseconds since the epoch (negative seconds before 1970).
+pub(crate) fn timestamp(st: SystemTime) -> Timestamp {
+    match st.duration_since(UNIX_EPOCH) {
+        Ok(d) => Timestamp {
+            secs: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            nanos: d.subsec_nanos(),
+        },
+        Err(e) => {
+            let d = e.duration();
+            let mut secs = -i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+            let mut nanos = d.subsec_nanos();
+            if nanos > 0 {
+                secs -= 1;
+                nanos = 1_000_000_000 - nanos;
+            }
+            Timestamp { secs, nanos }
+        }
+    }
+}
+
+fn file_type(kind: FileKind) -> FileType {
+    match kind {
+        FileKind::RegularFile => FileType::RegularFile,
+        FileKind::Directory => FileType::Directory,
+        FileKind::Symlink => FileType::Symlink,
+        FileKind::Fifo => FileType::NamedPipe,
+    }
+}
+
+fn file_attr(a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(a.ino.0),
+        size: a.size,
+        blocks: a.size.div_ceil(512),
+        atime: system_time(a.atime),
+        mtime: system_time(a.mtime),
+        ctime: system_time(a.ctime),
+        crtime: system_time(a.ctime),
+        kind: file_type(a.kind),
+        perm: a.perm,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: a.rdev,
+        blksize: BLOCK_SIZE,
+        flags: 0,
+    }
+}
+
+fn generation(a: &Attr) -> fuser::Generation {
+    // The inode generation for NFS-style handles: DeFS never reuses an inode number, so 0 is
+    // always right.
+    let _ = a;
+    fuser::Generation(0)
+}
+
+impl Filesystem for FuseFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        if let Err(nearest) = config.set_max_write(MAX_WRITE) {
+            let _ = config.set_max_write(nearest);
+        }
+        // readdirplus: one request fills a directory listing with attributes, so `ls -l` and
+        // rsync's scan do not send a lookup per entry.
+        let wanted =
+            fuser::InitFlags::FUSE_DO_READDIRPLUS | fuser::InitFlags::FUSE_READDIRPLUS_AUTO;
+        if config.add_capabilities(wanted).is_err() {
+            warn!("the kernel does not offer readdirplus");
+        }
+        // Directory operations in parallel (the namespace serialises its own writes).
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_PARALLEL_DIROPS);
+        // Exact timestamps: the kernel passes utimensat's nanoseconds through.
+        let _ = config.set_time_granularity(Duration::from_nanos(1));
+        Ok(())
+    }
+
+    fn destroy(&mut self) {
+        if let Err(e) = self.rt.block_on(self.fs.unmounting()) {
+            error!(error = %format!("{e:#}"), "flushing the journal at unmount failed");
+        }
+    }
+
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match self.run("lookup", req, parent.0, self.fs.lookup(ino(parent), name)) {
+            Ok(attr) => reply.entry(&ATTR_TTL, &file_attr(&attr), generation(&attr)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn forget(&self, _req: &Request, i: INodeNo, nlookup: u64) {
+        self.fs.forget(ino(i), nlookup);
+    }
+
+    fn getattr(&self, req: &Request, i: INodeNo, _fh: Option<fuser::FileHandle>, reply: ReplyAttr) {
+        match self.run("getattr", req, i.0, self.fs.getattr(ino(i))) {
+            Ok(attr) => reply.attr(&ATTR_TTL, &file_attr(&attr)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setattr(
+        &self,
+        req: &Request,
+        i: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        ctime: Option<SystemTime>,
+        handle: Option<fuser::FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let set = SetAttr {
+            perm: mode.map(|m| (m & 0o7777) as u16),
+            uid,
+            gid,
+            size,
+            atime: atime.map(time_set),
+            mtime: mtime.map(time_set),
+            ctime: ctime.map(timestamp),
+        };
+        let fut = self.fs.setattr(ino(i), handle.map(fh), set);
+        match self.run("setattr", req, i.0, fut) {
+            Ok(attr) => reply.attr(&ATTR_TTL, &file_attr(&attr)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readlink(&self, req: &Request, i: INodeNo, reply: ReplyData) {
+        match self.run("readlink", req, i.0, self.fs.readlink(ino(i))) {
+            Ok(target) => reply.data(&target),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let fut = self.fs.mknod(ino(parent), name, mode, rdev, owner(req));
+        match self.run("mknod", req, parent.0, fut) {
+            Ok(attr) => reply.entry(&ATTR_TTL, &file_attr(&attr), generation(&attr)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let fut = self
+            .fs
+            .mkdir(ino(parent), name, (mode & 0o7777) as u16, owner(req));
+        match self.run("mkdir", req, parent.0, fut) {
+            Ok(attr) => reply.entry(&ATTR_TTL, &file_attr(&attr), generation(&attr)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.run("unlink", req, parent.0, self.fs.unlink(ino(parent), name)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.run("rmdir", req, parent.0, self.fs.rmdir(ino(parent), name)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        let fut = self.fs.symlink(
+            ino(parent),
+            link_name,
+            target.as_os_str().as_bytes(),
+            owner(req),
+        );
+        match self.run("symlink", req, parent.0, fut) {
+            Ok(attr) => reply.entry(&ATTR_TTL, &file_attr(&attr), generation(&attr)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rename(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let fut = self
+            .fs
+            .rename(ino(parent), name, ino(newparent), newname, flags.bits());
+        match self.run("rename", req, parent.0, fut) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn link(
+        &self,
+        req: &Request,
+        i: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        match self.run(
+            "link",
+            req,
+            i.0,
+            self.fs.link(ino(i), ino(newparent), newname),
+        ) {
+            Ok(attr) => reply.entry(&ATTR_TTL, &file_attr(&attr), generation(&attr)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn open(&self, req: &Request, i: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.run("open", req, i.0, self.fs.open(ino(i), flags.0)) {
+            Ok(opened) => reply.opened(
+                fuser::FileHandle(opened.fh.0),
+                fopen_flags(opened.keep_cache),
+            ),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn read(
+        &self,
+        req: &Request,
+        i: INodeNo,
+        handle: fuser::FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.run(
+            "read",
+            req,
+            i.0,
+            self.fs.read(ino(i), fh(handle), offset, size),
+        ) {
+            Ok(data) => reply.data(&data),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn write(
+        &self,
+        req: &Request,
+        i: INodeNo,
+        handle: fuser::FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.run(
+            "write",
+            req,
+            i.0,
+            self.fs.write(ino(i), fh(handle), offset, data),
+        ) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn flush(
+        &self,
+        req: &Request,
+        i: INodeNo,
+        handle: fuser::FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        match self.run("flush", req, i.0, self.fs.flush(ino(i), fh(handle))) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn release(
+        &self,
+        req: &Request,
+        i: INodeNo,
+        handle: fuser::FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.run("release", req, i.0, self.fs.release(ino(i), fh(handle))) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn fsync(
+        &self,
+        req: &Request,
+        i: INodeNo,
+        handle: fuser::FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.run(
+            "fsync",
+            req,
+            i.0,
+            self.fs.fsync(ino(i), fh(handle), datasync),
+        ) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn opendir(&self, req: &Request, i: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.run("opendir", req, i.0, self.fs.opendir(ino(i))) {
+            Ok(handle) => reply.opened(fuser::FileHandle(handle.0), FopenFlags::empty()),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readdir(
+        &self,
+        req: &Request,
+        i: INodeNo,
+        handle: fuser::FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let fut = self.fs.readdir(ino(i), fh(handle), offset, false);
+        match self.run("readdir", req, i.0, fut) {
+            Ok(entries) => {
+                for e in entries {
+                    if reply.add(INodeNo(e.ino.0), e.cookie, file_type(e.kind), &e.name) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readdirplus(
+        &self,
+        req: &Request,
+        i: INodeNo,
+        handle: fuser::FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let fut = self.fs.readdir(ino(i), fh(handle), offset, true);
+        match self.run("readdirplus", req, i.0, fut) {
+            Ok(entries) => {
+                for e in entries {
+                    let Some(attr) = e.attr else { continue };
+                    let full = reply.add(
+                        INodeNo(e.ino.0),
+                        e.cookie,
+                        &e.name,
+                        &ATTR_TTL,
+                        &file_attr(&attr),
+                        generation(&attr),
+                    );
+                    if full {
+                        break;
+                    }
+                    // The kernel now holds a lookup reference on every entry but "." and "..".
+                    if e.name != "." && e.name != ".." {
+                        self.fs.remember(e.ino);
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn releasedir(
+        &self,
+        req: &Request,
+        i: INodeNo,
+        handle: fuser::FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        match self.run(
+            "releasedir",
+            req,
+            i.0,
+            self.fs.releasedir(ino(i), fh(handle)),
+        ) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn fsyncdir(
+        &self,
+        req: &Request,
+        i: INodeNo,
+        _handle: fuser::FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.run("fsyncdir", req, i.0, self.fs.fsyncdir(ino(i))) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn statfs(&self, req: &Request, i: INodeNo, reply: ReplyStatfs) {
+        match self.run("statfs", req, i.0, self.fs.statfs()) {
+            Ok(s) => reply.statfs(
+                s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
+            ),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        req: &Request,
+        i: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        position: u32,
+        reply: ReplyEmpty,
+    ) {
+        if position != 0 {
+            // Only macOS resource forks use a position.
+            reply.error(self.unsupported("setxattr(position)", libc::EINVAL));
+            return;
+        }
+        let fut = self.fs.setxattr(ino(i), name.as_bytes(), value, flags);
+        match self.run("setxattr", req, i.0, fut) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn getxattr(&self, req: &Request, i: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.run(
+            "getxattr",
+            req,
+            i.0,
+            self.fs.getxattr(ino(i), name.as_bytes()),
+        ) {
+            Ok(value) => reply_xattr(reply, &value, size),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn listxattr(&self, req: &Request, i: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.run("listxattr", req, i.0, self.fs.listxattr(ino(i))) {
+            Ok(list) => reply_xattr(reply, &list, size),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn removexattr(&self, req: &Request, i: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.run(
+            "removexattr",
+            req,
+            i.0,
+            self.fs.removexattr(ino(i), name.as_bytes()),
+        ) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn access(&self, req: &Request, i: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        // default_permissions: the kernel has already checked the mode bits; access only needs
+        // the inode to exist.
+        match self.run("access", req, i.0, self.fs.getattr(ino(i))) {
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let fut = self.fs.create(ino(parent), name, mode, flags, owner(req));
+        match self.run("create", req, parent.0, fut) {
+            Ok((attr, opened)) => reply.created(
+                &ATTR_TTL,
+                &file_attr(&attr),
+                generation(&attr),
+                fuser::FileHandle(opened.fh.0),
+                fopen_flags(opened.keep_cache),
+            ),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        req: &Request,
+        i: INodeNo,
+        handle: fuser::FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let fut = self.fs.fallocate(ino(i), fh(handle), offset, length, mode);
+        match self.run("fallocate", req, i.0, fut) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: fuser::FileHandle,
+        _offset: i64,
+        _whence: i32,
+        reply: ReplyLseek,
+    ) {
+        // ENOSYS makes the kernel stop asking and seek by itself (SEEK_DATA/SEEK_HOLE then treat
+        // the whole file as data, which is correct if not optimal for sparse files).
+        reply.error(self.unsupported("lseek", libc::ENOSYS));
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        _fh_in: fuser::FileHandle,
+        _offset_in: u64,
+        _ino_out: INodeNo,
+        _fh_out: fuser::FileHandle,
+        _offset_out: u64,
+        _len: u64,
+        _flags: fuser::CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        // ENOSYS: the kernel falls back to reading and writing through the page cache.
+        reply.error(self.unsupported("copy_file_range", libc::ENOSYS));
+    }
+
+    fn bmap(&self, _req: &Request, _ino: INodeNo, _bs: u32, _idx: u64, reply: fuser::ReplyBmap) {
+        reply.error(self.unsupported("bmap", libc::ENOSYS));
+    }
+
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: fuser::FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        reply.error(self.unsupported("ioctl", libc::ENOTTY));
+    }
+
+    fn getlk(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: fuser::FileHandle,
+        _lock_owner: LockOwner,
+        _start: u64,
+        _end: u64,
+        _typ: i32,
+        _pid: u32,
+        reply: fuser::ReplyLock,
+    ) {
+        // Not reached: without FUSE_POSIX_LOCKS the kernel keeps locks locally.
+        reply.error(self.unsupported("getlk", libc::ENOSYS));
+    }
+
+    fn setlk(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: fuser::FileHandle,
+        _lock_owner: LockOwner,
+        _start: u64,
+        _end: u64,
+        _typ: i32,
+        _pid: u32,
+        _sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(self.unsupported("setlk", libc::ENOSYS));
+    }
+
+    fn poll(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: fuser::FileHandle,
+        _ph: fuser::PollNotifier,
+        _events: fuser::PollEvents,
+        _flags: fuser::PollFlags,
+        reply: fuser::ReplyPoll,
+    ) {
+        reply.error(self.unsupported("poll", libc::ENOSYS));
+    }
+}
+
+fn fopen_flags(keep_cache: bool) -> FopenFlags {
+    if keep_cache {
+        FopenFlags::FOPEN_KEEP_CACHE
+    } else {
+        FopenFlags::empty()
+    }
+}
+
+/// getxattr/listxattr protocol: size 0 asks for the length; a too-small buffer is ERANGE.
+fn reply_xattr(reply: ReplyXattr, value: &[u8], size: u32) {
+    let len = u32::try_from(value.len()).unwrap_or(u32::MAX);
+    if size == 0 {
+        reply.size(len);
+    } else if len <= size {
+        reply.data(value);
+    } else {
+        reply.error(Errno::ERANGE);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_round_trip_before_and_after_the_epoch() {
+        for (secs, nanos) in [
+            (0i64, 0u32),
+            (1_700_000_000, 123_456_789),
+            (-1, 500),
+            (-86_400, 0),
+        ] {
+            let t = Timestamp { secs, nanos };
+            let back = timestamp(system_time(t));
+            assert_eq!((back.secs, back.nanos), (secs, nanos));
+        }
+    }
+}

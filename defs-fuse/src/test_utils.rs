@@ -1,0 +1,228 @@
+//! Test fixtures for the filesystem core, shared with other crates' tests (feature
+//! `test-utils`): an [`Fs`] over a real metadata DB and cache store in a temp dir, and a
+//! scriptable [`Uploader`].
+
+use std::collections::VecDeque;
+use std::ffi::OsStr;
+use std::path::PathBuf;
+
+use defs_core::cache_store::{CacheConfig, CacheStore};
+use defs_core::meta::MetaDb;
+use defs_core::namespace::Content;
+use defs_core::sync::{Arc, Mutex};
+use defs_core::types::{FileId, Generation, InodeNo};
+use futures::future::BoxFuture;
+use tokio::sync::Notify;
+
+use crate::flusher::{UploadError, UploadJob, Uploader};
+use crate::fs::{Config, Fs, Owner};
+
+/// An [`Fs`] over a temp data dir. Reopen it (same dir) to simulate a restart.
+#[derive(Debug)]
+pub struct TestFs {
+    /// The core.
+    pub fs: Fs,
+    /// The DB under it (for checking the journal).
+    pub db: Arc<MetaDb>,
+    /// The cache store under it.
+    pub cache: Arc<CacheStore>,
+    dir: Arc<tempfile::TempDir>,
+}
+
+/// The owner tests create files as.
+pub const OWNER: Owner = Owner {
+    uid: 1000,
+    gid: 1000,
+};
+
+impl TestFs {
+    /// A fresh core with `config` and `uploader`. Call within a tokio runtime.
+    ///
+    /// # Panics
+    /// When the stores cannot be opened.
+    pub fn new(config: Config, uploader: Option<Arc<dyn Uploader>>) -> TestFs {
+        let dir = Arc::new(tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}")));
+        Self::open(dir, config, uploader)
+    }
+
+    fn open(
+        dir: Arc<tempfile::TempDir>,
+        config: Config,
+        uploader: Option<Arc<dyn Uploader>>,
+    ) -> TestFs {
+        let meta = dir.path().join("meta");
+        let cache_dir = dir.path().join("cache");
+        let db = Arc::new(MetaDb::open_with(&meta, None).unwrap_or_else(|e| panic!("db: {e}")));
+        let limits = CacheConfig {
+            budget_bytes: 1 << 30,
+            reserve_bytes: 0,
+        };
+        let cache =
+            Arc::new(CacheStore::open(&cache_dir, limits).unwrap_or_else(|e| panic!("cache: {e}")));
+        let fs = Fs::new(db.clone(), cache.clone(), &cache_dir, config, uploader)
+            .unwrap_or_else(|e| panic!("Fs::new: {e}"));
+        TestFs { fs, db, cache, dir }
+    }
+
+    /// Shuts this core down and opens a new one over the same data dir (a clean restart).
+    ///
+    /// # Panics
+    /// When the shutdown or the reopen fails.
+    pub async fn restart(self, config: Config, uploader: Option<Arc<dyn Uploader>>) -> TestFs {
+        self.fs
+            .shutdown()
+            .await
+            .unwrap_or_else(|e| panic!("shutdown: {e}"));
+        let dir = self.dir.clone();
+        drop(self);
+        Self::open(dir, config, uploader)
+    }
+
+    /// The data dir.
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    /// Creates `name` in the root with `data`, and closes it (flush + release).
+    ///
+    /// # Panics
+    /// On any error.
+    pub async fn write_file(&self, name: &str, data: &[u8]) -> InodeNo {
+        let (attr, opened) = self
+            .fs
+            .create(
+                InodeNo::ROOT,
+                OsStr::new(name),
+                0o644,
+                libc::O_WRONLY,
+                OWNER,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("create {name}: {e}"));
+        if !data.is_empty() {
+            self.fs
+                .write(attr.ino, opened.fh, 0, data)
+                .await
+                .unwrap_or_else(|e| panic!("write {name}: {e}"));
+        }
+        self.fs
+            .flush(attr.ino, opened.fh)
+            .await
+            .unwrap_or_else(|e| panic!("flush {name}: {e}"));
+        self.fs
+            .release(attr.ino, opened.fh)
+            .await
+            .unwrap_or_else(|e| panic!("release {name}: {e}"));
+        attr.ino
+    }
+}
+
+/// What a [`ScriptedUploader`] does with its next job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Read the bytes and succeed.
+    Succeed,
+    /// Fail with a reason.
+    Fail,
+    /// Wait until [`ScriptedUploader::release`] (or cancellation), then succeed.
+    Block,
+}
+
+/// One finished upload attempt: inode, generation, the bytes it read, whether it succeeded.
+pub type Attempt = (InodeNo, Generation, Vec<u8>, bool);
+
+#[derive(Debug, Default)]
+struct Shared {
+    script: Mutex<VecDeque<Step>>,
+    attempts: Mutex<Vec<Attempt>>,
+    gate: Notify,
+    started: Notify,
+}
+
+/// An [`Uploader`] for tests: follows a script (then succeeds) and records every attempt.
+/// Test code only: production has no fake uploader.
+#[derive(Clone, Debug, Default)]
+pub struct ScriptedUploader {
+    shared: Arc<Shared>,
+}
+
+impl ScriptedUploader {
+    /// An uploader that follows `steps`, then succeeds.
+    pub fn new(steps: &[Step]) -> ScriptedUploader {
+        let u = ScriptedUploader::default();
+        if let Ok(mut s) = u.shared.script.lock() {
+            s.extend(steps.iter().copied());
+        }
+        u
+    }
+
+    /// Lets one blocked upload continue.
+    pub fn release(&self) {
+        self.shared.gate.notify_one();
+    }
+
+    /// Waits until an upload has started (one that started earlier counts once).
+    pub async fn started(&self) {
+        self.shared.started.notified().await;
+    }
+
+    /// The attempts so far.
+    pub fn attempts(&self) -> Vec<Attempt> {
+        self.shared
+            .attempts
+            .lock()
+            .map(|u| u.clone())
+            .unwrap_or_default()
+    }
+}
+
+impl Uploader for ScriptedUploader {
+    fn upload(&self, job: UploadJob) -> BoxFuture<'static, Result<Content, UploadError>> {
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            let step = shared
+                .script
+                .lock()
+                .ok()
+                .and_then(|mut s| s.pop_front())
+                .unwrap_or(Step::Succeed);
+            shared.started.notify_one();
+            if step == Step::Block {
+                tokio::select! {
+                    () = shared.gate.notified() => {}
+                    () = job.cancel.cancelled() => return Err(UploadError::Cancelled),
+                }
+            }
+            let bytes = job
+                .cache
+                .read(job.ino, 0, job.size)
+                .map_err(|e| UploadError::Failed {
+                    reason: e.to_string(),
+                })?
+                .ok_or_else(|| UploadError::Failed {
+                    reason: "not all bytes are cached".into(),
+                })?;
+            let ok = step != Step::Fail;
+            if let Ok(mut a) = shared.attempts.lock() {
+                a.push((job.ino, job.generation, bytes, ok));
+            }
+            if ok {
+                Ok(fake_content(1, job.size))
+            } else {
+                Err(UploadError::Failed {
+                    reason: "scripted failure".into(),
+                })
+            }
+        })
+    }
+}
+
+/// The content record a successful test upload produces: a made-up object of `len` bytes.
+pub fn fake_content(n: u8, len: u64) -> Content {
+    Content::Stored {
+        file: FileId([n; 32]),
+        key: [n; 32],
+        offset: 0,
+        len,
+    }
+}

@@ -1,0 +1,522 @@
+//! `defs-mount MOUNTPOINT [--data-dir DIR] [-f] [-o OPTIONS]`: mounts DeFS. Called as
+//! `mount.defs` (a symlink), it takes mount(8)'s arguments instead (see `fstab.rs`).
+//!
+//! Without `-f` it starts itself again in the background (with `-f` and a readiness socket),
+//! waits until the mount is live, and exits 0 — or prints the daemon's error and exits 1. The
+//! daemon logs to `DIR/logs/defs-mount.log` (filter: `RUST_LOG`, default `info`). SIGINT and
+//! SIGTERM make the journal durable, unmount, and exit 0; `fusermount3 -u` / `umount` from
+//! outside end it the same way.
+//!
+//! Exit codes: 0 success, 1 the mount failed (the message says why), 2 bad usage.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Parser;
+use defs_core::sync::Arc;
+use defs_fuse::fs::{self, FsyncMode};
+use defs_fuse::fuse::FuseFs;
+use defs_fuse::session::{self, MountConfig};
+use mount_helper::{config_file, data_dir, identity_cmd};
+use tracing::{error, info, warn};
+
+/// How long the launcher waits for the daemon to report the mount ready. Opening a large
+/// metadata DB and the mount handshake take well under a second; a minute covers a slow disk.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The log file inside `DIR/logs`.
+const LOG_FILE: &str = "defs-mount.log";
+
+/// The serving daemon's process id, in `DIR` while it serves (scripts and tests signal it).
+const PID_FILE: &str = "defs-mount.pid";
+
+/// Mount DeFS at MOUNTPOINT (like sshfs: returns once the mount is ready; -f stays in the
+/// foreground).
+#[derive(Parser, Debug)]
+#[command(name = "defs-mount", version, about)]
+struct Cli {
+    /// Where to mount: an existing, empty directory.
+    mountpoint: PathBuf,
+
+    /// The data directory (identity, config, metadata DB, cache, logs).
+    /// Default: $DEFS_DATA_DIR, else $XDG_DATA_HOME/defs, else ~/.local/share/defs.
+    #[arg(long, env = "DEFS_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// Stay in the foreground (logs also go to stderr).
+    #[arg(short = 'f', long)]
+    foreground: bool,
+
+    /// Mount options, comma separated: ro, rw, allow_other, sync=local|network, fsname=NAME,
+    /// threads=N; fstab-only options (defaults, noauto, user, nofail, _netdev, x-*, ...) are
+    /// accepted and ignored.
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    options: Vec<String>,
+
+    /// Listen address of the node (multiaddr; repeatable). The network is not part of this
+    /// build yet: accepted and ignored with a warning.
+    #[arg(long)]
+    listen: Vec<String>,
+
+    /// Bootstrap peer (multiaddr; repeatable). Accepted and ignored with a warning, as --listen.
+    #[arg(long)]
+    bootstrap: Vec<String>,
+
+    /// Internal: the launcher's readiness socket (set when daemonizing).
+    #[arg(long, hide = true)]
+    ready_socket: Option<PathBuf>,
+}
+
+/// Parsed `-o` options.
+#[derive(Debug, Default)]
+struct Options {
+    read_only: bool,
+    allow_other: bool,
+    fsync: FsyncMode,
+    fsname: Option<String>,
+    threads: Option<usize>,
+}
+
+fn parse_options(list: &[String]) -> Result<Options, String> {
+    let mut o = Options::default();
+    for opt in list
+        .iter()
+        .flat_map(|s| s.split(','))
+        .filter(|s| !s.is_empty())
+    {
+        let (key, value) = match opt.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (opt, None),
+        };
+        match (key, value) {
+            ("ro", None) => o.read_only = true,
+            ("rw", None) => o.read_only = false,
+            ("allow_other", None) => o.allow_other = true,
+            ("default_permissions", None) => {} // always on
+            ("sync", Some("local")) => o.fsync = FsyncMode::Local,
+            ("sync", Some("network")) => o.fsync = FsyncMode::Network,
+            ("fsname", Some(name)) if !name.is_empty() => o.fsname = Some(name.to_string()),
+            ("threads", Some(n)) => match n.parse::<usize>() {
+                Ok(n) if (1..=64).contains(&n) => o.threads = Some(n),
+                _ => return Err(format!("threads={n}: expected a number from 1 to 64")),
+            },
+            // Options mount(8) and fstab pass along that mean nothing to a FUSE daemon.
+            (
+                "defaults" | "auto" | "noauto" | "user" | "nouser" | "users" | "owner" | "nofail"
+                | "_netdev" | "exec" | "noexec" | "suid" | "nosuid" | "dev" | "nodev" | "atime"
+                | "noatime" | "relatime" | "strictatime" | "nodiratime" | "async",
+                None,
+            ) => {}
+            (k, _) if k.starts_with("x-") || k == "comment" => {}
+            _ => return Err(format!("unknown mount option {opt:?}")),
+        }
+    }
+    Ok(o)
+}
+
+/// `--data-dir`, else `$DEFS_DATA_DIR` (clap reads it), else the XDG data dir.
+fn data_dir(cli: &Cli) -> Result<PathBuf> {
+    data_dir::resolve(cli.data_dir.clone())
+}
+
+/// Makes sure the data dir has an identity: creates one as `defs init` does when there is
+/// none (so `defs-mount` alone is enough to start), and checks an existing one loads (mode
+/// 0600, valid key) so a bad key file is refused before anything is mounted.
+fn ensure_identity(dir: &Path) -> Result<()> {
+    let key = dir.join(data_dir::IDENTITY_FILE);
+    if key.symlink_metadata().is_err() {
+        return identity_cmd::init(dir, None)
+            .with_context(|| format!("creating an identity in {}", dir.display()));
+    }
+    defs_core::Identity::load(&key)
+        .with_context(|| format!("loading the identity {}", key.display()))?;
+    Ok(())
+}
+
+/// Refuses a missing, non-directory, stale or non-empty mountpoint with a clear message.
+fn check_mountpoint(mp: &Path) -> Result<()> {
+    match std::fs::metadata(mp) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("mountpoint {} does not exist", mp.display())
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => bail!(
+            "mountpoint {} is a stale mount whose daemon is gone (transport endpoint is not \
+             connected): unmount it first with `fusermount3 -u {}`",
+            mp.display(),
+            mp.display()
+        ),
+        Err(e) => bail!("mountpoint {}: {e}", mp.display()),
+        Ok(m) if !m.is_dir() => bail!("mountpoint {} is not a directory", mp.display()),
+        Ok(_) => {}
+    }
+    let mut entries =
+        std::fs::read_dir(mp).with_context(|| format!("reading mountpoint {}", mp.display()))?;
+    if entries.next().is_some() {
+        bail!("mountpoint {} is not empty", mp.display());
+    }
+    Ok(())
+}
+
+mod fstab;
+
+fn main() -> ExitCode {
+    let called_as = std::env::args_os()
+        .next()
+        .and_then(|a| Path::new(&a).file_name().map(|n| n.to_os_string()));
+    let parsed = if called_as.as_deref() == Some(std::ffi::OsStr::new("mount.defs")) {
+        match fstab::translate(std::env::args_os().skip(1)) {
+            fstab::Call::Mount(args) => Cli::try_parse_from(args),
+            fstab::Call::Fake => return ExitCode::SUCCESS,
+            fstab::Call::Usage(msg) => {
+                eprintln!("mount.defs: {msg}\n{}", fstab::USAGE);
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        Cli::try_parse()
+    };
+    let cli = match parsed {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let options = match parse_options(&cli.options) {
+        Ok(o) => o,
+        Err(msg) => {
+            eprintln!("defs-mount: {msg}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match (&cli.ready_socket, cli.foreground) {
+        (Some(socket), _) => daemon(&cli, &options, socket),
+        (None, true) => serve(&cli, &options, None, true),
+        (None, false) => launch(&cli),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("defs-mount: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The launcher: starts the daemon and waits for it to report the mount ready.
+fn launch(cli: &Cli) -> Result<()> {
+    let mountpoint = absolute(&cli.mountpoint)?;
+    check_mountpoint(&mountpoint)?;
+    let dir = absolute(&data_dir(cli)?)?;
+    ensure_identity(&dir)?;
+    let socket_path = std::env::temp_dir().join(format!(
+        "defs-mount-{}-{}.sock",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
+    ));
+    let _ = std::fs::remove_file(&socket_path);
+    let listener = UnixListener::bind(&socket_path)
+        .with_context(|| format!("creating the readiness socket {}", socket_path.display()))?;
+    let _cleanup = RemoveOnDrop(socket_path.clone());
+    listener.set_nonblocking(true)?;
+
+    let exe = std::env::current_exe().context("finding the defs-mount executable")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg(&mountpoint)
+        .arg("--data-dir")
+        .arg(&dir)
+        .arg("-f")
+        .arg("--ready-socket")
+        .arg(&socket_path);
+    for o in &cli.options {
+        cmd.arg("-o").arg(o);
+    }
+    for l in &cli.listen {
+        cmd.arg("--listen").arg(l);
+    }
+    for b in &cli.bootstrap {
+        cmd.arg("--bootstrap").arg(b);
+    }
+    // The daemon keeps no terminal: its output goes to the log file, and it is in its own
+    // process group so the terminal's Ctrl-C does not reach it.
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0);
+    let mut child = cmd.spawn().context("starting the mount daemon")?;
+    let log = dir.join("logs").join(LOG_FILE);
+
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let stream = loop {
+        match listener.accept() {
+            Ok((stream, _)) => break stream,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e).context("waiting for the mount daemon"),
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "the mount daemon exited ({status}) before the mount was ready; see {}",
+                log.display()
+            );
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!(
+                "the mount daemon did not get ready within {READY_TIMEOUT:?}; see {}",
+                log.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(1)),
+    ))?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line)?;
+    match line.trim_end().split_once(' ') {
+        _ if line.trim_end() == "ok" => Ok(()),
+        Some(("err", msg)) => Err(anyhow!("{msg}")),
+        _ => {
+            let status = child.try_wait()?.map(|s| s.to_string()).unwrap_or_default();
+            bail!(
+                "the mount daemon stopped before the mount was ready {status}; see {}",
+                log.display()
+            )
+        }
+    }
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    std::path::absolute(p).with_context(|| format!("resolving {}", p.display()))
+}
+
+/// The daemon: serves and reports readiness (or the error) on the launcher's socket.
+fn daemon(cli: &Cli, options: &Options, socket: &Path) -> Result<()> {
+    let stream = UnixStream::connect(socket)
+        .with_context(|| format!("connecting to the launcher at {}", socket.display()))?;
+    let ready = Ready(Some(stream));
+    serve(cli, options, Some(ready), false)
+}
+
+/// The daemon's end of the readiness socket.
+struct Ready(Option<UnixStream>);
+
+impl Ready {
+    fn ok(&mut self) {
+        if let Some(mut s) = self.0.take() {
+            let _ = s.write_all(b"ok\n");
+        }
+    }
+
+    fn err(&mut self, e: &anyhow::Error) {
+        if let Some(mut s) = self.0.take() {
+            let msg = format!("{e:#}").replace('\n', " ");
+            let _ = s.write_all(format!("err {msg}\n").as_bytes());
+        }
+    }
+}
+
+/// Mounts and serves until a signal or an unmount from outside.
+fn serve(cli: &Cli, options: &Options, mut ready: Option<Ready>, to_stderr: bool) -> Result<()> {
+    let result = serve_inner(cli, options, &mut ready, to_stderr);
+    if let (Err(e), Some(r)) = (&result, ready.as_mut()) {
+        r.err(e);
+    }
+    result
+}
+
+fn serve_inner(
+    cli: &Cli,
+    options: &Options,
+    ready: &mut Option<Ready>,
+    to_stderr: bool,
+) -> Result<()> {
+    let mountpoint = absolute(&cli.mountpoint)?;
+    check_mountpoint(&mountpoint)?;
+    let dir = absolute(&data_dir(cli)?)?;
+    ensure_identity(&dir)?;
+    init_logging(&dir, to_stderr)?;
+    info!(mountpoint = %mountpoint.display(), data_dir = %dir.display(), version = env!("CARGO_PKG_VERSION"), "defs-mount starting");
+    if !cli.listen.is_empty() || !cli.bootstrap.is_empty() {
+        warn!("--listen/--bootstrap: the network is not part of this build yet; ignored");
+    }
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("defs-rt")
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = rt.block_on(run(&dir, &mountpoint, options, ready));
+    if let Err(e) = &result {
+        error!(error = %format!("{e:#}"), "defs-mount failed");
+    }
+    rt.shutdown_timeout(Duration::from_secs(5));
+    result
+}
+
+async fn run(
+    dir: &Path,
+    mountpoint: &Path,
+    options: &Options,
+    ready: &mut Option<Ready>,
+) -> Result<()> {
+    let settings = config_file::load(&dir.join(data_dir::CONFIG_FILE))?;
+    let meta_dir = dir.join("meta");
+    let cache_dir = dir.join("cache");
+    let db = defs_core::meta::MetaDb::open(&meta_dir)
+        .with_context(|| format!("opening the metadata DB in {}", meta_dir.display()))?;
+    let limits = defs_core::cache_store::CacheConfig {
+        budget_bytes: settings.cache.budget_bytes,
+        reserve_bytes: settings.cache.reserve_bytes,
+    };
+    let cache = defs_core::cache_store::CacheStore::open(&cache_dir, limits)
+        .with_context(|| format!("opening the cache in {}", cache_dir.display()))?;
+    let config = fs::Config {
+        read_only: options.read_only,
+        fsync: options.fsync,
+    };
+    // No uploader yet: the network is wired in by the node; until then dirty files stay in the
+    // local cache and journal, and `defs status` says so.
+    let core = fs::Fs::new(Arc::new(db), Arc::new(cache), &cache_dir, config, None)
+        .context("starting the filesystem")?;
+
+    let mount_config = MountConfig {
+        read_only: options.read_only,
+        allow_other: options.allow_other,
+        fsname: options
+            .fsname
+            .clone()
+            .unwrap_or_else(|| format!("defs:{}", dir.display())),
+        threads: options.threads.unwrap_or(session::DEFAULT_THREADS),
+    };
+    let fuse = FuseFs::new(core.clone(), tokio::runtime::Handle::current());
+    let mounted = tokio::task::block_in_place(|| session::mount(fuse, mountpoint, &mount_config))
+        .with_context(|| format!("mounting at {}", mountpoint.display()))?;
+    let unmounter = mounted.unmounter();
+    let pid_file = dir.join(PID_FILE);
+    if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
+        warn!(error = %e, path = %pid_file.display(), "writing the pid file failed");
+    }
+    let _pid_file = RemoveOnDrop(pid_file);
+    if let Some(r) = ready.as_mut() {
+        r.ok();
+    }
+    info!("mount ready");
+
+    let mut session = tokio::task::spawn_blocking(move || mounted.wait());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let ended = loop {
+        tokio::select! {
+            r = &mut session => break Some(r),
+            _ = term.recv() => { info!(signal = "SIGTERM", "unmounting"); break None; }
+            _ = int.recv() => { info!(signal = "SIGINT", "unmounting"); break None; }
+            _ = hup.recv() => { info!(signal = "SIGHUP", "ignored"); }
+        }
+    };
+    let session_result = match ended {
+        Some(r) => r,
+        None => {
+            // Dirty data safe in the journal first, then the unmount.
+            if let Err(e) = core.unmounting().await {
+                error!(error = %format!("{e:#}"), "making the journal durable before unmount failed");
+            }
+            let u = unmounter.clone();
+            tokio::task::spawn_blocking(move || u.unmount())
+                .await
+                .context("unmount task")?
+                .with_context(|| format!("unmounting {}", mountpoint.display()))?;
+            session.await
+        }
+    };
+    match session_result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "the FUSE session ended with an error"),
+        Err(e) => warn!(error = %e, "the FUSE session task failed"),
+    }
+    core.shutdown()
+        .await
+        .context("flushing the journal at unmount")?;
+    info!("unmounted cleanly");
+    Ok(())
+}
+
+/// Logs to `DIR/logs/defs-mount.log` (and stderr in the foreground), filtered by `RUST_LOG`.
+fn init_logging(dir: &Path, to_stderr: bool) -> Result<()> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer, fmt};
+
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs)
+        .with_context(|| format!("creating the log directory {}", logs.display()))?;
+    let path = logs.join(LOG_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("opening the log file {}", path.display()))?;
+    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let file_layer = fmt::layer()
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(file))
+        .with_filter(filter());
+    let stderr_layer = to_stderr.then(|| {
+        fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(filter())
+    });
+    tracing_subscriber::registry()
+        .with(file_layer)
+        .with(stderr_layer)
+        .try_init()
+        .map_err(|e| anyhow!("installing the logger: {e}"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_parse_and_unknown_ones_are_refused() {
+        let o = parse_options(&[
+            "ro,allow_other".into(),
+            "sync=network,defaults,_netdev".into(),
+        ])
+        .unwrap();
+        assert!(o.read_only && o.allow_other);
+        assert_eq!(o.fsync, FsyncMode::Network);
+        assert!(parse_options(&["bogus".into()]).is_err());
+        assert!(parse_options(&["threads=0".into()]).is_err());
+        assert_eq!(
+            parse_options(&["threads=8".into()]).unwrap().threads,
+            Some(8)
+        );
+    }
+}
