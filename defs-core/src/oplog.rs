@@ -119,7 +119,7 @@ fn frame_crc(len: u32, lsn: u64, payload: &[u8]) -> u32 {
     h.finalize()
 }
 
-fn header(kind: [u8; 4], boot: [u8; 16], base_lsn: u64) -> [u8; HEADER_LEN as usize] {
+pub(crate) fn header(kind: [u8; 4], boot: [u8; 16], base_lsn: u64) -> [u8; HEADER_LEN as usize] {
     let mut h = [0u8; HEADER_LEN as usize];
     h[..8].copy_from_slice(&MAGIC);
     h[8..12].copy_from_slice(&VERSION.to_le_bytes());
