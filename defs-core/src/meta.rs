@@ -12,7 +12,7 @@
 //! ```
 //!
 //! Non-durable redb commits live only in process memory, so every mutating operation also
-//! appends a redo record ([`redo`]) to `DIR/meta/meta.oplog` ([`crate::oplog`]) inside its
+//! appends a redo record (`meta/redo.rs`) to `DIR/meta/meta.oplog` ([`crate::oplog`]) inside its
 //! write transaction, before the commit, and stores the record's LSN in `meta["lsn"]` in the
 //! same transaction. The append is one `pwrite(2)`, no fsync: the page cache keeps it if the
 //! process dies. Open replays every record above the DB's LSN. A durable commit (group commit,
@@ -140,8 +140,10 @@ struct Inner {
 /// serialises writers, readers never block.
 ///
 /// Every operation is one redb transaction: atomic, and visible to every later operation at
-/// once. It is durable when [`MetaDb::sync`] returns, or within about [`COMMIT_INTERVAL`]
-/// (the group-commit thread), whichever comes first. Dropping the DB (or [`MetaDb::close`])
+/// once. Once it returns it survives a crash of the process (its redo record is in
+/// `meta.oplog`, replayed at open). It survives an OS crash or power loss when
+/// [`MetaDb::sync`] returns, or within about [`COMMIT_INTERVAL`] (the group-commit thread),
+/// whichever comes first. Dropping the DB (or [`MetaDb::close`])
 /// makes everything durable.
 ///
 /// ```
@@ -423,9 +425,13 @@ impl MetaDb {
                 }
             }
         }
-        if durable {
-            txn.set_durability(Durability::Immediate)
-                .ctx("choosing durability")?;
+        if durable && let Err(e) = txn.set_durability(Durability::Immediate) {
+            drop(log);
+            rollback_alloc();
+            return txn
+                .abort()
+                .ctx("aborting")
+                .and(Err(e).ctx("choosing durability"));
         }
         match txn.commit().ctx("committing") {
             Ok(()) => {
