@@ -21,9 +21,17 @@
 //!
 //! Durability: a range is recorded in the index only after its bytes are fsynced ([`sync`],
 //! [`flush`]); operations that shrink (truncate, remove, evict, discard) commit the index first and
-//! touch the file second. So after a crash the index never claims bytes that are not on disk;
-//! writes since the last sync may be forgotten (that is what fsync means). Open removes files
-//! without an entry and entries without a file, and clips ranges to the file's length.
+//! touch the file second. So after a power loss the index never claims bytes that are not on
+//! disk; writes since the last sync may be forgotten (that is what fsync means). Open removes
+//! files without an entry and entries without a file, and clips ranges to the file's length.
+//!
+//! A crash of the *process* loses nothing that returned: every change to an entry is also
+//! appended to `index.oplog` (see [`crate::oplog`]; one `pwrite(2)`, no fsync) — a range after
+//! its bytes were written, a shrink before the index and the file change. Open replays the log
+//! if it was written during the current boot of the OS (the bytes it claims are then in the page
+//! cache or on disk); a log from an earlier boot is ignored (power loss: back to the rule
+//! above). [`flush`] is the checkpoint that empties the log. Records and replay rules:
+//! docs/format.md, "Cache op log".
 //!
 //! [`sync`]: CacheStore::sync
 //! [`flush`]: CacheStore::flush
@@ -40,6 +48,7 @@ use lru::LruCache;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::error::{Error, Result};
+use crate::oplog::{OpLog, Tail};
 use crate::sync::{Mutex, MutexGuard};
 use crate::types::{FileId, InodeNo};
 
@@ -52,6 +61,230 @@ const ENTRY_FIXED: usize = 46;
 /// The most disjoint ranges one inode's entry may record (16 bytes each: 16 MiB at most).
 /// Ranges coalesce, so only pathological access patterns get near it.
 pub const MAX_RANGES: usize = 1 << 20;
+/// The op log's name inside the cache directory.
+pub const LOG_FILE: &str = "index.oplog";
+/// A log longer than this is checkpointed ([`CacheStore::flush`]) by the next operation.
+pub const LOG_CHECKPOINT_BYTES: u64 = 16 << 20;
+/// The owner kind in the log header.
+const LOG_KIND: [u8; 4] = *b"CACH";
+/// The largest cache log payload (a record with a tag is 41 bytes).
+const MAX_LOG_RECORD: u32 = 64;
+
+/// One operation's change to the entries, as logged: each operation appends at most one
+/// record per inode, so replay never sees half an operation. Replay applies them in order;
+/// `create` replaces any entry with a new empty one first, and every other part does nothing to
+/// a missing entry (the original only logs it for an existing one). Each record is idempotent
+/// and of a form (replace the entry, set a flag, set a tag, add a range, cut the ranges at a
+/// size) for which applying the log again to a state that already includes a prefix of it gives
+/// the same result, so entries committed by `sync(ino)` since the last checkpoint need no LSN of
+/// their own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CacheRec {
+    /// Bytes [start, end) are present (a write or a fill); `dirty` pins the entry; `create`
+    /// starts a new entry with that tag first.
+    Add {
+        ino: u64,
+        start: u64,
+        end: u64,
+        dirty: bool,
+        create: Option<ContentTag>,
+    },
+    /// truncate: bytes at or after `size` are gone, the entry is dirty, and when `size` is past
+    /// `old_end` (the end of the cached data then) [old_end, size) is present (zeros).
+    Truncate {
+        ino: u64,
+        size: u64,
+        old_end: u64,
+        create: bool,
+    },
+    /// The entry is gone.
+    Drop { ino: u64 },
+    /// The entry is pinned dirty (`create`: a new one).
+    MarkDirty { ino: u64, create: bool },
+    /// The entry is clean and caches `tag`.
+    MarkClean { ino: u64, tag: ContentTag },
+    /// The entry caches `tag` (an empty placeholder adopting a tag).
+    Adopt { ino: u64, tag: ContentTag },
+}
+
+impl CacheRec {
+    fn encode(&self) -> Vec<u8> {
+        let mut w = Vec::with_capacity(MAX_LOG_RECORD as usize);
+        let (tag, ino) = match *self {
+            CacheRec::Add { ino, .. } => (1, ino),
+            CacheRec::Truncate { ino, .. } => (2, ino),
+            CacheRec::Drop { ino } => (3, ino),
+            CacheRec::MarkDirty { ino, .. } => (4, ino),
+            CacheRec::MarkClean { ino, .. } => (5, ino),
+            CacheRec::Adopt { ino, .. } => (6, ino),
+        };
+        w.push(tag);
+        w.extend_from_slice(&ino.to_le_bytes());
+        match *self {
+            CacheRec::Add {
+                start,
+                end,
+                dirty,
+                create,
+                ..
+            } => {
+                w.extend_from_slice(&start.to_le_bytes());
+                w.extend_from_slice(&end.to_le_bytes());
+                w.push(u8::from(dirty) | u8::from(create.is_some()) << 1);
+                w.extend_from_slice(&create.unwrap_or(ContentTag::NONE).0);
+            }
+            CacheRec::Truncate {
+                size,
+                old_end,
+                create,
+                ..
+            } => {
+                w.extend_from_slice(&size.to_le_bytes());
+                w.extend_from_slice(&old_end.to_le_bytes());
+                w.push(u8::from(create));
+            }
+            CacheRec::MarkClean { tag, .. } | CacheRec::Adopt { tag, .. } => {
+                w.extend_from_slice(&tag.0);
+            }
+            CacheRec::MarkDirty { create, .. } => w.push(u8::from(create)),
+            CacheRec::Drop { .. } => {}
+        }
+        w
+    }
+
+    fn decode(b: &[u8]) -> Option<CacheRec> {
+        let u64_at = |i: usize| -> Option<u64> {
+            Some(u64::from_le_bytes(b.get(i..i + 8)?.try_into().ok()?))
+        };
+        let tag_at = |i: usize| -> Option<ContentTag> {
+            Some(ContentTag(b.get(i..i + 32)?.try_into().ok()?))
+        };
+        let flag_at = |i: usize| -> Option<bool> {
+            match *b.get(i)? {
+                0 => Some(false),
+                1 => Some(true),
+                _ => None,
+            }
+        };
+        let ino = u64_at(1)?;
+        let (rec, len) = match *b.first()? {
+            1 => {
+                let (start, end, flags) = (u64_at(9)?, u64_at(17)?, *b.get(25)?);
+                let tag = tag_at(26)?;
+                if start > end || flags > 3 || (flags & 2 == 0 && tag != ContentTag::NONE) {
+                    return None;
+                }
+                let rec = CacheRec::Add {
+                    ino,
+                    start,
+                    end,
+                    dirty: flags & 1 != 0,
+                    create: (flags & 2 != 0).then_some(tag),
+                };
+                (rec, 58)
+            }
+            2 => {
+                let rec = CacheRec::Truncate {
+                    ino,
+                    size: u64_at(9)?,
+                    old_end: u64_at(17)?,
+                    create: flag_at(25)?,
+                };
+                (rec, 26)
+            }
+            3 => (CacheRec::Drop { ino }, 9),
+            4 => (
+                CacheRec::MarkDirty {
+                    ino,
+                    create: flag_at(9)?,
+                },
+                10,
+            ),
+            5 => (
+                CacheRec::MarkClean {
+                    ino,
+                    tag: tag_at(9)?,
+                },
+                41,
+            ),
+            6 => (
+                CacheRec::Adopt {
+                    ino,
+                    tag: tag_at(9)?,
+                },
+                41,
+            ),
+            _ => return None,
+        };
+        (b.len() == len).then_some(rec)
+    }
+
+    /// Applies the record to the entries loaded at open; returns the inode it dropped, if any.
+    fn apply(&self, entries: &mut HashMap<u64, Entry>) -> Option<u64> {
+        let created = |entries: &mut HashMap<u64, Entry>, ino: u64, tag: Option<ContentTag>| {
+            if let Some(tag) = tag {
+                entries.insert(ino, Entry::new(tag));
+            }
+        };
+        match *self {
+            CacheRec::Drop { ino } => {
+                entries.remove(&ino);
+                return Some(ino);
+            }
+            CacheRec::Add {
+                ino,
+                start,
+                end,
+                dirty,
+                create,
+            } => {
+                created(entries, ino, create);
+                if let Some(e) = entries.get_mut(&ino) {
+                    e.ranges.insert(start, end);
+                    e.dirty |= dirty;
+                    e.pending = true;
+                }
+            }
+            CacheRec::Truncate {
+                ino,
+                size,
+                old_end,
+                create,
+            } => {
+                created(entries, ino, create.then_some(ContentTag::NONE));
+                if let Some(e) = entries.get_mut(&ino) {
+                    e.ranges.clip(size);
+                    if size > old_end {
+                        e.ranges.insert(old_end, size);
+                    }
+                    e.dirty = true;
+                    e.pending = true;
+                }
+            }
+            CacheRec::MarkDirty { ino, create } => {
+                created(entries, ino, create.then_some(ContentTag::NONE));
+                if let Some(e) = entries.get_mut(&ino) {
+                    e.dirty = true;
+                    e.pending = true;
+                }
+            }
+            CacheRec::MarkClean { ino, tag } => {
+                if let Some(e) = entries.get_mut(&ino) {
+                    e.tag = tag;
+                    e.dirty = false;
+                    e.pending = true;
+                }
+            }
+            CacheRec::Adopt { ino, tag } => {
+                if let Some(e) = entries.get_mut(&ino) {
+                    e.tag = tag;
+                    e.pending = true;
+                }
+            }
+        }
+        None
+    }
+}
 
 /// Which stored content a cache entry holds: normally the [`FileId`] of the content's sealed
 /// manifest. [`ContentTag::NONE`] for content that has never been stored.
@@ -262,9 +495,31 @@ struct Inner {
     lru: LruCache<u64, ()>,
     clean_bytes: u64,
     dirty_bytes: u64,
+    /// The op log; records are appended under this lock, in the order of the changes.
+    log: OpLog,
+    /// An append or reset failed: no record may be appended until a checkpoint succeeds.
+    log_broken: bool,
 }
 
 impl Inner {
+    /// Appends `rec`, or fails (and refuses further records until a checkpoint) so that the
+    /// log never misses a change it is followed by.
+    fn log(&mut self, rec: CacheRec) -> Result<()> {
+        if self.log_broken {
+            return Err(Error::Io {
+                path: self.log.path().to_path_buf(),
+                source: io::Error::other("cache op log unusable until the next flush"),
+            });
+        }
+        match self.log.append(&rec.encode()) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.log_broken = true;
+                Err(e)
+            }
+        }
+    }
+
     fn account(&mut self, dirty: bool, added: u64) {
         if dirty {
             self.dirty_bytes += added;
@@ -348,6 +603,7 @@ impl CacheStore {
         fs::create_dir_all(&data).map_err(|e| Error::io(&data, e))?;
         let index_path = dir.join("index.redb");
         let db = Database::create(&index_path).map_err(|e| Error::store_index(&index_path, e))?;
+        let (log, recovered) = OpLog::open(&dir.join(LOG_FILE), LOG_KIND, MAX_LOG_RECORD)?;
         let store = CacheStore {
             dir: dir.to_path_buf(),
             db,
@@ -357,11 +613,13 @@ impl CacheStore {
                 lru: LruCache::unbounded(),
                 clean_bytes: 0,
                 dirty_bytes: 0,
+                log,
+                log_broken: false,
             }),
             free_space,
             flush_on_drop: true,
         };
-        store.recover()?;
+        store.recover(recovered)?;
         Ok(store)
     }
 
@@ -379,7 +637,7 @@ impl CacheStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn recover(&self) -> Result<()> {
+    fn recover(&self, recovered: crate::oplog::Recovered) -> Result<()> {
         let mut loaded: Vec<(u64, Entry)> = Vec::new();
         let mut drop_keys: Vec<u64> = Vec::new();
         {
@@ -399,6 +657,31 @@ impl CacheStore {
                 }
             }
         }
+        // Replay the log: changes since the last checkpoint that the index may not have.
+        let mut loaded: HashMap<u64, Entry> = loaded.into_iter().collect();
+        if recovered.same_boot {
+            for rec in &recovered.records {
+                let change = CacheRec::decode(&rec.payload).ok_or_else(|| Error::Corrupt {
+                    what: "cache op log",
+                    reason: format!(
+                        "record {} does not decode (deleting {} loses only clean data)",
+                        rec.lsn,
+                        self.dir.display()
+                    ),
+                })?;
+                if let Some(ino) = change.apply(&mut loaded) {
+                    drop_keys.push(ino);
+                }
+            }
+            if let Tail::Torn { offset, reason } = &recovered.tail {
+                tracing::info!(offset, %reason, "cache op log: ignoring a torn tail");
+            }
+        } else if !recovered.records.is_empty() {
+            tracing::info!(
+                records = recovered.records.len(),
+                "cache op log from an earlier boot ignored: unsynced ranges are forgotten"
+            );
+        }
         let mut inner = self.lock();
         let mut rewrite: Vec<u64> = Vec::new();
         for (ino, mut entry) in loaded {
@@ -411,8 +694,10 @@ impl CacheStore {
             };
             if entry.ranges.end() > len {
                 entry.ranges.clip(len);
-                entry.bytes = entry.ranges.bytes();
                 entry.pending = true;
+            }
+            entry.bytes = entry.ranges.bytes();
+            if entry.pending {
                 rewrite.push(ino);
             }
             inner.account(entry.dirty, entry.bytes);
@@ -447,22 +732,34 @@ impl CacheStore {
             for ino in &drop_keys {
                 table.remove(ino).map_err(|e| self.idx_err(e))?;
             }
-            for ino in &rewrite {
-                if let Some(entry) = inner.entries.get_mut(ino) {
-                    table
-                        .insert(ino, entry.encode().as_slice())
-                        .map_err(|e| self.idx_err(e))?;
-                    entry.pending = false;
-                }
-            }
         }
-        txn.commit().map_err(|e| self.idx_err(e))
+        txn.commit().map_err(|e| self.idx_err(e))?;
+        // Checkpoint: fsync the files of replayed and clipped entries, commit them, empty the
+        // log.
+        debug_assert!(
+            rewrite
+                .iter()
+                .all(|i| inner.entries.get(i).is_none_or(|e| e.pending))
+        );
+        self.flush_locked(&mut inner)
+    }
+
+    /// Checkpoints when the log has grown past [`LOG_CHECKPOINT_BYTES`] or is unusable. Called
+    /// at the start of operations (never between an operation's records).
+    fn maybe_checkpoint(&self, inner: &mut Inner) -> Result<()> {
+        if inner.log_broken || inner.log.len() > LOG_CHECKPOINT_BYTES {
+            self.flush_locked(inner)?;
+        }
+        Ok(())
     }
 
     /// Removes the entries of `inos` from the index (one commit), then their files.
     fn drop_entries(&self, inner: &mut Inner, inos: &[u64]) -> Result<()> {
         if inos.is_empty() {
             return Ok(());
+        }
+        for ino in inos {
+            inner.log(CacheRec::Drop { ino: *ino })?;
         }
         let txn = self.db.begin_write().map_err(|e| self.idx_err(e))?;
         {
@@ -645,10 +942,18 @@ impl CacheStore {
                     .map_err(|e| Error::io(&path, e))?;
             }
         }
-        let entry = inner
-            .entries
-            .entry(ino)
-            .or_insert_with(|| Entry::new(fill_tag.unwrap_or(ContentTag::NONE)));
+        let tag = fill_tag.unwrap_or(ContentTag::NONE);
+        let create = (!inner.entries.contains_key(&ino)).then_some(tag);
+        // After the bytes are written, before they are counted: the log never claims bytes
+        // that were not written.
+        inner.log(CacheRec::Add {
+            ino,
+            start: offset,
+            end,
+            dirty,
+            create,
+        })?;
+        let entry = inner.entries.entry(ino).or_insert_with(|| Entry::new(tag));
         let added = entry.ranges.insert(offset, end);
         entry.bytes += added;
         entry.last_used = now_secs();
@@ -679,6 +984,7 @@ impl CacheStore {
     /// than the reserve free; [`Error::Io`], [`Error::StoreIndex`].
     pub fn write(&self, ino: InodeNo, offset: u64, data: &[u8]) -> Result<()> {
         let mut inner = self.lock();
+        self.maybe_checkpoint(&mut inner)?;
         self.store_bytes(&mut inner, ino.0, offset, data, None)
             .map(|_| ())
     }
@@ -693,6 +999,7 @@ impl CacheStore {
     /// [`Error::Io`], [`Error::StoreIndex`].
     pub fn fill(&self, ino: InodeNo, tag: ContentTag, offset: u64, data: &[u8]) -> Result<bool> {
         let mut inner = self.lock();
+        self.maybe_checkpoint(&mut inner)?;
         self.store_bytes(&mut inner, ino.0, offset, data, Some(tag))
     }
 
@@ -748,14 +1055,33 @@ impl CacheStore {
     /// [`Error::NoSpace`] (growing counts as a write), [`Error::Io`], [`Error::StoreIndex`].
     pub fn truncate(&self, ino: InodeNo, size: u64) -> Result<()> {
         let mut inner = self.lock();
-        let entry = inner
-            .entries
-            .entry(ino.0)
-            .or_insert_with(|| Entry::new(ContentTag::NONE));
-        let old_end = entry.ranges.end();
-        let was_dirty = entry.dirty;
+        self.maybe_checkpoint(&mut inner)?;
+        let (old_end, was_dirty, exists) = match inner.entries.get(&ino.0) {
+            Some(e) => (e.ranges.end(), e.dirty, true),
+            None => (0, false, false),
+        };
+        let rec = CacheRec::Truncate {
+            ino: ino.0,
+            size,
+            old_end,
+            create: !exists,
+        };
+        let path = self.path(ino.0);
+        let open = || {
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(|e| Error::io(&path, e))
+        };
         if size < old_end {
-            // Index first: after a crash the index must not claim bytes the file lost.
+            // Shrink: log, then the index, then the file — after a crash neither the log nor
+            // the index may claim bytes the file lost.
+            inner.log(rec)?;
+            let Some(entry) = inner.entries.get_mut(&ino.0) else {
+                return Err(Error::Closed);
+            };
             let removed = entry.ranges.clip(size);
             entry.bytes -= removed;
             entry.dirty = true;
@@ -768,42 +1094,44 @@ impl CacheStore {
                 inner.account(true, bytes_now);
                 inner.lru.pop(&ino.0);
             }
-        } else if !was_dirty {
-            entry.dirty = true;
-            let bytes = entry.bytes;
-            inner.unaccount(false, bytes);
-            inner.account(true, bytes);
-            inner.lru.pop(&ino.0);
+            open()?.set_len(size).map_err(|e| Error::io(&path, e))?;
+            return Ok(());
         }
-        let path = self.path(ino.0);
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
         if size > old_end {
-            let grow = size - old_end;
             let (room, free) = self.has_disk_room(0)?;
             // A hole takes no blocks, but the reserve must not be gone already.
             if !room {
                 return Err(Error::NoSpace {
                     path: self.dir.clone(),
-                    needed: grow,
+                    needed: size - old_end,
                     available: free,
                     reserve: self.config.reserve_bytes,
                 });
             }
-            file.set_len(size).map_err(|e| Error::io(&path, e))?;
-            if let Some(entry) = inner.entries.get_mut(&ino.0) {
-                let added = entry.ranges.insert(old_end, size);
-                entry.bytes += added;
-                entry.pending = true;
-                inner.account(true, added);
-            }
-        } else {
-            file.set_len(size).map_err(|e| Error::io(&path, e))?;
         }
+        // Grow (or keep): the file first, then the log and the ranges.
+        open()?.set_len(size).map_err(|e| Error::io(&path, e))?;
+        inner.log(rec)?;
+        let entry = inner
+            .entries
+            .entry(ino.0)
+            .or_insert_with(|| Entry::new(ContentTag::NONE));
+        let bytes = entry.bytes;
+        entry.dirty = true;
+        entry.pending = true;
+        let added = if size > old_end {
+            let added = entry.ranges.insert(old_end, size);
+            entry.bytes += added;
+            added
+        } else {
+            0
+        };
+        if !was_dirty {
+            inner.unaccount(false, bytes);
+            inner.account(true, bytes);
+            inner.lru.pop(&ino.0);
+        }
+        inner.account(true, added);
         Ok(())
     }
 
@@ -822,6 +1150,7 @@ impl CacheStore {
     /// [`Error::Io`], [`Error::StoreIndex`].
     pub fn remove(&self, ino: InodeNo) -> Result<()> {
         let mut inner = self.lock();
+        self.maybe_checkpoint(&mut inner)?;
         self.drop_entries(&mut inner, &[ino.0])
     }
 
@@ -833,14 +1162,18 @@ impl CacheStore {
     /// [`Error::Io`], [`Error::StoreIndex`].
     pub fn validate(&self, ino: InodeNo, tag: ContentTag) -> Result<bool> {
         let mut inner = self.lock();
-        let stale = match inner.entries.get_mut(&ino.0) {
+        self.maybe_checkpoint(&mut inner)?;
+        let stale = match inner.entries.get(&ino.0) {
             None => return Ok(false),
             Some(e) if e.dirty => return Ok(true),
             Some(e) if e.tag == tag => return Ok(true),
             Some(e) if e.bytes == 0 && e.tag == ContentTag::NONE => {
                 // An empty placeholder: adopt the tag.
-                e.tag = tag;
-                e.pending = true;
+                inner.log(CacheRec::Adopt { ino: ino.0, tag })?;
+                if let Some(e) = inner.entries.get_mut(&ino.0) {
+                    e.tag = tag;
+                    e.pending = true;
+                }
                 return Ok(true);
             }
             Some(_) => true,
@@ -856,6 +1189,10 @@ impl CacheStore {
     /// Durable at the next [`sync`](Self::sync) or [`flush`](Self::flush).
     pub fn mark_clean(&self, ino: InodeNo, tag: ContentTag) {
         let mut inner = self.lock();
+        if !inner.entries.contains_key(&ino.0) {
+            return;
+        }
+        self.log_or_warn(&mut inner, CacheRec::MarkClean { ino: ino.0, tag });
         let Some(entry) = inner.entries.get_mut(&ino.0) else {
             return;
         };
@@ -873,6 +1210,13 @@ impl CacheStore {
     /// Pins `ino` as dirty (e.g. at startup, for inodes the journal says are dirty).
     pub fn mark_dirty(&self, ino: InodeNo) {
         let mut inner = self.lock();
+        match inner.entries.get(&ino.0) {
+            Some(e) if e.dirty => {}
+            found => {
+                let create = found.is_none();
+                self.log_or_warn(&mut inner, CacheRec::MarkDirty { ino: ino.0, create });
+            }
+        }
         let entry = inner
             .entries
             .entry(ino.0)
@@ -923,6 +1267,22 @@ impl CacheStore {
     /// [`Error::Io`], [`Error::StoreIndex`].
     pub fn flush(&self) -> Result<()> {
         let mut inner = self.lock();
+        self.flush_locked(&mut inner)
+    }
+
+    /// For the infallible `mark_clean` / `mark_dirty`: a change whose record cannot be logged is
+    /// still made; the log then refuses records until the next operation checkpoints it (and
+    /// the change reaches the index that way). Losing either mark in a crash meanwhile is
+    /// harmless: a clean inode re-uploads, the journal re-pins dirty ones at startup.
+    fn log_or_warn(&self, inner: &mut Inner, rec: CacheRec) {
+        if let Err(e) = inner.log(rec) {
+            tracing::warn!(error = %e, "cache op log append failed; the next operation checkpoints");
+        }
+    }
+
+    /// The checkpoint: fsync of every file with unsynced changes, one index commit, then the
+    /// log is emptied.
+    fn flush_locked(&self, inner: &mut Inner) -> Result<()> {
         let pending: Vec<u64> = inner
             .entries
             .iter()
@@ -930,7 +1290,7 @@ impl CacheStore {
             .map(|(ino, _)| *ino)
             .collect();
         if pending.is_empty() {
-            return Ok(());
+            return self.reset_log(inner);
         }
         for ino in &pending {
             let path = self.path(*ino);
@@ -955,7 +1315,25 @@ impl CacheStore {
                 entry.pending = false;
             }
         }
-        Ok(())
+        self.reset_log(inner)
+    }
+
+    /// Empties the log (the index now holds every change it recorded).
+    fn reset_log(&self, inner: &mut Inner) -> Result<()> {
+        if inner.log.is_empty() && !inner.log_broken {
+            return Ok(());
+        }
+        let base = inner.log.last_lsn();
+        match inner.log.reset(base) {
+            Ok(()) => {
+                inner.log_broken = false;
+                Ok(())
+            }
+            Err(e) => {
+                inner.log_broken = true;
+                Err(e)
+            }
+        }
     }
 
     /// Bytes held, clean and dirty.
@@ -980,6 +1358,9 @@ impl Drop for CacheStore {
         }
     }
 }
+
+#[cfg(test)]
+mod crash_tests;
 
 #[cfg(test)]
 mod tests {
@@ -1231,27 +1612,135 @@ mod tests {
         assert!(!cache.path(2).exists());
     }
 
+    /// Simulates a crash of the process: the store is dropped without its final flush.
+    fn crash(cache: CacheStore) {
+        let mut cache = cache;
+        cache.flush_on_drop = false;
+    }
+
     #[test]
-    fn unsynced_ranges_and_stray_files_are_forgotten_not_trusted() {
+    fn a_process_crash_keeps_unsynced_ranges_and_stray_files_are_removed() {
         let dir = tempfile::tempdir().unwrap();
         {
             let cache = CacheStore::open(dir.path(), BIG).unwrap();
             cache.write(ino(1), 0, b"0123456789").unwrap();
             cache.sync(ino(1)).unwrap();
-            // Simulate a crash: the new range never reaches the index.
             cache.write(ino(1), 10, b"abc").unwrap();
             cache.write(ino(3), 0, b"never synced").unwrap();
-            let mut cache = cache;
-            cache.flush_on_drop = false;
+            cache.write(ino(4), 0, b"gone").unwrap();
+            cache.remove(ino(4)).unwrap();
+            cache.write(ino(4), 100, b"back").unwrap();
+            assert!(cache.fill(ino(5), T, 0, b"clean").unwrap());
+            cache.truncate(ino(1), 12).unwrap();
+            crash(cache);
         }
         // A file nobody recorded is removed.
         fs::write(dir.path().join("data/99"), b"stray").unwrap();
         let cache = CacheStore::open(dir.path(), BIG).unwrap();
+        assert_eq!(cache.read(ino(1), 0, 12).unwrap().unwrap(), b"0123456789ab");
+        assert_eq!(cache.missing(ino(1), 0, 13), vec![12..13]);
+        assert_eq!(cache.read(ino(3), 0, 12).unwrap().unwrap(), b"never synced");
+        assert_eq!(cache.missing(ino(4), 0, 104), vec![0..100]);
+        assert_eq!(cache.read(ino(5), 0, 5).unwrap().unwrap(), b"clean");
+        assert!(cache.is_dirty(ino(1)) && cache.is_dirty(ino(3)) && !cache.is_dirty(ino(5)));
+        assert!(!dir.path().join("data/99").exists());
+        let u = cache.usage();
+        assert_eq!(
+            (u.clean_bytes, u.dirty_bytes, u.inodes),
+            (5, 12 + 12 + 4, 4)
+        );
+        // Recovery checkpointed: the log is empty and the index holds everything.
+        assert_eq!(
+            fs::metadata(dir.path().join(LOG_FILE)).unwrap().len(),
+            crate::oplog::HEADER_LEN
+        );
+        crash(cache);
+        let cache = CacheStore::open(dir.path(), BIG).unwrap();
+        assert_eq!(cache.read(ino(3), 0, 12).unwrap().unwrap(), b"never synced");
+    }
+
+    #[test]
+    fn a_log_from_an_earlier_boot_is_ignored_and_unsynced_ranges_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let cache = CacheStore::open(dir.path(), BIG).unwrap();
+            cache.write(ino(1), 0, b"0123456789").unwrap();
+            cache.sync(ino(1)).unwrap();
+            cache.write(ino(1), 10, b"abc").unwrap();
+            cache.write(ino(3), 0, b"never synced").unwrap();
+            crash(cache);
+        }
+        // Rewrite the header as if the log had been written before a reboot.
+        let path = dir.path().join(LOG_FILE);
+        let mut bytes = fs::read(&path).unwrap();
+        let base = u64::from_le_bytes(bytes[32..40].try_into().unwrap());
+        bytes[..crate::oplog::HEADER_LEN as usize]
+            .copy_from_slice(&crate::oplog::header(LOG_KIND, [9; 16], base));
+        fs::write(&path, &bytes).unwrap();
+        let cache = CacheStore::open(dir.path(), BIG).unwrap();
         assert_eq!(cache.read(ino(1), 0, 10).unwrap().unwrap(), b"0123456789");
         assert_eq!(cache.missing(ino(1), 0, 13), vec![10..13]);
         assert_eq!(cache.read(ino(3), 0, 1).unwrap(), None);
-        assert!(!dir.path().join("data/99").exists());
         assert!(!dir.path().join("data/3").exists());
+    }
+
+    #[test]
+    fn cache_log_records_round_trip_and_garbage_is_refused() {
+        let recs = [
+            CacheRec::Add {
+                ino: 2,
+                start: 3,
+                end: 4,
+                dirty: true,
+                create: Some(T),
+            },
+            CacheRec::Add {
+                ino: 2,
+                start: 3,
+                end: 4,
+                dirty: false,
+                create: None,
+            },
+            CacheRec::Truncate {
+                ino: 5,
+                size: 6,
+                old_end: 7,
+                create: true,
+            },
+            CacheRec::Drop { ino: 7 },
+            CacheRec::MarkDirty {
+                ino: 8,
+                create: false,
+            },
+            CacheRec::MarkClean { ino: 9, tag: T },
+            CacheRec::Adopt { ino: 10, tag: T },
+        ];
+        for r in recs {
+            let b = r.encode();
+            assert!(b.len() <= MAX_LOG_RECORD as usize);
+            assert_eq!(CacheRec::decode(&b), Some(r));
+            for cut in 0..b.len() {
+                assert_eq!(CacheRec::decode(&b[..cut]), None);
+            }
+            let mut longer = b.clone();
+            longer.push(0);
+            assert_eq!(CacheRec::decode(&longer), None);
+        }
+        assert_eq!(CacheRec::decode(&[0; 9]), None);
+    }
+
+    #[test]
+    fn a_log_record_that_does_not_decode_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(CacheStore::open(dir.path(), BIG).unwrap());
+        {
+            let (mut log, _) =
+                OpLog::open(&dir.path().join(LOG_FILE), LOG_KIND, MAX_LOG_RECORD).unwrap();
+            log.append(&[42; 9]).unwrap();
+        }
+        let err = CacheStore::open(dir.path(), BIG).unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("does not decode"), "{err}");
     }
 
     #[test]

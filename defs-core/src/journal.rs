@@ -18,6 +18,7 @@
 use redb::ReadableTable;
 
 use crate::error::{Error, Result};
+use crate::meta::redo::LogOp;
 use crate::meta::{DbContext, INODES, JOURNAL, MetaDb};
 use crate::namespace::record::{InodeRecord, Reader, put_time, put_u32, put_u64};
 use crate::namespace::{Content, Timestamp, invalid, load};
@@ -145,40 +146,47 @@ impl MetaDb {
         if let Some(g) = fast {
             return Ok(g);
         }
-        self.write(|txn| {
-            let mut inodes = txn.open_table(INODES).ctx("opening inodes")?;
-            let mut rec = load(&inodes, ino)?;
-            let mut journal = txn.open_table(JOURNAL).ctx("opening journal")?;
-            let old = journal
-                .get(ino.0)
-                .ctx("reading the journal")?
-                .map(|e| JournalEntry::decode(e.value()))
-                .transpose()?;
-            let bump = old
-                .as_ref()
-                .is_none_or(|e| e.uploading == Some(rec.generation));
-            if bump {
-                rec.generation = Generation(
-                    rec.generation
-                        .0
-                        .checked_add(1)
-                        .ok_or_else(|| invalid("generation counter exhausted"))?,
-                );
-                inodes
-                    .insert(ino.0, rec.encode().as_slice())
-                    .ctx("writing an inode")?;
-            }
-            let entry = old.unwrap_or(JournalEntry {
-                since: now,
-                uploading: None,
-                failures: 0,
-                last_error: None,
-            });
-            journal
-                .insert(ino.0, entry.encode().as_slice())
-                .ctx("writing the journal")?;
-            Ok(rec.generation)
-        })
+        self.write(
+            |generation| LogOp::MarkDirty {
+                ino,
+                now,
+                generation: *generation,
+            },
+            |txn| {
+                let mut inodes = txn.open_table(INODES).ctx("opening inodes")?;
+                let mut rec = load(&inodes, ino)?;
+                let mut journal = txn.open_table(JOURNAL).ctx("opening journal")?;
+                let old = journal
+                    .get(ino.0)
+                    .ctx("reading the journal")?
+                    .map(|e| JournalEntry::decode(e.value()))
+                    .transpose()?;
+                let bump = old
+                    .as_ref()
+                    .is_none_or(|e| e.uploading == Some(rec.generation));
+                if bump {
+                    rec.generation = Generation(
+                        rec.generation
+                            .0
+                            .checked_add(1)
+                            .ok_or_else(|| invalid("generation counter exhausted"))?,
+                    );
+                    inodes
+                        .insert(ino.0, rec.encode().as_slice())
+                        .ctx("writing an inode")?;
+                }
+                let entry = old.unwrap_or(JournalEntry {
+                    since: now,
+                    uploading: None,
+                    failures: 0,
+                    last_error: None,
+                });
+                journal
+                    .insert(ino.0, entry.encode().as_slice())
+                    .ctx("writing the journal")?;
+                Ok(rec.generation)
+            },
+        )
     }
 
     /// Every dirty inode, in inode order.
@@ -214,24 +222,30 @@ impl MetaDb {
     /// # Errors
     /// NotFound; InvalidArgument if the inode is clean.
     pub fn begin_upload(&self, ino: InodeNo) -> Result<Generation> {
-        self.write(|txn| {
-            let inodes = txn.open_table(INODES).ctx("opening inodes")?;
-            let rec = load(&inodes, ino)?;
-            let mut journal = txn.open_table(JOURNAL).ctx("opening journal")?;
-            let mut e = journal
-                .get(ino.0)
-                .ctx("reading the journal")?
-                .map(|e| JournalEntry::decode(e.value()))
-                .transpose()?
-                .ok_or_else(|| Error::InvalidArgument {
-                    what: format!("upload of clean inode {ino}"),
-                })?;
-            e.uploading = Some(rec.generation);
-            journal
-                .insert(ino.0, e.encode().as_slice())
-                .ctx("writing the journal")?;
-            Ok(rec.generation)
-        })
+        self.write(
+            |generation| LogOp::BeginUpload {
+                ino,
+                generation: *generation,
+            },
+            |txn| {
+                let inodes = txn.open_table(INODES).ctx("opening inodes")?;
+                let rec = load(&inodes, ino)?;
+                let mut journal = txn.open_table(JOURNAL).ctx("opening journal")?;
+                let mut e = journal
+                    .get(ino.0)
+                    .ctx("reading the journal")?
+                    .map(|e| JournalEntry::decode(e.value()))
+                    .transpose()?
+                    .ok_or_else(|| Error::InvalidArgument {
+                        what: format!("upload of clean inode {ino}"),
+                    })?;
+                e.uploading = Some(rec.generation);
+                journal
+                    .insert(ino.0, e.encode().as_slice())
+                    .ctx("writing the journal")?;
+                Ok(rec.generation)
+            },
+        )
     }
 
     /// An upload of generation `generation` of `ino` is stored as `content`. If that is still
@@ -248,38 +262,47 @@ impl MetaDb {
         generation: Generation,
         content: Content,
     ) -> Result<bool> {
-        self.write(|txn| {
-            let mut inodes = txn.open_table(INODES).ctx("opening inodes")?;
-            let Some(bytes) = inodes.get(ino.0).ctx("reading an inode")? else {
-                return Ok(false);
-            };
-            let mut rec = InodeRecord::decode(bytes.value())?;
-            drop(bytes);
-            let mut journal = txn.open_table(JOURNAL).ctx("opening journal")?;
-            let Some(mut e) = journal
-                .get(ino.0)
-                .ctx("reading the journal")?
-                .map(|e| JournalEntry::decode(e.value()))
-                .transpose()?
-            else {
-                return Ok(false);
-            };
-            if rec.generation == generation {
-                rec.content = content;
-                inodes
-                    .insert(ino.0, rec.encode().as_slice())
-                    .ctx("writing an inode")?;
-                journal.remove(ino.0).ctx("writing the journal")?;
-                return Ok(true);
-            }
-            if e.uploading == Some(generation) {
-                e.uploading = None;
-                journal
-                    .insert(ino.0, e.encode().as_slice())
-                    .ctx("writing the journal")?;
-            }
-            Ok(false)
-        })
+        let logged = content.clone();
+        self.write(
+            move |clean| LogOp::FinishUpload {
+                ino,
+                generation,
+                content: logged,
+                clean: *clean,
+            },
+            |txn| {
+                let mut inodes = txn.open_table(INODES).ctx("opening inodes")?;
+                let Some(bytes) = inodes.get(ino.0).ctx("reading an inode")? else {
+                    return Ok(false);
+                };
+                let mut rec = InodeRecord::decode(bytes.value())?;
+                drop(bytes);
+                let mut journal = txn.open_table(JOURNAL).ctx("opening journal")?;
+                let Some(mut e) = journal
+                    .get(ino.0)
+                    .ctx("reading the journal")?
+                    .map(|e| JournalEntry::decode(e.value()))
+                    .transpose()?
+                else {
+                    return Ok(false);
+                };
+                if rec.generation == generation {
+                    rec.content = content;
+                    inodes
+                        .insert(ino.0, rec.encode().as_slice())
+                        .ctx("writing an inode")?;
+                    journal.remove(ino.0).ctx("writing the journal")?;
+                    return Ok(true);
+                }
+                if e.uploading == Some(generation) {
+                    e.uploading = None;
+                    journal
+                        .insert(ino.0, e.encode().as_slice())
+                        .ctx("writing the journal")?;
+                }
+                Ok(false)
+            },
+        )
     }
 
     /// An upload of generation `generation` of `ino` failed: the inode stays dirty, the reason
@@ -288,26 +311,44 @@ impl MetaDb {
     /// # Errors
     /// Db, Corrupt.
     pub fn upload_failed(&self, ino: InodeNo, generation: Generation, reason: &str) -> Result<()> {
-        self.write(|txn| {
-            let mut journal = txn.open_table(JOURNAL).ctx("opening journal")?;
-            let Some(mut e) = journal
-                .get(ino.0)
-                .ctx("reading the journal")?
-                .map(|e| JournalEntry::decode(e.value()))
-                .transpose()?
-            else {
-                return Ok(());
-            };
-            if e.uploading == Some(generation) {
-                e.uploading = None;
-            }
-            e.failures = e.failures.saturating_add(1);
-            e.last_error = Some(cut(reason));
-            journal
-                .insert(ino.0, e.encode().as_slice())
-                .ctx("writing the journal")?;
-            Ok(())
-        })
+        self.upload_failed_cut(ino, generation, &cut(reason))
+    }
+
+    /// [`MetaDb::upload_failed`] with a reason already cut to [`MAX_ERROR_LEN`] (what the redo
+    /// log records and replays, so a replayed reason is byte-identical).
+    pub(crate) fn upload_failed_cut(
+        &self,
+        ino: InodeNo,
+        generation: Generation,
+        reason: &str,
+    ) -> Result<()> {
+        self.write(
+            |_| LogOp::UploadFailed {
+                ino,
+                generation,
+                reason,
+            },
+            |txn| {
+                let mut journal = txn.open_table(JOURNAL).ctx("opening journal")?;
+                let Some(mut e) = journal
+                    .get(ino.0)
+                    .ctx("reading the journal")?
+                    .map(|e| JournalEntry::decode(e.value()))
+                    .transpose()?
+                else {
+                    return Ok(());
+                };
+                if e.uploading == Some(generation) {
+                    e.uploading = None;
+                }
+                e.failures = e.failures.saturating_add(1);
+                e.last_error = Some(reason.to_string());
+                journal
+                    .insert(ino.0, e.encode().as_slice())
+                    .ctx("writing the journal")?;
+                Ok(())
+            },
+        )
     }
 }
 

@@ -8,6 +8,8 @@
 //! - [`shard_store`]: the shards a storage node keeps for others (`DIR/shards`).
 //! - [`pipeline`]: file bytes ↔ encrypted, erasure-coded shards ([`Encoder`], [`Decoder`]).
 //! - [`manifest`]: a file version's index and its sealed, versioned format ([`Manifest`]).
+//! - [`oplog`]: the append-only redo log that makes both local stores survive a crash of the
+//!   daemon process without an fsync per operation.
 //! - [`meta`]: the metadata DB ([`MetaDb`], redb) with group commit; [`namespace`] (POSIX
 //!   operations on it), [`journal`] (which inodes hold unsaved data) and [`snapshot`] (the whole
 //!   namespace as one streamable object).
@@ -27,6 +29,7 @@ pub mod journal;
 pub mod manifest;
 pub mod meta;
 pub mod namespace;
+pub mod oplog;
 pub mod pipeline;
 pub mod remote;
 pub mod shard_store;

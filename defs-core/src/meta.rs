@@ -11,6 +11,13 @@
 //!                         write txn with Durability::Immediate (fsync) ▶ durable_seq = seq
 //! ```
 //!
+//! Non-durable redb commits live only in process memory, so every mutating operation also
+//! appends a redo record (`meta/redo.rs`) to `DIR/meta/meta.oplog` ([`crate::oplog`]) inside its
+//! write transaction, before the commit, and stores the record's LSN in `meta["lsn"]` in the
+//! same transaction. The append is one `pwrite(2)`, no fsync: the page cache keeps it if the
+//! process dies. Open replays every record above the DB's LSN. A durable commit (group commit,
+//! `sync`) is a checkpoint: it covers every LSN committed before it, and the log is then reset.
+//!
 //! The namespace operations live in [`crate::namespace`], the journal in [`crate::journal`],
 //! snapshots in [`crate::snapshot`]; all of them are methods on [`MetaDb`].
 
@@ -28,6 +35,7 @@ use redb::{
 use crate::error::{Error, Result};
 use crate::namespace::record::InodeRecord;
 use crate::namespace::{FileKind, NewInode, Timestamp};
+use crate::oplog::{OpLog, Recovered, Tail};
 use crate::sync::{Arc, Mutex};
 use crate::types::InodeNo;
 
@@ -43,6 +51,16 @@ pub const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The DB file's name inside the meta directory.
 pub const DB_FILE: &str = "meta.redb";
+
+/// The redo log's name inside the meta directory.
+pub const LOG_FILE: &str = "meta.oplog";
+
+/// A log longer than this is checkpointed by the operation that grew it (normally the group
+/// commit resets it every [`COMMIT_INTERVAL`] long before).
+pub const LOG_CHECKPOINT_BYTES: u64 = 64 << 20;
+
+/// The owner kind written in the log header.
+const LOG_KIND: [u8; 4] = *b"META";
 
 /// Counters and the schema version.
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -65,6 +83,8 @@ pub(crate) const KEY_SCHEMA: &str = "schema_version";
 /// Key in [`META`]: the next inode number to hand out. Never reused, so inode numbers are
 /// stable for a file's life and never name two files across restarts.
 pub(crate) const KEY_NEXT_INO: &str = "next_ino";
+/// Key in [`META`]: the LSN of the last logged operation this DB state includes.
+pub(crate) const KEY_LSN: &str = "lsn";
 
 /// Adds context to redb's many error types.
 pub(crate) trait DbContext<T> {
@@ -95,9 +115,23 @@ struct CommitState {
     wake: Condvar,
 }
 
+/// The redo log and its position, behind one lock taken inside a write transaction (lock
+/// order: redb's writer lock, then this, then the allocator).
+struct LogState {
+    log: OpLog,
+    /// The LSN of the last committed operation.
+    last: u64,
+    /// Replaying at open: operations commit with the next LSN but append nothing.
+    replaying: bool,
+    /// An append or reset failed: the file's state is unknown, so operations commit durably
+    /// (no log needed) until a checkpoint manages to reset it.
+    broken: bool,
+}
+
 struct Inner {
     db: Database,
     alloc: Mutex<InoAlloc>,
+    log: Mutex<LogState>,
     path: PathBuf,
     state: CommitState,
 }
@@ -106,8 +140,10 @@ struct Inner {
 /// serialises writers, readers never block.
 ///
 /// Every operation is one redb transaction: atomic, and visible to every later operation at
-/// once. It is durable when [`MetaDb::sync`] returns, or within about [`COMMIT_INTERVAL`]
-/// (the group-commit thread), whichever comes first. Dropping the DB (or [`MetaDb::close`])
+/// once. Once it returns it survives a crash of the process (its redo record is in
+/// `meta.oplog`, replayed at open). It survives an OS crash or power loss when
+/// [`MetaDb::sync`] returns, or within about [`COMMIT_INTERVAL`] (the group-commit thread),
+/// whichever comes first. Dropping the DB (or [`MetaDb::close`])
 /// makes everything durable.
 ///
 /// ```
@@ -162,9 +198,16 @@ impl MetaDb {
         }
         let db = Database::open(&path).ctx("opening the DB file")?;
         init_or_migrate(&db, &path)?;
+        let (log, recovered) = OpLog::open(&dir.join(LOG_FILE), LOG_KIND, redo::MAX_RECORD)?;
         let inner = Arc::new(Inner {
             db,
             alloc: Mutex::new(InoAlloc::default()),
+            log: Mutex::new(LogState {
+                log,
+                last: 0,
+                replaying: true,
+                broken: false,
+            }),
             path,
             state: CommitState {
                 committed: AtomicU64::new(0),
@@ -174,6 +217,18 @@ impl MetaDb {
                 wake: Condvar::new(),
             },
         });
+        let db = MetaDb {
+            inner,
+            committer: Mutex::new(None),
+        };
+        if let Err(e) = db.replay(recovered) {
+            // Nothing of a failed replay may become durable: refuse every later commit.
+            if let Ok(mut failed) = db.inner.state.failed.lock() {
+                failed.get_or_insert(e.to_string());
+            }
+            return Err(e);
+        }
+        let inner = db.inner.clone();
         let committer = match interval {
             Some(interval) => {
                 let inner = inner.clone();
@@ -185,10 +240,84 @@ impl MetaDb {
             }
             None => None,
         };
-        Ok(MetaDb {
-            inner,
-            committer: Mutex::new(committer),
-        })
+        if let Ok(mut slot) = db.committer.lock() {
+            *slot = committer;
+        }
+        Ok(db)
+    }
+
+    /// Replays the log records above the DB's LSN, then checkpoints (durable commit, log
+    /// reset). Runs before the DB is shared, so nothing else writes meanwhile.
+    fn replay(&self, recovered: Recovered) -> Result<()> {
+        let db_lsn = self.read(|txn| {
+            let meta = txn.open_table(META).ctx("opening the meta table")?;
+            Ok(meta
+                .get(KEY_LSN)
+                .ctx("reading lsn")?
+                .map_or(0, |v| v.value()))
+        })?;
+        if recovered.base_lsn > db_lsn {
+            return Err(Error::Corrupt {
+                what: "metadata op log",
+                reason: format!(
+                    "the log starts after LSN {} but the DB is at LSN {db_lsn}: operations in                      between are lost (was the DB replaced by an older copy?)",
+                    recovered.base_lsn
+                ),
+            });
+        }
+        if let Tail::Torn { offset, reason } = &recovered.tail {
+            tracing::info!(offset, %reason, "metadata op log: ignoring a torn tail");
+        }
+        self.set_log(|l| l.last = db_lsn)?;
+        let mut replayed = 0u64;
+        for rec in recovered.records.iter().filter(|r| r.lsn > db_lsn) {
+            redo::replay_record(self, rec.lsn, &rec.payload)?;
+            let last = self.set_log(|l| l.last)?;
+            if last != rec.lsn {
+                return Err(Error::Corrupt {
+                    what: "metadata op log",
+                    reason: format!(
+                        "record {} replayed as LSN {last} (it changed nothing or more than one                          transaction)",
+                        rec.lsn
+                    ),
+                });
+            }
+            replayed += 1;
+        }
+        self.set_log(|l| l.replaying = false)?;
+        if replayed > 0 {
+            tracing::info!(replayed, "metadata DB: replayed operations from the op log");
+        }
+        // Checkpoint: a durable commit that covers every replayed operation, then an empty log.
+        self.inner.state.committed.fetch_add(1, Ordering::SeqCst);
+        self.inner.sync()
+    }
+
+    fn set_log<T>(&self, f: impl FnOnce(&mut LogState) -> T) -> Result<T> {
+        let mut l = self.inner.log.lock().map_err(|_| Error::Closed)?;
+        Ok(f(&mut l))
+    }
+
+    /// Replay: the next inode allocation must hand out `ino` (None: must not allocate).
+    pub(crate) fn force_next_ino(&self, ino: Option<InodeNo>) -> Result<()> {
+        let mut a = self.inner.alloc.lock().map_err(|_| Error::Closed)?;
+        a.forced = Some(ino.map(|i| i.0));
+        Ok(())
+    }
+
+    /// Replay: checks that a forced inode number was used, and ends forcing.
+    pub(crate) fn finish_forced_ino(&self) -> Result<()> {
+        let mut a = self.inner.alloc.lock().map_err(|_| Error::Closed)?;
+        let left = a.forced.take();
+        // Later allocations re-read next_ino from the DB.
+        a.next = 0;
+        a.reserved = 0;
+        match left {
+            Some(Some(ino)) => Err(Error::InvalidArgument {
+                what: format!("the logged inode number {ino} was not allocated"),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// The DB file.
@@ -226,32 +355,134 @@ impl MetaDb {
         }
     }
 
-    /// Runs `f` in one write transaction committed without fsync (see the module doc). On `Err`
-    /// nothing of it is applied.
-    pub(crate) fn write<T>(&self, f: impl FnOnce(&WriteTransaction) -> Result<T>) -> Result<T> {
+    /// Runs `f` in one write transaction committed without fsync (see the module doc), after
+    /// appending the redo record `op` builds from `f`'s result and storing its LSN in the same
+    /// transaction. On `Err` nothing of it is applied or logged.
+    pub(crate) fn write<'a, T>(
+        &self,
+        op: impl FnOnce(&T) -> redo::LogOp<'a>,
+        f: impl FnOnce(&WriteTransaction) -> Result<T>,
+    ) -> Result<T> {
         let mut txn = self.inner.db.begin_write().ctx("beginning a write")?;
         txn.set_durability(Durability::None)
             .ctx("choosing durability")?;
         // Writers are serialised by redb, so nobody else allocates until this one ends.
         let saved = self.inner.alloc.lock().map(|a| (a.next, a.reserved)).ok();
-        let result = match f(&txn) {
-            Ok(value) => txn.commit().ctx("committing").map(|()| value),
-            Err(e) => txn.abort().ctx("aborting").and(Err(e)),
-        };
-        match &result {
-            Ok(_) => {
-                self.inner.state.committed.fetch_add(1, Ordering::SeqCst);
+        let rollback_alloc = || {
+            // Roll the allocator back with the transaction: its reservation (if it made one)
+            // was not written, and its numbers were not used.
+            if let (Some((next, reserved)), Ok(mut a)) = (saved, self.inner.alloc.lock()) {
+                a.next = next;
+                a.reserved = reserved;
             }
+        };
+        let value = match f(&txn) {
+            Ok(value) => value,
+            Err(e) => {
+                rollback_alloc();
+                return txn.abort().ctx("aborting").and(Err(e));
+            }
+        };
+        let mut log = match self.inner.log.lock() {
+            Ok(log) => log,
             Err(_) => {
-                // Roll the allocator back with the transaction: its reservation (if it made
-                // one) was not written, and its numbers were not used.
-                if let (Some((next, reserved)), Ok(mut a)) = (saved, self.inner.alloc.lock()) {
-                    a.next = next;
-                    a.reserved = reserved;
+                rollback_alloc();
+                return txn.abort().ctx("aborting").and(Err(Error::Closed));
+            }
+        };
+        let Some(lsn) = log.last.checked_add(1) else {
+            rollback_alloc();
+            return txn.abort().ctx("aborting").and(Err(Error::Corrupt {
+                what: "metadata DB",
+                reason: "log sequence numbers exhausted".into(),
+            }));
+        };
+        let stored = (|| {
+            let mut meta = txn.open_table(META).ctx("opening the meta table")?;
+            meta.insert(KEY_LSN, lsn).ctx("writing lsn")?;
+            Ok(())
+        })();
+        if let Err(e) = stored {
+            rollback_alloc();
+            return txn.abort().ctx("aborting").and(Err(e));
+        }
+        let before = (log.log.len(), log.log.last_lsn());
+        let mut appended = false;
+        let mut durable = false;
+        if !log.replaying {
+            if log.broken || log.log.last_lsn() != log.last {
+                durable = true;
+            } else {
+                let mut payload = Vec::with_capacity(64);
+                op(&value).encode(&mut payload);
+                match log.log.append(&payload) {
+                    Ok(_) => appended = true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "metadata op log: append failed; committing durably");
+                        log.broken = true;
+                        durable = true;
+                    }
                 }
             }
         }
-        result
+        if durable && let Err(e) = txn.set_durability(Durability::Immediate) {
+            drop(log);
+            rollback_alloc();
+            return txn
+                .abort()
+                .ctx("aborting")
+                .and(Err(e).ctx("choosing durability"));
+        }
+        match txn.commit().ctx("committing") {
+            Ok(()) => {
+                log.last = lsn;
+                if durable && log.log.reset(lsn).is_ok() {
+                    log.broken = false;
+                }
+                let big = log.log.len() > LOG_CHECKPOINT_BYTES;
+                drop(log);
+                self.inner.state.committed.fetch_add(1, Ordering::SeqCst);
+                if big {
+                    // Errors are logged and made sticky by sync().
+                    let _ = self.inner.sync();
+                }
+                Ok(value)
+            }
+            Err(e) => {
+                if appended && let Err(err) = log.log.rollback(before.0, before.1) {
+                    tracing::warn!(error = %err, "metadata op log: could not take back a record");
+                    log.broken = true;
+                }
+                drop(log);
+                rollback_alloc();
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs `f` in one write transaction committed durably (fsync), as a checkpoint: the log
+    /// is reset after it, so `f` needs no redo record (snapshot restore).
+    pub(crate) fn write_durable<T>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<T>,
+    ) -> Result<T> {
+        let txn = self.inner.db.begin_write().ctx("beginning a write")?;
+        let value = match f(&txn) {
+            Ok(value) => value,
+            Err(e) => return txn.abort().ctx("aborting").and(Err(e)),
+        };
+        let mut log = self.inner.log.lock().map_err(|_| Error::Closed)?;
+        let lsn = log.last.saturating_add(1);
+        {
+            let mut meta = txn.open_table(META).ctx("opening the meta table")?;
+            meta.insert(KEY_LSN, lsn).ctx("writing lsn")?;
+        }
+        txn.commit().ctx("durable commit")?;
+        log.last = lsn;
+        log.broken = log.log.reset(lsn).is_err();
+        drop(log);
+        self.inner.state.committed.fetch_add(1, Ordering::SeqCst);
+        Ok(value)
     }
 
     /// The inode number allocator, for operations that create inodes.
@@ -295,15 +526,27 @@ impl Inner {
             // Someone else's fsync, which started after our operations returned, covered us.
             return Ok(());
         }
-        let now = state.committed.load(Ordering::SeqCst);
-        let result = (|| {
+        let result = (|| -> Result<u64> {
             let txn = self.db.begin_write().ctx("beginning a durable commit")?;
+            // With the writer lock held no operation is between its append and its commit, so
+            // this checkpoint covers exactly the LSNs up to `log.last`.
+            let mut log = self.log.lock().map_err(|_| Error::Closed)?;
+            let now = state.committed.load(Ordering::SeqCst);
             // Durability::Immediate is the default: this empty commit persists every
             // non-durable commit before it.
-            txn.commit().ctx("durable commit")
+            txn.commit().ctx("durable commit")?;
+            let lsn = log.last;
+            match log.log.reset(lsn) {
+                Ok(()) => log.broken = false,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metadata op log: reset failed; committing durably until it works");
+                    log.broken = true;
+                }
+            }
+            Ok(now)
         })();
         match result {
-            Ok(()) => {
+            Ok(now) => {
                 *durable = now;
                 Ok(())
             }
@@ -450,6 +693,9 @@ pub const INO_BLOCK: u64 = 1024;
 pub(crate) struct InoAlloc {
     next: u64,
     reserved: u64,
+    /// Replay only: `Some(Some(ino))` hands out exactly `ino`, `Some(None)` refuses to
+    /// allocate (the logged operation did not).
+    forced: Option<Option<u64>>,
 }
 
 /// Hands out the next inode number, persisting a new reservation in `txn` when the current one
@@ -457,6 +703,28 @@ pub(crate) struct InoAlloc {
 /// number is never handed out that the transaction using it did not see reserved.
 pub(crate) fn allocate_ino(txn: &WriteTransaction, alloc: &Mutex<InoAlloc>) -> Result<InodeNo> {
     let mut a = alloc.lock().map_err(|_| Error::Closed)?;
+    if let Some(forced) = a.forced {
+        let ino = forced.ok_or_else(|| Error::InvalidArgument {
+            what: "replay allocated an inode number the logged operation did not".into(),
+        })?;
+        a.forced = Some(None);
+        // The original run wrote a new reservation in this very operation exactly when the
+        // number it handed out was not below the persisted next_ino (see below): do the same,
+        // so the replayed state is byte-identical.
+        let mut meta = txn.open_table(META).ctx("opening the meta table")?;
+        let persisted = meta
+            .get(KEY_NEXT_INO)
+            .ctx("reading next_ino")?
+            .map_or(0, |v| v.value());
+        if ino >= persisted {
+            let reserve = ino.checked_add(INO_BLOCK).ok_or_else(|| Error::Corrupt {
+                what: "meta table",
+                reason: "inode numbers exhausted".into(),
+            })?;
+            meta.insert(KEY_NEXT_INO, reserve).ctx("writing next_ino")?;
+        }
+        return Ok(InodeNo(ino));
+    }
     if a.next >= a.reserved {
         let mut meta = txn.open_table(META).ctx("opening the meta table")?;
         let persisted = meta
@@ -490,6 +758,7 @@ pub(crate) fn meta_value(txn: &ReadTransaction, key: &str) -> Result<u64> {
 
 #[cfg(test)]
 mod crash_tests;
+pub(crate) mod redo;
 
 #[cfg(test)]
 mod tests {
@@ -499,14 +768,17 @@ mod tests {
     fn open_refuses_a_newer_schema_with_a_clear_message() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let db = MetaDb::open_with(dir.path(), None).unwrap();
-            db.write(|txn| {
-                let mut meta = txn.open_table(META).ctx("t")?;
-                meta.insert(KEY_SCHEMA, SCHEMA_VERSION + 1).ctx("t")?;
-                Ok(())
-            })
-            .unwrap();
-            db.close().unwrap();
+            MetaDb::open_with(dir.path(), None)
+                .unwrap()
+                .close()
+                .unwrap();
+            let db = Database::open(dir.path().join(DB_FILE)).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert(KEY_SCHEMA, SCHEMA_VERSION + 1)
+                .unwrap();
+            txn.commit().unwrap();
         }
         let err = MetaDb::open_with(dir.path(), None).unwrap_err();
         assert!(matches!(err, Error::SchemaTooNew { found, supported, .. }

@@ -19,6 +19,7 @@ mod tests;
 use redb::{ReadableTable, WriteTransaction};
 
 use crate::error::{Error, Result};
+use crate::meta::redo::LogOp;
 use crate::meta::{COOKIES, DIRENTS, DbContext, INODES, MetaDb, ORPHANS, XATTRS};
 use crate::types::{FileId, Generation, InodeNo};
 use record::InodeRecord;
@@ -304,40 +305,47 @@ impl MetaDb {
     /// # Errors
     /// NotFound; IsADirectory (size of a directory); InvalidArgument (size of a symlink/fifo).
     pub fn setattr(&self, ino: InodeNo, set: &SetAttr, now: Timestamp) -> Result<Attr> {
-        self.write(|txn| {
-            let mut t = Tables::new(txn, self.ino_alloc());
-            let rec = t.rec(ino)?;
-            if let Some(size) = set.size {
-                match rec.kind {
-                    FileKind::RegularFile => {}
-                    FileKind::Directory => return Err(Error::IsADirectory { ino: ino.0 }),
-                    _ => return Err(invalid("size of a symlink or fifo")),
+        self.write(
+            |_| LogOp::Setattr {
+                ino,
+                set: *set,
+                now,
+            },
+            |txn| {
+                let mut t = Tables::new(txn, self.ino_alloc());
+                let rec = t.rec(ino)?;
+                if let Some(size) = set.size {
+                    match rec.kind {
+                        FileKind::RegularFile => {}
+                        FileKind::Directory => return Err(Error::IsADirectory { ino: ino.0 }),
+                        _ => return Err(invalid("size of a symlink or fifo")),
+                    }
+                    if size != rec.size {
+                        rec.size = size;
+                        rec.mtime = now;
+                    }
                 }
-                if size != rec.size {
-                    rec.size = size;
-                    rec.mtime = now;
+                if let Some(perm) = set.perm {
+                    rec.perm = perm & 0o7777;
                 }
-            }
-            if let Some(perm) = set.perm {
-                rec.perm = perm & 0o7777;
-            }
-            if let Some(uid) = set.uid {
-                rec.uid = uid;
-            }
-            if let Some(gid) = set.gid {
-                rec.gid = gid;
-            }
-            if let Some(atime) = set.atime {
-                rec.atime = atime;
-            }
-            if let Some(mtime) = set.mtime {
-                rec.mtime = mtime;
-            }
-            rec.ctime = set.ctime.unwrap_or(now);
-            let attr = rec.attr(ino);
-            t.flush()?;
-            Ok(attr)
-        })
+                if let Some(uid) = set.uid {
+                    rec.uid = uid;
+                }
+                if let Some(gid) = set.gid {
+                    rec.gid = gid;
+                }
+                if let Some(atime) = set.atime {
+                    rec.atime = atime;
+                }
+                if let Some(mtime) = set.mtime {
+                    rec.mtime = mtime;
+                }
+                rec.ctime = set.ctime.unwrap_or(now);
+                let attr = rec.attr(ino);
+                t.flush()?;
+                Ok(attr)
+            },
+        )
     }
 
     /// Creates a regular file. With `exclusive` (O_EXCL) an existing name is refused;
@@ -356,23 +364,33 @@ impl MetaDb {
         now: Timestamp,
     ) -> Result<(Attr, bool)> {
         check_name(name)?;
-        self.write(|txn| {
-            let mut t = Tables::new(txn, self.ino_alloc());
-            t.live_dir(parent)?;
-            if let Some((child, _, _)) = t.dirent(parent, name)? {
-                if exclusive {
-                    return Err(exists(parent, name));
+        self.write(
+            |(attr, created): &(Attr, bool)| LogOp::Create {
+                parent,
+                name,
+                init: *init,
+                exclusive,
+                now,
+                ino: created.then_some(attr.ino),
+            },
+            |txn| {
+                let mut t = Tables::new(txn, self.ino_alloc());
+                t.live_dir(parent)?;
+                if let Some((child, _, _)) = t.dirent(parent, name)? {
+                    if exclusive {
+                        return Err(exists(parent, name));
+                    }
+                    let rec = t.rec(InodeNo(child))?;
+                    if rec.kind == FileKind::Directory {
+                        return Err(Error::IsADirectory { ino: child });
+                    }
+                    return Ok((rec.attr(InodeNo(child)), false));
                 }
-                let rec = t.rec(InodeNo(child))?;
-                if rec.kind == FileKind::Directory {
-                    return Err(Error::IsADirectory { ino: child });
-                }
-                return Ok((rec.attr(InodeNo(child)), false));
-            }
-            let attr = t.make(parent, name, FileKind::RegularFile, init, now, &[])?;
-            t.flush()?;
-            Ok((attr, true))
-        })
+                let attr = t.make(parent, name, FileKind::RegularFile, init, now, &[])?;
+                t.flush()?;
+                Ok((attr, true))
+            },
+        )
     }
 
     /// Creates a directory.
@@ -435,7 +453,7 @@ impl MetaDb {
         self.make_new(parent, name, FileKind::Symlink, init, now, target)
     }
 
-    fn make_new(
+    pub(crate) fn make_new(
         &self,
         parent: InodeNo,
         name: &[u8],
@@ -445,16 +463,27 @@ impl MetaDb {
         target: &[u8],
     ) -> Result<Attr> {
         check_name(name)?;
-        self.write(|txn| {
-            let mut t = Tables::new(txn, self.ino_alloc());
-            t.live_dir(parent)?;
-            if t.dirent(parent, name)?.is_some() {
-                return Err(exists(parent, name));
-            }
-            let attr = t.make(parent, name, kind, init, now, target)?;
-            t.flush()?;
-            Ok(attr)
-        })
+        self.write(
+            |attr: &Attr| LogOp::Make {
+                parent,
+                name,
+                kind,
+                init: *init,
+                now,
+                target,
+                ino: attr.ino,
+            },
+            |txn| {
+                let mut t = Tables::new(txn, self.ino_alloc());
+                t.live_dir(parent)?;
+                if t.dirent(parent, name)?.is_some() {
+                    return Err(exists(parent, name));
+                }
+                let attr = t.make(parent, name, kind, init, now, target)?;
+                t.flush()?;
+                Ok(attr)
+            },
+        )
     }
 
     /// A symlink's target.
@@ -485,37 +514,45 @@ impl MetaDb {
         now: Timestamp,
     ) -> Result<Attr> {
         check_name(newname)?;
-        self.write(|txn| {
-            let mut t = Tables::new(txn, self.ino_alloc());
-            let rec = t.rec(ino)?;
-            if rec.kind == FileKind::Directory {
-                return Err(Error::NotPermitted {
-                    what: format!("hard link to directory {ino}"),
-                });
-            }
-            if rec.nlink == 0 {
-                return Err(Error::NotFound {
-                    what: format!("inode {ino} (unlinked)"),
-                });
-            }
-            if rec.nlink == u32::MAX {
-                return Err(Error::NotPermitted {
-                    what: format!("inode {ino} has the most links possible"),
-                });
-            }
-            let kind = rec.kind;
-            t.live_dir(newparent)?;
-            if t.dirent(newparent, newname)?.is_some() {
-                return Err(exists(newparent, newname));
-            }
-            t.add_entry(newparent, newname, ino, kind, now)?;
-            let rec = t.rec(ino)?;
-            rec.nlink += 1;
-            rec.ctime = now;
-            let attr = rec.attr(ino);
-            t.flush()?;
-            Ok(attr)
-        })
+        self.write(
+            |_| LogOp::Link {
+                ino,
+                newparent,
+                newname,
+                now,
+            },
+            |txn| {
+                let mut t = Tables::new(txn, self.ino_alloc());
+                let rec = t.rec(ino)?;
+                if rec.kind == FileKind::Directory {
+                    return Err(Error::NotPermitted {
+                        what: format!("hard link to directory {ino}"),
+                    });
+                }
+                if rec.nlink == 0 {
+                    return Err(Error::NotFound {
+                        what: format!("inode {ino} (unlinked)"),
+                    });
+                }
+                if rec.nlink == u32::MAX {
+                    return Err(Error::NotPermitted {
+                        what: format!("inode {ino} has the most links possible"),
+                    });
+                }
+                let kind = rec.kind;
+                t.live_dir(newparent)?;
+                if t.dirent(newparent, newname)?.is_some() {
+                    return Err(exists(newparent, newname));
+                }
+                t.add_entry(newparent, newname, ino, kind, now)?;
+                let rec = t.rec(ino)?;
+                rec.nlink += 1;
+                rec.ctime = now;
+                let attr = rec.attr(ino);
+                t.flush()?;
+                Ok(attr)
+            },
+        )
     }
 
     /// Removes the name `parent/name` of a non-directory.
@@ -524,20 +561,23 @@ impl MetaDb {
     /// NotFound, IsADirectory, NotADirectory, NameTooLong, InvalidArgument.
     pub fn unlink(&self, parent: InodeNo, name: &[u8], now: Timestamp) -> Result<Unlinked> {
         check_name(name)?;
-        self.write(|txn| {
-            let mut t = Tables::new(txn, self.ino_alloc());
-            t.dir(parent)?;
-            let (child, kind, cookie) = t
-                .dirent(parent, name)?
-                .ok_or_else(|| not_found_name(parent, name))?;
-            if kind == FileKind::Directory.tag() {
-                return Err(Error::IsADirectory { ino: child });
-            }
-            t.remove_entry(parent, name, cookie, FileKind::from_tag(kind), now)?;
-            let out = t.drop_link(InodeNo(child), now)?;
-            t.flush()?;
-            Ok(out)
-        })
+        self.write(
+            |_| LogOp::Unlink { parent, name, now },
+            |txn| {
+                let mut t = Tables::new(txn, self.ino_alloc());
+                t.dir(parent)?;
+                let (child, kind, cookie) = t
+                    .dirent(parent, name)?
+                    .ok_or_else(|| not_found_name(parent, name))?;
+                if kind == FileKind::Directory.tag() {
+                    return Err(Error::IsADirectory { ino: child });
+                }
+                t.remove_entry(parent, name, cookie, FileKind::from_tag(kind), now)?;
+                let out = t.drop_link(InodeNo(child), now)?;
+                t.flush()?;
+                Ok(out)
+            },
+        )
     }
 
     /// Removes the empty directory `parent/name`.
@@ -546,23 +586,26 @@ impl MetaDb {
     /// NotFound, NotADirectory, NotEmpty, NameTooLong, InvalidArgument.
     pub fn rmdir(&self, parent: InodeNo, name: &[u8], now: Timestamp) -> Result<Unlinked> {
         check_name(name)?;
-        self.write(|txn| {
-            let mut t = Tables::new(txn, self.ino_alloc());
-            t.dir(parent)?;
-            let (child, kind, cookie) = t
-                .dirent(parent, name)?
-                .ok_or_else(|| not_found_name(parent, name))?;
-            if kind != FileKind::Directory.tag() {
-                return Err(Error::NotADirectory { ino: child });
-            }
-            if t.rec(InodeNo(child))?.size != 0 {
-                return Err(Error::NotEmpty { ino: child });
-            }
-            t.remove_entry(parent, name, cookie, Some(FileKind::Directory), now)?;
-            let out = t.drop_link(InodeNo(child), now)?;
-            t.flush()?;
-            Ok(out)
-        })
+        self.write(
+            |_| LogOp::Rmdir { parent, name, now },
+            |txn| {
+                let mut t = Tables::new(txn, self.ino_alloc());
+                t.dir(parent)?;
+                let (child, kind, cookie) = t
+                    .dirent(parent, name)?
+                    .ok_or_else(|| not_found_name(parent, name))?;
+                if kind != FileKind::Directory.tag() {
+                    return Err(Error::NotADirectory { ino: child });
+                }
+                if t.rec(InodeNo(child))?.size != 0 {
+                    return Err(Error::NotEmpty { ino: child });
+                }
+                t.remove_entry(parent, name, cookie, Some(FileKind::Directory), now)?;
+                let out = t.drop_link(InodeNo(child), now)?;
+                t.flush()?;
+                Ok(out)
+            },
+        )
     }
 
     /// Renames `parent/name` to `newparent/newname`, atomically. A moved entry gets a new
@@ -585,73 +628,83 @@ impl MetaDb {
     ) -> Result<Option<Unlinked>> {
         check_name(name)?;
         check_name(newname)?;
-        self.write(|txn| {
-            let mut t = Tables::new(txn, self.ino_alloc());
-            t.dir(parent)?;
-            t.live_dir(newparent)?;
-            let (src, src_kind, src_cookie) = t
-                .dirent(parent, name)?
-                .ok_or_else(|| not_found_name(parent, name))?;
-            let dst = t.dirent(newparent, newname)?;
-            match (mode, dst) {
-                (RenameMode::Exchange, None) => return Err(not_found_name(newparent, newname)),
-                (RenameMode::NoReplace, Some(_)) => return Err(exists(newparent, newname)),
-                _ => {}
-            }
-            if let Some((d, _, _)) = dst
-                && d == src
-            {
-                // Two names of one inode (or one name): POSIX says do nothing.
-                return Ok(None);
-            }
-            let src_is_dir = src_kind == FileKind::Directory.tag();
-            if src_is_dir && t.is_within(newparent, InodeNo(src))? {
-                return Err(invalid("rename of a directory into its own subtree"));
-            }
-            if mode == RenameMode::Exchange
-                && let Some((d, dk, _)) = dst
-                && dk == FileKind::Directory.tag()
-                && t.is_within(parent, InodeNo(d))?
-            {
-                return Err(invalid("exchange of a directory with its own subtree"));
-            }
-            let out = match (mode, dst) {
-                (RenameMode::Exchange, Some((d, dk, d_cookie))) => {
-                    t.exchange(
-                        (parent, name, src, src_kind, src_cookie),
-                        (newparent, newname, d, dk, d_cookie),
-                        now,
-                    )?;
-                    None
+        self.write(
+            |_| LogOp::Rename {
+                parent,
+                name,
+                newparent,
+                newname,
+                mode,
+                now,
+            },
+            |txn| {
+                let mut t = Tables::new(txn, self.ino_alloc());
+                t.dir(parent)?;
+                t.live_dir(newparent)?;
+                let (src, src_kind, src_cookie) = t
+                    .dirent(parent, name)?
+                    .ok_or_else(|| not_found_name(parent, name))?;
+                let dst = t.dirent(newparent, newname)?;
+                match (mode, dst) {
+                    (RenameMode::Exchange, None) => return Err(not_found_name(newparent, newname)),
+                    (RenameMode::NoReplace, Some(_)) => return Err(exists(newparent, newname)),
+                    _ => {}
                 }
-                (_, Some((d, dk, d_cookie))) => {
-                    let dst_is_dir = dk == FileKind::Directory.tag();
-                    if src_is_dir && !dst_is_dir {
-                        return Err(Error::NotADirectory { ino: d });
-                    }
-                    if !src_is_dir && dst_is_dir {
-                        return Err(Error::IsADirectory { ino: d });
-                    }
-                    if dst_is_dir && t.rec(InodeNo(d))?.size != 0 {
-                        return Err(Error::NotEmpty { ino: d });
-                    }
-                    t.remove_entry(newparent, newname, d_cookie, FileKind::from_tag(dk), now)?;
-                    let gone = t.drop_link(InodeNo(d), now)?;
-                    t.move_entry(
-                        parent, name, src_cookie, newparent, newname, src, src_kind, now,
-                    )?;
-                    Some(gone)
+                if let Some((d, _, _)) = dst
+                    && d == src
+                {
+                    // Two names of one inode (or one name): POSIX says do nothing.
+                    return Ok(None);
                 }
-                (_, None) => {
-                    t.move_entry(
-                        parent, name, src_cookie, newparent, newname, src, src_kind, now,
-                    )?;
-                    None
+                let src_is_dir = src_kind == FileKind::Directory.tag();
+                if src_is_dir && t.is_within(newparent, InodeNo(src))? {
+                    return Err(invalid("rename of a directory into its own subtree"));
                 }
-            };
-            t.flush()?;
-            Ok(out)
-        })
+                if mode == RenameMode::Exchange
+                    && let Some((d, dk, _)) = dst
+                    && dk == FileKind::Directory.tag()
+                    && t.is_within(parent, InodeNo(d))?
+                {
+                    return Err(invalid("exchange of a directory with its own subtree"));
+                }
+                let out = match (mode, dst) {
+                    (RenameMode::Exchange, Some((d, dk, d_cookie))) => {
+                        t.exchange(
+                            (parent, name, src, src_kind, src_cookie),
+                            (newparent, newname, d, dk, d_cookie),
+                            now,
+                        )?;
+                        None
+                    }
+                    (_, Some((d, dk, d_cookie))) => {
+                        let dst_is_dir = dk == FileKind::Directory.tag();
+                        if src_is_dir && !dst_is_dir {
+                            return Err(Error::NotADirectory { ino: d });
+                        }
+                        if !src_is_dir && dst_is_dir {
+                            return Err(Error::IsADirectory { ino: d });
+                        }
+                        if dst_is_dir && t.rec(InodeNo(d))?.size != 0 {
+                            return Err(Error::NotEmpty { ino: d });
+                        }
+                        t.remove_entry(newparent, newname, d_cookie, FileKind::from_tag(dk), now)?;
+                        let gone = t.drop_link(InodeNo(d), now)?;
+                        t.move_entry(
+                            parent, name, src_cookie, newparent, newname, src, src_kind, now,
+                        )?;
+                        Some(gone)
+                    }
+                    (_, None) => {
+                        t.move_entry(
+                            parent, name, src_cookie, newparent, newname, src, src_kind, now,
+                        )?;
+                        None
+                    }
+                };
+                t.flush()?;
+                Ok(out)
+            },
+        )
     }
 
     /// Up to `max` entries of `dir` whose cookie is greater than `after` (0 starts), in
@@ -720,42 +773,51 @@ impl MetaDb {
                 limit: XATTR_SIZE_MAX,
             });
         }
-        self.write(|txn| {
-            let mut t = Tables::new(txn, self.ino_alloc());
-            t.rec(ino)?.ctime = now;
-            let mut xattrs = txn.open_table(XATTRS).ctx("opening xattrs")?;
-            let exists = xattrs.get((ino.0, name)).ctx("reading an xattr")?.is_some();
-            match (mode, exists) {
-                (XattrMode::Create, true) => {
-                    return Err(Error::AlreadyExists {
-                        what: format!("xattr {:?} of inode {ino}", lossy(name)),
-                    });
+        self.write(
+            |_| LogOp::SetXattr {
+                ino,
+                name,
+                value,
+                mode,
+                now,
+            },
+            |txn| {
+                let mut t = Tables::new(txn, self.ino_alloc());
+                t.rec(ino)?.ctime = now;
+                let mut xattrs = txn.open_table(XATTRS).ctx("opening xattrs")?;
+                let exists = xattrs.get((ino.0, name)).ctx("reading an xattr")?.is_some();
+                match (mode, exists) {
+                    (XattrMode::Create, true) => {
+                        return Err(Error::AlreadyExists {
+                            what: format!("xattr {:?} of inode {ino}", lossy(name)),
+                        });
+                    }
+                    (XattrMode::Replace, false) => return Err(no_xattr(ino, name)),
+                    _ => {}
                 }
-                (XattrMode::Replace, false) => return Err(no_xattr(ino, name)),
-                _ => {}
-            }
-            if !exists {
-                let mut list = name.len() + 1;
-                for item in xattrs
-                    .range((ino.0, &[][..])..(ino.0 + 1, &[][..]))
-                    .ctx("listing xattrs")?
-                {
-                    let (k, _) = item.ctx("listing xattrs")?;
-                    list += k.value().1.len() + 1;
+                if !exists {
+                    let mut list = name.len() + 1;
+                    for item in xattrs
+                        .range((ino.0, &[][..])..(ino.0 + 1, &[][..]))
+                        .ctx("listing xattrs")?
+                    {
+                        let (k, _) = item.ctx("listing xattrs")?;
+                        list += k.value().1.len() + 1;
+                    }
+                    if list > XATTR_LIST_MAX {
+                        return Err(Error::XattrTooLarge {
+                            size: list,
+                            limit: XATTR_LIST_MAX,
+                        });
+                    }
                 }
-                if list > XATTR_LIST_MAX {
-                    return Err(Error::XattrTooLarge {
-                        size: list,
-                        limit: XATTR_LIST_MAX,
-                    });
-                }
-            }
-            xattrs
-                .insert((ino.0, name), value)
-                .ctx("writing an xattr")?;
-            drop(xattrs);
-            t.flush()
-        })
+                xattrs
+                    .insert((ino.0, name), value)
+                    .ctx("writing an xattr")?;
+                drop(xattrs);
+                t.flush()
+            },
+        )
     }
 
     /// The value of xattr `name` of `ino`.
@@ -803,20 +865,23 @@ impl MetaDb {
     /// NotFound, NoXattr (ENODATA), XattrNameInvalid (ERANGE).
     pub fn remove_xattr(&self, ino: InodeNo, name: &[u8], now: Timestamp) -> Result<()> {
         check_xattr_name(name)?;
-        self.write(|txn| {
-            let mut t = Tables::new(txn, self.ino_alloc());
-            t.rec(ino)?.ctime = now;
-            let mut xattrs = txn.open_table(XATTRS).ctx("opening xattrs")?;
-            if xattrs
-                .remove((ino.0, name))
-                .ctx("removing an xattr")?
-                .is_none()
-            {
-                return Err(no_xattr(ino, name));
-            }
-            drop(xattrs);
-            t.flush()
-        })
+        self.write(
+            |_| LogOp::RemoveXattr { ino, name, now },
+            |txn| {
+                let mut t = Tables::new(txn, self.ino_alloc());
+                t.rec(ino)?.ctime = now;
+                let mut xattrs = txn.open_table(XATTRS).ctx("opening xattrs")?;
+                if xattrs
+                    .remove((ino.0, name))
+                    .ctx("removing an xattr")?
+                    .is_none()
+                {
+                    return Err(no_xattr(ino, name));
+                }
+                drop(xattrs);
+                t.flush()
+            },
+        )
     }
 
     /// Inodes with no links left, waiting for [`MetaDb::purge`].
@@ -840,7 +905,7 @@ impl MetaDb {
     /// # Errors
     /// NotFound; InvalidArgument if the inode still has links.
     pub fn purge(&self, ino: InodeNo) -> Result<Content> {
-        self.write(|txn| purge_in(txn, ino))
+        self.write(|_| LogOp::Purge { ino }, |txn| purge_in(txn, ino))
     }
 }
 

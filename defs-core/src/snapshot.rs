@@ -245,7 +245,7 @@ impl MetaDb {
     /// Corrupt (the snapshot), Io (the reader), InvalidArgument (dirty or orphaned inodes),
     /// Db, NotDurable.
     pub fn restore_snapshot(&self, r: impl Read) -> Result<SnapshotStats> {
-        let stats = self.write(|txn| {
+        let stats = self.write_durable(|txn| {
             let busy = txn
                 .open_table(JOURNAL)
                 .ctx("opening journal")?

@@ -233,13 +233,18 @@ pub(crate) fn apply_db(db: &MetaDb, op: &Op, now: Timestamp) -> Outcome {
     }
 }
 
-/// A canonical text of every table, for comparing DB states.
+/// A canonical text of every table (but the op log's LSN), for comparing DB states.
 pub(crate) fn dump(db: &MetaDb) -> String {
     let mut s = String::new();
     db.read(|txn| {
         let meta = txn.open_table(META).unwrap();
         for item in meta.iter().unwrap() {
             let (k, v) = item.unwrap();
+            // The op log position is bookkeeping, not state: two DBs that went through the
+            // same operations by different routes (a snapshot restore) differ in it.
+            if k.value() == crate::meta::KEY_LSN {
+                continue;
+            }
             writeln!(s, "meta {} {}", k.value(), v.value()).unwrap();
         }
         let inodes = txn.open_table(INODES).unwrap();

@@ -6,7 +6,7 @@
 //! ```text
 //!  write ──▶ cache file ──▶ journal.mark_dirty ──▶ acknowledged
 //!            size/mtime in the in-memory overlay of the open inode
-//!  flush (close) ──▶ overlay → MetaDb::setattr ──▶ MetaDb::sync when the handle wrote
+//!  flush (close) ──▶ overlay → MetaDb::setattr (logged in the DB's redo log, no fsync)
 //!  release (last) ──▶ Flusher::closed(ino) — debounced upload through the Uploader
 //!  forget/release of an orphan (nlink 0) ──▶ MetaDb::purge + cache file removed
 //! ```
@@ -19,8 +19,8 @@
 //!   `mark_dirty` moves the generation when an upload is in flight, so an upload that started
 //!   before a change never marks the inode clean.
 //! - A closed file that was written is durable against a crash of the daemon: its bytes are in
-//!   the cache file (the kernel's page cache survives the process) and its metadata was synced
-//!   before `close(2)` returned.
+//!   the cache file and its ranges, size, mtime and dirty mark are in the stores' redo logs, all
+//!   in the kernel's page cache, which survives the process. fsync(2) adds power-loss durability.
 
 pub mod error;
 #[cfg(test)]
@@ -204,15 +204,8 @@ struct Overlay {
 
 #[derive(Debug)]
 enum Handle {
-    File {
-        ino: InodeNo,
-        writable: bool,
-        /// This handle changed the file: flush makes the DB durable.
-        wrote: bool,
-    },
-    Dir {
-        ino: InodeNo,
-    },
+    File { ino: InodeNo, writable: bool },
+    Dir { ino: InodeNo },
 }
 
 #[derive(Debug)]
@@ -713,13 +706,13 @@ impl Fs {
         fh
     }
 
-    fn file_handle(&self, ino: InodeNo, fh: FileHandle) -> Result<(bool, bool)> {
+    /// Whether `fh` is an open file handle of `ino` that may write.
+    fn file_handle(&self, ino: InodeNo, fh: FileHandle) -> Result<bool> {
         match lock(&self.inner.handles).get(&fh) {
             Some(Handle::File {
                 ino: hino,
                 writable,
-                wrote,
-            }) if *hino == ino => Ok((*writable, *wrote)),
+            }) if *hino == ino => Ok(*writable),
             _ => Err(Error::BadHandle { ino, fh }),
         }
     }
@@ -753,7 +746,6 @@ impl Fs {
         let fh = self.new_handle(Handle::File {
             ino: attr.ino,
             writable,
-            wrote: false,
         });
         Opened { fh, keep_cache }
     }
@@ -839,7 +831,7 @@ impl Fs {
         offset: u64,
         data: &[u8],
     ) -> Result<u32> {
-        let (writable, _) = self.file_handle(ino, fh)?;
+        let writable = self.file_handle(ino, fh)?;
         if !writable {
             return Err(Error::NotWritable { ino, fh });
         }
@@ -880,14 +872,12 @@ impl Fs {
                 ctime: now,
             });
         }
-        if let Some(Handle::File { wrote, .. }) = lock(&self.inner.handles).get_mut(&fh) {
-            *wrote = true;
-        }
         Ok(u32::try_from(data.len()).unwrap_or(u32::MAX))
     }
 
-    /// `close(2)` of one descriptor: the file's size and mtime go to the DB; when this handle
-    /// wrote, the DB is synced so that the closed file survives a crash of the daemon.
+    /// `close(2)` of one descriptor: the file's size and mtime go to the DB. The closed file
+    /// survives a crash of the daemon (the stores' redo logs); fsync(2) makes it survive power
+    /// loss.
     ///
     /// # Errors
     /// BadHandle; the DB failed (the close reports it: nothing is silently dropped).
@@ -895,18 +885,12 @@ impl Fs {
     /// # Cancel safety
     /// Safe: it can be repeated.
     pub async fn flush(&self, ino: InodeNo, fh: FileHandle) -> Result<()> {
-        let (_, wrote) = self.file_handle(ino, fh)?;
-        self.persist(ino)?;
-        if wrote {
-            // The cache index records the written ranges only once they are fsynced; then the
-            // namespace and journal.
-            self.inner.cache.sync(ino)?;
-            self.inner.db.sync()?;
-            if let Some(Handle::File { wrote, .. }) = lock(&self.inner.handles).get_mut(&fh) {
-                *wrote = false;
-            }
-        }
-        Ok(())
+        self.file_handle(ino, fh)?;
+        // No fsync here: the cache store and the metadata DB each log every operation before it
+        // returns (their redo logs survive the process in the OS page cache), so the bytes, the
+        // ranges, the size/mtime written by `persist` and the dirty mark all survive a crash of
+        // the daemon. Power-loss durability is what fsync(2) is for.
+        self.persist(ino).map(drop)
     }
 
     /// The last reference to a handle is gone. After the last handle of a changed file, the
@@ -1236,7 +1220,7 @@ impl Fs {
         length: u64,
         mode: i32,
     ) -> Result<()> {
-        let (writable, _) = self.file_handle(ino, fh)?;
+        let writable = self.file_handle(ino, fh)?;
         if !writable {
             return Err(Error::NotWritable { ino, fh });
         }
