@@ -4,6 +4,6 @@
 //! `cargo build --workspace --bins && cargo nextest run -p defs-tests --features fuse_tests`.
 
 mod cli;
-mod network;
 #[cfg(feature = "fuse_tests")]
 mod fuse;
+mod network;
