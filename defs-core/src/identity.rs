@@ -24,6 +24,7 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
+use crate::fsutil::fsync_dir;
 use crate::pipeline::WrapKey;
 use crate::types::NodeId;
 
@@ -333,9 +334,7 @@ impl Identity {
         })();
         let _ = fs::remove_file(&tmp);
         result?;
-        File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| Error::io(&dir, e))
+        fsync_dir(&dir)
     }
 
     fn encode_key_file(&self) -> Zeroizing<[u8; KEY_FILE_LEN]> {

@@ -24,6 +24,7 @@
 pub mod cache_store;
 pub mod config;
 pub mod error;
+mod fsutil;
 pub mod identity;
 pub mod journal;
 pub mod manifest;

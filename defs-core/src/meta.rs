@@ -597,9 +597,7 @@ fn create_atomically(dir: &Path, path: &Path) -> Result<()> {
         init_or_migrate(&db, &tmp)?;
     }
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, e))
+    crate::fsutil::fsync_dir(dir)
 }
 
 /// Creates the tables and the root directory in a new DB, checks the schema version of an

@@ -372,9 +372,7 @@ fn create_atomically(path: &Path, kind: [u8; 4]) -> Result<()> {
     }
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
     if let Some(dir) = path.parent() {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| Error::io(dir, e))?;
+        crate::fsutil::fsync_dir(dir)?;
     }
     Ok(())
 }
