@@ -23,6 +23,7 @@
 //!   in the kernel's page cache, which survives the process. fsync(2) adds power-loss durability.
 
 pub mod error;
+mod sync_status;
 #[cfg(test)]
 mod tests;
 
@@ -43,6 +44,10 @@ use tracing::{debug, info, warn};
 
 use crate::flusher::{Flusher, Uploader};
 pub use error::Error;
+pub use sync_status::{
+    DirtyFile, STATUS_MAX_FAILED, SYNC_ATTEMPTS, SYNC_PARALLEL, SYNC_RETRY_DELAY, SyncFailure,
+    SyncProgress, SyncReport, UploadStatus,
+};
 
 /// Shorthand for the core's results.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -1281,9 +1286,22 @@ impl Fs {
     /// # Cancel safety
     /// Safe: it can be repeated.
     pub async fn shutdown(&self) -> Result<()> {
-        self.unmounting().await?;
-        self.inner.flusher.shutdown().await;
-        Ok(())
+        self.shutdown_within(std::time::Duration::ZERO).await
+    }
+
+    /// Flushes like [`Fs::unmounting`], then stops the flusher after giving the uploads already
+    /// running up to `grace` to finish ([`Flusher::shutdown_within`]); files not uploaded stay
+    /// dirty in the journal and resume at the next mount.
+    ///
+    /// # Errors
+    /// As [`Fs::unmounting`] (the flusher is stopped either way).
+    ///
+    /// # Cancel safety
+    /// Safe: it can be repeated.
+    pub async fn shutdown_within(&self, grace: std::time::Duration) -> Result<()> {
+        let flushed = self.unmounting().await;
+        self.inner.flusher.shutdown_within(grace).await;
+        flushed
     }
 }
 

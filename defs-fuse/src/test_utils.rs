@@ -29,6 +29,9 @@ pub struct TestFs {
     dir: Arc<tempfile::TempDir>,
 }
 
+/// The cache budget of [`TestFs::new`]: large enough that no test meets cache pressure.
+pub const DEFAULT_BUDGET: u64 = 1 << 30;
+
 /// The owner tests create files as.
 pub const OWNER: Owner = Owner {
     uid: 1000,
@@ -41,20 +44,29 @@ impl TestFs {
     /// # Panics
     /// When the stores cannot be opened.
     pub fn new(config: Config, uploader: Option<Arc<dyn Uploader>>) -> TestFs {
+        Self::with_budget(config, uploader, DEFAULT_BUDGET)
+    }
+
+    /// Like [`TestFs::new`] with a cache budget of `budget` bytes (for cache-pressure tests).
+    ///
+    /// # Panics
+    /// When the stores cannot be opened.
+    pub fn with_budget(config: Config, uploader: Option<Arc<dyn Uploader>>, budget: u64) -> TestFs {
         let dir = Arc::new(tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}")));
-        Self::open(dir, config, uploader)
+        Self::open(dir, config, uploader, budget)
     }
 
     fn open(
         dir: Arc<tempfile::TempDir>,
         config: Config,
         uploader: Option<Arc<dyn Uploader>>,
+        budget: u64,
     ) -> TestFs {
         let meta = dir.path().join("meta");
         let cache_dir = dir.path().join("cache");
         let db = Arc::new(MetaDb::open_with(&meta, None).unwrap_or_else(|e| panic!("db: {e}")));
         let limits = CacheConfig {
-            budget_bytes: 1 << 30,
+            budget_bytes: budget,
             reserve_bytes: 0,
         };
         let cache =
@@ -75,7 +87,7 @@ impl TestFs {
             .unwrap_or_else(|e| panic!("shutdown: {e}"));
         let dir = self.dir.clone();
         drop(self);
-        Self::open(dir, config, uploader)
+        Self::open(dir, config, uploader, DEFAULT_BUDGET)
     }
 
     /// The data dir.
@@ -88,15 +100,17 @@ impl TestFs {
     /// # Panics
     /// On any error.
     pub async fn write_file(&self, name: &str, data: &[u8]) -> InodeNo {
+        self.write_file_in(InodeNo::ROOT, name, data).await
+    }
+
+    /// Creates `name` in directory `parent` with `data`, and closes it (flush + release).
+    ///
+    /// # Panics
+    /// On any error.
+    pub async fn write_file_in(&self, parent: InodeNo, name: &str, data: &[u8]) -> InodeNo {
         let (attr, opened) = self
             .fs
-            .create(
-                InodeNo::ROOT,
-                OsStr::new(name),
-                0o644,
-                libc::O_WRONLY,
-                OWNER,
-            )
+            .create(parent, OsStr::new(name), 0o644, libc::O_WRONLY, OWNER)
             .await
             .unwrap_or_else(|e| panic!("create {name}: {e}"));
         if !data.is_empty() {
