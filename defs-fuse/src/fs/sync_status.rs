@@ -236,6 +236,20 @@ impl Fs {
         Ok(out)
     }
 
+    /// The dirty files under `root` and their bytes, as a sync would start with them
+    /// (`files_total`, `bytes_total`), without uploading anything.
+    ///
+    /// # Errors
+    /// NotFound when `root` is gone; the DB could not be read.
+    pub fn pending(&self, root: InodeNo) -> Result<SyncProgress> {
+        let targets = self.dirty_under(root)?;
+        Ok(SyncProgress {
+            files_total: targets.len() as u64,
+            bytes_total: targets.iter().map(|t| t.2).sum(),
+            ..SyncProgress::default()
+        })
+    }
+
     /// `defs sync`: uploads every dirty file under `root` now (no debounce) and waits until
     /// each is clean, calling `progress` as files finish. A file whose upload fails
     /// [`SYNC_ATTEMPTS`] times is reported in [`SyncReport::failed`] with its last error;
