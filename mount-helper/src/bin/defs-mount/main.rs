@@ -401,8 +401,14 @@ async fn run(
     };
     // No uploader yet: the network is wired in by the node; until then dirty files stay in the
     // local cache and journal, and `defs status` says so.
-    let core = fs::Fs::new(Arc::new(db), Arc::new(cache), &cache_dir, config, None)
-        .context("starting the filesystem")?;
+    let core = fs::Fs::new(
+        Arc::new(db),
+        Arc::new(cache),
+        &cache_dir,
+        config,
+        fs::Remote::none(),
+    )
+    .context("starting the filesystem")?;
 
     let mount_config = MountConfig {
         read_only: options.read_only,
