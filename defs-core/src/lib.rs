@@ -14,6 +14,8 @@
 //!   operations on it), [`journal`] (which inodes hold unsaved data) and [`snapshot`] (the whole
 //!   namespace as one streamable object).
 //! - [`remote`]: the [`remote::ShardClient`] trait, "a place that stores and returns shards".
+//! - [`object`]: a byte source stored through a `ShardClient` as one sealed, erasure-coded
+//!   object, and byte ranges of it read back (the mount and the CLI share it).
 //!
 //! The data path runs file bytes through the pipeline (slice → Reed-Solomon → encrypt → checksum)
 //! into shards described by a manifest; the network (defs-net) stores shards, and the mounted
@@ -30,6 +32,7 @@ pub mod journal;
 pub mod manifest;
 pub mod meta;
 pub mod namespace;
+pub mod object;
 pub mod oplog;
 pub mod pipeline;
 pub mod remote;

@@ -43,7 +43,8 @@ mod tests;
 
 pub use aead::TAG_LEN;
 pub use decode::{
-    Decoder, SegmentRead, decode_segment, decode_segment_into, decrypt_shard, plan, shard_aad,
+    Decoder, SegmentRead, assemble_into, decode_segment, decode_segment_into, decrypt_shard, plan,
+    shard_aad,
 };
 pub use encode::{
     EncodedSegment, EncodedShard, Encoder, encode_segment, encode_segment_with, encode_stream,

@@ -12,6 +12,9 @@ use std::pin::Pin;
 use crate::error::Result;
 use crate::types::{NodeId, ShardId};
 
+#[cfg(any(test, feature = "test-utils"))]
+pub mod memory;
+
 /// A boxed, sendable future (object-safe async methods).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -55,9 +58,39 @@ pub trait ShardClient: Send + Sync {
     /// When the network is unreachable; ids nobody holds are simply absent.
     fn lookup(&self, ids: Vec<ShardId>) -> BoxFuture<'_, Result<Holders>>;
 
+    /// How many distinct storage nodes placement can use now (this machine's own store
+    /// included when it has one). Layouts are chosen by it: 0 means nothing can be stored.
+    ///
+    /// # Errors
+    /// When the network is unreachable.
+    fn storage_peers(&self) -> BoxFuture<'_, Result<usize>>;
+
     /// Deletes a shard from `holders` (a signed, owner-only request).
     ///
     /// # Errors
     /// When a holder refuses or cannot be reached.
     fn delete(&self, id: ShardId, holders: Vec<NodeId>) -> BoxFuture<'_, Result<()>>;
+}
+
+/// How many node losses a segment survives in the worst case, given the holder of each of its
+/// shards and how many shards rebuild it: the most-loaded holders are lost first.
+pub fn survivable_losses<'a>(holders: impl Iterator<Item = &'a NodeId>, need: usize) -> usize {
+    let mut load: Vec<(NodeId, usize)> = Vec::new();
+    for holder in holders {
+        match load.iter_mut().find(|(n, _)| n == holder) {
+            Some((_, c)) => *c += 1,
+            None => load.push((*holder, 1)),
+        }
+    }
+    load.sort_by_key(|l| std::cmp::Reverse(l.1));
+    let mut left: usize = load.iter().map(|(_, c)| c).sum();
+    let mut lost = 0;
+    for (_, c) in load {
+        if left - c < need {
+            break;
+        }
+        left -= c;
+        lost += 1;
+    }
+    lost
 }

@@ -42,7 +42,8 @@ use defs_core::sync::{Arc, Mutex};
 use defs_core::types::InodeNo;
 use tracing::{debug, info, warn};
 
-use crate::flusher::{Flusher, Uploader};
+use crate::flusher::Flusher;
+pub use crate::upload::Remote;
 pub use error::Error;
 pub use sync_status::{
     DirtyFile, STATUS_MAX_FAILED, SYNC_ATTEMPTS, SYNC_PARALLEL, SYNC_RETRY_DELAY, SyncFailure,
@@ -220,6 +221,8 @@ struct Inner {
     cache_dir: PathBuf,
     config: Config,
     flusher: Flusher,
+    /// The object layer uncached reads fetch through (`None`: no network).
+    objects: Option<Arc<defs_core::object::Objects>>,
     handles: Mutex<HashMap<FileHandle, Handle>>,
     next_fh: AtomicU64,
     inodes: Mutex<HashMap<InodeNo, InodeState>>,
@@ -253,8 +256,8 @@ impl Fs {
     /// flusher, so uploads interrupted by a crash resume.
     ///
     /// `cache_dir` is the cache store's directory, whose filesystem statfs reports.
-    /// `uploader` is the network's half of the flusher; `None` keeps every dirty file dirty
-    /// (`defs status` says so).
+    /// `remote` is the network: the flusher's uploader (without one every dirty file stays
+    /// dirty, and `defs status` says so) and the object layer lazy reads fetch through.
     ///
     /// Must be called within a tokio runtime (the flusher task starts here).
     ///
@@ -265,14 +268,14 @@ impl Fs {
         cache: Arc<CacheStore>,
         cache_dir: &Path,
         config: Config,
-        uploader: Option<Arc<dyn Uploader>>,
+        remote: Remote,
     ) -> Result<Fs> {
         for ino in db.orphans()? {
             db.purge(ino)?;
             cache.remove(ino)?;
             debug!(%ino, "purged orphan left by an earlier mount");
         }
-        let flusher = Flusher::spawn(db.clone(), cache.clone(), uploader);
+        let flusher = Flusher::spawn(db.clone(), cache.clone(), remote.uploader.clone());
         let dirty = db.dirty_inodes()?;
         if !dirty.is_empty() {
             info!(
@@ -292,6 +295,7 @@ impl Fs {
                 cache_dir: cache_dir.to_path_buf(),
                 config,
                 flusher,
+                objects: remote.objects,
                 handles: Mutex::new(HashMap::new()),
                 next_fh: AtomicU64::new(1),
                 inodes: Mutex::new(HashMap::new()),
@@ -299,6 +303,11 @@ impl Fs {
                 counters: Counters::default(),
             }),
         })
+    }
+
+    /// The object layer of the network, when the mount has one.
+    pub fn objects(&self) -> Option<&Arc<defs_core::object::Objects>> {
+        self.inner.objects.as_ref()
     }
 
     /// The operation counters.

@@ -6,6 +6,8 @@
 //! - [`session`]: mounting and unmounting ([`session::mount`], [`session::Mounted`]).
 //! - [`flusher::Flusher`]: the write-back cache's upload scheduler; the network plugs in as an
 //!   [`flusher::Uploader`].
+//! - [`upload`]: that uploader over defs-core's object layer ([`upload::ObjectUploader`]) and
+//!   [`upload::Remote`], everything the core uses of the network.
 //!
 //! Writes land in per-inode cache files and are uploaded by the flusher; defs-fuse never
 //! imports defs-net.
@@ -19,7 +21,7 @@
 //! let dir = Path::new("/var/lib/defs");
 //! let db = Arc::new(defs_core::meta::MetaDb::open(&dir.join("meta"))?);
 //! let cache = Arc::new(defs_core::cache_store::CacheStore::open(&dir.join("cache"))?);
-//! let core = fs::Fs::new(db, cache, &dir.join("cache"), fs::Config::default(), None)?;
+//! let core = fs::Fs::new(db, cache, &dir.join("cache"), fs::Config::default(), fs::Remote::none())?;
 //! let mounted = session::mount(
 //!     FuseFs::new(core.clone(), tokio::runtime::Handle::current()),
 //!     Path::new("/mnt/defs"),
@@ -38,3 +40,4 @@ pub mod fuse;
 pub mod session;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod test_utils;
+pub mod upload;

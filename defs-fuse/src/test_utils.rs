@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 
 use crate::flusher::{UploadError, UploadJob, Uploader};
 use crate::fs::{Config, Fs, Owner};
+use crate::upload::Remote;
 
 /// An [`Fs`] over a temp data dir. Reopen it (same dir) to simulate a restart.
 #[derive(Debug)]
@@ -44,24 +45,28 @@ impl TestFs {
     /// # Panics
     /// When the stores cannot be opened.
     pub fn new(config: Config, uploader: Option<Arc<dyn Uploader>>) -> TestFs {
-        Self::with_budget(config, uploader, DEFAULT_BUDGET)
+        Self::with_remote(config, Remote::uploader(uploader))
     }
 
-    /// Like [`TestFs::new`] with a cache budget of `budget` bytes (for cache-pressure tests).
+    /// A fresh core with `config` over the network `remote`. Call within a tokio runtime.
     ///
     /// # Panics
     /// When the stores cannot be opened.
-    pub fn with_budget(config: Config, uploader: Option<Arc<dyn Uploader>>, budget: u64) -> TestFs {
-        let dir = Arc::new(tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}")));
-        Self::open(dir, config, uploader, budget)
+    pub fn with_remote(config: Config, remote: Remote) -> TestFs {
+        Self::with_budget(config, remote, DEFAULT_BUDGET)
     }
 
-    fn open(
-        dir: Arc<tempfile::TempDir>,
-        config: Config,
-        uploader: Option<Arc<dyn Uploader>>,
-        budget: u64,
-    ) -> TestFs {
+    /// Like [`TestFs::with_remote`] with a cache budget of `budget` bytes (for cache-pressure
+    /// tests).
+    ///
+    /// # Panics
+    /// When the stores cannot be opened.
+    pub fn with_budget(config: Config, remote: Remote, budget: u64) -> TestFs {
+        let dir = Arc::new(tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}")));
+        Self::open(dir, config, remote, budget)
+    }
+
+    fn open(dir: Arc<tempfile::TempDir>, config: Config, remote: Remote, budget: u64) -> TestFs {
         let meta = dir.path().join("meta");
         let cache_dir = dir.path().join("cache");
         let db = Arc::new(MetaDb::open_with(&meta, None).unwrap_or_else(|e| panic!("db: {e}")));
@@ -71,7 +76,7 @@ impl TestFs {
         };
         let cache =
             Arc::new(CacheStore::open(&cache_dir, limits).unwrap_or_else(|e| panic!("cache: {e}")));
-        let fs = Fs::new(db.clone(), cache.clone(), &cache_dir, config, uploader)
+        let fs = Fs::new(db.clone(), cache.clone(), &cache_dir, config, remote)
             .unwrap_or_else(|e| panic!("Fs::new: {e}"));
         TestFs { fs, db, cache, dir }
     }
@@ -87,7 +92,7 @@ impl TestFs {
             .unwrap_or_else(|e| panic!("shutdown: {e}"));
         let dir = self.dir.clone();
         drop(self);
-        Self::open(dir, config, uploader, DEFAULT_BUDGET)
+        Self::open(dir, config, Remote::uploader(uploader), DEFAULT_BUDGET)
     }
 
     /// The data dir.

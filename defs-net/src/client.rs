@@ -519,6 +519,17 @@ impl ShardClient for Client {
         })
     }
 
+    fn storage_peers(&self) -> BoxFuture<'_, defs_core::Result<usize>> {
+        Box::pin(async move {
+            let candidates = self
+                .node
+                .candidates(0)
+                .await
+                .map_err(|e| to_core("placement", ShardId::default(), e))?;
+            Ok(candidates.len())
+        })
+    }
+
     fn delete(&self, id: ShardId, holders: Vec<NodeId>) -> BoxFuture<'_, defs_core::Result<()>> {
         Box::pin(async move {
             let peers = self

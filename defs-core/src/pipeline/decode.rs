@@ -219,10 +219,9 @@ pub fn decode_segment_into(
             seg.shards.len()
         )));
     }
-    let mut good = 0;
     let mut plain: Vec<Option<Vec<u8>>> = Vec::with_capacity(shards.len());
     for (i, bytes) in shards.into_iter().enumerate() {
-        let p = match bytes {
+        plain.push(match bytes {
             None => None,
             Some(b) => match decrypt_shard(manifest, key, segment, i as u16, b) {
                 Ok(p) => Some(p),
@@ -232,10 +231,33 @@ pub fn decode_segment_into(
                     None
                 }
             },
-        };
-        good += usize::from(p.is_some());
-        plain.push(p);
+        });
     }
+    assemble_into(manifest, segment, plain, out)
+}
+
+/// Appends a segment's plain bytes to `out` from its already verified and decrypted shards
+/// (`plain[i]` is shard `i`, `None` when missing or bad), rebuilding missing data shards from
+/// parity when needed: the second half of [`decode_segment_into`], for callers that fetched
+/// and decrypted only some shards first (a range read that found a data shard bad).
+///
+/// # Errors
+/// [`Error::TooFewShards`] with fewer than `k` shards; a layout error for a bad segment.
+pub fn assemble_into(
+    manifest: &Manifest,
+    segment: u64,
+    mut plain: Vec<Option<Vec<u8>>>,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    let seg = segment_entry(manifest, segment)?;
+    if plain.len() != seg.shards.len() {
+        return Err(out_of_range(format!(
+            "{} shards given for segment {segment}, which has {}",
+            plain.len(),
+            seg.shards.len()
+        )));
+    }
+    let good = plain.iter().filter(|p| p.is_some()).count();
     complete(manifest, segment, &mut plain, good)?;
     let mut left = seg.len as usize;
     out.reserve(left);

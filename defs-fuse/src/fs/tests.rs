@@ -569,7 +569,7 @@ async fn shutdown_cancels_what_the_grace_period_does_not_cover_and_it_resumes() 
 async fn under_cache_pressure_closed_files_upload_without_the_debounce() {
     let budget = 1000;
     let u = ScriptedUploader::new(&[]);
-    let t = TestFs::with_budget(Config::default(), uploader(&u), budget);
+    let t = TestFs::with_budget(Config::default(), Remote::uploader(uploader(&u)), budget);
     // Below pressure: the debounce holds the upload back.
     t.write_file("small", &[1; 100]).await;
     tokio::time::sleep(DEBOUNCE / 4).await;
@@ -683,4 +683,47 @@ mod model {
             rt.block_on(check(ops));
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_object_uploader_stores_what_reads_back_from_the_network() {
+    use defs_core::object::Objects;
+    use defs_core::pipeline::{FileKey, LayoutConfig, WrapKey};
+    use defs_core::remote::memory::MemoryClient;
+
+    let client = Arc::new(MemoryClient::new(5));
+    let objects = Arc::new(Objects::new(
+        client.clone(),
+        WrapKey::from_bytes([3; 32]),
+        LayoutConfig::default(),
+        None,
+    ));
+    let t = TestFs::with_remote(
+        Config::default(),
+        crate::upload::Remote::objects(objects.clone()),
+    );
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let ino = t.write_file("big", &data).await;
+    let empty = t.write_file("empty", b"").await;
+    wait_until("the uploads", || dirty(&t).is_empty()).await;
+    assert!(client.stored() > 0, "shards reached the network");
+    let Content::Stored {
+        file,
+        key,
+        offset,
+        len,
+    } = t.db.content(ino).unwrap()
+    else {
+        panic!("not stored");
+    };
+    assert_eq!((offset, len), (0, data.len() as u64));
+    let key = FileKey::from_bytes(key);
+    let manifest = objects.manifest(file, &key).await.unwrap();
+    let (start, back) = objects
+        .read_covering(&manifest, &key, 0, len)
+        .await
+        .unwrap();
+    assert_eq!((start, back), (0, data));
+    assert_eq!(t.db.content(empty).unwrap(), Content::Empty);
+    assert_eq!(t.fs.getxattr(ino, STATE_XATTR).await.unwrap(), b"clean");
 }

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
+use defs_core::object::{ManifestStore, Objects};
 use defs_core::sync::Arc;
 use defs_fuse::fs::{self, FsyncMode};
 use defs_fuse::fuse::FuseFs;
@@ -438,8 +439,24 @@ async fn serve_mount(
         read_only: options.read_only,
         fsync: options.fsync,
     };
-    let core = fs::Fs::new(Arc::new(db), Arc::new(cache), &cache_dir, config, None)
-        .context("starting the filesystem")?;
+    // Uploads and lazy reads go through the object layer over the mount's own node.
+    let manifests_dir = meta_dir.join("manifests");
+    let manifests = ManifestStore::open(&manifests_dir)
+        .with_context(|| format!("opening {}", manifests_dir.display()))?;
+    let objects = Arc::new(Objects::new(
+        Arc::new(node.client.clone()),
+        node.identity.manifest_wrap_key(),
+        settings.layout.clone(),
+        Some(manifests),
+    ));
+    let core = fs::Fs::new(
+        Arc::new(db),
+        Arc::new(cache),
+        &cache_dir,
+        config,
+        fs::Remote::objects(objects),
+    )
+    .context("starting the filesystem")?;
 
     let mount_config = MountConfig {
         read_only: options.read_only,

@@ -1,0 +1,239 @@
+//! The object layer against the in-memory shard client: round trips in every layout, range
+//! reads that fetch only covering shards, rebuilds around lost and corrupt shards, manifests
+//! found on the network when the local copy is gone.
+
+use super::*;
+use crate::pipeline::Mode;
+use crate::remote::memory::MemoryClient;
+
+struct Bytes(Vec<u8>);
+
+impl Source for Bytes {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let src = self
+            .0
+            .get(start..start + buf.len())
+            .ok_or_else(|| Error::io("bytes", std::io::ErrorKind::UnexpectedEof.into()))?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+}
+
+fn data(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[1])
+        .collect()
+}
+
+fn layout(mode: Mode, k: u8, m: u8, shard_size: u32) -> LayoutConfig {
+    LayoutConfig {
+        mode,
+        k,
+        m,
+        shard_size,
+        slice_size: shard_size.max(1 << 20),
+        small_file_max: 4096,
+        ..LayoutConfig::default()
+    }
+}
+
+fn make_objects(client: &Arc<MemoryClient>, layout: LayoutConfig, dir: Option<&Path>) -> Objects {
+    let wrap = WrapKey::from_bytes([7; 32]);
+    let store = dir.map(|d| ManifestStore::open(d).unwrap());
+    Objects::new(client.clone(), wrap, layout, store)
+}
+
+async fn put(objects: &Objects, bytes: &[u8]) -> Stored {
+    objects
+        .put(
+            Arc::new(Bytes(bytes.to_vec())),
+            bytes.len() as u64,
+            None,
+            &|_| {},
+        )
+        .await
+        .unwrap()
+}
+
+async fn read(objects: &Objects, stored: &Stored, offset: u64, len: u64) -> Vec<u8> {
+    let (start, bytes) = objects
+        .read_covering(&stored.manifest, &stored.key, offset, len)
+        .await
+        .unwrap();
+    let end = (offset + len).min(stored.manifest.size);
+    if offset >= end {
+        assert!(bytes.is_empty());
+        return Vec::new();
+    }
+    assert!(start <= offset, "covering read starts after the range");
+    assert!(
+        start + bytes.len() as u64 >= end,
+        "covering read ends early"
+    );
+    let a = (offset - start) as usize;
+    bytes[a..a + (end - offset) as usize].to_vec()
+}
+
+#[tokio::test]
+async fn round_trips_in_every_mode_and_size() {
+    for (mode, k, m) in [
+        (Mode::Auto, 3, 2),
+        (Mode::RsSize, 3, 2),
+        (Mode::RsSize, 10, 4),
+        (Mode::Slice, 1, 0),
+        (Mode::File, 1, 0),
+    ] {
+        for len in [0usize, 1, 4095, 100_000, 1_300_001] {
+            if mode == Mode::File && len > 2_000_000 {
+                continue;
+            }
+            let client = Arc::new(MemoryClient::new(14));
+            let objects = make_objects(&client, layout(mode, k, m, 16 * 1024), None);
+            let bytes = data(len);
+            let stored = put(&objects, &bytes).await;
+            assert_eq!(stored.manifest.size, len as u64);
+            assert_eq!(
+                read(&objects, &stored, 0, len as u64).await,
+                bytes,
+                "{mode:?} {len}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_small_read_fetches_only_the_covering_data_shard() {
+    let client = Arc::new(MemoryClient::new(5));
+    let objects = make_objects(&client, layout(Mode::RsSize, 3, 2, 64 * 1024), None);
+    let bytes = data(4 << 20);
+    let stored = put(&objects, &bytes).await;
+    let (before, _) = client.fetch_counts();
+    assert_eq!(
+        read(&objects, &stored, 1_000_000, 4096).await,
+        bytes[1_000_000..1_004_096]
+    );
+    let (after, fetched) = client.fetch_counts();
+    assert_eq!(after - before, 1, "one data shard covers 4 KiB");
+    assert!(
+        fetched <= 64 * 1024 + 16,
+        "fetched {fetched} bytes for 4 KiB"
+    );
+}
+
+#[tokio::test]
+async fn random_ranges_match_the_source() {
+    let client = Arc::new(MemoryClient::new(6));
+    let objects = make_objects(&client, layout(Mode::RsSize, 4, 2, 8 * 1024), None);
+    let bytes = data(500_000);
+    let stored = put(&objects, &bytes).await;
+    let mut x = 12345u64;
+    for _ in 0..200 {
+        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        let off = (x >> 33) % 510_000;
+        let len = (x >> 13) % 70_000;
+        let end = (off + len).min(500_000) as usize;
+        let want = if (off as usize) < end {
+            &bytes[off as usize..end]
+        } else {
+            &[][..]
+        };
+        assert_eq!(read(&objects, &stored, off, len).await, want, "{off}+{len}");
+    }
+}
+
+#[tokio::test]
+async fn lost_and_corrupt_shards_are_rebuilt_up_to_the_parity() {
+    let client = Arc::new(MemoryClient::new(5));
+    let objects = make_objects(&client, layout(Mode::RsSize, 3, 2, 16 * 1024), None);
+    let bytes = data(200_000);
+    let stored = put(&objects, &bytes).await;
+    assert_eq!(stored.fault_tolerance, 2);
+    // Corrupt a data shard of segment 0 and stop a node: still readable.
+    let seg0 = &stored.manifest.segments[0];
+    assert_eq!(client.corrupt(seg0.shards[0].id), 1);
+    client.set_up(1, false);
+    assert_eq!(read(&objects, &stored, 0, 200_000).await, bytes);
+    // Three of five shards gone from every segment: a clear error.
+    client.set_up(2, false);
+    let err = objects
+        .read_covering(&stored.manifest, &stored.key, 0, 200_000)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::TooFewShards { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn a_moved_shard_is_found_beyond_its_recorded_holder() {
+    let client = Arc::new(MemoryClient::new(5));
+    let objects = make_objects(&client, layout(Mode::RsSize, 3, 2, 16 * 1024), None);
+    let bytes = data(40_000);
+    let stored = put(&objects, &bytes).await;
+    let shard = &stored.manifest.segments[0].shards[0];
+    let holder = (0..5)
+        .find(|&i| shard.holders[0] == client.node(i))
+        .unwrap();
+    client.relocate(shard.id, (holder + 1) % 5);
+    assert_eq!(read(&objects, &stored, 0, 40_000).await, bytes);
+}
+
+#[tokio::test]
+async fn manifests_come_from_memory_the_local_store_or_the_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = Arc::new(MemoryClient::new(5));
+    let bytes = data(70_000);
+    let stored = {
+        let objects = make_objects(
+            &client,
+            layout(Mode::Auto, 3, 2, 16 * 1024),
+            Some(dir.path()),
+        );
+        put(&objects, &bytes).await
+    };
+    // A fresh Objects finds it in the local store.
+    let fresh = make_objects(&client, LayoutConfig::default(), Some(dir.path()));
+    let m = fresh.manifest(stored.file, &stored.key).await.unwrap();
+    assert_eq!(*m, *stored.manifest);
+    // Without the local copy, from the network; a damaged local copy is ignored.
+    std::fs::write(dir.path().join(stored.file.to_string()), b"damaged").unwrap();
+    let fresh = make_objects(&client, LayoutConfig::default(), Some(dir.path()));
+    let m = fresh.manifest(stored.file, &stored.key).await.unwrap();
+    assert_eq!(*m, *stored.manifest);
+    let (start, got) = fresh
+        .read_covering(&m, &stored.key, 0, 70_000)
+        .await
+        .unwrap();
+    assert_eq!((start, got), (0, bytes));
+    // A wrong key is refused with a clear error.
+    let wrong = FileKey::from_bytes([1; 32]);
+    let fresh = make_objects(&client, LayoutConfig::default(), None);
+    assert!(fresh.manifest(stored.file, &wrong).await.is_err());
+}
+
+#[tokio::test]
+async fn durability_reports_placement_honestly() {
+    let client = Arc::new(MemoryClient::new(5));
+    let objects = make_objects(&client, layout(Mode::RsSize, 3, 2, 16 * 1024), None);
+    let stored = put(&objects, &data(100_000)).await;
+    let d = Durability::of(&stored.manifest);
+    assert_eq!(d.shards, d.placed);
+    assert_eq!(d.survives, 2);
+    assert!(d.to_string().ends_with("survives 2 lost nodes"), "{d}");
+    // One node: everything on it, nothing survives its loss.
+    let lone = Arc::new(MemoryClient::new(1));
+    let lone_objects = make_objects(&lone, layout(Mode::Auto, 3, 2, 16 * 1024), None);
+    let stored = put(&lone_objects, &data(100_000)).await;
+    assert_eq!(Durability::of(&stored.manifest).survives, 0);
+    assert_eq!(stored.fault_tolerance, 0);
+}
+
+#[tokio::test]
+async fn a_source_that_shrinks_fails_the_put() {
+    let client = Arc::new(MemoryClient::new(5));
+    let objects = make_objects(&client, layout(Mode::RsSize, 3, 2, 16 * 1024), None);
+    let err = objects
+        .put(Arc::new(Bytes(data(1000))), 100_000, None, &|_| {})
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+}

@@ -1,0 +1,218 @@
+//! An in-memory [`ShardClient`] of `n` simulated nodes for tests of the layers above the
+//! network (the object layer, the filesystem's uploads and lazy reads): shards really are
+//! stored, verified against their ids on fetch, placed on distinct nodes, and can be lost or
+//! corrupted per node to exercise reconstruction. The real network is defs-net's `Client`;
+//! end-to-end tests use that.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{BoxFuture, Holders, ShardClient, StoredSegment, survivable_losses};
+use crate::error::{Error, Result};
+use crate::types::{NodeId, ShardId};
+
+/// `n` simulated storage nodes in memory.
+#[derive(Debug)]
+pub struct MemoryClient {
+    nodes: Mutex<Vec<MemNode>>,
+    next: AtomicU64,
+    fetches: AtomicU64,
+    fetched_bytes: AtomicU64,
+}
+
+#[derive(Debug)]
+struct MemNode {
+    id: NodeId,
+    up: bool,
+    shards: HashMap<ShardId, Vec<u8>>,
+}
+
+fn node_id(i: usize) -> NodeId {
+    NodeId(*blake3::hash(&(i as u64).to_le_bytes()).as_bytes())
+}
+
+fn remote(op: &'static str, shard: ShardId, reason: &str) -> Error {
+    Error::Remote {
+        op,
+        shard,
+        reason: reason.into(),
+    }
+}
+
+impl MemoryClient {
+    /// `n` empty, running nodes.
+    pub fn new(n: usize) -> MemoryClient {
+        MemoryClient {
+            nodes: Mutex::new(
+                (0..n)
+                    .map(|i| MemNode {
+                        id: node_id(i),
+                        up: true,
+                        shards: HashMap::new(),
+                    })
+                    .collect(),
+            ),
+            next: AtomicU64::new(0),
+            fetches: AtomicU64::new(0),
+            fetched_bytes: AtomicU64::new(0),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Vec<MemNode>) -> T) -> T {
+        let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut nodes)
+    }
+
+    /// The id of node `i`.
+    pub fn node(&self, i: usize) -> NodeId {
+        node_id(i)
+    }
+
+    /// Stops node `i` (its shards stay, unreachable) or starts it again.
+    pub fn set_up(&self, i: usize, up: bool) {
+        self.with(|n| {
+            if let Some(node) = n.get_mut(i) {
+                node.up = up;
+            }
+        });
+    }
+
+    /// Flips a byte of shard `id` wherever it is stored. Returns how many copies changed.
+    pub fn corrupt(&self, id: ShardId) -> usize {
+        self.with(|n| {
+            let mut changed = 0;
+            for node in n.iter_mut() {
+                if let Some(b) = node.shards.get_mut(&id).filter(|b| !b.is_empty()) {
+                    b[0] ^= 0xff;
+                    changed += 1;
+                }
+            }
+            changed
+        })
+    }
+
+    /// Moves shard `id` from wherever it is to node `to` (a holder the manifest does not know).
+    pub fn relocate(&self, id: ShardId, to: usize) {
+        self.with(|n| {
+            let bytes = n.iter_mut().find_map(|node| node.shards.remove(&id));
+            if let (Some(b), Some(node)) = (bytes, n.get_mut(to)) {
+                node.shards.insert(id, b);
+            }
+        });
+    }
+
+    /// Shards stored in total (over all nodes, up or down).
+    pub fn stored(&self) -> usize {
+        self.with(|n| n.iter().map(|node| node.shards.len()).sum())
+    }
+
+    /// Successful fetches so far, and their bytes.
+    pub fn fetch_counts(&self) -> (u64, u64) {
+        (
+            self.fetches.load(Ordering::Relaxed),
+            self.fetched_bytes.load(Ordering::Relaxed),
+        )
+    }
+
+    fn get_verified(node: &MemNode, id: ShardId) -> Option<Vec<u8>> {
+        let b = node.shards.get(&id)?;
+        (blake3::hash(b).as_bytes() == &id.0).then(|| b.clone())
+    }
+}
+
+impl ShardClient for MemoryClient {
+    fn store_segment(
+        &self,
+        shards: Vec<(ShardId, Vec<u8>)>,
+        parity: usize,
+    ) -> BoxFuture<'_, Result<StoredSegment>> {
+        Box::pin(async move {
+            let first = shards.first().map(|(id, _)| *id).unwrap_or_default();
+            let start = self.next.fetch_add(1, Ordering::Relaxed) as usize;
+            self.with(|n| {
+                let up: Vec<usize> = (0..n.len()).filter(|&i| n[i].up).collect();
+                if up.is_empty() {
+                    return Err(remote("store", first, "no node is up"));
+                }
+                let mut holders = Vec::with_capacity(shards.len());
+                for (k, (id, bytes)) in shards.into_iter().enumerate() {
+                    if blake3::hash(&bytes).as_bytes() != &id.0 {
+                        return Err(remote("store", id, "bytes do not hash to the id"));
+                    }
+                    let node = &mut n[up[(start + k) % up.len()]];
+                    node.shards.insert(id, bytes);
+                    holders.push(vec![node.id]);
+                }
+                let need = holders.len().saturating_sub(parity);
+                let fault_tolerance =
+                    survivable_losses(holders.iter().filter_map(|h| h.first()), need);
+                Ok(StoredSegment {
+                    holders,
+                    fault_tolerance,
+                })
+            })
+        })
+    }
+
+    fn fetch(&self, id: ShardId, holders: Vec<NodeId>) -> BoxFuture<'_, Result<Vec<u8>>> {
+        Box::pin(async move {
+            let found = self.with(|n| {
+                // Recorded holders first, then anyone (the broadcast lookup).
+                let recorded = n
+                    .iter()
+                    .filter(|node| node.up && holders.contains(&node.id))
+                    .find_map(|node| Self::get_verified(node, id));
+                recorded.or_else(|| {
+                    n.iter()
+                        .filter(|node| node.up)
+                        .find_map(|node| Self::get_verified(node, id))
+                })
+            });
+            match found {
+                Some(b) => {
+                    self.fetches.fetch_add(1, Ordering::Relaxed);
+                    self.fetched_bytes
+                        .fetch_add(b.len() as u64, Ordering::Relaxed);
+                    Ok(b)
+                }
+                None => Err(remote("fetch", id, "no running node holds valid bytes")),
+            }
+        })
+    }
+
+    fn lookup(&self, ids: Vec<ShardId>) -> BoxFuture<'_, Result<Holders>> {
+        Box::pin(async move {
+            Ok(self.with(|n| {
+                ids.iter()
+                    .filter_map(|id| {
+                        let h: Vec<NodeId> = n
+                            .iter()
+                            .filter(|node| node.up && node.shards.contains_key(id))
+                            .map(|node| node.id)
+                            .collect();
+                        (!h.is_empty()).then_some((*id, h))
+                    })
+                    .collect()
+            }))
+        })
+    }
+
+    fn storage_peers(&self) -> BoxFuture<'_, Result<usize>> {
+        Box::pin(async move { Ok(self.with(|n| n.iter().filter(|node| node.up).count())) })
+    }
+
+    fn delete(&self, id: ShardId, holders: Vec<NodeId>) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            self.with(|n| {
+                for node in n.iter_mut().filter(|node| holders.contains(&node.id)) {
+                    if !node.up {
+                        return Err(remote("delete", id, "holder is down"));
+                    }
+                    node.shards.remove(&id);
+                }
+                Ok(())
+            })
+        })
+    }
+}

@@ -1,0 +1,117 @@
+//! The network's half of the write-back cache: [`ObjectUploader`] turns a dirty file's cached
+//! bytes into a stored object through defs-core's [`Objects`] (which reach the network through
+//! the `ShardClient` trait), and [`Remote`] bundles what the core needs of the network.
+
+use std::fmt;
+
+use defs_core::cache_store::CacheStore;
+use defs_core::namespace::Content;
+use defs_core::object::{Objects, Source};
+use defs_core::sync::Arc;
+use defs_core::types::InodeNo;
+use futures::future::BoxFuture;
+use tracing::info;
+
+use crate::flusher::{UploadError, UploadJob, Uploader};
+
+/// What the filesystem core uses of the network: an uploader for dirty files and the object
+/// layer for lazy reads. [`Remote::none`] is a mount without a network (files stay dirty).
+#[derive(Clone, Debug, Default)]
+pub struct Remote {
+    /// Uploads dirty files; `None` keeps them dirty in the local cache.
+    pub uploader: Option<Arc<dyn Uploader>>,
+    /// Reads stored content back; `None` answers reads of uncached bytes with EIO.
+    pub objects: Option<Arc<Objects>>,
+}
+
+impl Remote {
+    /// No network: nothing is uploaded, nothing uncached can be read.
+    pub fn none() -> Remote {
+        Remote::default()
+    }
+
+    /// The network through `objects`: uploads and reads both go through it.
+    pub fn objects(objects: Arc<Objects>) -> Remote {
+        Remote {
+            uploader: Some(Arc::new(ObjectUploader::new(objects.clone()))),
+            objects: Some(objects),
+        }
+    }
+
+    /// Just an uploader (tests of the flusher's scheduling).
+    pub fn uploader(uploader: Option<Arc<dyn Uploader>>) -> Remote {
+        Remote {
+            uploader,
+            objects: None,
+        }
+    }
+}
+
+/// Uploads a dirty file's cache contents as one new object.
+pub struct ObjectUploader {
+    objects: Arc<Objects>,
+}
+
+impl fmt::Debug for ObjectUploader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ObjectUploader").finish_non_exhaustive()
+    }
+}
+
+impl ObjectUploader {
+    /// An uploader storing through `objects`.
+    pub fn new(objects: Arc<Objects>) -> ObjectUploader {
+        ObjectUploader { objects }
+    }
+}
+
+/// An inode's cache file as an upload source (all of a dirty file is cached).
+struct CacheSource {
+    cache: Arc<CacheStore>,
+    ino: InodeNo,
+}
+
+impl Source for CacheSource {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> defs_core::Result<()> {
+        match self.cache.read(self.ino, offset, buf.len() as u64)? {
+            Some(data) if data.len() == buf.len() => {
+                buf.copy_from_slice(&data);
+                Ok(())
+            }
+            _ => Err(defs_core::Error::io(
+                format!("cache file of inode {}", self.ino),
+                std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "bytes of a dirty file are missing from the cache",
+                ),
+            )),
+        }
+    }
+}
+
+impl Uploader for ObjectUploader {
+    fn upload(&self, job: UploadJob) -> BoxFuture<'static, Result<Content, UploadError>> {
+        let objects = self.objects.clone();
+        Box::pin(async move {
+            if job.size == 0 {
+                return Ok(Content::Empty);
+            }
+            let source = Arc::new(CacheSource {
+                cache: job.cache.clone(),
+                ino: job.ino,
+            });
+            let put = objects.put(source, job.size, None, &|_| {});
+            let stored = tokio::select! {
+                r = put => r.map_err(|e| UploadError::Failed { reason: e.to_string() })?,
+                () = job.cancel.cancelled() => return Err(UploadError::Cancelled),
+            };
+            info!(ino = %job.ino, file = %stored.file, size = job.size, tolerance = stored.fault_tolerance, "uploaded");
+            Ok(Content::Stored {
+                file: stored.file,
+                key: *stored.key.as_bytes(),
+                offset: 0,
+                len: job.size,
+            })
+        })
+    }
+}
