@@ -159,7 +159,9 @@ fn check_mountpoint(mp: &Path) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             bail!("mountpoint {} does not exist", mp.display())
         }
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => bail!(
+        // A dead daemon's mount answers ENOTCONN, or ECONNABORTED when the kernel aborted the
+        // connection while requests were pending.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED)) => bail!(
             "mountpoint {} is a stale mount whose daemon is gone (transport endpoint is not \
              connected): unmount it first with `fusermount3 -u {}`",
             mp.display(),
