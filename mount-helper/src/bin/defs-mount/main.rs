@@ -73,7 +73,7 @@ struct Cli {
     #[arg(long, value_name = "MULTIADDR")]
     listen: Vec<String>,
 
-    /// A peer to join through (multiaddr with /p2p/<id>; repeatable); remembered in
+    /// A peer to join through (multiaddr ending in /p2p/PEER_ID; repeatable); remembered in
     /// DIR/config.toml.
     #[arg(long, value_name = "MULTIADDR")]
     bootstrap: Vec<String>,
