@@ -10,6 +10,17 @@ use nix::sys::time::TimeSpec;
 
 use super::{errno, mount};
 
+/// Opens `p` to read and write, creating it if it is missing and keeping what it holds.
+fn open_rw(p: &std::path::Path) -> File {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(p)
+        .unwrap()
+}
+
 // ---- create, open -----------------------------------------------------------------------------
 
 #[test]
@@ -81,13 +92,7 @@ fn stat_after_close_shows_the_final_size_and_mtime() {
 fn random_writes_match_a_model_file() {
     let m = mount!();
     let p = m.path("random");
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&p)
-        .unwrap();
+    let f = open_rw(&p);
     let mut model: Vec<u8> = Vec::new();
     let mut x = 12345u64;
     for i in 0..300u64 {
@@ -175,13 +180,7 @@ fn sparse_files_read_zeros_in_their_holes() {
 fn fallocate_extends_the_size_and_other_modes_are_eopnotsupp() {
     let m = mount!();
     let p = m.path("falloc");
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&p)
-        .unwrap();
+    let f = open_rw(&p);
     nix::fcntl::fallocate(&f, nix::fcntl::FallocateFlags::empty(), 0, 4096).unwrap();
     assert_eq!(fs::metadata(&p).unwrap().len(), 4096);
     let e = nix::fcntl::fallocate(
