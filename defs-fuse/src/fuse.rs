@@ -224,7 +224,7 @@ impl Filesystem for FuseFs {
             req,
             parent.0,
             self.fs.lookup(ino(parent), name),
-            reply,
+            Lookup(reply),
         );
     }
 
@@ -776,6 +776,43 @@ answer!(ReplyCreate, (Attr, Opened), |r, v| r.created(
 answer!(ReplyStatfs, StatFs, |r, s| r.statfs(
     s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize
 ));
+
+/// A lookup's reply: a missing name is answered with a negative entry (inode 0) that the
+/// kernel caches for [`ATTR_TTL`], like a found one. A bare ENOENT is not cached, so every
+/// `stat` of a missing name, then the `open(O_CREAT)` and the `rename` onto it, would each ask
+/// again: rsync makes three lookups of each name it is about to create. Names only appear
+/// through this mount, whose kernel updates the cached entry itself when it creates one.
+struct Lookup(ReplyEntry);
+
+impl Answer<Attr> for Lookup {
+    fn answer(self, attr: Attr) {
+        self.0.answer(attr);
+    }
+    fn fail(self, errno: Errno) {
+        if errno == Errno::ENOENT {
+            let none = FileAttr {
+                ino: INodeNo(0),
+                size: 0,
+                blocks: 0,
+                atime: UNIX_EPOCH,
+                mtime: UNIX_EPOCH,
+                ctime: UNIX_EPOCH,
+                crtime: UNIX_EPOCH,
+                kind: FileType::RegularFile,
+                perm: 0,
+                nlink: 0,
+                uid: 0,
+                gid: 0,
+                rdev: 0,
+                blksize: BLOCK_SIZE,
+                flags: 0,
+            };
+            self.0.entry(&ATTR_TTL, &none, fuser::Generation(0));
+        } else {
+            self.0.error(errno);
+        }
+    }
+}
 
 /// A getxattr/listxattr reply and the caller's buffer size: size 0 asks for the length; a
 /// too-small buffer is ERANGE.

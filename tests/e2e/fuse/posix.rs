@@ -49,6 +49,24 @@ fn create_excl_makes_a_file_visible_at_once_and_refuses_an_existing_name_with_ee
 }
 
 #[test]
+fn a_name_seen_missing_is_found_at_once_after_it_is_made() {
+    // The kernel caches "missing" for 1 s; making the name through the mount must not wait.
+    let m = mount!();
+    let p = m.path("soon");
+    assert_eq!(errno(&fs::metadata(&p).unwrap_err()), libc::ENOENT);
+    fs::write(&p, b"x").unwrap();
+    assert_eq!(fs::metadata(&p).unwrap().len(), 1);
+    fs::remove_file(&p).unwrap();
+    assert_eq!(errno(&fs::metadata(&p).unwrap_err()), libc::ENOENT);
+    let tmp = m.path(".soon.tmp");
+    assert_eq!(errno(&fs::metadata(&tmp).unwrap_err()), libc::ENOENT);
+    fs::write(&tmp, b"yy").unwrap();
+    fs::rename(&tmp, &p).unwrap();
+    assert_eq!(fs::metadata(&p).unwrap().len(), 2);
+    assert_eq!(errno(&fs::metadata(&tmp).unwrap_err()), libc::ENOENT);
+}
+
+#[test]
 fn names_longer_than_255_bytes_are_enametoolong() {
     let m = mount!();
     let e = File::create(m.path("x".repeat(256))).unwrap_err();
