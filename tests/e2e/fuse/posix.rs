@@ -18,7 +18,7 @@ fn open_rw(p: &std::path::Path) -> File {
         .create(true)
         .truncate(false)
         .open(p)
-        .unwrap()
+        .unwrap_or_else(|e| panic!("opening {}: {e}", p.display()))
 }
 
 // ---- create, open -----------------------------------------------------------------------------
