@@ -916,21 +916,18 @@ mod tests {
         assert_eq!(ShardMeta::decode(&bad), None);
     }
 
-    /// Environment variable that turns the crash test's re-executed child into a worker.
-    const CRASH_CHILD: &str = "DEFS_SHARD_CRASH_CHILD";
+    /// The crash test's child role (see `testutil::CrashChild`).
+    const CRASH_CHILD: &str = "shard_store::tests::crash_child";
 
     /// The child: puts and deletes shards as fast as it can, printing each operation after it
     /// returned, until it is killed.
     #[test]
     fn crash_child() {
-        let Some(dir) = std::env::var_os(CRASH_CHILD) else {
+        let Some((dir, seed)) = crate::testutil::crash_child_args(CRASH_CHILD) else {
             return;
         };
-        let store = ShardStore::open(Path::new(&dir), BIG).unwrap();
-        let seed: u32 = std::env::var("DEFS_SHARD_CRASH_SEED")
-            .unwrap()
-            .parse()
-            .unwrap();
+        let seed = seed as u32;
+        let store = ShardStore::open(&dir, BIG).unwrap();
         let mut out = std::io::stdout().lock();
         for i in 0..100_000u32 {
             let n = seed.wrapping_mul(1000).wrapping_add(i);
@@ -953,27 +950,19 @@ mod tests {
     fn crash_at_random_points_keeps_every_returned_put() {
         use std::collections::HashSet;
         use std::io::BufRead;
-        use std::process::{Command, Stdio};
-        let exe = std::env::current_exe().unwrap();
+        use std::process::Stdio;
         let runs = 50;
         let mut total_puts = 0;
         for run in 0..runs {
             let dir = tempfile::tempdir().unwrap();
             // Seed a few shards first, so recovery also sees pre-existing state.
-            let mut child = Command::new(&exe)
-                .args([
-                    "--exact",
-                    "shard_store::tests::crash_child",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
-                .env(CRASH_CHILD, dir.path())
-                .env("DEFS_SHARD_CRASH_SEED", run.to_string())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            let stdout = child.stdout.take().unwrap();
+            let mut child = crate::testutil::CrashChild::spawn(
+                CRASH_CHILD,
+                dir.path(),
+                run as u64,
+                Stdio::piped(),
+            );
+            let stdout = child.0.stdout.take().unwrap();
             // Kill after a varying number of completed operations, plus a varying delay, so the
             // kill lands at every point of put and delete.
             let ops_before_kill = 1 + (run * 7) % 9;
@@ -990,7 +979,7 @@ mod tests {
                 }
             }
             std::thread::sleep(std::time::Duration::from_micros(delay_us));
-            child.kill().unwrap();
+            child.0.kill().unwrap();
             // Everything the child printed before dying returned to it.
             for line in lines {
                 let Ok(line) = line else { break };
@@ -998,7 +987,7 @@ mod tests {
                     log.push(line);
                 }
             }
-            child.wait().unwrap();
+            child.0.wait().unwrap();
             // Puts that returned, minus deletes that started (a delete that did not return may
             // or may not have happened).
             let mut live = HashSet::new();

@@ -1,8 +1,13 @@
 //! Test fixtures for the metadata DB: an integrity checker, a canonical dump, a seeded
-//! operation generator and an in-memory reference model of the namespace.
+//! operation generator and an in-memory reference model of the namespace; and the harness the
+//! crash tests share to run a child process and SIGKILL it ([`CrashChild`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use redb::{ReadableTable, ReadableTableMetadata};
 
@@ -44,6 +49,112 @@ impl Rng {
     pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
+}
+
+/// Names the test a re-executed test binary runs as a crash child; its directory and seed
+/// travel in the two variables after it.
+const CRASH_CHILD_ENV: &str = "DEFS_CRASH_CHILD";
+const CRASH_DIR_ENV: &str = "DEFS_CRASH_DIR";
+const CRASH_SEED_ENV: &str = "DEFS_CRASH_SEED";
+
+/// A crash test's child: this test binary re-executed to run only the role test `test` (which
+/// starts with [`crash_child_args`]), in `dir` with `seed`, for the parent to SIGKILL.
+pub(crate) struct CrashChild(pub(crate) Child);
+
+impl CrashChild {
+    /// Starts the child; `stdout` is where it prints (`Stdio::piped()` to read its progress).
+    pub(crate) fn spawn(test: &str, dir: &Path, seed: u64, stdout: Stdio) -> CrashChild {
+        let child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", test, "--nocapture", "--test-threads=1"])
+            .env(CRASH_CHILD_ENV, test)
+            .env(CRASH_DIR_ENV, dir)
+            .env(CRASH_SEED_ENV, seed.to_string())
+            .stdout(stdout)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        CrashChild(child)
+    }
+
+    /// Waits (5 s at most) until the child has made `ready`, sleeps `delay`, then SIGKILLs it
+    /// and reaps it.
+    pub(crate) fn kill_when_ready(mut self, ready: &Path, delay: Duration) {
+        let started = Instant::now();
+        while !ready.exists() && started.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        std::thread::sleep(delay);
+        self.kill();
+    }
+
+    /// SIGKILLs the child and reaps it.
+    pub(crate) fn kill(&mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+/// In the role test `test`: its directory and seed when [`CrashChild::spawn`] started this
+/// process for it, `None` in an ordinary test run (the role test then does nothing).
+pub(crate) fn crash_child_args(test: &str) -> Option<(PathBuf, u64)> {
+    if std::env::var(CRASH_CHILD_ENV).ok()? != test {
+        return None;
+    }
+    let dir = std::env::var_os(CRASH_DIR_ENV).unwrap().into();
+    let seed = std::env::var(CRASH_SEED_ENV).unwrap().parse().unwrap();
+    Some((dir, seed))
+}
+
+/// Whether this process is a crash child (a parent test then returns at once).
+pub(crate) fn in_crash_child() -> bool {
+    std::env::var_os(CRASH_CHILD_ENV).is_some()
+}
+
+/// A crash child's record of how far it got: one line "N" per step, each appended with one
+/// write(2), which the page cache keeps across SIGKILL without an fsync.
+pub(crate) struct Progress(std::fs::File);
+
+impl Progress {
+    /// Creates (or appends to) the record at `path`.
+    pub(crate) fn open(path: &Path) -> Progress {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        Progress(file)
+    }
+
+    /// Records that step `n` is done.
+    pub(crate) fn record(&mut self, n: usize) {
+        self.0.write_all(format!("{n}\n").as_bytes()).unwrap();
+    }
+
+    /// The highest step recorded at `path` (0 if there is none).
+    pub(crate) fn read(path: &Path) -> usize {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.parse().ok())
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// Damages the op log at `path` as a crash or a bad disk might: cuts it `cut` bytes (modulo its
+/// length) after its header, then, with `flip = Some((at, x))`, XORs `x` into a byte after the
+/// header.
+pub(crate) fn damage_log(path: &Path, cut: usize, flip: Option<(usize, u8)>) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let h = crate::oplog::HEADER_LEN as usize;
+    bytes.truncate(h + cut % (bytes.len() - h + 1));
+    if let Some((at, x)) = flip
+        && bytes.len() > h
+    {
+        let i = h + at % (bytes.len() - h);
+        bytes[i] ^= x;
+    }
+    std::fs::write(path, &bytes).unwrap();
 }
 
 /// One operation of the model and crash tests.

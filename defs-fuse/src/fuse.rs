@@ -24,7 +24,7 @@ use fuser::{
 use tracing::{Instrument, Level as TraceLevel, debug, error, field, span, warn};
 
 use crate::fs::error::{Error, Level, ToErrno};
-use crate::fs::{FileHandle, Fs, Owner, SetAttr, TimeSet};
+use crate::fs::{FileHandle, Fs, Opened, Owner, SetAttr, StatFs, TimeSet};
 
 /// How long the kernel may cache attributes and directory entries. One second: long enough that
 /// `ls -l` of a big directory does not re-ask for every entry, short enough that a change seen by
@@ -79,6 +79,21 @@ impl FuseFs {
             }
             Errno::from_i32(errno)
         })
+    }
+
+    /// Runs one request (see [`FuseFs::run`]) and answers the kernel with its result.
+    fn reply<T>(
+        &self,
+        op: &'static str,
+        req: &Request,
+        ino: u64,
+        fut: impl Future<Output = Result<T, Error>>,
+        reply: impl Answer<T>,
+    ) {
+        match self.run(op, req, ino, fut) {
+            Ok(value) => reply.answer(value),
+            Err(errno) => reply.fail(errno),
+        }
     }
 
     /// An operation DeFS does not implement: counted, logged, answered with `errno`.
@@ -204,10 +219,13 @@ impl Filesystem for FuseFs {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.run("lookup", req, parent.0, self.fs.lookup(ino(parent), name)) {
-            Ok(attr) => reply.entry(&ATTR_TTL, &file_attr(&attr), generation(&attr)),
-            Err(e) => reply.error(e),
-        }
+        self.reply(
+            "lookup",
+            req,
+            parent.0,
+            self.fs.lookup(ino(parent), name),
+            Lookup(reply),
+        );
     }
 
     fn forget(&self, _req: &Request, i: INodeNo, nlookup: u64) {
@@ -215,10 +233,7 @@ impl Filesystem for FuseFs {
     }
 
     fn getattr(&self, req: &Request, i: INodeNo, _fh: Option<fuser::FileHandle>, reply: ReplyAttr) {
-        match self.run("getattr", req, i.0, self.fs.getattr(ino(i))) {
-            Ok(attr) => reply.attr(&ATTR_TTL, &file_attr(&attr)),
-            Err(e) => reply.error(e),
-        }
+        self.reply("getattr", req, i.0, self.fs.getattr(ino(i)), reply);
     }
 
     fn setattr(
@@ -249,17 +264,11 @@ impl Filesystem for FuseFs {
             ctime: ctime.map(timestamp),
         };
         let fut = self.fs.setattr(ino(i), handle.map(fh), set);
-        match self.run("setattr", req, i.0, fut) {
-            Ok(attr) => reply.attr(&ATTR_TTL, &file_attr(&attr)),
-            Err(e) => reply.error(e),
-        }
+        self.reply("setattr", req, i.0, fut, reply);
     }
 
     fn readlink(&self, req: &Request, i: INodeNo, reply: ReplyData) {
-        match self.run("readlink", req, i.0, self.fs.readlink(ino(i))) {
-            Ok(target) => reply.data(&target),
-            Err(e) => reply.error(e),
-        }
+        self.reply("readlink", req, i.0, self.fs.readlink(ino(i)), reply);
     }
 
     fn mknod(
@@ -273,10 +282,7 @@ impl Filesystem for FuseFs {
         reply: ReplyEntry,
     ) {
         let fut = self.fs.mknod(ino(parent), name, mode, rdev, owner(req));
-        match self.run("mknod", req, parent.0, fut) {
-            Ok(attr) => reply.entry(&ATTR_TTL, &file_attr(&attr), generation(&attr)),
-            Err(e) => reply.error(e),
-        }
+        self.reply("mknod", req, parent.0, fut, reply);
     }
 
     fn mkdir(
@@ -291,24 +297,27 @@ impl Filesystem for FuseFs {
         let fut = self
             .fs
             .mkdir(ino(parent), name, (mode & 0o7777) as u16, owner(req));
-        match self.run("mkdir", req, parent.0, fut) {
-            Ok(attr) => reply.entry(&ATTR_TTL, &file_attr(&attr), generation(&attr)),
-            Err(e) => reply.error(e),
-        }
+        self.reply("mkdir", req, parent.0, fut, reply);
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.run("unlink", req, parent.0, self.fs.unlink(ino(parent), name)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.reply(
+            "unlink",
+            req,
+            parent.0,
+            self.fs.unlink(ino(parent), name),
+            reply,
+        );
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.run("rmdir", req, parent.0, self.fs.rmdir(ino(parent), name)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.reply(
+            "rmdir",
+            req,
+            parent.0,
+            self.fs.rmdir(ino(parent), name),
+            reply,
+        );
     }
 
     fn symlink(
@@ -325,10 +334,7 @@ impl Filesystem for FuseFs {
             target.as_os_str().as_bytes(),
             owner(req),
         );
-        match self.run("symlink", req, parent.0, fut) {
-            Ok(attr) => reply.entry(&ATTR_TTL, &file_attr(&attr), generation(&attr)),
-            Err(e) => reply.error(e),
-        }
+        self.reply("symlink", req, parent.0, fut, reply);
     }
 
     fn rename(
@@ -344,10 +350,7 @@ impl Filesystem for FuseFs {
         let fut = self
             .fs
             .rename(ino(parent), name, ino(newparent), newname, flags.bits());
-        match self.run("rename", req, parent.0, fut) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.reply("rename", req, parent.0, fut, reply);
     }
 
     fn link(
@@ -358,25 +361,17 @@ impl Filesystem for FuseFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        match self.run(
+        self.reply(
             "link",
             req,
             i.0,
             self.fs.link(ino(i), ino(newparent), newname),
-        ) {
-            Ok(attr) => reply.entry(&ATTR_TTL, &file_attr(&attr), generation(&attr)),
-            Err(e) => reply.error(e),
-        }
+            reply,
+        );
     }
 
     fn open(&self, req: &Request, i: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.run("open", req, i.0, self.fs.open(ino(i), flags.0)) {
-            Ok(opened) => reply.opened(
-                fuser::FileHandle(opened.fh.0),
-                fopen_flags(opened.keep_cache),
-            ),
-            Err(e) => reply.error(e),
-        }
+        self.reply("open", req, i.0, self.fs.open(ino(i), flags.0), reply);
     }
 
     fn read(
@@ -390,15 +385,13 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.run(
+        self.reply(
             "read",
             req,
             i.0,
             self.fs.read(ino(i), fh(handle), offset, size),
-        ) {
-            Ok(data) => reply.data(&data),
-            Err(e) => reply.error(e),
-        }
+            reply,
+        );
     }
 
     fn write(
@@ -413,15 +406,13 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.run(
+        self.reply(
             "write",
             req,
             i.0,
             self.fs.write(ino(i), fh(handle), offset, data),
-        ) {
-            Ok(n) => reply.written(n),
-            Err(e) => reply.error(e),
-        }
+            reply,
+        );
     }
 
     fn flush(
@@ -432,10 +423,7 @@ impl Filesystem for FuseFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        match self.run("flush", req, i.0, self.fs.flush(ino(i), fh(handle))) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.reply("flush", req, i.0, self.fs.flush(ino(i), fh(handle)), reply);
     }
 
     fn release(
@@ -448,10 +436,13 @@ impl Filesystem for FuseFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        match self.run("release", req, i.0, self.fs.release(ino(i), fh(handle))) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.reply(
+            "release",
+            req,
+            i.0,
+            self.fs.release(ino(i), fh(handle)),
+            reply,
+        );
     }
 
     fn fsync(
@@ -462,22 +453,17 @@ impl Filesystem for FuseFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.run(
+        self.reply(
             "fsync",
             req,
             i.0,
             self.fs.fsync(ino(i), fh(handle), datasync),
-        ) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+            reply,
+        );
     }
 
     fn opendir(&self, req: &Request, i: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.run("opendir", req, i.0, self.fs.opendir(ino(i))) {
-            Ok(handle) => reply.opened(fuser::FileHandle(handle.0), FopenFlags::empty()),
-            Err(e) => reply.error(e),
-        }
+        self.reply("opendir", req, i.0, self.fs.opendir(ino(i)), reply);
     }
 
     fn readdir(
@@ -545,15 +531,13 @@ impl Filesystem for FuseFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        match self.run(
+        self.reply(
             "releasedir",
             req,
             i.0,
             self.fs.releasedir(ino(i), fh(handle)),
-        ) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+            reply,
+        );
     }
 
     fn fsyncdir(
@@ -564,19 +548,11 @@ impl Filesystem for FuseFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.run("fsyncdir", req, i.0, self.fs.fsyncdir(ino(i))) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.reply("fsyncdir", req, i.0, self.fs.fsyncdir(ino(i)), reply);
     }
 
     fn statfs(&self, req: &Request, i: INodeNo, reply: ReplyStatfs) {
-        match self.run("statfs", req, i.0, self.fs.statfs()) {
-            Ok(s) => reply.statfs(
-                s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
-            ),
-            Err(e) => reply.error(e),
-        }
+        self.reply("statfs", req, i.0, self.fs.statfs(), reply);
     }
 
     fn setxattr(
@@ -595,50 +571,34 @@ impl Filesystem for FuseFs {
             return;
         }
         let fut = self.fs.setxattr(ino(i), name.as_bytes(), value, flags);
-        match self.run("setxattr", req, i.0, fut) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.reply("setxattr", req, i.0, fut, reply);
     }
 
     fn getxattr(&self, req: &Request, i: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        match self.run(
-            "getxattr",
-            req,
-            i.0,
-            self.fs.getxattr(ino(i), name.as_bytes()),
-        ) {
-            Ok(value) => reply_xattr(reply, &value, size),
-            Err(e) => reply.error(e),
-        }
+        let fut = self.fs.getxattr(ino(i), name.as_bytes());
+        self.reply("getxattr", req, i.0, fut, XattrReply(reply, size));
     }
 
     fn listxattr(&self, req: &Request, i: INodeNo, size: u32, reply: ReplyXattr) {
-        match self.run("listxattr", req, i.0, self.fs.listxattr(ino(i))) {
-            Ok(list) => reply_xattr(reply, &list, size),
-            Err(e) => reply.error(e),
-        }
+        let fut = self.fs.listxattr(ino(i));
+        self.reply("listxattr", req, i.0, fut, XattrReply(reply, size));
     }
 
     fn removexattr(&self, req: &Request, i: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.run(
+        self.reply(
             "removexattr",
             req,
             i.0,
             self.fs.removexattr(ino(i), name.as_bytes()),
-        ) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+            reply,
+        );
     }
 
     fn access(&self, req: &Request, i: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
         // default_permissions: the kernel has already checked the mode bits; access only needs
         // the inode to exist.
-        match self.run("access", req, i.0, self.fs.getattr(ino(i))) {
-            Ok(_) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        let fut = async { self.fs.getattr(ino(i)).await.map(drop) };
+        self.reply("access", req, i.0, fut, reply);
     }
 
     fn create(
@@ -652,16 +612,7 @@ impl Filesystem for FuseFs {
         reply: ReplyCreate,
     ) {
         let fut = self.fs.create(ino(parent), name, mode, flags, owner(req));
-        match self.run("create", req, parent.0, fut) {
-            Ok((attr, opened)) => reply.created(
-                &ATTR_TTL,
-                &file_attr(&attr),
-                generation(&attr),
-                fuser::FileHandle(opened.fh.0),
-                fopen_flags(opened.keep_cache),
-            ),
-            Err(e) => reply.error(e),
-        }
+        self.reply("create", req, parent.0, fut, reply);
     }
 
     fn fallocate(
@@ -675,10 +626,7 @@ impl Filesystem for FuseFs {
         reply: ReplyEmpty,
     ) {
         let fut = self.fs.fallocate(ino(i), fh(handle), offset, length, mode);
-        match self.run("fallocate", req, i.0, fut) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.reply("fallocate", req, i.0, fut, reply);
     }
 
     fn lseek(
@@ -784,15 +732,106 @@ fn fopen_flags(keep_cache: bool) -> FopenFlags {
     }
 }
 
-/// getxattr/listxattr protocol: size 0 asks for the length; a too-small buffer is ERANGE.
-fn reply_xattr(reply: ReplyXattr, value: &[u8], size: u32) {
-    let len = u32::try_from(value.len()).unwrap_or(u32::MAX);
-    if size == 0 {
-        reply.size(len);
-    } else if len <= size {
-        reply.data(value);
-    } else {
-        reply.error(Errno::ERANGE);
+/// A fuser reply that can carry the core's result `T` to the kernel, or an errno.
+trait Answer<T> {
+    fn answer(self, value: T);
+    fn fail(self, errno: Errno);
+}
+
+/// Implements [`Answer`] for a reply type: `|reply, value| how to answer`.
+macro_rules! answer {
+    ($reply:ty, $t:ty, |$r:ident, $v:ident| $body:expr) => {
+        impl Answer<$t> for $reply {
+            fn answer(self, $v: $t) {
+                let $r = self;
+                $body
+            }
+            fn fail(self, errno: Errno) {
+                self.error(errno)
+            }
+        }
+    };
+}
+
+answer!(ReplyEntry, Attr, |r, a| r.entry(
+    &ATTR_TTL,
+    &file_attr(&a),
+    generation(&a)
+));
+answer!(ReplyAttr, Attr, |r, a| r.attr(&ATTR_TTL, &file_attr(&a)));
+answer!(ReplyEmpty, (), |r, _v| r.ok());
+answer!(ReplyData, Vec<u8>, |r, d| r.data(&d));
+answer!(ReplyWrite, u32, |r, n| r.written(n));
+answer!(ReplyOpen, Opened, |r, o| r
+    .opened(fuser::FileHandle(o.fh.0), fopen_flags(o.keep_cache)));
+answer!(ReplyOpen, FileHandle, |r, h| r
+    .opened(fuser::FileHandle(h.0), FopenFlags::empty()));
+answer!(ReplyCreate, (Attr, Opened), |r, v| r.created(
+    &ATTR_TTL,
+    &file_attr(&v.0),
+    generation(&v.0),
+    fuser::FileHandle(v.1.fh.0),
+    fopen_flags(v.1.keep_cache)
+));
+answer!(ReplyStatfs, StatFs, |r, s| r.statfs(
+    s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize
+));
+
+/// A lookup's reply: a missing name is answered with a negative entry (inode 0) that the
+/// kernel caches for [`ATTR_TTL`], like a found one. A bare ENOENT is not cached, so every
+/// `stat` of a missing name, then the `open(O_CREAT)` and the `rename` onto it, would each ask
+/// again: rsync makes three lookups of each name it is about to create. Names only appear
+/// through this mount, whose kernel updates the cached entry itself when it creates one.
+struct Lookup(ReplyEntry);
+
+impl Answer<Attr> for Lookup {
+    fn answer(self, attr: Attr) {
+        self.0.answer(attr);
+    }
+    fn fail(self, errno: Errno) {
+        if errno == Errno::ENOENT {
+            let none = FileAttr {
+                ino: INodeNo(0),
+                size: 0,
+                blocks: 0,
+                atime: UNIX_EPOCH,
+                mtime: UNIX_EPOCH,
+                ctime: UNIX_EPOCH,
+                crtime: UNIX_EPOCH,
+                kind: FileType::RegularFile,
+                perm: 0,
+                nlink: 0,
+                uid: 0,
+                gid: 0,
+                rdev: 0,
+                blksize: BLOCK_SIZE,
+                flags: 0,
+            };
+            self.0.entry(&ATTR_TTL, &none, fuser::Generation(0));
+        } else {
+            self.0.error(errno);
+        }
+    }
+}
+
+/// A getxattr/listxattr reply and the caller's buffer size: size 0 asks for the length; a
+/// too-small buffer is ERANGE.
+struct XattrReply(ReplyXattr, u32);
+
+impl Answer<Vec<u8>> for XattrReply {
+    fn answer(self, value: Vec<u8>) {
+        let XattrReply(reply, size) = self;
+        let len = u32::try_from(value.len()).unwrap_or(u32::MAX);
+        if size == 0 {
+            reply.size(len);
+        } else if len <= size {
+            reply.data(&value);
+        } else {
+            reply.error(Errno::ERANGE);
+        }
+    }
+    fn fail(self, errno: Errno) {
+        self.0.error(errno)
     }
 }
 

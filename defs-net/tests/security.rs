@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use defs_core::identity::{Identity, SignDomain};
 use defs_core::types::ShardId;
-use defs_net::Error;
 use defs_net::protocol::{Auth, ErrorCode, MAX_SHARD_LEN, Request};
 use defs_net::test_utils::TestCluster;
+use defs_net::{Client, Error, PeerId};
 
 use crate::util::timeout;
 
@@ -18,6 +18,24 @@ fn shard(n: usize, seed: u8) -> (ShardId, Vec<u8>) {
 
 fn code(e: &Error) -> Option<ErrorCode> {
     e.remote_code()
+}
+
+/// Sends `node` a raw `Store` request, bypassing the client's own signing and checks.
+async fn store(
+    client: &Client,
+    node: PeerId,
+    id: ShardId,
+    auth: Auth,
+    crc: u32,
+    data: Vec<u8>,
+) -> Result<(), Error> {
+    let request = Request::Store {
+        id,
+        auth,
+        crc,
+        data,
+    };
+    client.node().request(node, request).await.map(|_| ())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -31,51 +49,21 @@ async fn forged_missing_and_replayed_signatures_are_refused() {
     // A zero ("missing") signature.
     let mut auth = client.auth(SignDomain::StoreShard, &id, data.len() as u32);
     auth.signature = [0; 64];
-    let err = client
-        .node()
-        .request(
-            node,
-            Request::Store {
-                id,
-                auth,
-                crc,
-                data: data.clone(),
-            },
-        )
+    let err = store(&client, node, id, auth, crc, data.clone())
         .await
         .unwrap_err();
     assert_eq!(code(&err), Some(ErrorCode::BadSignature), "{err}");
 
     // Signed for another shard length.
     let auth = client.auth(SignDomain::StoreShard, &id, 5);
-    let err = client
-        .node()
-        .request(
-            node,
-            Request::Store {
-                id,
-                auth,
-                crc,
-                data: data.clone(),
-            },
-        )
+    let err = store(&client, node, id, auth, crc, data.clone())
         .await
         .unwrap_err();
     assert_eq!(code(&err), Some(ErrorCode::BadSignature), "{err}");
 
     // A delete signature used for a store (wrong domain).
     let auth = client.auth(SignDomain::DeleteShard, &id, data.len() as u32);
-    let err = client
-        .node()
-        .request(
-            node,
-            Request::Store {
-                id,
-                auth,
-                crc,
-                data: data.clone(),
-            },
-        )
+    let err = store(&client, node, id, auth, crc, data.clone())
         .await
         .unwrap_err();
     assert_eq!(code(&err), Some(ErrorCode::BadSignature), "{err}");
@@ -84,17 +72,7 @@ async fn forged_missing_and_replayed_signatures_are_refused() {
     let other = Identity::generate(0);
     let mut auth = client.auth(SignDomain::StoreShard, &id, data.len() as u32);
     auth.public_key = other.public().to_bytes();
-    let err = client
-        .node()
-        .request(
-            node,
-            Request::Store {
-                id,
-                auth,
-                crc,
-                data: data.clone(),
-            },
-        )
+    let err = store(&client, node, id, auth, crc, data.clone())
         .await
         .unwrap_err();
     assert_eq!(code(&err), Some(ErrorCode::BadSignature), "{err}");
@@ -106,17 +84,7 @@ async fn forged_missing_and_replayed_signatures_are_refused() {
         nonce: [1; 16],
         signature: [1; 64],
     };
-    let err = client
-        .node()
-        .request(
-            node,
-            Request::Store {
-                id,
-                auth,
-                crc,
-                data: data.clone(),
-            },
-        )
+    let err = store(&client, node, id, auth, crc, data.clone())
         .await
         .unwrap_err();
     assert_eq!(code(&err), Some(ErrorCode::BadSignature), "{err}");
@@ -126,65 +94,32 @@ async fn forged_missing_and_replayed_signatures_are_refused() {
 
     // A valid store, then its exact replay.
     let auth = client.auth(SignDomain::StoreShard, &id, data.len() as u32);
-    client
-        .node()
-        .request(
-            node,
-            Request::Store {
-                id,
-                auth: auth.clone(),
-                crc,
-                data: data.clone(),
-            },
-        )
+    store(&client, node, id, auth.clone(), crc, data.clone())
         .await
         .unwrap();
-    let err = client
-        .node()
-        .request(
-            node,
-            Request::Store {
-                id,
-                auth,
-                crc,
-                data: data.clone(),
-            },
-        )
+    let err = store(&client, node, id, auth, crc, data.clone())
         .await
         .unwrap_err();
     assert_eq!(code(&err), Some(ErrorCode::Replay), "{err}");
 
     // Bad CRC (damaged in transit) and bytes that do not hash to the id.
     let auth = client.auth(SignDomain::StoreShard, &id, data.len() as u32);
-    let err = client
-        .node()
-        .request(
-            node,
-            Request::Store {
-                id,
-                auth,
-                crc: crc ^ 1,
-                data: data.clone(),
-            },
-        )
+    let err = store(&client, node, id, auth, crc ^ 1, data.clone())
         .await
         .unwrap_err();
     assert_eq!(code(&err), Some(ErrorCode::Corrupt), "{err}");
     let (_, other_data) = shard(10_000, 2);
     let auth = client.auth(SignDomain::StoreShard, &id, other_data.len() as u32);
-    let err = client
-        .node()
-        .request(
-            node,
-            Request::Store {
-                id,
-                auth,
-                crc: crc32fast::hash(&other_data),
-                data: other_data,
-            },
-        )
-        .await
-        .unwrap_err();
+    let err = store(
+        &client,
+        node,
+        id,
+        auth,
+        crc32fast::hash(&other_data),
+        other_data,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(code(&err), Some(ErrorCode::Corrupt), "{err}");
 }
 

@@ -5,15 +5,13 @@
 //! ranges, bytes and dirty flag equal those after exactly N or N + 1 operations run on a fresh
 //! store (closed and reopened cleanly): no returned write is forgotten, no range is claimed that was not written.
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::testutil::Rng;
+use crate::testutil::{CrashChild, Progress, Rng, crash_child_args, in_crash_child};
 
-const CHILD_ENV: &str = "DEFS_CACHE_CRASH_CHILD";
-const SEED_ENV: &str = "DEFS_CACHE_CRASH_SEED";
+const CHILD: &str = "cache_store::crash_tests::cache_crash_child_role";
 const OPS: usize = 300;
 const RUNS: u64 = 50;
 const INODES: u64 = 4;
@@ -147,66 +145,37 @@ fn state(cache: &CacheStore) -> View {
     }
 }
 
-/// The child's role; does nothing unless the parent set `CHILD_ENV`.
+/// The child's role; does nothing unless started by the parent test.
 #[test]
 fn cache_crash_child_role() {
-    let Ok(dir) = std::env::var(CHILD_ENV) else {
+    let Some((dir, seed)) = crash_child_args(CHILD) else {
         return;
     };
-    let seed: u64 = std::env::var(SEED_ENV).unwrap().parse().unwrap();
-    let dir = std::path::PathBuf::from(dir);
     let cache = CacheStore::open(&dir.join("cache"), CONFIG).unwrap();
-    let mut returned = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("returned"))
-        .unwrap();
-    returned.write_all(b"0\n").unwrap();
+    let mut returned = Progress::open(&dir.join("returned"));
+    returned.record(0);
     for (i, op) in ops(seed).iter().enumerate() {
         apply(&cache, i, op);
-        returned
-            .write_all(format!("{}\n", i + 1).as_bytes())
-            .unwrap();
+        returned.record(i + 1);
     }
 }
 
 #[test]
 fn sigkill_at_random_points_forgets_no_returned_write() {
-    if std::env::var(CHILD_ENV).is_ok() {
+    if in_crash_child() {
         return;
     }
-    let exe = std::env::current_exe().unwrap();
     let started = Instant::now();
     let mut rng = Rng(0xCAC4E);
     let mut mid = 0;
     for run in 0..RUNS {
         let seed = rng.next();
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "cache_store::crash_tests::cache_crash_child_role",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, dir.path())
-            .env(SEED_ENV, seed.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let ready = Instant::now();
-        while !dir.path().join("returned").exists() && ready.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        std::thread::sleep(Duration::from_micros(rng.below(40_000)));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        let returned: usize = std::fs::read_to_string(dir.path().join("returned"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.parse().ok())
-            .max()
-            .unwrap_or(0);
+        CrashChild::spawn(CHILD, dir.path(), seed, Stdio::null()).kill_when_ready(
+            &dir.path().join("returned"),
+            Duration::from_micros(rng.below(40_000)),
+        );
+        let returned = Progress::read(&dir.path().join("returned"));
         if !dir.path().join("cache").join(LOG_FILE).exists() {
             assert_eq!(returned, 0);
             continue;
@@ -290,17 +259,7 @@ proptest::proptest! {
             }
             cache.flush_on_drop = false;
         }
-        let log = dir.path().join(LOG_FILE);
-        let mut bytes = std::fs::read(&log).unwrap();
-        let h = crate::oplog::HEADER_LEN as usize;
-        bytes.truncate(h + cut % (bytes.len() - h + 1));
-        if let Some((at, x)) = flip
-            && bytes.len() > h
-        {
-            let i = h + at % (bytes.len() - h);
-            bytes[i] ^= x;
-        }
-        std::fs::write(&log, &bytes).unwrap();
+        crate::testutil::damage_log(&dir.path().join(LOG_FILE), cut, flip);
         let cache = CacheStore::open(dir.path(), CONFIG).unwrap();
         // state() reads every present range back (and unwraps).
         let first = state(&cache);

@@ -8,15 +8,16 @@
 //! is half-applied. The reference states come from running the same operations on a fresh DB
 //! in the parent.
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::testutil::{Op, Rng, apply_db, check_invariants, dump, time};
+use crate::testutil::{
+    CrashChild, Op, Progress, Rng, apply_db, check_invariants, crash_child_args, dump,
+    in_crash_child, time,
+};
 
-const CHILD_ENV: &str = "DEFS_META_CRASH_CHILD";
-const SEED_ENV: &str = "DEFS_META_CRASH_SEED";
+const CHILD: &str = "meta::crash_tests::crash_child_role";
 const OPS: usize = 200;
 const RUNS: u64 = 50;
 
@@ -28,50 +29,36 @@ fn ops(seed: u64) -> (Vec<Op>, Vec<bool>) {
     (ops, syncs)
 }
 
-/// The child's role; does nothing unless the parent set `CHILD_ENV`.
+/// The child's role; does nothing unless started by the parent test.
 #[test]
 fn crash_child_role() {
-    let Ok(dir) = std::env::var(CHILD_ENV) else {
+    let Some((dir, seed)) = crash_child_args(CHILD) else {
         return;
     };
-    let seed: u64 = std::env::var(SEED_ENV).unwrap().parse().unwrap();
-    let dir = std::path::PathBuf::from(dir);
     // A short group-commit interval so background durable commits race with the kill too.
     let db = MetaDb::open_with(&dir.join("db"), Some(Duration::from_millis(3))).unwrap();
-    let mut returned = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("returned"))
-        .unwrap();
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("synced"))
-        .unwrap();
+    let mut returned = Progress::open(&dir.join("returned"));
+    let mut log = Progress::open(&dir.join("synced"));
     // "Ready": the parent starts its random countdown from here.
-    log.write_all(b"0\n").unwrap();
+    log.record(0);
     let (ops, syncs) = ops(seed);
     for (i, op) in ops.iter().enumerate() {
         let _ = apply_db(&db, op, time(i as u64));
-        // One write(2) per line; the page cache survives SIGKILL, no fsync needed.
-        returned
-            .write_all(format!("{}\n", i + 1).as_bytes())
-            .unwrap();
+        returned.record(i + 1);
         if syncs[i] {
             db.sync().unwrap();
-            log.write_all(format!("{}\n", i + 1).as_bytes()).unwrap();
+            log.record(i + 1);
         }
     }
     db.sync().unwrap();
-    log.write_all(format!("{OPS}\n").as_bytes()).unwrap();
+    log.record(OPS);
 }
 
 #[test]
 fn sigkill_at_random_points_loses_no_returned_operation_and_half_applies_nothing() {
-    if std::env::var(CHILD_ENV).is_ok() {
+    if in_crash_child() {
         return;
     }
-    let exe = std::env::current_exe().unwrap();
     let started = Instant::now();
     let mut rng = Rng(0xC0FFEE);
     let mut outcomes = Vec::new();
@@ -79,36 +66,12 @@ fn sigkill_at_random_points_loses_no_returned_operation_and_half_applies_nothing
     for run in 0..RUNS {
         let seed = rng.next();
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "meta::crash_tests::crash_child_role",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, dir.path())
-            .env(SEED_ENV, seed.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let ready = Instant::now();
-        while !dir.path().join("synced").exists() && ready.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        std::thread::sleep(Duration::from_micros(rng.below(30_000)));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-
-        let max_line = |name: &str| -> usize {
-            std::fs::read_to_string(dir.path().join(name))
-                .unwrap_or_default()
-                .lines()
-                .filter_map(|l| l.parse().ok())
-                .max()
-                .unwrap_or(0)
-        };
-        let synced = max_line("synced");
-        let returned = max_line("returned");
+        CrashChild::spawn(CHILD, dir.path(), seed, Stdio::null()).kill_when_ready(
+            &dir.path().join("synced"),
+            Duration::from_micros(rng.below(30_000)),
+        );
+        let synced = Progress::read(&dir.path().join("synced"));
+        let returned = Progress::read(&dir.path().join("returned"));
         assert!(returned >= synced);
         if !dir.path().join("db").join(DB_FILE).exists() {
             assert_eq!(returned, 0);
@@ -283,17 +246,7 @@ proptest::proptest! {
         }
         let img = tempfile::tempdir().unwrap();
         crash_image(dir.path(), img.path());
-        let log = img.path().join(LOG_FILE);
-        let mut bytes = std::fs::read(&log).unwrap();
-        let h = crate::oplog::HEADER_LEN as usize;
-        bytes.truncate(h + cut % (bytes.len() - h + 1));
-        if let Some((at, x)) = flip
-            && bytes.len() > h
-        {
-            let i = h + at % (bytes.len() - h);
-            bytes[i] ^= x;
-        }
-        std::fs::write(&log, &bytes).unwrap();
+        crate::testutil::damage_log(&img.path().join(LOG_FILE), cut, flip);
         let copy = MetaDb::open_with(img.path(), None).unwrap();
         check_invariants(&copy).unwrap();
         let got = dump(&copy);

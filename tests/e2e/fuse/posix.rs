@@ -10,6 +10,17 @@ use nix::sys::time::TimeSpec;
 
 use super::{errno, mount};
 
+/// Opens `p` to read and write, creating it if it is missing and keeping what it holds.
+fn open_rw(p: &std::path::Path) -> File {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(p)
+        .unwrap_or_else(|e| panic!("opening {}: {e}", p.display()))
+}
+
 // ---- create, open -----------------------------------------------------------------------------
 
 #[test]
@@ -35,6 +46,24 @@ fn create_excl_makes_a_file_visible_at_once_and_refuses_an_existing_name_with_ee
         .unwrap_err();
     assert_eq!(errno(&e), libc::EEXIST);
     drop(f);
+}
+
+#[test]
+fn a_name_seen_missing_is_found_at_once_after_it_is_made() {
+    // The kernel caches "missing" for 1 s; making the name through the mount must not wait.
+    let m = mount!();
+    let p = m.path("soon");
+    assert_eq!(errno(&fs::metadata(&p).unwrap_err()), libc::ENOENT);
+    fs::write(&p, b"x").unwrap();
+    assert_eq!(fs::metadata(&p).unwrap().len(), 1);
+    fs::remove_file(&p).unwrap();
+    assert_eq!(errno(&fs::metadata(&p).unwrap_err()), libc::ENOENT);
+    let tmp = m.path(".soon.tmp");
+    assert_eq!(errno(&fs::metadata(&tmp).unwrap_err()), libc::ENOENT);
+    fs::write(&tmp, b"yy").unwrap();
+    fs::rename(&tmp, &p).unwrap();
+    assert_eq!(fs::metadata(&p).unwrap().len(), 2);
+    assert_eq!(errno(&fs::metadata(&tmp).unwrap_err()), libc::ENOENT);
 }
 
 #[test]
@@ -81,13 +110,7 @@ fn stat_after_close_shows_the_final_size_and_mtime() {
 fn random_writes_match_a_model_file() {
     let m = mount!();
     let p = m.path("random");
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&p)
-        .unwrap();
+    let f = open_rw(&p);
     let mut model: Vec<u8> = Vec::new();
     let mut x = 12345u64;
     for i in 0..300u64 {
@@ -175,13 +198,7 @@ fn sparse_files_read_zeros_in_their_holes() {
 fn fallocate_extends_the_size_and_other_modes_are_eopnotsupp() {
     let m = mount!();
     let p = m.path("falloc");
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&p)
-        .unwrap();
+    let f = open_rw(&p);
     nix::fcntl::fallocate(&f, nix::fcntl::FallocateFlags::empty(), 0, 4096).unwrap();
     assert_eq!(fs::metadata(&p).unwrap().len(), 4096);
     let e = nix::fcntl::fallocate(
