@@ -119,6 +119,7 @@ async fn ephemeral(
             bootstrap,
             mdns: config.node.mdns && !net.no_mdns,
             store: None,
+            peer_difficulty: config.identity.puzzle_difficulty,
             ..defs_net::Config::default()
         },
     )
@@ -234,6 +235,7 @@ pub async fn node(dir: &Path, opts: NodeOptions) -> anyhow::Result<()> {
             store: Some(store),
             capacity,
             zone: opts.zone,
+            peer_difficulty: config.identity.puzzle_difficulty,
             ..defs_net::Config::default()
         },
     )
@@ -269,6 +271,7 @@ pub async fn devnet(dir: &Path, nodes: usize, capacity: u64) -> anyhow::Result<(
         capacity,
         capacities: Vec::new(),
         gossip_heartbeat: Duration::from_secs(1),
+        quic: false,
     })
     .await?;
     println!("devnet: {nodes} storage nodes, data in {}", dir.display());
