@@ -235,6 +235,14 @@ mod tests {
     }
 
     #[test]
+    fn initial_toml_carries_the_chosen_puzzle_difficulty() {
+        let parsed: Config = toml::from_str(&initial_toml(3)).unwrap();
+        let mut want = Config::default();
+        want.identity.puzzle_difficulty = 3;
+        assert_eq!(parsed, want);
+    }
+
+    #[test]
     fn missing_file_gives_defaults_and_bad_files_name_the_problem() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
