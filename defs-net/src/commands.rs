@@ -97,6 +97,13 @@ pub async fn put(
             report.fault_tolerance,
             parity
         );
+    } else if report.fault_tolerance == 0 {
+        // E.g. a lone node: the layout chose no redundancy for one holder. Say so anyway.
+        let _ = writeln!(
+            out,
+            "warning: {} storage node(s) usable: the file survives the loss of 0 node(s)",
+            report.peers
+        );
     }
     let _ = write!(out, "{}", report.file);
     Ok(out)
