@@ -58,18 +58,29 @@ pub trait ShardClient: Send + Sync {
     /// When the network is unreachable; ids nobody holds are simply absent.
     fn lookup(&self, ids: Vec<ShardId>) -> BoxFuture<'_, Result<Holders>>;
 
-    /// How many distinct storage nodes placement can use now (this machine's own store
-    /// included when it has one). Layouts are chosen by it: 0 means nothing can be stored.
-    ///
-    /// # Errors
-    /// When the network is unreachable.
-    fn storage_peers(&self) -> BoxFuture<'_, Result<usize>>;
-
     /// Deletes a shard from `holders` (a signed, owner-only request).
     ///
     /// # Errors
     /// When a holder refuses or cannot be reached.
     fn delete(&self, id: ShardId, holders: Vec<NodeId>) -> BoxFuture<'_, Result<()>>;
+
+    /// How many distinct nodes [`store_segment`](Self::store_segment) can place shards on right
+    /// now: the connected storage peers it accepts, plus one for the local node when it has a
+    /// shard store of its own (so a lone storage node answers 1). A segment of more shards than
+    /// this survives fewer node losses than its parity count.
+    ///
+    /// # Errors
+    /// When the network layer has stopped.
+    fn storage_peers(&self) -> BoxFuture<'_, Result<usize>>;
+
+    /// Free bytes advertised by the nodes [`storage_peers`](Self::storage_peers) counts (each
+    /// peer's last reported capacity minus its use, plus the local store's), for `statfs`.
+    /// Peers that have not reported yet count as 0. Raw shard bytes: a file needs more than its
+    /// size (parity and replicas).
+    ///
+    /// # Errors
+    /// When the network layer has stopped.
+    fn capacity(&self) -> BoxFuture<'_, Result<u64>>;
 }
 
 /// How many node losses a segment survives in the worst case, given the holder of each of its

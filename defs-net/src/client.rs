@@ -439,6 +439,24 @@ impl Client {
             .await?
     }
 
+    /// Nodes placement can use now: connected storage peers whose identity puzzle checks out,
+    /// plus this node when it has a shard store. 0 means a put would fail with
+    /// [`Error::NoPeers`].
+    ///
+    /// # Errors
+    /// [`Error::Closed`].
+    pub async fn storage_peers(&self) -> Result<usize> {
+        Ok(self.node.candidates(0).await?.len())
+    }
+
+    /// Free bytes advertised by those nodes (see [`crate::node::NodeStatus::network_free`]).
+    ///
+    /// # Errors
+    /// [`Error::Closed`].
+    pub async fn capacity(&self) -> Result<u64> {
+        Ok(self.node.status().await?.network_free)
+    }
+
     /// Connected peers for the given node ids (manifest holders); unknown ones are left out.
     ///
     /// # Errors
@@ -519,17 +537,6 @@ impl ShardClient for Client {
         })
     }
 
-    fn storage_peers(&self) -> BoxFuture<'_, defs_core::Result<usize>> {
-        Box::pin(async move {
-            let candidates = self
-                .node
-                .candidates(0)
-                .await
-                .map_err(|e| to_core("placement", ShardId::default(), e))?;
-            Ok(candidates.len())
-        })
-    }
-
     fn delete(&self, id: ShardId, holders: Vec<NodeId>) -> BoxFuture<'_, defs_core::Result<()>> {
         Box::pin(async move {
             let peers = self
@@ -544,6 +551,21 @@ impl ShardClient for Client {
                 }
             }
             Ok(())
+        })
+    }
+    fn storage_peers(&self) -> BoxFuture<'_, defs_core::Result<usize>> {
+        Box::pin(async move {
+            self.storage_peers()
+                .await
+                .map_err(|e| to_core("storage peers", ShardId::default(), e))
+        })
+    }
+
+    fn capacity(&self) -> BoxFuture<'_, defs_core::Result<u64>> {
+        Box::pin(async move {
+            self.capacity()
+                .await
+                .map_err(|e| to_core("capacity", ShardId::default(), e))
         })
     }
 }

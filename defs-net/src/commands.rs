@@ -101,6 +101,13 @@ pub async fn put(
             report.fault_tolerance,
             parity
         );
+    } else if report.fault_tolerance == 0 {
+        // E.g. a lone node: the layout chose no redundancy for one holder. Say so anyway.
+        let _ = writeln!(
+            out,
+            "warning: {} storage node(s) usable: the file survives the loss of 0 node(s)",
+            report.peers
+        );
     }
     let _ = write!(out, "{}", report.file);
     Ok(out)
@@ -164,7 +171,7 @@ pub async fn peers(client: &Client, json: bool) -> Result<String> {
             }
             let _ = write!(
                 out,
-                "{{\"peer\":{},\"node_id\":{},\"connected\":{},\"storage\":{},\"rtt_ms\":{},\"bandwidth\":{},\"score\":{:.4},\"capacity\":{},\"used\":{},\"zone\":{},\"addrs\":[{}]}}",
+                "{{\"peer\":{},\"node_id\":{},\"connected\":{},\"storage\":{},\"rtt_ms\":{},\"bandwidth\":{},\"score\":{:.4},\"capacity\":{},\"used\":{},\"zone\":{},\"puzzle_ok\":{},\"addrs\":[{}]}}",
                 json_str(&p.peer.to_string()),
                 p.node_id.map_or("null".into(), |n| json_str(&n.to_hex())),
                 p.connected,
@@ -182,6 +189,7 @@ pub async fn peers(client: &Client, json: bool) -> Result<String> {
                     .as_ref()
                     .map_or("null".into(), |i| i.used.to_string()),
                 p.info.as_ref().map_or("null".into(), |i| json_str(&i.zone)),
+                p.puzzle_ok,
                 p.addrs
                     .iter()
                     .map(|a| json_str(&a.to_string()))
@@ -197,7 +205,11 @@ pub async fn peers(client: &Client, json: bool) -> Result<String> {
                 "{}  {}  {}  rtt={}  score={:.3}  {}",
                 p.peer,
                 if p.connected { "connected" } else { "known" },
-                if p.storage { "storage" } else { "client" },
+                match (p.puzzle_ok, p.storage) {
+                    (false, _) => "refused (identity puzzle not solved)",
+                    (true, true) => "storage",
+                    (true, false) => "client",
+                },
                 p.rtt
                     .map_or("-".into(), |r| format!("{:.1}ms", r.as_secs_f64() * 1000.0)),
                 p.score,
@@ -213,17 +225,34 @@ pub async fn peers(client: &Client, json: bool) -> Result<String> {
     Ok(out.trim_end().to_string())
 }
 
-/// `defs status`: this node and its view of the network.
+/// What `defs status` says about protection, in one plain line (`None` when shards can go to
+/// other machines).
+fn protection(storage_peers: usize, local_store: bool) -> Option<&'static str> {
+    match (storage_peers, local_store) {
+        (0, true) => Some(
+            "no storage peers: shards stay on this node, so nothing is protected against losing this machine",
+        ),
+        (0, false) => Some(
+            "no storage peers and no local store: nothing can be stored until a storage peer connects",
+        ),
+        _ => None,
+    }
+}
+
+/// `defs status`: this node, its peers, the network's capacity and whether anything is protected
+/// against losing this machine.
 ///
 /// # Errors
 /// [`Error::Closed`].
 pub async fn status(client: &Client, json: bool) -> Result<String> {
     let s = client.node().status().await?;
+    let usable = s.storage_peers + usize::from(s.info.storage);
+    let warning = protection(s.storage_peers, s.info.storage);
     let mut out = String::new();
     if json {
         let _ = write!(
             out,
-            "{{\"peer\":{},\"node_id\":{},\"listen\":[{}],\"connected_peers\":{},\"storage_peers\":{},\"storage\":{},\"capacity\":{},\"used\":{},\"shards\":{},\"protected\":{}}}",
+            "{{\"peer\":{},\"node_id\":{},\"listen\":[{}],\"connected_peers\":{},\"storage_peers\":{},\"usable_storage_nodes\":{},\"storage\":{},\"capacity\":{},\"used\":{},\"shards\":{},\"network_capacity\":{},\"network_free\":{},\"protected\":{},\"warning\":{}}}",
             json_str(&s.peer.to_string()),
             json_str(&s.node_id.to_hex()),
             s.listen
@@ -233,11 +262,15 @@ pub async fn status(client: &Client, json: bool) -> Result<String> {
                 .join(","),
             s.connected,
             s.storage_peers,
+            usable,
             s.info.storage,
             s.info.capacity,
             s.info.used,
             s.info.shards,
+            s.network_capacity,
+            s.network_free,
             s.storage_peers > 0,
+            warning.map_or("null".into(), json_str),
         );
     } else {
         let _ = writeln!(out, "peer id:        {}", s.peer);
@@ -253,15 +286,23 @@ pub async fn status(client: &Client, json: bool) -> Result<String> {
         if s.info.storage {
             let _ = writeln!(
                 out,
-                "storage:        {} shards, {} of {} bytes used",
+                "local store:    {} shards, {} of {} bytes used",
                 s.info.shards, s.info.used, s.info.capacity
             );
         }
-        if s.storage_peers == 0 {
-            let _ = writeln!(
-                out,
-                "warning:        no storage peers: nothing is protected against losing this machine"
-            );
+        let _ = writeln!(
+            out,
+            "network:        {usable} storage node(s) usable{}, {} of {} bytes free",
+            if s.info.storage {
+                " (this one included)"
+            } else {
+                ""
+            },
+            s.network_free,
+            s.network_capacity
+        );
+        if let Some(w) = warning {
+            let _ = writeln!(out, "warning:        {w}");
         }
     }
     Ok(out.trim_end().to_string())
@@ -323,5 +364,17 @@ mod tests {
         assert_eq!(parse_rs("3+2"), Some((3, 2)));
         assert_eq!(parse_rs("3"), None);
         assert_eq!(json_str("a\"b\n"), "\"a\\\"b\\u000a\"");
+    }
+
+    #[test]
+    fn status_says_plainly_when_nothing_is_protected() {
+        let alone = protection(0, true).unwrap();
+        assert!(alone.contains("nothing is protected against losing this machine"));
+        assert!(
+            protection(0, false)
+                .unwrap()
+                .contains("nothing can be stored")
+        );
+        assert_eq!(protection(2, true), None);
     }
 }

@@ -37,6 +37,8 @@ pub struct DevnetConfig {
     pub capacities: Vec<u64>,
     /// Gossipsub heartbeat.
     pub gossip_heartbeat: Duration,
+    /// Listen (and connect) over QUIC instead of TCP.
+    pub quic: bool,
 }
 
 /// One node of a devnet.
@@ -57,6 +59,21 @@ pub struct DevNode {
 pub struct Devnet {
     /// The nodes; a killed node is `None`.
     pub nodes: Vec<Option<DevNode>>,
+    /// The nodes listen on QUIC only (else TCP only).
+    quic: bool,
+}
+
+/// A loopback listen address on an ephemeral port: QUIC or TCP.
+///
+/// # Errors
+/// Never in practice (fixed strings); [`Error::Setup`] if they did not parse.
+pub fn loopback(quic: bool) -> Result<Multiaddr> {
+    let text = if quic {
+        "/ip4/127.0.0.1/udp/0/quic-v1"
+    } else {
+        "/ip4/127.0.0.1/tcp/0"
+    };
+    text.parse().map_err(|e| Error::Setup(format!("{e}")))
 }
 
 /// Writes `addrs` one per line to `DIR/addrs` (atomically, so readers never see half a file).
@@ -72,7 +89,8 @@ pub fn write_addrs(dir: &Path, addrs: &[Multiaddr]) -> Result<()> {
 }
 
 /// Starts a storage node with its data in `dir` (identity created if missing), listening on
-/// 127.0.0.1 over TCP, without mDNS.
+/// 127.0.0.1 over TCP (or QUIC when `quic`), without mDNS. It asks [`DEVNET_DIFFICULTY`] of
+/// its peers' identities.
 ///
 /// # Errors
 /// Identity, shard store or network setup errors.
@@ -81,6 +99,7 @@ pub async fn start_storage_node(
     capacity: u64,
     bootstrap: Vec<Multiaddr>,
     gossip_heartbeat: Duration,
+    quic: bool,
 ) -> Result<DevNode> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let key = dir.join("identity.key");
@@ -97,16 +116,13 @@ pub async fn start_storage_node(
         },
     )?;
     let config = Config {
-        listen: vec![
-            "/ip4/127.0.0.1/tcp/0"
-                .parse()
-                .map_err(|e| Error::Setup(format!("{e}")))?,
-        ],
+        listen: vec![loopback(quic)?],
         bootstrap,
         mdns: false,
         store: Some(store),
         capacity,
         gossip_heartbeat,
+        peer_difficulty: DEVNET_DIFFICULTY,
         ..Config::default()
     };
     let node = Node::spawn(&identity, config).await?;
@@ -136,13 +152,16 @@ impl Devnet {
                 .collect();
             let dir = cfg.dir.join(format!("node-{i}"));
             let capacity = cfg.capacities.get(i).copied().unwrap_or(cfg.capacity);
-            let n = start_storage_node(&dir, capacity, bootstrap, cfg.gossip_heartbeat)
+            let n = start_storage_node(&dir, capacity, bootstrap, cfg.gossip_heartbeat, cfg.quic)
                 .instrument(info_span!("devnet", node = i))
                 .await?;
             info!(node = i, addr = %n.addrs.first().map(|a| a.to_string()).unwrap_or_default(), "devnet node up");
             nodes.push(Some(n));
         }
-        let net = Devnet { nodes };
+        let net = Devnet {
+            nodes,
+            quic: cfg.quic,
+        };
         for n in net.nodes.iter().flatten() {
             let have = n
                 .node
@@ -179,8 +198,9 @@ impl Devnet {
         }
     }
 
-    /// Starts a client-only node for `identity`, connected to every live devnet node, and
-    /// returns a client over it.
+    /// Starts a client-only node for `identity` (on the devnet's transport), connected to every
+    /// live devnet node, and returns a client over it. `identity` must solve the puzzle at
+    /// [`DEVNET_DIFFICULTY`], or the nodes refuse it.
     ///
     /// # Errors
     /// Setup errors, [`Error::Timeout`].
@@ -188,15 +208,12 @@ impl Devnet {
         let bootstrap = self.bootstrap();
         let want = bootstrap.len();
         let config = Config {
-            listen: vec![
-                "/ip4/127.0.0.1/tcp/0"
-                    .parse()
-                    .map_err(|e| Error::Setup(format!("{e}")))?,
-            ],
+            listen: vec![loopback(self.quic)?],
             bootstrap,
             mdns: false,
             store: None,
             gossip_heartbeat: Duration::from_millis(200),
+            peer_difficulty: DEVNET_DIFFICULTY,
             ..Config::default()
         };
         let node = Node::spawn(&identity, config).await?;

@@ -12,12 +12,21 @@
 //! The actor's loop is `select! { biased; cancel, finished local work, timers, commands, swarm }`.
 //! Every outbound request is kept in a pending map until its response, failure or timeout (the
 //! request-response behaviour times out every request); every lookup until its deadline.
+//!
+//! A node with a shard store serves its own handle too: a [`NodeMessage::Request`] addressed to
+//! its own peer id goes through the same checks and store I/O as an inbound one, without the
+//! network; it is a placement candidate ([`Candidate::local`]), resolves its own node id and
+//! answers its own lookups. So a lone node stores and fetches locally.
+//!
+//! Peers whose node id does not solve the identity puzzle at [`Config::peer_difficulty`] are
+//! refused: their requests get [`ErrorCode::PuzzleNotSolved`], their lookup asks and answers are
+//! ignored, and they are never placement candidates.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use defs_core::identity::Identity;
+use defs_core::identity::{DEFAULT_PUZZLE_DIFFICULTY, Identity, puzzle_ok};
 use defs_core::shard_store::ShardStore;
 use defs_core::types::{NodeId, ShardId};
 use futures::StreamExt;
@@ -78,6 +87,10 @@ pub struct Config {
     pub zone: String,
     /// Gossipsub heartbeat.
     pub gossip_heartbeat: Duration,
+    /// The identity puzzle difficulty (leading zero bits) a peer's node id must solve before
+    /// this node stores for it, places on it or answers it; `identity.puzzle_difficulty` of
+    /// `config.toml`.
+    pub peer_difficulty: u8,
 }
 
 impl Default for Config {
@@ -90,6 +103,7 @@ impl Default for Config {
             capacity: 0,
             zone: String::new(),
             gossip_heartbeat: Duration::from_secs(1),
+            peer_difficulty: DEFAULT_PUZZLE_DIFFICULTY,
         }
     }
 }
@@ -115,6 +129,8 @@ pub struct PeerSnapshot {
     pub score: f64,
     /// Its reported capacity and zone.
     pub info: Option<NodeInfo>,
+    /// Its node id solves the identity puzzle at our difficulty (else it is refused).
+    pub puzzle_ok: bool,
 }
 
 /// The node's own state, for `defs status`.
@@ -128,10 +144,14 @@ pub struct NodeStatus {
     pub listen: Vec<Multiaddr>,
     /// Connected peers.
     pub connected: usize,
-    /// Connected storage peers.
+    /// Connected remote storage peers that placement may use (puzzle solved).
     pub storage_peers: usize,
     /// Our own store, if any.
     pub info: NodeInfo,
+    /// Free bytes advertised by those storage peers plus our own store's free bytes.
+    pub network_free: u64,
+    /// Capacity advertised by those storage peers plus our own store's capacity.
+    pub network_capacity: u64,
 }
 
 /// The outcome of a transfer, reported by clients for peer scores.
@@ -179,7 +199,7 @@ pub enum NodeMessage {
         /// The peers.
         reply: oneshot::Sender<Vec<PeerSnapshot>>,
     },
-    /// Connected storage peers with their scores for `need` bytes.
+    /// Connected storage peers (and our own store) with their scores for `need` bytes.
     Candidates {
         /// Bytes about to be placed on each.
         need: u64,
@@ -334,6 +354,8 @@ impl Node {
         let service = config
             .store
             .map(|store| Service::new(store, config.capacity, config.zone.clone()));
+        let mut local_stats = PeerStats::new(Instant::now());
+        local_stats.zone = (!config.zone.is_empty()).then(|| config.zone.clone());
         let actor = NodeActor {
             swarm,
             peer_id,
@@ -351,6 +373,8 @@ impl Node {
             inbound_ops: 0,
             queued_inbound: VecDeque::new(),
             last_refresh: Instant::now(),
+            local_stats,
+            peer_difficulty: config.peer_difficulty,
         };
         let span = info_span!("node", peer = %short(&peer_id));
         let task = tokio::spawn(actor.run().instrument(span));
@@ -450,7 +474,8 @@ impl Node {
         self.ask(|reply| NodeMessage::Peers { reply }).await
     }
 
-    /// Connected storage peers with their scores for placing `need` bytes.
+    /// Connected storage peers with their scores for placing `need` bytes, and this node's own
+    /// store ([`Candidate::local`]) when it has one.
     ///
     /// # Errors
     /// [`Error::Closed`].
@@ -468,15 +493,20 @@ impl Node {
             .await
     }
 
-    /// Waits until at least `n` storage peers are connected and identified, or `timeout`.
-    /// Returns how many there are.
+    /// Waits until at least `n` remote storage peers are connected and identified, or `timeout`.
+    /// Returns how many there are (our own store is not counted).
     ///
     /// # Errors
     /// [`Error::Closed`].
     pub async fn wait_for_storage_peers(&self, n: usize, timeout: Duration) -> Result<usize> {
         let deadline = Instant::now() + timeout;
         loop {
-            let have = self.candidates(0).await?.len();
+            let have = self
+                .candidates(0)
+                .await?
+                .iter()
+                .filter(|c| !c.local)
+                .count();
             if have >= n || Instant::now() >= deadline {
                 return Ok(have);
             }
@@ -585,6 +615,18 @@ struct PeerState {
     info: Option<NodeInfo>,
     node_id: Option<NodeId>,
     last_seen: Instant,
+    /// The node id solves the puzzle at our difficulty; refused otherwise.
+    puzzle_ok: bool,
+    /// The refusal was logged (once per peer).
+    refusal_logged: bool,
+}
+
+/// Where the answer to an admitted operation goes.
+pub(crate) enum Reply {
+    /// Back to a remote peer over its request-response stream.
+    Peer(ResponseChannel<Response>),
+    /// To this node's own handle (a request addressed to ourselves).
+    Local(oneshot::Sender<Result<Response>>),
 }
 
 /// An outbound request in flight.
@@ -615,11 +657,8 @@ struct PendingLookup {
 
 /// Local work finished off the actor.
 pub(crate) enum Done {
-    /// An inbound request's answer is ready.
-    Respond {
-        channel: ResponseChannel<Response>,
-        response: Response,
-    },
+    /// An inbound (or local) request's answer is ready.
+    Respond { reply: Reply, response: Response },
     /// Our store holds these of a broadcast ask.
     Holders {
         asker: PeerId,
@@ -631,7 +670,7 @@ pub(crate) enum Done {
 /// An inbound operation waiting for a free slot on the blocking pool.
 struct QueuedOp {
     op: service::Op,
-    channel: Option<ResponseChannel<Response>>,
+    reply: Option<Reply>,
 }
 
 /// The task that owns the swarm.
@@ -652,6 +691,10 @@ struct NodeActor {
     inbound_ops: usize,
     queued_inbound: VecDeque<QueuedOp>,
     last_refresh: Instant,
+    /// Scores of our own store as a placement candidate.
+    local_stats: PeerStats,
+    /// See [`Config::peer_difficulty`].
+    peer_difficulty: u8,
 }
 
 impl NodeActor {
@@ -691,15 +734,69 @@ impl NodeActor {
             }
         }
         let now = Instant::now();
-        self.peers.entry(peer).or_insert_with(|| PeerState {
-            addrs: Vec::new(),
-            connections: 0,
-            storage: false,
-            stats: PeerStats::new(now),
-            info: None,
-            node_id: node_id_of(&peer),
-            last_seen: now,
+        let difficulty = self.peer_difficulty;
+        self.peers.entry(peer).or_insert_with(|| {
+            let node_id = node_id_of(&peer);
+            PeerState {
+                addrs: Vec::new(),
+                connections: 0,
+                storage: false,
+                stats: PeerStats::new(now),
+                info: None,
+                puzzle_ok: node_id.is_some_and(|n| puzzle_ok(&n, difficulty)),
+                refusal_logged: false,
+                node_id,
+                last_seen: now,
+            }
         })
+    }
+
+    /// Whether `peer` may use this node and be used by it (its node id solves the puzzle).
+    /// Logs the first refusal of each peer.
+    fn allowed(&mut self, peer: PeerId) -> bool {
+        let difficulty = self.peer_difficulty;
+        let s = self.peer(peer);
+        if !s.puzzle_ok && !s.refusal_logged {
+            s.refusal_logged = true;
+            warn!(
+                peer = %short(&peer),
+                node_id = ?s.node_id,
+                difficulty,
+                "refusing peer: its node id does not solve the identity puzzle"
+            );
+        }
+        s.puzzle_ok
+    }
+
+    /// Free and total bytes of our own store, when we have one.
+    fn local_space(&self) -> Option<(u64, u64)> {
+        self.service.as_ref().map(|s| {
+            let info = s.info();
+            (info.capacity.saturating_sub(info.used), info.capacity)
+        })
+    }
+
+    /// A request addressed to ourselves: the same checks and store I/O as an inbound one.
+    fn on_local_request(&mut self, request: Request, reply: oneshot::Sender<Result<Response>>) {
+        let Some(service) = &mut self.service else {
+            let _ = reply.send(Ok(Response::error(
+                ErrorCode::NotStorage,
+                "this node does not store shards",
+            )));
+            return;
+        };
+        match request {
+            Request::Info => {
+                let _ = reply.send(Ok(Response::Info(service.info())));
+            }
+            request => match service.admit(request, now_ms()) {
+                Ok(op) => self.spawn_op(op, Some(Reply::Local(reply))),
+                Err(refusal) => {
+                    debug!(?refusal, "local request refused");
+                    let _ = reply.send(Ok(refusal));
+                }
+            },
+        }
     }
 
     fn on_tick(&mut self) {
@@ -738,7 +835,9 @@ impl NodeActor {
                 .map(|(p, _)| *p)
                 .collect();
             for p in storage {
-                self.request_info(p);
+                if self.allowed(p) {
+                    self.request_info(p);
+                }
             }
         }
     }
@@ -768,10 +867,7 @@ impl NodeActor {
                 reply,
             } => {
                 if peer == self.peer_id {
-                    let _ = reply.send(Err(Error::Request {
-                        peer: Box::new(peer),
-                        reason: "a node cannot send requests to itself".into(),
-                    }));
+                    self.on_local_request(request, reply);
                     return;
                 }
                 let sent_bytes = match &request {
@@ -822,31 +918,45 @@ impl NodeActor {
                         bandwidth: s.stats.bandwidth,
                         score: s.stats.score(now, 0),
                         info: s.info.clone(),
+                        puzzle_ok: s.puzzle_ok,
                     })
                     .collect();
                 let _ = reply.send(list);
             }
             NodeMessage::Candidates { need, reply } => {
                 let now = Instant::now();
-                let list = self
+                let mut list: Vec<Candidate> = self
                     .peers
                     .iter()
-                    .filter(|(_, s)| s.storage && s.connections > 0)
+                    .filter(|(_, s)| s.storage && s.connections > 0 && s.puzzle_ok)
                     .map(|(p, s)| Candidate {
                         peer: *p,
                         score: s.stats.score(now, need),
                         zone: s.stats.zone.clone(),
+                        local: false,
                     })
                     .collect();
+                if let Some((free, _)) = self.local_space() {
+                    self.local_stats.free = Some(free);
+                    list.push(Candidate {
+                        peer: self.peer_id,
+                        score: self.local_stats.score(now, need),
+                        zone: self.local_stats.zone.clone(),
+                        local: true,
+                    });
+                }
                 let _ = reply.send(list);
             }
             NodeMessage::Resolve { nodes, reply } => {
-                let by_node: HashMap<NodeId, PeerId> = self
+                let mut by_node: HashMap<NodeId, PeerId> = self
                     .peers
                     .iter()
-                    .filter(|(_, s)| s.connections > 0)
+                    .filter(|(_, s)| s.connections > 0 && s.puzzle_ok)
                     .filter_map(|(p, s)| s.node_id.map(|n| (n, *p)))
                     .collect();
+                if self.service.is_some() {
+                    by_node.insert(self.node_id, self.peer_id);
+                }
                 let _ = reply.send(nodes.iter().map(|n| by_node.get(n).copied()).collect());
             }
             NodeMessage::Lookup {
@@ -857,7 +967,11 @@ impl NodeActor {
             } => self.start_lookup(ids, window, want, reply),
             NodeMessage::Report { peer, outcome } => {
                 let now = Instant::now();
-                let s = &mut self.peer(peer).stats;
+                let s = if peer == self.peer_id {
+                    &mut self.local_stats
+                } else {
+                    &mut self.peer(peer).stats
+                };
                 match outcome {
                     Outcome::Success { bytes, took } => s.record_success(bytes, took),
                     Outcome::BadData => s.record_failure(now, 3.0),
@@ -873,19 +987,26 @@ impl NodeActor {
             }
             NodeMessage::Status { reply } => {
                 let connected = self.peers.values().filter(|s| s.connections > 0).count();
-                let storage_peers = self
+                let storage: Vec<&PeerState> = self
                     .peers
                     .values()
-                    .filter(|s| s.connections > 0 && s.storage)
-                    .count();
+                    .filter(|s| s.connections > 0 && s.storage && s.puzzle_ok)
+                    .collect();
+                let (mut network_free, mut network_capacity) = self.local_space().unwrap_or((0, 0));
+                for i in storage.iter().filter_map(|s| s.info.as_ref()) {
+                    network_free = network_free.saturating_add(i.capacity.saturating_sub(i.used));
+                    network_capacity = network_capacity.saturating_add(i.capacity);
+                }
                 let info = self.service.as_ref().map(|s| s.info()).unwrap_or_default();
                 let _ = reply.send(NodeStatus {
                     peer: self.peer_id,
                     node_id: self.node_id,
                     listen: self.listen.iter().map(|a| self.full_addr(a)).collect(),
                     connected,
-                    storage_peers,
+                    storage_peers: storage.len(),
                     info,
+                    network_free,
+                    network_capacity,
                 });
             }
         }
@@ -939,33 +1060,49 @@ impl NodeActor {
             ask_id,
             PendingLookup {
                 unpublished,
-                ids: ids.into_iter().collect(),
+                ids: ids.iter().copied().collect(),
                 found: HashMap::new(),
                 want: want.max(1),
                 deadline: Instant::now() + window,
                 reply,
             },
         );
+        // Our own store answers too (it comes back as `Done::Holders` from ourselves).
+        if self.service.is_some() {
+            self.spawn_op(
+                service::Op::Lookup {
+                    asker: self.peer_id,
+                    ask: ask_id,
+                    ids,
+                },
+                None,
+            );
+        }
     }
 
     fn on_done(&mut self, done: Done) {
         match done {
-            Done::Respond { channel, response } => {
+            Done::Respond { reply, response } => {
                 self.inbound_ops = self.inbound_ops.saturating_sub(1);
-                if self
-                    .swarm
-                    .behaviour_mut()
-                    .shard
-                    .send_response(channel, response)
-                    .is_err()
-                {
+                let sent = match reply {
+                    Reply::Peer(channel) => self
+                        .swarm
+                        .behaviour_mut()
+                        .shard
+                        .send_response(channel, response)
+                        .is_ok(),
+                    Reply::Local(reply) => reply.send(Ok(response)).is_ok(),
+                };
+                if !sent {
                     debug!("response dropped: the requester went away");
                 }
                 self.start_queued_ops();
             }
             Done::Holders { asker, ask, ids } => {
                 self.inbound_ops = self.inbound_ops.saturating_sub(1);
-                if !ids.is_empty() {
+                if asker == self.peer_id {
+                    self.on_holders(asker, ask, ids);
+                } else if !ids.is_empty() {
                     trace!(asker = %short(&asker), ask, n = ids.len(), "answering lookup");
                     let id = self
                         .swarm
@@ -984,17 +1121,17 @@ impl NodeActor {
             let Some(q) = self.queued_inbound.pop_front() else {
                 return;
             };
-            self.spawn_op(q.op, q.channel);
+            self.spawn_op(q.op, q.reply);
         }
     }
 
     /// Runs a store operation on the blocking pool; its answer comes back as [`Done`].
-    fn spawn_op(&mut self, op: service::Op, channel: Option<ResponseChannel<Response>>) {
+    fn spawn_op(&mut self, op: service::Op, reply: Option<Reply>) {
         let Some(service) = &self.service else {
             return;
         };
         if self.inbound_ops >= MAX_INBOUND_OPS {
-            self.queued_inbound.push_back(QueuedOp { op, channel });
+            self.queued_inbound.push_back(QueuedOp { op, reply });
             return;
         }
         self.inbound_ops += 1;
@@ -1004,14 +1141,14 @@ impl NodeActor {
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
             let _g = span.enter();
-            let msg = match (op, channel) {
+            let msg = match (op, reply) {
                 (service::Op::Lookup { asker, ask, ids }, _) => Done::Holders {
                     asker,
                     ask,
                     ids: service::held(&store, &ids),
                 },
-                (op, Some(channel)) => Done::Respond {
-                    channel,
+                (op, Some(reply)) => Done::Respond {
+                    reply,
                     response: service::execute_faulty(&store, op, fault, other),
                 },
                 (_, None) => return,
@@ -1021,6 +1158,19 @@ impl NodeActor {
     }
 
     fn on_inbound(&mut self, peer: PeerId, request: Request, channel: ResponseChannel<Response>) {
+        if !self.allowed(peer) {
+            let _ = self.swarm.behaviour_mut().shard.send_response(
+                channel,
+                Response::error(
+                    ErrorCode::PuzzleNotSolved,
+                    format!(
+                        "your node id does not solve the identity puzzle at difficulty {}",
+                        self.peer_difficulty
+                    ),
+                ),
+            );
+            return;
+        }
         if let Request::Holders { ask, ids } = request {
             self.on_holders(peer, ask, ids);
             let _ = self
@@ -1047,7 +1197,7 @@ impl NodeActor {
             return;
         }
         match service.admit(request, now_ms()) {
-            Ok(op) => self.spawn_op(op, Some(channel)),
+            Ok(op) => self.spawn_op(op, Some(Reply::Peer(channel))),
             Err(refusal) => {
                 debug!(peer = %short(&peer), ?refusal, "request refused");
                 let _ = self
@@ -1080,7 +1230,7 @@ impl NodeActor {
     }
 
     fn on_ask(&mut self, source: PeerId, data: &[u8]) {
-        if source == self.peer_id || self.service.is_none() {
+        if source == self.peer_id || self.service.is_none() || !self.allowed(source) {
             return;
         }
         if !self.ask_limiter.allow(source, Instant::now()) {
@@ -1129,6 +1279,8 @@ impl NodeActor {
                     s.addrs.push(addr);
                 }
                 debug!(peer = %short(&peer_id), "connected");
+                // Logs a refusal once, as soon as the peer shows up.
+                let _ = self.allowed(peer_id);
             }
             SwarmEvent::ConnectionClosed { peer_id, .. } => {
                 if let Some(s) = self.peers.get_mut(&peer_id) {
@@ -1176,7 +1328,7 @@ impl NodeActor {
                     }
                 }
                 s.addrs.truncate(MAX_ASK_ADDRS);
-                if storage && !was_storage {
+                if storage && !was_storage && self.allowed(peer_id) {
                     self.request_info(peer_id);
                 }
             }

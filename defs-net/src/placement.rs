@@ -3,6 +3,11 @@
 //! uptime, recent failures) and spread over zones. Shards of one segment go to distinct peers;
 //! with fewer peers than shards they are spread as evenly as possible, and [`Placement`] says how
 //! many node losses the segment then survives.
+//!
+//! A storage node is also a candidate for its own client (the [`Candidate::local`] one), so a
+//! lone node still works. It is a last resort: used only when there are fewer remote candidates
+//! than shards, and then it takes the fewest shards of the spread (it is last in the round-robin
+//! order). Losing this machine loses what it holds, and the tolerance counts it like any peer.
 
 use std::time::{Duration, Instant};
 
@@ -113,6 +118,8 @@ pub struct Candidate {
     pub score: f64,
     /// Its zone, if known: shards of one segment prefer different zones.
     pub zone: Option<String>,
+    /// This is the node's own shard store (no network round trip).
+    pub local: bool,
 }
 
 /// Where the shards of one segment go.
@@ -139,9 +146,15 @@ fn uniform() -> f64 {
 /// Chooses peers for `n` shards of which any `n - m` rebuild the segment. Distinct peers,
 /// random, weighted by score with a penalty for repeating a zone. Candidates with score 0 are
 /// never chosen. With fewer usable candidates than `n`, every candidate is used and the shards
-/// spread round-robin (as evenly as possible). An empty result means no usable candidate.
+/// spread round-robin (as evenly as possible). The local candidate is used only when there are
+/// fewer usable remote candidates than `n`, and then last, so it holds no more shards of the
+/// segment than any remote peer. An empty result means no usable candidate.
 pub fn choose(candidates: &[Candidate], n: usize, m: usize) -> Placement {
-    let mut pool: Vec<&Candidate> = candidates.iter().filter(|c| c.score > 0.0).collect();
+    let mut pool: Vec<&Candidate> = candidates
+        .iter()
+        .filter(|c| c.score > 0.0 && !c.local)
+        .collect();
+    let local = candidates.iter().find(|c| c.score > 0.0 && c.local);
     let mut order: Vec<&Candidate> = Vec::with_capacity(n.min(pool.len()));
     while order.len() < n && !pool.is_empty() {
         let weight = |c: &Candidate| {
@@ -165,6 +178,11 @@ pub fn choose(candidates: &[Candidate], n: usize, m: usize) -> Placement {
             x -= w;
         }
         order.push(pool.swap_remove(pick));
+    }
+    if order.len() < n
+        && let Some(local) = local
+    {
+        order.push(local);
     }
     if order.is_empty() {
         return Placement {
@@ -218,8 +236,45 @@ mod tests {
                 peer: PeerId::random(),
                 score: 1.0,
                 zone: None,
+                local: false,
             })
             .collect()
+    }
+
+    fn local() -> Candidate {
+        Candidate {
+            peer: PeerId::random(),
+            score: 100.0,
+            zone: None,
+            local: true,
+        }
+    }
+
+    #[test]
+    fn the_local_store_is_a_last_resort_and_never_doubles_up_before_peers() {
+        // Enough remote peers: the local store is not used, whatever its score.
+        let mut c = cands(5);
+        let me = local();
+        c.push(me.clone());
+        for _ in 0..50 {
+            let p = choose(&c, 5, 2);
+            assert!(!p.peers.contains(&me.peer));
+            assert_eq!(p.fault_tolerance, 2);
+        }
+        // Two remote peers for five shards: the local store is the third holder and holds the
+        // fewest shards (loads 2, 2, 1).
+        let mut c = cands(2);
+        c.push(me.clone());
+        for _ in 0..50 {
+            let p = choose(&c, 5, 2);
+            assert_eq!(p.distinct, 3);
+            assert_eq!(p.peers.iter().filter(|x| **x == me.peer).count(), 1);
+            assert_eq!(p.fault_tolerance, 1);
+        }
+        // Alone: everything local, and that survives no loss at all.
+        let p = choose(std::slice::from_ref(&me), 5, 2);
+        assert_eq!(p.peers, vec![me.peer; 5]);
+        assert_eq!(p.fault_tolerance, 0);
     }
 
     #[test]

@@ -171,6 +171,9 @@ pub enum ErrorCode {
     BadRequest,
     /// A local failure on the node (disk error).
     Internal,
+    /// The requester's node id does not solve the identity work puzzle at the difficulty this
+    /// node asks of its peers.
+    PuzzleNotSolved,
     /// A code this version does not know.
     Unknown(u16),
 }
@@ -189,6 +192,7 @@ impl ErrorCode {
             ErrorCode::NotStorage => 9,
             ErrorCode::BadRequest => 10,
             ErrorCode::Internal => 11,
+            ErrorCode::PuzzleNotSolved => 12,
             ErrorCode::Unknown(c) => c,
         }
     }
@@ -206,6 +210,7 @@ impl ErrorCode {
             9 => ErrorCode::NotStorage,
             10 => ErrorCode::BadRequest,
             11 => ErrorCode::Internal,
+            12 => ErrorCode::PuzzleNotSolved,
             c => ErrorCode::Unknown(c),
         }
     }

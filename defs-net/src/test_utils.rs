@@ -8,7 +8,7 @@ use std::time::Duration;
 use defs_core::identity::Identity;
 
 use crate::client::Client;
-use crate::devnet::{Devnet, DevnetConfig};
+use crate::devnet::{DEVNET_DIFFICULTY, Devnet, DevnetConfig};
 use crate::error::Result;
 
 pub use crate::service::Fault;
@@ -53,7 +53,15 @@ impl TestCluster {
     /// # Panics
     /// When the cluster does not come up within [`TEST_TIMEOUT`].
     pub async fn start_with_capacity(n: usize, capacity: u64) -> TestCluster {
-        Self::start_inner(n, capacity, Vec::new()).await
+        Self::start_inner(n, capacity, Vec::new(), false).await
+    }
+
+    /// Starts `n` nodes that listen and connect over QUIC only.
+    ///
+    /// # Panics
+    /// When the cluster does not come up within [`TEST_TIMEOUT`].
+    pub async fn start_quic(n: usize) -> TestCluster {
+        Self::start_inner(n, TEST_CAPACITY, Vec::new(), true).await
     }
 
     /// Starts one node per entry of `capacities`, node `i` offering `capacities[i]` bytes.
@@ -61,10 +69,10 @@ impl TestCluster {
     /// # Panics
     /// When the cluster does not come up within [`TEST_TIMEOUT`].
     pub async fn start_with_capacities(capacities: &[u64]) -> TestCluster {
-        Self::start_inner(capacities.len(), TEST_CAPACITY, capacities.to_vec()).await
+        Self::start_inner(capacities.len(), TEST_CAPACITY, capacities.to_vec(), false).await
     }
 
-    async fn start_inner(n: usize, capacity: u64, capacities: Vec<u64>) -> TestCluster {
+    async fn start_inner(n: usize, capacity: u64, capacities: Vec<u64>, quic: bool) -> TestCluster {
         init_tracing();
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let cfg = DevnetConfig {
@@ -73,6 +81,7 @@ impl TestCluster {
             capacity,
             capacities,
             gossip_heartbeat: Duration::from_millis(200),
+            quic,
         };
         let net = tokio::time::timeout(TEST_TIMEOUT, Devnet::start(&cfg))
             .await
@@ -81,12 +90,14 @@ impl TestCluster {
         TestCluster { net, dir }
     }
 
-    /// A client for a new owner identity, connected to every live node.
+    /// A client for a new owner identity (solving the devnet's puzzle), connected to every live
+    /// node.
     ///
     /// # Panics
     /// When it cannot connect within [`TEST_TIMEOUT`].
     pub async fn client(&self) -> Client {
-        self.client_for(Arc::new(Identity::generate(0))).await
+        self.client_for(Arc::new(Identity::generate(DEVNET_DIFFICULTY)))
+            .await
     }
 
     /// A client for `identity`.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use defs_core::identity::{Identity, SignDomain};
 use defs_core::types::ShardId;
+use defs_net::devnet::DEVNET_DIFFICULTY;
 use defs_net::protocol::{Auth, ErrorCode, MAX_SHARD_LEN, Request};
 use defs_net::test_utils::TestCluster;
 use defs_net::{Client, Error, PeerId};
@@ -127,7 +128,9 @@ async fn forged_missing_and_replayed_signatures_are_refused() {
 async fn only_the_owner_may_delete() {
     let cluster = TestCluster::start(2).await;
     let owner = cluster.client().await;
-    let thief = cluster.client_for(Arc::new(Identity::generate(0))).await;
+    let thief = cluster
+        .client_for(Arc::new(Identity::generate(DEVNET_DIFFICULTY)))
+        .await;
     let node = cluster.net.node(1).unwrap().node.peer_id();
     let (id, data) = shard(50_000, 3);
     timeout(owner.store_on(node, id, data.clone()))

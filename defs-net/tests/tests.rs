@@ -7,6 +7,10 @@
 mod util;
 
 mod faults;
+mod frames;
+mod local;
 mod lookup;
 mod put_get;
+mod puzzle;
+mod quic;
 mod security;

@@ -30,7 +30,19 @@ pub fn load(path: &Path) -> anyhow::Result<Config> {
 /// The default config as a commented TOML document: every setting, its default and its meaning.
 /// Parsing it gives exactly [`Config::default`] (a test checks).
 pub fn default_toml() -> String {
-    let c = Config::default();
+    toml_of(&Config::default())
+}
+
+/// [`default_toml`] with the puzzle difficulty set to `difficulty`: what `defs init --difficulty`
+/// writes, so that the node asks its peers the same work it did itself.
+pub fn initial_toml(difficulty: u8) -> String {
+    let mut c = Config::default();
+    c.identity.puzzle_difficulty = difficulty;
+    toml_of(&c)
+}
+
+/// The commented config document for the settings of `c` that it documents.
+fn toml_of(c: &Config) -> String {
     let list = |v: &[String]| {
         let items: Vec<String> = v.iter().map(|s| format!("{s:?}")).collect();
         format!("[{}]", items.join(", "))
@@ -112,6 +124,15 @@ shutdown_grace_secs = {grace}
 /// # Errors
 /// When the file cannot be written.
 pub fn write_default(path: &Path) -> anyhow::Result<bool> {
+    write_new(path, &default_toml())
+}
+
+/// Writes `text` to a new config file at `path` (mode 0600, synced) unless a file is already
+/// there (kept as is). Returns whether it wrote one.
+///
+/// # Errors
+/// When the file cannot be written.
+pub fn write_new(path: &Path, text: &str) -> anyhow::Result<bool> {
     let mut file = match OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -122,7 +143,7 @@ pub fn write_default(path: &Path) -> anyhow::Result<bool> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
         Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
     };
-    file.write_all(default_toml().as_bytes())
+    file.write_all(text.as_bytes())
         .and_then(|()| file.sync_all())
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(true)
@@ -217,6 +238,14 @@ mod tests {
     fn default_toml_parses_to_the_defaults() {
         let parsed: Config = toml::from_str(&default_toml()).unwrap();
         assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn initial_toml_carries_the_chosen_puzzle_difficulty() {
+        let parsed: Config = toml::from_str(&initial_toml(3)).unwrap();
+        let mut want = Config::default();
+        want.identity.puzzle_difficulty = 3;
+        assert_eq!(parsed, want);
     }
 
     #[test]

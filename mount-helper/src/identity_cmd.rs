@@ -10,7 +10,8 @@ use crate::{config_file, data_dir};
 
 /// `defs init`: creates the data dir (mode 0700), the identity key (mode 0600) solving the puzzle
 /// at `difficulty` (default: the config file's, else the built-in default) and the commented
-/// default `config.toml`. Prints the node id.
+/// default `config.toml` (with that difficulty, which the node then also asks of its peers).
+/// Prints the node id.
 ///
 /// # Errors
 /// When an identity already exists in `dir`, or anything cannot be created.
@@ -34,7 +35,8 @@ pub fn init(dir: &Path, difficulty: Option<u8>) -> anyhow::Result<()> {
         elapsed_ms = started.elapsed().as_millis() as u64,
         "puzzle solved"
     );
-    config_file::write_default(&config_path)?;
+    // The difficulty chosen here is also what this node asks of its peers.
+    config_file::write_new(&config_path, &config_file::initial_toml(difficulty))?;
     println!("created identity in {}", dir.display());
     println!("node id    {}", identity.node_id());
     Ok(())

@@ -119,6 +119,7 @@ async fn ephemeral(
             bootstrap,
             mdns: config.node.mdns && !net.no_mdns,
             store: None,
+            peer_difficulty: config.identity.puzzle_difficulty,
             ..defs_net::Config::default()
         },
     )
@@ -286,6 +287,7 @@ impl StorageNode {
                 store: Some(store),
                 capacity,
                 zone: opts.zone.clone(),
+                peer_difficulty: config.identity.puzzle_difficulty,
                 ..defs_net::Config::default()
             },
         )
@@ -386,6 +388,7 @@ pub async fn devnet(dir: &Path, nodes: usize, capacity: u64) -> anyhow::Result<(
         capacity,
         capacities: Vec::new(),
         gossip_heartbeat: Duration::from_secs(1),
+        quic: false,
     })
     .await?;
     println!("devnet: {nodes} storage nodes, data in {}", dir.display());

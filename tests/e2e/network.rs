@@ -120,3 +120,54 @@ fn put_survives_a_node_killed_mid_transfer_and_get_verifies() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
     assert!(!base.path().join("none").exists());
 }
+
+/// DESIGN §5: with no peers at all DeFS still works; shards stay on the local node and
+/// `defs status` says plainly that nothing is protected against losing this machine.
+#[test]
+fn a_lone_node_stores_locally_and_status_says_nothing_is_protected() {
+    let base = tempfile::tempdir().unwrap();
+    let dir = base.path().join("alone");
+    let _node = start_node(&dir, None);
+    wait_for_addr(&dir);
+    // The control socket appears right after the addresses file.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !dir.join("control.sock").exists() {
+        assert!(Instant::now() < deadline, "no control socket");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let src = base.path().join("src");
+    random_file(&src, 3 << 20);
+    let out = defs(&dir).arg("put").arg(&src).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "put failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("survives the loss of 0 node(s)"),
+        "{stdout}"
+    );
+    let id = stdout.lines().last().unwrap().trim().to_string();
+    assert!(
+        count_files(&dir.join("shards")) > 0,
+        "nothing stored locally"
+    );
+
+    let dst = base.path().join("dst");
+    let out = defs(&dir).arg("get").arg(&id).arg(&dst).output().unwrap();
+    assert!(
+        out.status.success(),
+        "get failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(std::fs::read(&dst).unwrap() == std::fs::read(&src).unwrap());
+
+    let out = defs(&dir).arg("status").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        text.contains("nothing is protected against losing this machine"),
+        "{text}"
+    );
+}

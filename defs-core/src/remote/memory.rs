@@ -202,6 +202,13 @@ impl ShardClient for MemoryClient {
         Box::pin(async move { Ok(self.with(|n| n.iter().filter(|node| node.up).count())) })
     }
 
+    fn capacity(&self) -> BoxFuture<'_, Result<u64>> {
+        // Unbounded memory, reported as 1 TiB per running node.
+        Box::pin(
+            async move { Ok(self.with(|n| n.iter().filter(|node| node.up).count() as u64) << 40) },
+        )
+    }
+
     fn delete(&self, id: ShardId, holders: Vec<NodeId>) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
             self.with(|n| {
