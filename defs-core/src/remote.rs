@@ -65,6 +65,24 @@ pub trait ShardClient: Send + Sync {
     /// When the network is unreachable.
     fn storage_peers(&self) -> BoxFuture<'_, Result<usize>>;
 
+    /// Free bytes the network's storage nodes advertise (this machine's own store included),
+    /// before redundancy: statfs divides it by the layout's redundancy factor.
+    ///
+    /// The default answers an error (a client that cannot tell); statfs then reports the
+    /// local cache's filesystem instead.
+    ///
+    /// # Errors
+    /// When the network is unreachable or the client does not know.
+    fn capacity(&self) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(async {
+            Err(crate::error::Error::Remote {
+                op: "capacity",
+                shard: ShardId::default(),
+                reason: "this client does not report free capacity".into(),
+            })
+        })
+    }
+
     /// Deletes a shard from `holders` (a signed, owner-only request).
     ///
     /// # Errors
