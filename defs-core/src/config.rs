@@ -26,6 +26,8 @@ pub struct Config {
     pub identity: IdentitySettings,
     /// How files are cut into shards (`pipeline::LayoutConfig`, validated by the pipeline).
     pub layout: LayoutConfig,
+    /// The mounted filesystem (`defs-mount`).
+    pub mount: MountSettings,
 }
 
 impl Config {
@@ -122,6 +124,25 @@ impl From<&NodeSettings> for crate::shard_store::Quotas {
         crate::shard_store::Quotas {
             capacity: n.capacity_bytes,
             per_owner: n.owner_quota_bytes,
+        }
+    }
+}
+
+/// The mounted filesystem (`defs-mount`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MountSettings {
+    /// Seconds the flusher may spend at unmount finishing the uploads already running; what is
+    /// not done by then stays dirty in the local journal and resumes at the next mount.
+    /// Default 30: most single-file uploads finish well within it, and an unmount (or a system
+    /// shutdown, which waits on it) must not hang for long.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for MountSettings {
+    fn default() -> Self {
+        MountSettings {
+            shutdown_grace_secs: 30,
         }
     }
 }

@@ -5,7 +5,8 @@
 //! ```text
 //!  Fs (FUSE threads) ── Closed / Deleted (try_send) ──▶ FlusherActor (one tokio task)
 //!  Fs::fsync (sync=network) ── UploadNow{reply} ─────▶   │ debounce map: ino → deadline
-//!  Flusher::shutdown ── Shutdown{reply} ─────────────▶   │ every PERIODIC_SCAN: journal's dirty inodes
+//!  Flusher::shutdown_within ── Shutdown{grace,reply} ▶   │ every PERIODIC_SCAN: journal's dirty inodes
+//!                                                        │ cache pressure (dirty > budget/2): no debounce
 //!                                                        ▼
 //!                      upload task (≤ MAX_CONCURRENT_UPLOADS): journal.begin_upload → gen,
 //!                      Uploader::upload(job) → Content, journal.finish_upload(gen) (clean only
@@ -14,6 +15,14 @@
 //!
 //! Without an uploader (no network configured) nothing is uploaded and nothing pretends to be:
 //! dirty files stay dirty in the journal, where `defs status` reports them.
+//!
+//! **Cache pressure.** Dirty bytes cannot be evicted. When more than half of the cache's budget
+//! is dirty ([`Flusher`] checks at every close and every scan), closed files start uploading at
+//! once instead of after [`DEBOUNCE`]; files waiting for a retry keep their backoff.
+//!
+//! **Shutdown.** [`Flusher::shutdown_within`] starts nothing new, gives the uploads already
+//! running a grace period, then cancels the rest; every file not uploaded stays dirty in the
+//! journal and resumes at the next mount.
 //!
 //! Races with writes are the journal's business: every write calls `mark_dirty` after its bytes
 //! reach the cache file, an upload calls `begin_upload` before reading them, and
@@ -58,6 +67,11 @@ pub const RETRY_MIN: Duration = Duration::from_secs(5);
 
 /// The longest retry delay.
 pub const RETRY_MAX: Duration = Duration::from_secs(300);
+
+/// Cache pressure starts when dirty bytes exceed this fraction (1/n) of the cache budget. Half:
+/// past it the clean data that can still be evicted no longer covers another burst of writes
+/// as large as the one pending, and an upload takes time to relieve the cache.
+pub const PRESSURE_DIVISOR: u64 = 2;
 
 /// One upload: the bytes of `ino`'s cache file as of `generation`.
 #[derive(Debug)]
@@ -136,6 +150,7 @@ enum FlusherMessage {
         reply: oneshot::Sender<Result<(), FlushError>>,
     },
     Shutdown {
+        grace: Duration,
         reply: oneshot::Sender<()>,
     },
 }
@@ -221,16 +236,26 @@ impl Flusher {
         rx.await.map_err(|_| FlushError::Closed)?
     }
 
-    /// Stops the task: running uploads are cancelled (their files stay dirty in the journal
-    /// and resume at the next mount).
+    /// Stops the task at once: running uploads are cancelled (their files stay dirty in the
+    /// journal and resume at the next mount).
     ///
     /// # Cancel safety
     /// Safe.
     pub async fn shutdown(&self) {
+        self.shutdown_within(Duration::ZERO).await;
+    }
+
+    /// Stops the task: nothing new starts, the uploads already running get up to `grace` to
+    /// finish, then the rest are cancelled. Files not uploaded stay dirty in the journal and
+    /// resume at the next mount.
+    ///
+    /// # Cancel safety
+    /// Safe: once sent, the shutdown goes on without the caller.
+    pub async fn shutdown_within(&self, grace: Duration) {
         let (reply, rx) = oneshot::channel();
         if self
             .tx
-            .send(FlusherMessage::Shutdown { reply })
+            .send(FlusherMessage::Shutdown { grace, reply })
             .await
             .is_ok()
         {
@@ -257,6 +282,8 @@ struct FlusherActor {
 
 enum Outcome {
     Clean,
+    /// The inode was already clean (uploaded meanwhile): nothing to do.
+    AlreadyClean,
     ChangedMeanwhile,
     Failed(String),
     Cancelled,
@@ -273,14 +300,14 @@ impl FlusherActor {
             tokio::select! {
                 biased;
                 msg = self.rx.recv() => match msg {
-                    Some(FlusherMessage::Shutdown { reply }) => {
-                        self.stop().await;
+                    Some(FlusherMessage::Shutdown { grace, reply }) => {
+                        self.stop(grace).await;
                         let _ = reply.send(());
                         return;
                     }
                     Some(msg) => self.handle(msg),
                     None => {
-                        self.stop().await;
+                        self.stop(Duration::ZERO).await;
                         return;
                     }
                 },
@@ -298,7 +325,14 @@ impl FlusherActor {
 
     fn handle(&mut self, msg: FlusherMessage) {
         match msg {
-            FlusherMessage::Closed(ino) => self.schedule(ino, Instant::now() + DEBOUNCE),
+            FlusherMessage::Closed(ino) => {
+                if self.under_pressure() {
+                    self.schedule(ino, Instant::now());
+                    self.pull_in_waiting();
+                } else {
+                    self.schedule(ino, Instant::now() + DEBOUNCE);
+                }
+            }
             FlusherMessage::Deleted(ino) => {
                 self.due.remove(&ino);
                 self.retries.remove(&ino);
@@ -330,13 +364,38 @@ impl FlusherActor {
         self.due.insert(ino, at);
     }
 
+    /// Whether dirty bytes crowd the cache: see [`PRESSURE_DIVISOR`].
+    fn under_pressure(&self) -> bool {
+        let u = self.cache.usage();
+        u.dirty_bytes > u.budget_bytes / PRESSURE_DIVISOR
+    }
+
+    /// Under pressure: every debounced file starts now; files waiting to retry keep their
+    /// backoff (uploading them again at once would fail the same way).
+    fn pull_in_waiting(&mut self) {
+        let now = Instant::now();
+        for (ino, at) in self.due.iter_mut() {
+            if *at > now && !self.retries.contains_key(ino) {
+                *at = now;
+            }
+        }
+    }
+
     fn scan(&mut self) {
         if self.uploader.is_none() {
             return;
         }
+        let pressure = self.under_pressure();
+        if pressure {
+            self.pull_in_waiting();
+        }
         match self.db.dirty_inodes() {
             Ok(dirty) => {
-                let at = Instant::now() + DEBOUNCE;
+                let at = if pressure {
+                    Instant::now()
+                } else {
+                    Instant::now() + DEBOUNCE
+                };
                 for ino in dirty.into_iter().map(|r| r.ino) {
                     if !self.running.contains_key(&ino) && !self.due.contains_key(&ino) {
                         self.due.insert(ino, at);
@@ -393,6 +452,10 @@ impl FlusherActor {
                 info!(%ino, "uploaded");
                 Ok(())
             }
+            Outcome::AlreadyClean => {
+                self.retries.remove(&ino);
+                Ok(())
+            }
             Outcome::ChangedMeanwhile => {
                 // Still dirty: upload the newer bytes too.
                 self.schedule(ino, Instant::now() + DEBOUNCE);
@@ -422,7 +485,30 @@ impl FlusherActor {
         }
     }
 
-    async fn stop(&mut self) {
+    async fn stop(&mut self, grace: Duration) {
+        self.due.clear();
+        if !self.running.is_empty() && !grace.is_zero() {
+            info!(
+                uploads = self.running.len(),
+                ?grace,
+                "waiting for running uploads before unmount"
+            );
+            let deadline = Instant::now() + grace;
+            while !self.tasks.is_empty() {
+                match tokio::time::timeout_at(deadline, self.tasks.join_next()).await {
+                    Ok(Some(Ok((ino, outcome)))) => self.finished(ino, outcome),
+                    Ok(Some(Err(e))) => warn!(error = %e, "an upload task panicked"),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            self.due.clear();
+        }
+        if !self.running.is_empty() {
+            info!(
+                uploads = self.running.len(),
+                "cancelling unfinished uploads; their files stay dirty and resume at the next mount"
+            );
+        }
         for cancel in self.running.values() {
             cancel.cancel();
         }
@@ -451,6 +537,10 @@ async fn upload_one(
 ) -> Outcome {
     let generation = match db.begin_upload(ino) {
         Ok(g) => g,
+        // Uploaded meanwhile (a scan or a sync asked for an inode that became clean).
+        Err(defs_core::Error::InvalidArgument { .. }) => return Outcome::AlreadyClean,
+        // Purged meanwhile: nothing to upload, nothing to retry.
+        Err(defs_core::Error::NotFound { .. }) => return Outcome::Cancelled,
         Err(e) => return Outcome::Failed(format!("starting the upload: {e}")),
     };
     let size = match db.getattr(ino) {

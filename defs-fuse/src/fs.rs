@@ -27,6 +27,7 @@ mod read;
 #[cfg(test)]
 mod remote_tests;
 mod status;
+mod sync_status;
 #[cfg(test)]
 mod tests;
 
@@ -50,6 +51,10 @@ pub use crate::upload::Remote;
 pub use error::Error;
 pub use read::{READAHEAD_MAX_BYTES, READAHEAD_MAX_SEGMENTS, READAHEAD_TASKS, SEQUENTIAL_SLACK};
 pub use status::{DURABILITY_XATTR, ID_XATTR, TREE_STATUS_MAX_ERRORS, TreeStatus};
+pub use sync_status::{
+    DirtyFile, STATUS_MAX_FAILED, SYNC_ATTEMPTS, SYNC_PARALLEL, SYNC_RETRY_DELAY, SyncFailure,
+    SyncProgress, SyncReport, UploadStatus,
+};
 
 /// Shorthand for the core's results.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -1322,9 +1327,22 @@ impl Fs {
     /// # Cancel safety
     /// Safe: it can be repeated.
     pub async fn shutdown(&self) -> Result<()> {
-        self.unmounting().await?;
-        self.inner.flusher.shutdown().await;
-        Ok(())
+        self.shutdown_within(std::time::Duration::ZERO).await
+    }
+
+    /// Flushes like [`Fs::unmounting`], then stops the flusher after giving the uploads already
+    /// running up to `grace` to finish ([`Flusher::shutdown_within`]); files not uploaded stay
+    /// dirty in the journal and resume at the next mount.
+    ///
+    /// # Errors
+    /// As [`Fs::unmounting`] (the flusher is stopped either way).
+    ///
+    /// # Cancel safety
+    /// Safe: it can be repeated.
+    pub async fn shutdown_within(&self, grace: std::time::Duration) -> Result<()> {
+        let flushed = self.unmounting().await;
+        self.inner.flusher.shutdown_within(grace).await;
+        flushed
     }
 }
 

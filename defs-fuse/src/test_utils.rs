@@ -30,6 +30,9 @@ pub struct TestFs {
     dir: Arc<tempfile::TempDir>,
 }
 
+/// The cache budget of [`TestFs::new`]: large enough that no test meets cache pressure.
+pub const DEFAULT_BUDGET: u64 = 1 << 30;
+
 /// The owner tests create files as.
 pub const OWNER: Owner = Owner {
     uid: 1000,
@@ -50,18 +53,27 @@ impl TestFs {
     /// # Panics
     /// When the stores cannot be opened.
     pub fn with_remote(config: Config, remote: Remote) -> TestFs {
-        let dir = Arc::new(tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}")));
-        Self::open(dir, config, remote)
+        Self::with_budget(config, remote, DEFAULT_BUDGET)
     }
 
-    fn open(dir: Arc<tempfile::TempDir>, config: Config, remote: Remote) -> TestFs {
+    /// Like [`TestFs::with_remote`] with a cache budget of `budget` bytes (for cache-pressure
+    /// tests).
+    ///
+    /// # Panics
+    /// When the stores cannot be opened.
+    pub fn with_budget(config: Config, remote: Remote, budget: u64) -> TestFs {
+        let dir = Arc::new(tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}")));
+        Self::open(dir, config, remote, budget)
+    }
+
+    fn open(dir: Arc<tempfile::TempDir>, config: Config, remote: Remote, budget: u64) -> TestFs {
         let meta = dir.path().join("meta");
         let cache_dir = dir.path().join("cache");
         // A restart may race with the old core's last tasks letting go of the stores (the
         // flusher replies to its shutdown just before it drops them).
         let db = Arc::new(retry_open("db", || MetaDb::open_with(&meta, None)));
         let limits = CacheConfig {
-            budget_bytes: 1 << 30,
+            budget_bytes: budget,
             reserve_bytes: 0,
         };
         let cache = Arc::new(retry_open("cache", || CacheStore::open(&cache_dir, limits)));
@@ -81,7 +93,7 @@ impl TestFs {
             .unwrap_or_else(|e| panic!("shutdown: {e}"));
         let dir = self.dir.clone();
         drop(self);
-        Self::open(dir, config, Remote::uploader(uploader))
+        Self::open(dir, config, Remote::uploader(uploader), DEFAULT_BUDGET)
     }
 
     /// Shuts this core down and opens a new one over the same data dir with `remote`; with
@@ -101,7 +113,7 @@ impl TestFs {
             std::fs::remove_dir_all(dir.path().join("cache"))
                 .unwrap_or_else(|e| panic!("removing the cache: {e}"));
         }
-        Self::open(dir, config, remote)
+        Self::open(dir, config, remote, DEFAULT_BUDGET)
     }
 
     /// The data dir.
@@ -114,15 +126,17 @@ impl TestFs {
     /// # Panics
     /// On any error.
     pub async fn write_file(&self, name: &str, data: &[u8]) -> InodeNo {
+        self.write_file_in(InodeNo::ROOT, name, data).await
+    }
+
+    /// Creates `name` in directory `parent` with `data`, and closes it (flush + release).
+    ///
+    /// # Panics
+    /// On any error.
+    pub async fn write_file_in(&self, parent: InodeNo, name: &str, data: &[u8]) -> InodeNo {
         let (attr, opened) = self
             .fs
-            .create(
-                InodeNo::ROOT,
-                OsStr::new(name),
-                0o644,
-                libc::O_WRONLY,
-                OWNER,
-            )
+            .create(parent, OsStr::new(name), 0o644, libc::O_WRONLY, OWNER)
             .await
             .unwrap_or_else(|e| panic!("create {name}: {e}"));
         if !data.is_empty() {

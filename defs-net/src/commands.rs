@@ -17,6 +17,10 @@ use crate::control::{ControlRequest, Handler, ProgressSink};
 use crate::error::{Error, Result};
 use crate::transfer::Progress;
 
+/// The answer to `defs sync` from a node that serves no mount.
+pub const NO_MOUNT: &str = "this data dir's node serves no mount: `defs sync` waits for the \
+    uploads of a running defs-mount (start one with `defs-mount MOUNTPOINT`)";
+
 /// How often progress is sampled for the CLI.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -126,7 +130,8 @@ pub async fn get(
     Ok(format!("{size} bytes written to {}", out.display()))
 }
 
-fn json_str(s: &str) -> String {
+/// `s` as a JSON string literal (quoted and escaped).
+pub fn json_str(s: &str) -> String {
     let mut o = String::with_capacity(s.len() + 2);
     o.push('"');
     for c in s.chars() {
@@ -294,6 +299,7 @@ impl Commands {
             ControlRequest::Get { file_id, out } => {
                 get(&self.client, &file_id, Path::new(&out), &sink).await
             }
+            ControlRequest::Sync { .. } => Err(Error::Control(NO_MOUNT.into())),
         }
     }
 }

@@ -66,6 +66,12 @@ pub enum ControlRequest {
         /// Where to write it.
         out: String,
     },
+    /// Wait until everything written under `path` (an absolute path inside the mount; the
+    /// mountpoint when `None`) is uploaded. Only a mount (`defs-mount`) serves it.
+    Sync {
+        /// The path.
+        path: Option<String>,
+    },
 }
 
 /// What the node answers.
@@ -170,6 +176,16 @@ impl ControlRequest {
                 put_str(&mut b, file_id)?;
                 put_str(&mut b, out)?;
             }
+            ControlRequest::Sync { path } => {
+                b.push(6);
+                match path {
+                    None => b.push(0),
+                    Some(p) => {
+                        b.push(1);
+                        put_str(&mut b, p)?;
+                    }
+                }
+            }
         }
         Ok(b)
     }
@@ -196,6 +212,13 @@ impl ControlRequest {
             5 => ControlRequest::Get {
                 file_id: r.string()?,
                 out: r.string()?,
+            },
+            6 => ControlRequest::Sync {
+                path: match r.u8()? {
+                    0 => None,
+                    1 => Some(r.string()?),
+                    _ => return Err(Rd::bad()),
+                },
             },
             _ => return Err(Rd::bad()),
         };
@@ -508,11 +531,16 @@ mod tests {
                 file_id: "f".into(),
                 out: "o".into(),
             },
+            ControlRequest::Sync { path: None },
+            ControlRequest::Sync {
+                path: Some("/mnt/defs/a".into()),
+            },
         ] {
             assert_eq!(ControlRequest::decode(&r.encode().unwrap()).unwrap(), r);
         }
         let r = ControlReply::Progress { done: 1, total: 9 };
         assert_eq!(ControlReply::decode(&r.encode().unwrap()).unwrap(), r);
         assert!(ControlRequest::decode(&[4, 255, 255, 255, 255]).is_err());
+        assert!(ControlRequest::decode(&[6, 2]).is_err());
     }
 }

@@ -80,6 +80,11 @@ shard_size = {shard}
 small_file_max = {small}
 # Copies of each replicated object (file and slice modes).
 copies = {copies}
+
+[mount]
+# Seconds defs-mount waits at unmount for uploads already running; files not uploaded by then
+# stay dirty in the local journal and upload at the next mount.
+shutdown_grace_secs = {grace}
 "#,
         budget = c.cache.budget_bytes,
         reserve = c.cache.reserve_bytes,
@@ -97,6 +102,7 @@ copies = {copies}
         shard = c.layout.shard_size,
         small = c.layout.small_file_max,
         copies = c.layout.copies,
+        grace = c.mount.shutdown_grace_secs,
     )
 }
 

@@ -138,8 +138,21 @@ async fn ephemeral(
 pub async fn run(dir: &Path, net: &NetOptions, req: ControlRequest) -> anyhow::Result<String> {
     let bar = Bar::new(matches!(
         req,
-        ControlRequest::Put { .. } | ControlRequest::Get { .. }
+        ControlRequest::Put { .. } | ControlRequest::Get { .. } | ControlRequest::Sync { .. }
     ));
+    if let ControlRequest::Sync { .. } = req {
+        // Only a running mount has uploads to wait for: never start a node for it.
+        let Some(stream) = control::connect(dir).await else {
+            bail!(
+                "no defs-mount is running for {}: nothing to sync (dirty files of an earlier \
+                 mount upload when it is mounted again)",
+                dir.display()
+            );
+        };
+        let out = control::call(stream, &req, |d, t| bar.update(d, t)).await;
+        bar.finish();
+        return Ok(out?);
+    }
     let (config, bootstrap) = config_and_bootstrap(dir, net)?;
     if let Some(stream) = control::connect(dir).await {
         let out = control::call(stream, &req, |d, t| bar.update(d, t)).await;
@@ -160,6 +173,8 @@ pub async fn run(dir: &Path, net: &NetOptions, req: ControlRequest) -> anyhow::R
         ControlRequest::Get { file_id, out } => {
             commands::get(&client, &file_id, Path::new(&out), &sink).await
         }
+        // Answered above.
+        ControlRequest::Sync { .. } => Err(defs_net::Error::Control(commands::NO_MOUNT.into())),
     };
     bar.finish();
     client.node().shutdown().await;
@@ -205,55 +220,157 @@ pub struct NodeOptions {
     pub net: NetOptions,
 }
 
+/// A storage node running for a data dir: the start-up `defs node` and `defs-mount` share.
+///
+/// [`StorageNode::start`] refuses a data dir another node or mount serves, remembers
+/// `--bootstrap` in `DIR/config.toml`, opens `DIR/shards`, starts the libp2p node (mDNS as
+/// configured) and writes `DIR/addrs`; [`StorageNode::serve_control`] then binds
+/// `DIR/control.sock` with the caller's handler; [`StorageNode::shutdown`] stops both.
+#[derive(Debug)]
+pub struct StorageNode {
+    /// The node.
+    pub node: Node,
+    /// A client of the node, signing as this data dir's identity.
+    pub client: Client,
+    /// The data dir's identity.
+    pub identity: Arc<Identity>,
+    /// The data dir's settings.
+    pub config: defs_core::Config,
+    /// The full addresses the node listens on (as written to `DIR/addrs`).
+    pub addrs: Vec<Multiaddr>,
+    dir: PathBuf,
+    cancel: CancellationToken,
+    serving: bool,
+}
+
+/// How long a starting node may take to report its listen addresses.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl StorageNode {
+    /// Starts the storage node of `dir`.
+    ///
+    /// # Errors
+    /// When another node or mount serves `dir`, there is no identity, an address is bad, the
+    /// shard store cannot be opened, or the node cannot listen.
+    pub async fn start(dir: &Path, opts: &NodeOptions) -> anyhow::Result<StorageNode> {
+        refuse_if_running(dir).await?;
+        let identity = Arc::new(load_identity(dir)?);
+        let (config, bootstrap) = config_and_bootstrap(dir, &opts.net)?;
+        let listen = if opts.listen.is_empty() {
+            parse_addrs(&config.node.listen)?
+        } else {
+            parse_addrs(&opts.listen)?
+        };
+        let capacity = opts.capacity.unwrap_or(config.node.capacity_bytes);
+        let shards = dir.join("shards");
+        let store = ShardStore::open(
+            &shards,
+            Quotas {
+                capacity,
+                per_owner: config.node.owner_quota_bytes,
+            },
+        )
+        .with_context(|| {
+            format!(
+                "cannot open the shard store {} (is another defs node or defs-mount using {}?)",
+                shards.display(),
+                dir.display()
+            )
+        })?;
+        let node = Node::spawn(
+            &identity,
+            defs_net::Config {
+                listen,
+                bootstrap,
+                mdns: config.node.mdns && !opts.net.no_mdns,
+                store: Some(store),
+                capacity,
+                zone: opts.zone.clone(),
+                ..defs_net::Config::default()
+            },
+        )
+        .await?;
+        let addrs = match node.wait_listening(LISTEN_TIMEOUT).await {
+            Ok(a) => a,
+            Err(e) => {
+                node.shutdown().await;
+                return Err(e.into());
+            }
+        };
+        devnet::write_addrs(dir, &addrs)?;
+        Ok(StorageNode {
+            client: Client::new(node.clone(), identity.clone()),
+            node,
+            identity,
+            config,
+            addrs,
+            dir: dir.to_path_buf(),
+            cancel: CancellationToken::new(),
+            serving: false,
+        })
+    }
+
+    /// The network commands (`defs status/peers/put/get`) over this node.
+    pub fn commands(&self) -> commands::Commands {
+        commands::Commands {
+            client: self.client.clone(),
+            layout: self.config.layout.clone(),
+        }
+    }
+
+    /// Serves `DIR/control.sock` with `handler` until [`StorageNode::shutdown`].
+    ///
+    /// # Errors
+    /// When the socket cannot be bound or another node answers on it.
+    pub async fn serve_control(
+        &mut self,
+        handler: Arc<dyn control::Handler>,
+    ) -> anyhow::Result<()> {
+        ControlServer::bind(&self.dir, handler, self.cancel.clone()).await?;
+        self.serving = true;
+        Ok(())
+    }
+
+    /// Stops the control socket and the node.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        self.node.shutdown().await;
+        if self.serving {
+            let _ = std::fs::remove_file(self.dir.join(control::SOCKET_NAME));
+        }
+    }
+}
+
+/// Refuses a data dir whose control socket answers: a `defs node` or `defs-mount` serves it.
+///
+/// # Errors
+/// When one does.
+pub async fn refuse_if_running(dir: &Path) -> anyhow::Result<()> {
+    if control::connect(dir).await.is_some() {
+        bail!(
+            "a defs node or defs-mount is already running for {} (its control socket {} answers); \
+             stop it first, or talk to it with `defs status --data-dir {}`",
+            dir.display(),
+            dir.join(control::SOCKET_NAME).display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
 /// `defs node`: a storage node in the foreground until SIGINT/SIGTERM.
 ///
 /// # Errors
 /// When the node cannot start (no identity, a port in use, another node on this data dir).
 pub async fn node(dir: &Path, opts: NodeOptions) -> anyhow::Result<()> {
-    let identity = load_identity(dir)?;
-    let (config, bootstrap) = config_and_bootstrap(dir, &opts.net)?;
-    let listen = if opts.listen.is_empty() {
-        parse_addrs(&config.node.listen)?
-    } else {
-        parse_addrs(&opts.listen)?
-    };
-    let capacity = opts.capacity.unwrap_or(config.node.capacity_bytes);
-    let store = ShardStore::open(
-        &dir.join("shards"),
-        Quotas {
-            capacity,
-            per_owner: config.node.owner_quota_bytes,
-        },
-    )?;
-    let node = Node::spawn(
-        &identity,
-        defs_net::Config {
-            listen,
-            bootstrap,
-            mdns: config.node.mdns && !opts.net.no_mdns,
-            store: Some(store),
-            capacity,
-            zone: opts.zone,
-            ..defs_net::Config::default()
-        },
-    )
-    .await?;
-    let addrs = node.wait_listening(Duration::from_secs(10)).await?;
-    devnet::write_addrs(dir, &addrs)?;
-    let cancel = CancellationToken::new();
-    let handler = Arc::new(commands::Commands {
-        client: Client::new(node.clone(), Arc::new(identity)),
-        layout: config.layout.clone(),
-    });
-    let _server = ControlServer::bind(dir, handler, cancel.clone()).await?;
-    eprintln!("defs node {} listening on:", node.peer_id());
-    for a in &addrs {
+    let mut node = StorageNode::start(dir, &opts).await?;
+    node.serve_control(Arc::new(node.commands())).await?;
+    eprintln!("defs node {} listening on:", node.node.peer_id());
+    for a in &node.addrs {
         eprintln!("  {a}");
     }
     wait_for_signal().await;
-    cancel.cancel();
     node.shutdown().await;
-    let _ = std::fs::remove_file(dir.join(control::SOCKET_NAME));
     Ok(())
 }
 

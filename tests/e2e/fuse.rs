@@ -7,6 +7,7 @@
 mod crash;
 mod lifecycle;
 mod posix;
+mod sync;
 mod tools;
 
 /// Mounts a fresh DeFS, or returns from the test when FUSE is unusable outside CI.

@@ -2,71 +2,10 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use defs_tests::bin;
-
-/// Kills its child on drop, so a failing test leaves no node running.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn defs(dir: &Path) -> Command {
-    let mut c = bin("defs");
-    c.env("DEFS_DATA_DIR", dir).env("RUST_LOG", "warn");
-    c
-}
-
-fn init(dir: &Path) {
-    let out = defs(dir)
-        .args(["init", "--difficulty", "0"])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run defs: {e}"));
-    assert!(
-        out.status.success(),
-        "init: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn wait_for_addr(dir: &Path) -> String {
-    let path = dir.join("addrs");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(text) = std::fs::read_to_string(&path)
-            && let Some(line) = text.lines().find(|l| l.contains("/tcp/"))
-        {
-            return line.to_string();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn start_node(dir: &Path, bootstrap: Option<&str>) -> Proc {
-    init(dir);
-    let mut c = defs(dir);
-    c.args(["node", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"]);
-    if let Some(b) = bootstrap {
-        c.args(["--bootstrap", b]);
-    }
-    Proc(
-        c.stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start defs node: {e}")),
-    )
-}
+use defs_tests::cluster::{defs, init, start_node, wait_for_addr};
 
 fn count_files(dir: &Path) -> usize {
     let mut n = 0;

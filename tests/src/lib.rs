@@ -2,6 +2,7 @@
 //! dirs, and clusters of real nodes on 127.0.0.1.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod cluster;
 #[cfg(feature = "fuse_tests")]
 pub mod mount;
 

@@ -31,6 +31,7 @@ pub fn fuse_unusable() -> Option<String> {
 pub struct TestMount {
     root: tempfile::TempDir,
     options: Vec<String>,
+    args: Vec<String>,
     mounted: bool,
 }
 
@@ -48,6 +49,16 @@ impl TestMount {
     /// # Panics
     /// As [`TestMount::new`].
     pub fn with_options(options: &[&str]) -> Option<TestMount> {
+        Self::with_args(options, &[])
+    }
+
+    /// Like [`TestMount::with_options`], with more `defs-mount` arguments (e.g.
+    /// `--bootstrap ADDR`). Every mount's node listens on 127.0.0.1 only and without mDNS, so
+    /// tests never meet other nodes on the machine or the LAN.
+    ///
+    /// # Panics
+    /// As [`TestMount::new`].
+    pub fn with_args(options: &[&str], args: &[&str]) -> Option<TestMount> {
         if let Some(why) = fuse_unusable() {
             if std::env::var("CI").is_ok_and(|v| v == "true") {
                 panic!("FUSE tests cannot run: {why} (CI=true: failing, not skipping)");
@@ -63,6 +74,7 @@ impl TestMount {
         let mut m = TestMount {
             root,
             options: options.iter().map(|s| s.to_string()).collect(),
+            args: args.iter().map(|s| s.to_string()).collect(),
             mounted: false,
         };
         m.mount();
@@ -106,10 +118,17 @@ impl TestMount {
     pub fn command(&self) -> Command {
         let mut cmd = bin("defs-mount");
         cmd.arg(self.mnt()).arg("--data-dir").arg(self.data_dir());
+        cmd.args(["--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"]);
+        cmd.args(&self.args);
         for o in &self.options {
             cmd.arg("-o").arg(o);
         }
         cmd
+    }
+
+    /// A `defs` command for this mount's data dir (it talks to the mount's control socket).
+    pub fn defs(&self) -> Command {
+        crate::cluster::defs(&self.data_dir())
     }
 
     /// Runs `defs-mount` (which returns once the mount is ready).

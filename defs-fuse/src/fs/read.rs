@@ -320,16 +320,18 @@ impl Fs {
         if range.start >= range.end {
             return Ok(Vec::new());
         }
-        let missing = self
-            .inner
-            .cache
-            .missing(ino, range.start, range.end - range.start);
-        if missing.is_empty() {
-            return Ok(Vec::new());
-        }
         let mut waits: Vec<(u64, Range<u64>, Shared<BoxFuture<'static, Fetched>>)> = Vec::new();
         {
             let mut map = lock(&self.inner.reads.inflight);
+            // Under the flight map's lock: a flight fills the cache before it leaves the map, so
+            // every missing byte seen here is either still missing or in a listed flight.
+            let missing = self
+                .inner
+                .cache
+                .missing(ino, range.start, range.end - range.start);
+            if missing.is_empty() {
+                return Ok(Vec::new());
+            }
             let flights = map.entry(ino).or_default();
             for m in missing {
                 for chunk in stored.chunks(m) {

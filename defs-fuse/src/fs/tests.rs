@@ -1,6 +1,7 @@
 //! The core without a kernel: handles, overlay, journal, orphans, readdir offsets, the flusher.
 
 use std::ffi::OsStr;
+use std::path::Path;
 use std::time::Duration;
 
 use defs_core::namespace::Content;
@@ -384,6 +385,204 @@ async fn dirty_files_resume_uploading_after_a_restart() {
     wait_until("the resumed upload", || dirty(&t).is_empty()).await;
     assert_eq!(u.attempts()[0].0, ino);
     assert_eq!(u.attempts()[0].2, b"survivor");
+}
+
+// ---- sync, status, shutdown grace, cache pressure -----------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_tree_uploads_only_the_subtree_now_and_reports_progress() {
+    let u = ScriptedUploader::new(&[]);
+    let t = TestFs::new(Config::default(), uploader(&u));
+    let a =
+        t.fs.mkdir(InodeNo::ROOT, name("a"), 0o755, OWNER)
+            .await
+            .unwrap();
+    let deep = t.fs.mkdir(a.ino, name("deep"), 0o755, OWNER).await.unwrap();
+    let b =
+        t.fs.mkdir(InodeNo::ROOT, name("b"), 0o755, OWNER)
+            .await
+            .unwrap();
+    let f1 = t.write_file_in(a.ino, "one", b"11").await;
+    let f2 = t.write_file_in(deep.ino, "two", b"2222").await;
+    let other = t.write_file_in(b.ino, "three", b"333").await;
+    assert_eq!(t.fs.resolve(Path::new("a/deep/two")).unwrap(), f2);
+    assert!(t.fs.resolve(Path::new("a/../b")).is_err());
+
+    let started = tokio::time::Instant::now();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let report =
+        t.fs.sync_tree(a.ino, move |p| s2.lock().unwrap().push(p))
+            .await
+            .unwrap();
+    assert!(started.elapsed() < DEBOUNCE, "no debounce for a sync");
+    assert!(report.is_clean());
+    assert_eq!((report.files, report.bytes), (2, 6));
+    let dirty_now = dirty(&t);
+    assert!(!dirty_now.contains(&f1) && !dirty_now.contains(&f2));
+    assert!(dirty_now.contains(&other), "outside the synced subtree");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen.first().map(|p| (p.files_done, p.files_total)),
+        Some((0, 2))
+    );
+    let last = *seen.last().unwrap();
+    assert_eq!(
+        (last.files_done, last.bytes_done, last.bytes_total),
+        (2, 6, 6)
+    );
+
+    // A single file, and then nothing left to do.
+    let report = t.fs.sync_tree(other, |_| {}).await.unwrap();
+    assert_eq!(report.files, 1);
+    assert!(dirty(&t).is_empty());
+    let report = t.fs.sync_tree(InodeNo::ROOT, |_| {}).await.unwrap();
+    assert_eq!((report.files, report.is_clean()), (0, true));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_tree_includes_open_files_with_their_unsaved_size() {
+    let u = ScriptedUploader::new(&[]);
+    let t = TestFs::new(Config::default(), uploader(&u));
+    let (attr, o) =
+        t.fs.create(InodeNo::ROOT, name("open"), 0o644, libc::O_RDWR, OWNER)
+            .await
+            .unwrap();
+    t.fs.write(attr.ino, o.fh, 0, b"still open").await.unwrap();
+    let report = t.fs.sync_tree(InodeNo::ROOT, |_| {}).await.unwrap();
+    assert!(report.is_clean());
+    assert_eq!(u.attempts()[0].2, b"still open");
+    t.fs.release(attr.ino, o.fh).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_tree_reports_a_file_that_keeps_failing_with_its_path_and_error() {
+    let u = ScriptedUploader::new(&[Step::Fail; SYNC_ATTEMPTS as usize]);
+    let t = TestFs::new(Config::default(), uploader(&u));
+    let d =
+        t.fs.mkdir(InodeNo::ROOT, name("d"), 0o755, OWNER)
+            .await
+            .unwrap();
+    let ino = t.write_file_in(d.ino, "bad", b"x").await;
+    let report = t.fs.sync_tree(InodeNo::ROOT, |_| {}).await.unwrap();
+    assert!(!report.is_clean());
+    assert_eq!(report.failed.len(), 1);
+    assert_eq!(report.failed[0].ino, ino);
+    assert_eq!(report.failed[0].path, Path::new("d/bad"));
+    assert!(report.failed[0].error.contains("scripted failure"));
+    assert_eq!(dirty(&t), vec![ino], "a failed upload never marks clean");
+
+    // status lists it with its path and error.
+    let s = t.fs.upload_status().unwrap();
+    assert_eq!((s.failed_files, s.failed_bytes, s.dirty_files()), (1, 1, 1));
+    assert_eq!(s.failed[0].path.as_deref(), Some(Path::new("d/bad")));
+    assert!(s.failed[0].failures >= SYNC_ATTEMPTS);
+    assert!(
+        s.failed[0]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("scripted")
+    );
+    assert!(s.has_network);
+    // The script is used up: the next sync succeeds.
+    assert!(t.fs.sync_tree(ino, |_| {}).await.unwrap().is_clean());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_tree_without_a_network_refuses_only_when_something_is_dirty() {
+    let t = TestFs::new(Config::default(), None);
+    assert!(
+        t.fs.sync_tree(InodeNo::ROOT, |_| {})
+            .await
+            .unwrap()
+            .is_clean()
+    );
+    t.write_file("f", b"local only").await;
+    let e = t.fs.sync_tree(InodeNo::ROOT, |_| {}).await.unwrap_err();
+    assert!(
+        matches!(e, Error::Flush(FlushError::NoUploader { .. })),
+        "{e}"
+    );
+    let s = t.fs.upload_status().unwrap();
+    assert_eq!(
+        (s.waiting_files, s.waiting_bytes, s.has_network),
+        (1, 10, false)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_counts_an_upload_in_flight() {
+    let u = ScriptedUploader::new(&[Step::Block]);
+    let t = TestFs::new(Config::default(), uploader(&u));
+    t.write_file("f", b"12345").await;
+    u.started().await;
+    let s = t.fs.upload_status().unwrap();
+    assert_eq!((s.uploading_files, s.uploading_bytes), (1, 5));
+    u.release();
+    wait_until("clean", || dirty(&t).is_empty()).await;
+    assert_eq!(t.fs.upload_status().unwrap().dirty_files(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_for_a_running_upload_within_the_grace_period() {
+    let u = ScriptedUploader::new(&[Step::Block]);
+    let t = TestFs::new(Config::default(), uploader(&u));
+    let ino = t.write_file("f", b"finish me").await;
+    u.started().await;
+    let u2 = u.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        u2.release();
+    });
+    t.fs.shutdown_within(Duration::from_secs(10)).await.unwrap();
+    assert!(dirty(&t).is_empty(), "the running upload finished");
+    assert_eq!(u.attempts()[0].0, ino);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_cancels_what_the_grace_period_does_not_cover_and_it_resumes() {
+    let u = ScriptedUploader::new(&[Step::Block, Step::Block]);
+    let t = TestFs::new(Config::default(), uploader(&u));
+    let ino = t.write_file("f", b"later").await;
+    t.write_file("g", b"also later").await;
+    wait_until("both uploads running", || {
+        t.db.dirty_inodes()
+            .unwrap()
+            .iter()
+            .all(|r| r.uploading.is_some())
+    })
+    .await;
+    let started = tokio::time::Instant::now();
+    t.fs.shutdown_within(Duration::from_millis(100))
+        .await
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(dirty(&t).len(), 2, "both stay dirty in the journal");
+    let u = ScriptedUploader::new(&[]);
+    let t = t.restart(Config::default(), uploader(&u)).await;
+    wait_until("the resumed uploads", || dirty(&t).is_empty()).await;
+    assert!(u.attempts().iter().any(|a| a.0 == ino));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_cache_pressure_closed_files_upload_without_the_debounce() {
+    let budget = 1000;
+    let u = ScriptedUploader::new(&[]);
+    let t = TestFs::with_budget(Config::default(), Remote::uploader(uploader(&u)), budget);
+    // Below pressure: the debounce holds the upload back.
+    t.write_file("small", &[1; 100]).await;
+    tokio::time::sleep(DEBOUNCE / 4).await;
+    assert!(u.attempts().is_empty(), "debounced");
+    // Over half the budget dirty: this close and the waiting one start at once.
+    let started = tokio::time::Instant::now();
+    t.write_file("big", &[2; 600]).await;
+    wait_until("both uploads", || u.attempts().len() == 2).await;
+    assert!(
+        started.elapsed() < DEBOUNCE / 2,
+        "pressure skips the debounce ({:?})",
+        started.elapsed()
+    );
 }
 
 // ---- model check ---------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-//! `defs`: the DeFS command line (init, id, node, put, get, status, peers, devnet).
+//! `defs`: the DeFS command line (init, id, node, put, get, sync, status, peers, devnet).
 //!
 //! Exit codes: 0 success, 1 the operation failed (the message says why), 2 bad usage.
 
@@ -104,7 +104,17 @@ enum Command {
         #[command(flatten)]
         net: NetArgs,
     },
-    /// This node, its peers and capacity, and whether anything is protected.
+    /// Wait until everything written under PATH in the mount is uploaded to the network
+    /// (run it after rsync or cp to know the copy is off this machine). Exits 1 naming the
+    /// files whose upload keeps failing.
+    Sync {
+        /// A file or directory inside the mount [default: the mountpoint of the data dir's mount]
+        path: Option<PathBuf>,
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+    /// This node, its peers and capacity, and whether anything is protected; with a running
+    /// mount, its dirty, uploading and failed files.
     Status {
         #[command(flatten)]
         dir: DataDirArg,
@@ -191,6 +201,22 @@ async fn run(command: Command) -> anyhow::Result<()> {
             eprintln!("{text}");
             Ok(())
         }
+        Command::Sync { path, dir } => {
+            let path = match path {
+                None => None,
+                Some(p) => Some(
+                    std::fs::canonicalize(&p)
+                        .map_err(|e| UsageError(format!("{}: {e}", p.display())))?
+                        .display()
+                        .to_string(),
+                ),
+            };
+            let dir = data_dir::resolve(dir.data_dir)?;
+            let out =
+                net_cmd::run(&dir, &NetOptions::default(), ControlRequest::Sync { path }).await?;
+            println!("{out}");
+            Ok(())
+        }
         Command::Status { dir, json, net } => {
             println!(
                 "{}",
@@ -217,6 +243,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
+/// Bad usage found after parsing (a path that does not exist): exit code 2.
+#[derive(Debug)]
+struct UsageError(String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
 fn main() -> ExitCode {
     // Bad usage exits with 2 inside parse().
     let cli = Cli::parse();
@@ -235,7 +273,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("defs: error: {e:#}");
-            ExitCode::FAILURE
+            if e.downcast_ref::<UsageError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -137,6 +137,7 @@ fn foreground_mode_serves_until_sigint() {
         .arg(&mnt)
         .arg("--data-dir")
         .arg(probe.scratch().join("fgdata"))
+        .args(["--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"])
         .arg("-f")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -178,6 +179,13 @@ fn mount_defs_works_in_the_form_mount_8_calls_it_from_fstab() {
     let mnt = scratch.join("fstab-mnt");
     fs::create_dir(&mnt).unwrap();
     let data = scratch.join("fstab-data");
+    // fstab passes no --no-mdns: keep the mount's node on loopback through its config.
+    fs::create_dir(&data).unwrap();
+    fs::write(
+        data.join("config.toml"),
+        "[node]\nmdns = false\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\n",
+    )
+    .unwrap();
     // What mount(8) runs for: DATA_DIR MNT defs defaults,_netdev,nofail 0 0
     let out = Command::new(&helper)
         .arg(&data)

@@ -650,16 +650,24 @@ fn open_for_write_with_o_trunc_and_o_creat_mode() {
 // ---- upload state ------------------------------------------------------------------------------
 
 #[test]
-fn the_upload_state_xattr_says_a_file_is_dirty_while_no_network_is_configured() {
+fn the_upload_state_xattr_says_a_file_is_dirty_while_no_peer_can_store_it() {
+    // The mount's node has no peers: the upload fails and the file stays dirty, saying why.
     let m = mount!();
     let p = m.path("f");
     fs::write(&p, b"x").unwrap();
-    let state = defs_tests::mount::run(
-        std::process::Command::new("getfattr")
-            .args(["-n", "user.defs.state", "--only-values"])
-            .arg(&p),
-    );
-    assert!(state.starts_with("dirty (no network configured"), "{state}");
+    let state = || {
+        defs_tests::mount::run(
+            std::process::Command::new("getfattr")
+                .args(["-n", "user.defs.state", "--only-values"])
+                .arg(&p),
+        )
+    };
+    assert!(state().starts_with("dirty"), "{}", state());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !state().starts_with("dirty (1 failed uploads, last: ") {
+        assert!(std::time::Instant::now() < deadline, "{}", state());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     // Not listed, so rsync -X / cp -a never copy it; read-only.
     let all = defs_tests::mount::run(std::process::Command::new("getfattr").arg("-d").arg(&p));
     assert!(!all.contains("defs.state"));

@@ -1,5 +1,13 @@
-//! `defs-mount MOUNTPOINT [--data-dir DIR] [-f] [-o OPTIONS]`: mounts DeFS. Called as
-//! `mount.defs` (a symlink), it takes mount(8)'s arguments instead (see `fstab.rs`).
+//! `defs-mount MOUNTPOINT [--data-dir DIR] [--listen ADDR]... [--bootstrap ADDR]... [-f]
+//! [-o OPTIONS]`: mounts DeFS and runs the data dir's storage node in the same process (its
+//! shard store, `DIR/addrs`, and `DIR/control.sock`, through which `defs status`, `defs sync`,
+//! `defs put/get` and `defs peers` reach it). Called as `mount.defs` (a symlink), it takes
+//! mount(8)'s arguments instead (see `fstab.rs`).
+//!
+//! Start: refuse a data dir another node or mount serves → node (shard store, listen, bootstrap,
+//! `DIR/addrs`) → filesystem → mount → control socket → ready. Stop (signal or unmount from
+//! outside): journal durable → unmount → flusher (uploads already running get
+//! `[mount] shutdown_grace_secs`; the rest stay dirty for the next mount) → node.
 //!
 //! Without `-f` it starts itself again in the background (with `-f` and a readiness socket),
 //! waits until the mount is live, and exits 0 — or prints the daemon's error and exits 1. The
@@ -18,11 +26,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
+use defs_core::object::{ManifestStore, Objects};
 use defs_core::sync::Arc;
 use defs_fuse::fs::{self, FsyncMode};
 use defs_fuse::fuse::FuseFs;
 use defs_fuse::session::{self, MountConfig};
-use mount_helper::{config_file, data_dir, identity_cmd};
+use mount_helper::mount_control::MountCommands;
+use mount_helper::net_cmd::{NetOptions, NodeOptions, StorageNode};
+use mount_helper::{data_dir, identity_cmd};
 use tracing::{error, info, warn};
 
 /// How long the launcher waits for the daemon to report the mount ready. Opening a large
@@ -58,14 +69,18 @@ struct Cli {
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,
 
-    /// Listen address of the node (multiaddr; repeatable). The network is not part of this
-    /// build yet: accepted and ignored with a warning.
-    #[arg(long)]
+    /// Listen address of the mount's node (multiaddr; repeatable) [default: from config.toml].
+    #[arg(long, value_name = "MULTIADDR")]
     listen: Vec<String>,
 
-    /// Bootstrap peer (multiaddr; repeatable). Accepted and ignored with a warning, as --listen.
-    #[arg(long)]
+    /// A peer to join through (multiaddr ending in /p2p/PEER_ID; repeatable); remembered in
+    /// DIR/config.toml.
+    #[arg(long, value_name = "MULTIADDR")]
     bootstrap: Vec<String>,
+
+    /// Do not discover peers on the local network with mDNS.
+    #[arg(long)]
+    no_mdns: bool,
 
     /// Internal: the launcher's readiness socket (set when daemonizing).
     #[arg(long, hide = true)]
@@ -144,7 +159,9 @@ fn check_mountpoint(mp: &Path) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             bail!("mountpoint {} does not exist", mp.display())
         }
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => bail!(
+        // A dead daemon's mount answers ENOTCONN, or ECONNABORTED when the kernel aborted the
+        // connection while requests were pending.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED)) => bail!(
             "mountpoint {} is a stale mount whose daemon is gone (transport endpoint is not \
              connected): unmount it first with `fusermount3 -u {}`",
             mp.display(),
@@ -248,6 +265,9 @@ fn launch(cli: &Cli) -> Result<()> {
     }
     for b in &cli.bootstrap {
         cmd.arg("--bootstrap").arg(b);
+    }
+    if cli.no_mdns {
+        cmd.arg("--no-mdns");
     }
     // The daemon keeps no terminal: its output goes to the log file, and it is in its own
     // process group so the terminal's Ctrl-C does not reach it.
@@ -360,9 +380,6 @@ fn serve_inner(
     ensure_identity(&dir)?;
     init_logging(&dir, to_stderr)?;
     info!(mountpoint = %mountpoint.display(), data_dir = %dir.display(), version = env!("CARGO_PKG_VERSION"), "defs-mount starting");
-    if !cli.listen.is_empty() || !cli.bootstrap.is_empty() {
-        warn!("--listen/--bootstrap: the network is not part of this build yet; ignored");
-    }
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -370,7 +387,16 @@ fn serve_inner(
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let result = rt.block_on(run(&dir, &mountpoint, options, ready));
+    let node_opts = NodeOptions {
+        listen: cli.listen.clone(),
+        capacity: None,
+        zone: String::new(),
+        net: NetOptions {
+            bootstrap: cli.bootstrap.clone(),
+            no_mdns: cli.no_mdns,
+        },
+    };
+    let result = rt.block_on(run(&dir, &mountpoint, options, &node_opts, ready));
     if let Err(e) = &result {
         error!(error = %format!("{e:#}"), "defs-mount failed");
     }
@@ -382,31 +408,55 @@ async fn run(
     dir: &Path,
     mountpoint: &Path,
     options: &Options,
+    node_opts: &NodeOptions,
     ready: &mut Option<Ready>,
 ) -> Result<()> {
-    let settings = config_file::load(&dir.join(data_dir::CONFIG_FILE))?;
+    // Refuses a data dir another node or mount serves, before anything is opened or mounted.
+    let mut node = StorageNode::start(dir, node_opts)
+        .await
+        .context("starting the mount's storage node")?;
+    info!(peer = %node.node.peer_id(), addrs = ?node.addrs, "node listening");
+    let result = serve_mount(dir, mountpoint, options, &mut node, ready).await;
+    node.shutdown().await;
+    info!("node stopped");
+    result
+}
+
+async fn serve_mount(
+    dir: &Path,
+    mountpoint: &Path,
+    options: &Options,
+    node: &mut StorageNode,
+    ready: &mut Option<Ready>,
+) -> Result<()> {
+    let settings = node.config.clone();
+    let grace = Duration::from_secs(settings.mount.shutdown_grace_secs);
     let meta_dir = dir.join("meta");
     let cache_dir = dir.join("cache");
     let db = defs_core::meta::MetaDb::open(&meta_dir)
         .with_context(|| format!("opening the metadata DB in {}", meta_dir.display()))?;
-    let limits = defs_core::cache_store::CacheConfig {
-        budget_bytes: settings.cache.budget_bytes,
-        reserve_bytes: settings.cache.reserve_bytes,
-    };
-    let cache = defs_core::cache_store::CacheStore::open(&cache_dir, limits)
+    let cache = defs_core::cache_store::CacheStore::open(&cache_dir, (&settings.cache).into())
         .with_context(|| format!("opening the cache in {}", cache_dir.display()))?;
     let config = fs::Config {
         read_only: options.read_only,
         fsync: options.fsync,
     };
-    // No uploader yet: the network is wired in by the node; until then dirty files stay in the
-    // local cache and journal, and `defs status` says so.
+    // Uploads and lazy reads go through the object layer over the mount's own node.
+    let manifests_dir = meta_dir.join("manifests");
+    let manifests = ManifestStore::open(&manifests_dir)
+        .with_context(|| format!("opening {}", manifests_dir.display()))?;
+    let objects = Arc::new(Objects::new(
+        Arc::new(node.client.clone()),
+        node.identity.manifest_wrap_key(),
+        settings.layout.clone(),
+        Some(manifests),
+    ));
     let core = fs::Fs::new(
         Arc::new(db),
         Arc::new(cache),
         &cache_dir,
         config,
-        fs::Remote::none(),
+        fs::Remote::objects(objects),
     )
     .context("starting the filesystem")?;
 
@@ -419,10 +469,24 @@ async fn run(
             .unwrap_or_else(|| format!("defs:{}", dir.display())),
         threads: options.threads.unwrap_or(session::DEFAULT_THREADS),
     };
+    // `defs sync PATH` sends a canonical path: compare it with the canonical mountpoint.
+    let canonical = std::fs::canonicalize(mountpoint)
+        .with_context(|| format!("resolving {}", mountpoint.display()))?;
     let fuse = FuseFs::new(core.clone(), tokio::runtime::Handle::current());
     let mounted = tokio::task::block_in_place(|| session::mount(fuse, mountpoint, &mount_config))
         .with_context(|| format!("mounting at {}", mountpoint.display()))?;
     let unmounter = mounted.unmounter();
+    let handler = MountCommands {
+        commands: node.commands(),
+        node: node.node.clone(),
+        fs: core.clone(),
+        mountpoint: canonical,
+    };
+    if let Err(e) = node.serve_control(std::sync::Arc::new(handler)).await {
+        let _ = tokio::task::spawn_blocking(move || unmounter.unmount()).await;
+        core.shutdown().await.ok();
+        return Err(e).context("serving the control socket");
+    }
     let pid_file = dir.join(PID_FILE);
     if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
         warn!(error = %e, path = %pid_file.display(), "writing the pid file failed");
@@ -465,7 +529,8 @@ async fn run(
         Ok(Err(e)) => warn!(error = %e, "the FUSE session ended with an error"),
         Err(e) => warn!(error = %e, "the FUSE session task failed"),
     }
-    core.shutdown()
+    // The node stays up while running uploads finish (the caller stops it after this).
+    core.shutdown_within(grace)
         .await
         .context("flushing the journal at unmount")?;
     info!("unmounted cleanly");

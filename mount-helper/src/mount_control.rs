@@ -1,0 +1,345 @@
+//! The control socket of `defs-mount`: defs-net's [`Commands`] (status, peers, put, get) plus
+//! what only a mount answers — `Sync { path }` and a mount section in `Status`. This is the glue
+//! between defs-net and defs-fuse, which never import each other.
+//!
+//! ```text
+//!  defs sync PATH ──Sync{path}──► MountCommands ── resolve PATH in the mount ──► Fs::sync_tree
+//!                 ◄──Progress (bytes)*, Done | Failed(paths + last errors)──┘
+//!  defs status    ──Status──────► Commands::status (node) + Fs::upload_status (journal)
+//! ```
+
+use std::fmt::Write as _;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+
+use defs_fuse::flusher::FlushError;
+use defs_fuse::fs::{Fs, SyncReport, UploadStatus};
+use defs_net::Node;
+use defs_net::commands::{self, Commands, json_str};
+use defs_net::control::{ControlRequest, Handler, ProgressSink};
+
+/// Failed files named in a `defs sync` failure message (the count includes all of them).
+const SYNC_FAILURES_SHOWN: usize = 10;
+
+/// Serves the mount's control socket.
+#[derive(Debug)]
+pub struct MountCommands {
+    /// The node's commands.
+    pub commands: Commands,
+    /// The node (for its peer count).
+    pub node: Node,
+    /// The mounted filesystem.
+    pub fs: Fs,
+    /// Where it is mounted (absolute, canonical).
+    pub mountpoint: PathBuf,
+}
+
+impl Handler for MountCommands {
+    fn handle(
+        &self,
+        req: ControlRequest,
+        progress: ProgressSink,
+    ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + '_>> {
+        Box::pin(async move {
+            match req {
+                ControlRequest::Sync { path } => self.sync(path, progress).await,
+                ControlRequest::Status { json } => self.status(json).await,
+                other => self.commands.handle(other, progress).await,
+            }
+        })
+    }
+}
+
+fn plural(n: u64, one: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {one}s")
+    }
+}
+
+impl MountCommands {
+    /// `defs sync [PATH]`.
+    async fn sync(&self, path: Option<String>, progress: ProgressSink) -> Result<String, String> {
+        let path = path.map_or_else(|| self.mountpoint.clone(), PathBuf::from);
+        let Ok(rel) = path.strip_prefix(&self.mountpoint) else {
+            return Err(format!(
+                "{} is not inside the mount at {}",
+                path.display(),
+                self.mountpoint.display()
+            ));
+        };
+        let root = self
+            .fs
+            .resolve(rel)
+            .map_err(|e| format!("{} in the mount: {e}", path.display()))?;
+        // Uploads need somewhere to go: with no storage peer nothing written can leave this
+        // machine, and waiting for retries would only hide that.
+        let peers = match self.node.status().await {
+            Ok(s) => s.storage_peers,
+            Err(e) => return Err(format!("the mount's node: {e}")),
+        };
+        if peers == 0 {
+            let pending = self.fs.pending(root).map_err(|e| format!("{e}"))?;
+            if pending.files_total > 0 {
+                return Err(format!(
+                    "no storage peers are connected: {} ({} bytes) under {} cannot leave this \
+                     machine and stay in the local cache; they upload once a peer is reachable \
+                     (mount with --bootstrap MULTIADDR, see `defs peers`)",
+                    plural(pending.files_total, "dirty file"),
+                    pending.bytes_total,
+                    path.display()
+                ));
+            }
+        }
+        let report = self
+            .fs
+            .sync_tree(root, |p| progress.report(p.bytes_done, p.bytes_total))
+            .await
+            .map_err(|e| match e {
+                defs_fuse::fs::Error::Flush(FlushError::NoUploader { .. }) => format!(
+                    "this mount has no network to upload to: the dirty files under {} stay in \
+                     the local cache",
+                    path.display()
+                ),
+                e => format!("syncing {}: {e}", path.display()),
+            })?;
+        sync_outcome(&path, &report)
+    }
+
+    /// `defs status`: the node's status and the mount's write-back cache.
+    async fn status(&self, json: bool) -> Result<String, String> {
+        let node = commands::status(&self.commands.client, json)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        let mount = self.fs.upload_status().map_err(|e| format!("{e}"))?;
+        if json {
+            let Some(open) = node.strip_suffix('}') else {
+                return Err("the node's status is not a JSON object".into());
+            };
+            return Ok(format!(
+                "{open},\"mount\":{}}}",
+                mount_json(&self.mountpoint, &mount)
+            ));
+        }
+        Ok(format!(
+            "{node}\n{}",
+            mount_text(&self.mountpoint, &mount).trim_end()
+        ))
+    }
+}
+
+/// The text `defs sync` prints, or its failure message.
+fn sync_outcome(path: &Path, r: &SyncReport) -> Result<String, String> {
+    if r.is_clean() {
+        return Ok(format!(
+            "{} ({} bytes) under {} uploaded: everything written there is on the network",
+            plural(r.files, "dirty file"),
+            r.bytes,
+            path.display()
+        ));
+    }
+    let mut msg = format!(
+        "{} of {} under {} could not be uploaded (they stay dirty and are retried in the \
+         background):",
+        r.failed.len(),
+        plural(r.files, "dirty file"),
+        path.display()
+    );
+    for f in r.failed.iter().take(SYNC_FAILURES_SHOWN) {
+        let _ = write!(msg, "\n  {}: {}", path.join(&f.path).display(), f.error);
+    }
+    if r.failed.len() > SYNC_FAILURES_SHOWN {
+        let _ = write!(
+            msg,
+            "\n  … and {} more",
+            r.failed.len() - SYNC_FAILURES_SHOWN
+        );
+    }
+    Err(msg)
+}
+
+/// The mount section of `defs status`.
+pub fn mount_text(mountpoint: &Path, s: &UploadStatus) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "mount:          {}", mountpoint.display());
+    let _ = writeln!(
+        out,
+        "dirty:          {} ({} bytes) not yet on the network",
+        plural(s.dirty_files(), "file"),
+        s.dirty_bytes()
+    );
+    let _ = writeln!(
+        out,
+        "  waiting:      {} ({} bytes)",
+        plural(s.waiting_files, "file"),
+        s.waiting_bytes
+    );
+    let _ = writeln!(
+        out,
+        "  uploading:    {} ({} bytes)",
+        plural(s.uploading_files, "file"),
+        s.uploading_bytes
+    );
+    let _ = writeln!(
+        out,
+        "  failed:       {} ({} bytes)",
+        plural(s.failed_files, "file"),
+        s.failed_bytes
+    );
+    for f in &s.failed {
+        let path = f.path.as_ref().map_or_else(
+            || format!("(unlinked inode {})", f.ino),
+            |p| mountpoint.join(p).display().to_string(),
+        );
+        let _ = writeln!(
+            out,
+            "    {path}: {} failed uploads, last: {}",
+            f.failures,
+            f.last_error.as_deref().unwrap_or("?")
+        );
+    }
+    if s.failed_files > s.failed.len() as u64 {
+        let _ = writeln!(
+            out,
+            "    … and {} more",
+            s.failed_files - s.failed.len() as u64
+        );
+    }
+    let _ = writeln!(
+        out,
+        "cache:          {} bytes clean + {} bytes dirty, budget {} bytes",
+        s.cache.clean_bytes, s.cache.dirty_bytes, s.cache.budget_bytes
+    );
+    if !s.has_network && s.dirty_files() > 0 {
+        let _ = writeln!(
+            out,
+            "warning:        this mount has no network: dirty files stay in the local cache"
+        );
+    }
+    out
+}
+
+/// The mount section of `defs status --json`.
+pub fn mount_json(mountpoint: &Path, s: &UploadStatus) -> String {
+    let failed: Vec<String> = s
+        .failed
+        .iter()
+        .map(|f| {
+            format!(
+                "{{\"ino\":{},\"path\":{},\"bytes\":{},\"failures\":{},\"last_error\":{}}}",
+                f.ino.0,
+                f.path.as_ref().map_or("null".into(), |p| json_str(
+                    &mountpoint.join(p).display().to_string()
+                )),
+                f.bytes,
+                f.failures,
+                f.last_error.as_deref().map_or("null".into(), json_str),
+            )
+        })
+        .collect();
+    format!(
+        "{{\"mountpoint\":{},\"network\":{},\"dirty_files\":{},\"dirty_bytes\":{},\
+         \"waiting_files\":{},\"waiting_bytes\":{},\"uploading_files\":{},\"uploading_bytes\":{},\
+         \"failed_files\":{},\"failed_bytes\":{},\"failed\":[{}],\
+         \"cache\":{{\"clean_bytes\":{},\"dirty_bytes\":{},\"budget_bytes\":{}}}}}",
+        json_str(&mountpoint.display().to_string()),
+        s.has_network,
+        s.dirty_files(),
+        s.dirty_bytes(),
+        s.waiting_files,
+        s.waiting_bytes,
+        s.uploading_files,
+        s.uploading_bytes,
+        s.failed_files,
+        s.failed_bytes,
+        failed.join(","),
+        s.cache.clean_bytes,
+        s.cache.dirty_bytes,
+        s.cache.budget_bytes,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use defs_core::cache_store::Usage;
+    use defs_core::types::InodeNo;
+    use defs_fuse::fs::{DirtyFile, SyncFailure};
+
+    use super::*;
+
+    fn status() -> UploadStatus {
+        UploadStatus {
+            waiting_files: 2,
+            waiting_bytes: 10,
+            uploading_files: 1,
+            uploading_bytes: 5,
+            failed_files: 1,
+            failed_bytes: 7,
+            failed: vec![DirtyFile {
+                ino: InodeNo(9),
+                path: Some("d/x \"q\"".into()),
+                bytes: 7,
+                failures: 3,
+                last_error: Some("no peer".into()),
+            }],
+            has_network: true,
+            cache: Usage {
+                clean_bytes: 1,
+                dirty_bytes: 22,
+                budget_bytes: 100,
+                inodes: 4,
+            },
+        }
+    }
+
+    #[test]
+    fn status_sections_show_counts_paths_and_errors() {
+        let text = mount_text(Path::new("/mnt/defs"), &status());
+        assert!(
+            text.contains("4 files (22 bytes) not yet on the network"),
+            "{text}"
+        );
+        assert!(text.contains("/mnt/defs/d/x \"q\": 3 failed uploads, last: no peer"));
+        let json = mount_json(Path::new("/mnt/defs"), &status());
+        assert!(
+            json.contains("\"dirty_files\":4,\"dirty_bytes\":22"),
+            "{json}"
+        );
+        assert!(
+            json.contains("\"path\":\"/mnt/defs/d/x \\\"q\\\"\""),
+            "{json}"
+        );
+        assert!(json.starts_with('{') && json.ends_with('}'));
+    }
+
+    #[test]
+    fn sync_failures_name_each_file_and_its_error() {
+        let ok = SyncReport {
+            files: 3,
+            bytes: 30,
+            failed: vec![],
+        };
+        assert!(
+            sync_outcome(Path::new("/m"), &ok)
+                .unwrap()
+                .contains("3 dirty files")
+        );
+        let bad = SyncReport {
+            files: 3,
+            bytes: 30,
+            failed: vec![SyncFailure {
+                ino: InodeNo(5),
+                path: "a/b".into(),
+                error: "upload failed: no storage peers".into(),
+            }],
+        };
+        let msg = sync_outcome(Path::new("/m"), &bad).unwrap_err();
+        assert!(msg.contains("1 of 3 dirty files under /m"), "{msg}");
+        assert!(
+            msg.contains("/m/a/b: upload failed: no storage peers"),
+            "{msg}"
+        );
+    }
+}

@@ -1,0 +1,116 @@
+//! Real `defs node` processes on 127.0.0.1 (no mDNS), killed when dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::bin;
+
+/// How long a node may take to write `DIR/addrs`.
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Kills its child on drop, so a failing test leaves no node running.
+#[derive(Debug)]
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `defs` with `DEFS_DATA_DIR=dir` and quiet logs.
+pub fn defs(dir: &Path) -> Command {
+    let mut c = bin("defs");
+    c.env("DEFS_DATA_DIR", dir).env("RUST_LOG", "warn");
+    c
+}
+
+/// `defs init --difficulty 0` in `dir`.
+///
+/// # Panics
+/// When it fails.
+pub fn init(dir: &Path) {
+    let out = defs(dir)
+        .args(["init", "--difficulty", "0"])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run defs: {e}"));
+    assert!(
+        out.status.success(),
+        "init: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The first TCP address in `DIR/addrs`, waiting for the file to appear.
+///
+/// # Panics
+/// After [`START_TIMEOUT`].
+pub fn wait_for_addr(dir: &Path) -> String {
+    let path = dir.join("addrs");
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&path)
+            && let Some(line) = text.lines().find(|l| l.contains("/tcp/"))
+        {
+            return line.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Starts `defs node` on 127.0.0.1 (random port, no mDNS) in a fresh data dir `dir`.
+///
+/// # Panics
+/// When it cannot start.
+pub fn start_node(dir: &Path, bootstrap: Option<&str>) -> Proc {
+    init(dir);
+    let mut c = defs(dir);
+    c.args(["node", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"]);
+    if let Some(b) = bootstrap {
+        c.args(["--bootstrap", b]);
+    }
+    Proc(
+        c.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start defs node: {e}")),
+    )
+}
+
+/// `n` storage nodes on 127.0.0.1, the others bootstrapped from the first.
+#[derive(Debug)]
+pub struct Cluster {
+    /// The nodes (killed on drop).
+    pub nodes: Vec<Proc>,
+    /// Their data dirs.
+    pub dirs: Vec<PathBuf>,
+    /// Their TCP addresses with `/p2p/<id>`.
+    pub addrs: Vec<String>,
+}
+
+impl Cluster {
+    /// Starts `n` nodes with data dirs `base/n0`, `base/n1`, ….
+    ///
+    /// # Panics
+    /// When a node does not start.
+    pub fn start(base: &Path, n: usize) -> Cluster {
+        let dirs: Vec<PathBuf> = (0..n).map(|i| base.join(format!("n{i}"))).collect();
+        let mut nodes = Vec::with_capacity(n);
+        let mut first = None;
+        for d in &dirs {
+            nodes.push(start_node(d, first.as_deref()));
+            if first.is_none() {
+                first = Some(wait_for_addr(d));
+            }
+        }
+        let addrs = dirs.iter().map(|d| wait_for_addr(d)).collect();
+        Cluster { nodes, dirs, addrs }
+    }
+}
