@@ -23,6 +23,10 @@
 //!   in the kernel's page cache, which survives the process. fsync(2) adds power-loss durability.
 
 pub mod error;
+mod read;
+#[cfg(test)]
+mod remote_tests;
+mod status;
 mod sync_status;
 #[cfg(test)]
 mod tests;
@@ -45,6 +49,8 @@ use tracing::{debug, info, warn};
 use crate::flusher::Flusher;
 pub use crate::upload::Remote;
 pub use error::Error;
+pub use read::{READAHEAD_MAX_BYTES, READAHEAD_MAX_SEGMENTS, READAHEAD_TASKS, SEQUENTIAL_SLACK};
+pub use status::{DURABILITY_XATTR, ID_XATTR, TREE_STATUS_MAX_ERRORS, TreeStatus};
 pub use sync_status::{
     DirtyFile, STATUS_MAX_FAILED, SYNC_ATTEMPTS, SYNC_PARALLEL, SYNC_RETRY_DELAY, SyncFailure,
     SyncProgress, SyncReport, UploadStatus,
@@ -228,6 +234,8 @@ struct Inner {
     inodes: Mutex<HashMap<InodeNo, InodeState>>,
     write_locks: [Mutex<()>; WRITE_LOCKS],
     counters: Counters,
+    /// Flights of lazy reads and read-ahead state per handle.
+    reads: read::Reads,
 }
 
 /// Stripes of the per-inode write lock.
@@ -301,6 +309,7 @@ impl Fs {
                 inodes: Mutex::new(HashMap::new()),
                 write_locks: std::array::from_fn(|_| Mutex::new(())),
                 counters: Counters::default(),
+                reads: read::Reads::default(),
             }),
         })
     }
@@ -493,6 +502,7 @@ impl Fs {
             }
             let attr = self.inner.db.getattr(ino)?;
             if attr.kind == FileKind::RegularFile {
+                self.fetch_before_change(ino, size.min(attr.size)).await?;
                 self.inner.cache.truncate(ino, size)?;
                 self.mark_dirty(ino)?;
                 let open = {
@@ -798,14 +808,16 @@ impl Fs {
         Ok((self.entry(attr), opened))
     }
 
-    /// Reads up to `size` bytes at `offset`; fewer at the end of the file.
+    /// Reads up to `size` bytes at `offset`; fewer at the end of the file. Bytes not in the
+    /// cache are fetched from the network (only the data shards covering them) and cached;
+    /// sequential reads through one handle prefetch ahead (see the `read` module).
     ///
     /// # Errors
     /// BadHandle; an I/O error of the cache file; NotCached (EIO) for bytes that are neither
-    /// in the cache nor reachable (no network yet).
+    /// in the cache nor stored; Fetch (EIO) when the network cannot return them.
     ///
     /// # Cancel safety
-    /// Safe (read only).
+    /// Safe: fetches already started finish in their own tasks and fill the cache.
     pub async fn read(
         &self,
         ino: InodeNo,
@@ -819,14 +831,12 @@ impl Fs {
             return Ok(Vec::new());
         }
         let len = u64::from(size).min(attr.size - offset);
-        match self.inner.cache.read(ino, offset, len)? {
-            Some(data) => Ok(data),
-            None => Err(Error::NotCached {
-                ino,
-                offset,
-                end: offset + len,
-            }),
-        }
+        let data = match self.inner.cache.read(ino, offset, len)? {
+            Some(data) => data,
+            None => self.read_uncached(ino, offset, len).await?,
+        };
+        self.after_read(ino, fh, offset, offset + len, attr.size);
+        Ok(data)
     }
 
     /// Writes `data` at `offset` into the cache file. The journal knows the file is dirty
@@ -857,9 +867,23 @@ impl Fs {
                 end: offset.saturating_add(len),
                 limit: MAX_FILE_SIZE,
             })?;
+        // A stored file's first change needs all of it in the cache (never under the lock: it
+        // may wait on the network).
+        let stored = if self.inner.cache.is_dirty(ino) {
+            None
+        } else {
+            let size = self.getattr(ino).await?.size;
+            self.fetch_before_change(ino, size).await?
+        };
         // Writes to one inode are serialised (the kernel does so too for buffered writes): the
         // size check and the zero extension below must not interleave with another write.
         let _serial = lock(&self.inner.write_locks[(ino.0 % WRITE_LOCKS as u64) as usize]);
+        if let Some((file, need)) = stored
+            && !self.inner.cache.is_dirty(ino)
+        {
+            // Clean bytes fetched above may have been evicted since.
+            self.check_cached(ino, file, need)?;
+        }
         let overlay_size = lock(&self.inner.inodes)
             .get(&ino)
             .and_then(|s| s.overlay)
@@ -920,6 +944,7 @@ impl Fs {
         let Some(Handle::File { .. }) = handle else {
             return Err(Error::BadHandle { ino, fh });
         };
+        self.forget_reads(fh);
         let persisted = self.persist(ino);
         let attr = self.inner.db.getattr(ino);
         let (last, idle, changed) = {
@@ -1081,8 +1106,11 @@ impl Fs {
         Ok(())
     }
 
-    /// Capacity: for now the filesystem holding the cache directory (real and non-zero; the
-    /// network's capacity replaces it when the node is wired in).
+    /// Capacity. With a network: its advertised free capacity divided by the redundancy of
+    /// the layout big files get, capped by the cache filesystem's free space (every write lands
+    /// there first), never zero while a storage node is up; total = free + bytes cached. Without
+    /// one (or when the network does not report capacity): the filesystem holding the cache
+    /// directory.
     ///
     /// # Errors
     /// statvfs of the cache directory failed.
@@ -1095,7 +1123,7 @@ impl Fs {
             source: std::io::Error::from(e),
         })?;
         let frsize = u32::try_from(st.fragment_size()).unwrap_or(4096).max(1);
-        Ok(StatFs {
+        let local = StatFs {
             blocks: st.blocks(),
             bfree: st.blocks_free(),
             bavail: st.blocks_available(),
@@ -1104,7 +1132,8 @@ impl Fs {
             bsize: u32::try_from(st.block_size()).unwrap_or(4096),
             namelen: u32::try_from(namespace::NAME_MAX).unwrap_or(255),
             frsize,
-        })
+        };
+        Ok(self.statfs_over_network(local).await)
     }
 
     /// Sets an extended attribute. `flags` are setxattr(2)'s (XATTR_CREATE, XATTR_REPLACE).
@@ -1151,6 +1180,9 @@ impl Fs {
         if name == STATE_XATTR {
             return Ok(self.upload_state(ino)?.into_bytes());
         }
+        if let Some(value) = self.status_xattr(ino, name).await? {
+            return Ok(value);
+        }
         Ok(self.inner.db.get_xattr(ino, name)?)
     }
 
@@ -1178,9 +1210,9 @@ impl Fs {
     }
 
     fn refuse_state_xattr(&self, name: &[u8]) -> Result<()> {
-        if name == STATE_XATTR {
+        if Self::is_status_xattr(name) {
             return Err(defs_core::Error::NotPermitted {
-                what: "user.defs.state is read-only".into(),
+                what: format!("{} is read-only", String::from_utf8_lossy(name)),
             }
             .into());
         }

@@ -69,13 +69,14 @@ impl TestFs {
     fn open(dir: Arc<tempfile::TempDir>, config: Config, remote: Remote, budget: u64) -> TestFs {
         let meta = dir.path().join("meta");
         let cache_dir = dir.path().join("cache");
-        let db = Arc::new(MetaDb::open_with(&meta, None).unwrap_or_else(|e| panic!("db: {e}")));
+        // A restart may race with the old core's last tasks letting go of the stores (the
+        // flusher replies to its shutdown just before it drops them).
+        let db = Arc::new(retry_open("db", || MetaDb::open_with(&meta, None)));
         let limits = CacheConfig {
             budget_bytes: budget,
             reserve_bytes: 0,
         };
-        let cache =
-            Arc::new(CacheStore::open(&cache_dir, limits).unwrap_or_else(|e| panic!("cache: {e}")));
+        let cache = Arc::new(retry_open("cache", || CacheStore::open(&cache_dir, limits)));
         let fs = Fs::new(db.clone(), cache.clone(), &cache_dir, config, remote)
             .unwrap_or_else(|e| panic!("Fs::new: {e}"));
         TestFs { fs, db, cache, dir }
@@ -93,6 +94,26 @@ impl TestFs {
         let dir = self.dir.clone();
         drop(self);
         Self::open(dir, config, Remote::uploader(uploader), DEFAULT_BUDGET)
+    }
+
+    /// Shuts this core down and opens a new one over the same data dir with `remote`; with
+    /// `wipe_cache`, `DIR/cache` is deleted first (identity and metadata kept), as a user
+    /// throwing the cache away would.
+    ///
+    /// # Panics
+    /// When the shutdown, the removal or the reopen fails.
+    pub async fn reopen(self, config: Config, remote: Remote, wipe_cache: bool) -> TestFs {
+        self.fs
+            .shutdown()
+            .await
+            .unwrap_or_else(|e| panic!("shutdown: {e}"));
+        let dir = self.dir.clone();
+        drop(self);
+        if wipe_cache {
+            std::fs::remove_dir_all(dir.path().join("cache"))
+                .unwrap_or_else(|e| panic!("removing the cache: {e}"));
+        }
+        Self::open(dir, config, remote, DEFAULT_BUDGET)
     }
 
     /// The data dir.
@@ -133,6 +154,21 @@ impl TestFs {
             .await
             .unwrap_or_else(|e| panic!("release {name}: {e}"));
         attr.ino
+    }
+}
+
+fn retry_open<T>(what: &str, open: impl Fn() -> defs_core::Result<T>) -> T {
+    let mut tries = 0;
+    loop {
+        match open() {
+            Ok(v) => return v,
+            Err(e) if tries < 100 => {
+                tries += 1;
+                tracing::debug!(what, error = %e, "still open; retrying");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("{what}: {e}"),
+        }
     }
 }
 

@@ -7,3 +7,4 @@ mod cli;
 #[cfg(feature = "fuse_tests")]
 mod fuse;
 mod network;
+mod remote_reads;

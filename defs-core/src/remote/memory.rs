@@ -19,7 +19,12 @@ pub struct MemoryClient {
     next: AtomicU64,
     fetches: AtomicU64,
     fetched_bytes: AtomicU64,
+    node_capacity: AtomicU64,
 }
+
+/// What each simulated node advertises as its capacity unless a test sets another
+/// ([`MemoryClient::set_node_capacity`]).
+pub const DEFAULT_NODE_CAPACITY: u64 = 1 << 30;
 
 #[derive(Debug)]
 struct MemNode {
@@ -56,6 +61,7 @@ impl MemoryClient {
             next: AtomicU64::new(0),
             fetches: AtomicU64::new(0),
             fetched_bytes: AtomicU64::new(0),
+            node_capacity: AtomicU64::new(DEFAULT_NODE_CAPACITY),
         }
     }
 
@@ -100,6 +106,12 @@ impl MemoryClient {
                 node.shards.insert(id, b);
             }
         });
+    }
+
+    /// Sets the bytes each node holds at most (their free capacity is this minus what they
+    /// store).
+    pub fn set_node_capacity(&self, bytes: u64) {
+        self.node_capacity.store(bytes, Ordering::Relaxed);
     }
 
     /// Shards stored in total (over all nodes, up or down).
@@ -203,10 +215,18 @@ impl ShardClient for MemoryClient {
     }
 
     fn capacity(&self) -> BoxFuture<'_, Result<u64>> {
-        // Unbounded memory, reported as 1 TiB per running node.
-        Box::pin(
-            async move { Ok(self.with(|n| n.iter().filter(|node| node.up).count() as u64) << 40) },
-        )
+        Box::pin(async move {
+            let cap = self.node_capacity.load(Ordering::Relaxed);
+            Ok(self.with(|n| {
+                n.iter()
+                    .filter(|node| node.up)
+                    .map(|node| {
+                        let used: u64 = node.shards.values().map(|b| b.len() as u64).sum();
+                        cap.saturating_sub(used)
+                    })
+                    .sum()
+            }))
+        })
     }
 
     fn delete(&self, id: ShardId, holders: Vec<NodeId>) -> BoxFuture<'_, Result<()>> {

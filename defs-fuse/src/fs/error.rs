@@ -8,7 +8,7 @@
 
 use std::io;
 
-use defs_core::types::InodeNo;
+use defs_core::types::{FileId, InodeNo};
 
 use crate::fs::FileHandle;
 
@@ -74,10 +74,10 @@ pub enum Error {
         what: &'static str,
     },
 
-    /// Bytes of a file are neither in the local cache nor reachable: the network part of the
-    /// read path is not wired in yet.
+    /// Bytes of a file are in the local cache but nowhere else: the file was never stored, or
+    /// the mount has no network.
     #[error(
-        "bytes {offset}..{end} of inode {ino} are not in the local cache and no network is configured"
+        "bytes {offset}..{end} of inode {ino} are not in the local cache and not stored on a network"
     )]
     NotCached {
         /// The inode.
@@ -86,6 +86,23 @@ pub enum Error {
         offset: u64,
         /// End of the missing range.
         end: u64,
+    },
+
+    /// Stored bytes of a file could not be read back from the network (no holder answered,
+    /// too few shards to rebuild a segment, a manifest that does not open), or could not be
+    /// cached for a change.
+    #[error("bytes {offset}..{end} of inode {ino} (object {file}) could not be read: {reason}")]
+    Fetch {
+        /// The inode.
+        ino: InodeNo,
+        /// The stored object.
+        file: FileId,
+        /// Start of the range.
+        offset: u64,
+        /// End of the range.
+        end: u64,
+        /// Why, with the object layer's error.
+        reason: String,
     },
 
     /// A local I/O error outside defs-core (e.g. statfs of the cache directory).
@@ -130,6 +147,7 @@ impl ToErrno for Error {
             Error::Unsupported { errno, .. } => *errno,
             Error::Invalid { .. } => libc::EINVAL,
             Error::NotCached { .. } => libc::EIO,
+            Error::Fetch { .. } => libc::EIO,
             Error::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
         }
     }
@@ -141,7 +159,7 @@ impl ToErrno for Error {
             Error::BadHandle { .. } | Error::NotWritable { .. } => Level::Warn,
             Error::ReadOnly | Error::FileTooLarge { .. } | Error::Invalid { .. } => Level::Debug,
             Error::Unsupported { .. } => Level::Warn,
-            Error::NotCached { .. } | Error::Io { .. } => Level::Error,
+            Error::NotCached { .. } | Error::Fetch { .. } | Error::Io { .. } => Level::Error,
         }
     }
 }

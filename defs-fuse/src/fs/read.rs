@@ -1,0 +1,601 @@
+//! Lazy range reads: the bytes of a stored file that are not in the cache are fetched from the
+//! network through defs-core's [`Objects`], written into the cache file, and answered.
+//!
+//! ```text
+//!  Fs::read ──▶ cache.read ── hit ──▶ answer, then read-ahead (sequential handles only)
+//!                   │ miss
+//!                   ▼
+//!  fetch_range: cache.missing → chunks (data-shard aligned, one segment each)
+//!       ├─ chunk already in flight (another reader, a read-ahead) ──▶ wait on that flight
+//!       └─ else a new flight: a task running Objects::read_covering → cache.fill(tag)
+//!  answer from the cache (or from the fetched bytes when the cache refused them)
+//! ```
+//!
+//! - **Only what is read**: a read fetches the data shards that cover its missing bytes, never
+//!   the whole file, so `file`, thumbnailers and `head` of many files stay cheap.
+//! - **Shared fetches**: every fetch is a flight in `Reads::inflight`, keyed by inode and file
+//!   byte range; a reader whose bytes are already being fetched waits on that flight instead of
+//!   fetching them again. A flight runs in its own task and removes itself when done, so a
+//!   reader that gives up (an interrupted read) never strands the others.
+//! - **Read-ahead**: a handle whose reads continue where the last one ended is sequential; it
+//!   prefetches a window of segments that starts at one and doubles up to
+//!   [`READAHEAD_MAX_SEGMENTS`] / [`READAHEAD_MAX_BYTES`]. A seek resets the window and stops
+//!   scheduling (flights already started finish: another reader may be waiting on them).
+//! - **No locks across the network**: the per-inode write lock is never held while waiting on
+//!   a fetch, so `stat`, `readdir` and reads of other files go on during a slow one.
+//! - **First change of an uncached file**: a write or truncate of a stored file whose bytes are
+//!   not all cached fetches them first ([`Fs::fetch_before_change`]): the cache file is the
+//!   source of the next upload, and must hold the whole file once it is dirty.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use defs_core::cache_store::ContentTag;
+use defs_core::manifest::Manifest;
+use defs_core::namespace::Content;
+use defs_core::pipeline::FileKey;
+use defs_core::sync::{Arc, Mutex};
+use defs_core::types::{FileId, InodeNo};
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use tracing::{debug, info, warn};
+
+use super::{Error, FileHandle, Fs, Result, lock};
+
+/// Read-ahead window cap, in segments of the file's geometry: 8 keeps every peer of a 10+4
+/// layout busy without holding more than a few segments in flight per reader.
+pub const READAHEAD_MAX_SEGMENTS: u64 = 8;
+
+/// Read-ahead window cap in bytes (64 MiB), whatever the segment size: bounds the memory one
+/// sequential reader can hold in flights.
+pub const READAHEAD_MAX_BYTES: u64 = 64 << 20;
+
+/// Read-ahead tasks running at once over the whole mount. Each holds at most one window of
+/// bytes in flight, so read-ahead memory is at most this × [`READAHEAD_MAX_BYTES`]; a read
+/// that finds none free simply does not prefetch.
+pub const READAHEAD_TASKS: usize = 2;
+
+/// How far (bytes) a read may start from where the handle's last read ended and still count as
+/// sequential: the kernel's own read-ahead sends requests of up to 128 KiB, several at a time,
+/// which may arrive slightly out of order.
+pub const SEQUENTIAL_SLACK: u64 = 1 << 20;
+
+/// Passes over a read's missing bytes before giving up (the cache may evict a freshly filled
+/// range under pressure before it is read back).
+const READ_ATTEMPTS: usize = 3;
+
+/// Bytes of a file fetched from the network, at file offset `start`.
+#[derive(Debug)]
+pub(super) struct Piece {
+    start: u64,
+    bytes: Vec<u8>,
+}
+
+impl Piece {
+    fn range(&self) -> Range<u64> {
+        self.start..self.start + self.bytes.len() as u64
+    }
+}
+
+/// A flight's outcome (the error as text: it is shared by every waiter).
+type Fetched = std::result::Result<Arc<Piece>, Arc<str>>;
+
+#[derive(Debug)]
+struct Flight {
+    id: u64,
+    range: Range<u64>,
+    done: Shared<BoxFuture<'static, Fetched>>,
+}
+
+/// Where a handle's reads are, for read-ahead.
+#[derive(Debug, Default)]
+struct Sequential {
+    /// Where the last read ended.
+    next: Option<u64>,
+    /// The read-ahead window in segments (0: not sequential, nothing is scheduled).
+    window: u64,
+    /// Prefetched (or being prefetched) up to this file offset.
+    ahead: u64,
+}
+
+/// The read path's shared state (part of the core's `Inner`).
+#[derive(Debug)]
+pub(super) struct Reads {
+    inflight: Mutex<HashMap<InodeNo, Vec<Flight>>>,
+    next_flight: AtomicU64,
+    handles: Mutex<HashMap<FileHandle, Sequential>>,
+    readahead: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Reads {
+    fn default() -> Self {
+        Reads {
+            inflight: Mutex::new(HashMap::new()),
+            next_flight: AtomicU64::new(1),
+            handles: Mutex::new(HashMap::new()),
+            readahead: Arc::new(tokio::sync::Semaphore::new(READAHEAD_TASKS)),
+        }
+    }
+}
+
+/// A file's stored content with its opened manifest.
+#[derive(Debug)]
+pub(super) struct StoredContent {
+    pub(super) file: FileId,
+    key: FileKey,
+    /// Where the file's bytes start in the object (packed objects hold several files).
+    offset: u64,
+    /// The file's stored length.
+    pub(super) len: u64,
+    pub(super) manifest: Arc<Manifest>,
+}
+
+/// `ranges` minus `cut`.
+fn subtract(ranges: Vec<Range<u64>>, cut: &Range<u64>) -> Vec<Range<u64>> {
+    let mut out = Vec::with_capacity(ranges.len() + 1);
+    for r in ranges {
+        if cut.end <= r.start || cut.start >= r.end {
+            out.push(r);
+            continue;
+        }
+        if r.start < cut.start {
+            out.push(r.start..cut.start);
+        }
+        if cut.end < r.end {
+            out.push(cut.end..r.end);
+        }
+    }
+    out
+}
+
+impl StoredContent {
+    /// `range` (file offsets, within the stored length) split at segment boundaries and widened
+    /// to whole data shards: the units the network returns, so flights never overlap partly.
+    fn chunks(&self, range: Range<u64>) -> Vec<Range<u64>> {
+        let m = &self.manifest;
+        let seg = m.geometry.segment_size().max(1);
+        let (lo, hi) = (self.offset, self.offset + self.len);
+        let end = self.offset + range.end;
+        let mut x = self.offset + range.start;
+        let mut out = Vec::new();
+        while x < end {
+            let s = x / seg;
+            let entry = usize::try_from(s).ok().and_then(|i| m.segments.get(i));
+            let Some(entry) = entry else {
+                // A manifest shorter than its size: read_covering reports it.
+                out.push(x..end);
+                break;
+            };
+            let seg_start = s * seg;
+            let seg_end = seg_start + u64::from(entry.len);
+            if seg_end <= x {
+                out.push(x..end);
+                break;
+            }
+            let unit = u64::from(entry.shard_len).max(1);
+            let a = seg_start + (x - seg_start) / unit * unit;
+            let b = seg_start + ((end.min(seg_end) - seg_start).div_ceil(unit) * unit);
+            out.push(a..b.min(seg_end));
+            x = seg_end;
+        }
+        out.into_iter()
+            .filter_map(|r| {
+                let (a, b) = (r.start.max(lo), r.end.min(hi));
+                (a < b).then(|| a - self.offset..b - self.offset)
+            })
+            .collect()
+    }
+}
+
+impl Fs {
+    /// The stored content of `ino` with its manifest, or `None` when the file has never been
+    /// stored or the mount has no network.
+    pub(super) async fn stored_content(&self, ino: InodeNo) -> Result<Option<Arc<StoredContent>>> {
+        let Some(objects) = &self.inner.objects else {
+            return Ok(None);
+        };
+        let Content::Stored {
+            file,
+            key,
+            offset,
+            len,
+        } = self.inner.db.content(ino)?
+        else {
+            return Ok(None);
+        };
+        let key = FileKey::from_bytes(key);
+        let manifest = objects
+            .manifest(file, &key)
+            .await
+            .map_err(|e| Error::Fetch {
+                ino,
+                file,
+                offset: 0,
+                end: len,
+                reason: format!("its manifest: {e}"),
+            })?;
+        Ok(Some(Arc::new(StoredContent {
+            file,
+            key,
+            offset,
+            len,
+            manifest,
+        })))
+    }
+
+    /// Answers a read of `len` bytes at `offset` (within the file) that the cache could not:
+    /// fetches the missing bytes and answers from the cache, or from the fetched bytes when the
+    /// cache had no room for them.
+    pub(super) async fn read_uncached(
+        &self,
+        ino: InodeNo,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>> {
+        let not_cached = || Error::NotCached {
+            ino,
+            offset,
+            end: offset + len,
+        };
+        let Some(stored) = self.stored_content(ino).await? else {
+            return Err(not_cached());
+        };
+        let cache = &self.inner.cache;
+        let end = offset + len;
+        if cache
+            .missing(ino, offset, len)
+            .iter()
+            .any(|r| r.end > stored.len)
+        {
+            // Bytes past the stored length that the cache does not hold: nowhere to get them.
+            return Err(not_cached());
+        }
+        let mut pieces = Vec::new();
+        for _ in 0..READ_ATTEMPTS {
+            pieces.extend(self.fetch_range(ino, &stored, offset..end).await?);
+            if let Some(data) = cache.read(ino, offset, len)? {
+                return Ok(data);
+            }
+            if let Some(data) = self.assemble(ino, offset..end, &pieces)? {
+                return Ok(data);
+            }
+        }
+        Err(not_cached())
+    }
+
+    /// The bytes of `range`: cached bytes from the cache (they may be newer, dirty data), the
+    /// rest from `pieces`. `None` when neither has some byte.
+    fn assemble(
+        &self,
+        ino: InodeNo,
+        range: Range<u64>,
+        pieces: &[Arc<Piece>],
+    ) -> Result<Option<Vec<u8>>> {
+        let cache = &self.inner.cache;
+        let len = range.end - range.start;
+        let mut out = vec![0u8; usize::try_from(len).unwrap_or(0)];
+        let missing = cache.missing(ino, range.start, len);
+        let mut present = vec![range.clone()];
+        for m in &missing {
+            present = subtract(present, m);
+        }
+        for p in present {
+            let Some(bytes) = cache.read(ino, p.start, p.end - p.start)? else {
+                return Ok(None);
+            };
+            let at = (p.start - range.start) as usize;
+            out[at..at + bytes.len()].copy_from_slice(&bytes);
+        }
+        for m in missing {
+            let mut need = vec![m];
+            for piece in pieces {
+                let pr = piece.range();
+                for r in &need {
+                    let (a, b) = (r.start.max(pr.start), r.end.min(pr.end));
+                    if a < b {
+                        let src = &piece.bytes[(a - pr.start) as usize..(b - pr.start) as usize];
+                        let at = (a - range.start) as usize;
+                        out[at..at + src.len()].copy_from_slice(src);
+                    }
+                }
+                need = subtract(need, &pr);
+            }
+            if !need.is_empty() {
+                return Ok(None);
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// Fetches the bytes of `range` (file offsets) that the cache misses, sharing flights
+    /// already under way, and returns what the flights brought (also filled into the cache).
+    pub(super) async fn fetch_range(
+        &self,
+        ino: InodeNo,
+        stored: &Arc<StoredContent>,
+        range: Range<u64>,
+    ) -> Result<Vec<Arc<Piece>>> {
+        let range = range.start..range.end.min(stored.len);
+        if range.start >= range.end {
+            return Ok(Vec::new());
+        }
+        let mut waits: Vec<(u64, Range<u64>, Shared<BoxFuture<'static, Fetched>>)> = Vec::new();
+        {
+            let mut map = lock(&self.inner.reads.inflight);
+            // Under the flight map's lock: a flight fills the cache before it leaves the map, so
+            // every missing byte seen here is either still missing or in a listed flight.
+            let missing = self
+                .inner
+                .cache
+                .missing(ino, range.start, range.end - range.start);
+            if missing.is_empty() {
+                return Ok(Vec::new());
+            }
+            let flights = map.entry(ino).or_default();
+            for m in missing {
+                for chunk in stored.chunks(m) {
+                    let mut rest = vec![chunk];
+                    for f in flights.iter() {
+                        let cut = subtract(rest.clone(), &f.range);
+                        if cut != rest {
+                            if !waits.iter().any(|(id, ..)| *id == f.id) {
+                                waits.push((f.id, f.range.clone(), f.done.clone()));
+                            }
+                            rest = cut;
+                        }
+                    }
+                    for r in rest {
+                        let flight = self.start_flight(ino, stored.clone(), r);
+                        waits.push((flight.id, flight.range.clone(), flight.done.clone()));
+                        flights.push(flight);
+                    }
+                }
+            }
+        }
+        let got = futures::future::join_all(
+            waits
+                .into_iter()
+                .map(|(_, r, w)| async move { (r, w.await) }),
+        )
+        .await;
+        let mut pieces = Vec::with_capacity(got.len());
+        for (r, result) in got {
+            match result {
+                Ok(p) => pieces.push(p),
+                Err(reason) => {
+                    return Err(Error::Fetch {
+                        ino,
+                        file: stored.file,
+                        offset: r.start,
+                        end: r.end,
+                        reason: reason.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(pieces)
+    }
+
+    /// Starts a task fetching `range` of `ino` into the cache; the caller registers it.
+    fn start_flight(&self, ino: InodeNo, stored: Arc<StoredContent>, range: Range<u64>) -> Flight {
+        let id = self.inner.reads.next_flight.fetch_add(1, Ordering::Relaxed);
+        let fs = self.clone();
+        let r = range.clone();
+        let task = tokio::spawn(async move {
+            let result = fs.fetch_chunk(ino, &stored, r).await;
+            let mut map = lock(&fs.inner.reads.inflight);
+            if let Some(flights) = map.get_mut(&ino) {
+                flights.retain(|f| f.id != id);
+                if flights.is_empty() {
+                    map.remove(&ino);
+                }
+            }
+            result
+        });
+        let done = async move {
+            match task.await {
+                Ok(r) => r,
+                Err(e) => Err(Arc::from(format!("the fetch task failed: {e}"))),
+            }
+        }
+        .boxed()
+        .shared();
+        Flight { id, range, done }
+    }
+
+    /// One flight: reads `range` of the file from the network and fills the cache with it.
+    async fn fetch_chunk(
+        &self,
+        ino: InodeNo,
+        stored: &StoredContent,
+        range: Range<u64>,
+    ) -> Fetched {
+        let objects = self
+            .inner
+            .objects
+            .as_ref()
+            .ok_or_else(|| Arc::<str>::from("no network is configured"))?;
+        let (start, bytes) = objects
+            .read_covering(
+                &stored.manifest,
+                &stored.key,
+                stored.offset + range.start,
+                range.end - range.start,
+            )
+            .await
+            .map_err(|e| Arc::<str>::from(e.to_string()))?;
+        // Keep only this file's part of the object.
+        let end = start + bytes.len() as u64;
+        let (a, b) = (
+            start.max(stored.offset),
+            end.min(stored.offset + stored.len),
+        );
+        let bytes = if a < b {
+            bytes[(a - start) as usize..(b - start) as usize].to_vec()
+        } else {
+            Vec::new()
+        };
+        let piece = Piece {
+            start: a.saturating_sub(stored.offset),
+            bytes,
+        };
+        debug!(%ino, file = %stored.file, start = piece.start, len = piece.bytes.len(), "fetched");
+        // Cache it only if the file still has this content (an upload may have replaced it).
+        let current = matches!(
+            self.inner.db.content(ino),
+            Ok(Content::Stored { file, .. }) if file == stored.file
+        );
+        if current && !piece.bytes.is_empty() {
+            let tag = ContentTag::from(stored.file);
+            match self.inner.cache.fill(ino, tag, piece.start, &piece.bytes) {
+                Ok(true) => {}
+                Ok(false) => debug!(%ino, "no room in the cache: served from memory"),
+                Err(e) => warn!(%ino, error = %e, "caching fetched bytes failed"),
+            }
+        }
+        Ok(Arc::new(piece))
+    }
+
+    /// Bookkeeping after a read of `offset..end` through `fh`: a sequential handle prefetches
+    /// the next window in the background; a seek stops it.
+    pub(super) fn after_read(
+        &self,
+        ino: InodeNo,
+        fh: FileHandle,
+        offset: u64,
+        end: u64,
+        size: u64,
+    ) {
+        if self.inner.objects.is_none() {
+            return;
+        }
+        let window = {
+            let mut handles = lock(&self.inner.reads.handles);
+            let st = handles.entry(fh).or_default();
+            let sequential = st
+                .next
+                .is_some_and(|n| offset.abs_diff(n) <= SEQUENTIAL_SLACK);
+            st.next = Some(end);
+            if !sequential {
+                if st.window != 0 {
+                    debug!(%ino, %fh, offset, "seek: read-ahead stops");
+                }
+                st.window = 0;
+                st.ahead = 0;
+                return;
+            }
+            st.window = (st.window * 2).clamp(1, READAHEAD_MAX_SEGMENTS);
+            st.window
+        };
+        if end >= size {
+            return;
+        }
+        let horizon = READAHEAD_MAX_BYTES.min(size - end);
+        if self.inner.cache.missing(ino, end, horizon).is_empty() {
+            return;
+        }
+        let Ok(permit) = self.inner.reads.readahead.clone().try_acquire_owned() else {
+            return;
+        };
+        let fs = self.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let stored = match fs.stored_content(ino).await {
+                Ok(Some(s)) => s,
+                Ok(None) => return,
+                Err(e) => {
+                    debug!(%ino, error = %e, "read-ahead: no manifest");
+                    return;
+                }
+            };
+            let seg = stored.manifest.geometry.segment_size().max(1);
+            let bytes = (window * seg).min(READAHEAD_MAX_BYTES).max(seg);
+            let target = end.saturating_add(bytes).min(size).min(stored.len);
+            let from = {
+                let mut handles = lock(&fs.inner.reads.handles);
+                let Some(st) = handles.get_mut(&fh) else {
+                    return;
+                };
+                // A seek since, or enough already ahead of the reader.
+                if st.window == 0 || st.ahead >= end + bytes / 2 {
+                    return;
+                }
+                let from = st.ahead.max(end);
+                if target <= from {
+                    return;
+                }
+                st.ahead = target;
+                from
+            };
+            debug!(%ino, %fh, from, to = target, window, "read-ahead");
+            if let Err(e) = fs.fetch_range(ino, &stored, from..target).await {
+                debug!(%ino, error = %e, "read-ahead failed; the read will retry");
+            }
+        });
+    }
+
+    /// Forgets a released handle's read-ahead state.
+    pub(super) fn forget_reads(&self, fh: FileHandle) {
+        lock(&self.inner.reads.handles).remove(&fh);
+    }
+
+    /// Before the first change of a file that is not dirty: fetches whatever of its stored
+    /// bytes up to `upto` the cache lacks, because once it is dirty the cache file is the
+    /// whole file (the next upload reads it from there). Returns the object and the stored
+    /// length that must stay cached until the change lands (`None` when nothing is stored).
+    ///
+    /// # Errors
+    /// [`Error::Fetch`] when the bytes cannot be fetched or do not fit in the cache.
+    pub(super) async fn fetch_before_change(
+        &self,
+        ino: InodeNo,
+        upto: u64,
+    ) -> Result<Option<(FileId, u64)>> {
+        if self.inner.objects.is_none() || self.inner.cache.is_dirty(ino) {
+            return Ok(None);
+        }
+        let Some(stored) = self.stored_content(ino).await? else {
+            return Ok(None);
+        };
+        let need = upto.min(stored.len);
+        if self.inner.cache.missing(ino, 0, need).is_empty() {
+            return Ok(Some((stored.file, need)));
+        }
+        info!(%ino, file = %stored.file, bytes = need, "fetching a stored file before its first change");
+        self.fetch_range(ino, &stored, 0..need).await?;
+        self.check_cached(ino, stored.file, need)?;
+        Ok(Some((stored.file, need)))
+    }
+
+    /// Errs unless bytes `0..need` of `ino` are all cached.
+    pub(super) fn check_cached(&self, ino: InodeNo, file: FileId, need: u64) -> Result<()> {
+        match self.inner.cache.missing(ino, 0, need).first() {
+            None => Ok(()),
+            Some(r) => Err(Error::Fetch {
+                ino,
+                file,
+                offset: r.start,
+                end: r.end,
+                reason: "the file does not fit in the cache, so it cannot be changed".into(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::subtract;
+
+    #[test]
+    #[allow(clippy::single_range_in_vec_init)]
+    fn subtract_cuts_ranges() {
+        assert_eq!(subtract(vec![0..10], &(3..5)), vec![0..3, 5..10]);
+        assert_eq!(
+            subtract(vec![0..10], &(0..10)),
+            Vec::<std::ops::Range<u64>>::new()
+        );
+        assert_eq!(subtract(vec![0..4, 6..10], &(2..8)), vec![0..2, 8..10]);
+        assert_eq!(subtract(vec![0..4], &(4..8)), vec![0..4]);
+    }
+}
