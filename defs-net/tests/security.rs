@@ -39,7 +39,7 @@ async fn forged_missing_and_replayed_signatures_are_refused() {
                 id,
                 auth,
                 crc,
-                data: data.clone(),
+                data: data.clone().into(),
             },
         )
         .await
@@ -56,7 +56,7 @@ async fn forged_missing_and_replayed_signatures_are_refused() {
                 id,
                 auth,
                 crc,
-                data: data.clone(),
+                data: data.clone().into(),
             },
         )
         .await
@@ -73,7 +73,7 @@ async fn forged_missing_and_replayed_signatures_are_refused() {
                 id,
                 auth,
                 crc,
-                data: data.clone(),
+                data: data.clone().into(),
             },
         )
         .await
@@ -92,7 +92,7 @@ async fn forged_missing_and_replayed_signatures_are_refused() {
                 id,
                 auth,
                 crc,
-                data: data.clone(),
+                data: data.clone().into(),
             },
         )
         .await
@@ -114,7 +114,7 @@ async fn forged_missing_and_replayed_signatures_are_refused() {
                 id,
                 auth,
                 crc,
-                data: data.clone(),
+                data: data.clone().into(),
             },
         )
         .await
@@ -134,7 +134,7 @@ async fn forged_missing_and_replayed_signatures_are_refused() {
                 id,
                 auth: auth.clone(),
                 crc,
-                data: data.clone(),
+                data: data.clone().into(),
             },
         )
         .await
@@ -147,7 +147,7 @@ async fn forged_missing_and_replayed_signatures_are_refused() {
                 id,
                 auth,
                 crc,
-                data: data.clone(),
+                data: data.clone().into(),
             },
         )
         .await
@@ -164,7 +164,7 @@ async fn forged_missing_and_replayed_signatures_are_refused() {
                 id,
                 auth,
                 crc: crc ^ 1,
-                data: data.clone(),
+                data: data.clone().into(),
             },
         )
         .await
@@ -180,7 +180,7 @@ async fn forged_missing_and_replayed_signatures_are_refused() {
                 id,
                 auth,
                 crc: crc32fast::hash(&other_data),
-                data: other_data,
+                data: other_data.into(),
             },
         )
         .await
