@@ -34,7 +34,7 @@ use crate::pipeline::{
 };
 use crate::remote::{ShardClient, survivable_losses};
 use crate::sync::Arc;
-use crate::types::{FileId, ShardId};
+use crate::types::{FileId, NodeId, ShardId};
 
 /// Segments in flight during a put (being read and encoded, or being stored). Six keep both
 /// cores encoding while the network stores the segments before them; memory is six encoded
@@ -517,18 +517,21 @@ impl Objects {
         let shard_len = u64::from(entry.shard_len);
         let seg_len = u64::from(entry.len);
         let replicated = manifest.geometry.data_shards() == 1;
-        let fetch_plain = |index: u16| async move {
+        // From the recorded holders (`None`) or from the nodes a lookup found; never a lookup
+        // per shard: a segment asks the network once, below, when its holders fall short.
+        let fetch_plain = |index: u16, found: Option<Vec<NodeId>>| async move {
             let shard = entry
                 .shards
                 .get(usize::from(index))
                 .ok_or(Error::MalformedManifest {
                     what: "a read plan names a shard the segment does not have",
                 })?;
-            let bytes = self.client.fetch(shard.id, shard.holders.clone()).await?;
+            let holders = found.unwrap_or_else(|| shard.holders.clone());
+            let bytes = self.client.fetch_recorded(shard.id, holders).await?;
             decrypt_shard(manifest, key, segment, index, bytes)
         };
         // Fast path: just the covering data shards.
-        let got = futures::future::join_all(wanted.iter().map(|&i| fetch_plain(i))).await;
+        let got = futures::future::join_all(wanted.iter().map(|&i| fetch_plain(i, None))).await;
         let first = u64::from(wanted.first().copied().unwrap_or(0));
         let rel = if replicated { 0 } else { first * shard_len };
         let mut plain = Vec::with_capacity(wanted.len());
@@ -570,12 +573,45 @@ impl Objects {
             .filter(|i| slots[*i].is_none() && !wanted.contains(&(*i as u16)))
             .map(|i| i as u16)
             .collect();
-        let got = futures::future::join_all(others.iter().map(|&i| fetch_plain(i))).await;
+        let got = futures::future::join_all(others.iter().map(|&i| fetch_plain(i, None))).await;
         for (i, r) in others.iter().zip(got) {
             match r {
                 Ok(p) => slots[usize::from(*i)] = Some(p),
                 Err(e @ Error::WrongKey { .. }) => return Err(e),
                 Err(e) => debug!(segment, shard = i, error = %e, "shard unavailable"),
+            }
+        }
+        // Still short of a rebuild: one broadcast lookup for every missing shard of the segment.
+        let need = usize::from(manifest.geometry.data_shards());
+        if slots.iter().filter(|s| s.is_some()).count() < need {
+            let missing: Vec<u16> = (0..n)
+                .filter(|i| slots[*i].is_none())
+                .map(|i| i as u16)
+                .collect();
+            let ids = missing
+                .iter()
+                .filter_map(|&i| entry.shards.get(usize::from(i)).map(|s| s.id))
+                .collect();
+            debug!(
+                segment,
+                missing = missing.len(),
+                "broadcast lookup for missing shards"
+            );
+            let found = self.client.lookup(ids).await.unwrap_or_else(|e| {
+                debug!(segment, error = %e, "lookup failed");
+                Vec::new()
+            });
+            let fetches = missing.iter().filter_map(|&i| {
+                let id = entry.shards.get(usize::from(i))?.id;
+                let (_, nodes) = found.iter().find(|(f, n)| *f == id && !n.is_empty())?;
+                Some(async move { (i, fetch_plain(i, Some(nodes.clone())).await) })
+            });
+            for (i, r) in futures::future::join_all(fetches).await {
+                match r {
+                    Ok(p) => slots[usize::from(i)] = Some(p),
+                    Err(e @ Error::WrongKey { .. }) => return Err(e),
+                    Err(e) => debug!(segment, shard = i, error = %e, "shard unavailable"),
+                }
             }
         }
         let m = manifest.clone();

@@ -52,6 +52,19 @@ pub trait ShardClient: Send + Sync {
     /// When no reachable node returns bytes that verify.
     fn fetch(&self, id: ShardId, holders: Vec<NodeId>) -> BoxFuture<'_, Result<Vec<u8>>>;
 
+    /// Fetches a whole shard from `holders` only, without a broadcast lookup when they fail:
+    /// the cheap first try of a reader that can rebuild the shard from its siblings, which
+    /// asks the network once per segment (with [`lookup`](Self::lookup)) only when the
+    /// recorded holders of too many shards fail. The returned bytes hash to `id`.
+    ///
+    /// The default is [`fetch`](Self::fetch), for stores that have no separate lookup step.
+    ///
+    /// # Errors
+    /// When no holder returns bytes that verify.
+    fn fetch_recorded(&self, id: ShardId, holders: Vec<NodeId>) -> BoxFuture<'_, Result<Vec<u8>>> {
+        self.fetch(id, holders)
+    }
+
     /// Asks the network which nodes hold these shards.
     ///
     /// # Errors

@@ -24,7 +24,7 @@
 //! Every read verifies the length and CRC32 of the whole file; see [`ShardStore::get_range`] for
 //! partial reads.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
@@ -34,7 +34,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::error::{Error, Result};
 use crate::fsutil::fsync_dir;
-use crate::sync::Mutex;
+use crate::sync::{Condvar, Mutex};
 use crate::types::{NodeId, ShardId};
 
 /// The largest shard accepted, in bytes. Shards are at most a few MiB (the default shard size is
@@ -174,19 +174,29 @@ pub struct Recovery {
 /// Counters kept in memory, rebuilt from the index at open.
 #[derive(Debug, Default)]
 struct Counters {
+    /// Bytes of indexed shards plus those being written (reserved before the write).
     used: u64,
     shards: u64,
     per_owner: HashMap<NodeId, u64>,
+    /// New shards whose file and index entry are being written outside the lock.
+    writing: HashSet<ShardId>,
 }
 
-/// The shard store of one data dir. Puts and deletes are serialised; reads run concurrently.
+/// The shard store of one data dir. Reads run concurrently. The writes of new shards (file,
+/// fsyncs, index commit) run concurrently too: a put checks and reserves quota and capacity
+/// under the counters lock, writes without it, and takes it again to settle, so one node's
+/// fsyncs overlap instead of queueing behind each other. Deletes, owner changes and a second
+/// put of a shard still being written are serialised.
 #[derive(Debug)]
 pub struct ShardStore {
     dir: PathBuf,
     db: Database,
     quotas: Quotas,
-    /// Held for the whole of a put or delete: the counters and the on-disk state change together.
+    /// Held while a put or delete checks and changes the counters and the index (not while a
+    /// new shard's file is written: [`Counters::writing`] marks those).
     counters: Mutex<Counters>,
+    /// Signalled when a shard leaves [`Counters::writing`].
+    written: Condvar,
     recovery: Recovery,
     tmp_seq: std::sync::atomic::AtomicU64,
 }
@@ -217,6 +227,7 @@ impl ShardStore {
             db,
             quotas,
             counters: Mutex::new(Counters::default()),
+            written: Condvar::new(),
             recovery: Recovery::default(),
             tmp_seq: std::sync::atomic::AtomicU64::new(0),
         };
@@ -355,6 +366,12 @@ impl ShardStore {
             });
         }
         let mut counters = self.lock();
+        while counters.writing.contains(&id) {
+            counters = self
+                .written
+                .wait(counters)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
         let existing = self.meta(&id)?;
         let owner_used = counters.per_owner.get(&owner).copied().unwrap_or(0);
         let owned = existing.as_ref().is_some_and(|m| m.owners.contains(&owner));
@@ -399,26 +416,52 @@ impl ShardStore {
                         capacity: self.quotas.capacity,
                     });
                 }
-                self.write_file(&id, bytes)?;
-                let meta = ShardMeta {
-                    len,
-                    crc: crc32fast::hash(bytes),
-                    stored_at: now_secs(),
-                    owners: vec![owner],
-                };
-                if let Err(e) = self.write_entry(&id, &meta) {
-                    // Not indexed, so not promised: take the file back (open would otherwise).
-                    let _ = fs::remove_file(self.shard_path(&id));
-                    return Err(e);
-                }
+                // Reserve, then write without the lock.
                 counters.used += len;
                 counters.shards += 1;
-                PutOutcome::Stored
+                *counters.per_owner.entry(owner).or_default() += len;
+                counters.writing.insert(id);
+                drop(counters);
+                let written = self.write_new(&id, owner, bytes);
+                let mut counters = self.lock();
+                counters.writing.remove(&id);
+                self.written.notify_all();
+                if let Err(e) = written {
+                    counters.used = counters.used.saturating_sub(len);
+                    counters.shards = counters.shards.saturating_sub(1);
+                    if let Some(used) = counters.per_owner.get_mut(&owner) {
+                        *used = used.saturating_sub(len);
+                        if *used == 0 {
+                            counters.per_owner.remove(&owner);
+                        }
+                    }
+                    return Err(e);
+                }
+                tracing::debug!(shard = %id, owner = %owner, len, "shard stored");
+                return Ok(PutOutcome::Stored);
             }
         };
         *counters.per_owner.entry(owner).or_default() += len;
         tracing::debug!(shard = %id, owner = %owner, len, ?outcome, "shard stored");
         Ok(outcome)
+    }
+
+    /// Writes a new shard's file, then commits its index entry (the shard is promised only
+    /// once both are durable).
+    fn write_new(&self, id: &ShardId, owner: NodeId, bytes: &[u8]) -> Result<()> {
+        self.write_file(id, bytes)?;
+        let meta = ShardMeta {
+            len: bytes.len() as u64,
+            crc: crc32fast::hash(bytes),
+            stored_at: now_secs(),
+            owners: vec![owner],
+        };
+        if let Err(e) = self.write_entry(id, &meta) {
+            // Not indexed, so not promised: take the file back (open would otherwise).
+            let _ = fs::remove_file(self.shard_path(id));
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Writes the file: temp, fsync, rename, fsync the fan-out dir.

@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use defs_core::identity::{Identity, SignDomain};
 use defs_core::pipeline::WrapKey;
 use defs_core::remote::{BoxFuture, Holders, ShardClient, StoredSegment};
@@ -99,7 +100,8 @@ impl Client {
     ///
     /// # Cancel safety
     /// Dropping the future abandons the answer; the peer may still store the shard.
-    pub async fn store_on(&self, peer: PeerId, id: ShardId, data: Vec<u8>) -> Result<()> {
+    pub async fn store_on(&self, peer: PeerId, id: ShardId, data: impl Into<Bytes>) -> Result<()> {
+        let data: Bytes = data.into();
         let len = u32::try_from(data.len())
             .ok()
             .filter(|l| *l <= MAX_SHARD_LEN)
@@ -257,7 +259,7 @@ impl Client {
     async fn store_with_retry(
         &self,
         id: ShardId,
-        data: Arc<Vec<u8>>,
+        data: Bytes,
         first: PeerId,
         candidates: Arc<Vec<Candidate>>,
         avoid: Arc<HashSet<PeerId>>,
@@ -269,7 +271,8 @@ impl Client {
         for attempt in 0..MAX_STORE_ATTEMPTS {
             tried.push(peer);
             let this = self.clone();
-            let bytes = data.as_ref().clone();
+            // Shared, not copied: every attempt sends the same buffer.
+            let bytes = data.clone();
             let r = self
                 .pool
                 .run(
@@ -345,7 +348,7 @@ impl Client {
                 .map(|((id, data), peer)| {
                     self.store_with_retry(
                         id,
-                        Arc::new(data),
+                        Bytes::from(data),
                         peer,
                         candidates.clone(),
                         avoid.clone(),
@@ -517,6 +520,22 @@ impl ShardClient for Client {
                 .await
                 .map_err(|e| to_core("fetch", id, e))?;
             self.fetch_verified(id, peers, Priority::Interactive)
+                .await
+                .map_err(|e| to_core("fetch", id, e))
+        })
+    }
+
+    fn fetch_recorded(
+        &self,
+        id: ShardId,
+        holders: Vec<NodeId>,
+    ) -> BoxFuture<'_, defs_core::Result<Vec<u8>>> {
+        Box::pin(async move {
+            let peers = self
+                .peers_for(&holders)
+                .await
+                .map_err(|e| to_core("fetch", id, e))?;
+            self.fetch_verified_from(id, &peers, Priority::Interactive)
                 .await
                 .map_err(|e| to_core("fetch", id, e))
         })

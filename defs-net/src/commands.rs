@@ -91,7 +91,7 @@ pub async fn put(
     )
     .await?;
     let mut out = String::new();
-    let (need, parity) = crate::files::need_and_parity(&report.geometry);
+    let (need, parity) = defs_core::object::need_and_parity(&report.geometry);
     if report.fault_tolerance < parity {
         let _ = writeln!(
             out,

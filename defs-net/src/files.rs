@@ -1,46 +1,40 @@
-//! Whole files over the network: [`Client::put_file`] streams a file through the pipeline
-//! segment by segment, stores each segment's shards on distinct peers, fills the holders into the
-//! manifest, seals it and stores the sealed manifest on several peers; its id is the file id.
-//! [`Client::get_file`] finds the manifest (broadcast lookup), fetches data shards from their
-//! recorded holders, falls back to any `k` shards and to lookups, decodes, and writes a temporary
-//! file that is renamed to the output name only once every byte has verified.
+//! Whole files over the network, on defs-core's object layer ([`Objects`]) so that the CLI and
+//! the mount share one data path. [`Client::put_file`] is [`Objects::put`] over a
+//! [`FileSource`]: segments are encoded in parallel on the blocking pool, their shards stored
+//! on distinct peers, the sealed manifest stored on several peers; its id is the file id.
+//! [`Client::get_file`] finds the manifest (broadcast lookup), reads the file segment by
+//! segment with [`Objects::read_covering`] (data shards from their recorded holders; any `k`
+//! shards and one lookup per segment when they fail; Reed-Solomon rebuild), and writes a
+//! temporary file that is renamed to the output name only once every byte has verified.
 //!
-//! Memory is bounded by [`ENCODE_AHEAD`] + [`UPLOAD_DEPTH`] (or [`DOWNLOAD_DEPTH`]) segments,
+//! ```text
+//!  put: FileSource ─▶ Objects::put ─▶ ShardClient::store_segment (Client, Background priority)
+//!  get: fetch_manifest ─▶ Manifest::open ─▶ Objects::read_covering × DOWNLOAD_DEPTH segments
+//!       ─▶ in order into .NAME.defs-partial-PID ─▶ fsync ─▶ rename to NAME
+//! ```
+//!
+//! Memory is bounded by [`defs_core::object::UPLOAD_DEPTH`] (or [`DOWNLOAD_DEPTH`]) segments,
 //! never by the file size.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use defs_core::manifest::{Manifest, SegmentEntry};
-use defs_core::pipeline::{
-    self as layout, EncodedSegment, FileKey, Geometry, LayoutConfig, Redundancy, decode_segment,
-    encode_segment,
-};
-use defs_core::types::{FileId, NodeId, ShardId, VersionId};
+use defs_core::manifest::Manifest;
+use defs_core::object::{FileSource, MANIFEST_COPIES, Objects};
+use defs_core::pipeline::{Geometry, LayoutConfig};
+use defs_core::remote::ShardClient;
+use defs_core::types::{FileId, ShardId};
 use futures::StreamExt;
-use futures::stream::FuturesOrdered;
 use libp2p::PeerId;
-use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
 
 use crate::client::{Client, LOOKUP_WINDOW};
 use crate::error::{Error, Result};
-use crate::node::node_id_of;
 use crate::transfer::{Priority, Progress};
 
-/// Segments encoded ahead of the uploads.
-pub const ENCODE_AHEAD: usize = 2;
-
-/// Segments uploading at once.
-pub const UPLOAD_DEPTH: usize = 4;
-
-/// Segments downloading at once.
+/// Segments downloading at once. Four keep every peer busy with a request or two while the
+/// segment before them is written; memory is four decoded segments plus their shards.
 pub const DOWNLOAD_DEPTH: usize = 4;
-
-/// Copies of a sealed manifest stored on distinct peers: it is small and without it nothing of
-/// the file can be read.
-pub const MANIFEST_COPIES: usize = 5;
 
 /// What a put did.
 #[derive(Debug, Clone)]
@@ -59,41 +53,17 @@ pub struct PutReport {
     pub peers: usize,
 }
 
-/// How many shards of a segment rebuild it, and how many may be lost.
-pub fn need_and_parity(geometry: &Geometry) -> (usize, usize) {
-    match geometry.redundancy {
-        Redundancy::Replicated { copies } => (1, usize::from(copies).saturating_sub(1)),
-        Redundancy::ReedSolomon { k, m } => (usize::from(k), usize::from(m)),
-    }
-}
-
-fn read_segment(file: &mut std::fs::File, path: &Path, len: usize) -> Result<Vec<u8>> {
-    let mut buf = vec![0u8; len];
-    let mut got = 0;
-    while got < len {
-        match file.read(&mut buf[got..]) {
-            Ok(0) => {
-                return Err(Error::io(
-                    path,
-                    std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "the file shrank while it was being stored",
-                    ),
-                ));
-            }
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Error::io(path, e)),
-        }
-    }
-    Ok(buf)
-}
-
 impl Client {
+    /// The object layer over this client, sealing manifests with the owner's wrap key.
+    fn objects(&self, layout: LayoutConfig) -> Objects {
+        Objects::new(Arc::new(self.clone()), self.wrap_key(), layout, None)
+    }
+
     /// Stores the file at `path` on the network and returns its id.
     ///
     /// # Errors
-    /// [`Error::NoPeers`], [`Error::StoreFailed`], [`Error::Io`], and pipeline errors.
+    /// [`Error::NoPeers`]; [`Error::Core`] for I/O on `path`, shards that could not be stored
+    /// anywhere and pipeline errors.
     ///
     /// # Cancel safety
     /// Dropping the future stops the upload; shards already stored stay on their peers.
@@ -103,129 +73,30 @@ impl Client {
         layout_cfg: &LayoutConfig,
         progress: Option<Arc<Progress>>,
     ) -> Result<PutReport> {
-        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-        let size = meta.len();
-        let peers = self.node().candidates(0).await?.len();
-        if peers == 0 {
+        let source = FileSource::open(path)?;
+        let size = source.size()?;
+        if ShardClient::storage_peers(self).await? == 0 {
             return Err(Error::NoPeers);
         }
-        let geometry = layout::choose(size, peers, layout_cfg)?;
-        let (_, parity) = need_and_parity(&geometry);
         if let Some(p) = &progress {
             p.set_total(size);
         }
-        let key = FileKey::random()?;
-        let mut version = [0u8; 16];
-        getrandom::fill(&mut version).map_err(|e| Error::Setup(format!("random: {e}")))?;
-        let version = VersionId(version);
-        info!(size, ?geometry, peers, "put");
-
-        // Reader + encoder on a blocking thread, ENCODE_AHEAD segments ahead.
-        let (tx, mut rx) = mpsc::channel::<Result<EncodedSegment>>(ENCODE_AHEAD);
-        let seg_size = geometry.segment_size();
-        let path2: PathBuf = path.to_path_buf();
-        let key2 = key.clone();
-        let geo2 = geometry;
-        let reader = tokio::task::spawn_blocking(move || {
-            let run = || -> Result<()> {
-                let mut f = std::fs::File::open(&path2).map_err(|e| Error::io(&path2, e))?;
-                let mut offset = 0u64;
-                let mut index = 0u64;
-                while offset < size {
-                    let len = (size - offset).min(seg_size) as usize;
-                    let data = read_segment(&mut f, &path2, len)?;
-                    let seg = encode_segment(&geo2, &key2, version, index, &data)?;
-                    if tx.blocking_send(Ok(seg)).is_err() {
-                        return Ok(());
-                    }
-                    offset += len as u64;
-                    index += 1;
-                }
-                Ok(())
-            };
-            if let Err(e) = run() {
-                let _ = tx.blocking_send(Err(e));
+        let done = |bytes: u64| {
+            if let Some(p) = &progress {
+                p.add(bytes);
             }
-        });
-
-        let mut entries: Vec<SegmentEntry> = Vec::new();
-        let mut tolerance = usize::MAX;
-        let mut in_flight = FuturesOrdered::new();
-        let mut input_done = false;
-        loop {
-            while !input_done && in_flight.len() < UPLOAD_DEPTH {
-                match rx.recv().await {
-                    None => input_done = true,
-                    Some(seg) => {
-                        let seg = seg?;
-                        let this = self.clone();
-                        let progress = progress.clone();
-                        in_flight.push_back(async move {
-                            let mut entry = seg.entry();
-                            let plain = u64::from(seg.len);
-                            let shards: Vec<(ShardId, Vec<u8>)> =
-                                seg.shards.into_iter().map(|s| (s.id, s.bytes)).collect();
-                            let (holders, tol) = this
-                                .store_segment_on_network(shards, parity, Priority::Background)
-                                .await?;
-                            for (shard, peer) in entry.shards.iter_mut().zip(holders) {
-                                shard.holders = node_id_of(&peer).into_iter().collect();
-                            }
-                            if let Some(p) = &progress {
-                                p.add(plain);
-                            }
-                            Ok::<_, Error>((entry, tol))
-                        });
-                    }
-                }
-            }
-            match in_flight.next().await {
-                Some(r) => {
-                    let (entry, tol) = r?;
-                    tolerance = tolerance.min(tol);
-                    entries.push(entry);
-                }
-                None if input_done => break,
-                None => {}
-            }
-        }
-        reader
-            .await
-            .map_err(|e| Error::Setup(format!("reader task: {e}")))?;
-        if tolerance == usize::MAX {
-            tolerance = parity;
-        }
-        if tolerance < parity {
-            warn!(
-                tolerance,
-                parity, peers, "fewer peers than shards: reduced fault tolerance"
-            );
-        }
-
-        let segments = entries.len() as u64;
-        let manifest = Manifest {
-            version,
-            size,
-            geometry,
-            segments: entries,
         };
-        let wrap = self.wrap_key();
-        let sealed = manifest.seal(&key, &wrap)?;
-        let id = ShardId(sealed.id.0);
-        // Peers may have come or gone during the upload: count them again.
-        let now_peers = self.node().candidates(0).await?.len();
-        let copies = MANIFEST_COPIES.min(now_peers.max(1));
-        let shards = vec![(id, sealed.bytes); copies];
-        self.store_segment_on_network(shards, copies - 1, Priority::Background)
+        let stored = self
+            .objects(layout_cfg.clone())
+            .put(Arc::new(source), size, None, &done)
             .await?;
-        debug!(file = %sealed.id, segments, "manifest stored");
         Ok(PutReport {
-            file: sealed.id,
+            file: stored.file,
             size,
-            geometry,
-            segments,
-            fault_tolerance: tolerance,
-            peers,
+            geometry: stored.manifest.geometry,
+            segments: stored.manifest.segments.len() as u64,
+            fault_tolerance: stored.fault_tolerance,
+            peers: stored.peers,
         })
     }
 
@@ -280,9 +151,7 @@ impl Client {
         progress: Option<Arc<Progress>>,
     ) -> Result<u64> {
         let sealed = self.fetch_manifest(file).await?;
-        let wrap = self.wrap_key();
-        let (manifest, key) = Manifest::open(&sealed, &wrap)?;
-        let manifest = Arc::new(manifest);
+        let (manifest, key) = Manifest::open(&sealed, &self.wrap_key())?;
         if let Some(p) = &progress {
             p.set_total(manifest.size);
         }
@@ -297,136 +166,51 @@ impl Client {
         let tmp = dir.join(format!(".{name}.defs-partial-{}", std::process::id()));
         let mut guard = TempFile::create(&tmp)?;
 
-        let mut in_flight = FuturesOrdered::new();
-        let mut next = 0usize;
-        let total = manifest.segments.len();
-        loop {
-            while next < total && in_flight.len() < DOWNLOAD_DEPTH {
-                let this = self.clone();
-                let m = manifest.clone();
-                let k = key.clone();
-                let s = next;
-                in_flight.push_back(async move { this.fetch_segment(file, &m, &k, s).await });
-                next += 1;
-            }
-            match in_flight.next().await {
-                Some(r) => {
-                    let plain = r?;
-                    guard.write(&plain)?;
-                    if let Some(p) = &progress {
-                        p.add(plain.len() as u64);
-                    }
+        let objects = self.objects(LayoutConfig::default());
+        let seg_size = manifest.geometry.segment_size();
+        let (manifest, key, objects) = (&manifest, &key, &objects);
+        let lens: Vec<u64> = manifest.segments.iter().map(|s| u64::from(s.len)).collect();
+        let segments = futures::stream::iter(lens.into_iter().enumerate())
+            .map(|(index, len)| async move {
+                let offset = index as u64 * seg_size;
+                let (start, bytes) = objects
+                    .read_covering(manifest, key, offset, len)
+                    .await
+                    .map_err(|e| match e {
+                        defs_core::Error::TooFewShards {
+                            segment,
+                            need,
+                            have,
+                        } => Error::NotEnoughShards {
+                            file,
+                            segment,
+                            need: usize::from(need),
+                            have: usize::from(have),
+                        },
+                        e => Error::Core(e),
+                    })?;
+                if start != offset || bytes.len() as u64 != len {
+                    return Err(Error::Malformed {
+                        what: "segment read",
+                        reason: format!(
+                            "segment {index}: got {} bytes at {start}, wanted {len} at {offset}",
+                            bytes.len()
+                        ),
+                    });
                 }
-                None => break,
+                Ok(bytes)
+            })
+            .buffered(DOWNLOAD_DEPTH);
+        futures::pin_mut!(segments);
+        while let Some(plain) = segments.next().await {
+            let plain = plain?;
+            guard.write(&plain)?;
+            if let Some(p) = &progress {
+                p.add(plain.len() as u64);
             }
         }
         guard.finish(out, manifest.size)?;
         Ok(manifest.size)
-    }
-
-    /// Fetches and decodes one segment: data shards from their recorded holders, then other
-    /// shards from theirs, then a broadcast lookup for whatever is still missing.
-    async fn fetch_segment(
-        &self,
-        file: FileId,
-        manifest: &Manifest,
-        key: &FileKey,
-        segment: usize,
-    ) -> Result<Vec<u8>> {
-        let entry = &manifest.segments[segment];
-        let n = entry.shards.len();
-        let (need, _) = need_and_parity(&manifest.geometry);
-        let holders: Vec<NodeId> = entry
-            .shards
-            .iter()
-            .flat_map(|s| s.holders.iter().copied())
-            .collect();
-        let resolved = self.node().resolve(holders.clone()).await?;
-        let by_node: std::collections::HashMap<NodeId, PeerId> = holders
-            .into_iter()
-            .zip(resolved)
-            .filter_map(|(n, p)| p.map(|p| (n, p)))
-            .collect();
-        let peers_of = |i: usize| -> Vec<PeerId> {
-            entry.shards[i]
-                .holders
-                .iter()
-                .filter_map(|n| by_node.get(n).copied())
-                .collect()
-        };
-
-        let mut got: Vec<Option<Vec<u8>>> = vec![None; n];
-        let mut valid = 0usize;
-        let mut next = 0usize;
-        // Phase 1 and 2: recorded holders, data shards first, then as many others as failed.
-        while valid < need && next < n {
-            let want = (need - valid).min(n - next);
-            let batch: Vec<usize> = (next..next + want).collect();
-            next += want;
-            let fetches = batch.iter().map(|&i| {
-                let id = entry.shards[i].id;
-                let peers = peers_of(i);
-                async move {
-                    (
-                        i,
-                        self.fetch_verified_from(id, &peers, Priority::Interactive)
-                            .await,
-                    )
-                }
-            });
-            for (i, r) in futures::future::join_all(fetches).await {
-                match r {
-                    Ok(d) => {
-                        got[i] = Some(d);
-                        valid += 1;
-                    }
-                    Err(e) => debug!(segment, shard = i, error = %e, "shard not at its holders"),
-                }
-            }
-        }
-        // Phase 3: a broadcast lookup for every missing shard of the segment.
-        if valid < need {
-            let missing: Vec<usize> = (0..n).filter(|&i| got[i].is_none()).collect();
-            let ids: Vec<ShardId> = missing.iter().map(|&i| entry.shards[i].id).collect();
-            debug!(
-                segment,
-                missing = ids.len(),
-                "broadcast lookup for missing shards"
-            );
-            let found = self.node().lookup(ids, LOOKUP_WINDOW).await?;
-            let fetches = missing.iter().filter_map(|&i| {
-                let id = entry.shards[i].id;
-                let peers = found.get(&id).cloned()?;
-                Some(async move {
-                    (
-                        i,
-                        self.fetch_verified_from(id, &peers, Priority::Interactive)
-                            .await,
-                    )
-                })
-            });
-            for (i, r) in futures::future::join_all(fetches).await {
-                if let Ok(d) = r {
-                    got[i] = Some(d);
-                    valid += 1;
-                }
-            }
-        }
-        if valid < need {
-            return Err(Error::NotEnoughShards {
-                file,
-                segment: segment as u64,
-                need,
-                have: valid,
-            });
-        }
-        let m = manifest.clone();
-        let k = key.clone();
-        let seg = segment as u64;
-        tokio::task::spawn_blocking(move || decode_segment(&m, &k, seg, got))
-            .await
-            .map_err(|e| Error::Setup(format!("decode task: {e}")))?
-            .map_err(Error::from)
     }
 }
 

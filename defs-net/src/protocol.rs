@@ -8,6 +8,7 @@
 
 pub mod codec;
 
+use bytes::Bytes;
 use defs_core::types::{NodeId, ShardId};
 use libp2p::Multiaddr;
 
@@ -97,8 +98,9 @@ pub enum Request {
         auth: Auth,
         /// CRC32 of `data`, checked before anything else.
         crc: u32,
-        /// The shard's bytes (at most [`MAX_SHARD_LEN`]).
-        data: Vec<u8>,
+        /// The shard's bytes (at most [`MAX_SHARD_LEN`]). Shared, so that retrying a store on
+        /// another peer and decoding it from a frame copy nothing.
+        data: Bytes,
     },
     /// Fetch a whole shard, or `len` bytes from `offset`.
     Fetch {
@@ -419,8 +421,8 @@ impl Request {
                 let start = r.pos;
                 r.take(n as usize)?;
                 r.end()?;
-                let mut body = body;
-                let data = body.split_off(start);
+                // A view of the frame, not a copy of its tail.
+                let data = Bytes::from(body).slice(start..);
                 return Ok(Request::Store {
                     id,
                     auth,
@@ -540,8 +542,10 @@ impl Response {
                 let start = r.pos;
                 r.take(n as usize)?;
                 r.end()?;
+                // Shift the payload to the front in place: no second allocation of a shard.
                 let mut body = body;
-                return Ok(Response::Data(body.split_off(start)));
+                body.drain(..start);
+                return Ok(Response::Data(body));
             }
             TAG_HAS_REPLY => {
                 let n = r.count(MAX_IDS, "has reply")?;
@@ -800,13 +804,13 @@ mod tests {
                 id: ShardId([1; 32]),
                 auth: auth(),
                 crc: 5,
-                data: vec![9; 1000],
+                data: vec![9; 1000].into(),
             },
             Request::Store {
                 id: ShardId([1; 32]),
                 auth: auth(),
                 crc: 0,
-                data: vec![],
+                data: Bytes::new(),
             },
             Request::Fetch {
                 id: ShardId([5; 32]),

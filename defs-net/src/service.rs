@@ -6,6 +6,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use defs_core::identity::{PublicKey, SignDomain, Signature};
 use defs_core::shard_store::ShardStore;
 use defs_core::types::{NodeId, ShardId};
@@ -26,7 +27,7 @@ pub(crate) enum Op {
     Store {
         id: ShardId,
         owner: NodeId,
-        data: Vec<u8>,
+        data: Bytes,
     },
     Fetch {
         id: ShardId,
@@ -250,7 +251,11 @@ pub(crate) fn execute_faulty(
 ) -> Response {
     let is_fetch = matches!(op, Op::Fetch { .. });
     let resp = execute(store, op);
-    let (Some(fault), true, Response::Data(mut data)) = (fault, is_fetch, resp.clone()) else {
+    // Only a faulty node looks at (and copies) what it answers.
+    let (Some(fault), true) = (fault, is_fetch) else {
+        return resp;
+    };
+    let Response::Data(mut data) = resp else {
         return resp;
     };
     match fault {

@@ -34,7 +34,7 @@ async fn store(
         id,
         auth,
         crc,
-        data,
+        data: data.into(),
     };
     client.node().request(node, request).await.map(|_| ())
 }
