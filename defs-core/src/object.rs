@@ -10,16 +10,19 @@
 //!  read: Objects::manifest (memory LRU → ManifestStore → network lookup)
 //!        Objects::read_covering: decode::plan → fetch only the covering data shards (parallel)
 //!              → decrypt; a bad or missing one → fetch the other shards, RS-rebuild the segment
+//!              → a shard that failed verification is remembered: Objects::damaged
 //! ```
 //!
 //! Memory is bounded by [`UPLOAD_DEPTH`] encoded segments on the way up and by the segments a
 //! range touches on the way down, never by the object size.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::num::NonZeroUsize;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::SystemTime;
 
 use futures::StreamExt;
 use lru::LruCache;
@@ -47,6 +50,72 @@ pub const MANIFEST_COPIES: usize = 5;
 
 /// Opened manifests kept in memory (a 1 GiB object's manifest is about 100 KiB).
 pub const MANIFEST_CACHE: usize = 256;
+
+/// Damaged shards [`Objects::damaged`] remembers, at most (the oldest are forgotten first):
+/// enough to show the user a pattern (one bad disk, one bad peer) without growing with the
+/// number of reads.
+pub const DAMAGED_MAX: usize = 64;
+
+/// Background holder probes (see [`Objects::damaged`]) running at once: a read around many
+/// lost shards (nodes down) must not start a broadcast lookup storm; a probe that finds none
+/// free is skipped.
+pub const DAMAGE_PROBES: usize = 4;
+
+/// A shard a read found damaged (it failed verification) and read around, rebuilding its
+/// segment from the others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamagedShard {
+    /// The object (file) it belongs to.
+    pub file: FileId,
+    /// Its segment.
+    pub segment: u64,
+    /// Its index in the segment.
+    pub index: u16,
+    /// The shard.
+    pub shard: ShardId,
+    /// Its recorded holder (the node that most likely has the bad copy), if the manifest
+    /// names one.
+    pub holder: Option<NodeId>,
+    /// Which check failed, as the fetch or the decryption reported it.
+    pub reason: String,
+    /// When it was last found damaged.
+    pub at: SystemTime,
+}
+
+/// Whether a shard fetch or decryption error means the shard's bytes are damaged (as opposed
+/// to unreachable), and if so why.
+///
+/// AEAD/CRC failures of the decrypted shard are typed ([`Error::CorruptShard`]). A holder's
+/// bad bytes reach this layer only as the text of an [`Error::Remote`] (the [`ShardClient`]
+/// verifies and tries the next holder): a peer refusing with its `Corrupt` code (its CRC check
+/// failed on disk) or bytes that do not hash to the id. The markers below are those messages.
+fn damage(e: &Error) -> Option<String> {
+    const MARKERS: [&str; 4] = [
+        "Corrupt:",
+        "is corrupt",
+        "returned bad data",
+        "do not hash to the shard id",
+    ];
+    match e {
+        Error::CorruptShard { .. } => Some(e.to_string()),
+        Error::Remote { reason, .. } if MARKERS.iter().any(|m| reason.contains(m)) => {
+            Some(reason.clone())
+        }
+        _ => None,
+    }
+}
+
+/// Adds `d` to the bounded damaged list (a shard already listed moves to the end).
+fn record_damage(list: &Mutex<VecDeque<DamagedShard>>, d: DamagedShard) {
+    warn!(file = %d.file, segment = d.segment, shard = %d.shard, holder = ?d.holder, reason = %d.reason, "damaged shard read around");
+    if let Ok(mut list) = list.lock() {
+        list.retain(|x| x.shard != d.shard);
+        if list.len() >= DAMAGED_MAX {
+            list.pop_front();
+        }
+        list.push_back(d);
+    }
+}
 
 /// Where a put reads its bytes.
 pub trait Source: Send + Sync + 'static {
@@ -254,6 +323,8 @@ pub struct Objects {
     layout: LayoutConfig,
     manifests: Option<ManifestStore>,
     opened: Mutex<LruCache<FileId, Arc<Manifest>>>,
+    damaged: Arc<Mutex<VecDeque<DamagedShard>>>,
+    probes: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for Objects {
@@ -289,6 +360,8 @@ impl Objects {
             layout,
             manifests,
             opened: Mutex::new(LruCache::new(cap)),
+            damaged: Arc::new(Mutex::new(VecDeque::new())),
+            probes: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         }
     }
 
@@ -300,6 +373,63 @@ impl Objects {
     /// The layout settings puts use.
     pub fn layout(&self) -> &LayoutConfig {
         &self.layout
+    }
+
+    /// The damaged shards reads found and read around (rebuilt from parity), oldest first, at
+    /// most [`DAMAGED_MAX`]; a shard found damaged again appears once, with its latest time.
+    ///
+    /// A shard is damaged when its fetch or decryption failed verification. The network's
+    /// fetch may report only that no holder returned valid bytes; then a background probe (at
+    /// most [`DAMAGE_PROBES`] at once) asks the network who holds it, and a recorded holder
+    /// that still claims the shard after failing to return it is reported (a node that is
+    /// down does not answer, so lost nodes are not reported as damage).
+    pub fn damaged(&self) -> Vec<DamagedShard> {
+        self.damaged
+            .lock()
+            .map(|d| d.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn record_damage(&self, d: DamagedShard) {
+        record_damage(&self.damaged, d);
+    }
+
+    /// Starts a background probe: does a recorded holder of `d.shard` still claim it after
+    /// its fetch failed (`d.reason`)? Then it holds damaged bytes, and `d` is recorded.
+    fn probe_damage(&self, holders: Vec<NodeId>, mut d: DamagedShard) {
+        use std::sync::atomic::Ordering;
+        if holders.is_empty() || tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        if self.probes.fetch_add(1, Ordering::AcqRel) >= DAMAGE_PROBES {
+            self.probes.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+        let client = self.client.clone();
+        let list = self.damaged.clone();
+        let probes = self.probes.clone();
+        tokio::spawn(async move {
+            match client.lookup(vec![d.shard]).await {
+                Ok(found) => {
+                    let claims = found
+                        .iter()
+                        .filter(|(id, _)| *id == d.shard)
+                        .flat_map(|(_, h)| h)
+                        .find(|h| holders.contains(h))
+                        .copied();
+                    if let Some(h) = claims {
+                        d.holder = Some(h);
+                        d.reason = format!(
+                            "its holder still lists it but returned no valid bytes ({})",
+                            d.reason
+                        );
+                        record_damage(&list, d);
+                    }
+                }
+                Err(e) => debug!(shard = %d.shard, error = %e, "damage probe: lookup failed"),
+            }
+            probes.fetch_sub(1, Ordering::AcqRel);
+        });
     }
 
     fn remember(&self, file: FileId, manifest: Arc<Manifest>) {
@@ -453,9 +583,10 @@ impl Objects {
         Ok(manifest)
     }
 
-    /// Reads the bytes of `manifest`'s object covering `len` bytes at `offset`, fetching only
-    /// the data shards that hold them (in parallel); a data shard that is missing or fails
-    /// verification makes that segment fetch its other shards and rebuild. Returns
+    /// Reads the bytes of object `file` (its opened `manifest`) covering `len` bytes at
+    /// `offset`, fetching only the data shards that hold them (in parallel); a data shard that
+    /// is missing or fails verification makes that segment fetch its other shards and rebuild
+    /// (a shard that failed verification is then listed by [`Objects::damaged`]). Returns
     /// `(start, bytes)`: the range widened to whole data shards (whole segments for replicated
     /// layouts) and clipped at the end of the object, so the caller can cache all it paid for.
     ///
@@ -466,6 +597,7 @@ impl Objects {
     /// Safe: nothing is written.
     pub async fn read_covering(
         &self,
+        file: FileId,
         manifest: &Manifest,
         key: &FileKey,
         offset: u64,
@@ -479,7 +611,7 @@ impl Objects {
         let parts = futures::future::join_all(
             reads
                 .iter()
-                .map(|r| self.read_shards(manifest, key, r.segment, &r.data_shards)),
+                .map(|r| self.read_shards(file, manifest, key, r.segment, &r.data_shards)),
         )
         .await;
         let start = first.segment * seg_size
@@ -503,6 +635,7 @@ impl Objects {
     /// `(offset in the segment, bytes)`.
     async fn read_shards(
         &self,
+        file: FileId,
         manifest: &Manifest,
         key: &FileKey,
         segment: u64,
@@ -536,12 +669,16 @@ impl Objects {
         let rel = if replicated { 0 } else { first * shard_len };
         let mut plain = Vec::with_capacity(wanted.len());
         let mut failed = false;
+        // Shards that failed verification: recorded once the segment is rebuilt around them.
+        // `Ok(reason)`: it failed verification; `Err(error)`: unavailable, maybe damaged.
+        let mut damaged: Vec<(u16, std::result::Result<String, String>)> = Vec::new();
         for (i, r) in wanted.iter().zip(got) {
             match r {
                 Ok(p) => plain.push((*i, p)),
                 Err(e @ Error::WrongKey { .. }) => return Err(e),
                 Err(e) => {
                     debug!(segment, shard = i, error = %e, "data shard unavailable; rebuilding the segment");
+                    damaged.push((*i, damage(&e).ok_or_else(|| e.to_string())));
                     failed = true;
                 }
             }
@@ -578,7 +715,10 @@ impl Objects {
             match r {
                 Ok(p) => slots[usize::from(*i)] = Some(p),
                 Err(e @ Error::WrongKey { .. }) => return Err(e),
-                Err(e) => debug!(segment, shard = i, error = %e, "shard unavailable"),
+                Err(e) => {
+                    debug!(segment, shard = i, error = %e, "shard unavailable");
+                    damaged.push((*i, damage(&e).ok_or_else(|| e.to_string())));
+                }
             }
         }
         // Still short of a rebuild: one broadcast lookup for every missing shard of the segment.
@@ -621,6 +761,30 @@ impl Objects {
         })
         .await
         .map_err(|e| join_error(&e))??;
+        let at = SystemTime::now();
+        for (index, outcome) in damaged {
+            if let Some(shard) = entry.shards.get(usize::from(index)) {
+                let mut d = DamagedShard {
+                    file,
+                    segment,
+                    index,
+                    shard: shard.id,
+                    holder: shard.holders.first().copied(),
+                    reason: String::new(),
+                    at,
+                };
+                match outcome {
+                    Ok(reason) => {
+                        d.reason = reason;
+                        self.record_damage(d);
+                    }
+                    Err(error) => {
+                        d.reason = error;
+                        self.probe_damage(shard.holders.clone(), d);
+                    }
+                }
+            }
+        }
         if replicated {
             return Ok((0, whole));
         }

@@ -50,7 +50,9 @@ use crate::flusher::Flusher;
 pub use crate::upload::Remote;
 pub use error::Error;
 pub use read::{READAHEAD_MAX_BYTES, READAHEAD_MAX_SEGMENTS, READAHEAD_TASKS, SEQUENTIAL_SLACK};
-pub use status::{DURABILITY_XATTR, ID_XATTR, TREE_STATUS_MAX_ERRORS, TreeStatus};
+pub use status::{
+    DURABILITY_XATTR, ID_XATTR, TREE_STATUS_MAX_ERRORS, TreeStatus, damaged_line, damaged_summary,
+};
 pub use sync_status::{
     DirtyFile, STATUS_MAX_FAILED, SYNC_ATTEMPTS, SYNC_PARALLEL, SYNC_RETRY_DELAY, SyncFailure,
     SyncProgress, SyncReport, UploadStatus,

@@ -6,6 +6,8 @@
 //!  defs sync PATH ──Sync{path}──► MountCommands ── resolve PATH in the mount ──► Fs::sync_tree
 //!                 ◄──Progress (bytes)*, Done | Failed(paths + last errors)──┘
 //!  defs status    ──Status──────► Commands::status (node) + Fs::upload_status (journal)
+//!                                 + Fs::tree_status (whole tree: states, least protected
+//!                                   file, errors, damaged shards found on read)
 //! ```
 
 use std::fmt::Write as _;
@@ -14,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
 use defs_fuse::flusher::FlushError;
-use defs_fuse::fs::{Fs, SyncReport, UploadStatus};
+use defs_fuse::fs::{Fs, SyncReport, TreeStatus, UploadStatus, damaged_line, damaged_summary};
 use defs_net::Node;
 use defs_net::commands::{self, Commands, json_str};
 use defs_net::control::{ControlRequest, Handler, ProgressSink};
@@ -114,18 +116,26 @@ impl MountCommands {
             .await
             .map_err(|e| format!("{e:#}"))?;
         let mount = self.fs.upload_status().map_err(|e| format!("{e}"))?;
+        let tree = self.fs.tree_status().await.map_err(|e| format!("{e}"))?;
         if json {
             let Some(open) = node.strip_suffix('}') else {
                 return Err("the node's status is not a JSON object".into());
             };
+            let Some(mount) = mount_json(&self.mountpoint, &mount)
+                .strip_suffix('}')
+                .map(String::from)
+            else {
+                return Err("the mount's status is not a JSON object".into());
+            };
             return Ok(format!(
-                "{open},\"mount\":{}}}",
-                mount_json(&self.mountpoint, &mount)
+                "{open},\"mount\":{mount},\"tree\":{}}}}}",
+                tree_json(&self.mountpoint, &tree)
             ));
         }
         Ok(format!(
-            "{node}\n{}",
-            mount_text(&self.mountpoint, &mount).trim_end()
+            "{node}\n{}{}",
+            mount_text(&self.mountpoint, &mount),
+            tree_text(&self.mountpoint, &tree).trim_end()
         ))
     }
 }
@@ -221,6 +231,108 @@ pub fn mount_text(mountpoint: &Path, s: &UploadStatus) -> String {
     out
 }
 
+/// `path` (as [`TreeStatus`] gives it, absolute within the mount) under the mountpoint.
+fn in_mount(mountpoint: &Path, path: &Path) -> PathBuf {
+    mountpoint.join(path.strip_prefix("/").unwrap_or(path))
+}
+
+/// The whole tree's part of `defs status`.
+pub fn tree_text(mountpoint: &Path, t: &TreeStatus) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "tree:           {} ({} bytes) in {}",
+        plural(t.files, "file"),
+        t.bytes,
+        plural(t.directories, "directory").replace("directorys", "directories")
+    );
+    let _ = writeln!(
+        out,
+        "  states:       {} clean, {} dirty, {} uploading, {} failed",
+        t.clean, t.dirty, t.uploading, t.failed
+    );
+    match &t.worst {
+        Some((p, d)) => {
+            let _ = writeln!(
+                out,
+                "  least protected: {} ({d})",
+                in_mount(mountpoint, p).display()
+            );
+        }
+        None => {
+            let _ = writeln!(out, "  least protected: (nothing stored)");
+        }
+    }
+    for (p, reason) in &t.errors {
+        let _ = writeln!(
+            out,
+            "  error:        {}: {reason}",
+            in_mount(mountpoint, p).display()
+        );
+    }
+    if !t.damaged.is_empty() {
+        let _ = writeln!(out, "damaged:        {}:", damaged_summary(t.damaged.len()));
+        for (p, d) in &t.damaged {
+            let p = p.as_deref().map(|p| in_mount(mountpoint, p));
+            let _ = writeln!(out, "  {}", damaged_line(p.as_deref(), d));
+        }
+    }
+    out
+}
+
+/// The whole tree's part of `defs status --json`.
+pub fn tree_json(mountpoint: &Path, t: &TreeStatus) -> String {
+    let path = |p: &Path| json_str(&in_mount(mountpoint, p).display().to_string());
+    let worst = t.worst.as_ref().map_or("null".into(), |(p, d)| {
+        format!(
+            "{{\"path\":{},\"shards\":{},\"placed\":{},\"survives\":{}}}",
+            path(p),
+            d.shards,
+            d.placed,
+            d.survives
+        )
+    });
+    let errors: Vec<String> = t
+        .errors
+        .iter()
+        .map(|(p, r)| format!("{{\"path\":{},\"error\":{}}}", path(p), json_str(r)))
+        .collect();
+    let damaged: Vec<String> = t
+        .damaged
+        .iter()
+        .map(|(p, d)| {
+            let at =
+                d.at.duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |x| x.as_secs());
+            format!(
+                "{{\"path\":{},\"file\":{},\"segment\":{},\"index\":{},\"shard\":{},\
+                 \"holder\":{},\"reason\":{},\"at\":{at}}}",
+                p.as_deref().map_or("null".into(), path),
+                json_str(&d.file.to_string()),
+                d.segment,
+                d.index,
+                json_str(&d.shard.to_string()),
+                d.holder.map_or("null".into(), |h| json_str(&h.to_string())),
+                json_str(&d.reason),
+            )
+        })
+        .collect();
+    format!(
+        "{{\"files\":{},\"directories\":{},\"bytes\":{},\"clean\":{},\"dirty\":{},\
+         \"uploading\":{},\"failed\":{},\"least_protected\":{worst},\"errors\":[{}],\
+         \"damaged\":[{}]}}",
+        t.files,
+        t.directories,
+        t.bytes,
+        t.clean,
+        t.dirty,
+        t.uploading,
+        t.failed,
+        errors.join(","),
+        damaged.join(","),
+    )
+}
+
 /// The mount section of `defs status --json`.
 pub fn mount_json(mountpoint: &Path, s: &UploadStatus) -> String {
     let failed: Vec<String> = s
@@ -312,6 +424,77 @@ mod tests {
             "{json}"
         );
         assert!(json.starts_with('{') && json.ends_with('}'));
+    }
+
+    #[test]
+    fn the_tree_section_shows_states_the_least_protected_file_and_damaged_shards() {
+        use defs_core::object::{DamagedShard, Durability};
+        use defs_core::types::{FileId, ShardId};
+        let tree = TreeStatus {
+            files: 3,
+            directories: 2,
+            bytes: 100,
+            clean: 2,
+            dirty: 1,
+            worst: Some((
+                "/d/a".into(),
+                Durability {
+                    shards: 5,
+                    placed: 5,
+                    survives: 2,
+                },
+            )),
+            errors: vec![("/d/b".into(), "upload failed".into())],
+            damaged: vec![(
+                Some("/d/a".into()),
+                DamagedShard {
+                    file: FileId([1; 32]),
+                    segment: 3,
+                    index: 0,
+                    shard: ShardId([2; 32]),
+                    holder: None,
+                    reason: "CRC mismatch".into(),
+                    at: std::time::UNIX_EPOCH,
+                },
+            )],
+            ..TreeStatus::default()
+        };
+        let text = tree_text(Path::new("/mnt"), &tree);
+        assert!(
+            text.contains("3 files (100 bytes) in 2 directories"),
+            "{text}"
+        );
+        assert!(
+            text.contains("2 clean, 1 dirty, 0 uploading, 0 failed"),
+            "{text}"
+        );
+        assert!(
+            text.contains("least protected: /mnt/d/a (5/5 shards, survives 2 lost nodes)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("error:        /mnt/d/b: upload failed"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "1 damaged shard found on read (rebuilt from parity):\n  /mnt/d/a: shard"
+            ),
+            "{text}"
+        );
+        let json = tree_json(Path::new("/mnt"), &tree);
+        assert!(
+            json.contains("\"least_protected\":{\"path\":\"/mnt/d/a\""),
+            "{json}"
+        );
+        assert!(
+            json.contains("\"damaged\":[{\"path\":\"/mnt/d/a\",\"file\":"),
+            "{json}"
+        );
+        assert!(
+            json.contains("\"holder\":null,\"reason\":\"CRC mismatch\",\"at\":0}"),
+            "{json}"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 mod crash;
 mod lifecycle;
 mod posix;
+mod remount;
 mod sync;
 mod tools;
 

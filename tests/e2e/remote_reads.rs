@@ -153,6 +153,26 @@ async fn files_read_back_from_the_network_with_the_cache_deleted_a_bad_shard_and
             "{name} with a corrupted shard"
         );
     }
+    // The read rebuilt around the bad shard and the tree's status names it (the holder's
+    // refusal, or a background probe that finds it still listing the shard).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let st = t.fs.tree_status().await.unwrap();
+        if let Some((p, d)) = st.damaged.iter().find(|(_, d)| d.shard == shard.id) {
+            assert_eq!(p.as_deref(), Some(Path::new("/large")), "{st}");
+            assert_eq!(d.holder, Some(shard.holders[0]), "{st}");
+            assert!(
+                st.to_string().contains("1 damaged shard found on read"),
+                "{st}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no damage reported: {st}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     std::fs::write(&path, &original).unwrap();
 
     // The cache deleted again and two of five nodes stopped (the layout is 3+2).

@@ -77,6 +77,12 @@ impl TestMount {
             args: args.iter().map(|s| s.to_string()).collect(),
             mounted: false,
         };
+        if args.contains(&"--bootstrap") {
+            // Peers refuse a node id that does not solve their identity puzzle, and a node asks
+            // its own difficulty of its peers: a mount joining a test cluster (difficulty 0,
+            // see `cluster::init`) needs an identity of the same difficulty.
+            crate::cluster::init(&m.data_dir());
+        }
         m.mount();
         Some(m)
     }

@@ -58,7 +58,7 @@ async fn put(objects: &Objects, bytes: &[u8]) -> Stored {
 
 async fn read(objects: &Objects, stored: &Stored, offset: u64, len: u64) -> Vec<u8> {
     let (start, bytes) = objects
-        .read_covering(&stored.manifest, &stored.key, offset, len)
+        .read_covering(stored.file, &stored.manifest, &stored.key, offset, len)
         .await
         .unwrap();
     let end = (offset + len).min(stored.manifest.size);
@@ -152,18 +152,42 @@ async fn lost_and_corrupt_shards_are_rebuilt_up_to_the_parity() {
     // Corrupt a data shard of segment 0 and stop a node: still readable.
     let seg0 = &stored.manifest.segments[0];
     assert_eq!(client.corrupt(seg0.shards[0].id), 1);
+    // The corrupt shard is read around and reported, once however often it is read around.
+    assert_eq!(read(&objects, &stored, 0, 1000).await, bytes[..1000]);
+    assert_eq!(read(&objects, &stored, 0, 1000).await, bytes[..1000]);
+    let damaged = objects.damaged();
+    assert_eq!(damaged.len(), 1, "{damaged:?}");
+    let d = &damaged[0];
+    assert_eq!(
+        (d.file, d.segment, d.index, d.shard, d.holder),
+        (
+            stored.file,
+            0,
+            0,
+            seg0.shards[0].id,
+            seg0.shards[0].holders.first().copied()
+        )
+    );
+    assert!(d.reason.contains("do not hash"), "{}", d.reason);
     // Stop nodes other than the corrupt shard's holder (segments are placed in whatever order
-    // their encodes finish, so which node that is varies from run to run).
+    // their encodes finish, so which node that is varies from run to run). A stopped node's
+    // shards are unavailable, not damaged: not reported.
     let corrupt_holder = (0..5)
         .find(|&i| seg0.shards[0].holders[0] == client.node(i))
         .unwrap();
     let down: Vec<usize> = (0..5).filter(|&i| i != corrupt_holder).take(2).collect();
     client.set_up(down[0], false);
     assert_eq!(read(&objects, &stored, 0, 200_000).await, bytes);
+    assert!(
+        objects
+            .damaged()
+            .iter()
+            .all(|d| d.shard == seg0.shards[0].id)
+    );
     // Three of segment 0's five shards gone (one corrupt, two down): a clear error.
     client.set_up(down[1], false);
     let err = objects
-        .read_covering(&stored.manifest, &stored.key, 0, 200_000)
+        .read_covering(stored.file, &stored.manifest, &stored.key, 0, 200_000)
         .await
         .unwrap_err();
     assert!(matches!(err, Error::TooFewShards { .. }), "{err}");
@@ -206,7 +230,7 @@ async fn manifests_come_from_memory_the_local_store_or_the_network() {
     let m = fresh.manifest(stored.file, &stored.key).await.unwrap();
     assert_eq!(*m, *stored.manifest);
     let (start, got) = fresh
-        .read_covering(&m, &stored.key, 0, 70_000)
+        .read_covering(stored.file, &m, &stored.key, 0, 70_000)
         .await
         .unwrap();
     assert_eq!((start, got), (0, bytes));
@@ -242,4 +266,29 @@ async fn a_source_that_shrinks_fails_the_put() {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Io { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn the_damaged_list_is_bounded_and_a_clean_read_adds_nothing() {
+    let client = Arc::new(MemoryClient::new(5));
+    let objects = make_objects(&client, layout(Mode::RsSize, 3, 2, 4096), None);
+    let bytes = data(3 * 4096 * (DAMAGED_MAX + 8));
+    let stored = put(&objects, &bytes).await;
+    assert_eq!(read(&objects, &stored, 0, bytes.len() as u64).await, bytes);
+    assert!(objects.damaged().is_empty());
+    for seg in &stored.manifest.segments {
+        assert_eq!(client.corrupt(seg.shards[1].id), 1);
+    }
+    assert_eq!(read(&objects, &stored, 0, bytes.len() as u64).await, bytes);
+    let damaged = objects.damaged();
+    assert_eq!(damaged.len(), DAMAGED_MAX);
+    // Found again, a shard moves to the end (newest) instead of being listed twice.
+    let first = damaged[0].shard;
+    let segment = damaged[0].segment;
+    let seg_size = stored.manifest.geometry.segment_size();
+    read(&objects, &stored, segment * seg_size + 4096, 10).await;
+    let again = objects.damaged();
+    assert_eq!(again.len(), DAMAGED_MAX);
+    assert_eq!(again.last().map(|d| d.shard), Some(first));
+    assert_eq!(again.iter().filter(|d| d.shard == first).count(), 1);
 }

@@ -188,6 +188,14 @@ impl ShardClient for MemoryClient {
                         .fetch_add(b.len() as u64, Ordering::Relaxed);
                     Ok(b)
                 }
+                // Like the network client: a holder whose bytes fail verification says so.
+                None if self.with(|n| {
+                    n.iter()
+                        .any(|node| node.up && node.shards.contains_key(&id))
+                }) =>
+                {
+                    Err(remote("fetch", id, "bytes do not hash to the shard id"))
+                }
                 None => Err(remote("fetch", id, "no running node holds valid bytes")),
             }
         })

@@ -418,6 +418,7 @@ impl Fs {
             .ok_or_else(|| Arc::<str>::from("no network is configured"))?;
         let (start, bytes) = objects
             .read_covering(
+                stored.file,
                 &stored.manifest,
                 &stored.key,
                 stored.offset + range.start,

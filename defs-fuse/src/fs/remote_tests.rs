@@ -193,6 +193,19 @@ async fn a_corrupted_shard_still_reads_correct_bytes() {
         assert_eq!(net.client.corrupt(id), 1);
     }
     assert_eq!(read_all(&t, inos[0], 128 << 10).await, bytes);
+    // And the tree's status names each damaged shard with the file it belongs to.
+    let st = t.fs.tree_status().await.unwrap();
+    assert_eq!(st.damaged.len(), 3, "{st}");
+    assert!(
+        st.damaged
+            .iter()
+            .all(|(p, _)| p.as_deref() == Some("/f".as_ref()))
+    );
+    let text = st.to_string();
+    assert!(
+        text.contains("3 damaged shards found on read (rebuilt from parity):"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

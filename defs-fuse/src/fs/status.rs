@@ -10,9 +10,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use defs_core::namespace::{Content, FileKind};
-use defs_core::object::Durability;
+use defs_core::object::{DamagedShard, Durability};
 use defs_core::pipeline::{FileKey, choose};
-use defs_core::types::InodeNo;
+use defs_core::types::{FileId, InodeNo};
 use tracing::debug;
 
 use super::{Error, Fs, READDIR_BATCH, Result, STATE_XATTR, StatFs};
@@ -54,6 +54,30 @@ pub struct TreeStatus {
     /// Files with an error (a failed upload, a manifest that cannot be read), with the reason;
     /// at most [`TREE_STATUS_MAX_ERRORS`].
     pub errors: Vec<(PathBuf, String)>,
+    /// Shards that reads found damaged and rebuilt around since the mount started (oldest
+    /// first, at most [`defs_core::object::DAMAGED_MAX`]), with a path of the file each belongs
+    /// to (`None` when no file of the tree has that content any more).
+    pub damaged: Vec<(Option<PathBuf>, DamagedShard)>,
+}
+
+/// The line `defs status` prints for damaged shards, e.g. "1 damaged shard found on read
+/// (rebuilt from parity)".
+pub fn damaged_summary(n: usize) -> String {
+    let s = if n == 1 { "" } else { "s" };
+    format!("{n} damaged shard{s} found on read (rebuilt from parity)")
+}
+
+/// One damaged shard as `defs status` prints it.
+pub fn damaged_line(path: Option<&std::path::Path>, d: &DamagedShard) -> String {
+    let file = path.map_or_else(|| format!("object {}", d.file), |p| p.display().to_string());
+    let holder = d.holder.map_or_else(
+        || "no recorded holder".to_string(),
+        |h| format!("holder {h}"),
+    );
+    format!(
+        "{file}: shard {} (segment {}, index {}) on {holder}: {}",
+        d.shard, d.segment, d.index, d.reason
+    )
 }
 
 impl std::fmt::Display for TreeStatus {
@@ -74,6 +98,12 @@ impl std::fmt::Display for TreeStatus {
         }
         for (path, reason) in &self.errors {
             writeln!(f, "error: {}: {reason}", path.display())?;
+        }
+        if !self.damaged.is_empty() {
+            writeln!(f, "{}:", damaged_summary(self.damaged.len()))?;
+            for (path, d) in &self.damaged {
+                writeln!(f, "  {}", damaged_line(path.as_deref(), d))?;
+            }
         }
         Ok(())
     }
@@ -216,6 +246,14 @@ impl Fs {
         let journal: HashMap<InodeNo, defs_core::DirtyRecord> =
             db.dirty_inodes()?.into_iter().map(|r| (r.ino, r)).collect();
         let mut status = TreeStatus::default();
+        let damaged = self
+            .inner
+            .objects
+            .as_ref()
+            .map(|o| o.damaged())
+            .unwrap_or_default();
+        let damaged_files: HashSet<FileId> = damaged.iter().map(|d| d.file).collect();
+        let mut damaged_paths: HashMap<FileId, PathBuf> = HashMap::new();
         let mut seen = HashSet::new();
         let mut queue = VecDeque::from([(InodeNo::ROOT, PathBuf::from("/"))]);
         fn error(status: &mut TreeStatus, path: PathBuf, reason: String) {
@@ -240,6 +278,12 @@ impl Fs {
                             };
                             status.files += 1;
                             status.bytes += attr.size;
+                            if !damaged_files.is_empty()
+                                && let Ok(Content::Stored { file, .. }) = db.content(e.ino)
+                                && damaged_files.contains(&file)
+                            {
+                                damaged_paths.entry(file).or_insert_with(|| child.clone());
+                            }
                             if let Some(r) = journal.get(&e.ino) {
                                 if r.uploading.is_some() {
                                     status.uploading += 1;
@@ -277,6 +321,10 @@ impl Fs {
                 }
             }
         }
+        status.damaged = damaged
+            .into_iter()
+            .map(|d| (damaged_paths.get(&d.file).cloned(), d))
+            .collect();
         Ok(status)
     }
 }

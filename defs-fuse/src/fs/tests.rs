@@ -720,7 +720,7 @@ async fn the_object_uploader_stores_what_reads_back_from_the_network() {
     let key = FileKey::from_bytes(key);
     let manifest = objects.manifest(file, &key).await.unwrap();
     let (start, back) = objects
-        .read_covering(&manifest, &key, 0, len)
+        .read_covering(file, &manifest, &key, 0, len)
         .await
         .unwrap();
     assert_eq!((start, back), (0, data));
