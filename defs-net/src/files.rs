@@ -174,7 +174,7 @@ impl Client {
             .map(|(index, len)| async move {
                 let offset = index as u64 * seg_size;
                 let (start, bytes) = objects
-                    .read_covering(manifest, key, offset, len)
+                    .read_covering(file, manifest, key, offset, len)
                     .await
                     .map_err(|e| match e {
                         defs_core::Error::TooFewShards {

@@ -667,29 +667,46 @@ fn open_for_write_with_o_trunc_and_o_creat_mode() {
 // ---- upload state ------------------------------------------------------------------------------
 
 #[test]
-fn the_upload_state_xattr_says_a_file_is_dirty_while_no_peer_can_store_it() {
-    // The mount's node has no peers: the upload fails and the file stays dirty, saying why.
+fn with_no_peers_a_file_is_stored_on_the_local_node_and_its_durability_says_so() {
+    // The mount's node has no peers: DESIGN §5, the shards stay on this machine's own store,
+    // the file becomes clean, and its durability says no node loss is survivable.
     let m = mount!();
     let p = m.path("f");
     fs::write(&p, b"x").unwrap();
-    let state = || {
+    let xattr = |name: &str| {
         defs_tests::mount::run(
             std::process::Command::new("getfattr")
-                .args(["-n", "user.defs.state", "--only-values"])
+                .args(["-n", name, "--only-values"])
                 .arg(&p),
         )
     };
-    assert!(state().starts_with("dirty"), "{}", state());
+    assert!(
+        ["dirty", "uploading"]
+            .iter()
+            .any(|s| xattr("user.defs.state").starts_with(s)),
+        "{}",
+        xattr("user.defs.state")
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !state().starts_with("dirty (1 failed uploads, last: ") {
-        assert!(std::time::Instant::now() < deadline, "{}", state());
+    while xattr("user.defs.state") != "clean" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            xattr("user.defs.state")
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    // Not listed, so rsync -X / cp -a never copy it; read-only.
+    let durability = xattr("user.defs.durability");
+    assert!(
+        durability.ends_with("survives 0 lost nodes"),
+        "{durability}"
+    );
+    assert_eq!(xattr("user.defs.id").len(), 64);
+    // Not listed, so rsync -X / cp -a never copy them; read-only.
     let all = defs_tests::mount::run(std::process::Command::new("getfattr").arg("-d").arg(&p));
-    assert!(!all.contains("defs.state"));
+    assert!(!all.contains("defs."), "{all}");
     let out = std::process::Command::new("setfattr")
-        .args(["-n", "user.defs.state", "-v", "clean"])
+        .args(["-n", "user.defs.state", "-v", "dirty"])
         .arg(&p)
         .output()
         .unwrap();
