@@ -1,7 +1,7 @@
 //! Real `defs node` processes on 127.0.0.1 (no mDNS), killed when dropped.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::bin;
@@ -113,4 +113,33 @@ impl Cluster {
         let addrs = dirs.iter().map(|d| wait_for_addr(d)).collect();
         Cluster { nodes, dirs, addrs }
     }
+}
+
+/// Runs `cmd` to completion and returns its output (whatever its exit status).
+///
+/// # Panics
+/// When it cannot be started.
+pub fn out(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
+}
+
+/// stdout then stderr of `o`, for assertions and failure messages.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Mounts a fresh DeFS with `--bootstrap` to every node of `cluster`; `None` when FUSE is
+/// unusable outside CI (as [`crate::mount::TestMount::new`]).
+pub fn mount_on(cluster: &Cluster) -> Option<crate::mount::TestMount> {
+    let mut args = Vec::new();
+    for a in &cluster.addrs {
+        args.push("--bootstrap");
+        args.push(a.as_str());
+    }
+    crate::mount::TestMount::with_args(&[], &args)
 }

@@ -7,10 +7,10 @@
 use std::fs;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-use defs_tests::cluster::Cluster;
-use defs_tests::mount::{TestMount, pseudo_random, run};
+use defs_tests::cluster::{Cluster, mount_on, out, text};
+use defs_tests::mount::{pseudo_random, run};
 
 /// The big file: 64 MiB, many segments of any auto layout this cluster gets.
 const BIG: usize = 64 << 20;
@@ -18,19 +18,6 @@ const BIG: usize = 64 << 20;
 /// The largest segment the auto layout gives a big file on this cluster: five nodes plus the
 /// mount's own give at most 4 data shards (6 peers → 4+2, 5 → 3+2) of the default 1 MiB.
 const MAX_SEGMENT: u64 = 4 << 20;
-
-fn out(cmd: &mut Command) -> Output {
-    cmd.output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 fn xattr(path: &Path, name: &str) -> String {
     run(Command::new("getfattr")
@@ -77,12 +64,7 @@ fn offsets(seed: u64, n: usize, max: u64) -> Vec<u64> {
 fn remount_with_cache_deleted_and_two_of_five_nodes_killed_reads_every_file_back_lazily() {
     let base = tempfile::tempdir().unwrap();
     let mut cluster = Cluster::start(base.path(), 5);
-    let mut args = Vec::new();
-    for a in &cluster.addrs {
-        args.push("--bootstrap");
-        args.push(a.as_str());
-    }
-    let Some(mut m) = TestMount::with_args(&[], &args) else {
+    let Some(mut m) = mount_on(&cluster) else {
         return;
     };
 
@@ -215,12 +197,7 @@ fn corrupt_shards(node_dir: &Path, min: u64) -> usize {
 fn shards_corrupted_on_a_nodes_disk_read_correct_bytes_and_defs_status_reports_them() {
     let base = tempfile::tempdir().unwrap();
     let cluster = Cluster::start(base.path(), 5);
-    let mut args = Vec::new();
-    for a in &cluster.addrs {
-        args.push("--bootstrap");
-        args.push(a.as_str());
-    }
-    let Some(mut m) = TestMount::with_args(&[], &args) else {
+    let Some(mut m) = mount_on(&cluster) else {
         return;
     };
     // 8+ segments of 3+2 over five nodes: node 0 holds one shard of each, a data shard of

@@ -3,33 +3,10 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-use defs_tests::cluster::Cluster;
+use defs_tests::cluster::{Cluster, mount_on, out, text};
 use defs_tests::mount::{TestMount, pseudo_random, run};
-
-fn out(cmd: &mut Command) -> Output {
-    cmd.output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// Mounts with `--bootstrap` to every node of `cluster`.
-fn mount_on(cluster: &Cluster) -> Option<TestMount> {
-    let mut args = Vec::new();
-    for a in &cluster.addrs {
-        args.push("--bootstrap");
-        args.push(a.as_str());
-    }
-    TestMount::with_args(&[], &args)
-}
 
 fn count_files(dir: &Path) -> usize {
     let mut n = 0;
