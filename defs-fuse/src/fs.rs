@@ -432,6 +432,11 @@ impl Fs {
             ..Default::default()
         };
         self.inner.db.setattr(ino, &set, o.ctime)?;
+        // The saved size is part of the content: an upload that started before it (the
+        // periodic scan, cache pressure) read the DB's older size and may already have marked
+        // the file clean. Marking it dirty again (cheap when it still is) keeps that short
+        // upload from standing for the file.
+        self.mark_dirty(ino)?;
         if let Some(state) = lock(&self.inner.inodes).get_mut(&ino) {
             // Writes that raced with this persist left a newer overlay; keep it.
             if state

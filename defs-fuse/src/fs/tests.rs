@@ -727,3 +727,35 @@ async fn the_object_uploader_stores_what_reads_back_from_the_network() {
     assert_eq!(t.db.content(empty).unwrap(), Content::Empty);
     assert_eq!(t.fs.getxattr(ino, STATE_XATTR).await.unwrap(), b"clean");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_of_an_open_file_with_an_unsaved_size_never_leaves_it_clean_and_short() {
+    // The periodic scan (or cache pressure) may upload a file that is still open for writing:
+    // its newest size is in the overlay and the upload reads the DB's older one. When the close
+    // then saves the size, the file must be dirty again, so the full bytes are uploaded.
+    let u = ScriptedUploader::new(&[]);
+    let t = TestFs::new(Config::default(), uploader(&u));
+    let (attr, o) =
+        t.fs.create(InodeNo::ROOT, name("open"), 0o644, libc::O_WRONLY, OWNER)
+            .await
+            .unwrap();
+    let ino = attr.ino;
+    t.fs.write(ino, o.fh, 0, b"first part").await.unwrap();
+    // What the scan does: upload now, while the size is only in the overlay.
+    t.fs.flusher().upload_now(ino).await.unwrap();
+    assert!(dirty(&t).is_empty(), "the stale upload marked it clean");
+    t.fs.flush(ino, o.fh).await.unwrap();
+    assert_eq!(
+        dirty(&t),
+        vec![ino],
+        "saving the size made the file dirty again"
+    );
+    t.fs.release(ino, o.fh).await.unwrap();
+    wait_until("the full upload", || dirty(&t).is_empty()).await;
+    let last = u.attempts().last().cloned().unwrap();
+    assert_eq!(last.2, b"first part");
+    assert!(matches!(
+        t.db.content(ino).unwrap(),
+        Content::Stored { len: 10, .. }
+    ));
+}
