@@ -98,8 +98,12 @@ pub trait ShardClient: Send + Sync {
 
 /// How many node losses a segment survives in the worst case, given the holder of each of its
 /// shards and how many shards rebuild it: the most-loaded holders are lost first.
-pub fn survivable_losses<'a>(holders: impl Iterator<Item = &'a NodeId>, need: usize) -> usize {
-    let mut load: Vec<(NodeId, usize)> = Vec::new();
+/// Generic over the holder's name (a `NodeId` here, a libp2p `PeerId` in placement).
+pub fn survivable_losses<'a, H: PartialEq + Copy + 'a>(
+    holders: impl Iterator<Item = &'a H>,
+    need: usize,
+) -> usize {
+    let mut load: Vec<(H, usize)> = Vec::new();
     for holder in holders {
         match load.iter_mut().find(|(n, _)| n == holder) {
             Some((_, c)) => *c += 1,

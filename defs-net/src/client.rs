@@ -383,17 +383,7 @@ impl Client {
             }
         }
         // Wait for more than one answer: the first answering holder may be the one that failed.
-        let found = self
-            .node
-            .lookup_holders(vec![id], holders.len() + 2, LOOKUP_WINDOW)
-            .await?;
-        let others: Vec<PeerId> = found
-            .get(&id)
-            .cloned()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|p| !holders.contains(p))
-            .collect();
+        let others = self.other_holders(id, &holders, holders.len() + 2).await?;
         if others.is_empty() {
             return Err(Error::Core(defs_core::Error::Remote {
                 op: "fetch",
@@ -402,6 +392,30 @@ impl Client {
             }));
         }
         self.fetch_verified_from(id, &others, priority).await
+    }
+
+    /// Holders of `id` other than `tried`, by a broadcast lookup that waits for up to `want`
+    /// answers (or [`LOOKUP_WINDOW`]).
+    ///
+    /// # Errors
+    /// [`Error::Closed`].
+    pub async fn other_holders(
+        &self,
+        id: ShardId,
+        tried: &[PeerId],
+        want: usize,
+    ) -> Result<Vec<PeerId>> {
+        let found = self
+            .node
+            .lookup_holders(vec![id], want, LOOKUP_WINDOW)
+            .await?;
+        Ok(found
+            .get(&id)
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| !tried.contains(p))
+            .collect())
     }
 
     /// Fetches and verifies shard `id` from `peers` in order (no lookup).

@@ -26,7 +26,6 @@ use defs_core::pipeline::{Geometry, LayoutConfig};
 use defs_core::remote::ShardClient;
 use defs_core::types::{FileId, ShardId};
 use futures::StreamExt;
-use libp2p::PeerId;
 
 use crate::client::{Client, LOOKUP_WINDOW};
 use crate::error::{Error, Result};
@@ -118,17 +117,7 @@ impl Client {
             return Ok(bytes);
         }
         // The first holders failed or lied: wait for every copy's holder to answer.
-        let found = self
-            .node()
-            .lookup_holders(vec![id], MANIFEST_COPIES, LOOKUP_WINDOW)
-            .await?;
-        let others: Vec<PeerId> = found
-            .get(&id)
-            .cloned()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|p| !holders.contains(p))
-            .collect();
+        let others = self.other_holders(id, &holders, MANIFEST_COPIES).await?;
         self.fetch_verified_from(id, &others, Priority::Interactive)
             .await
             .map_err(|_| Error::ManifestNotFound { file })

@@ -202,28 +202,7 @@ pub fn choose(candidates: &[Candidate], n: usize, m: usize) -> Placement {
 
 /// How many peers of `peers` (one per shard) may be lost while at most `m` shards are lost.
 pub fn fault_tolerance(peers: &[PeerId], m: usize) -> usize {
-    let mut loads: Vec<usize> = Vec::new();
-    let mut seen: Vec<PeerId> = Vec::new();
-    for p in peers {
-        match seen.iter().position(|s| s == p) {
-            Some(i) => loads[i] += 1,
-            None => {
-                seen.push(*p);
-                loads.push(1);
-            }
-        }
-    }
-    loads.sort_unstable_by(|a, b| b.cmp(a));
-    let mut lost = 0;
-    let mut tolerated = 0;
-    for l in loads {
-        lost += l;
-        if lost > m {
-            break;
-        }
-        tolerated += 1;
-    }
-    tolerated
+    defs_core::remote::survivable_losses(peers.iter(), peers.len().saturating_sub(m))
 }
 
 #[cfg(test)]
