@@ -702,13 +702,18 @@ impl Objects {
             } else {
                 ((u64::from(wanted.last().copied().unwrap_or(0)) + 1) * shard_len).min(seg_len)
             };
-            let mut out = Vec::with_capacity(usize::try_from(end - rel).unwrap_or(0));
+            // The first shard's buffer becomes the answer: one copy fewer per read.
+            let want = usize::try_from(end - rel).unwrap_or(usize::MAX);
+            let mut out: Vec<u8> = Vec::new();
             for (_, p) in plain {
-                let take = usize::try_from(end - rel)
-                    .unwrap_or(usize::MAX)
-                    .saturating_sub(out.len())
-                    .min(p.len());
-                out.extend_from_slice(&p[..take]);
+                if out.is_empty() {
+                    out = p;
+                    out.truncate(want);
+                    out.reserve(want - out.len());
+                } else {
+                    let take = (want - out.len()).min(p.len());
+                    out.extend_from_slice(&p[..take]);
+                }
             }
             return Ok((rel, out));
         }
