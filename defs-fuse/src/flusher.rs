@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!  Fs (FUSE threads) ── Closed / Deleted (try_send) ──▶ FlusherActor (one tokio task)
-//!  Fs::fsync (sync=network) ── UploadNow{reply} ─────▶   │ Schedule: ino → deadline, by deadline
+//!  Fs::fsync (sync=network) ── UploadNow{reply} ─────▶   │ debounce map: ino → deadline
 //!  Flusher::shutdown_within ── Shutdown{grace,reply} ▶   │ every PERIODIC_SCAN: journal's dirty inodes
 //!                                                        │ cache pressure (dirty > budget/2): no debounce
 //!                                                        ▼
@@ -20,12 +20,6 @@
 //! is dirty ([`Flusher`] checks at every close and every scan), closed files start uploading at
 //! once instead of after [`DEBOUNCE`]; files waiting for a retry keep their backoff.
 //!
-//! **Waking.** The actor sleeps until the earliest deadline only while an upload slot is free;
-//! with [`MAX_CONCURRENT_UPLOADS`] running it waits for one to finish instead (a due file that
-//! cannot start yet must not wake it: that was a busy loop that took a core away from the FUSE
-//! threads while a tree of small files was uploading). Finding the next deadline and the due
-//! files costs O(log n) in the number of scheduled files, not a pass over all of them.
-//!
 //! **Shutdown.** [`Flusher::shutdown_within`] starts nothing new, gives the uploads already
 //! running a grace period, then cancels the rest; every file not uploaded stays dirty in the
 //! journal and resumes at the next mount.
@@ -34,9 +28,8 @@
 //! reach the cache file, an upload calls `begin_upload` before reading them, and
 //! `finish_upload` marks the file clean only if no write came in between (generations).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use defs_core::cache_store::{CacheStore, ContentTag};
@@ -167,7 +160,6 @@ enum FlusherMessage {
 pub struct Flusher {
     tx: mpsc::Sender<FlusherMessage>,
     has_uploader: bool,
-    wakeups: Arc<AtomicU64>,
     _task: Arc<AbortOnDropHandle<()>>,
 }
 
@@ -186,14 +178,12 @@ impl Flusher {
     ) -> Flusher {
         let (tx, rx) = mpsc::channel(INBOX);
         let has_uploader = uploader.is_some();
-        let wakeups = Arc::new(AtomicU64::new(0));
         let actor = FlusherActor {
-            wakeups: wakeups.clone(),
             db,
             cache,
             uploader,
             rx,
-            due: Schedule::default(),
+            due: HashMap::new(),
             retries: HashMap::new(),
             running: HashMap::new(),
             waiters: HashMap::new(),
@@ -203,7 +193,6 @@ impl Flusher {
         Flusher {
             tx,
             has_uploader,
-            wakeups,
             _task: Arc::new(task),
         }
     }
@@ -211,12 +200,6 @@ impl Flusher {
     /// Whether an uploader is configured (without one, dirty files stay dirty).
     pub fn has_uploader(&self) -> bool {
         self.has_uploader
-    }
-
-    /// How many times the flusher's task has woken up (a message, a finished upload, a
-    /// deadline, a scan): a diagnostic, and how a test checks that it never spins.
-    pub fn wakeups(&self) -> u64 {
-        self.wakeups.load(Ordering::Relaxed)
     }
 
     fn send(&self, msg: FlusherMessage) {
@@ -286,8 +269,8 @@ struct FlusherActor {
     cache: Arc<CacheStore>,
     uploader: Option<Arc<dyn Uploader>>,
     rx: mpsc::Receiver<FlusherMessage>,
-    /// Scheduled uploads.
-    due: Schedule,
+    /// Scheduled uploads: inode → when.
+    due: HashMap<InodeNo, Instant>,
     /// Consecutive failures per inode, for the retry backoff.
     retries: HashMap<InodeNo, u32>,
     /// Running uploads and their cancel tokens.
@@ -295,7 +278,6 @@ struct FlusherActor {
     /// fsync callers waiting for an inode's next upload to finish.
     waiters: HashMap<InodeNo, Vec<oneshot::Sender<Result<(), FlushError>>>>,
     tasks: JoinSet<(InodeNo, Outcome)>,
-    wakeups: Arc<AtomicU64>,
 }
 
 enum Outcome {
@@ -314,14 +296,7 @@ impl FlusherActor {
         let mut scan = tokio::time::interval_at(Instant::now() + PERIODIC_SCAN, PERIODIC_SCAN);
         scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            self.wakeups.fetch_add(1, Ordering::Relaxed);
-            // With every slot taken a due file cannot start: wait for an upload to finish, not
-            // for a deadline that has passed (which would fire again at once).
-            let next = if self.running.len() < MAX_CONCURRENT_UPLOADS {
-                self.due.first()
-            } else {
-                None
-            };
+            let next = self.due.values().min().copied();
             tokio::select! {
                 biased;
                 msg = self.rx.recv() => match msg {
@@ -359,7 +334,7 @@ impl FlusherActor {
                 }
             }
             FlusherMessage::Deleted(ino) => {
-                self.due.remove(ino);
+                self.due.remove(&ino);
                 self.retries.remove(&ino);
                 if let Some(cancel) = self.running.get(&ino) {
                     cancel.cancel();
@@ -398,9 +373,12 @@ impl FlusherActor {
     /// Under pressure: every debounced file starts now; files waiting to retry keep their
     /// backoff (uploading them again at once would fail the same way).
     fn pull_in_waiting(&mut self) {
-        let retries = &self.retries;
-        self.due
-            .pull_in(Instant::now(), |ino| !retries.contains_key(&ino));
+        let now = Instant::now();
+        for (ino, at) in self.due.iter_mut() {
+            if *at > now && !self.retries.contains_key(ino) {
+                *at = now;
+            }
+        }
     }
 
     fn scan(&mut self) {
@@ -419,7 +397,7 @@ impl FlusherActor {
                     Instant::now() + DEBOUNCE
                 };
                 for ino in dirty.into_iter().map(|r| r.ino) {
-                    if !self.running.contains_key(&ino) && !self.due.contains(ino) {
+                    if !self.running.contains_key(&ino) && !self.due.contains_key(&ino) {
                         self.due.insert(ino, at);
                     }
                 }
@@ -428,23 +406,27 @@ impl FlusherActor {
         }
     }
 
-    /// Starts due files, earliest deadline first, while upload slots are free.
     fn start_due(&mut self) {
         let now = Instant::now();
-        let mut behind = Vec::new();
-        while self.running.len() < MAX_CONCURRENT_UPLOADS {
-            let Some(ino) = self.due.pop_due(now) else {
+        let mut ready: Vec<(Instant, InodeNo)> = self
+            .due
+            .iter()
+            .filter(|(ino, at)| **at <= now && !self.running.contains_key(ino))
+            .map(|(ino, at)| (*at, *ino))
+            .collect();
+        ready.sort();
+        for (_, ino) in ready {
+            if self.running.len() >= MAX_CONCURRENT_UPLOADS {
                 break;
-            };
-            if self.running.contains_key(&ino) {
-                // Closed again while its upload runs: the next upload moves behind it.
-                behind.push(ino);
-            } else {
-                self.start(ino);
             }
+            self.due.remove(&ino);
+            self.start(ino);
         }
-        for ino in behind {
-            self.due.insert(ino, now + DEBOUNCE);
+        // Deadlines of files whose upload is still running move behind it.
+        for (ino, at) in self.due.iter_mut() {
+            if self.running.contains_key(ino) && *at <= now {
+                *at = now + DEBOUNCE;
+            }
         }
     }
 
@@ -536,71 +518,6 @@ impl FlusherActor {
                 let _ = w.send(Err(FlushError::Closed));
             }
         }
-    }
-}
-
-/// Scheduled uploads, by inode and by deadline, so that the next deadline and the due files are
-/// found in O(log n) however many files wait (a tree copy schedules one per file).
-#[derive(Debug, Default)]
-struct Schedule {
-    at: HashMap<InodeNo, Instant>,
-    order: BTreeSet<(Instant, InodeNo)>,
-}
-
-impl Schedule {
-    /// Schedules `ino` at `at`, replacing its earlier deadline.
-    fn insert(&mut self, ino: InodeNo, at: Instant) {
-        if let Some(old) = self.at.insert(ino, at) {
-            self.order.remove(&(old, ino));
-        }
-        self.order.insert((at, ino));
-    }
-
-    fn remove(&mut self, ino: InodeNo) {
-        if let Some(old) = self.at.remove(&ino) {
-            self.order.remove(&(old, ino));
-        }
-    }
-
-    fn contains(&self, ino: InodeNo) -> bool {
-        self.at.contains_key(&ino)
-    }
-
-    /// The earliest deadline.
-    fn first(&self) -> Option<Instant> {
-        self.order.first().map(|(at, _)| *at)
-    }
-
-    /// Removes and returns the file with the earliest deadline, if that is not after `now`.
-    fn pop_due(&mut self, now: Instant) -> Option<InodeNo> {
-        let (at, ino) = *self.order.first()?;
-        if at > now {
-            return None;
-        }
-        self.order.pop_first();
-        self.at.remove(&ino);
-        Some(ino)
-    }
-
-    /// Moves every deadline after `now` of a file `pull` accepts to `now`. Visits only the
-    /// deadlines still ahead, so repeating it is cheap.
-    fn pull_in(&mut self, now: Instant, pull: impl Fn(InodeNo) -> bool) {
-        let ahead: Vec<InodeNo> = self
-            .order
-            .iter()
-            .rev()
-            .take_while(|(at, _)| *at > now)
-            .map(|(_, ino)| *ino)
-            .filter(|ino| pull(*ino))
-            .collect();
-        for ino in ahead {
-            self.insert(ino, now);
-        }
-    }
-
-    fn clear(&mut self) {
-        self.at.clear();
-        self.order.clear();
     }
 }
 

@@ -585,33 +585,6 @@ async fn under_cache_pressure_closed_files_upload_without_the_debounce() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn due_files_waiting_for_an_upload_slot_do_not_wake_the_flusher() {
-    let slots = crate::flusher::MAX_CONCURRENT_UPLOADS;
-    let u = ScriptedUploader::new(&vec![Step::Block; slots]);
-    let t = TestFs::new(Config::default(), uploader(&u));
-    for i in 0..slots + 3 {
-        t.write_file(&format!("f{i}"), b"data").await;
-    }
-    for _ in 0..slots {
-        u.started().await;
-    }
-    // Every slot is blocked and three files are past their deadline.
-    tokio::time::sleep(DEBOUNCE + DEBOUNCE / 4).await;
-    let before = t.fs.flusher().wakeups();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let woken = t.fs.flusher().wakeups() - before;
-    assert!(
-        woken < 5,
-        "the flusher woke {woken} times in 300 ms with nothing it could do"
-    );
-    for _ in 0..slots {
-        u.release();
-    }
-    wait_until("every upload", || dirty(&t).is_empty()).await;
-    assert_eq!(u.attempts().len(), slots + 3);
-}
-
 // ---- model check ---------------------------------------------------------------------------
 
 mod model {
