@@ -35,7 +35,7 @@ use crate::pipeline::{
     FileKey, Geometry, LayoutConfig, WrapKey, assemble_into, choose, decrypt_shard, encode_segment,
     new_version_id, plan,
 };
-use crate::remote::{ShardClient, survivable_losses};
+use crate::remote::{OutShard, ShardClient, survivable_losses};
 use crate::sync::Arc;
 use crate::types::{FileId, NodeId, ShardId};
 
@@ -503,7 +503,11 @@ impl Objects {
                         let shards = segment
                             .shards
                             .into_iter()
-                            .map(|s| (s.id, s.bytes))
+                            .map(|s| OutShard {
+                                id: s.id,
+                                crc: s.crc,
+                                bytes: s.bytes,
+                            })
                             .collect();
                         let stored = self.client.store_segment(shards, parity).await?;
                         for (shard, holders) in entry.shards.iter_mut().zip(stored.holders) {
@@ -539,7 +543,10 @@ impl Objects {
         let copies = MANIFEST_COPIES.min(self.client.storage_peers().await?.max(1));
         let id = ShardId(sealed.id.0);
         self.client
-            .store_segment(vec![(id, sealed.bytes.clone()); copies], copies - 1)
+            .store_segment(
+                vec![OutShard::new(id, sealed.bytes.clone()); copies],
+                copies - 1,
+            )
             .await?;
         if let Some(store) = &self.manifests {
             store.put(&sealed)?;

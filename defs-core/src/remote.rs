@@ -21,6 +21,29 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// The holders found for each shard id of a lookup.
 pub type Holders = Vec<(ShardId, Vec<NodeId>)>;
 
+/// A shard on its way to a holder: the bytes with the id and CRC32 the encoder computed while
+/// they were hot in cache, so the sender does not hash them again (the holder checks both).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutShard {
+    /// BLAKE3 of `bytes`.
+    pub id: ShardId,
+    /// CRC32 of `bytes`.
+    pub crc: u32,
+    /// The (encrypted) shard.
+    pub bytes: Vec<u8>,
+}
+
+impl OutShard {
+    /// `bytes` named `id`, with their CRC32 computed here.
+    pub fn new(id: ShardId, bytes: Vec<u8>) -> Self {
+        OutShard {
+            id,
+            crc: crc32fast::hash(&bytes),
+            bytes,
+        }
+    }
+}
+
 /// Where the shards of one segment went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredSegment {
@@ -41,7 +64,7 @@ pub trait ShardClient: Send + Sync {
     /// When a shard cannot be stored anywhere, or there is no node to store on.
     fn store_segment(
         &self,
-        shards: Vec<(ShardId, Vec<u8>)>,
+        shards: Vec<OutShard>,
         parity: usize,
     ) -> BoxFuture<'_, Result<StoredSegment>>;
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use defs_core::identity::{Identity, SignDomain};
 use defs_core::pipeline::WrapKey;
-use defs_core::remote::{BoxFuture, Holders, ShardClient, StoredSegment};
+use defs_core::remote::{BoxFuture, Holders, OutShard, ShardClient, StoredSegment};
 use defs_core::types::{NodeId, ShardId};
 use futures::future::join_all;
 use libp2p::PeerId;
@@ -102,6 +102,19 @@ impl Client {
     /// Dropping the future abandons the answer; the peer may still store the shard.
     pub async fn store_on(&self, peer: PeerId, id: ShardId, data: impl Into<Bytes>) -> Result<()> {
         let data: Bytes = data.into();
+        let crc = crc32fast::hash(&data);
+        self.store_checked_on(peer, id, crc, data).await
+    }
+
+    /// [`store_on`](Self::store_on) for a caller that already holds `crc`, the CRC32 of `data`
+    /// (the encoder computes it once; the peer checks it).
+    async fn store_checked_on(
+        &self,
+        peer: PeerId,
+        id: ShardId,
+        crc: u32,
+        data: Bytes,
+    ) -> Result<()> {
         let len = u32::try_from(data.len())
             .ok()
             .filter(|l| *l <= MAX_SHARD_LEN)
@@ -111,7 +124,6 @@ impl Client {
                 limit: u64::from(MAX_SHARD_LEN),
             })?;
         let auth = self.auth(SignDomain::StoreShard, &id, len);
-        let crc = crc32fast::hash(&data);
         match self
             .node
             .request(
@@ -258,13 +270,14 @@ impl Client {
     /// peers not in `avoid`) until one acknowledges. Returns the peer that has it.
     async fn store_with_retry(
         &self,
-        id: ShardId,
-        data: Bytes,
+        shard: OutShard,
         first: PeerId,
         candidates: Arc<Vec<Candidate>>,
         avoid: Arc<HashSet<PeerId>>,
         priority: Priority,
     ) -> Result<PeerId> {
+        let OutShard { id, crc, bytes } = shard;
+        let data = Bytes::from(bytes);
         let mut tried: Vec<PeerId> = Vec::new();
         let mut peer = first;
         let mut last = String::from("no peer tried");
@@ -275,10 +288,9 @@ impl Client {
             let bytes = data.clone();
             let r = self
                 .pool
-                .run(
-                    priority,
-                    async move { this.store_on(peer, id, bytes).await },
-                )
+                .run(priority, async move {
+                    this.store_checked_on(peer, id, crc, bytes).await
+                })
                 .await?;
             match r {
                 Ok(()) => return Ok(peer),
@@ -325,13 +337,13 @@ impl Client {
     /// could not be stored anywhere.
     pub async fn store_segment_on_network(
         &self,
-        shards: Vec<(ShardId, Vec<u8>)>,
+        shards: Vec<OutShard>,
         parity: usize,
         priority: Priority,
     ) -> Result<(Vec<PeerId>, usize)> {
         let need = shards
             .iter()
-            .map(|(_, d)| d.len() as u64)
+            .map(|s| s.bytes.len() as u64)
             .max()
             .unwrap_or(0);
         let candidates = self.node.candidates(need).await?;
@@ -341,20 +353,12 @@ impl Client {
         }
         let candidates = Arc::new(candidates);
         let avoid: Arc<HashSet<PeerId>> = Arc::new(placed.peers.iter().copied().collect());
-        let jobs =
-            shards
-                .into_iter()
-                .zip(placed.peers.iter().copied())
-                .map(|((id, data), peer)| {
-                    self.store_with_retry(
-                        id,
-                        Bytes::from(data),
-                        peer,
-                        candidates.clone(),
-                        avoid.clone(),
-                        priority,
-                    )
-                });
+        let jobs = shards
+            .into_iter()
+            .zip(placed.peers.iter().copied())
+            .map(|(shard, peer)| {
+                self.store_with_retry(shard, peer, candidates.clone(), avoid.clone(), priority)
+            });
         let results = join_all(jobs).await;
         let mut holders = Vec::with_capacity(results.len());
         for r in results {
@@ -507,11 +511,11 @@ fn node_ids(peers: &[PeerId]) -> Vec<NodeId> {
 impl ShardClient for Client {
     fn store_segment(
         &self,
-        shards: Vec<(ShardId, Vec<u8>)>,
+        shards: Vec<OutShard>,
         parity: usize,
     ) -> BoxFuture<'_, defs_core::Result<StoredSegment>> {
         Box::pin(async move {
-            let first = shards.first().map(|(id, _)| *id).unwrap_or_default();
+            let first = shards.first().map(|s| s.id).unwrap_or_default();
             let (holders, fault_tolerance) = self
                 .store_segment_on_network(shards, parity, Priority::Background)
                 .await

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use defs_core::pipeline::LayoutConfig;
-use defs_core::remote::ShardClient;
+use defs_core::remote::{OutShard, ShardClient};
 use defs_core::types::ShardId;
 use defs_net::Client;
 use defs_net::commands::{self, layout_for};
@@ -19,13 +19,13 @@ fn own_client(cluster: &TestCluster, i: usize) -> Client {
     Client::new(n.node.clone(), n.identity.clone())
 }
 
-fn shards(n: usize, seed: u8) -> Vec<(ShardId, Vec<u8>)> {
+fn shards(n: usize, seed: u8) -> Vec<OutShard> {
     (0..n)
         .map(|i| {
             let data: Vec<u8> = (0..20_000u32)
                 .map(|j| (j as u8) ^ seed ^ (i as u8).wrapping_mul(17))
                 .collect();
-            (ShardId(*blake3::hash(&data).as_bytes()), data)
+            OutShard::new(ShardId(*blake3::hash(&data).as_bytes()), data)
         })
         .collect()
 }
@@ -75,14 +75,17 @@ async fn the_local_store_answers_lookups_and_fetches_without_the_network() {
         .unwrap();
     assert_eq!(stored.holders, vec![vec![me]; 3]);
     assert_eq!(stored.fault_tolerance, 0);
-    let ids: Vec<ShardId> = segment.iter().map(|(id, _)| *id).collect();
+    let ids: Vec<ShardId> = segment.iter().map(|s| s.id).collect();
     let found = timeout(client.lookup(ids)).await.unwrap();
     assert_eq!(found.len(), 3);
     assert!(found.iter().all(|(_, h)| h == &vec![me]));
-    for (id, data) in &segment {
-        assert_eq!(&timeout(client.fetch(*id, vec![me])).await.unwrap(), data);
+    for OutShard { id, bytes, .. } in &segment {
+        assert_eq!(&timeout(client.fetch(*id, vec![me])).await.unwrap(), bytes);
         // Without recorded holders, the (local) lookup finds it.
-        assert_eq!(&timeout(client.fetch(*id, Vec::new())).await.unwrap(), data);
+        assert_eq!(
+            &timeout(client.fetch(*id, Vec::new())).await.unwrap(),
+            bytes
+        );
     }
     ShardClient::delete(&client, ids_first(&segment), vec![me])
         .await
@@ -94,8 +97,8 @@ async fn the_local_store_answers_lookups_and_fetches_without_the_network() {
     );
 }
 
-fn ids_first(s: &[(ShardId, Vec<u8>)]) -> ShardId {
-    s[0].0
+fn ids_first(s: &[OutShard]) -> ShardId {
+    s[0].id
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

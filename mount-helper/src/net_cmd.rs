@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use defs_core::Identity;
+use defs_core::pipeline::{LayoutConfig, choose};
 use defs_core::shard_store::{Quotas, ShardStore};
 use defs_net::commands::{self, layout_for};
 use defs_net::control::{self, ControlRequest, ControlServer};
@@ -106,12 +107,31 @@ impl Bar {
     }
 }
 
-/// Starts a client-only node for one command and waits for storage peers.
+/// How many storage peers are enough for `req` to start without settling, if any: a put needs
+/// one peer per shard of its geometry, and once more peers would not change that geometry
+/// (an explicit `--rs K+M`, or an auto layout already at its full width), waiting for them only
+/// delays the put. Later segments still place on peers that arrive meanwhile.
+fn enough_peers(req: &ControlRequest, base: &LayoutConfig) -> Option<usize> {
+    /// More peers than any geometry has shards.
+    const MANY: usize = 1 << 10;
+    let ControlRequest::Put { path, mode, rs } = req else {
+        return None;
+    };
+    let size = std::fs::metadata(path).ok()?.len();
+    let layout = layout_for(base, mode, *rs).ok()?;
+    let widest = choose(size, MANY, &layout).ok()?;
+    let shards = usize::from(widest.total_shards());
+    (choose(size, shards, &layout).ok()? == widest).then_some(shards)
+}
+
+/// Starts a client-only node for one command and waits for storage peers: every bootstrap
+/// peer, then those found through them while they keep arriving, unless `enough` are there.
 async fn ephemeral(
     dir: &Path,
     config: &defs_core::Config,
     bootstrap: Vec<Multiaddr>,
     net: &NetOptions,
+    enough: Option<usize>,
 ) -> anyhow::Result<Client> {
     let identity = Arc::new(load_identity(dir)?);
     let want = bootstrap.len().max(1);
@@ -131,7 +151,7 @@ async fn ephemeral(
     // Peers found through the bootstrap ones arrive for a moment: wait while they keep coming
     // (each within QUIET of the last), never longer than SETTLE in all.
     let deadline = tokio::time::Instant::now() + SETTLE;
-    while have > 0 && tokio::time::Instant::now() < deadline {
+    while have > 0 && enough.is_none_or(|e| have < e) && tokio::time::Instant::now() < deadline {
         let more = node.wait_for_storage_peers(have + 1, QUIET).await?;
         if more <= have {
             break;
@@ -170,7 +190,8 @@ pub async fn run(dir: &Path, net: &NetOptions, req: ControlRequest) -> anyhow::R
         bar.finish();
         return Ok(out?);
     }
-    let client = ephemeral(dir, &config, bootstrap, net).await?;
+    let enough = enough_peers(&req, &config.layout);
+    let client = ephemeral(dir, &config, bootstrap, net, enough).await?;
     let layout = config.layout.clone();
     let sink = |d, t| bar.update(d, t);
     let out = match req {
@@ -454,5 +475,38 @@ mod tests {
         assert_eq!(parse_size("500MiB"), Ok(500 << 20));
         assert_eq!(parse_size("123"), Ok(123));
         assert!(parse_size("1X").is_err());
+    }
+
+    #[test]
+    fn a_put_starts_once_more_peers_would_not_change_its_geometry() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(64 << 20)
+            .unwrap();
+        let small = dir.path().join("small");
+        std::fs::write(&small, b"x").unwrap();
+        let put = |path: &Path, rs| ControlRequest::Put {
+            path: path.display().to_string(),
+            mode: "auto".into(),
+            rs,
+        };
+        let base = LayoutConfig::default();
+        // An explicit K+M needs K+M peers, whatever else is around.
+        assert_eq!(enough_peers(&put(&big, Some((3, 2))), &base), Some(5));
+        // Auto: the default 10+4 for a big file, three whole copies for a small one.
+        assert_eq!(enough_peers(&put(&big, None), &base), Some(14));
+        assert_eq!(enough_peers(&put(&small, None), &base), Some(3));
+        // Nothing to size, or not a put: settle as usual.
+        assert_eq!(
+            enough_peers(&put(&dir.path().join("gone"), None), &base),
+            None
+        );
+        let get = ControlRequest::Get {
+            file_id: String::new(),
+            out: String::new(),
+        };
+        assert_eq!(enough_peers(&get, &base), None);
     }
 }

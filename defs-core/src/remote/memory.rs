@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{BoxFuture, Holders, ShardClient, StoredSegment, survivable_losses};
+use super::{BoxFuture, Holders, OutShard, ShardClient, StoredSegment, survivable_losses};
 use crate::error::{Error, Result};
 use crate::types::{NodeId, ShardId};
 
@@ -136,11 +136,11 @@ impl MemoryClient {
 impl ShardClient for MemoryClient {
     fn store_segment(
         &self,
-        shards: Vec<(ShardId, Vec<u8>)>,
+        shards: Vec<OutShard>,
         parity: usize,
     ) -> BoxFuture<'_, Result<StoredSegment>> {
         Box::pin(async move {
-            let first = shards.first().map(|(id, _)| *id).unwrap_or_default();
+            let first = shards.first().map(|s| s.id).unwrap_or_default();
             let start = self.next.fetch_add(1, Ordering::Relaxed) as usize;
             self.with(|n| {
                 let up: Vec<usize> = (0..n.len()).filter(|&i| n[i].up).collect();
@@ -148,7 +148,10 @@ impl ShardClient for MemoryClient {
                     return Err(remote("store", first, "no node is up"));
                 }
                 let mut holders = Vec::with_capacity(shards.len());
-                for (k, (id, bytes)) in shards.into_iter().enumerate() {
+                for (k, OutShard { id, crc, bytes }) in shards.into_iter().enumerate() {
+                    if crc32fast::hash(&bytes) != crc {
+                        return Err(remote("store", id, "CRC mismatch"));
+                    }
                     if blake3::hash(&bytes).as_bytes() != &id.0 {
                         return Err(remote("store", id, "bytes do not hash to the id"));
                     }
