@@ -612,6 +612,47 @@ async fn due_files_waiting_for_an_upload_slot_do_not_wake_the_flusher() {
     assert_eq!(u.attempts().len(), slots + 3);
 }
 
+fn uploading(t: &TestFs) -> usize {
+    t.db.dirty_inodes()
+        .unwrap()
+        .iter()
+        .filter(|r| r.uploading.is_some())
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_files_keep_closing_one_upload_runs_and_quiet_opens_the_other_slots() {
+    use crate::flusher::{BUSY_UPLOADS, MAX_CONCURRENT_UPLOADS, QUIET};
+    let u = ScriptedUploader::new(&[Step::Block; MAX_CONCURRENT_UPLOADS + 2]);
+    let t = TestFs::new(Config::default(), uploader(&u));
+    for i in 0..MAX_CONCURRENT_UPLOADS + 2 {
+        t.write_file(&format!("f{i}"), b"data").await;
+    }
+    // A tree copy goes on past the first files' debounce.
+    let until = tokio::time::Instant::now() + DEBOUNCE + DEBOUNCE / 2;
+    let mut i = 0;
+    while tokio::time::Instant::now() < until {
+        t.write_file(&format!("g{i}"), b"x").await;
+        i += 1;
+        tokio::time::sleep(QUIET / 5).await;
+    }
+    assert_eq!(
+        uploading(&t),
+        BUSY_UPLOADS,
+        "one upload while files keep closing"
+    );
+    wait_until("the other slots once quiet", || {
+        uploading(&t) == MAX_CONCURRENT_UPLOADS
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !dirty(&t).is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "uploads stuck");
+        u.release();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 // ---- model check ---------------------------------------------------------------------------
 
 mod model {
