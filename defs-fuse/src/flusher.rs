@@ -21,10 +21,11 @@
 //! once instead of after [`DEBOUNCE`]; files waiting for a retry keep their backoff.
 //!
 //! **Foreground first.** While closes of changed files keep coming (less than [`QUIET`]
-//! apart), at most [`BUSY_UPLOADS`] upload runs, so a tree copy is not slowed by the uploads of
-//! the files it already wrote; once the mount is quiet, up to [`MAX_CONCURRENT_UPLOADS`]. An
-//! upload someone waits for (`defs sync`, fsync with `sync=network`) and cache pressure lift the
-//! limit.
+//! apart), uploads wait for a quiet moment, so a tree copy is not slowed by the uploads of the
+//! files it already wrote; a file waits so at most [`BUSY_DEFER`] past its deadline, then
+//! uploads [`BUSY_UPLOADS`] at a time. Once the mount is quiet, up to
+//! [`MAX_CONCURRENT_UPLOADS`] run. An upload someone waits for (`defs sync`, fsync with
+//! `sync=network`) and cache pressure lift both limits.
 //!
 //! **Waking.** The actor sleeps until the earliest deadline only while an upload slot is free;
 //! with [`MAX_CONCURRENT_UPLOADS`] running it waits for one to finish instead (a due file that
@@ -71,13 +72,19 @@ pub const PERIODIC_SCAN: Duration = Duration::from_secs(60);
 /// starve the rest; each upload streams segment by segment, so memory stays bounded.
 pub const MAX_CONCURRENT_UPLOADS: usize = 4;
 
-/// Uploads running at once while files are still being written (see [`QUIET`]). One: an
-/// upload of a small file costs the machine far more than writing it did (signed stores of
-/// three copies and five manifest copies, each made durable by its node), and with four at once
-/// the uploads of a copied tree took half of a 2-core machine from the copy that followed it
-/// (`rsync -a` after `cp -a` at 0.3–0.4× bindfs, against 1.2–1.6× with nothing uploading).
-/// One keeps every file moving to the network meanwhile.
+/// Uploads running at once while files are still being written (see [`QUIET`]), once a file
+/// has waited [`BUSY_DEFER`]. One: an upload of a small file costs the machine far more than
+/// writing it did (signed stores of three copies and five manifest copies, each made durable
+/// by its node: about a core's worth on a 2-core machine even one at a time), so uploads of a
+/// copied tree slowed the copy that followed it (`rsync -a` after `cp -a` at 0.3–0.4× bindfs,
+/// against 1.2–1.6× with nothing uploading). One keeps files moving during a long burst.
 pub const BUSY_UPLOADS: usize = 1;
+
+/// How long past its deadline an upload waits for the mount to turn quiet. Thirty seconds
+/// cover a burst like copying ten thousand small files and the rsync after it; uploading such
+/// a tree takes longer than that anyway (it is bound by the machine, not by when it starts),
+/// so waiting moves the uploads behind the burst instead of delaying the tree's last file.
+pub const BUSY_DEFER: Duration = Duration::from_secs(30);
 
 /// The mount counts as busy until this long after the last close of a changed file. Half a
 /// second: a tree copy closes a file every few milliseconds, an editor's save is one close.
@@ -339,11 +346,15 @@ impl FlusherActor {
             // With every open slot taken a due file cannot start: wait for an upload to finish
             // (or for the mount to turn quiet), not for a deadline that has passed (which would
             // fire again at once).
-            let (slots, quiet_at) = self.slots(Instant::now());
-            let next = if self.running.len() < slots {
-                self.due.first()
+            let plan = self.plan(Instant::now());
+            let next = if self.running.len() < plan.slots {
+                let first = self.due.first().map(|at| at + plan.defer);
+                match (first, plan.quiet_at) {
+                    (Some(f), Some(q)) => Some(f.min(q)),
+                    (f, q) => f.or(q).filter(|_| !self.due.is_empty()),
+                }
             } else if self.running.len() < MAX_CONCURRENT_UPLOADS && !self.due.is_empty() {
-                quiet_at
+                plan.quiet_at
             } else {
                 None
             };
@@ -454,23 +465,31 @@ impl FlusherActor {
         }
     }
 
-    /// How many uploads may run now, and, when closes keep that below
-    /// [`MAX_CONCURRENT_UPLOADS`], when the mount turns quiet (see [`BUSY_UPLOADS`]).
-    fn slots(&self, now: Instant) -> (usize, Option<Instant>) {
+    /// What may start now (see [`QUIET`], [`BUSY_UPLOADS`], [`BUSY_DEFER`]).
+    fn plan(&self, now: Instant) -> Plan {
         let quiet_at = self.last_close.map(|t| t + QUIET).filter(|q| *q > now);
         match quiet_at {
-            Some(q) if self.waiters.is_empty() && !self.under_pressure() => (BUSY_UPLOADS, Some(q)),
-            _ => (MAX_CONCURRENT_UPLOADS, None),
+            Some(q) if self.waiters.is_empty() && !self.under_pressure() => Plan {
+                slots: BUSY_UPLOADS,
+                defer: BUSY_DEFER,
+                quiet_at: Some(q),
+            },
+            _ => Plan {
+                slots: MAX_CONCURRENT_UPLOADS,
+                defer: Duration::ZERO,
+                quiet_at: None,
+            },
         }
     }
 
     /// Starts due files, earliest deadline first, while upload slots are open.
     fn start_due(&mut self) {
         let now = Instant::now();
-        let slots = self.slots(now).0;
+        let plan = self.plan(now);
         let mut behind = Vec::new();
-        while self.running.len() < slots {
-            let Some(ino) = self.due.pop_due(now) else {
+        while self.running.len() < plan.slots {
+            // While busy only files past their deadline by the deferral may start.
+            let Some(ino) = self.due.pop_due(now, plan.defer) else {
                 break;
             };
             if self.running.contains_key(&ino) {
@@ -576,6 +595,15 @@ impl FlusherActor {
     }
 }
 
+/// What the flusher may start at a moment: how many uploads may run, how long past its
+/// deadline a file must be, and when the mount turns quiet (lifting both).
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    slots: usize,
+    defer: Duration,
+    quiet_at: Option<Instant>,
+}
+
 /// Scheduled uploads, by inode and by deadline, so that the next deadline and the due files are
 /// found in O(log n) however many files wait (a tree copy schedules one per file).
 #[derive(Debug, Default)]
@@ -612,10 +640,11 @@ impl Schedule {
         self.order.first().map(|(at, _)| *at)
     }
 
-    /// Removes and returns the file with the earliest deadline, if that is not after `now`.
-    fn pop_due(&mut self, now: Instant) -> Option<InodeNo> {
+    /// Removes and returns the file with the earliest deadline, if `late` after that deadline
+    /// is not after `now`.
+    fn pop_due(&mut self, now: Instant, late: Duration) -> Option<InodeNo> {
         let (at, ino) = *self.order.first()?;
-        if at > now {
+        if at + late > now {
             return None;
         }
         self.order.pop_first();

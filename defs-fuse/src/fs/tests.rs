@@ -620,37 +620,58 @@ fn uploading(t: &TestFs) -> usize {
         .count()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn while_files_keep_closing_one_upload_runs_and_quiet_opens_the_other_slots() {
-    use crate::flusher::{BUSY_UPLOADS, MAX_CONCURRENT_UPLOADS, QUIET};
+/// A tree copy: closes a new file every `QUIET / 5` until `until`.
+async fn keep_closing(t: &TestFs, until: tokio::time::Instant) {
+    let mut i = 0;
+    while tokio::time::Instant::now() < until {
+        t.write_file(&format!("g{i}"), b"x").await;
+        i += 1;
+        tokio::time::sleep(crate::flusher::QUIET / 5).await;
+    }
+}
+
+// Paused clock: the deferral of 30 s runs in an instant (time jumps whenever all tasks wait).
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn while_files_keep_closing_uploads_wait_for_quiet_then_go_one_at_a_time() {
+    use crate::flusher::{BUSY_DEFER, BUSY_UPLOADS, MAX_CONCURRENT_UPLOADS};
     let u = ScriptedUploader::new(&[Step::Block; MAX_CONCURRENT_UPLOADS + 2]);
     let t = TestFs::new(Config::default(), uploader(&u));
     for i in 0..MAX_CONCURRENT_UPLOADS + 2 {
         t.write_file(&format!("f{i}"), b"data").await;
     }
-    // A tree copy goes on past the first files' debounce.
-    let until = tokio::time::Instant::now() + DEBOUNCE + DEBOUNCE / 2;
-    let mut i = 0;
-    while tokio::time::Instant::now() < until {
-        t.write_file(&format!("g{i}"), b"x").await;
-        i += 1;
-        tokio::time::sleep(QUIET / 5).await;
-    }
-    assert_eq!(
-        uploading(&t),
-        BUSY_UPLOADS,
-        "one upload while files keep closing"
-    );
+    let start = tokio::time::Instant::now();
+    // The copy goes on past the first files' deadline: nothing uploads meanwhile.
+    keep_closing(&t, start + DEBOUNCE * 3).await;
+    assert_eq!(uploading(&t), 0, "uploads wait while files keep closing");
+    // Still busy past the deferral: one at a time.
+    keep_closing(&t, start + DEBOUNCE + BUSY_DEFER + DEBOUNCE).await;
+    assert_eq!(uploading(&t), BUSY_UPLOADS, "then one at a time");
+    // Quiet: the other slots open.
     wait_until("the other slots once quiet", || {
         uploading(&t) == MAX_CONCURRENT_UPLOADS
     })
     .await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while !dirty(&t).is_empty() {
         assert!(tokio::time::Instant::now() < deadline, "uploads stuck");
         u.release();
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_sync_does_not_wait_for_quiet() {
+    let u = ScriptedUploader::new(&[]);
+    let t = TestFs::new(Config::default(), uploader(&u));
+    let ino = t.write_file("f", b"data").await;
+    let start = tokio::time::Instant::now();
+    let busy = keep_closing(&t, start + DEBOUNCE * 5);
+    let sync = async {
+        t.fs.flusher().upload_now(ino).await.unwrap();
+        tokio::time::Instant::now() - start
+    };
+    let ((), took) = tokio::join!(busy, sync);
+    assert!(took < DEBOUNCE, "upload_now ran at once ({took:?})");
 }
 
 // ---- model check ---------------------------------------------------------------------------
