@@ -431,12 +431,11 @@ impl Fs {
             ctime: Some(o.ctime),
             ..Default::default()
         };
-        self.inner.db.setattr(ino, &set, o.ctime)?;
         // The saved size is part of the content: an upload that started before it (the
         // periodic scan, cache pressure) read the DB's older size and may already have marked
-        // the file clean. Marking it dirty again (cheap when it still is) keeps that short
-        // upload from standing for the file.
-        self.mark_dirty(ino)?;
+        // the file clean. Marking it dirty in the same transaction keeps that short upload from
+        // standing for the file.
+        self.inner.db.setattr_dirty(ino, &set, o.ctime)?;
         if let Some(state) = lock(&self.inner.inodes).get_mut(&ino) {
             // Writes that raced with this persist left a newer overlay; keep it.
             if state
@@ -904,15 +903,24 @@ impl Fs {
             self.inner.cache.truncate(ino, offset)?;
         }
         self.inner.cache.write(ino, offset, data)?;
-        self.mark_dirty(ino)?;
         let now = Timestamp::now();
+        let size = base.max(end);
+        // When the file turns dirty here (a new or clean file: a write transaction anyway),
+        // its new size and times are saved with the mark, so the close of a file written once
+        // has nothing left to save. Otherwise they wait in the overlay for the close.
+        let set = namespace::SetAttr {
+            size: Some(size),
+            mtime: Some(now),
+            ctime: Some(now),
+            ..Default::default()
+        };
+        let saved = self.inner.db.mark_dirty_with(ino, &set, now)?;
         {
             let mut inodes = lock(&self.inner.inodes);
             let state = inodes.entry(ino).or_default();
-            let size = state.overlay.map_or(base, |o| o.size);
             state.changed = true;
-            state.overlay = Some(Overlay {
-                size: size.max(end),
+            state.overlay = (!saved).then_some(Overlay {
+                size,
                 mtime: now,
                 ctime: now,
             });

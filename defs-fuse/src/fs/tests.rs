@@ -26,24 +26,27 @@ fn dirty(t: &TestFs) -> Vec<InodeNo> {
 }
 
 #[tokio::test]
-async fn writes_are_in_the_journal_before_close_and_sizes_reach_the_db_at_flush() {
+async fn writes_are_in_the_journal_before_close_and_sizes_reach_the_db_by_the_flush() {
     let t = TestFs::new(Config::default(), None);
     let (attr, o) =
         t.fs.create(InodeNo::ROOT, name("f"), 0o644, libc::O_RDWR, OWNER)
             .await
             .unwrap();
+    // The first write makes the file dirty and saves its size with the mark (one transaction).
     t.fs.write(attr.ino, o.fh, 10, b"hello").await.unwrap();
     assert_eq!(dirty(&t), vec![attr.ino], "dirty before close");
-    // getattr sees the unsaved size; the DB does not yet.
-    assert_eq!(t.fs.getattr(attr.ino).await.unwrap().size, 15);
-    assert_eq!(t.db.getattr(attr.ino).unwrap().size, 0);
+    assert_eq!(t.db.getattr(attr.ino).unwrap().size, 15);
+    // Later writes to the dirty file: getattr sees the unsaved size; the DB does not yet.
+    t.fs.write(attr.ino, o.fh, 15, b"!").await.unwrap();
+    assert_eq!(t.fs.getattr(attr.ino).await.unwrap().size, 16);
+    assert_eq!(t.db.getattr(attr.ino).unwrap().size, 15);
     t.fs.flush(attr.ino, o.fh).await.unwrap();
     let stored = t.db.getattr(attr.ino).unwrap();
-    assert_eq!(stored.size, 15);
+    assert_eq!(stored.size, 16);
     assert_eq!(stored.mtime, t.fs.getattr(attr.ino).await.unwrap().mtime);
     assert_eq!(
         t.fs.read(attr.ino, o.fh, 0, 100).await.unwrap(),
-        b"\0\0\0\0\0\0\0\0\0\0hello"
+        b"\0\0\0\0\0\0\0\0\0\0hello!"
     );
     t.fs.release(attr.ino, o.fh).await.unwrap();
     // No uploader: the file stays dirty, and says so.
@@ -593,9 +596,8 @@ async fn due_files_waiting_for_an_upload_slot_do_not_wake_the_flusher() {
     for i in 0..slots + 3 {
         t.write_file(&format!("f{i}"), b"data").await;
     }
-    for _ in 0..slots {
-        u.started().await;
-    }
+    // (Not `started()`: uploads starting together would leave one wake-up.)
+    wait_until("every slot taken", || uploading(&t) == slots).await;
     // Every slot is blocked and three files are past their deadline.
     tokio::time::sleep(DEBOUNCE + DEBOUNCE / 4).await;
     let before = t.fs.flusher().wakeups();
@@ -821,7 +823,9 @@ async fn the_object_uploader_stores_what_reads_back_from_the_network() {
 async fn an_upload_of_an_open_file_with_an_unsaved_size_never_leaves_it_clean_and_short() {
     // The periodic scan (or cache pressure) may upload a file that is still open for writing:
     // its newest size is in the overlay and the upload reads the DB's older one. When the close
-    // then saves the size, the file must be dirty again, so the full bytes are uploaded.
+    // then saves the size, the file must be dirty again, so the full bytes are uploaded. (The
+    // first write of a new file saves its size with the dirty mark; the second one, to a file
+    // already dirty, keeps it in the overlay.)
     let u = ScriptedUploader::new(&[]);
     let t = TestFs::new(Config::default(), uploader(&u));
     let (attr, o) =
@@ -830,6 +834,7 @@ async fn an_upload_of_an_open_file_with_an_unsaved_size_never_leaves_it_clean_an
             .unwrap();
     let ino = attr.ino;
     t.fs.write(ino, o.fh, 0, b"first part").await.unwrap();
+    t.fs.write(ino, o.fh, 10, b", second").await.unwrap();
     // What the scan does: upload now, while the size is only in the overlay.
     t.fs.flusher().upload_now(ino).await.unwrap();
     assert!(dirty(&t).is_empty(), "the stale upload marked it clean");
@@ -841,10 +846,11 @@ async fn an_upload_of_an_open_file_with_an_unsaved_size_never_leaves_it_clean_an
     );
     t.fs.release(ino, o.fh).await.unwrap();
     wait_until("the full upload", || dirty(&t).is_empty()).await;
+    assert_eq!(u.attempts()[0].2, b"first part", "the stale upload");
     let last = u.attempts().last().cloned().unwrap();
-    assert_eq!(last.2, b"first part");
+    assert_eq!(last.2, b"first part, second");
     assert!(matches!(
         t.db.content(ino).unwrap(),
-        Content::Stored { len: 10, .. }
+        Content::Stored { len: 18, .. }
     ));
 }
