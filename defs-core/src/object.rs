@@ -466,11 +466,14 @@ impl Objects {
 
         let mut entries = Vec::new();
         let mut tolerance = parity;
+        // Segment read buffers, reused: no page-faulting and zeroing a fresh one per segment.
+        let buffers: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
         {
             let segments = futures::stream::iter(0..geometry.segment_count(size))
                 .map(|index| {
                     let source = source.clone();
                     let key = key.clone();
+                    let buffers = buffers.clone();
                     async move {
                         let offset = index * seg_size;
                         let len = usize::try_from((size - offset).min(seg_size)).map_err(|_| {
@@ -479,9 +482,19 @@ impl Objects {
                             }
                         })?;
                         let segment = tokio::task::spawn_blocking(move || {
-                            let mut data = vec![0u8; len];
+                            let mut data = buffers
+                                .lock()
+                                .ok()
+                                .and_then(|mut pool| pool.pop())
+                                .unwrap_or_default();
+                            // Zeroed only where it grows; `read_at` fills all of it.
+                            data.resize(len, 0);
                             source.read_at(offset, &mut data)?;
-                            encode_segment(&geometry, &key, version, index, &data)
+                            let encoded = encode_segment(&geometry, &key, version, index, &data);
+                            if let Ok(mut pool) = buffers.lock() {
+                                pool.push(data);
+                            }
+                            encoded
                         })
                         .await
                         .map_err(|e| join_error(&e))??;
@@ -689,13 +702,18 @@ impl Objects {
             } else {
                 ((u64::from(wanted.last().copied().unwrap_or(0)) + 1) * shard_len).min(seg_len)
             };
-            let mut out = Vec::with_capacity(usize::try_from(end - rel).unwrap_or(0));
+            // The first shard's buffer becomes the answer: one copy fewer per read.
+            let want = usize::try_from(end - rel).unwrap_or(usize::MAX);
+            let mut out: Vec<u8> = Vec::new();
             for (_, p) in plain {
-                let take = usize::try_from(end - rel)
-                    .unwrap_or(usize::MAX)
-                    .saturating_sub(out.len())
-                    .min(p.len());
-                out.extend_from_slice(&p[..take]);
+                if out.is_empty() {
+                    out = p;
+                    out.truncate(want);
+                    out.reserve(want - out.len());
+                } else {
+                    let take = (want - out.len()).min(p.len());
+                    out.extend_from_slice(&p[..take]);
+                }
             }
             return Ok((rel, out));
         }

@@ -350,6 +350,22 @@ impl ShardStore {
     /// [`Error::TooLarge`], [`Error::HashMismatch`], [`Error::QuotaExceeded`],
     /// [`Error::StoreFull`], [`Error::Io`], [`Error::StoreIndex`].
     pub fn put(&self, id: ShardId, owner: NodeId, bytes: &[u8]) -> Result<PutOutcome> {
+        self.put_with_crc(id, owner, bytes, crc32fast::hash(bytes))
+    }
+
+    /// [`put`](Self::put) for a caller that already holds `crc`, the CRC32 of `bytes` it has
+    /// checked (a node checks every store request's CRC on arrival): one pass over the shard
+    /// fewer. The BLAKE3 check against `id` still runs.
+    ///
+    /// # Errors
+    /// As [`put`](Self::put).
+    pub fn put_with_crc(
+        &self,
+        id: ShardId,
+        owner: NodeId,
+        bytes: &[u8],
+        crc: u32,
+    ) -> Result<PutOutcome> {
         let len = bytes.len() as u64;
         if len > MAX_SHARD_LEN {
             return Err(Error::TooLarge {
@@ -422,7 +438,7 @@ impl ShardStore {
                 *counters.per_owner.entry(owner).or_default() += len;
                 counters.writing.insert(id);
                 drop(counters);
-                let written = self.write_new(&id, owner, bytes);
+                let written = self.write_new(&id, owner, bytes, crc);
                 let mut counters = self.lock();
                 counters.writing.remove(&id);
                 self.written.notify_all();
@@ -448,11 +464,11 @@ impl ShardStore {
 
     /// Writes a new shard's file, then commits its index entry (the shard is promised only
     /// once both are durable).
-    fn write_new(&self, id: &ShardId, owner: NodeId, bytes: &[u8]) -> Result<()> {
+    fn write_new(&self, id: &ShardId, owner: NodeId, bytes: &[u8], crc: u32) -> Result<()> {
         self.write_file(id, bytes)?;
         let meta = ShardMeta {
             len: bytes.len() as u64,
-            crc: crc32fast::hash(bytes),
+            crc,
             stored_at: now_secs(),
             owners: vec![owner],
         };

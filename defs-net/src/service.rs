@@ -27,6 +27,8 @@ pub(crate) enum Op {
     Store {
         id: ShardId,
         owner: NodeId,
+        /// CRC32 of `data`, checked on arrival.
+        crc: u32,
         data: Bytes,
     },
     Fetch {
@@ -175,7 +177,12 @@ impl Service {
                 }
                 let owner = self.verify(SignDomain::StoreShard, &id, len, &auth, now)?;
                 self.last_stored = Some(id);
-                Ok(Op::Store { id, owner, data })
+                Ok(Op::Store {
+                    id,
+                    owner,
+                    crc,
+                    data,
+                })
             }
             Request::Delete { id, auth } => {
                 let requester = self.verify(SignDomain::DeleteShard, &id, 0, &auth, now)?;
@@ -208,7 +215,12 @@ fn refusal(e: defs_core::Error) -> Response {
 /// Runs an admitted operation against the store (blocking I/O).
 pub(crate) fn execute(store: &ShardStore, op: Op) -> Response {
     match op {
-        Op::Store { id, owner, data } => match store.put(id, owner, &data) {
+        Op::Store {
+            id,
+            owner,
+            crc,
+            data,
+        } => match store.put_with_crc(id, owner, &data, crc) {
             Ok(_) => Response::Stored,
             Err(e) => refusal(e),
         },

@@ -21,8 +21,11 @@ use crate::{config_file, data_dir};
 /// How long a client-only node waits for its bootstrap peers.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// After the bootstrap peers, how long to wait for peers found through them.
+/// After the bootstrap peers, how long at most to wait for peers found through them.
 const SETTLE: Duration = Duration::from_millis(500);
+
+/// Settling ends when no new storage peer has appeared for this long.
+const QUIET: Duration = Duration::from_millis(120);
 
 /// Network options of a command.
 #[derive(Debug, Clone, Default)]
@@ -124,9 +127,16 @@ async fn ephemeral(
         },
     )
     .await?;
-    let have = node.wait_for_storage_peers(want, CONNECT_TIMEOUT).await?;
-    if have > 0 {
-        node.wait_for_storage_peers(usize::MAX, SETTLE).await?;
+    let mut have = node.wait_for_storage_peers(want, CONNECT_TIMEOUT).await?;
+    // Peers found through the bootstrap ones arrive for a moment: wait while they keep coming
+    // (each within QUIET of the last), never longer than SETTLE in all.
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    while have > 0 && tokio::time::Instant::now() < deadline {
+        let more = node.wait_for_storage_peers(have + 1, QUIET).await?;
+        if more <= have {
+            break;
+        }
+        have = more;
     }
     Ok(Client::new(node, identity))
 }

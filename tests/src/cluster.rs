@@ -135,6 +135,7 @@ pub fn text(o: &Output) -> String {
 
 /// Mounts a fresh DeFS with `--bootstrap` to every node of `cluster`; `None` when FUSE is
 /// unusable outside CI (as [`crate::mount::TestMount::new`]).
+#[cfg(feature = "fuse_tests")]
 pub fn mount_on(cluster: &Cluster) -> Option<crate::mount::TestMount> {
     let mut args = Vec::new();
     for a in &cluster.addrs {

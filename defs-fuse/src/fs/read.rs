@@ -432,11 +432,13 @@ impl Fs {
             start.max(stored.offset),
             end.min(stored.offset + stored.len),
         );
-        let bytes = if a < b {
-            bytes[(a - start) as usize..(b - start) as usize].to_vec()
+        let mut bytes = bytes;
+        if a < b {
+            bytes.truncate((b - start) as usize);
+            bytes.drain(..(a - start) as usize);
         } else {
-            Vec::new()
-        };
+            bytes.clear();
+        }
         let piece = Piece {
             start: a.saturating_sub(stored.offset),
             bytes,
@@ -447,15 +449,23 @@ impl Fs {
             self.inner.db.content(ino),
             Ok(Content::Stored { file, .. }) if file == stored.file
         );
+        let piece = Arc::new(piece);
         if current && !piece.bytes.is_empty() {
+            // Megabytes of file writes: on a blocking thread, not on the runtime.
+            let (fs, p) = (self.clone(), piece.clone());
             let tag = ContentTag::from(stored.file);
-            match self.inner.cache.fill(ino, tag, piece.start, &piece.bytes) {
-                Ok(true) => {}
-                Ok(false) => debug!(%ino, "no room in the cache: served from memory"),
-                Err(e) => warn!(%ino, error = %e, "caching fetched bytes failed"),
+            let filled = tokio::task::spawn_blocking(move || {
+                fs.inner.cache.fill(ino, tag, p.start, &p.bytes)
+            })
+            .await;
+            match filled {
+                Ok(Ok(true)) => {}
+                Ok(Ok(false)) => debug!(%ino, "no room in the cache: served from memory"),
+                Ok(Err(e)) => warn!(%ino, error = %e, "caching fetched bytes failed"),
+                Err(e) => warn!(%ino, error = %e, "caching fetched bytes: task failed"),
             }
         }
-        Ok(Arc::new(piece))
+        Ok(piece)
     }
 
     /// Bookkeeping after a read of `offset..end` through `fh`: a sequential handle prefetches

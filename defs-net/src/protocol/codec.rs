@@ -50,10 +50,21 @@ async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: u32) -> io::Re
             limit: u64::from(max),
         }));
     }
-    let mut body = vec![0u8; len as usize];
-    io.read_exact(&mut body).await?;
+    // Reserved whole (address space only), filled chunk by chunk: pages are touched as bytes
+    // arrive, so a peer that announces a big frame and stalls costs little memory, and each
+    // chunk is zeroed just before the read overwrites it, while it is in cache.
+    let len = len as usize;
+    let mut body = Vec::with_capacity(len);
+    while body.len() < len {
+        let at = body.len();
+        body.resize(len.min(at + READ_CHUNK), 0);
+        io.read_exact(&mut body[at..]).await?;
+    }
     Ok(body)
 }
+
+/// How much of a frame [`read_frame`] reads (and allocates) at a time.
+const READ_CHUNK: usize = 256 << 10;
 
 async fn write_frame<T: AsyncWrite + Unpin + Send>(
     io: &mut T,
