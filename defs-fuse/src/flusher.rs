@@ -25,7 +25,8 @@
 //! files it already wrote; a file waits so at most [`BUSY_DEFER`] past its deadline, then
 //! uploads [`BUSY_UPLOADS`] at a time. Once the mount is quiet, up to
 //! [`MAX_CONCURRENT_UPLOADS`] run. An upload someone waits for (`defs sync`, fsync with
-//! `sync=network`) and cache pressure lift both limits.
+//! `sync=network`) and cache pressure lift both limits, and a file waited for starts before
+//! the files that are merely due.
 //!
 //! **Waking.** The actor sleeps until the earliest deadline only while an upload slot is free;
 //! with [`MAX_CONCURRENT_UPLOADS`] running it waits for one to finish instead (a due file that
@@ -482,10 +483,26 @@ impl FlusherActor {
         }
     }
 
-    /// Starts due files, earliest deadline first, while upload slots are open.
+    /// Starts due files while upload slots are open: first those someone waits for, then the
+    /// rest, earliest deadline first.
     fn start_due(&mut self) {
         let now = Instant::now();
         let plan = self.plan(now);
+        // A sync or an fsync must not queue behind a copied tree's backlog (a file waited for is
+        // scheduled now, after every file closed before it).
+        let waited: Vec<InodeNo> = self
+            .waiters
+            .keys()
+            .filter(|ino| self.due.contains(**ino) && !self.running.contains_key(*ino))
+            .copied()
+            .collect();
+        for ino in waited {
+            if self.running.len() >= MAX_CONCURRENT_UPLOADS {
+                break;
+            }
+            self.due.remove(ino);
+            self.start(ino);
+        }
         let mut behind = Vec::new();
         while self.running.len() < plan.slots {
             // While busy only files past their deadline by the deferral may start.

@@ -588,7 +588,9 @@ async fn under_cache_pressure_closed_files_upload_without_the_debounce() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Paused clock, moved by hand (`advance`): deterministic, instant, and a flusher that spins
+// cannot stall the test (sleeping would wait for an idle runtime that never comes).
+#[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn due_files_waiting_for_an_upload_slot_do_not_wake_the_flusher() {
     let slots = crate::flusher::MAX_CONCURRENT_UPLOADS;
     let u = ScriptedUploader::new(&vec![Step::Block; slots]);
@@ -596,22 +598,43 @@ async fn due_files_waiting_for_an_upload_slot_do_not_wake_the_flusher() {
     for i in 0..slots + 3 {
         t.write_file(&format!("f{i}"), b"data").await;
     }
-    // (Not `started()`: uploads starting together would leave one wake-up.)
-    wait_until("every slot taken", || uploading(&t) == slots).await;
-    // Every slot is blocked and three files are past their deadline.
-    tokio::time::sleep(DEBOUNCE + DEBOUNCE / 4).await;
+    advance_until("every slot taken", DEBOUNCE * 3, || uploading(&t) == slots).await;
+    // Every slot is blocked and three files are past their deadline: nothing to do until an
+    // upload finishes.
     let before = t.fs.flusher().wakeups();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    advance_by(DEBOUNCE).await;
     let woken = t.fs.flusher().wakeups() - before;
     assert!(
-        woken < 5,
-        "the flusher woke {woken} times in 300 ms with nothing it could do"
+        woken < 3,
+        "the flusher woke {woken} times in {DEBOUNCE:?} with nothing it could do"
     );
     for _ in 0..slots {
         u.release();
     }
-    wait_until("every upload", || dirty(&t).is_empty()).await;
+    advance_until("every upload", DEBOUNCE * 10, || dirty(&t).is_empty()).await;
     assert_eq!(u.attempts().len(), slots + 3);
+}
+
+/// The step of [`advance_by`] and [`advance_until`]: fine enough for the flusher's timings.
+const TICK: Duration = Duration::from_millis(10);
+
+/// Moves the paused clock `by`, tick by tick, letting the other tasks run after each tick.
+async fn advance_by(by: Duration) {
+    let mut moved = Duration::ZERO;
+    while moved < by {
+        tokio::time::advance(TICK).await;
+        moved += TICK;
+    }
+}
+
+/// Moves the paused clock tick by tick until `cond` holds; fails after `limit`.
+async fn advance_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let mut moved = Duration::ZERO;
+    while !cond() {
+        assert!(moved < limit, "{what}: not after {limit:?}");
+        tokio::time::advance(TICK).await;
+        moved += TICK;
+    }
 }
 
 fn uploading(t: &TestFs) -> usize {
@@ -628,11 +651,11 @@ async fn keep_closing(t: &TestFs, until: tokio::time::Instant) {
     while tokio::time::Instant::now() < until {
         t.write_file(&format!("g{i}"), b"x").await;
         i += 1;
-        tokio::time::sleep(crate::flusher::QUIET / 5).await;
+        advance_by(crate::flusher::QUIET / 5).await;
     }
 }
 
-// Paused clock: the deferral of 30 s runs in an instant (time jumps whenever all tasks wait).
+// Paused clock, moved by hand: the deferral of 30 s runs in an instant.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn while_files_keep_closing_uploads_wait_for_quiet_then_go_one_at_a_time() {
     use crate::flusher::{BUSY_DEFER, BUSY_UPLOADS, MAX_CONCURRENT_UPLOADS};
@@ -649,16 +672,15 @@ async fn while_files_keep_closing_uploads_wait_for_quiet_then_go_one_at_a_time()
     keep_closing(&t, start + DEBOUNCE + BUSY_DEFER + DEBOUNCE).await;
     assert_eq!(uploading(&t), BUSY_UPLOADS, "then one at a time");
     // Quiet: the other slots open.
-    wait_until("the other slots once quiet", || {
+    advance_until("the other slots once quiet", DEBOUNCE, || {
         uploading(&t) == MAX_CONCURRENT_UPLOADS
     })
     .await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !dirty(&t).is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "uploads stuck");
+    advance_until("every upload", Duration::from_secs(60), || {
         u.release();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        dirty(&t).is_empty()
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
@@ -674,6 +696,36 @@ async fn a_sync_does_not_wait_for_quiet() {
     };
     let ((), took) = tokio::join!(busy, sync);
     assert!(took < DEBOUNCE, "upload_now ran at once ({took:?})");
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_file_waited_for_uploads_before_the_files_that_are_merely_due() {
+    let slots = crate::flusher::MAX_CONCURRENT_UPLOADS;
+    let u = ScriptedUploader::new(&vec![Step::Block; slots]);
+    let t = TestFs::new(Config::default(), uploader(&u));
+    for i in 0..slots + 6 {
+        t.write_file(&format!("f{i}"), b"data").await;
+    }
+    advance_until("every slot taken", DEBOUNCE * 3, || uploading(&t) == slots).await;
+    // Six files are due behind the blocked uploads; then someone syncs a newer file.
+    let synced = t.write_file("synced", b"now").await;
+    let flusher = t.fs.flusher().clone();
+    let sync = tokio::spawn(async move { flusher.upload_now(synced).await });
+    advance_by(TICK).await;
+    u.release();
+    advance_until("the sync", DEBOUNCE, || sync.is_finished()).await;
+    sync.await.unwrap().unwrap();
+    let started: Vec<InodeNo> = u.attempts().iter().map(|a| a.0).collect();
+    assert_eq!(
+        started.get(1),
+        Some(&synced),
+        "the released upload, then the synced file before any due one: {started:?}"
+    );
+    for _ in 0..slots {
+        u.release();
+    }
+    advance_until("every upload", DEBOUNCE * 10, || dirty(&t).is_empty()).await;
+    assert_eq!(u.attempts().len(), slots + 7);
 }
 
 // ---- model check ---------------------------------------------------------------------------
