@@ -421,8 +421,18 @@ impl Fs {
         }
     }
 
+    /// The per-inode write lock: writes, and saving what they left in the overlay, of one
+    /// inode run one at a time.
+    fn write_lock(&self, ino: InodeNo) -> std::sync::MutexGuard<'_, ()> {
+        lock(&self.inner.write_locks[(ino.0 % WRITE_LOCKS as u64) as usize])
+    }
+
     /// Writes the overlay of `ino` to the DB. Returns whether there was one.
     fn persist(&self, ino: InodeNo) -> Result<bool> {
+        // Under the write lock: a write that turns the file dirty saves its size itself, and a
+        // persist of an older overlay must not commit after it (the DB would go back to the
+        // older, shorter size with no overlay left to correct it).
+        let _serial = self.write_lock(ino);
         let overlay = lock(&self.inner.inodes).get(&ino).and_then(|s| s.overlay);
         let Some(o) = overlay else { return Ok(false) };
         let set = namespace::SetAttr {
@@ -437,13 +447,8 @@ impl Fs {
         // standing for the file.
         self.inner.db.setattr_dirty(ino, &set, o.ctime)?;
         if let Some(state) = lock(&self.inner.inodes).get_mut(&ino) {
-            // Writes that raced with this persist left a newer overlay; keep it.
-            if state
-                .overlay
-                .is_some_and(|cur| cur.mtime == o.mtime && cur.size == o.size)
-            {
-                state.overlay = None;
-            }
+            // Only writes set the overlay, and none ran meanwhile (the write lock).
+            state.overlay = None;
         }
         Ok(true)
     }
@@ -883,7 +888,7 @@ impl Fs {
         };
         // Writes to one inode are serialised (the kernel does so too for buffered writes): the
         // size check and the zero extension below must not interleave with another write.
-        let _serial = lock(&self.inner.write_locks[(ino.0 % WRITE_LOCKS as u64) as usize]);
+        let _serial = self.write_lock(ino);
         if let Some((file, need)) = stored
             && !self.inner.cache.is_dirty(ino)
         {
