@@ -593,12 +593,7 @@ async fn under_cache_pressure_closed_files_upload_without_the_debounce() {
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn due_files_waiting_for_an_upload_slot_do_not_wake_the_flusher() {
     let slots = crate::flusher::MAX_CONCURRENT_UPLOADS;
-    let u = ScriptedUploader::new(&vec![Step::Block; slots]);
-    let t = TestFs::new(Config::default(), uploader(&u));
-    for i in 0..slots + 3 {
-        t.write_file(&format!("f{i}"), b"data").await;
-    }
-    advance_until("every slot taken", DEBOUNCE * 3, || uploading(&t) == slots).await;
+    let (u, t) = every_slot_blocked(3).await;
     // Every slot is blocked and three files are past their deadline: nothing to do until an
     // upload finishes.
     let before = t.fs.flusher().wakeups();
@@ -613,6 +608,19 @@ async fn due_files_waiting_for_an_upload_slot_do_not_wake_the_flusher() {
     }
     advance_until("every upload", DEBOUNCE * 10, || dirty(&t).is_empty()).await;
     assert_eq!(u.attempts().len(), slots + 3);
+}
+
+/// A mount (on a paused clock) whose every upload slot holds a blocked upload, with `due` more
+/// closed files due behind them. Uploads after those continue at once.
+async fn every_slot_blocked(due: usize) -> (ScriptedUploader, TestFs) {
+    let slots = crate::flusher::MAX_CONCURRENT_UPLOADS;
+    let u = ScriptedUploader::new(&vec![Step::Block; slots]);
+    let t = TestFs::new(Config::default(), uploader(&u));
+    for i in 0..slots + due {
+        t.write_file(&format!("f{i}"), b"data").await;
+    }
+    advance_until("every slot taken", DEBOUNCE * 3, || uploading(&t) == slots).await;
+    (u, t)
 }
 
 /// The step of [`advance_by`] and [`advance_until`]: fine enough for the flusher's timings.
@@ -701,12 +709,7 @@ async fn a_sync_does_not_wait_for_quiet() {
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_file_waited_for_uploads_before_the_files_that_are_merely_due() {
     let slots = crate::flusher::MAX_CONCURRENT_UPLOADS;
-    let u = ScriptedUploader::new(&vec![Step::Block; slots]);
-    let t = TestFs::new(Config::default(), uploader(&u));
-    for i in 0..slots + 6 {
-        t.write_file(&format!("f{i}"), b"data").await;
-    }
-    advance_until("every slot taken", DEBOUNCE * 3, || uploading(&t) == slots).await;
+    let (u, t) = every_slot_blocked(6).await;
     // Six files are due behind the blocked uploads; then someone syncs a newer file.
     let synced = t.write_file("synced", b"now").await;
     let flusher = t.fs.flusher().clone();
