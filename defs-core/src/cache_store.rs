@@ -5,6 +5,7 @@
 //! DIR/cache/
 //!   index.redb      inode → content tag, dirty flag, last use, present ranges   (redb)
 //!   data/<ino>      sparse file: the cached bytes at their file offsets
+//!   spare/<n>       empty files made ahead of need and recycled ones (see `spares`)
 //! ```
 //!
 //! Self-contained: deleting `DIR/cache` loses only clean data (dirty state is also recorded in
@@ -543,6 +544,7 @@ type FreeSpaceProbe = Box<dyn Fn(&Path) -> io::Result<u64> + Send + Sync>;
 /// The cache store of one data dir. All operations take `&self`; they are serialised by one lock.
 pub struct CacheStore {
     dir: PathBuf,
+    spares: spares::Spares,
     db: Database,
     config: CacheConfig,
     inner: Mutex<Inner>,
@@ -604,8 +606,10 @@ impl CacheStore {
         let index_path = dir.join("index.redb");
         let db = Database::create(&index_path).map_err(|e| Error::store_index(&index_path, e))?;
         let (log, recovered) = OpLog::open(&dir.join(LOG_FILE), LOG_KIND, MAX_LOG_RECORD)?;
+        let spares = spares::Spares::open(&dir.join("spare"))?;
         let store = CacheStore {
             dir: dir.to_path_buf(),
+            spares,
             db,
             config,
             inner: Mutex::new(Inner {
@@ -629,6 +633,23 @@ impl CacheStore {
 
     fn path(&self, ino: u64) -> PathBuf {
         self.dir.join("data").join(ino.to_string())
+    }
+
+    /// Opens `ino`'s cache file for writing. A file that does not exist yet (`exists`: the
+    /// inode has an entry, so it has a file) is a spare renamed into place when one is ready,
+    /// else created here.
+    fn open_data(&self, ino: u64, exists: bool) -> Result<File> {
+        let path = self.path(ino);
+        if !exists {
+            // Never replaces a file (a stray one is opened as it is, like below).
+            self.spares.take_as(&path);
+        }
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -774,12 +795,8 @@ impl CacheStore {
                 inner.unaccount(entry.dirty, entry.bytes);
             }
             inner.lru.pop(ino);
-            let path = self.path(*ino);
-            match fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io(&path, e)),
-            }
+            // Emptied and kept for the next new inode, or unlinked when enough are kept.
+            self.spares.recycle(&self.path(*ino))?;
         }
         Ok(())
     }
@@ -924,12 +941,7 @@ impl CacheStore {
             });
         }
         let path = self.path(ino);
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
+        let file = self.open_data(ino, inner.entries.contains_key(&ino))?;
         if dirty {
             file.write_all_at(data, offset)
                 .map_err(|e| Error::io(&path, e))?;
@@ -1067,14 +1079,7 @@ impl CacheStore {
             create: !exists,
         };
         let path = self.path(ino.0);
-        let open = || {
-            OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-                .map_err(|e| Error::io(&path, e))
-        };
+        let open = || self.open_data(ino.0, exists);
         if size < old_end {
             // Shrink: log, then the index, then the file — after a crash neither the log nor
             // the index may claim bytes the file lost.
@@ -1358,6 +1363,9 @@ impl Drop for CacheStore {
         }
     }
 }
+
+mod spares;
+pub use spares::{SPARE_HIGH, SPARE_LOW, SPARE_MAX};
 
 #[cfg(test)]
 mod crash_tests;

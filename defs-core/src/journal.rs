@@ -15,13 +15,13 @@
 //! the generation, so the upload cannot mark it clean) or before (and the upload reads its
 //! bytes).
 
-use redb::ReadableTable;
+use redb::{ReadableTable, WriteTransaction};
 
 use crate::error::{Error, Result};
 use crate::meta::redo::LogOp;
 use crate::meta::{DbContext, INODES, JOURNAL, MetaDb};
 use crate::namespace::record::{InodeRecord, Reader, put_time, put_u32, put_u64};
-use crate::namespace::{Content, Timestamp, invalid, load};
+use crate::namespace::{Attr, Content, SetAttr, Timestamp, invalid, load};
 use crate::types::{Generation, InodeNo};
 
 /// Longest upload-failure reason kept, in bytes; a longer one is cut at a character boundary
@@ -121,6 +121,44 @@ fn cut(reason: &str) -> String {
     format!("{}…", &reason[..end])
 }
 
+/// The changes of [`MetaDb::mark_dirty`]'s slow path, inside the caller's write transaction:
+/// a journal entry (kept if there is one), and a new generation when the inode was clean or an
+/// upload of its generation is in flight.
+fn mark_dirty_in(txn: &WriteTransaction, ino: InodeNo, now: Timestamp) -> Result<Generation> {
+    let mut inodes = txn.open_table(INODES).ctx("opening inodes")?;
+    let mut rec = load(&inodes, ino)?;
+    let mut journal = txn.open_table(JOURNAL).ctx("opening journal")?;
+    let old = journal
+        .get(ino.0)
+        .ctx("reading the journal")?
+        .map(|e| JournalEntry::decode(e.value()))
+        .transpose()?;
+    let bump = old
+        .as_ref()
+        .is_none_or(|e| e.uploading == Some(rec.generation));
+    if bump {
+        rec.generation = Generation(
+            rec.generation
+                .0
+                .checked_add(1)
+                .ok_or_else(|| invalid("generation counter exhausted"))?,
+        );
+        inodes
+            .insert(ino.0, rec.encode().as_slice())
+            .ctx("writing an inode")?;
+    }
+    let entry = old.unwrap_or(JournalEntry {
+        since: now,
+        uploading: None,
+        failures: 0,
+        last_error: None,
+    });
+    journal
+        .insert(ino.0, entry.encode().as_slice())
+        .ctx("writing the journal")?;
+    Ok(rec.generation)
+}
+
 impl MetaDb {
     /// Records that `ino` holds data not yet stored, and returns the generation that data
     /// belongs to. Cheap (a read) when the inode is already dirty and no upload of its current
@@ -130,7 +168,66 @@ impl MetaDb {
     /// # Errors
     /// NotFound.
     pub fn mark_dirty(&self, ino: InodeNo, now: Timestamp) -> Result<Generation> {
-        let fast = self.read(|txn| {
+        if let Some(g) = self.dirty_already(ino)? {
+            return Ok(g);
+        }
+        self.write(
+            |generation| LogOp::MarkDirty {
+                ino,
+                now,
+                generation: *generation,
+            },
+            |txn| mark_dirty_in(txn, ino, now),
+        )
+    }
+
+    /// [`MetaDb::mark_dirty`] for a write that also changed the file's size and times (`set`):
+    /// when marking needs a write (the inode was clean, or an upload of its generation is in
+    /// flight), `set` is saved in the same transaction ([`MetaDb::setattr_dirty`]) and the
+    /// result is `true`. Otherwise nothing is written and the result is `false`: the caller
+    /// keeps the change in memory until the close saves it.
+    ///
+    /// # Errors
+    /// As [`MetaDb::setattr_dirty`].
+    pub fn mark_dirty_with(&self, ino: InodeNo, set: &SetAttr, now: Timestamp) -> Result<bool> {
+        if self.dirty_already(ino)?.is_some() {
+            return Ok(false);
+        }
+        self.setattr_dirty(ino, set, now).map(|_| true)
+    }
+
+    /// [`MetaDb::setattr`] and [`MetaDb::mark_dirty`] in one transaction (one redo record):
+    /// what the close of a written file saves (its size and times), recorded as unsaved data
+    /// in the same step, so an upload that read the older size can never stand for the file.
+    /// Returns the attributes and the generation the data belongs to.
+    ///
+    /// # Errors
+    /// As [`MetaDb::setattr`].
+    pub fn setattr_dirty(
+        &self,
+        ino: InodeNo,
+        set: &SetAttr,
+        now: Timestamp,
+    ) -> Result<(Attr, Generation)> {
+        self.write(
+            |(_, generation): &(Attr, Generation)| LogOp::SetattrDirty {
+                ino,
+                set: *set,
+                now,
+                generation: *generation,
+            },
+            |txn| {
+                let attr = self.setattr_in(txn, ino, set, now)?;
+                let generation = mark_dirty_in(txn, ino, now)?;
+                Ok((attr, generation))
+            },
+        )
+    }
+
+    /// The generation when `ino` is dirty and no upload of its generation is in flight (then
+    /// marking it dirty changes nothing), else `None`.
+    fn dirty_already(&self, ino: InodeNo) -> Result<Option<Generation>> {
+        self.read(|txn| {
             let inodes = txn.open_table(INODES).ctx("opening inodes")?;
             let rec = load(&inodes, ino)?;
             let journal = txn.open_table(JOURNAL).ctx("opening journal")?;
@@ -142,51 +239,7 @@ impl MetaDb {
                 }
                 None => None,
             })
-        })?;
-        if let Some(g) = fast {
-            return Ok(g);
-        }
-        self.write(
-            |generation| LogOp::MarkDirty {
-                ino,
-                now,
-                generation: *generation,
-            },
-            |txn| {
-                let mut inodes = txn.open_table(INODES).ctx("opening inodes")?;
-                let mut rec = load(&inodes, ino)?;
-                let mut journal = txn.open_table(JOURNAL).ctx("opening journal")?;
-                let old = journal
-                    .get(ino.0)
-                    .ctx("reading the journal")?
-                    .map(|e| JournalEntry::decode(e.value()))
-                    .transpose()?;
-                let bump = old
-                    .as_ref()
-                    .is_none_or(|e| e.uploading == Some(rec.generation));
-                if bump {
-                    rec.generation = Generation(
-                        rec.generation
-                            .0
-                            .checked_add(1)
-                            .ok_or_else(|| invalid("generation counter exhausted"))?,
-                    );
-                    inodes
-                        .insert(ino.0, rec.encode().as_slice())
-                        .ctx("writing an inode")?;
-                }
-                let entry = old.unwrap_or(JournalEntry {
-                    since: now,
-                    uploading: None,
-                    failures: 0,
-                    last_error: None,
-                });
-                journal
-                    .insert(ino.0, entry.encode().as_slice())
-                    .ctx("writing the journal")?;
-                Ok(rec.generation)
-            },
-        )
+        })
     }
 
     /// Every dirty inode, in inode order.

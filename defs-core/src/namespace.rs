@@ -311,41 +311,50 @@ impl MetaDb {
                 set: *set,
                 now,
             },
-            |txn| {
-                let mut t = Tables::new(txn, self.ino_alloc());
-                let rec = t.rec(ino)?;
-                if let Some(size) = set.size {
-                    match rec.kind {
-                        FileKind::RegularFile => {}
-                        FileKind::Directory => return Err(Error::IsADirectory { ino: ino.0 }),
-                        _ => return Err(invalid("size of a symlink or fifo")),
-                    }
-                    if size != rec.size {
-                        rec.size = size;
-                        rec.mtime = now;
-                    }
-                }
-                if let Some(perm) = set.perm {
-                    rec.perm = perm & 0o7777;
-                }
-                if let Some(uid) = set.uid {
-                    rec.uid = uid;
-                }
-                if let Some(gid) = set.gid {
-                    rec.gid = gid;
-                }
-                if let Some(atime) = set.atime {
-                    rec.atime = atime;
-                }
-                if let Some(mtime) = set.mtime {
-                    rec.mtime = mtime;
-                }
-                rec.ctime = set.ctime.unwrap_or(now);
-                let attr = rec.attr(ino);
-                t.flush()?;
-                Ok(attr)
-            },
+            |txn| self.setattr_in(txn, ino, set, now),
         )
+    }
+
+    /// The changes of [`MetaDb::setattr`], inside the caller's write transaction.
+    pub(crate) fn setattr_in(
+        &self,
+        txn: &WriteTransaction,
+        ino: InodeNo,
+        set: &SetAttr,
+        now: Timestamp,
+    ) -> Result<Attr> {
+        let mut t = Tables::new(txn, self.ino_alloc());
+        let rec = t.rec(ino)?;
+        if let Some(size) = set.size {
+            match rec.kind {
+                FileKind::RegularFile => {}
+                FileKind::Directory => return Err(Error::IsADirectory { ino: ino.0 }),
+                _ => return Err(invalid("size of a symlink or fifo")),
+            }
+            if size != rec.size {
+                rec.size = size;
+                rec.mtime = now;
+            }
+        }
+        if let Some(perm) = set.perm {
+            rec.perm = perm & 0o7777;
+        }
+        if let Some(uid) = set.uid {
+            rec.uid = uid;
+        }
+        if let Some(gid) = set.gid {
+            rec.gid = gid;
+        }
+        if let Some(atime) = set.atime {
+            rec.atime = atime;
+        }
+        if let Some(mtime) = set.mtime {
+            rec.mtime = mtime;
+        }
+        rec.ctime = set.ctime.unwrap_or(now);
+        let attr = rec.attr(ino);
+        t.flush()?;
+        Ok(attr)
     }
 
     /// Creates a regular file. With `exclusive` (O_EXCL) an existing name is refused;

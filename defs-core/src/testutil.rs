@@ -182,6 +182,10 @@ pub(crate) enum Op {
     BeginUpload(u64),
     FinishUpload(u64, u64),
     UploadFailed(u64, u64),
+    /// setattr_dirty with a size.
+    SetattrDirty(u64, u64),
+    /// mark_dirty_with a size.
+    MarkDirtyWith(u64, u64),
 }
 
 const NAMES: [&[u8]; 5] = [b"a", b"b", b"c", b"dd", b"."];
@@ -223,7 +227,7 @@ fn mode(rng: &mut Rng) -> RenameMode {
 impl Op {
     /// A random operation; `journal` includes the dirty-journal operations.
     pub(crate) fn random(rng: &mut Rng, journal: bool) -> Op {
-        let kinds = if journal { 22 } else { 18 };
+        let kinds = if journal { 24 } else { 18 };
         match rng.below(kinds) {
             0 => Op::Create(dir(rng), name(rng), rng.below(2) == 0),
             1 => Op::Mkdir(dir(rng), name(rng)),
@@ -256,7 +260,9 @@ impl Op {
             18 => Op::MarkDirty(ino(rng)),
             19 => Op::BeginUpload(ino(rng)),
             20 => Op::FinishUpload(ino(rng), rng.below(4)),
-            _ => Op::UploadFailed(ino(rng), rng.below(4)),
+            21 => Op::UploadFailed(ino(rng), rng.below(4)),
+            22 => Op::SetattrDirty(ino(rng), rng.below(100)),
+            _ => Op::MarkDirtyWith(ino(rng), rng.below(100)),
         }
     }
 }
@@ -341,6 +347,19 @@ pub(crate) fn apply_db(db: &MetaDb, op: &Op, now: Timestamp) -> Outcome {
             out(db.finish_upload(i(*x), Generation(*g), content))
         }
         Op::UploadFailed(x, g) => out(db.upload_failed(i(*x), Generation(*g), "peer gone")),
+        Op::SetattrDirty(x, size) | Op::MarkDirtyWith(x, size) => {
+            let set = SetAttr {
+                size: Some(*size),
+                mtime: Some(now),
+                ctime: Some(now),
+                ..SetAttr::default()
+            };
+            if matches!(op, Op::SetattrDirty(..)) {
+                out(db.setattr_dirty(i(*x), &set, now))
+            } else {
+                out(db.mark_dirty_with(i(*x), &set, now))
+            }
+        }
     }
 }
 

@@ -421,8 +421,18 @@ impl Fs {
         }
     }
 
+    /// The per-inode write lock: writes, and saving what they left in the overlay, of one
+    /// inode run one at a time.
+    fn write_lock(&self, ino: InodeNo) -> std::sync::MutexGuard<'_, ()> {
+        lock(&self.inner.write_locks[(ino.0 % WRITE_LOCKS as u64) as usize])
+    }
+
     /// Writes the overlay of `ino` to the DB. Returns whether there was one.
     fn persist(&self, ino: InodeNo) -> Result<bool> {
+        // Under the write lock: a write that turns the file dirty saves its size itself, and a
+        // persist of an older overlay must not commit after it (the DB would go back to the
+        // older, shorter size with no overlay left to correct it).
+        let _serial = self.write_lock(ino);
         let overlay = lock(&self.inner.inodes).get(&ino).and_then(|s| s.overlay);
         let Some(o) = overlay else { return Ok(false) };
         let set = namespace::SetAttr {
@@ -431,20 +441,14 @@ impl Fs {
             ctime: Some(o.ctime),
             ..Default::default()
         };
-        self.inner.db.setattr(ino, &set, o.ctime)?;
         // The saved size is part of the content: an upload that started before it (the
         // periodic scan, cache pressure) read the DB's older size and may already have marked
-        // the file clean. Marking it dirty again (cheap when it still is) keeps that short
-        // upload from standing for the file.
-        self.mark_dirty(ino)?;
+        // the file clean. Marking it dirty in the same transaction keeps that short upload from
+        // standing for the file.
+        self.inner.db.setattr_dirty(ino, &set, o.ctime)?;
         if let Some(state) = lock(&self.inner.inodes).get_mut(&ino) {
-            // Writes that raced with this persist left a newer overlay; keep it.
-            if state
-                .overlay
-                .is_some_and(|cur| cur.mtime == o.mtime && cur.size == o.size)
-            {
-                state.overlay = None;
-            }
+            // Only writes set the overlay, and none ran meanwhile (the write lock).
+            state.overlay = None;
         }
         Ok(true)
     }
@@ -884,7 +888,7 @@ impl Fs {
         };
         // Writes to one inode are serialised (the kernel does so too for buffered writes): the
         // size check and the zero extension below must not interleave with another write.
-        let _serial = lock(&self.inner.write_locks[(ino.0 % WRITE_LOCKS as u64) as usize]);
+        let _serial = self.write_lock(ino);
         if let Some((file, need)) = stored
             && !self.inner.cache.is_dirty(ino)
         {
@@ -904,15 +908,24 @@ impl Fs {
             self.inner.cache.truncate(ino, offset)?;
         }
         self.inner.cache.write(ino, offset, data)?;
-        self.mark_dirty(ino)?;
         let now = Timestamp::now();
+        let size = base.max(end);
+        // When the file turns dirty here (a new or clean file: a write transaction anyway),
+        // its new size and times are saved with the mark, so the close of a file written once
+        // has nothing left to save. Otherwise they wait in the overlay for the close.
+        let set = namespace::SetAttr {
+            size: Some(size),
+            mtime: Some(now),
+            ctime: Some(now),
+            ..Default::default()
+        };
+        let saved = self.inner.db.mark_dirty_with(ino, &set, now)?;
         {
             let mut inodes = lock(&self.inner.inodes);
             let state = inodes.entry(ino).or_default();
-            let size = state.overlay.map_or(base, |o| o.size);
             state.changed = true;
-            state.overlay = Some(Overlay {
-                size: size.max(end),
+            state.overlay = (!saved).then_some(Overlay {
+                size,
                 mtime: now,
                 ctime: now,
             });

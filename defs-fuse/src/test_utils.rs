@@ -108,8 +108,17 @@ impl TestFs {
             .await
             .unwrap_or_else(|e| panic!("shutdown: {e}"));
         let dir = self.dir.clone();
+        let old_cache = Arc::downgrade(&self.cache);
         drop(self);
         if wipe_cache {
+            // The old store lives until the core's last tasks let go of it, and until then its
+            // spare-file thread may still be adding files to the directory.
+            for _ in 0..500 {
+                if old_cache.strong_count() == 0 {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
             std::fs::remove_dir_all(dir.path().join("cache"))
                 .unwrap_or_else(|e| panic!("removing the cache: {e}"));
         }

@@ -110,6 +110,13 @@ pub(crate) enum LogOp<'a> {
         /// Already cut to [`MAX_ERROR_LEN`] (so replay stores exactly these bytes).
         reason: &'a str,
     },
+    /// setattr and mark_dirty in one transaction (a written file's close or first write).
+    SetattrDirty {
+        ino: InodeNo,
+        set: SetAttr,
+        now: Timestamp,
+        generation: Generation,
+    },
 }
 
 fn put_bytes16(w: &mut Vec<u8>, b: &[u8]) {
@@ -163,6 +170,7 @@ impl LogOp<'_> {
             LogOp::BeginUpload { .. } => 12,
             LogOp::FinishUpload { .. } => 13,
             LogOp::UploadFailed { .. } => 14,
+            LogOp::SetattrDirty { .. } => 15,
         }
     }
 
@@ -183,6 +191,7 @@ impl LogOp<'_> {
             LogOp::BeginUpload { .. } => "begin_upload",
             LogOp::FinishUpload { .. } => "finish_upload",
             LogOp::UploadFailed { .. } => "upload_failed",
+            LogOp::SetattrDirty { .. } => "setattr_dirty",
         }
     }
 
@@ -199,32 +208,15 @@ impl LogOp<'_> {
     pub(crate) fn encode(&self, w: &mut Vec<u8>) {
         w.push(self.tag());
         match self {
-            LogOp::Setattr { ino, set, now } => {
-                put_u64(w, ino.0);
-                let flags = u8::from(set.perm.is_some())
-                    | u8::from(set.uid.is_some()) << 1
-                    | u8::from(set.gid.is_some()) << 2
-                    | u8::from(set.size.is_some()) << 3
-                    | u8::from(set.atime.is_some()) << 4
-                    | u8::from(set.mtime.is_some()) << 5
-                    | u8::from(set.ctime.is_some()) << 6;
-                w.push(flags);
-                if let Some(v) = set.perm {
-                    put_u16(w, v);
-                }
-                if let Some(v) = set.uid {
-                    put_u32(w, v);
-                }
-                if let Some(v) = set.gid {
-                    put_u32(w, v);
-                }
-                if let Some(v) = set.size {
-                    put_u64(w, v);
-                }
-                for t in [set.atime, set.mtime, set.ctime].into_iter().flatten() {
-                    put_time(w, t);
-                }
-                put_time(w, *now);
+            LogOp::Setattr { ino, set, now } => put_setattr(w, *ino, set, *now),
+            LogOp::SetattrDirty {
+                ino,
+                set,
+                now,
+                generation,
+            } => {
+                put_setattr(w, *ino, set, *now);
+                put_u64(w, generation.0);
             }
             LogOp::Create {
                 parent,
@@ -364,38 +356,16 @@ impl LogOp<'_> {
         let ino = |r: &mut Reader<'_>| r.u64().map(InodeNo);
         let op = match r.u8()? {
             1 => {
-                let ino = ino(&mut r)?;
-                let flags = r.u8()?;
-                if flags >= 1 << 7 {
-                    return Err(r.bad(format!("setattr flags {flags:#x}")));
-                }
-                let has = |bit: u8| flags & (1 << bit) != 0;
-                let mut set = SetAttr::default();
-                if has(0) {
-                    set.perm = Some(r.u16()?);
-                }
-                if has(1) {
-                    set.uid = Some(r.u32()?);
-                }
-                if has(2) {
-                    set.gid = Some(r.u32()?);
-                }
-                if has(3) {
-                    set.size = Some(r.u64()?);
-                }
-                if has(4) {
-                    set.atime = Some(r.time()?);
-                }
-                if has(5) {
-                    set.mtime = Some(r.time()?);
-                }
-                if has(6) {
-                    set.ctime = Some(r.time()?);
-                }
-                LogOp::Setattr {
+                let (ino, set, now) = setattr_fields(&mut r)?;
+                LogOp::Setattr { ino, set, now }
+            }
+            15 => {
+                let (ino, set, now) = setattr_fields(&mut r)?;
+                LogOp::SetattrDirty {
                     ino,
                     set,
-                    now: r.time()?,
+                    now,
+                    generation: Generation(r.u64()?),
                 }
             }
             2 => {
@@ -545,6 +515,67 @@ impl LogOp<'_> {
     }
 }
 
+fn put_setattr(w: &mut Vec<u8>, ino: InodeNo, set: &SetAttr, now: Timestamp) {
+    put_u64(w, ino.0);
+    let flags = u8::from(set.perm.is_some())
+        | u8::from(set.uid.is_some()) << 1
+        | u8::from(set.gid.is_some()) << 2
+        | u8::from(set.size.is_some()) << 3
+        | u8::from(set.atime.is_some()) << 4
+        | u8::from(set.mtime.is_some()) << 5
+        | u8::from(set.ctime.is_some()) << 6;
+    w.push(flags);
+    if let Some(v) = set.perm {
+        put_u16(w, v);
+    }
+    if let Some(v) = set.uid {
+        put_u32(w, v);
+    }
+    if let Some(v) = set.gid {
+        put_u32(w, v);
+    }
+    if let Some(v) = set.size {
+        put_u64(w, v);
+    }
+    for t in [set.atime, set.mtime, set.ctime].into_iter().flatten() {
+        put_time(w, t);
+    }
+    put_time(w, now);
+}
+
+/// The fields [`put_setattr`] wrote: inode, changes, now.
+fn setattr_fields(r: &mut Reader<'_>) -> Result<(InodeNo, SetAttr, Timestamp)> {
+    let ino = InodeNo(r.u64()?);
+    let flags = r.u8()?;
+    if flags >= 1 << 7 {
+        return Err(r.bad(format!("setattr flags {flags:#x}")));
+    }
+    let has = |bit: u8| flags & (1 << bit) != 0;
+    let mut set = SetAttr::default();
+    if has(0) {
+        set.perm = Some(r.u16()?);
+    }
+    if has(1) {
+        set.uid = Some(r.u32()?);
+    }
+    if has(2) {
+        set.gid = Some(r.u32()?);
+    }
+    if has(3) {
+        set.size = Some(r.u64()?);
+    }
+    if has(4) {
+        set.atime = Some(r.time()?);
+    }
+    if has(5) {
+        set.mtime = Some(r.time()?);
+    }
+    if has(6) {
+        set.ctime = Some(r.time()?);
+    }
+    Ok((ino, set, r.time()?))
+}
+
 fn bytes16<'a>(r: &mut Reader<'a>) -> Result<&'a [u8]> {
     let len = r.u16()?;
     r.bytes(usize::from(len))
@@ -682,6 +713,21 @@ pub(crate) fn apply(db: &MetaDb, op: &LogOp<'_>) -> Result<()> {
             generation,
             reason,
         } => db.upload_failed_cut(ino, generation, reason),
+        LogOp::SetattrDirty {
+            ino,
+            ref set,
+            now,
+            generation,
+        } => {
+            let (_, g) = db.setattr_dirty(ino, set, now)?;
+            if g != generation {
+                return Err(mismatch(format!(
+                    "setattr_dirty gave generation {}, the log says {}",
+                    g.0, generation.0
+                )));
+            }
+            Ok(())
+        }
     }
 }
 
@@ -814,6 +860,17 @@ mod tests {
                 ino: InodeNo(2),
                 generation: Generation(4),
                 reason: "peer gone…",
+            },
+            LogOp::SetattrDirty {
+                ino: InodeNo(2),
+                set: SetAttr {
+                    size: Some(4096),
+                    mtime: Some(t),
+                    ctime: Some(t),
+                    ..SetAttr::default()
+                },
+                now: t,
+                generation: Generation(5),
             },
         ];
         for op in ops {

@@ -26,24 +26,27 @@ fn dirty(t: &TestFs) -> Vec<InodeNo> {
 }
 
 #[tokio::test]
-async fn writes_are_in_the_journal_before_close_and_sizes_reach_the_db_at_flush() {
+async fn writes_are_in_the_journal_before_close_and_sizes_reach_the_db_by_the_flush() {
     let t = TestFs::new(Config::default(), None);
     let (attr, o) =
         t.fs.create(InodeNo::ROOT, name("f"), 0o644, libc::O_RDWR, OWNER)
             .await
             .unwrap();
+    // The first write makes the file dirty and saves its size with the mark (one transaction).
     t.fs.write(attr.ino, o.fh, 10, b"hello").await.unwrap();
     assert_eq!(dirty(&t), vec![attr.ino], "dirty before close");
-    // getattr sees the unsaved size; the DB does not yet.
-    assert_eq!(t.fs.getattr(attr.ino).await.unwrap().size, 15);
-    assert_eq!(t.db.getattr(attr.ino).unwrap().size, 0);
+    assert_eq!(t.db.getattr(attr.ino).unwrap().size, 15);
+    // Later writes to the dirty file: getattr sees the unsaved size; the DB does not yet.
+    t.fs.write(attr.ino, o.fh, 15, b"!").await.unwrap();
+    assert_eq!(t.fs.getattr(attr.ino).await.unwrap().size, 16);
+    assert_eq!(t.db.getattr(attr.ino).unwrap().size, 15);
     t.fs.flush(attr.ino, o.fh).await.unwrap();
     let stored = t.db.getattr(attr.ino).unwrap();
-    assert_eq!(stored.size, 15);
+    assert_eq!(stored.size, 16);
     assert_eq!(stored.mtime, t.fs.getattr(attr.ino).await.unwrap().mtime);
     assert_eq!(
         t.fs.read(attr.ino, o.fh, 0, 100).await.unwrap(),
-        b"\0\0\0\0\0\0\0\0\0\0hello"
+        b"\0\0\0\0\0\0\0\0\0\0hello!"
     );
     t.fs.release(attr.ino, o.fh).await.unwrap();
     // No uploader: the file stays dirty, and says so.
@@ -585,6 +588,149 @@ async fn under_cache_pressure_closed_files_upload_without_the_debounce() {
     );
 }
 
+// Paused clock, moved by hand (`advance`): deterministic, instant, and a flusher that spins
+// cannot stall the test (sleeping would wait for an idle runtime that never comes).
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn due_files_waiting_for_an_upload_slot_do_not_wake_the_flusher() {
+    let slots = crate::flusher::MAX_CONCURRENT_UPLOADS;
+    let (u, t) = every_slot_blocked(3).await;
+    // Every slot is blocked and three files are past their deadline: nothing to do until an
+    // upload finishes.
+    let before = t.fs.flusher().wakeups();
+    advance_by(DEBOUNCE).await;
+    let woken = t.fs.flusher().wakeups() - before;
+    assert!(
+        woken < 3,
+        "the flusher woke {woken} times in {DEBOUNCE:?} with nothing it could do"
+    );
+    for _ in 0..slots {
+        u.release();
+    }
+    advance_until("every upload", DEBOUNCE * 10, || dirty(&t).is_empty()).await;
+    assert_eq!(u.attempts().len(), slots + 3);
+}
+
+/// A mount (on a paused clock) whose every upload slot holds a blocked upload, with `due` more
+/// closed files due behind them. Uploads after those continue at once.
+async fn every_slot_blocked(due: usize) -> (ScriptedUploader, TestFs) {
+    let slots = crate::flusher::MAX_CONCURRENT_UPLOADS;
+    let u = ScriptedUploader::new(&vec![Step::Block; slots]);
+    let t = TestFs::new(Config::default(), uploader(&u));
+    for i in 0..slots + due {
+        t.write_file(&format!("f{i}"), b"data").await;
+    }
+    advance_until("every slot taken", DEBOUNCE * 3, || uploading(&t) == slots).await;
+    (u, t)
+}
+
+/// The step of [`advance_by`] and [`advance_until`]: fine enough for the flusher's timings.
+const TICK: Duration = Duration::from_millis(10);
+
+/// Moves the paused clock `by`, tick by tick, letting the other tasks run after each tick.
+async fn advance_by(by: Duration) {
+    let mut moved = Duration::ZERO;
+    while moved < by {
+        tokio::time::advance(TICK).await;
+        moved += TICK;
+    }
+}
+
+/// Moves the paused clock tick by tick until `cond` holds; fails after `limit`.
+async fn advance_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let mut moved = Duration::ZERO;
+    while !cond() {
+        assert!(moved < limit, "{what}: not after {limit:?}");
+        tokio::time::advance(TICK).await;
+        moved += TICK;
+    }
+}
+
+fn uploading(t: &TestFs) -> usize {
+    t.db.dirty_inodes()
+        .unwrap()
+        .iter()
+        .filter(|r| r.uploading.is_some())
+        .count()
+}
+
+/// A tree copy: closes a new file every `QUIET / 5` until `until`.
+async fn keep_closing(t: &TestFs, until: tokio::time::Instant) {
+    let mut i = 0;
+    while tokio::time::Instant::now() < until {
+        t.write_file(&format!("g{i}"), b"x").await;
+        i += 1;
+        advance_by(crate::flusher::QUIET / 5).await;
+    }
+}
+
+// Paused clock, moved by hand: the deferral of 30 s runs in an instant.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn while_files_keep_closing_uploads_wait_for_quiet_then_go_one_at_a_time() {
+    use crate::flusher::{BUSY_DEFER, BUSY_UPLOADS, MAX_CONCURRENT_UPLOADS};
+    let u = ScriptedUploader::new(&[Step::Block; MAX_CONCURRENT_UPLOADS + 2]);
+    let t = TestFs::new(Config::default(), uploader(&u));
+    for i in 0..MAX_CONCURRENT_UPLOADS + 2 {
+        t.write_file(&format!("f{i}"), b"data").await;
+    }
+    let start = tokio::time::Instant::now();
+    // The copy goes on past the first files' deadline: nothing uploads meanwhile.
+    keep_closing(&t, start + DEBOUNCE * 3).await;
+    assert_eq!(uploading(&t), 0, "uploads wait while files keep closing");
+    // Still busy past the deferral: one at a time.
+    keep_closing(&t, start + DEBOUNCE + BUSY_DEFER + DEBOUNCE).await;
+    assert_eq!(uploading(&t), BUSY_UPLOADS, "then one at a time");
+    // Quiet: the other slots open.
+    advance_until("the other slots once quiet", DEBOUNCE, || {
+        uploading(&t) == MAX_CONCURRENT_UPLOADS
+    })
+    .await;
+    advance_until("every upload", Duration::from_secs(60), || {
+        u.release();
+        dirty(&t).is_empty()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_sync_does_not_wait_for_quiet() {
+    let u = ScriptedUploader::new(&[]);
+    let t = TestFs::new(Config::default(), uploader(&u));
+    let ino = t.write_file("f", b"data").await;
+    let start = tokio::time::Instant::now();
+    let busy = keep_closing(&t, start + DEBOUNCE * 5);
+    let sync = async {
+        t.fs.flusher().upload_now(ino).await.unwrap();
+        tokio::time::Instant::now() - start
+    };
+    let ((), took) = tokio::join!(busy, sync);
+    assert!(took < DEBOUNCE, "upload_now ran at once ({took:?})");
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_file_waited_for_uploads_before_the_files_that_are_merely_due() {
+    let slots = crate::flusher::MAX_CONCURRENT_UPLOADS;
+    let (u, t) = every_slot_blocked(6).await;
+    // Six files are due behind the blocked uploads; then someone syncs a newer file.
+    let synced = t.write_file("synced", b"now").await;
+    let flusher = t.fs.flusher().clone();
+    let sync = tokio::spawn(async move { flusher.upload_now(synced).await });
+    advance_by(TICK).await;
+    u.release();
+    advance_until("the sync", DEBOUNCE, || sync.is_finished()).await;
+    sync.await.unwrap().unwrap();
+    let started: Vec<InodeNo> = u.attempts().iter().map(|a| a.0).collect();
+    assert_eq!(
+        started.get(1),
+        Some(&synced),
+        "the released upload, then the synced file before any due one: {started:?}"
+    );
+    for _ in 0..slots {
+        u.release();
+    }
+    advance_until("every upload", DEBOUNCE * 10, || dirty(&t).is_empty()).await;
+    assert_eq!(u.attempts().len(), slots + 7);
+}
+
 // ---- model check ---------------------------------------------------------------------------
 
 mod model {
@@ -732,7 +878,9 @@ async fn the_object_uploader_stores_what_reads_back_from_the_network() {
 async fn an_upload_of_an_open_file_with_an_unsaved_size_never_leaves_it_clean_and_short() {
     // The periodic scan (or cache pressure) may upload a file that is still open for writing:
     // its newest size is in the overlay and the upload reads the DB's older one. When the close
-    // then saves the size, the file must be dirty again, so the full bytes are uploaded.
+    // then saves the size, the file must be dirty again, so the full bytes are uploaded. (The
+    // first write of a new file saves its size with the dirty mark; the second one, to a file
+    // already dirty, keeps it in the overlay.)
     let u = ScriptedUploader::new(&[]);
     let t = TestFs::new(Config::default(), uploader(&u));
     let (attr, o) =
@@ -741,6 +889,7 @@ async fn an_upload_of_an_open_file_with_an_unsaved_size_never_leaves_it_clean_an
             .unwrap();
     let ino = attr.ino;
     t.fs.write(ino, o.fh, 0, b"first part").await.unwrap();
+    t.fs.write(ino, o.fh, 10, b", second").await.unwrap();
     // What the scan does: upload now, while the size is only in the overlay.
     t.fs.flusher().upload_now(ino).await.unwrap();
     assert!(dirty(&t).is_empty(), "the stale upload marked it clean");
@@ -752,10 +901,11 @@ async fn an_upload_of_an_open_file_with_an_unsaved_size_never_leaves_it_clean_an
     );
     t.fs.release(ino, o.fh).await.unwrap();
     wait_until("the full upload", || dirty(&t).is_empty()).await;
+    assert_eq!(u.attempts()[0].2, b"first part", "the stale upload");
     let last = u.attempts().last().cloned().unwrap();
-    assert_eq!(last.2, b"first part");
+    assert_eq!(last.2, b"first part, second");
     assert!(matches!(
         t.db.content(ino).unwrap(),
-        Content::Stored { len: 10, .. }
+        Content::Stored { len: 18, .. }
     ));
 }
