@@ -112,15 +112,27 @@ impl TestFs {
         drop(self);
         if wipe_cache {
             // The old store lives until the core's last tasks let go of it, and until then its
-            // spare-file thread may still be adding files to the directory.
+            // spare-file thread may still be adding files to the directory. The strong count
+            // reaches 0 just before the store's drop stops that thread, so a file may still
+            // appear while the removal runs: retry that (ENOTEMPTY) for a moment.
             for _ in 0..500 {
                 if old_cache.strong_count() == 0 {
                     break;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
-            std::fs::remove_dir_all(dir.path().join("cache"))
-                .unwrap_or_else(|e| panic!("removing the cache: {e}"));
+            let cache = dir.path().join("cache");
+            for attempt in 0.. {
+                match std::fs::remove_dir_all(&cache) {
+                    Ok(()) => break,
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::DirectoryNotEmpty && attempt < 100 =>
+                    {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                    Err(e) => panic!("removing the cache: {e}"),
+                }
+            }
         }
         Self::open(dir, config, remote, DEFAULT_BUDGET)
     }
