@@ -349,11 +349,9 @@ impl FlusherActor {
             // fire again at once).
             let plan = self.plan(Instant::now());
             let next = if self.running.len() < plan.slots {
+                // The first file's (deferred) deadline, or the quiet moment if that is sooner.
                 let first = self.due.first().map(|at| at + plan.defer);
-                match (first, plan.quiet_at) {
-                    (Some(f), Some(q)) => Some(f.min(q)),
-                    (f, q) => f.or(q).filter(|_| !self.due.is_empty()),
-                }
+                first.map(|f| plan.quiet_at.map_or(f, |q| f.min(q)))
             } else if self.running.len() < MAX_CONCURRENT_UPLOADS && !self.due.is_empty() {
                 plan.quiet_at
             } else {

@@ -551,28 +551,16 @@ fn setattr_fields(r: &mut Reader<'_>) -> Result<(InodeNo, SetAttr, Timestamp)> {
         return Err(r.bad(format!("setattr flags {flags:#x}")));
     }
     let has = |bit: u8| flags & (1 << bit) != 0;
-    let mut set = SetAttr::default();
-    if has(0) {
-        set.perm = Some(r.u16()?);
-    }
-    if has(1) {
-        set.uid = Some(r.u32()?);
-    }
-    if has(2) {
-        set.gid = Some(r.u32()?);
-    }
-    if has(3) {
-        set.size = Some(r.u64()?);
-    }
-    if has(4) {
-        set.atime = Some(r.time()?);
-    }
-    if has(5) {
-        set.mtime = Some(r.time()?);
-    }
-    if has(6) {
-        set.ctime = Some(r.time()?);
-    }
+    // Fields in the order put_setattr writes them, each only when its flag is set.
+    let set = SetAttr {
+        perm: has(0).then(|| r.u16()).transpose()?,
+        uid: has(1).then(|| r.u32()).transpose()?,
+        gid: has(2).then(|| r.u32()).transpose()?,
+        size: has(3).then(|| r.u64()).transpose()?,
+        atime: has(4).then(|| r.time()).transpose()?,
+        mtime: has(5).then(|| r.time()).transpose()?,
+        ctime: has(6).then(|| r.time()).transpose()?,
+    };
     Ok((ino, set, r.time()?))
 }
 

@@ -254,3 +254,26 @@ impl ShardClient for MemoryClient {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_shard_whose_crc_does_not_match_its_bytes_is_refused() {
+        let client = MemoryClient::new(3);
+        let bytes = b"shard bytes".to_vec();
+        let id = ShardId(*blake3::hash(&bytes).as_bytes());
+        let mut bad = OutShard::new(id, bytes.clone());
+        bad.crc ^= 1;
+        let err = client.store_segment(vec![bad], 0).await.unwrap_err();
+        assert!(err.to_string().contains("CRC mismatch"), "{err}");
+        assert_eq!(client.stored(), 0);
+        let ok = client
+            .store_segment(vec![OutShard::new(id, bytes)], 0)
+            .await
+            .unwrap();
+        assert_eq!(ok.holders.len(), 1);
+        assert_eq!(client.stored(), 1);
+    }
+}
