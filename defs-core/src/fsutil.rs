@@ -1,7 +1,10 @@
 //! Small filesystem helpers shared by the local stores: the durability steps every
-//! temp-file-then-rename protocol needs.
+//! temp-file-then-rename protocol needs, and the sparse-file calls (punch a hole, find data)
+//! that std does not offer.
 
 use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -14,4 +17,51 @@ pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io(dir, e))
+}
+
+fn off(v: u64) -> io::Result<libc::off_t> {
+    libc::off_t::try_from(v).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+/// Frees the blocks of `len` bytes at `offset` in `file` (they read as zeros afterwards); the
+/// file's length does not change. Fails with `EOPNOTSUPP` on filesystems without hole punching.
+#[allow(unsafe_code)]
+pub(crate) fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    let (offset, len) = (off(offset)?, off(len)?);
+    // SAFETY: fallocate(2) on a file descriptor we own; no memory is passed.
+    let rc = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset,
+            len,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Whether `file` holds data (not a hole) anywhere in `start..end`. Filesystems without
+/// `SEEK_DATA` report the whole file as data, which errs on the side of "yes".
+#[allow(unsafe_code)]
+pub(crate) fn has_data(file: &File, start: u64, end: u64) -> io::Result<bool> {
+    if start >= end {
+        return Ok(false);
+    }
+    // SAFETY: lseek(2) on a file descriptor we own. It moves that descriptor's offset, which
+    // nothing here relies on (all I/O on pack files is positioned).
+    let at = unsafe { libc::lseek(file.as_raw_fd(), off(start)?, libc::SEEK_DATA) };
+    if at >= 0 {
+        return Ok(u64::try_from(at).unwrap_or(u64::MAX) < end);
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        // No data at or after `start`.
+        Some(libc::ENXIO) => Ok(false),
+        Some(libc::EINVAL | libc::EOPNOTSUPP) => Ok(true),
+        _ => Err(e),
+    }
 }

@@ -2,40 +2,54 @@
 //!
 //! ```text
 //! DIR/shards/
-//!   index.redb          shard id → (length, CRC32, stored-at, owners)   (redb, fsynced commits)
-//!   data/ab/abcd…       one file per shard, named by its hex id, fanned out by the first byte
-//!   tmp/                shards being written; emptied on open
+//!   index.redb          shard id → (pack, offset, length, CRC32, stored-at, owners)   (redb)
+//!   packs/0000002a.pack append-only pack files: one record (header + bytes) per shard
 //! ```
 //!
+//! Shards live in a few large append-only [`pack`] files rather than one file each: a 1 GiB put
+//! spread over five nodes is about 1,700 shards, and creating, renaming and fsyncing an inode
+//! and a directory entry per shard was a fifth of a node's CPU (on a journal-less ext4 each
+//! inode allocation also scans past every inode freed in the last minute). A new shard is a
+//! positioned write at the end of the active pack and one `fdatasync`; a deleted shard's record
+//! becomes a hole (`fallocate(PUNCH_HOLE)`), and a pack with no shards left is removed.
+//!
 //! Shard ids are content addresses (BLAKE3 of the bytes), so two owners storing the same bytes
-//! share one file: the index keeps the set of owners, each owner's quota is charged the full
-//! length, and the file goes only when the last owner deletes it.
+//! share one record: the index keeps the set of owners, each owner's quota is charged the full
+//! length, and the record goes only when the last owner deletes it.
 //!
 //! Commit protocol and crash outcomes (`docs/architecture.md`, "Shard store"):
-//! - put of a new shard: write `tmp/…`, fsync, rename to `data/ab/<id>`, fsync `data/ab`, then
-//!   commit the index entry (fsynced). A crash before the commit leaves a complete file without
-//!   an entry, which open removes (the put never returned, so nothing was promised).
+//! - put of a new shard: reserve a range at the end of the active pack (in memory), write the
+//!   record there, `fdatasync` the pack, then commit the index entry (fsynced). A crash before
+//!   the commit leaves an unindexed record, which open punches out (the put never returned, so
+//!   nothing was promised).
 //! - put by another owner: one index commit.
-//! - delete of the last owner: commit the index removal, then unlink and fsync the dir. A crash
-//!   in between leaves an orphan file, which open removes.
-//! - open: empties `tmp/`, removes files without index entries, and reports index entries
-//!   without files as missing ([`ShardStore::recovery`], and every [`ShardStore::scrub`]).
+//! - delete of the last owner: commit the index removal, then punch the record's range. A crash
+//!   in between leaves an unindexed record, which open punches out.
+//! - open: punches every unindexed range of every pack that holds data, cuts each pack after its
+//!   last indexed record, removes packs without one, and reports index entries whose record is
+//!   gone as missing ([`ShardStore::recovery`], and every [`ShardStore::scrub`]). A store in the
+//!   older one-file-per-shard layout (`data/ab/<id>`) is moved into packs at open.
 //!
-//! Every read verifies the length and CRC32 of the whole file; see [`ShardStore::get_range`] for
-//! partial reads.
+//! Every read checks the record header against the index and the CRC32 of the whole shard; see
+//! [`ShardStore::get_range`] for partial reads.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+pub mod pack;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Read, Write};
+use std::io::ErrorKind;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::error::{Error, Result};
-use crate::fsutil::fsync_dir;
+use crate::fsutil::{fsync_dir, has_data, punch_hole};
 use crate::sync::{Condvar, Mutex};
 use crate::types::{NodeId, ShardId};
+use pack::{HEADER_LEN, PACK_LIMIT, RecordHeader, record_end};
 
 /// The largest shard accepted, in bytes. Shards are at most a few MiB (the default shard size is
 /// 1 MiB); 64 MiB leaves room for large-slice layouts while bounding memory per request.
@@ -45,13 +59,20 @@ pub const MAX_SHARD_LEN: u64 = 64 << 20;
 /// for replicated objects shared on purpose; the cap bounds the index entry's size.
 pub const MAX_OWNERS: usize = 256;
 
-/// The index table: shard id → encoded [`ShardMeta`].
+/// The index table: shard id → encoded [`ShardMeta`] and the shard's place in a pack.
 const INDEX: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("shards");
 
-/// Version of the index entry encoding (first byte of every value).
-const ENTRY_VERSION: u8 = 1;
-/// Fixed part of an index entry: version 1, length 8, CRC 4, stored-at 8, owner count 2.
-const ENTRY_FIXED: usize = 23;
+/// Version of the index entry encoding (first byte of every value). Version 1 (no location,
+/// one file per shard) is read only to move an old store into packs.
+const ENTRY_VERSION: u8 = 2;
+const ENTRY_VERSION_FILES: u8 = 1;
+/// Fixed part of a version-1 entry: version 1, length 8, CRC 4, stored-at 8, owner count 2.
+const ENTRY_FIXED_V1: usize = 23;
+/// Fixed part of a version-2 entry: the version-1 fields, then pack 4 and offset 8.
+const ENTRY_FIXED: usize = ENTRY_FIXED_V1 + 12;
+
+/// Pack files kept open for reads at once (the active pack's handle is always among them).
+const OPEN_PACKS: usize = 64;
 
 /// How much this store may hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,47 +97,6 @@ pub struct ShardMeta {
     pub owners: Vec<NodeId>,
 }
 
-impl ShardMeta {
-    fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(ENTRY_FIXED + 32 * self.owners.len());
-        out.push(ENTRY_VERSION);
-        out.extend_from_slice(&self.len.to_le_bytes());
-        out.extend_from_slice(&self.crc.to_le_bytes());
-        out.extend_from_slice(&self.stored_at.to_le_bytes());
-        // Bounded by MAX_OWNERS (256) on every insert.
-        let count = u16::try_from(self.owners.len()).unwrap_or(u16::MAX);
-        out.extend_from_slice(&count.to_le_bytes());
-        for owner in &self.owners {
-            out.extend_from_slice(&owner.0);
-        }
-        out
-    }
-
-    fn decode(bytes: &[u8]) -> Option<ShardMeta> {
-        if bytes.len() < ENTRY_FIXED || bytes[0] != ENTRY_VERSION {
-            return None;
-        }
-        let u64_at = |i: usize| bytes[i..i + 8].try_into().ok().map(u64::from_le_bytes);
-        let len = u64_at(1)?;
-        let crc = u32::from_le_bytes(bytes[9..13].try_into().ok()?);
-        let stored_at = u64_at(13)?;
-        let count = usize::from(u16::from_le_bytes(bytes[21..23].try_into().ok()?));
-        if count == 0 || count > MAX_OWNERS || bytes.len() != ENTRY_FIXED + 32 * count {
-            return None;
-        }
-        let owners = bytes[ENTRY_FIXED..]
-            .chunks_exact(32)
-            .map(|c| c.try_into().ok().map(NodeId))
-            .collect::<Option<Vec<_>>>()?;
-        Some(ShardMeta {
-            len,
-            crc,
-            stored_at,
-            owners,
-        })
-    }
-}
-
 /// What a [`ShardStore::put`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PutOutcome {
@@ -126,6 +106,103 @@ pub enum PutOutcome {
     OwnerAdded,
     /// This owner already had it stored: nothing changed (puts are idempotent).
     AlreadyStored,
+}
+
+/// Where a shard's record is: a pack and the offset of its header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Location {
+    pack: u32,
+    offset: u64,
+}
+
+impl Location {
+    /// The place of a shard whose bytes were already gone when an old store was moved into
+    /// packs: no pack has this number, so reads report the shard missing.
+    const NOWHERE: Location = Location {
+        pack: u32::MAX,
+        offset: 0,
+    };
+}
+
+/// One index entry: what is promised about a shard, and where its record is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Entry {
+    meta: ShardMeta,
+    at: Location,
+}
+
+impl Entry {
+    /// `version 2 ‖ len u64 ‖ crc u32 ‖ stored-at u64 ‖ owner count u16 ‖ pack u32 ‖ offset u64
+    /// ‖ owners (32 bytes each)`, all little-endian.
+    fn encode(&self) -> Vec<u8> {
+        let m = &self.meta;
+        let mut out = Vec::with_capacity(ENTRY_FIXED + 32 * m.owners.len());
+        out.push(ENTRY_VERSION);
+        out.extend_from_slice(&m.len.to_le_bytes());
+        out.extend_from_slice(&m.crc.to_le_bytes());
+        out.extend_from_slice(&m.stored_at.to_le_bytes());
+        // Bounded by MAX_OWNERS (256) on every insert.
+        let count = u16::try_from(m.owners.len()).unwrap_or(u16::MAX);
+        out.extend_from_slice(&count.to_le_bytes());
+        out.extend_from_slice(&self.at.pack.to_le_bytes());
+        out.extend_from_slice(&self.at.offset.to_le_bytes());
+        for owner in &m.owners {
+            out.extend_from_slice(&owner.0);
+        }
+        out
+    }
+
+    /// Decodes a version-2 entry, or a version-1 one (whose location is `None`).
+    fn decode_any(bytes: &[u8]) -> Option<(ShardMeta, Option<Location>)> {
+        let fixed = match *bytes.first()? {
+            ENTRY_VERSION => ENTRY_FIXED,
+            ENTRY_VERSION_FILES => ENTRY_FIXED_V1,
+            _ => return None,
+        };
+        if bytes.len() < fixed {
+            return None;
+        }
+        let u64_at = |i: usize| bytes[i..i + 8].try_into().ok().map(u64::from_le_bytes);
+        let len = u64_at(1)?;
+        let crc = u32::from_le_bytes(bytes[9..13].try_into().ok()?);
+        let stored_at = u64_at(13)?;
+        let count = usize::from(u16::from_le_bytes(bytes[21..23].try_into().ok()?));
+        if count == 0 || count > MAX_OWNERS || bytes.len() != fixed + 32 * count {
+            return None;
+        }
+        let at = (fixed == ENTRY_FIXED)
+            .then(|| {
+                let pack = u32::from_le_bytes(bytes[23..27].try_into().ok()?);
+                Some(Location {
+                    pack,
+                    offset: u64_at(27)?,
+                })
+            })
+            .flatten();
+        let owners = bytes[fixed..]
+            .chunks_exact(32)
+            .map(|c| c.try_into().ok().map(NodeId))
+            .collect::<Option<Vec<_>>>()?;
+        let meta = ShardMeta {
+            len,
+            crc,
+            stored_at,
+            owners,
+        };
+        Some((meta, at))
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Entry> {
+        match Entry::decode_any(bytes)? {
+            (meta, Some(at)) => Some(Entry { meta, at }),
+            (_, None) => None,
+        }
+    }
+
+    /// The range of the pack this shard's record occupies.
+    fn span(&self) -> (u64, u64) {
+        (self.at.offset, record_end(self.at.offset, self.meta.len))
+    }
 }
 
 /// Space in use.
@@ -146,9 +223,9 @@ pub struct ScrubReport {
     pub checked: u64,
     /// Bytes read.
     pub bytes: u64,
-    /// Shards whose file has the wrong length or CRC.
+    /// Shards whose record fails its header or CRC check.
     pub corrupt: Vec<ShardId>,
-    /// Shards in the index without a file.
+    /// Shards in the index whose record is gone (pack missing or cut short).
     pub missing: Vec<ShardId>,
 }
 
@@ -162,12 +239,12 @@ impl ScrubReport {
 /// What opening the store found and repaired.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Recovery {
-    /// Temporary files (interrupted puts) removed.
-    pub temp_removed: u64,
-    /// Files without an index entry (a put interrupted before its commit, or a delete
-    /// interrupted after it) removed.
+    /// Shards moved from the older one-file-per-shard layout into packs.
+    pub migrated: u64,
+    /// Unindexed ranges of packs (a put interrupted before its commit, or a delete interrupted
+    /// after it) punched or cut off, and packs without an indexed record removed.
     pub orphans_removed: u64,
-    /// Index entries whose file is gone: reported, not forgotten, so repair can restore them.
+    /// Index entries whose record is gone: reported, not forgotten, so repair can restore them.
     pub missing: Vec<ShardId>,
 }
 
@@ -178,27 +255,80 @@ struct Counters {
     used: u64,
     shards: u64,
     per_owner: HashMap<NodeId, u64>,
-    /// New shards whose file and index entry are being written outside the lock.
+    /// New shards whose record and index entry are being written outside the lock.
     writing: HashSet<ShardId>,
+    /// The pack new records go to, and where the next one starts in it.
+    active: u32,
+    /// A pack takes no new record past this ([`PACK_LIMIT`]; smaller in tests).
+    limit: u64,
+    end: u64,
+    /// Records (indexed or being written) per pack; a pack at 0 other than the active one is
+    /// removed.
+    live: HashMap<u32, u64>,
 }
 
-/// The shard store of one data dir. Reads run concurrently. The writes of new shards (file,
-/// fsyncs, index commit) run concurrently too: a put checks and reserves quota and capacity
-/// under the counters lock, writes without it, and takes it again to settle, so one node's
-/// fsyncs overlap instead of queueing behind each other. Deletes, owner changes and a second
-/// put of a shard still being written are serialised.
+impl Counters {
+    /// Takes the next `len`-byte record's place in the active pack, moving to a new pack when
+    /// this one is full. The returned flag says the pack file must be created first.
+    fn reserve(&mut self, len: u64) -> (Location, bool) {
+        if self.end > 0 && record_end(self.end, len) > self.limit {
+            self.active += 1;
+            self.end = 0;
+        }
+        let at = Location {
+            pack: self.active,
+            offset: self.end,
+        };
+        self.end = record_end(self.end, len);
+        *self.live.entry(at.pack).or_default() += 1;
+        (at, at.offset == 0)
+    }
+
+    /// Forgets one record of `pack`; true when the pack is left empty and is not the active one.
+    fn release(&mut self, pack: u32) -> bool {
+        let Some(n) = self.live.get_mut(&pack) else {
+            return false;
+        };
+        *n = n.saturating_sub(1);
+        if *n > 0 || pack == self.active {
+            return false;
+        }
+        self.live.remove(&pack);
+        true
+    }
+
+    fn charge(&mut self, owner: NodeId, len: u64) {
+        *self.per_owner.entry(owner).or_default() += len;
+    }
+
+    fn refund(&mut self, owner: &NodeId, len: u64) {
+        if let Some(used) = self.per_owner.get_mut(owner) {
+            *used = used.saturating_sub(len);
+            if *used == 0 {
+                self.per_owner.remove(owner);
+            }
+        }
+    }
+}
+
+/// The shard store of one data dir. Reads run concurrently. The writes of new shards (record,
+/// fdatasync, index commit) run concurrently too: a put checks and reserves quota, capacity and
+/// its place in the active pack under the counters lock, writes without it, and takes it again
+/// to settle, so one node's writes and syncs overlap instead of queueing behind each other.
+/// Deletes, owner changes and a second put of a shard still being written are serialised.
 #[derive(Debug)]
 pub struct ShardStore {
     dir: PathBuf,
     db: Database,
     quotas: Quotas,
     /// Held while a put or delete checks and changes the counters and the index (not while a
-    /// new shard's file is written: [`Counters::writing`] marks those).
+    /// new shard's record is written: [`Counters::writing`] marks those).
     counters: Mutex<Counters>,
     /// Signalled when a shard leaves [`Counters::writing`].
     written: Condvar,
+    /// Open pack files, by number (at most [`OPEN_PACKS`]).
+    files: Mutex<HashMap<u32, Arc<File>>>,
     recovery: Recovery,
-    tmp_seq: std::sync::atomic::AtomicU64,
 }
 
 fn now_secs() -> u64 {
@@ -206,6 +336,12 @@ fn now_secs() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+fn lock<T>(m: &Mutex<T>) -> crate::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave the counters half-updated in a way that
+    // matters more than losing the store: recover the guard.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl ShardStore {
@@ -216,7 +352,11 @@ impl ShardStore {
     /// [`Error::Io`] or [`Error::StoreIndex`] when the directory or the index cannot be opened
     /// (including when another process has it open).
     pub fn open(dir: &Path, quotas: Quotas) -> Result<ShardStore> {
-        for sub in ["", "data", "tmp"] {
+        ShardStore::open_with(dir, quotas, PACK_LIMIT)
+    }
+
+    fn open_with(dir: &Path, quotas: Quotas, pack_limit: u64) -> Result<ShardStore> {
+        for sub in ["", "packs"] {
             let d = dir.join(sub);
             fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
         }
@@ -226,10 +366,13 @@ impl ShardStore {
             dir: dir.to_path_buf(),
             db,
             quotas,
-            counters: Mutex::new(Counters::default()),
+            counters: Mutex::new(Counters {
+                limit: pack_limit,
+                ..Counters::default()
+            }),
             written: Condvar::new(),
+            files: Mutex::new(HashMap::new()),
             recovery: Recovery::default(),
-            tmp_seq: std::sync::atomic::AtomicU64::new(0),
         };
         store.recover()?;
         Ok(store)
@@ -243,28 +386,104 @@ impl ShardStore {
         Error::store_index(self.index_path(), e)
     }
 
-    fn fan_dir(&self, id: &ShardId) -> PathBuf {
-        self.dir.join("data").join(&id.to_hex()[..2])
+    fn packs_dir(&self) -> PathBuf {
+        self.dir.join("packs")
     }
 
-    fn shard_path(&self, id: &ShardId) -> PathBuf {
-        self.fan_dir(id).join(id.to_hex())
+    fn pack_path(&self, n: u32) -> PathBuf {
+        self.packs_dir().join(pack::pack_name(n))
     }
 
-    /// Rebuilds the counters from the index, empties tmp/, removes orphan files, finds missing
-    /// ones.
+    /// Pack `n`, opened on first use.
+    fn pack_file(&self, n: u32) -> std::io::Result<Arc<File>> {
+        let mut files = lock(&self.files);
+        if let Some(f) = files.get(&n) {
+            return Ok(Arc::clone(f));
+        }
+        let file = Arc::new(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(self.pack_path(n))?,
+        );
+        if files.len() >= OPEN_PACKS {
+            files.clear();
+        }
+        files.insert(n, Arc::clone(&file));
+        Ok(file)
+    }
+
+    /// Creates pack `n`, empty, and makes its name durable.
+    fn create_pack(&self, n: u32) -> Result<()> {
+        let path = self.pack_path(n);
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        fsync_dir(&self.packs_dir())
+    }
+
+    /// Deletes pack `n`, which holds no indexed record any more.
+    fn remove_pack(&self, n: u32) {
+        lock(&self.files).remove(&n);
+        let path = self.pack_path(n);
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                if let Err(e) = fsync_dir(&self.packs_dir()) {
+                    tracing::warn!(error = %e, "cannot sync the pack directory");
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            // Nothing indexed points into it, so the next open removes it.
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove empty pack")
+            }
+        }
+    }
+
+    /// Gives back the space of a record nothing indexes any more (best effort: what is left,
+    /// open punches again).
+    fn punch(&self, at: Location, len: u64) {
+        if at == Location::NOWHERE {
+            return;
+        }
+        let result = self
+            .pack_file(at.pack)
+            .and_then(|f| punch_hole(&f, at.offset, record_end(at.offset, len) - at.offset));
+        match result {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(pack = at.pack, offset = at.offset, error = %e, "cannot free a deleted shard's space")
+            }
+        }
+    }
+
+    /// Takes `at`'s record out of the pack accounting: the pack goes if nothing is left in it,
+    /// otherwise the record's range is punched.
+    fn forget(&self, counters: &mut Counters, at: Location, len: u64) {
+        if counters.release(at.pack) {
+            self.remove_pack(at.pack);
+        } else {
+            self.punch(at, len);
+        }
+    }
+
+    /// Rebuilds the counters from the index, cuts and punches what no entry covers in the
+    /// packs, removes packs without an entry, finds missing records, and moves an old
+    /// one-file-per-shard store into packs.
     fn recover(&mut self) -> Result<()> {
         let mut recovery = Recovery::default();
-        let tmp = self.dir.join("tmp");
-        for entry in fs::read_dir(&tmp).map_err(|e| Error::io(&tmp, e))? {
-            let entry = entry.map_err(|e| Error::io(&tmp, e))?;
-            fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
-            recovery.temp_removed += 1;
-        }
-        fsync_dir(&tmp)?;
-
-        let mut counters = Counters::default();
-        let mut indexed: BTreeSet<ShardId> = BTreeSet::new();
+        let mut counters = Counters {
+            limit: self.lock().limit,
+            ..Counters::default()
+        };
+        // Pack → (offset, end of its bytes, id) of every record the index points into it.
+        let mut spans: BTreeMap<u32, Vec<(u64, u64, ShardId)>> = BTreeMap::new();
+        let mut legacy: Vec<(ShardId, ShardMeta)> = Vec::new();
         {
             let txn = self.db.begin_write().map_err(|e| self.idx_err(e))?;
             // Creates the table on first open; the commit makes that durable.
@@ -275,55 +494,152 @@ impl ShardStore {
             for row in table.iter().map_err(|e| self.idx_err(e))? {
                 let (k, v) = row.map_err(|e| self.idx_err(e))?;
                 let id = ShardId(*k.value());
-                let meta = ShardMeta::decode(v.value()).ok_or(Error::CorruptShard {
+                let (meta, at) = Entry::decode_any(v.value()).ok_or(Error::CorruptShard {
                     id,
                     reason: "undecodable index entry",
                 })?;
                 counters.used += meta.len;
                 counters.shards += 1;
                 for owner in &meta.owners {
-                    *counters.per_owner.entry(*owner).or_default() += meta.len;
+                    counters.charge(*owner, meta.len);
                 }
-                indexed.insert(id);
+                match at {
+                    Some(Location::NOWHERE) => recovery.missing.push(id),
+                    Some(at) => spans.entry(at.pack).or_default().push((
+                        at.offset,
+                        at.offset + HEADER_LEN + meta.len,
+                        id,
+                    )),
+                    None => legacy.push((id, meta)),
+                }
             }
         }
 
-        let data = self.dir.join("data");
-        let mut present: BTreeSet<ShardId> = BTreeSet::new();
-        for fan in fs::read_dir(&data).map_err(|e| Error::io(&data, e))? {
-            let fan = fan.map_err(|e| Error::io(&data, e))?.path();
-            if !fan.is_dir() {
+        let packs_dir = self.packs_dir();
+        let on_disk = pack::pack_files(&packs_dir).map_err(|e| Error::io(&packs_dir, e))?;
+        let mut top: Option<(u32, u64)> = None;
+        for (n, path) in &on_disk {
+            let Some(records) = spans.get_mut(n) else {
+                tracing::warn!(path = %path.display(), "removing a pack without indexed shards");
+                fs::remove_file(path).map_err(|e| Error::io(path, e))?;
+                recovery.orphans_removed += 1;
                 continue;
-            }
-            let mut removed_here = false;
-            for file in fs::read_dir(&fan).map_err(|e| Error::io(&fan, e))? {
-                let path = file.map_err(|e| Error::io(&fan, e))?.path();
-                let id = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(ShardId::from_hex);
-                match id {
-                    Some(id) if indexed.contains(&id) => {
-                        present.insert(id);
-                    }
-                    _ => {
-                        tracing::warn!(path = %path.display(), "removing shard file without an index entry");
-                        fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
-                        recovery.orphans_removed += 1;
-                        removed_here = true;
-                    }
-                }
-            }
-            if removed_here {
-                fsync_dir(&fan)?;
-            }
+            };
+            records.sort_unstable();
+            let (trimmed, orphans) =
+                trim_pack(path, records, &mut recovery.missing).map_err(|e| Error::io(path, e))?;
+            recovery.orphans_removed += orphans;
+            top = Some((*n, trimmed));
         }
-        recovery.missing = indexed.difference(&present).copied().collect();
+        fsync_dir(&packs_dir)?;
+        for (n, records) in &spans {
+            if on_disk.iter().all(|(m, _)| m != n) {
+                recovery.missing.extend(records.iter().map(|r| r.2));
+            }
+            counters.live.insert(*n, records.len() as u64);
+        }
+        // New records go after everything an entry names (packs of missing shards included).
+        let highest = spans.keys().max();
+        (counters.active, counters.end) = match (top, highest) {
+            (Some((n, end)), Some(h)) if n == *h && end < counters.limit => (n, end),
+            (_, Some(h)) => (h.saturating_add(1), 0),
+            (_, None) => (0, 0),
+        };
+
+        if !legacy.is_empty() || self.dir.join("data").exists() || self.dir.join("tmp").exists() {
+            self.migrate_files(legacy, &mut counters, &mut recovery)?;
+        }
+        recovery.missing.sort_unstable();
         for id in &recovery.missing {
-            tracing::warn!(shard = %id, "indexed shard has no file");
+            tracing::warn!(shard = %id, "indexed shard has no record");
         }
         self.counters = Mutex::new(counters);
         self.recovery = recovery;
+        Ok(())
+    }
+
+    /// Moves the shards of the older layout (`data/ab/<id>` files, version-1 index entries) into
+    /// packs, commits their new entries at once, then removes `data/` and `tmp/`. A crash before
+    /// the commit leaves unindexed records (punched at the next open, which migrates again);
+    /// after it, leftover old files are removed at the next open.
+    fn migrate_files(
+        &self,
+        legacy: Vec<(ShardId, ShardMeta)>,
+        counters: &mut Counters,
+        recovery: &mut Recovery,
+    ) -> Result<()> {
+        let data = self.dir.join("data");
+        let mut entries = Vec::with_capacity(legacy.len());
+        let mut touched = Vec::new();
+        for (id, meta) in legacy {
+            let hex = id.to_hex();
+            let path = data.join(&hex[..2]).join(&hex);
+            let at = match fs::read(&path) {
+                Ok(bytes) if bytes.len() as u64 == meta.len => {
+                    let (at, new_pack) = counters.reserve(meta.len);
+                    if new_pack {
+                        self.create_pack(at.pack)?;
+                    }
+                    let pack_path = self.pack_path(at.pack);
+                    let head = RecordHeader {
+                        id,
+                        len: meta.len,
+                        crc: meta.crc,
+                    };
+                    let file = self
+                        .pack_file(at.pack)
+                        .map_err(|e| Error::io(&pack_path, e))?;
+                    pack::write_record(&file, at.offset, &head, &bytes)
+                        .map_err(|e| Error::io(&pack_path, e))?;
+                    if touched.last() != Some(&at.pack) {
+                        touched.push(at.pack);
+                    }
+                    recovery.migrated += 1;
+                    at
+                }
+                Ok(_) => {
+                    tracing::warn!(shard = %id, "old shard file has the wrong length; not moved");
+                    recovery.missing.push(id);
+                    Location::NOWHERE
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    recovery.missing.push(id);
+                    Location::NOWHERE
+                }
+                Err(e) => return Err(Error::io(&path, e)),
+            };
+            entries.push((id, Entry { meta, at }));
+        }
+        for n in touched {
+            let path = self.pack_path(n);
+            self.pack_file(n)
+                .and_then(|f| f.sync_data())
+                .map_err(|e| Error::io(&path, e))?;
+        }
+        if !entries.is_empty() {
+            let txn = self.db.begin_write().map_err(|e| self.idx_err(e))?;
+            {
+                let mut table = txn.open_table(INDEX).map_err(|e| self.idx_err(e))?;
+                for (id, entry) in &entries {
+                    table
+                        .insert(&id.0, entry.encode().as_slice())
+                        .map_err(|e| self.idx_err(e))?;
+                }
+            }
+            txn.commit().map_err(|e| self.idx_err(e))?;
+        }
+        for sub in ["data", "tmp"] {
+            let d = self.dir.join(sub);
+            match fs::remove_dir_all(&d) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&d, e)),
+            }
+        }
+        fsync_dir(&self.dir)?;
+        if recovery.migrated > 0 {
+            tracing::info!(shards = recovery.migrated, "moved shard files into packs");
+        }
         Ok(())
     }
 
@@ -333,11 +649,7 @@ impl ShardStore {
     }
 
     fn lock(&self) -> crate::sync::MutexGuard<'_, Counters> {
-        // A panic while holding the lock cannot leave the counters half-updated in a way that
-        // matters more than losing the store: recover the guard.
-        self.counters
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.counters)
     }
 
     /// Stores `bytes` as shard `id` for `owner`.
@@ -388,25 +700,27 @@ impl ShardStore {
                 .wait(counters)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
-        let existing = self.meta(&id)?;
+        let mut existing = self.entry(&id)?;
+        if let Some(entry) = existing.as_mut()
+            && self.read_record(&id, entry).is_err()
+        {
+            // Indexed but the record is gone or damaged: the bytes we hold verify, so write
+            // them again (repair through a re-put).
+            tracing::warn!(shard = %id, "rewriting a missing or damaged shard");
+            let old = entry.at;
+            entry.at = self.append_locked(&mut counters, &id, bytes, crc)?;
+            self.write_entry(&id, entry)?;
+            self.forget(&mut counters, old, len);
+        }
         let owner_used = counters.per_owner.get(&owner).copied().unwrap_or(0);
-        let owned = existing.as_ref().is_some_and(|m| m.owners.contains(&owner));
-        if let Some(meta) = &existing {
-            let path = self.shard_path(&id);
-            let file_ok = fs::metadata(&path).is_ok_and(|m| m.len() == meta.len);
-            if !file_ok {
-                // Indexed but the file is gone or damaged: the bytes we hold verify, so put them
-                // back (repair through a re-put).
-                tracing::warn!(shard = %id, "rewriting missing or damaged shard file");
-                self.write_file(&id, bytes)?;
-            }
-            if owned {
+        if let Some(entry) = &existing {
+            if entry.meta.owners.contains(&owner) {
                 return Ok(PutOutcome::AlreadyStored);
             }
-            if meta.owners.len() >= MAX_OWNERS {
+            if entry.meta.owners.len() >= MAX_OWNERS {
                 return Err(Error::TooLarge {
                     what: "shard owner list",
-                    size: meta.owners.len() as u64 + 1,
+                    size: entry.meta.owners.len() as u64 + 1,
                     limit: MAX_OWNERS as u64,
                 });
             }
@@ -418,103 +732,115 @@ impl ShardStore {
                 quota: self.quotas.per_owner,
             });
         }
-        let outcome = match existing {
-            Some(mut meta) => {
-                meta.owners.push(owner);
-                meta.owners.sort();
-                self.write_entry(&id, &meta)?;
-                PutOutcome::OwnerAdded
-            }
-            None => {
-                if counters.used.saturating_add(len) > self.quotas.capacity {
-                    return Err(Error::StoreFull {
-                        used: counters.used,
-                        capacity: self.quotas.capacity,
-                    });
-                }
-                // Reserve, then write without the lock.
-                counters.used += len;
-                counters.shards += 1;
-                *counters.per_owner.entry(owner).or_default() += len;
-                counters.writing.insert(id);
-                drop(counters);
-                let written = self.write_new(&id, owner, bytes, crc);
-                let mut counters = self.lock();
-                counters.writing.remove(&id);
-                self.written.notify_all();
-                if let Err(e) = written {
-                    counters.used = counters.used.saturating_sub(len);
-                    counters.shards = counters.shards.saturating_sub(1);
-                    if let Some(used) = counters.per_owner.get_mut(&owner) {
-                        *used = used.saturating_sub(len);
-                        if *used == 0 {
-                            counters.per_owner.remove(&owner);
-                        }
-                    }
-                    return Err(e);
-                }
-                tracing::debug!(shard = %id, owner = %owner, len, "shard stored");
-                return Ok(PutOutcome::Stored);
-            }
-        };
-        *counters.per_owner.entry(owner).or_default() += len;
-        tracing::debug!(shard = %id, owner = %owner, len, ?outcome, "shard stored");
-        Ok(outcome)
-    }
-
-    /// Writes a new shard's file, then commits its index entry (the shard is promised only
-    /// once both are durable).
-    fn write_new(&self, id: &ShardId, owner: NodeId, bytes: &[u8], crc: u32) -> Result<()> {
-        self.write_file(id, bytes)?;
-        let meta = ShardMeta {
-            len: bytes.len() as u64,
-            crc,
-            stored_at: now_secs(),
-            owners: vec![owner],
-        };
-        if let Err(e) = self.write_entry(id, &meta) {
-            // Not indexed, so not promised: take the file back (open would otherwise).
-            let _ = fs::remove_file(self.shard_path(id));
+        if let Some(mut entry) = existing {
+            entry.meta.owners.push(owner);
+            entry.meta.owners.sort();
+            self.write_entry(&id, &entry)?;
+            counters.charge(owner, len);
+            tracing::debug!(shard = %id, owner = %owner, len, "shard owner added");
+            return Ok(PutOutcome::OwnerAdded);
+        }
+        if counters.used.saturating_add(len) > self.quotas.capacity {
+            return Err(Error::StoreFull {
+                used: counters.used,
+                capacity: self.quotas.capacity,
+            });
+        }
+        // Reserve quota, capacity and the record's place, then write without the lock.
+        let (at, new_pack) = counters.reserve(len);
+        if new_pack && let Err(e) = self.create_pack(at.pack) {
+            counters.release(at.pack);
             return Err(e);
         }
-        Ok(())
-    }
-
-    /// Writes the file: temp, fsync, rename, fsync the fan-out dir.
-    fn write_file(&self, id: &ShardId, bytes: &[u8]) -> Result<()> {
-        let seq = self
-            .tmp_seq
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tmp = self.dir.join("tmp").join(format!("{}.{seq}", id.to_hex()));
-        let fan = self.fan_dir(id);
-        let result = (|| {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)
-                .map_err(|e| Error::io(&tmp, e))?;
-            file.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
-            file.sync_all().map_err(|e| Error::io(&tmp, e))?;
-            if !fan.is_dir() {
-                fs::create_dir_all(&fan).map_err(|e| Error::io(&fan, e))?;
-                fsync_dir(&self.dir.join("data"))?;
-            }
-            let path = self.shard_path(id);
-            fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
-            fsync_dir(&fan)
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
+        counters.used += len;
+        counters.shards += 1;
+        counters.charge(owner, len);
+        counters.writing.insert(id);
+        drop(counters);
+        let written = self.write_new(&id, owner, bytes, crc, at);
+        let mut counters = self.lock();
+        counters.writing.remove(&id);
+        self.written.notify_all();
+        if let Err(e) = written {
+            counters.used = counters.used.saturating_sub(len);
+            counters.shards = counters.shards.saturating_sub(1);
+            counters.refund(&owner, len);
+            self.forget(&mut counters, at, len);
+            return Err(e);
         }
-        result
+        tracing::debug!(shard = %id, owner = %owner, len, "shard stored");
+        Ok(PutOutcome::Stored)
     }
 
-    fn write_entry(&self, id: &ShardId, meta: &ShardMeta) -> Result<()> {
+    /// Writes a record of `bytes` at `at` and makes it durable.
+    fn write_at(&self, at: Location, id: &ShardId, bytes: &[u8], crc: u32) -> Result<()> {
+        let head = RecordHeader {
+            id: *id,
+            len: bytes.len() as u64,
+            crc,
+        };
+        let path = self.pack_path(at.pack);
+        self.pack_file(at.pack)
+            .and_then(|file| {
+                pack::write_record(&file, at.offset, &head, bytes)?;
+                file.sync_data()
+            })
+            .map_err(|e| Error::io(&path, e))
+    }
+
+    /// Appends a record of `bytes` to the active pack with the counters lock held (the repair
+    /// path, which is rare; new shards write outside the lock).
+    fn append_locked(
+        &self,
+        counters: &mut Counters,
+        id: &ShardId,
+        bytes: &[u8],
+        crc: u32,
+    ) -> Result<Location> {
+        let len = bytes.len() as u64;
+        let (at, new_pack) = counters.reserve(len);
+        let written = if new_pack {
+            self.create_pack(at.pack)
+        } else {
+            Ok(())
+        }
+        .and_then(|()| self.write_at(at, id, bytes, crc));
+        if let Err(e) = written {
+            self.forget(counters, at, len);
+            return Err(e);
+        }
+        Ok(at)
+    }
+
+    /// Writes a new shard's record, then commits its index entry (the shard is promised only
+    /// once both are durable).
+    fn write_new(
+        &self,
+        id: &ShardId,
+        owner: NodeId,
+        bytes: &[u8],
+        crc: u32,
+        at: Location,
+    ) -> Result<()> {
+        self.write_at(at, id, bytes, crc)?;
+        let entry = Entry {
+            meta: ShardMeta {
+                len: bytes.len() as u64,
+                crc,
+                stored_at: now_secs(),
+                owners: vec![owner],
+            },
+            at,
+        };
+        self.write_entry(id, &entry)
+    }
+
+    fn write_entry(&self, id: &ShardId, entry: &Entry) -> Result<()> {
         let txn = self.db.begin_write().map_err(|e| self.idx_err(e))?;
         {
             let mut table = txn.open_table(INDEX).map_err(|e| self.idx_err(e))?;
             table
-                .insert(&id.0, meta.encode().as_slice())
+                .insert(&id.0, entry.encode().as_slice())
                 .map_err(|e| self.idx_err(e))?;
         }
         txn.commit().map_err(|e| self.idx_err(e))
@@ -525,16 +851,16 @@ impl ShardStore {
     /// # Errors
     /// [`Error::StoreIndex`], or [`Error::CorruptShard`] for an undecodable entry.
     pub fn has(&self, id: &ShardId) -> Result<Option<ShardMeta>> {
-        self.meta(id)
+        Ok(self.entry(id)?.map(|e| e.meta))
     }
 
-    fn meta(&self, id: &ShardId) -> Result<Option<ShardMeta>> {
+    fn entry(&self, id: &ShardId) -> Result<Option<Entry>> {
         let txn = self.db.begin_read().map_err(|e| self.idx_err(e))?;
         let table = txn.open_table(INDEX).map_err(|e| self.idx_err(e))?;
         let Some(value) = table.get(&id.0).map_err(|e| self.idx_err(e))? else {
             return Ok(None);
         };
-        ShardMeta::decode(value.value())
+        Entry::decode(value.value())
             .map(Some)
             .ok_or(Error::CorruptShard {
                 id: *id,
@@ -542,59 +868,69 @@ impl ShardStore {
             })
     }
 
-    /// Reads and verifies the whole file of `id` against its index entry.
-    fn read_verified(&self, id: &ShardId) -> Result<(Vec<u8>, ShardMeta)> {
-        let meta = self.meta(id)?.ok_or(Error::ShardNotFound { id: *id })?;
-        let path = self.shard_path(id);
-        let mut file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                // A delete may have raced this read: only an entry that is still there is missing.
-                return Err(if self.meta(id)?.is_none() {
-                    Error::ShardNotFound { id: *id }
-                } else {
-                    Error::CorruptShard {
-                        id: *id,
-                        reason: "file missing",
-                    }
-                });
-            }
-            Err(e) => return Err(Error::io(&path, e)),
+    /// Reads the record `entry` points to and checks its header and CRC.
+    fn read_record(&self, id: &ShardId, entry: &Entry) -> Result<Vec<u8>> {
+        let damaged = |reason| Error::CorruptShard { id: *id, reason };
+        if entry.at == Location::NOWHERE {
+            return Err(damaged(RECORD_MISSING));
+        }
+        let path = self.pack_path(entry.at.pack);
+        let io = |e: std::io::Error| match e.kind() {
+            ErrorKind::NotFound | ErrorKind::UnexpectedEof => damaged(RECORD_MISSING),
+            _ => Error::io(&path, e),
         };
-        let file_len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
-        if file_len != meta.len {
-            return Err(Error::CorruptShard {
-                id: *id,
-                reason: "wrong length",
-            });
+        let file = self.pack_file(entry.at.pack).map_err(io)?;
+        let expected = RecordHeader {
+            id: *id,
+            len: entry.meta.len,
+            crc: entry.meta.crc,
+        };
+        let head = pack::read_header(&file, entry.at.offset).map_err(io)?;
+        if head != Some(expected) {
+            let size = file.metadata().map_err(io)?.len();
+            return Err(damaged(if size < entry.span().0 + HEADER_LEN {
+                RECORD_MISSING
+            } else {
+                "record header does not match the index"
+            }));
         }
         // meta.len ≤ MAX_SHARD_LEN (checked on put), so the allocation is bounded.
-        let mut bytes =
-            Vec::with_capacity(usize::try_from(meta.len.min(MAX_SHARD_LEN)).unwrap_or(0));
-        file.read_to_end(&mut bytes)
-            .map_err(|e| Error::io(&path, e))?;
-        if bytes.len() as u64 != meta.len || crc32fast::hash(&bytes) != meta.crc {
-            return Err(Error::CorruptShard {
-                id: *id,
-                reason: "CRC mismatch",
-            });
+        let mut bytes = vec![0u8; usize::try_from(entry.meta.len.min(MAX_SHARD_LEN)).unwrap_or(0)];
+        file.read_exact_at(&mut bytes, entry.at.offset + HEADER_LEN)
+            .map_err(io)?;
+        if bytes.len() as u64 != entry.meta.len || crc32fast::hash(&bytes) != entry.meta.crc {
+            return Err(damaged("CRC mismatch"));
         }
-        Ok((bytes, meta))
+        Ok(bytes)
+    }
+
+    /// Reads and verifies the whole record of `id` against its index entry.
+    fn read_verified(&self, id: &ShardId) -> Result<(Vec<u8>, ShardMeta)> {
+        let entry = self.entry(id)?.ok_or(Error::ShardNotFound { id: *id })?;
+        match self.read_record(id, &entry) {
+            Ok(bytes) => Ok((bytes, entry.meta)),
+            // A delete may have raced this read: only a shard still indexed is damaged.
+            Err(e) if self.entry(id)?.is_none() => {
+                tracing::debug!(shard = %id, error = %e, "shard deleted while read");
+                Err(Error::ShardNotFound { id: *id })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The bytes of shard `id`, with their length and CRC verified.
     ///
     /// # Errors
-    /// [`Error::ShardNotFound`]; [`Error::CorruptShard`] naming the shard when the file is
-    /// missing, has the wrong length or fails its CRC; [`Error::Io`].
+    /// [`Error::ShardNotFound`]; [`Error::CorruptShard`] naming the shard when its record is
+    /// missing, does not match the index or fails its CRC; [`Error::Io`].
     pub fn get(&self, id: &ShardId) -> Result<Vec<u8>> {
         self.read_verified(id).map(|(bytes, _)| bytes)
     }
 
     /// `len` bytes of shard `id` from `offset` (fewer at the end of the shard).
     ///
-    /// A CRC cannot verify part of a file, so a range read verifies the whole file (shards are
-    /// at most [`MAX_SHARD_LEN`], normally 1 MiB) and returns the slice: a range read never
+    /// A CRC cannot verify part of a shard, so a range read verifies the whole record (shards
+    /// are at most [`MAX_SHARD_LEN`], normally 1 MiB) and returns the slice: a range read never
     /// returns bytes a full read would refuse. Clients that need authenticity still check the
     /// whole shard (BLAKE3 id, AEAD tag); a range is for streaming to a peer that does.
     ///
@@ -616,52 +952,42 @@ impl ShardStore {
         Ok(bytes[start..end].to_vec())
     }
 
-    /// Removes `requester` from the owners of `id`; the file is deleted when no owner is left.
+    /// Removes `requester` from the owners of `id`; the record goes when no owner is left.
     ///
     /// # Errors
     /// [`Error::ShardNotFound`]; [`Error::NotOwner`] when `requester` is not an owner (nothing
     /// changes); [`Error::Io`], [`Error::StoreIndex`].
     pub fn delete(&self, id: &ShardId, requester: NodeId) -> Result<()> {
         let mut counters = self.lock();
-        let mut meta = self.meta(id)?.ok_or(Error::ShardNotFound { id: *id })?;
-        let Some(pos) = meta.owners.iter().position(|o| *o == requester) else {
+        let mut entry = self.entry(id)?.ok_or(Error::ShardNotFound { id: *id })?;
+        let Some(pos) = entry.meta.owners.iter().position(|o| *o == requester) else {
             return Err(Error::NotOwner { id: *id, requester });
         };
-        meta.owners.remove(pos);
-        if meta.owners.is_empty() {
+        entry.meta.owners.remove(pos);
+        let len = entry.meta.len;
+        if entry.meta.owners.is_empty() {
             let txn = self.db.begin_write().map_err(|e| self.idx_err(e))?;
             {
                 let mut table = txn.open_table(INDEX).map_err(|e| self.idx_err(e))?;
                 table.remove(&id.0).map_err(|e| self.idx_err(e))?;
             }
             txn.commit().map_err(|e| self.idx_err(e))?;
-            counters.used = counters.used.saturating_sub(meta.len);
+            counters.used = counters.used.saturating_sub(len);
             counters.shards = counters.shards.saturating_sub(1);
-            let path = self.shard_path(id);
-            match fs::remove_file(&path) {
-                Ok(()) => fsync_dir(&self.fan_dir(id))?,
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                // The entry is gone, so the file is an orphan that the next open removes.
-                Err(e) => tracing::warn!(shard = %id, error = %e, "cannot unlink deleted shard"),
-            }
+            self.forget(&mut counters, entry.at, len);
         } else {
-            self.write_entry(id, &meta)?;
+            self.write_entry(id, &entry)?;
         }
-        if let Some(used) = counters.per_owner.get_mut(&requester) {
-            *used = used.saturating_sub(meta.len);
-            if *used == 0 {
-                counters.per_owner.remove(&requester);
-            }
-        }
+        counters.refund(&requester, len);
         tracing::debug!(shard = %id, owner = %requester, "shard deleted");
         Ok(())
     }
 
-    /// Reads every indexed shard and checks its length and CRC. Reports, repairs nothing: a
-    /// corrupt or missing shard stays in the index until its owner re-puts or deletes it.
+    /// Reads every indexed shard and checks its record. Reports, repairs nothing: a corrupt or
+    /// missing shard stays in the index until its owner re-puts or deletes it.
     ///
     /// # Errors
-    /// [`Error::StoreIndex`] or [`Error::Io`] other than on the shard files themselves.
+    /// [`Error::StoreIndex`] or [`Error::Io`] other than on the pack files themselves.
     pub fn scrub(&self) -> Result<ScrubReport> {
         let ids: Vec<ShardId> = {
             let txn = self.db.begin_read().map_err(|e| self.idx_err(e))?;
@@ -682,7 +1008,7 @@ impl ShardStore {
                 }
                 Err(Error::ShardNotFound { .. }) => {} // deleted meanwhile
                 Err(Error::CorruptShard {
-                    reason: "file missing",
+                    reason: RECORD_MISSING,
                     ..
                 }) => report.missing.push(id),
                 Err(Error::CorruptShard { .. }) => {
@@ -723,9 +1049,43 @@ impl ShardStore {
     }
 }
 
+/// The reason a read gives for a record that is gone (its pack is missing or cut short).
+const RECORD_MISSING: &str = "record missing";
+
+/// Open's work on one pack, given the records the index points into it (sorted): punches the
+/// unindexed ranges that hold data, cuts the file after the last record, and adds records the
+/// file is too short for to `missing`. Returns where the next record may start and how many
+/// ranges it reclaimed.
+fn trim_pack(
+    path: &Path,
+    records: &[(u64, u64, ShardId)],
+    missing: &mut Vec<ShardId>,
+) -> std::io::Result<(u64, u64)> {
+    let file = OpenOptions::new().read(true).write(true).open(path)?;
+    let size = file.metadata()?.len();
+    let mut reclaimed = 0;
+    let mut free_from = 0;
+    for &(offset, end, id) in records {
+        if offset > free_from && has_data(&file, free_from, offset.min(size))? {
+            punch_hole(&file, free_from, offset - free_from)?;
+            reclaimed += 1;
+        }
+        if end > size {
+            missing.push(id);
+        }
+        free_from = free_from.max(record_end(offset, end - offset - HEADER_LEN));
+    }
+    if size > free_from {
+        file.set_len(free_from)?;
+        reclaimed += 1;
+    }
+    Ok((free_from, reclaimed))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     const BIG: Quotas = Quotas {
         capacity: 1 << 30,
@@ -746,6 +1106,28 @@ mod tests {
 
     const ALICE: NodeId = NodeId([1; 32]);
     const BOB: NodeId = NodeId([2; 32]);
+
+    /// The pack file and offset of `id`'s record.
+    fn record_of(store: &ShardStore, id: &ShardId) -> (PathBuf, u64) {
+        let at = store.entry(id).unwrap().unwrap().at;
+        (store.pack_path(at.pack), at.offset)
+    }
+
+    fn write_at(path: &Path, offset: u64, bytes: &[u8]) {
+        let file = OpenOptions::new().write(true).open(path).unwrap();
+        file.write_all_at(bytes, offset).unwrap();
+    }
+
+    /// Every record found by walking the packs of the store in `dir`.
+    fn all_records(dir: &Path) -> Vec<(u32, u64, ShardId)> {
+        let mut out = Vec::new();
+        for (n, path) in pack::pack_files(&dir.join("packs")).unwrap() {
+            for (offset, head) in pack::records(&path).unwrap() {
+                out.push((n, offset, head.id));
+            }
+        }
+        out
+    }
 
     #[test]
     fn put_get_and_range() {
@@ -787,7 +1169,7 @@ mod tests {
             "{err}"
         );
         assert_eq!(store.usage().shards, 0);
-        assert_eq!(fs::read_dir(dir.path().join("data")).unwrap().count(), 0);
+        assert_eq!(fs::read_dir(dir.path().join("packs")).unwrap().count(), 0);
     }
 
     #[test]
@@ -796,12 +1178,10 @@ mod tests {
         let store = ShardStore::open(dir.path(), BIG).unwrap();
         let (id, bytes) = shard(1, 1000);
         let (good, good_bytes) = shard(2, 1000);
-        store.put(id, ALICE, &bytes).unwrap();
         store.put(good, ALICE, &good_bytes).unwrap();
-        let path = store.shard_path(&id);
-        let mut damaged = bytes.clone();
-        damaged[500] ^= 0x40;
-        fs::write(&path, &damaged).unwrap();
+        store.put(id, ALICE, &bytes).unwrap();
+        let (path, offset) = record_of(&store, &id);
+        write_at(&path, offset + HEADER_LEN + 500, &[bytes[500] ^ 0x40]);
         let err = store.get(&id).unwrap_err();
         assert!(
             matches!(err, Error::CorruptShard { id: i, .. } if i == id),
@@ -813,35 +1193,65 @@ mod tests {
         assert_eq!(report.corrupt, vec![id]);
         assert!(report.missing.is_empty());
         assert_eq!(report.checked, 2);
-        // Truncated also counts as corrupt.
-        fs::write(&path, &bytes[..999]).unwrap();
-        assert!(matches!(store.get(&id), Err(Error::CorruptShard { .. })));
-        // A re-put of the right bytes repairs it.
+        // A header that does not match the index is corrupt too.
+        write_at(&path, offset + 8, &[0x55]);
+        assert!(matches!(
+            store.get(&id),
+            Err(Error::CorruptShard {
+                reason: "record header does not match the index",
+                ..
+            })
+        ));
+        // A pack cut short in the record is missing the shard.
+        write_at(&path, offset + 8, &id.0[..1]);
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(offset + HEADER_LEN + 999)
+            .unwrap();
+        assert!(matches!(
+            store.get(&id),
+            Err(Error::CorruptShard {
+                reason: RECORD_MISSING,
+                ..
+            })
+        ));
+        assert_eq!(store.scrub().unwrap().missing, vec![id]);
+        // A re-put of the right bytes repairs it, in a new record.
         store.put(id, ALICE, &bytes).unwrap();
         assert_eq!(store.get(&id).unwrap(), bytes);
+        assert_ne!(record_of(&store, &id).1, offset);
+        assert_eq!(store.get(&good).unwrap(), good_bytes);
         assert!(store.scrub().unwrap().is_clean());
+        assert_eq!(store.usage().used, 2000);
     }
 
     #[test]
     fn missing_file_is_reported_by_scrub_and_at_open() {
         let dir = tempfile::tempdir().unwrap();
         let (id, bytes) = shard(1, 1000);
-        {
+        let pack = {
             let store = ShardStore::open(dir.path(), BIG).unwrap();
             store.put(id, ALICE, &bytes).unwrap();
-            fs::remove_file(store.shard_path(&id)).unwrap();
-            let report = store.scrub().unwrap();
-            assert_eq!(report.missing, vec![id]);
-            assert!(matches!(
-                store.get(&id),
-                Err(Error::CorruptShard {
-                    reason: "file missing",
-                    ..
-                })
-            ));
-        }
+            record_of(&store, &id).0
+        };
+        fs::remove_file(pack).unwrap();
         let store = ShardStore::open(dir.path(), BIG).unwrap();
         assert_eq!(store.recovery().missing, vec![id]);
+        let report = store.scrub().unwrap();
+        assert_eq!(report.missing, vec![id]);
+        assert!(matches!(
+            store.get(&id),
+            Err(Error::CorruptShard {
+                reason: RECORD_MISSING,
+                ..
+            })
+        ));
+        // Still counted (the owner's repair re-places it); a re-put restores it.
+        assert_eq!(store.usage().shards, 1);
+        store.put(id, ALICE, &bytes).unwrap();
+        assert_eq!(store.get(&id).unwrap(), bytes);
     }
 
     #[test]
@@ -901,9 +1311,13 @@ mod tests {
         store.delete(&id, ALICE).unwrap();
         assert_eq!(store.get(&id).unwrap(), bytes);
         assert_eq!(store.has(&id).unwrap().unwrap().owners, vec![BOB]);
+        let (pack, offset) = record_of(&store, &id);
         store.delete(&id, BOB).unwrap();
         assert!(matches!(store.get(&id), Err(Error::ShardNotFound { .. })));
-        assert!(!store.shard_path(&id).exists());
+        // The record's blocks went back to the filesystem.
+        assert!(pack::records(&pack).unwrap().is_empty());
+        let file = File::open(&pack).unwrap();
+        assert!(!has_data(&file, offset, offset + pack::ALIGN).unwrap());
         assert_eq!(store.usage().used, 0);
         assert!(matches!(
             store.delete(&id, BOB),
@@ -929,50 +1343,189 @@ mod tests {
     #[test]
     fn reopen_keeps_shards_and_counters_and_removes_debris() {
         let dir = tempfile::tempdir().unwrap();
-        let (id, bytes) = shard(1, 700);
-        {
+        let (a, a_bytes) = shard(1, 700);
+        let (b, b_bytes) = shard(2, 5000);
+        let (c, c_bytes) = shard(3, 300);
+        let (pack, b_at, end) = {
             let store = ShardStore::open(dir.path(), BIG).unwrap();
-            store.put(id, ALICE, &bytes).unwrap();
-        }
-        // Debris of interrupted operations.
-        fs::write(dir.path().join("tmp/whatever.0"), b"half").unwrap();
-        let (orphan, orphan_bytes) = shard(9, 10);
-        let fan = dir.path().join("data").join(&orphan.to_hex()[..2]);
-        fs::create_dir_all(&fan).unwrap();
-        fs::write(fan.join(orphan.to_hex()), &orphan_bytes).unwrap();
+            for (id, bytes) in [(a, &a_bytes), (b, &b_bytes), (c, &c_bytes)] {
+                store.put(id, ALICE, bytes).unwrap();
+            }
+            let (pack, b_at) = record_of(&store, &b);
+            store.delete(&b, ALICE).unwrap();
+            (pack, b_at, store.lock().end)
+        };
+        // Debris of interrupted operations: a delete that committed but did not punch (b's
+        // record back in place), a put that wrote its record but did not commit (at the end),
+        // and a pack nothing in the index points into.
+        let head = |id, bytes: &[u8]| RecordHeader {
+            id,
+            len: bytes.len() as u64,
+            crc: crc32fast::hash(bytes),
+        };
+        let file = OpenOptions::new().write(true).open(&pack).unwrap();
+        pack::write_record(&file, b_at, &head(b, &b_bytes), &b_bytes).unwrap();
+        let (d, d_bytes) = shard(4, 900);
+        pack::write_record(&file, end, &head(d, &d_bytes), &d_bytes).unwrap();
+        let stray = dir.path().join("packs").join(pack::pack_name(7));
+        fs::write(&stray, b"whatever").unwrap();
+
         let store = ShardStore::open(dir.path(), BIG).unwrap();
-        assert_eq!(store.recovery().temp_removed, 1);
-        assert_eq!(store.recovery().orphans_removed, 1);
+        assert_eq!(
+            store.recovery().orphans_removed,
+            3,
+            "{:?}",
+            store.recovery()
+        );
         assert!(store.recovery().missing.is_empty());
-        assert_eq!(store.get(&id).unwrap(), bytes);
+        assert!(!stray.exists());
+        let found: Vec<ShardId> = all_records(dir.path()).iter().map(|r| r.2).collect();
+        assert_eq!(found, vec![a, c]);
+        assert_eq!(store.get(&a).unwrap(), a_bytes);
+        assert_eq!(store.get(&c).unwrap(), c_bytes);
         assert_eq!(
             store.usage(),
             Usage {
-                used: 700,
+                used: 1000,
                 capacity: 1 << 30,
-                shards: 1
+                shards: 2
             }
         );
-        assert_eq!(store.owner_usage(&ALICE), 700);
-        assert!(store.has(&orphan).unwrap().is_none());
+        assert_eq!(store.owner_usage(&ALICE), 1000);
+        assert!(store.has(&b).unwrap().is_none());
+        assert!(store.has(&d).unwrap().is_none());
+        // New records go after the last indexed one.
+        store.put(d, ALICE, &d_bytes).unwrap();
+        assert_eq!(store.get(&d).unwrap(), d_bytes);
+        let (d_pack, _) = record_of(&store, &d);
+        assert_eq!(d_pack, pack);
+        // A clean reopen finds nothing to do.
+        drop(store);
+        let store = ShardStore::open(dir.path(), BIG).unwrap();
+        assert_eq!(store.recovery(), &Recovery::default());
+    }
+
+    #[test]
+    fn full_packs_roll_over_and_empty_ones_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let limit = 4 * pack::ALIGN;
+        let store = ShardStore::open_with(dir.path(), BIG, limit).unwrap();
+        let shards: Vec<_> = (0..10).map(|i| shard(i, 3000)).collect();
+        for (id, bytes) in &shards {
+            store.put(*id, ALICE, bytes).unwrap();
+        }
+        let packs = || pack::pack_files(&dir.path().join("packs")).unwrap();
+        assert_eq!(packs().len(), 3, "four records per pack");
+        // Emptying the first pack removes it; the active (last) one stays even when empty.
+        for (id, _) in &shards[..4] {
+            store.delete(id, ALICE).unwrap();
+        }
+        assert_eq!(packs().iter().map(|p| p.0).collect::<Vec<_>>(), vec![1, 2]);
+        for (id, _) in &shards[8..] {
+            store.delete(id, ALICE).unwrap();
+        }
+        assert_eq!(packs().len(), 2);
+        drop(store);
+        let store = ShardStore::open_with(dir.path(), BIG, limit).unwrap();
+        // The empty active pack had no indexed record, so open removed it.
+        assert_eq!(store.recovery().orphans_removed, 1);
+        for (id, bytes) in &shards[4..8] {
+            assert_eq!(&store.get(id).unwrap(), bytes);
+        }
+        let (id, bytes) = shard(99, 10);
+        store.put(id, ALICE, &bytes).unwrap();
+        // Pack 1 is full, so the next record starts pack 2 again.
+        assert_eq!(record_of(&store, &id).0, store.pack_path(2));
+        assert!(store.scrub().unwrap().is_clean());
+    }
+
+    #[test]
+    fn a_store_of_one_file_per_shard_moves_into_packs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, a_bytes) = shard(1, 5000);
+        let (b, _) = shard(2, 100);
+        let (c, c_bytes) = shard(3, 100);
+        // The older layout: version-1 entries, `data/ab/<id>` files, temp debris. b's file is
+        // lost, c's has the wrong length.
+        {
+            let db = Database::create(dir.path().join("index.redb")).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut table = txn.open_table(INDEX).unwrap();
+                for (id, len, crc) in [
+                    (a, 5000u64, crc32fast::hash(&a_bytes)),
+                    (b, 100, 0),
+                    (c, 100, crc32fast::hash(&c_bytes)),
+                ] {
+                    let mut v = vec![ENTRY_VERSION_FILES];
+                    v.extend_from_slice(&len.to_le_bytes());
+                    v.extend_from_slice(&crc.to_le_bytes());
+                    v.extend_from_slice(&7u64.to_le_bytes());
+                    v.extend_from_slice(&1u16.to_le_bytes());
+                    v.extend_from_slice(&ALICE.0);
+                    table.insert(&id.0, v.as_slice()).unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        for (id, bytes) in [(a, &a_bytes[..]), (c, &c_bytes[..50])] {
+            let fan = dir.path().join("data").join(&id.to_hex()[..2]);
+            fs::create_dir_all(&fan).unwrap();
+            fs::write(fan.join(id.to_hex()), bytes).unwrap();
+        }
+        fs::create_dir_all(dir.path().join("tmp")).unwrap();
+        fs::write(dir.path().join("tmp/x.1"), b"half").unwrap();
+
+        let store = ShardStore::open(dir.path(), BIG).unwrap();
+        assert_eq!(store.recovery().migrated, 1);
+        let mut missing = vec![b, c];
+        missing.sort_unstable();
+        assert_eq!(store.recovery().missing, missing);
+        assert!(!dir.path().join("data").exists());
+        assert!(!dir.path().join("tmp").exists());
+        assert_eq!(store.get(&a).unwrap(), a_bytes);
+        let meta = store.has(&a).unwrap().unwrap();
+        assert_eq!((meta.stored_at, meta.owners), (7, vec![ALICE]));
+        assert_eq!(store.usage().shards, 3);
+        assert_eq!(store.scrub().unwrap().missing, missing);
+        // Reopening keeps it all and migrates nothing again.
+        drop(store);
+        let store = ShardStore::open(dir.path(), BIG).unwrap();
+        assert_eq!(store.recovery().migrated, 0);
+        assert_eq!(store.recovery().missing, missing);
+        assert_eq!(store.get(&a).unwrap(), a_bytes);
     }
 
     #[test]
     fn index_entry_round_trips_and_rejects_garbage() {
-        let meta = ShardMeta {
-            len: 5,
-            crc: 7,
-            stored_at: 9,
-            owners: vec![ALICE, BOB],
+        let entry = Entry {
+            meta: ShardMeta {
+                len: 5,
+                crc: 7,
+                stored_at: 9,
+                owners: vec![ALICE, BOB],
+            },
+            at: Location {
+                pack: 3,
+                offset: 8192,
+            },
         };
-        assert_eq!(ShardMeta::decode(&meta.encode()), Some(meta.clone()));
-        let enc = meta.encode();
+        assert_eq!(Entry::decode(&entry.encode()), Some(entry.clone()));
+        let enc = entry.encode();
         for cut in 0..enc.len() {
-            assert_eq!(ShardMeta::decode(&enc[..cut]), None);
+            assert_eq!(Entry::decode(&enc[..cut]), None);
         }
         let mut bad = enc.clone();
-        bad[0] = 2;
-        assert_eq!(ShardMeta::decode(&bad), None);
+        bad[0] = 3;
+        assert_eq!(Entry::decode(&bad), None);
+        // A version-1 entry decodes only for the move into packs.
+        let mut v1 = enc[..ENTRY_FIXED_V1].to_vec();
+        v1[0] = ENTRY_VERSION_FILES;
+        v1.extend_from_slice(&ALICE.0);
+        v1[21..23].copy_from_slice(&1u16.to_le_bytes());
+        assert_eq!(Entry::decode(&v1), None);
+        let (meta, at) = Entry::decode_any(&v1).unwrap();
+        assert_eq!((meta.len, meta.owners, at), (5, vec![ALICE], None));
     }
 
     /// The crash test's child role (see `testutil::CrashChild`).
@@ -1071,20 +1624,16 @@ mod tests {
             }
             let report = store.scrub().unwrap();
             assert!(report.is_clean(), "run {run}: {report:?}");
-            // No file under a final name that is not a verified, indexed shard.
-            for fan in fs::read_dir(dir.path().join("data")).unwrap() {
-                for file in fs::read_dir(fan.unwrap().path()).unwrap() {
-                    let path = file.unwrap().path();
-                    let id =
-                        ShardId::from_hex(path.file_name().unwrap().to_str().unwrap()).unwrap();
-                    assert!(
-                        store.has(&id).unwrap().is_some(),
-                        "run {run}: unindexed {path:?}"
-                    );
-                    store.get(&id).unwrap();
-                }
+            // No record in any pack that is not a verified shard indexed at that place.
+            for (pack, offset, id) in all_records(dir.path()) {
+                let entry = store.entry(&id).unwrap();
+                assert_eq!(
+                    entry.map(|e| e.at),
+                    Some(Location { pack, offset }),
+                    "run {run}: unindexed record of {id} at {pack}:{offset}"
+                );
+                store.get(&id).unwrap();
             }
-            assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
         }
         assert!(
             total_puts >= runs,

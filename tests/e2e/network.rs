@@ -1,30 +1,11 @@
 //! Real `defs node` processes on 127.0.0.1 and the real `defs put` / `defs get` binaries.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use defs_tests::cluster::{defs, init, start_node, wait_for_addr};
-
-fn count_files(dir: &Path) -> usize {
-    let mut n = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                n += 1;
-            }
-        }
-    }
-    n
-}
+use defs_tests::cluster::{defs, init, shard_records, start_node, wait_for_addr};
 
 fn random_file(path: &PathBuf, size: usize) {
     let mut f = std::fs::File::create(path).unwrap_or_else(|e| panic!("create: {e}"));
@@ -73,9 +54,8 @@ fn put_survives_a_node_killed_mid_transfer_and_get_verifies() {
         .unwrap();
 
     // SIGKILL node 4 as soon as it has received shards: the put is under way.
-    let victim = dirs[4].join("shards");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while count_files(&victim) == 0 {
+    while shard_records(&dirs[4]).is_empty() {
         assert!(Instant::now() < deadline, "node 4 never received a shard");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -149,10 +129,7 @@ fn a_lone_node_stores_locally_and_status_says_nothing_is_protected() {
         "{stdout}"
     );
     let id = stdout.lines().last().unwrap().trim().to_string();
-    assert!(
-        count_files(&dir.join("shards")) > 0,
-        "nothing stored locally"
-    );
+    assert!(!shard_records(&dir).is_empty(), "nothing stored locally");
 
     let dst = base.path().join("dst");
     let out = defs(&dir).arg("get").arg(&id).arg(&dst).output().unwrap();

@@ -4,6 +4,7 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,22 +69,6 @@ async fn read_all(t: &TestFs, ino: InodeNo) -> Vec<u8> {
     out
 }
 
-/// Finds the file named `name` under `dir` (a node's shard store).
-fn find_file(dir: &Path, name: &str) -> Option<std::path::PathBuf> {
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).ok()?.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.file_name().is_some_and(|n| n == name) {
-                return Some(p);
-            }
-        }
-    }
-    None
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn files_read_back_from_the_network_with_the_cache_deleted_a_bad_shard_and_lost_nodes() {
     let mut cluster = TestCluster::start(5).await;
@@ -141,12 +126,19 @@ async fn files_read_back_from_the_network_with_the_cache_deleted_a_bad_shard_and
         })
         .expect("the holder is a cluster node");
     let node_dir = cluster.net.node(holder).unwrap().dir.clone();
-    let path =
-        find_file(&node_dir, &shard.id.to_hex()).expect("the shard file on the holder's disk");
-    let original = std::fs::read(&path).unwrap();
-    let mut bad = original.clone();
-    bad[original.len() / 2] ^= 0xff;
-    std::fs::write(&path, &bad).unwrap();
+    let (pack, offset, head) = defs_tests::cluster::shard_records(&node_dir)
+        .into_iter()
+        .find(|r| r.2.id == shard.id)
+        .expect("the shard's record on the holder's disk");
+    let at = offset + defs_core::shard_store::pack::HEADER_LEN + head.len / 2;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&pack)
+        .unwrap();
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, at).unwrap();
+    file.write_all_at(&[byte[0] ^ 0xff], at).unwrap();
     for ((name, bytes), ino) in files.iter().zip(&inos) {
         assert!(
             read_all(&t, *ino).await == *bytes,
@@ -173,7 +165,7 @@ async fn files_read_back_from_the_network_with_the_cache_deleted_a_bad_shard_and
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    std::fs::write(&path, &original).unwrap();
+    file.write_all_at(&byte, at).unwrap();
 
     // The cache deleted again and two of five nodes stopped (the layout is 3+2).
     let t = t

@@ -84,6 +84,24 @@ pub fn start_node(dir: &Path, bootstrap: Option<&str>) -> Proc {
     )
 }
 
+/// The shard records in the packs of the node with data dir `dir` (a node that has not opened
+/// its store yet has none): `(pack file, record offset, header)`. Read straight from the files,
+/// so it works while the node runs.
+pub fn shard_records(
+    dir: &Path,
+) -> Vec<(PathBuf, u64, defs_core::shard_store::pack::RecordHeader)> {
+    use defs_core::shard_store::pack;
+    let packs = pack::pack_files(&dir.join("shards/packs")).unwrap_or_default();
+    let mut out = Vec::new();
+    for (_, path) in packs {
+        // A pack removed meanwhile holds nothing.
+        for (offset, head) in pack::records(&path).unwrap_or_default() {
+            out.push((path.clone(), offset, head));
+        }
+    }
+    out
+}
+
 /// `n` storage nodes on 127.0.0.1, the others bootstrapped from the first.
 #[derive(Debug)]
 pub struct Cluster {

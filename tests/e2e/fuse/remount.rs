@@ -9,7 +9,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use defs_tests::cluster::{Cluster, mount_on, out, text};
+use defs_tests::cluster::{Cluster, mount_on, out, shard_records, text};
 use defs_tests::mount::{pseudo_random, run};
 
 /// The big file: 64 MiB, many segments of any auto layout this cluster gets.
@@ -170,24 +170,24 @@ fn remount_with_cache_deleted_and_two_of_five_nodes_killed_reads_every_file_back
     }
 }
 
-/// Flips a byte in the middle of every shard file under `node_dir` larger than `min` bytes
-/// (the big file's shards; manifest copies are smaller and the mount keeps its own). Returns
-/// how many it changed.
+/// Flips a byte in the middle of every shard larger than `min` bytes stored by the node with data
+/// dir `node_dir` (the big file's shards; manifest copies are smaller and the mount keeps its
+/// own), writing into its pack files. Returns how many it changed.
 fn corrupt_shards(node_dir: &Path, min: u64) -> usize {
     let mut changed = 0;
-    let mut stack = vec![node_dir.join("shards/data")];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if e.metadata().is_ok_and(|m| m.len() > min) {
-                let mut b = fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-                let mid = b.len() / 2;
-                b[mid] ^= 0xff;
-                fs::write(&p, &b).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-                changed += 1;
-            }
+    for (pack, offset, head) in shard_records(node_dir) {
+        if head.len > min {
+            let at = offset + defs_core::shard_store::pack::HEADER_LEN + head.len / 2;
+            let file = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&pack)
+                .unwrap_or_else(|e| panic!("{}: {e}", pack.display()));
+            let mut byte = [0u8];
+            file.read_exact_at(&mut byte, at)
+                .and_then(|()| file.write_all_at(&[byte[0] ^ 0xff], at))
+                .unwrap_or_else(|e| panic!("{}: {e}", pack.display()));
+            changed += 1;
         }
     }
     changed

@@ -5,24 +5,8 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use defs_tests::cluster::{Cluster, mount_on, out, text};
+use defs_tests::cluster::{Cluster, mount_on, out, shard_records, text};
 use defs_tests::mount::{TestMount, pseudo_random, run};
-
-fn count_files(dir: &Path) -> usize {
-    let mut n = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                n += 1;
-            }
-        }
-    }
-    n
-}
 
 fn write_tree(dir: &Path) {
     let must = |r: std::io::Result<()>| r.unwrap_or_else(|e| panic!("writing the tree: {e}"));
@@ -62,12 +46,8 @@ fn sync_after_cp_uploads_everything_to_the_cluster_and_status_shows_nothing_dirt
     let o = out(m.defs().arg("status"));
     assert!(text(&o).contains("dirty:          0 files"), "{}", text(&o));
     // The shards are on the cluster's nodes, not only on this machine.
-    let stored: usize = cluster
-        .dirs
-        .iter()
-        .map(|d| count_files(&d.join("shards/data")))
-        .sum();
-    assert!(stored >= 13, "{stored} shard files on the cluster");
+    let stored: usize = cluster.dirs.iter().map(|d| shard_records(d).len()).sum();
+    assert!(stored >= 13, "{stored} shards on the cluster");
     // Still the same bytes in the mount.
     run(Command::new("diff").arg("-r").arg(&src).arg(m.path("copy")));
 }
