@@ -10,7 +10,7 @@
 //! spread over five nodes is about 1,700 shards, and creating, renaming and fsyncing an inode
 //! and a directory entry per shard was a fifth of a node's CPU (on a journal-less ext4 each
 //! inode allocation also scans past every inode freed in the last minute). A new shard is a
-//! positioned write at the end of the active pack and one `fdatasync`; a deleted shard's record
+//! positioned write at the end of a pack and one `fdatasync`; a deleted shard's record
 //! becomes a hole (`fallocate(PUNCH_HOLE)`), and a pack with no shards left is removed.
 //!
 //! Shard ids are content addresses (BLAKE3 of the bytes), so two owners storing the same bytes
@@ -18,7 +18,7 @@
 //! length, and the record goes only when the last owner deletes it.
 //!
 //! Commit protocol and crash outcomes (`docs/architecture.md`, "Shard store"):
-//! - put of a new shard: reserve a range at the end of the active pack (in memory), write the
+//! - put of a new shard: reserve a range at the end of a pack being filled (in memory), write the
 //!   record there, `fdatasync` the pack, then commit the index entry (fsynced). A crash before
 //!   the commit leaves an unindexed record, which open punches out (the put never returned, so
 //!   nothing was promised).
@@ -71,8 +71,14 @@ const ENTRY_FIXED_V1: usize = 23;
 /// Fixed part of a version-2 entry: the version-1 fields, then pack 4 and offset 8.
 const ENTRY_FIXED: usize = ENTRY_FIXED_V1 + 12;
 
-/// Pack files kept open for reads at once (the active pack's handle is always among them).
+/// Pack files kept open for reads at once.
 const OPEN_PACKS: usize = 64;
+
+/// Packs filled at once. A put takes the one with the fewest writes in flight, so concurrent
+/// puts write and sync different files: an `fdatasync` waits for every dirty page of its file,
+/// and ext4 serialises writes to one inode (with one shared pack, a 1 GiB put was a quarter
+/// slower than with a file per shard).
+const FILLING: usize = 8;
 
 /// How much this store may hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -257,40 +263,80 @@ struct Counters {
     per_owner: HashMap<NodeId, u64>,
     /// New shards whose record and index entry are being written outside the lock.
     writing: HashSet<ShardId>,
-    /// The pack new records go to, and where the next one starts in it.
-    active: u32,
+    /// The packs new records go to (at most [`FILLING`]; one more is started only when every
+    /// one has a write in flight).
+    filling: Vec<Filling>,
+    /// The number the next new pack gets.
+    next_pack: u32,
     /// A pack takes no new record past this ([`PACK_LIMIT`]; smaller in tests).
     limit: u64,
-    end: u64,
-    /// Records (indexed or being written) per pack; a pack at 0 other than the active one is
+    /// Records (indexed or being written) per pack; a pack at 0 that is not being filled is
     /// removed.
     live: HashMap<u32, u64>,
 }
 
+/// A pack being filled: where its next record starts, and how many writes to it are under way.
+#[derive(Clone, Copy, Debug)]
+struct Filling {
+    pack: u32,
+    end: u64,
+    writes: u32,
+}
+
 impl Counters {
-    /// Takes the next `len`-byte record's place in the active pack, moving to a new pack when
-    /// this one is full. The returned flag says the pack file must be created first.
+    /// Takes the place of the next `len`-byte record in the least busy pack being filled,
+    /// starting a pack when all are busy or one is full. The caller calls
+    /// [`written`](Self::written) when the write is over. The returned flag says the pack file
+    /// must be created first.
     fn reserve(&mut self, len: u64) -> (Location, bool) {
-        if self.end > 0 && record_end(self.end, len) > self.limit {
-            self.active += 1;
-            self.end = 0;
+        let idle = self.filling.iter().position(|f| f.writes == 0);
+        let i = match idle {
+            Some(i) => i,
+            None if self.filling.len() < FILLING => {
+                self.filling.push(Filling {
+                    pack: self.next_pack,
+                    end: 0,
+                    writes: 0,
+                });
+                self.next_pack = self.next_pack.saturating_add(1);
+                self.filling.len() - 1
+            }
+            None => (0..self.filling.len())
+                .min_by_key(|&i| self.filling[i].writes)
+                .unwrap_or(0),
+        };
+        let (next_pack, limit) = (self.next_pack, self.limit);
+        let f = &mut self.filling[i];
+        if f.end > 0 && record_end(f.end, len) > limit {
+            f.pack = next_pack;
+            f.end = 0;
+            f.writes = 0;
+            self.next_pack = self.next_pack.saturating_add(1);
         }
         let at = Location {
-            pack: self.active,
-            offset: self.end,
+            pack: f.pack,
+            offset: f.end,
         };
-        self.end = record_end(self.end, len);
+        f.end = record_end(f.end, len);
+        f.writes += 1;
         *self.live.entry(at.pack).or_default() += 1;
         (at, at.offset == 0)
     }
 
-    /// Forgets one record of `pack`; true when the pack is left empty and is not the active one.
+    /// The write of a record reserved in `pack` is over (done or failed).
+    fn written(&mut self, pack: u32) {
+        if let Some(f) = self.filling.iter_mut().find(|f| f.pack == pack) {
+            f.writes = f.writes.saturating_sub(1);
+        }
+    }
+
+    /// Forgets one record of `pack`; true when the pack is left empty and is not being filled.
     fn release(&mut self, pack: u32) -> bool {
         let Some(n) = self.live.get_mut(&pack) else {
             return false;
         };
         *n = n.saturating_sub(1);
-        if *n > 0 || pack == self.active {
+        if *n > 0 || self.filling.iter().any(|f| f.pack == pack) {
             return false;
         }
         self.live.remove(&pack);
@@ -313,7 +359,7 @@ impl Counters {
 
 /// The shard store of one data dir. Reads run concurrently. The writes of new shards (record,
 /// fdatasync, index commit) run concurrently too: a put checks and reserves quota, capacity and
-/// its place in the active pack under the counters lock, writes without it, and takes it again
+/// its place in a pack being filled under the counters lock, writes without it, and takes it again
 /// to settle, so one node's writes and syncs overlap instead of queueing behind each other.
 /// Deletes, owner changes and a second put of a shard still being written are serialised.
 #[derive(Debug)]
@@ -517,7 +563,7 @@ impl ShardStore {
 
         let packs_dir = self.packs_dir();
         let on_disk = pack::pack_files(&packs_dir).map_err(|e| Error::io(&packs_dir, e))?;
-        let mut top: Option<(u32, u64)> = None;
+        let mut with_room = Vec::new();
         for (n, path) in &on_disk {
             let Some(records) = spans.get_mut(n) else {
                 tracing::warn!(path = %path.display(), "removing a pack without indexed shards");
@@ -529,7 +575,13 @@ impl ShardStore {
             let (trimmed, orphans) =
                 trim_pack(path, records, &mut recovery.missing).map_err(|e| Error::io(path, e))?;
             recovery.orphans_removed += orphans;
-            top = Some((*n, trimmed));
+            if trimmed < counters.limit {
+                with_room.push(Filling {
+                    pack: *n,
+                    end: trimmed,
+                    writes: 0,
+                });
+            }
         }
         fsync_dir(&packs_dir)?;
         for (n, records) in &spans {
@@ -538,13 +590,12 @@ impl ShardStore {
             }
             counters.live.insert(*n, records.len() as u64);
         }
-        // New records go after everything an entry names (packs of missing shards included).
-        let highest = spans.keys().max();
-        (counters.active, counters.end) = match (top, highest) {
-            (Some((n, end)), Some(h)) if n == *h && end < counters.limit => (n, end),
-            (_, Some(h)) => (h.saturating_add(1), 0),
-            (_, None) => (0, 0),
-        };
+        // New records go into the newest packs with room, or into new packs numbered after
+        // everything an entry names (packs of missing shards included).
+        with_room.reverse();
+        with_room.truncate(FILLING);
+        counters.filling = with_room;
+        counters.next_pack = spans.keys().max().map_or(0, |h| h.saturating_add(1));
 
         if !legacy.is_empty() || self.dir.join("data").exists() || self.dir.join("tmp").exists() {
             self.migrate_files(legacy, &mut counters, &mut recovery)?;
@@ -589,8 +640,9 @@ impl ShardStore {
                     let file = self
                         .pack_file(at.pack)
                         .map_err(|e| Error::io(&pack_path, e))?;
-                    pack::write_record(&file, at.offset, &head, &bytes)
-                        .map_err(|e| Error::io(&pack_path, e))?;
+                    let written = pack::write_record(&file, at.offset, &head, &bytes);
+                    counters.written(at.pack);
+                    written.map_err(|e| Error::io(&pack_path, e))?;
                     if touched.last() != Some(&at.pack) {
                         touched.push(at.pack);
                     }
@@ -749,6 +801,7 @@ impl ShardStore {
         // Reserve quota, capacity and the record's place, then write without the lock.
         let (at, new_pack) = counters.reserve(len);
         if new_pack && let Err(e) = self.create_pack(at.pack) {
+            counters.written(at.pack);
             counters.release(at.pack);
             return Err(e);
         }
@@ -759,6 +812,7 @@ impl ShardStore {
         drop(counters);
         let written = self.write_new(&id, owner, bytes, crc, at);
         let mut counters = self.lock();
+        counters.written(at.pack);
         counters.writing.remove(&id);
         self.written.notify_all();
         if let Err(e) = written {
@@ -788,7 +842,7 @@ impl ShardStore {
             .map_err(|e| Error::io(&path, e))
     }
 
-    /// Appends a record of `bytes` to the active pack with the counters lock held (the repair
+    /// Appends a record of `bytes` to a pack being filled with the counters lock held (the repair
     /// path, which is rare; new shards write outside the lock).
     fn append_locked(
         &self,
@@ -805,6 +859,7 @@ impl ShardStore {
             Ok(())
         }
         .and_then(|()| self.write_at(at, id, bytes, crc));
+        counters.written(at.pack);
         if let Err(e) = written {
             self.forget(counters, at, len);
             return Err(e);
@@ -1353,7 +1408,7 @@ mod tests {
             }
             let (pack, b_at) = record_of(&store, &b);
             store.delete(&b, ALICE).unwrap();
-            (pack, b_at, store.lock().end)
+            (pack, b_at, store.lock().filling[0].end)
         };
         // Debris of interrupted operations: a delete that committed but did not punch (b's
         // record back in place), a put that wrote its record but did not commit (at the end),
@@ -1416,7 +1471,7 @@ mod tests {
         }
         let packs = || pack::pack_files(&dir.path().join("packs")).unwrap();
         assert_eq!(packs().len(), 3, "four records per pack");
-        // Emptying the first pack removes it; the active (last) one stays even when empty.
+        // Emptying the first pack removes it; the one being filled stays even when empty.
         for (id, _) in &shards[..4] {
             store.delete(id, ALICE).unwrap();
         }
@@ -1427,7 +1482,7 @@ mod tests {
         assert_eq!(packs().len(), 2);
         drop(store);
         let store = ShardStore::open_with(dir.path(), BIG, limit).unwrap();
-        // The empty active pack had no indexed record, so open removed it.
+        // The empty pack being filled had no indexed record, so open removed it.
         assert_eq!(store.recovery().orphans_removed, 1);
         for (id, bytes) in &shards[4..8] {
             assert_eq!(&store.get(id).unwrap(), bytes);
@@ -1437,6 +1492,31 @@ mod tests {
         // Pack 1 is full, so the next record starts pack 2 again.
         assert_eq!(record_of(&store, &id).0, store.pack_path(2));
         assert!(store.scrub().unwrap().is_clean());
+    }
+
+    #[test]
+    fn concurrent_writes_go_to_different_packs() {
+        let mut c = Counters {
+            limit: PACK_LIMIT,
+            ..Counters::default()
+        };
+        // One writer at a time keeps to one pack.
+        for i in 0..3 {
+            let (at, new) = c.reserve(100);
+            assert_eq!((at.pack, at.offset, new), (0, i * pack::ALIGN, i == 0));
+            c.written(at.pack);
+        }
+        // Writes in flight at once each get a pack of their own, up to FILLING.
+        let ats: Vec<Location> = (0..FILLING).map(|_| c.reserve(100).0).collect();
+        let packs: HashSet<u32> = ats.iter().map(|a| a.pack).collect();
+        assert_eq!(packs.len(), FILLING);
+        // Then they share the least busy one.
+        c.written(ats[3].pack);
+        assert_eq!(c.reserve(100).0.pack, ats[3].pack);
+        let (at, new) = c.reserve(100);
+        assert!(!new && packs.contains(&at.pack));
+        // A pack being filled stays when emptied; one no longer filled goes.
+        assert!(!c.release(0));
     }
 
     #[test]
