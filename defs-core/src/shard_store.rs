@@ -330,6 +330,12 @@ impl Counters {
         }
     }
 
+    /// Stops filling `pack`, whose file could not be created; the next write starts another.
+    fn abandon(&mut self, pack: u32) {
+        self.filling.retain(|f| f.pack != pack);
+        self.release(pack);
+    }
+
     /// Forgets one record of `pack`; true when the pack is left empty and is not being filled.
     fn release(&mut self, pack: u32) -> bool {
         let Some(n) = self.live.get_mut(&pack) else {
@@ -801,8 +807,7 @@ impl ShardStore {
         // Reserve quota, capacity and the record's place, then write without the lock.
         let (at, new_pack) = counters.reserve(len);
         if new_pack && let Err(e) = self.create_pack(at.pack) {
-            counters.written(at.pack);
-            counters.release(at.pack);
+            counters.abandon(at.pack);
             return Err(e);
         }
         counters.used += len;
@@ -853,12 +858,11 @@ impl ShardStore {
     ) -> Result<Location> {
         let len = bytes.len() as u64;
         let (at, new_pack) = counters.reserve(len);
-        let written = if new_pack {
-            self.create_pack(at.pack)
-        } else {
-            Ok(())
+        if new_pack && let Err(e) = self.create_pack(at.pack) {
+            counters.abandon(at.pack);
+            return Err(e);
         }
-        .and_then(|()| self.write_at(at, id, bytes, crc));
+        let written = self.write_at(at, id, bytes, crc);
         counters.written(at.pack);
         if let Err(e) = written {
             self.forget(counters, at, len);
@@ -1515,8 +1519,19 @@ mod tests {
         assert_eq!(c.reserve(100).0.pack, ats[3].pack);
         let (at, new) = c.reserve(100);
         assert!(!new && packs.contains(&at.pack));
-        // A pack being filled stays when emptied; one no longer filled goes.
+        // A pack being filled stays when emptied.
         assert!(!c.release(0));
+        // A pack whose file could not be created is given up: the next write starts another.
+        let mut c = Counters {
+            limit: PACK_LIMIT,
+            ..Counters::default()
+        };
+        let (at, new) = c.reserve(100);
+        assert!(new);
+        c.abandon(at.pack);
+        assert!(c.live.is_empty());
+        let (next, new) = c.reserve(100);
+        assert!(new && next.pack != at.pack && next.offset == 0);
     }
 
     #[test]
