@@ -521,6 +521,30 @@ impl Response {
         Ok(Encoded { header: h, payload })
     }
 
+    /// Bytes before a [`Response::Data`]'s payload: version, tag, length u32.
+    pub const DATA_HEAD: usize = 6;
+
+    /// Decodes a body read in two parts, its first [`DATA_HEAD`](Self::DATA_HEAD) bytes and the
+    /// rest: a data response takes `rest` as its payload without moving it; anything else is
+    /// joined and decoded as by [`decode`](Self::decode).
+    ///
+    /// # Errors
+    /// As [`decode`](Self::decode).
+    pub fn decode_parts(head: [u8; Self::DATA_HEAD], rest: Vec<u8>) -> Result<Response> {
+        let n = u32::from_le_bytes([head[2], head[3], head[4], head[5]]);
+        if head[0] == WIRE_VERSION
+            && head[1] == TAG_DATA
+            && n <= MAX_SHARD_LEN
+            && n as usize == rest.len()
+        {
+            return Ok(Response::Data(rest));
+        }
+        let mut body = Vec::with_capacity(head.len() + rest.len());
+        body.extend_from_slice(&head);
+        body.extend_from_slice(&rest);
+        Response::decode(body)
+    }
+
     /// Decodes a body read from the wire.
     ///
     /// # Errors

@@ -38,8 +38,8 @@ fn invalid(e: Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
-/// Reads one frame body: the length prefix, the limit check, then exactly that many bytes.
-async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: u32) -> io::Result<Vec<u8>> {
+/// Reads a frame's length prefix and checks it against the limit.
+async fn read_len<T: AsyncRead + Unpin + Send>(io: &mut T, max: u32) -> io::Result<usize> {
     let mut len = [0u8; 4];
     io.read_exact(&mut len).await?;
     let len = u32::from_le_bytes(len);
@@ -50,10 +50,23 @@ async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: u32) -> io::Re
             limit: u64::from(max),
         }));
     }
+    Ok(len as usize)
+}
+
+/// Reads one frame body: the length prefix, the limit check, then exactly that many bytes.
+async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: u32) -> io::Result<Vec<u8>> {
+    let len = read_len(io, max).await?;
+    read_exact_vec(io, len).await
+}
+
+/// Reads exactly `len` bytes (`len` already checked against the frame limit).
+async fn read_exact_vec<T: AsyncRead + Unpin + Send>(
+    io: &mut T,
+    len: usize,
+) -> io::Result<Vec<u8>> {
     // Reserved whole (address space only), filled chunk by chunk: pages are touched as bytes
     // arrive, so a peer that announces a big frame and stalls costs little memory, and each
     // chunk is zeroed just before the read overwrites it, while it is in cache.
-    let len = len as usize;
     let mut body = Vec::with_capacity(len);
     while body.len() < len {
         let at = body.len();
@@ -108,8 +121,17 @@ impl libp2p::request_response::Codec for ShardCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        let body = read_frame(io, self.max_frame).await?;
-        Response::decode(body).map_err(invalid)
+        // The head of a response is read apart from the rest, so a shard's bytes land at the
+        // start of a buffer of their own instead of being shifted past the head afterwards (a
+        // memmove of every fetched shard).
+        let len = read_len(io, self.max_frame).await?;
+        let mut head = [0u8; Response::DATA_HEAD];
+        if len < head.len() {
+            return Response::decode(read_exact_vec(io, len).await?).map_err(invalid);
+        }
+        io.read_exact(&mut head).await?;
+        let rest = read_exact_vec(io, len - head.len()).await?;
+        Response::decode_parts(head, rest).map_err(invalid)
     }
 
     async fn write_request<T>(
@@ -170,6 +192,37 @@ mod tests {
             .unwrap();
         let mut rd = Cursor::new(buf.into_inner());
         assert_eq!(codec.read_response(&proto, &mut rd).await.unwrap(), resp);
+    }
+
+    #[tokio::test]
+    async fn every_response_decodes_through_the_split_head() {
+        let mut codec = ShardCodec::default();
+        let proto = StreamProtocol::new(SHARD_PROTOCOL);
+        for resp in [
+            Response::Data(Vec::new()),
+            Response::Data(vec![1, 2, 3, 4, 5, 6, 7]),
+            Response::Stored,
+            Response::Ack,
+            Response::Has(vec![Some(5), None]),
+        ] {
+            let mut buf = Cursor::new(Vec::new());
+            codec
+                .write_response(&proto, &mut buf, resp.clone())
+                .await
+                .unwrap();
+            let mut rd = Cursor::new(buf.into_inner());
+            assert_eq!(codec.read_response(&proto, &mut rd).await.unwrap(), resp);
+        }
+        // A data head whose length disagrees with the frame is refused, as by `decode`.
+        let mut frame = 10u32.to_le_bytes().to_vec();
+        frame.extend_from_slice(&[super::super::WIRE_VERSION, super::super::TAG_DATA]);
+        frame.extend_from_slice(&5u32.to_le_bytes());
+        frame.extend_from_slice(&[0; 4]);
+        let err = codec
+            .read_response(&proto, &mut Cursor::new(frame))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     }
 
     #[tokio::test]
