@@ -77,8 +77,8 @@ pub(super) fn parse_pack_name(name: &str) -> Option<u32> {
         .flatten()
 }
 
-/// Writes one record (header, then bytes) at `offset` and makes it durable (`fdatasync`, which
-/// also covers the file's new length).
+/// Writes one record (header, then bytes) at `offset`. Not durable until the caller syncs the
+/// file (`fdatasync` also covers the file's new length).
 pub(super) fn write_record(
     file: &File,
     offset: u64,
@@ -86,8 +86,7 @@ pub(super) fn write_record(
     bytes: &[u8],
 ) -> io::Result<()> {
     file.write_all_at(&head.encode(), offset)?;
-    file.write_all_at(bytes, offset + HEADER_LEN)?;
-    file.sync_data()
+    file.write_all_at(bytes, offset + HEADER_LEN)
 }
 
 /// Reads the header at `offset`; `Ok(None)` when the bytes there are not a header or the file
@@ -199,6 +198,7 @@ mod tests {
             crc: 2,
         };
         write_record(&file, 0, &a, &[9; 5000]).unwrap();
+        file.sync_data().unwrap();
         // Garbage where a record could start, then a record after a gap.
         file.write_all_at(b"not a header", record_end(0, 5000))
             .unwrap();
