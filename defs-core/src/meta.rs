@@ -579,6 +579,17 @@ impl MetaDb {
                 }
             }
             apply_set(&mut rec, ino, set, now)?;
+            if self
+                .inner
+                .state
+                .failed
+                .lock()
+                .map_err(|_| Error::Closed)?
+                .is_some()
+            {
+                // After a failed durable commit an operation must fail as a commit would.
+                return Ok(None);
+            }
             let mut log = self.inner.log.lock().map_err(|_| Error::Closed)?;
             if log.replaying || log.broken || log.log.last_lsn() != log.last {
                 return Ok(None);
