@@ -18,6 +18,19 @@
 //! process dies. Open replays every record above the DB's LSN. A durable commit (group commit,
 //! `sync`) is a checkpoint: it covers every LSN committed before it, and the log is then reset.
 //!
+//! # Deferred attribute changes
+//!
+//! A [`MetaDb::setattr`] that changes no size (chmod, chown, utimensat: three per file
+//! `rsync -a` copies) does not commit: holding redb's writer lock (so no transaction runs
+//! between), it reads the record, appends its redo record like any operation, and keeps its
+//! inputs in memory (`Deferred`, at most [`MAX_DEFERRED`]). The next write transaction applies
+//! every waiting change first, in LSN order, before its own operation (its LSN is higher), and
+//! so does every checkpoint, which then also writes `meta["lsn"]`. `getattr` and `lookup` lay
+//! the waiting changes over what they read; a reader of whole tables (snapshots) commits them
+//! first. So a deferred change is visible at once, survives a crash of the process (its record
+//! is replayed like any other: replay commits each record) and is durable at the next
+//! checkpoint, exactly like a committed one: only the redb commit is shared.
+//!
 //! The namespace operations live in [`crate::namespace`], the journal in [`crate::journal`],
 //! snapshots in [`crate::snapshot`]; all of them are methods on [`MetaDb`].
 
@@ -34,7 +47,7 @@ use redb::{
 
 use crate::error::{Error, Result};
 use crate::namespace::record::InodeRecord;
-use crate::namespace::{FileKind, NewInode, Timestamp};
+use crate::namespace::{Attr, FileKind, NewInode, SetAttr, Timestamp, apply_set, load};
 use crate::oplog::{OpLog, Recovered, Tail};
 use crate::sync::{Arc, Mutex};
 use crate::types::InodeNo;
@@ -128,10 +141,38 @@ struct LogState {
     broken: bool,
 }
 
+/// Attribute changes ([`MetaDb::setattr`] without a size) that are logged and visible but not
+/// yet in redb: the next write transaction, or the next checkpoint, applies them first (see
+/// "Deferred attribute changes" in the module doc).
+#[derive(Default)]
+pub(crate) struct Deferred {
+    /// In LSN order.
+    pub(crate) entries: Vec<DeferredSet>,
+    /// Moves whenever entries are applied to redb, so a reader can tell that the records it read
+    /// may already include the entries it copied before.
+    pub(crate) epoch: u64,
+}
+
+/// One deferred [`MetaDb::setattr`]: its logged inputs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DeferredSet {
+    pub(crate) lsn: u64,
+    pub(crate) ino: InodeNo,
+    pub(crate) set: crate::namespace::SetAttr,
+    pub(crate) now: Timestamp,
+}
+
+/// At most this many attribute changes wait for a write transaction; one more commits them all
+/// (a bound on memory and on what a reader overlays, never reached by a copy, which writes
+/// between its setattrs).
+pub(crate) const MAX_DEFERRED: usize = 256;
+
 struct Inner {
     db: Database,
     alloc: Mutex<InoAlloc>,
     log: Mutex<LogState>,
+    /// Lock order: redb's writer lock, then the log, then this.
+    deferred: Mutex<Deferred>,
     path: PathBuf,
     state: CommitState,
 }
@@ -208,6 +249,7 @@ impl MetaDb {
                 replaying: true,
                 broken: false,
             }),
+            deferred: Mutex::new(Deferred::default()),
             path,
             state: CommitState {
                 committed: AtomicU64::new(0),
@@ -376,6 +418,11 @@ impl MetaDb {
                 a.reserved = reserved;
             }
         };
+        // Deferred attribute changes come first: they returned before this operation began.
+        let applied = match self.inner.apply_deferred(&txn) {
+            Ok(applied) => applied,
+            Err(e) => return txn.abort().ctx("aborting").and(Err(e)),
+        };
         let value = match f(&txn) {
             Ok(value) => value,
             Err(e) => {
@@ -436,6 +483,7 @@ impl MetaDb {
         match txn.commit().ctx("committing") {
             Ok(()) => {
                 log.last = lsn;
+                self.inner.forget_deferred(applied);
                 if durable && log.log.reset(lsn).is_ok() {
                     log.broken = false;
                 }
@@ -467,6 +515,10 @@ impl MetaDb {
         f: impl FnOnce(&WriteTransaction) -> Result<T>,
     ) -> Result<T> {
         let txn = self.inner.db.begin_write().ctx("beginning a write")?;
+        let applied = match self.inner.apply_deferred(&txn) {
+            Ok(applied) => applied,
+            Err(e) => return txn.abort().ctx("aborting").and(Err(e)),
+        };
         let value = match f(&txn) {
             Ok(value) => value,
             Err(e) => return txn.abort().ctx("aborting").and(Err(e)),
@@ -479,6 +531,7 @@ impl MetaDb {
         }
         txn.commit().ctx("durable commit")?;
         log.last = lsn;
+        self.inner.forget_deferred(applied);
         log.broken = log.log.reset(lsn).is_err();
         drop(log);
         self.inner.state.committed.fetch_add(1, Ordering::SeqCst);
@@ -498,6 +551,154 @@ impl MetaDb {
         }
     }
 
+    /// Logs `set` (which changes no size) for `ino` and keeps it in memory until the next
+    /// write transaction or checkpoint applies it: one log append instead of a redb commit.
+    /// Returns the new attributes, or `None` when the change cannot wait (replay, a broken
+    /// log, [`MAX_DEFERRED`] changes waiting): the caller then commits it as usual.
+    pub(crate) fn defer_setattr(
+        &self,
+        ino: InodeNo,
+        set: &SetAttr,
+        now: Timestamp,
+    ) -> Result<Option<Attr>> {
+        // Holding redb's writer lock, no write transaction or checkpoint runs between reading
+        // the record and logging the change: changes apply in LSN order, as replay applies them.
+        let txn = self.inner.db.begin_write().ctx("beginning a write")?;
+        let result = (|| -> Result<Option<(Attr, bool)>> {
+            let mut rec = {
+                let inodes = txn.open_table(INODES).ctx("opening inodes")?;
+                load(&inodes, ino)?
+            };
+            {
+                let d = self.inner.deferred.lock().map_err(|_| Error::Closed)?;
+                if d.entries.len() >= MAX_DEFERRED {
+                    return Ok(None);
+                }
+                for e in d.entries.iter().filter(|e| e.ino == ino) {
+                    apply_set(&mut rec, ino, &e.set, e.now)?;
+                }
+            }
+            apply_set(&mut rec, ino, set, now)?;
+            if self
+                .inner
+                .state
+                .failed
+                .lock()
+                .map_err(|_| Error::Closed)?
+                .is_some()
+            {
+                // After a failed durable commit an operation must fail as a commit would.
+                return Ok(None);
+            }
+            let mut log = self.inner.log.lock().map_err(|_| Error::Closed)?;
+            if log.replaying || log.broken || log.log.last_lsn() != log.last {
+                return Ok(None);
+            }
+            let Some(lsn) = log.last.checked_add(1) else {
+                return Ok(None);
+            };
+            let mut payload = Vec::with_capacity(64);
+            redo::LogOp::Setattr {
+                ino,
+                set: *set,
+                now,
+            }
+            .encode(&mut payload);
+            if let Err(e) = log.log.append(&payload) {
+                tracing::warn!(error = %e, "metadata op log: append failed; committing durably");
+                log.broken = true;
+                return Ok(None);
+            }
+            log.last = lsn;
+            self.inner
+                .deferred
+                .lock()
+                .map_err(|_| Error::Closed)?
+                .entries
+                .push(DeferredSet {
+                    lsn,
+                    ino,
+                    set: *set,
+                    now,
+                });
+            Ok(Some((rec.attr(ino), log.log.len() > LOG_CHECKPOINT_BYTES)))
+        })();
+        if let Err(e) = txn.abort() {
+            // Nothing was written in it; the lock is released either way.
+            tracing::warn!(error = %e, "metadata DB: aborting a read-only write transaction failed");
+        }
+        let Some((attr, big)) = result? else {
+            return Ok(None);
+        };
+        self.inner.state.committed.fetch_add(1, Ordering::SeqCst);
+        if big {
+            // Errors are logged and made sticky by sync().
+            let _ = self.inner.sync();
+        }
+        Ok(Some(attr))
+    }
+
+    /// Reads one inode record with `f` (which returns the inode and its record) and lays the
+    /// deferred attribute changes of that inode over it.
+    pub(crate) fn read_attr(
+        &self,
+        f: impl Fn(&ReadTransaction) -> Result<(InodeNo, InodeRecord)>,
+    ) -> Result<Attr> {
+        loop {
+            let (epoch, any) = {
+                let d = self.inner.deferred.lock().map_err(|_| Error::Closed)?;
+                (d.epoch, !d.entries.is_empty())
+            };
+            let (ino, mut rec) = self.read(&f)?;
+            if !any {
+                // Nothing was waiting when the read began; a change deferred since is
+                // concurrent with it.
+                return Ok(rec.attr(ino));
+            }
+            let d = self.inner.deferred.lock().map_err(|_| Error::Closed)?;
+            if d.epoch != epoch {
+                // Changes were applied meanwhile: the record read may already include them.
+                continue;
+            }
+            for e in d.entries.iter().filter(|e| e.ino == ino) {
+                apply_set(&mut rec, ino, &e.set, e.now)?;
+            }
+            return Ok(rec.attr(ino));
+        }
+    }
+
+    /// Commits the deferred attribute changes to redb (no log record: they have theirs), so
+    /// that a plain read transaction sees them. For readers that walk whole tables (snapshots).
+    pub(crate) fn flush_deferred(&self) -> Result<()> {
+        if self
+            .inner
+            .deferred
+            .lock()
+            .map_err(|_| Error::Closed)?
+            .entries
+            .is_empty()
+        {
+            return Ok(());
+        }
+        let mut txn = self.inner.db.begin_write().ctx("beginning a write")?;
+        txn.set_durability(Durability::None)
+            .ctx("choosing durability")?;
+        let applied = match self.inner.apply_deferred(&txn) {
+            Ok(applied) => applied,
+            Err(e) => return txn.abort().ctx("aborting").and(Err(e)),
+        };
+        let log = self.inner.log.lock().map_err(|_| Error::Closed)?;
+        {
+            let mut meta = txn.open_table(META).ctx("opening the meta table")?;
+            meta.insert(KEY_LSN, log.last).ctx("writing lsn")?;
+        }
+        txn.commit().ctx("committing")?;
+        self.inner.forget_deferred(applied);
+        drop(log);
+        self.inner.state.committed.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
     /// Runs `f` in one read transaction.
     pub(crate) fn read<T>(&self, f: impl FnOnce(&ReadTransaction) -> Result<T>) -> Result<T> {
         let txn = self.inner.db.begin_read().ctx("beginning a read")?;
@@ -515,6 +716,35 @@ impl Drop for MetaDb {
 }
 
 impl Inner {
+    /// Applies every deferred attribute change inside `txn` (which holds redb's writer lock, so
+    /// none is added meanwhile). Returns the LSN of the last one applied, for
+    /// [`Inner::forget_deferred`] after the commit; `None` when there were none.
+    fn apply_deferred(&self, txn: &WriteTransaction) -> Result<Option<u64>> {
+        let entries = {
+            let d = self.deferred.lock().map_err(|_| Error::Closed)?;
+            if d.entries.is_empty() {
+                return Ok(None);
+            }
+            d.entries.clone()
+        };
+        let mut t = crate::namespace::tables::Tables::new(txn, &self.alloc);
+        for e in &entries {
+            crate::namespace::apply_set(t.rec(e.ino)?, e.ino, &e.set, e.now)?;
+        }
+        t.flush()?;
+        Ok(entries.last().map(|e| e.lsn))
+    }
+
+    /// The transaction that applied deferred changes up to LSN `applied` committed: they are
+    /// in redb now.
+    fn forget_deferred(&self, applied: Option<u64>) {
+        let Some(applied) = applied else { return };
+        if let Ok(mut d) = self.deferred.lock() {
+            d.entries.retain(|e| e.lsn > applied);
+            d.epoch = d.epoch.wrapping_add(1);
+        }
+    }
+
     fn sync(&self) -> Result<()> {
         let state = &self.state;
         let target = state.committed.load(Ordering::SeqCst);
@@ -528,13 +758,21 @@ impl Inner {
         }
         let result = (|| -> Result<u64> {
             let txn = self.db.begin_write().ctx("beginning a durable commit")?;
+            // Deferred attribute changes are logged operations like any other: the checkpoint
+            // includes them before it drops their records.
+            let applied = self.apply_deferred(&txn)?;
             // With the writer lock held no operation is between its append and its commit, so
             // this checkpoint covers exactly the LSNs up to `log.last`.
             let mut log = self.log.lock().map_err(|_| Error::Closed)?;
             let now = state.committed.load(Ordering::SeqCst);
-            // Durability::Immediate is the default: this empty commit persists every
-            // non-durable commit before it.
+            if applied.is_some() {
+                let mut meta = txn.open_table(META).ctx("opening the meta table")?;
+                meta.insert(KEY_LSN, log.last).ctx("writing lsn")?;
+            }
+            // Durability::Immediate is the default: this commit persists every non-durable
+            // commit before it.
             txn.commit().ctx("durable commit")?;
+            self.forget_deferred(applied);
             let lsn = log.last;
             match log.log.reset(lsn) {
                 Ok(()) => log.broken = false,
@@ -761,6 +999,7 @@ pub(crate) mod redo;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::namespace::RenameMode;
 
     #[test]
     fn open_refuses_a_newer_schema_with_a_clear_message() {
@@ -834,5 +1073,119 @@ mod tests {
         db.close().unwrap();
         let db = MetaDb::open_with(dir.path(), None).unwrap();
         assert!(db.lookup(InodeNo::ROOT, b"a").is_ok());
+    }
+
+    /// The record's permission bits as redb holds them, without deferred changes laid over.
+    fn stored_perm(db: &MetaDb, ino: InodeNo) -> u16 {
+        db.read(|txn| Ok(load(&txn.open_table(INODES).unwrap(), ino)?.perm))
+            .unwrap()
+    }
+
+    fn file_0600(db: &MetaDb) -> InodeNo {
+        let init = NewInode {
+            perm: 0o600,
+            uid: 0,
+            gid: 0,
+        };
+        db.create(InodeNo::ROOT, b"f", &init, true, Timestamp::new(1, 0))
+            .unwrap()
+            .0
+            .ino
+    }
+
+    /// A fresh DB holding a file whose chmod 0644 waits to be applied.
+    fn deferred_chmod_644() -> (tempfile::TempDir, MetaDb, InodeNo) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = MetaDb::open_with(dir.path(), None).unwrap();
+        let f = file_0600(&db);
+        let set = SetAttr {
+            perm: Some(0o644),
+            ..Default::default()
+        };
+        db.setattr(f, &set, Timestamp::new(2, 0)).unwrap();
+        assert_eq!(stored_perm(&db, f), 0o600);
+        (dir, db, f)
+    }
+
+    #[test]
+    fn a_setattr_without_a_size_waits_for_the_next_write_and_is_seen_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = MetaDb::open_with(dir.path(), None).unwrap();
+        let f = file_0600(&db);
+        let set = SetAttr {
+            perm: Some(0o644),
+            mtime: Some(Timestamp::new(5, 0)),
+            ..Default::default()
+        };
+        let attr = db.setattr(f, &set, Timestamp::new(2, 0)).unwrap();
+        assert_eq!(attr.perm, 0o644);
+        // No redb commit ...
+        assert_eq!(stored_perm(&db, f), 0o600);
+        // ... but every read sees it.
+        assert_eq!(db.getattr(f).unwrap(), attr);
+        assert_eq!(db.lookup(InodeNo::ROOT, b"f").unwrap(), attr);
+        // A second change lays over the first.
+        let set = SetAttr {
+            perm: Some(0o640),
+            ..Default::default()
+        };
+        let attr = db.setattr(f, &set, Timestamp::new(3, 0)).unwrap();
+        assert_eq!(
+            (attr.perm, attr.mtime, attr.ctime),
+            (0o640, Timestamp::new(5, 0), Timestamp::new(3, 0))
+        );
+        assert_eq!(db.getattr(f).unwrap(), attr);
+        // The next write transaction applies both, in order, before its own change.
+        let now = Timestamp::new(4, 0);
+        db.rename(
+            InodeNo::ROOT,
+            b"f",
+            InodeNo::ROOT,
+            b"g",
+            RenameMode::Replace,
+            now,
+        )
+        .unwrap();
+        assert_eq!(stored_perm(&db, f), 0o640);
+        assert_eq!(db.getattr(f).unwrap().mtime, Timestamp::new(5, 0));
+        // A setattr with a size is a write transaction of its own, as before.
+        let set = SetAttr {
+            size: Some(0),
+            perm: Some(0o600),
+            ..Default::default()
+        };
+        db.setattr(f, &set, Timestamp::new(6, 0)).unwrap();
+        assert_eq!(stored_perm(&db, f), 0o600);
+    }
+
+    #[test]
+    fn a_deferred_setattr_survives_a_crash_of_the_process_and_reaches_redb_at_a_checkpoint() {
+        let (dir, db, f) = deferred_chmod_644();
+        // A crash now: the files as they are on disk, the change only in the log.
+        let img = tempfile::tempdir().unwrap();
+        for name in [DB_FILE, LOG_FILE] {
+            std::fs::copy(dir.path().join(name), img.path().join(name)).unwrap();
+        }
+        let copy = MetaDb::open_with(img.path(), None).unwrap();
+        assert_eq!(copy.getattr(f).unwrap().perm, 0o644);
+        assert_eq!(stored_perm(&copy, f), 0o644);
+        drop(copy);
+        // A checkpoint applies it before it drops the log.
+        db.sync().unwrap();
+        assert_eq!(stored_perm(&db, f), 0o644);
+        db.close().unwrap();
+        let db = MetaDb::open_with(dir.path(), None).unwrap();
+        assert_eq!(stored_perm(&db, f), 0o644);
+    }
+
+    #[test]
+    fn a_snapshot_includes_deferred_setattrs() {
+        let (_dir, db, f) = deferred_chmod_644();
+        let mut snap = Vec::new();
+        db.write_snapshot(&mut snap).unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let restored = MetaDb::open_with(other.path(), None).unwrap();
+        restored.restore_snapshot(snap.as_slice()).unwrap();
+        assert_eq!(restored.getattr(f).unwrap().perm, 0o644);
     }
 }

@@ -12,7 +12,7 @@
 //! every orphan at mount (no handle survives a restart).
 
 pub(crate) mod record;
-mod tables;
+pub(crate) mod tables;
 #[cfg(test)]
 mod tests;
 
@@ -247,7 +247,7 @@ impl MetaDb {
     /// NotFound, NotADirectory, NameTooLong, InvalidArgument (empty, ".", "..", '/' or NUL).
     pub fn lookup(&self, parent: InodeNo, name: &[u8]) -> Result<Attr> {
         check_name(name)?;
-        self.read(|txn| {
+        self.read_attr(|txn| {
             let inodes = txn.open_table(INODES).ctx("opening inodes")?;
             let dirents = txn.open_table(DIRENTS).ctx("opening dirents")?;
             let p = load(&inodes, parent)?;
@@ -259,7 +259,7 @@ impl MetaDb {
                 .ctx("reading a dirent")?
                 .map(|v| v.value().0)
                 .ok_or_else(|| not_found_name(parent, name))?;
-            Ok(load(&inodes, InodeNo(child))?.attr(InodeNo(child)))
+            Ok((InodeNo(child), load(&inodes, InodeNo(child))?))
         })
     }
 
@@ -268,9 +268,9 @@ impl MetaDb {
     /// # Errors
     /// NotFound.
     pub fn getattr(&self, ino: InodeNo) -> Result<Attr> {
-        self.read(|txn| {
+        self.read_attr(|txn| {
             let inodes = txn.open_table(INODES).ctx("opening inodes")?;
-            Ok(load(&inodes, ino)?.attr(ino))
+            Ok((ino, load(&inodes, ino)?))
         })
     }
 
@@ -302,9 +302,19 @@ impl MetaDb {
 
     /// Changes attributes; ctime becomes `now` unless given.
     ///
+    /// A change without a size is logged and kept in memory until the next write transaction
+    /// or checkpoint applies it (one log append instead of a redb commit; see "Deferred
+    /// attribute changes" in [`crate::meta`]): visible at once and as durable as any other
+    /// operation.
+    ///
     /// # Errors
     /// NotFound; IsADirectory (size of a directory); InvalidArgument (size of a symlink/fifo).
     pub fn setattr(&self, ino: InodeNo, set: &SetAttr, now: Timestamp) -> Result<Attr> {
+        if set.size.is_none()
+            && let Some(attr) = self.defer_setattr(ino, set, now)?
+        {
+            return Ok(attr);
+        }
         self.write(
             |_| LogOp::Setattr {
                 ino,
@@ -325,33 +335,7 @@ impl MetaDb {
     ) -> Result<Attr> {
         let mut t = Tables::new(txn, self.ino_alloc());
         let rec = t.rec(ino)?;
-        if let Some(size) = set.size {
-            match rec.kind {
-                FileKind::RegularFile => {}
-                FileKind::Directory => return Err(Error::IsADirectory { ino: ino.0 }),
-                _ => return Err(invalid("size of a symlink or fifo")),
-            }
-            if size != rec.size {
-                rec.size = size;
-                rec.mtime = now;
-            }
-        }
-        if let Some(perm) = set.perm {
-            rec.perm = perm & 0o7777;
-        }
-        if let Some(uid) = set.uid {
-            rec.uid = uid;
-        }
-        if let Some(gid) = set.gid {
-            rec.gid = gid;
-        }
-        if let Some(atime) = set.atime {
-            rec.atime = atime;
-        }
-        if let Some(mtime) = set.mtime {
-            rec.mtime = mtime;
-        }
-        rec.ctime = set.ctime.unwrap_or(now);
+        apply_set(rec, ino, set, now)?;
         let attr = rec.attr(ino);
         t.flush()?;
         Ok(attr)
@@ -936,6 +920,43 @@ pub(crate) fn purge_in(txn: &WriteTransaction, ino: InodeNo) -> Result<Content> 
         .retain_in((ino.0, &[][..])..(ino.0 + 1, &[][..]), |_, _| false)
         .ctx("removing xattrs")?;
     Ok(rec.content)
+}
+
+/// The changes of [`MetaDb::setattr`] on `ino`'s record.
+pub(crate) fn apply_set(
+    rec: &mut InodeRecord,
+    ino: InodeNo,
+    set: &SetAttr,
+    now: Timestamp,
+) -> Result<()> {
+    if let Some(size) = set.size {
+        match rec.kind {
+            FileKind::RegularFile => {}
+            FileKind::Directory => return Err(Error::IsADirectory { ino: ino.0 }),
+            _ => return Err(invalid("size of a symlink or fifo")),
+        }
+        if size != rec.size {
+            rec.size = size;
+            rec.mtime = now;
+        }
+    }
+    if let Some(perm) = set.perm {
+        rec.perm = perm & 0o7777;
+    }
+    if let Some(uid) = set.uid {
+        rec.uid = uid;
+    }
+    if let Some(gid) = set.gid {
+        rec.gid = gid;
+    }
+    if let Some(atime) = set.atime {
+        rec.atime = atime;
+    }
+    if let Some(mtime) = set.mtime {
+        rec.mtime = mtime;
+    }
+    rec.ctime = set.ctime.unwrap_or(now);
+    Ok(())
 }
 
 /// Reads and decodes an inode from any readable inodes table.

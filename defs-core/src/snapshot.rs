@@ -152,6 +152,8 @@ impl MetaDb {
             bytes: 0,
         };
         let mut stats = SnapshotStats::default();
+        // One read transaction sees the whole namespace only once deferred changes are in it.
+        self.flush_deferred()?;
         self.read(|txn| {
             let meta = txn.open_table(META).ctx("opening meta")?;
             let next_ino = meta

@@ -366,6 +366,7 @@ pub(crate) fn apply_db(db: &MetaDb, op: &Op, now: Timestamp) -> Outcome {
 /// A canonical text of every table (but the op log's LSN), for comparing DB states.
 pub(crate) fn dump(db: &MetaDb) -> String {
     let mut s = String::new();
+    db.flush_deferred().unwrap();
     db.read(|txn| {
         let meta = txn.open_table(META).unwrap();
         for item in meta.iter().unwrap() {
@@ -420,6 +421,7 @@ pub(crate) fn dump(db: &MetaDb) -> String {
 
 /// Checks every cross-table invariant of the namespace and the journal.
 pub(crate) fn check_invariants(db: &MetaDb) -> Result<(), String> {
+    db.flush_deferred().map_err(|e| e.to_string())?;
     db.read(|txn| {
         let mut recs = BTreeMap::new();
         for item in txn.open_table(INODES).unwrap().iter().unwrap() {
