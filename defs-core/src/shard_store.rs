@@ -71,6 +71,13 @@ const ENTRY_FIXED_V1: usize = 23;
 /// Fixed part of a version-2 entry: the version-1 fields, then pack 4 and offset 8.
 const ENTRY_FIXED: usize = ENTRY_FIXED_V1 + 12;
 
+/// Bytes of old-layout shard files moved into packs per committed batch (at open, once).
+#[cfg(not(test))]
+const MIGRATE_BATCH: u64 = 64 << 20;
+/// Small in tests, so a few shards cross batches.
+#[cfg(test)]
+const MIGRATE_BATCH: u64 = 4096;
+
 /// Pack files kept open for reads at once.
 const OPEN_PACKS: usize = 64;
 
@@ -203,11 +210,6 @@ impl Entry {
             (meta, Some(at)) => Some(Entry { meta, at }),
             (_, None) => None,
         }
-    }
-
-    /// The range of the pack this shard's record occupies.
-    fn span(&self) -> (u64, u64) {
-        (self.at.offset, record_end(self.at.offset, self.meta.len))
     }
 }
 
@@ -553,7 +555,7 @@ impl ShardStore {
             limit: self.lock().limit,
             ..Counters::default()
         };
-        // Pack → (offset, end of its bytes, id) of every record the index points into it.
+        // Pack → (offset, length, id) of every record the index points into it.
         let mut spans: BTreeMap<u32, Vec<(u64, u64, ShardId)>> = BTreeMap::new();
         let mut legacy: Vec<(ShardId, ShardMeta)> = Vec::new();
         {
@@ -577,11 +579,10 @@ impl ShardStore {
                 }
                 match at {
                     Some(Location::NOWHERE) => recovery.missing.push(id),
-                    Some(at) => spans.entry(at.pack).or_default().push((
-                        at.offset,
-                        at.offset + HEADER_LEN + meta.len,
-                        id,
-                    )),
+                    Some(at) => spans
+                        .entry(at.pack)
+                        .or_default()
+                        .push((at.offset, meta.len, id)),
                     None => legacy.push((id, meta)),
                 }
             }
@@ -636,9 +637,12 @@ impl ShardStore {
     }
 
     /// Moves the shards of the older layout (`data/ab/<id>` files, version-1 index entries) into
-    /// packs, commits their new entries at once, then removes `data/` and `tmp/`. A crash before
-    /// the commit leaves unindexed records (punched at the next open, which migrates again);
-    /// after it, leftover old files are removed at the next open.
+    /// packs, [`MIGRATE_BATCH`] bytes at a time: each batch's packs are synced, its entries
+    /// committed at once, then its old files removed, so the move needs at most one batch of
+    /// disk beyond what the store holds. Then `data/` and `tmp/` go. A crash or an error (a full
+    /// disk, an unreadable file) leaves the batches before it moved and the rest in the old
+    /// layout; unindexed records of the batch under way are punched at the next open, which
+    /// moves the rest.
     fn migrate_files(
         &self,
         legacy: Vec<(ShardId, ShardMeta)>,
@@ -646,8 +650,8 @@ impl ShardStore {
         recovery: &mut Recovery,
     ) -> Result<()> {
         let data = self.dir.join("data");
-        let mut entries = Vec::with_capacity(legacy.len());
-        let mut touched = Vec::new();
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0;
         for (id, meta) in legacy {
             let hex = id.to_hex();
             let path = data.join(&hex[..2]).join(&hex);
@@ -660,16 +664,13 @@ impl ShardStore {
                         len: meta.len,
                         crc: meta.crc,
                     };
-                    let file = self
+                    let written = self
                         .pack_file(at.pack)
-                        .map_err(|e| Error::io(&pack_path, e))?;
-                    let written = pack::write_record(&file, at.offset, &head, &bytes);
+                        .and_then(|file| pack::write_record(&file, at.offset, &head, &bytes));
                     counters.written(at.pack);
                     written.map_err(|e| Error::io(&pack_path, e))?;
-                    if touched.last() != Some(&at.pack) {
-                        touched.push(at.pack);
-                    }
                     recovery.migrated += 1;
+                    batch_bytes += meta.len;
                     at
                 }
                 Ok(_) => {
@@ -683,26 +684,13 @@ impl ShardStore {
                 }
                 Err(e) => return Err(Error::io(&path, e)),
             };
-            entries.push((id, Entry { meta, at }));
-        }
-        for n in touched {
-            let path = self.pack_path(n);
-            self.pack_file(n)
-                .and_then(|f| f.sync_data())
-                .map_err(|e| Error::io(&path, e))?;
-        }
-        if !entries.is_empty() {
-            let txn = self.db.begin_write().map_err(|e| self.idx_err(e))?;
-            {
-                let mut table = txn.open_table(INDEX).map_err(|e| self.idx_err(e))?;
-                for (id, entry) in &entries {
-                    table
-                        .insert(&id.0, entry.encode().as_slice())
-                        .map_err(|e| self.idx_err(e))?;
-                }
+            batch.push((id, Entry { meta, at }, path));
+            if batch_bytes >= MIGRATE_BATCH {
+                self.commit_migrated(&mut batch)?;
+                batch_bytes = 0;
             }
-            txn.commit().map_err(|e| self.idx_err(e))?;
         }
+        self.commit_migrated(&mut batch)?;
         for sub in ["data", "tmp"] {
             let d = self.dir.join(sub);
             match fs::remove_dir_all(&d) {
@@ -714,6 +702,46 @@ impl ShardStore {
         fsync_dir(&self.dir)?;
         if recovery.migrated > 0 {
             tracing::info!(shards = recovery.migrated, "moved shard files into packs");
+        }
+        Ok(())
+    }
+
+    /// Makes a batch of moved shards durable (syncs the packs written, commits the entries in
+    /// one transaction), then removes their old files.
+    fn commit_migrated(&self, batch: &mut Vec<(ShardId, Entry, PathBuf)>) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut packs: Vec<u32> = batch
+            .iter()
+            .map(|b| b.1.at)
+            .filter(|at| *at != Location::NOWHERE)
+            .map(|at| at.pack)
+            .collect();
+        packs.sort_unstable();
+        packs.dedup();
+        for n in packs {
+            let path = self.pack_path(n);
+            self.pack_file(n)
+                .and_then(|f| f.sync_data())
+                .map_err(|e| Error::io(&path, e))?;
+        }
+        let txn = self.db.begin_write().map_err(|e| self.idx_err(e))?;
+        {
+            let mut table = txn.open_table(INDEX).map_err(|e| self.idx_err(e))?;
+            for (id, entry, _) in batch.iter() {
+                table
+                    .insert(&id.0, entry.encode().as_slice())
+                    .map_err(|e| self.idx_err(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.idx_err(e))?;
+        for (_, _, path) in batch.drain(..) {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&path, e)),
+            }
         }
         Ok(())
     }
@@ -974,7 +1002,7 @@ impl ShardStore {
         let head = pack::read_header(&file, entry.at.offset).map_err(io)?;
         if head != Some(expected) {
             let size = file.metadata().map_err(io)?.len();
-            return Err(damaged(if size < entry.span().0 + HEADER_LEN {
+            return Err(damaged(if size < entry.at.offset + HEADER_LEN {
                 RECORD_MISSING
             } else {
                 "record header does not match the index"
@@ -994,8 +1022,10 @@ impl ShardStore {
     fn read_verified(&self, id: &ShardId) -> Result<(Vec<u8>, ShardMeta)> {
         let mut entry = self.entry(id)?.ok_or(Error::ShardNotFound { id: *id })?;
         // A delete (and a re-put elsewhere) may race the read: a failure counts only if the
-        // entry still points where it was read.
-        for _ in 0..3 {
+        // entry still points where it was read (or it keeps moving).
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
             let err = match self.read_record(id, &entry) {
                 Ok(bytes) => return Ok((bytes, entry.meta)),
                 Err(e) => e,
@@ -1005,12 +1035,10 @@ impl ShardStore {
                     tracing::debug!(shard = %id, error = %err, "shard deleted while read");
                     return Err(Error::ShardNotFound { id: *id });
                 }
-                Some(now) if now.at == entry.at => return Err(err),
+                Some(now) if now.at == entry.at || attempt == 3 => return Err(err),
                 Some(now) => entry = now,
             }
         }
-        self.read_record(id, &entry)
-            .map(|bytes| (bytes, entry.meta))
     }
 
     /// The bytes of shard `id`, with their length and CRC verified.
@@ -1147,7 +1175,8 @@ impl ShardStore {
 /// The reason a read gives for a record that is gone (its pack is missing or cut short).
 const RECORD_MISSING: &str = "record missing";
 
-/// Open's work on one pack, given the records the index points into it (sorted): punches the
+/// Open's work on one pack, given the records the index points into it (offset, length, id;
+/// sorted): punches the
 /// unindexed ranges that hold data, cuts the file after the last record, and adds records the
 /// file is too short for to `missing`. Returns where the next record may start and how many
 /// ranges it reclaimed.
@@ -1160,7 +1189,7 @@ fn trim_pack(
     let size = file.metadata()?.len();
     let mut reclaimed = 0;
     let mut free_from = 0;
-    for &(offset, end, id) in records {
+    for &(offset, len, id) in records {
         if offset > free_from && has_data(&file, free_from, offset.min(size))? {
             match punch_hole(&file, free_from, offset - free_from) {
                 Ok(()) => reclaimed += 1,
@@ -1171,10 +1200,10 @@ fn trim_pack(
                 Err(e) => return Err(e),
             }
         }
-        if end > size {
+        if offset + HEADER_LEN + len > size {
             missing.push(id);
         }
-        free_from = free_from.max(record_end(offset, end - offset - HEADER_LEN));
+        free_from = free_from.max(record_end(offset, len));
     }
     if size > free_from {
         file.set_len(free_from)?;
@@ -1576,40 +1605,55 @@ mod tests {
         assert!(new && next.pack != at.pack && next.offset == 0);
     }
 
+    /// One shard of an old-layout store: id, bytes (for the entry), what its file holds (none:
+    /// no file).
+    type OldShard<'a> = (ShardId, &'a [u8], Option<&'a [u8]>);
+
+    /// The older layout in `dir`: a version-1 entry (owner ALICE, stored at 7) for each
+    /// `(id, bytes)`, and `data/ab/<id>` holding `file` when it is given.
+    fn old_layout(dir: &Path, shards: &[OldShard<'_>]) {
+        let db = Database::create(dir.join("index.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut table = txn.open_table(INDEX).unwrap();
+            for (id, bytes, _) in shards {
+                let mut v = vec![ENTRY_VERSION_FILES];
+                v.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+                v.extend_from_slice(&crc32fast::hash(bytes).to_le_bytes());
+                v.extend_from_slice(&7u64.to_le_bytes());
+                v.extend_from_slice(&1u16.to_le_bytes());
+                v.extend_from_slice(&ALICE.0);
+                table.insert(&id.0, v.as_slice()).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+        for (id, _, file) in shards {
+            if let Some(file) = file {
+                fs::create_dir_all(old_path(dir, id).parent().unwrap()).unwrap();
+                fs::write(old_path(dir, id), file).unwrap();
+            }
+        }
+    }
+
+    fn old_path(dir: &Path, id: &ShardId) -> PathBuf {
+        dir.join("data").join(&id.to_hex()[..2]).join(id.to_hex())
+    }
+
     #[test]
     fn a_store_of_one_file_per_shard_moves_into_packs() {
         let dir = tempfile::tempdir().unwrap();
         let (a, a_bytes) = shard(1, 5000);
-        let (b, _) = shard(2, 100);
+        let (b, b_bytes) = shard(2, 100);
         let (c, c_bytes) = shard(3, 100);
-        // The older layout: version-1 entries, `data/ab/<id>` files, temp debris. b's file is
-        // lost, c's has the wrong length.
-        {
-            let db = Database::create(dir.path().join("index.redb")).unwrap();
-            let txn = db.begin_write().unwrap();
-            {
-                let mut table = txn.open_table(INDEX).unwrap();
-                for (id, len, crc) in [
-                    (a, 5000u64, crc32fast::hash(&a_bytes)),
-                    (b, 100, 0),
-                    (c, 100, crc32fast::hash(&c_bytes)),
-                ] {
-                    let mut v = vec![ENTRY_VERSION_FILES];
-                    v.extend_from_slice(&len.to_le_bytes());
-                    v.extend_from_slice(&crc.to_le_bytes());
-                    v.extend_from_slice(&7u64.to_le_bytes());
-                    v.extend_from_slice(&1u16.to_le_bytes());
-                    v.extend_from_slice(&ALICE.0);
-                    table.insert(&id.0, v.as_slice()).unwrap();
-                }
-            }
-            txn.commit().unwrap();
-        }
-        for (id, bytes) in [(a, &a_bytes[..]), (c, &c_bytes[..50])] {
-            let fan = dir.path().join("data").join(&id.to_hex()[..2]);
-            fs::create_dir_all(&fan).unwrap();
-            fs::write(fan.join(id.to_hex()), bytes).unwrap();
-        }
+        // b's file is lost, c's has the wrong length; and temp debris.
+        old_layout(
+            dir.path(),
+            &[
+                (a, &a_bytes, Some(&a_bytes)),
+                (b, &b_bytes, None),
+                (c, &c_bytes, Some(&c_bytes[..50])),
+            ],
+        );
         fs::create_dir_all(dir.path().join("tmp")).unwrap();
         fs::write(dir.path().join("tmp/x.1"), b"half").unwrap();
 
@@ -1631,6 +1675,45 @@ mod tests {
         assert_eq!(store.recovery().migrated, 0);
         assert_eq!(store.recovery().missing, missing);
         assert_eq!(store.get(&a).unwrap(), a_bytes);
+    }
+
+    #[test]
+    fn a_move_into_packs_that_fails_halfway_says_where_and_resumes_losing_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut shards: Vec<(ShardId, Vec<u8>)> = (1..=3).map(|i| shard(i, 5000)).collect();
+        // Entries are moved in id order; the last one's file cannot be read (a directory).
+        shards.sort_by_key(|s| s.0);
+        let (bad, bad_bytes) = shards[2].clone();
+        let old: Vec<_> = shards
+            .iter()
+            .map(|(id, b)| (*id, &b[..], (*id != bad).then_some(&b[..])))
+            .collect();
+        old_layout(dir.path(), &old);
+        fs::create_dir_all(old_path(dir.path(), &bad)).unwrap();
+
+        let err = ShardStore::open(dir.path(), BIG).unwrap_err();
+        assert!(
+            err.to_string().contains(&bad.to_hex()),
+            "the error names the file: {err}"
+        );
+        // Each shard is a batch of its own here (5000 bytes > MIGRATE_BATCH): the first two
+        // are in packs and their old files gone; the third is untouched.
+        for (id, _) in &shards[..2] {
+            assert!(!old_path(dir.path(), id).exists());
+        }
+        assert!(old_path(dir.path(), &bad).is_dir());
+
+        fs::remove_dir(old_path(dir.path(), &bad)).unwrap();
+        fs::write(old_path(dir.path(), &bad), &bad_bytes).unwrap();
+        let store = ShardStore::open(dir.path(), BIG).unwrap();
+        assert_eq!(store.recovery().migrated, 1);
+        assert!(store.recovery().missing.is_empty());
+        assert!(!dir.path().join("data").exists());
+        for (id, bytes) in &shards {
+            assert_eq!(&store.get(id).unwrap(), bytes);
+        }
+        assert_eq!(store.usage().shards, 3);
+        assert!(store.scrub().unwrap().is_clean());
     }
 
     #[test]
