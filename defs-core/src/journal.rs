@@ -124,7 +124,11 @@ fn cut(reason: &str) -> String {
 /// The changes of [`MetaDb::mark_dirty`]'s slow path, inside the caller's write transaction:
 /// a journal entry (kept if there is one), and a new generation when the inode was clean or an
 /// upload of its generation is in flight.
-fn mark_dirty_in(txn: &WriteTransaction, ino: InodeNo, now: Timestamp) -> Result<Generation> {
+pub(crate) fn mark_dirty_in(
+    txn: &WriteTransaction,
+    ino: InodeNo,
+    now: Timestamp,
+) -> Result<Generation> {
     let mut inodes = txn.open_table(INODES).ctx("opening inodes")?;
     let mut rec = load(&inodes, ino)?;
     let mut journal = txn.open_table(JOURNAL).ctx("opening journal")?;
@@ -157,6 +161,25 @@ fn mark_dirty_in(txn: &WriteTransaction, ino: InodeNo, now: Timestamp) -> Result
         .insert(ino.0, entry.encode().as_slice())
         .ctx("writing the journal")?;
     Ok(rec.generation)
+}
+
+/// Whether `ino` (whose record is `rec`) is dirty with no upload of its current generation in
+/// flight: then marking it dirty again changes nothing.
+pub(crate) fn dirty_in(txn: &WriteTransaction, ino: InodeNo, rec: &InodeRecord) -> Result<bool> {
+    dirty(&txn.open_table(JOURNAL).ctx("opening journal")?, ino, rec)
+}
+
+/// [`dirty_in`] over any readable journal table.
+fn dirty(
+    journal: &impl ReadableTable<u64, &'static [u8]>,
+    ino: InodeNo,
+    rec: &InodeRecord,
+) -> Result<bool> {
+    let entry = journal.get(ino.0).ctx("reading the journal")?;
+    Ok(match entry {
+        Some(e) => JournalEntry::decode(e.value())?.uploading != Some(rec.generation),
+        None => false,
+    })
 }
 
 impl MetaDb {
@@ -224,6 +247,22 @@ impl MetaDb {
         )
     }
 
+    /// What a close saves for a written file (its size and times), as
+    /// [`MetaDb::setattr_dirty`] does. When the journal already holds the file dirty with no
+    /// upload of its generation in flight, marking it again would change nothing and any
+    /// upload must begin after this change (`begin_upload` is a write transaction, which
+    /// applies deferred changes first), so the change is deferred (see [`crate::meta`]) rather
+    /// than committed. Returns the attributes.
+    ///
+    /// # Errors
+    /// As [`MetaDb::setattr`].
+    pub fn save_written(&self, ino: InodeNo, set: &SetAttr, now: Timestamp) -> Result<Attr> {
+        if let Some(attr) = self.defer_setattr(ino, set, now, true)? {
+            return Ok(attr);
+        }
+        self.setattr_dirty(ino, set, now).map(|(attr, _)| attr)
+    }
+
     /// The generation when `ino` is dirty and no upload of its generation is in flight (then
     /// marking it dirty changes nothing), else `None`.
     fn dirty_already(&self, ino: InodeNo) -> Result<Option<Generation>> {
@@ -231,14 +270,7 @@ impl MetaDb {
             let inodes = txn.open_table(INODES).ctx("opening inodes")?;
             let rec = load(&inodes, ino)?;
             let journal = txn.open_table(JOURNAL).ctx("opening journal")?;
-            let entry = journal.get(ino.0).ctx("reading the journal")?;
-            Ok(match entry {
-                Some(e) => {
-                    let e = JournalEntry::decode(e.value())?;
-                    (e.uploading != Some(rec.generation)).then_some(rec.generation)
-                }
-                None => None,
-            })
+            Ok(dirty(&journal, ino, &rec)?.then_some(rec.generation))
         })
     }
 

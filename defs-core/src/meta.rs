@@ -21,9 +21,10 @@
 //! # Deferred attribute changes
 //!
 //! A [`MetaDb::setattr`] that changes no size (chmod, chown, utimensat: three per file
-//! `rsync -a` copies) does not commit: holding redb's writer lock (so no transaction runs
-//! between), it reads the record, appends its redo record like any operation, and keeps its
-//! inputs in memory (`Deferred`, at most [`MAX_DEFERRED`]). The next write transaction applies
+//! `rsync -a` copies), and the size and times a close saves for a file that is already dirty
+//! ([`MetaDb::save_written`]), do not commit: holding redb's writer lock (so no transaction
+//! runs between), it reads the record, appends its redo record like any operation, and keeps
+//! its inputs in memory (`Deferred`, at most [`MAX_DEFERRED`]). The next write transaction applies
 //! every waiting change first, in LSN order, before its own operation (its LSN is higher), and
 //! so does every checkpoint, which then also writes `meta["lsn"]`. `getattr` and `lookup` lay
 //! the waiting changes over what they read; a reader of whole tables (snapshots) commits them
@@ -551,15 +552,19 @@ impl MetaDb {
         }
     }
 
-    /// Logs `set` (which changes no size) for `ino` and keeps it in memory until the next
-    /// write transaction or checkpoint applies it: one log append instead of a redb commit.
-    /// Returns the new attributes, or `None` when the change cannot wait (replay, a broken
-    /// log, [`MAX_DEFERRED`] changes waiting): the caller then commits it as usual.
+    /// Logs `set` for `ino` and keeps it in memory until the next write transaction or
+    /// checkpoint applies it: one log append instead of a redb commit. With `only_if_dirty`
+    /// it waits only while the journal holds `ino` dirty with no upload of its generation in
+    /// flight (a saved size is part of the content: see [`MetaDb::save_written`]). Returns the
+    /// new attributes, or `None` when the change cannot wait (replay, a broken log,
+    /// [`MAX_DEFERRED`] changes waiting, not dirty as required): the caller then commits it as
+    /// usual.
     pub(crate) fn defer_setattr(
         &self,
         ino: InodeNo,
         set: &SetAttr,
         now: Timestamp,
+        only_if_dirty: bool,
     ) -> Result<Option<Attr>> {
         // Holding redb's writer lock, no write transaction or checkpoint runs between reading
         // the record and logging the change: changes apply in LSN order, as replay applies them.
@@ -579,6 +584,9 @@ impl MetaDb {
                 }
             }
             apply_set(&mut rec, ino, set, now)?;
+            if only_if_dirty && !crate::journal::dirty_in(&txn, ino, &rec)? {
+                return Ok(None);
+            }
             if self
                 .inner
                 .state
@@ -999,7 +1007,8 @@ pub(crate) mod redo;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::namespace::RenameMode;
+    use crate::namespace::{Content, RenameMode};
+    use crate::types::Generation;
 
     #[test]
     fn open_refuses_a_newer_schema_with_a_clear_message() {
@@ -1093,6 +1102,15 @@ mod tests {
             .ino
     }
 
+    /// What a crash of the process would leave of the DB open in `dir`: its files as they are.
+    fn crash_image(dir: &Path) -> tempfile::TempDir {
+        let img = tempfile::tempdir().unwrap();
+        for name in [DB_FILE, LOG_FILE] {
+            std::fs::copy(dir.join(name), img.path().join(name)).unwrap();
+        }
+        img
+    }
+
     /// A fresh DB holding a file whose chmod 0644 waits to be applied.
     fn deferred_chmod_644() -> (tempfile::TempDir, MetaDb, InodeNo) {
         let dir = tempfile::tempdir().unwrap();
@@ -1162,10 +1180,7 @@ mod tests {
     fn a_deferred_setattr_survives_a_crash_of_the_process_and_reaches_redb_at_a_checkpoint() {
         let (dir, db, f) = deferred_chmod_644();
         // A crash now: the files as they are on disk, the change only in the log.
-        let img = tempfile::tempdir().unwrap();
-        for name in [DB_FILE, LOG_FILE] {
-            std::fs::copy(dir.path().join(name), img.path().join(name)).unwrap();
-        }
+        let img = crash_image(dir.path());
         let copy = MetaDb::open_with(img.path(), None).unwrap();
         assert_eq!(copy.getattr(f).unwrap().perm, 0o644);
         assert_eq!(stored_perm(&copy, f), 0o644);
@@ -1176,6 +1191,72 @@ mod tests {
         db.close().unwrap();
         let db = MetaDb::open_with(dir.path(), None).unwrap();
         assert_eq!(stored_perm(&db, f), 0o644);
+    }
+
+    /// The record's size as redb holds it, without deferred changes laid over.
+    fn stored_size(db: &MetaDb, ino: InodeNo) -> u64 {
+        db.read(|txn| Ok(load(&txn.open_table(INODES).unwrap(), ino)?.size))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_new_file_is_dirty_and_its_written_size_waits_unless_an_upload_is_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = MetaDb::open_with(dir.path(), None).unwrap();
+        let f = file_0600(&db);
+        // Dirty in the create's own commit, at generation 1.
+        let dirty = db.dirty_inodes().unwrap();
+        assert_eq!(dirty.len(), 1);
+        assert_eq!((dirty[0].ino, dirty[0].generation), (f, Generation(1)));
+        let size = |n| SetAttr {
+            size: Some(n),
+            mtime: Some(Timestamp::new(7, 0)),
+            ..Default::default()
+        };
+        // Dirty, no upload in flight: the close's size waits (no commit), seen at once.
+        let attr = db.save_written(f, &size(10), Timestamp::new(7, 0)).unwrap();
+        assert_eq!(attr.size, 10);
+        assert_eq!(stored_size(&db, f), 0);
+        assert_eq!(db.getattr(f).unwrap().size, 10);
+        // begin_upload is a write transaction: it applies the size before reading it.
+        let g = db.begin_upload(f).unwrap();
+        assert_eq!((g, stored_size(&db, f)), (Generation(1), 10));
+        // With that upload in flight a new size is part of newer content: committed with a new
+        // generation, so the upload cannot mark the file clean.
+        db.save_written(f, &size(20), Timestamp::new(8, 0)).unwrap();
+        assert_eq!(stored_size(&db, f), 20);
+        let content = Content::Stored {
+            file: crate::types::FileId([1; 32]),
+            key: [2; 32],
+            offset: 0,
+            len: 10,
+        };
+        assert!(!db.finish_upload(f, g, content.clone()).unwrap());
+        assert_eq!(db.dirty_inodes().unwrap()[0].generation, Generation(2));
+        // A clean file's saved size is committed and makes it dirty again.
+        let g = db.begin_upload(f).unwrap();
+        assert!(db.finish_upload(f, g, content).unwrap());
+        assert!(db.dirty_inodes().unwrap().is_empty());
+        db.save_written(f, &size(30), Timestamp::new(9, 0)).unwrap();
+        assert_eq!(stored_size(&db, f), 30);
+        assert_eq!(db.dirty_inodes().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_deferred_size_survives_a_crash_of_the_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = MetaDb::open_with(dir.path(), None).unwrap();
+        let f = file_0600(&db);
+        let set = SetAttr {
+            size: Some(4096),
+            ..Default::default()
+        };
+        db.save_written(f, &set, Timestamp::new(2, 0)).unwrap();
+        assert_eq!(stored_size(&db, f), 0);
+        let img = crash_image(dir.path());
+        let copy = MetaDb::open_with(img.path(), None).unwrap();
+        assert_eq!(stored_size(&copy, f), 4096);
+        assert_eq!(copy.dirty_inodes().unwrap()[0].ino, f);
     }
 
     #[test]

@@ -311,7 +311,7 @@ impl MetaDb {
     /// NotFound; IsADirectory (size of a directory); InvalidArgument (size of a symlink/fifo).
     pub fn setattr(&self, ino: InodeNo, set: &SetAttr, now: Timestamp) -> Result<Attr> {
         if set.size.is_none()
-            && let Some(attr) = self.defer_setattr(ino, set, now)?
+            && let Some(attr) = self.defer_setattr(ino, set, now, false)?
         {
             return Ok(attr);
         }
@@ -379,8 +379,12 @@ impl MetaDb {
                     }
                     return Ok((rec.attr(InodeNo(child)), false));
                 }
-                let attr = t.make(parent, name, FileKind::RegularFile, init, now, &[])?;
+                let mut attr = t.make(parent, name, FileKind::RegularFile, init, now, &[])?;
                 t.flush()?;
+                // A new file is unsaved data from its first moment (even empty, it must reach
+                // the network as a file): dirty now, in this commit, so that its writes and
+                // close have no journal change of their own to commit.
+                attr.generation = crate::journal::mark_dirty_in(txn, attr.ino, now)?;
                 Ok((attr, true))
             },
         )

@@ -363,6 +363,15 @@ pub(crate) fn apply_db(db: &MetaDb, op: &Op, now: Timestamp) -> Outcome {
     }
 }
 
+/// [`dump`] without the dirty journal: what a snapshot carries.
+pub(crate) fn dump_namespace(db: &MetaDb) -> String {
+    dump(db)
+        .lines()
+        .filter(|l| !l.starts_with("journal "))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
 /// A canonical text of every table (but the op log's LSN), for comparing DB states.
 pub(crate) fn dump(db: &MetaDb) -> String {
     let mut s = String::new();
@@ -759,7 +768,11 @@ impl Model {
                     }
                     return Ok((a, false));
                 }
-                Ok((self.make(*p, n, FileKind::RegularFile, now, &[])?, true))
+                let a = self.make(*p, n, FileKind::RegularFile, now, &[])?;
+                // A created file starts dirty: its first generation.
+                let i = self.inodes.get_mut(&a.ino.0).ok_or("ENOENT")?;
+                i.attr.generation = Generation(1);
+                Ok((i.attr, true))
             })()),
             Op::Mkdir(p, n) => o(self.make(*p, n, FileKind::Directory, now, &[])),
             Op::Mknod(p, n) => o(self.make(*p, n, FileKind::Fifo, now, &[])),

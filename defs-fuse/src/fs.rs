@@ -70,6 +70,31 @@ pub const MAX_FILE_SIZE: u64 = 1 << 60;
 /// the last failure). Never listed by listxattr, so `rsync -X` and `cp -a` do not copy it.
 pub const STATE_XATTR: &[u8] = b"user.defs.state";
 
+/// The POSIX access ACL's extended attribute.
+const ACL_ACCESS: &[u8] = b"system.posix_acl_access";
+
+/// The permission bits (0o777) of an access ACL in the kernel's xattr form (version 2, then
+/// 8-byte entries: tag u16, perm u16, id u32, little-endian) when it has exactly the owner,
+/// group and other entries, in that order: an ACL equivalent to a mode. `None` for any other
+/// value, which is stored as it is.
+fn minimal_acl_mode(value: &[u8]) -> Option<u16> {
+    const VERSION: u32 = 2;
+    const TAGS: [u16; 3] = [0x01, 0x04, 0x20]; // ACL_USER_OBJ, ACL_GROUP_OBJ, ACL_OTHER
+    let (version, entries) = value.split_first_chunk::<4>()?;
+    if u32::from_le_bytes(*version) != VERSION || entries.len() != 8 * TAGS.len() {
+        return None;
+    }
+    let mut mode = 0;
+    for (entry, tag) in entries.chunks_exact(8).zip(TAGS) {
+        let perm = u16::from_le_bytes([entry[2], entry[3]]);
+        if u16::from_le_bytes([entry[0], entry[1]]) != tag || perm > 7 {
+            return None;
+        }
+        mode = mode << 3 | perm;
+    }
+    Some(mode)
+}
+
 /// Directory entries fetched from the DB per readdir request; the kernel's buffer (4 KiB to
 /// 128 KiB) holds fewer, the rest are fetched again from the next cookie.
 pub const READDIR_BATCH: usize = 256;
@@ -445,7 +470,7 @@ impl Fs {
         // periodic scan, cache pressure) read the DB's older size and may already have marked
         // the file clean. Marking it dirty in the same transaction keeps that short upload from
         // standing for the file.
-        self.inner.db.setattr_dirty(ino, &set, o.ctime)?;
+        self.inner.db.save_written(ino, &set, o.ctime)?;
         if let Some(state) = lock(&self.inner.inodes).get_mut(&ino) {
             // Only writes set the overlay, and none ran meanwhile (the write lock).
             state.overlay = None;
@@ -814,6 +839,14 @@ impl Fs {
             };
             attr = self.setattr(attr.ino, None, set).await?;
         }
+        if created {
+            // Dirty from creation (see `MetaDb::create`): its last close schedules the upload
+            // even when nothing was written.
+            lock(&self.inner.inodes)
+                .entry(attr.ino)
+                .or_default()
+                .changed = true;
+        }
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let opened = self.open_handle(&attr, writable);
         Ok((self.entry(attr), opened))
@@ -1157,7 +1190,10 @@ impl Fs {
     }
 
     /// Sets an extended attribute. `flags` are setxattr(2)'s (XATTR_CREATE, XATTR_REPLACE).
-    /// Any name is stored as opaque bytes, `system.posix_acl_*` included.
+    /// Any name is stored as opaque bytes, `system.posix_acl_*` included, except an access
+    /// ACL that says no more than the mode bits (owner, group and other entries only): like
+    /// ext4 and XFS, DeFS then sets the mode's permission bits from it and keeps no ACL
+    /// (`cp -a` sets one on every file it copies).
     ///
     /// # Errors
     /// NotFound, AlreadyExists (CREATE), NoXattr (REPLACE), XattrTooLarge, ReadOnly.
@@ -1173,6 +1209,12 @@ impl Fs {
     ) -> Result<()> {
         self.check_writable()?;
         self.refuse_state_xattr(name)?;
+        if name == ACL_ACCESS
+            && flags == 0
+            && let Some(bits) = minimal_acl_mode(value)
+        {
+            return self.set_mode_from_acl(ino, bits).await;
+        }
         let mode = match flags {
             0 => XattrMode::Any,
             libc::XATTR_CREATE => XattrMode::Create,
@@ -1187,6 +1229,27 @@ impl Fs {
             .db
             .set_xattr(ino, name, value, mode, Timestamp::now())?;
         Ok(())
+    }
+
+    /// A minimal access ACL applied: the permission bits become `bits` (setuid, setgid and
+    /// sticky stay) and an access ACL stored before is removed, as `posix_acl_update_mode`
+    /// does for a local filesystem.
+    async fn set_mode_from_acl(&self, ino: InodeNo, bits: u16) -> Result<()> {
+        // Read first: the remove is a write transaction, and there is rarely anything to remove.
+        match self.inner.db.get_xattr(ino, ACL_ACCESS) {
+            Ok(_) => self
+                .inner
+                .db
+                .remove_xattr(ino, ACL_ACCESS, Timestamp::now())?,
+            Err(defs_core::Error::NoXattr { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let perm = self.getattr(ino).await?.perm;
+        let set = SetAttr {
+            perm: Some(perm & !0o777 | bits),
+            ..Default::default()
+        };
+        self.setattr(ino, None, set).await.map(drop)
     }
 
     /// An extended attribute's value.

@@ -269,20 +269,27 @@ impl Uploader for ScriptedUploader {
                     () = job.cancel.cancelled() => return Err(UploadError::Cancelled),
                 }
             }
-            let bytes = job
-                .cache
-                .read(job.ino, 0, job.size)
-                .map_err(|e| UploadError::Failed {
-                    reason: e.to_string(),
-                })?
-                .ok_or_else(|| UploadError::Failed {
-                    reason: "not all bytes are cached".into(),
-                })?;
+            // An empty file has nothing to read (a new file has no cache entry before its
+            // first write) and, like `ObjectUploader`, stores nothing.
+            let bytes = match job.size {
+                0 => Vec::new(),
+                size => job
+                    .cache
+                    .read(job.ino, 0, size)
+                    .map_err(|e| UploadError::Failed {
+                        reason: e.to_string(),
+                    })?
+                    .ok_or_else(|| UploadError::Failed {
+                        reason: "not all bytes are cached".into(),
+                    })?,
+            };
             let ok = step != Step::Fail;
             if let Ok(mut a) = shared.attempts.lock() {
                 a.push((job.ino, job.generation, bytes, ok));
             }
-            if ok {
+            if ok && job.size == 0 {
+                Ok(Content::Empty)
+            } else if ok {
                 Ok(fake_content(1, job.size))
             } else {
                 Err(UploadError::Failed {

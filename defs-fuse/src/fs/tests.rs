@@ -32,14 +32,13 @@ async fn writes_are_in_the_journal_before_close_and_sizes_reach_the_db_by_the_fl
         t.fs.create(InodeNo::ROOT, name("f"), 0o644, libc::O_RDWR, OWNER)
             .await
             .unwrap();
-    // The first write makes the file dirty and saves its size with the mark (one transaction).
+    // A new file is dirty from its creation, in the create's own transaction.
+    assert_eq!(dirty(&t), vec![attr.ino], "dirty before the first write");
+    // Writes to the dirty file: getattr sees the unsaved size; the DB does not yet.
     t.fs.write(attr.ino, o.fh, 10, b"hello").await.unwrap();
-    assert_eq!(dirty(&t), vec![attr.ino], "dirty before close");
-    assert_eq!(t.db.getattr(attr.ino).unwrap().size, 15);
-    // Later writes to the dirty file: getattr sees the unsaved size; the DB does not yet.
     t.fs.write(attr.ino, o.fh, 15, b"!").await.unwrap();
     assert_eq!(t.fs.getattr(attr.ino).await.unwrap().size, 16);
-    assert_eq!(t.db.getattr(attr.ino).unwrap().size, 15);
+    assert_eq!(t.db.getattr(attr.ino).unwrap().size, 0);
     t.fs.flush(attr.ino, o.fh).await.unwrap();
     let stored = t.db.getattr(attr.ino).unwrap();
     assert_eq!(stored.size, 16);
@@ -304,6 +303,84 @@ async fn closes_within_the_debounce_upload_once_and_the_upload_keeps_mtime_and_s
         Content::Stored { len: 4, .. }
     ));
     assert_eq!(t.fs.getxattr(ino, STATE_XATTR).await.unwrap(), b"clean");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_created_file_never_written_is_dirty_until_its_close_uploads_it() {
+    let u = ScriptedUploader::new(&[]);
+    let t = TestFs::new(Config::default(), uploader(&u));
+    let (attr, o) =
+        t.fs.create(InodeNo::ROOT, name("touched"), 0o644, libc::O_WRONLY, OWNER)
+            .await
+            .unwrap();
+    assert_eq!(dirty(&t), vec![attr.ino]);
+    assert_eq!(
+        t.fs.getxattr(attr.ino, STATE_XATTR).await.unwrap(),
+        b"dirty"
+    );
+    t.fs.release(attr.ino, o.fh).await.unwrap();
+    wait_until("the upload", || dirty(&t).is_empty()).await;
+    assert_eq!(t.db.content(attr.ino).unwrap(), Content::Empty);
+    assert_eq!(
+        t.fs.getxattr(attr.ino, STATE_XATTR).await.unwrap(),
+        b"clean"
+    );
+}
+
+/// An access ACL in the kernel's xattr form: version 2, then (tag, perm, id) entries.
+fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+    let mut v = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in entries {
+        v.extend_from_slice(&tag.to_le_bytes());
+        v.extend_from_slice(&perm.to_le_bytes());
+        v.extend_from_slice(&id.to_le_bytes());
+    }
+    v
+}
+
+#[tokio::test]
+async fn a_minimal_access_acl_sets_the_mode_and_any_other_acl_is_stored() {
+    const ACL: &[u8] = b"system.posix_acl_access";
+    const NONE: u32 = u32::MAX;
+    let t = TestFs::new(Config::default(), None);
+    let ino = t.write_file("f", b"x").await;
+    let set = SetAttr {
+        perm: Some(0o4644),
+        ..Default::default()
+    };
+    t.fs.setattr(ino, None, set).await.unwrap();
+    // An extended ACL (a named user and a mask) is kept as it is.
+    let extended = acl(&[
+        (0x01, 6, NONE),
+        (0x02, 4, 1000),
+        (0x04, 4, NONE),
+        (0x10, 4, NONE),
+        (0x20, 4, NONE),
+    ]);
+    t.fs.setxattr(ino, ACL, &extended, 0).await.unwrap();
+    assert_eq!(t.fs.getxattr(ino, ACL).await.unwrap(), extended);
+    // Owner rwx, group r-x, other none: what cp -a sets for a 0750 file. The mode takes the
+    // bits (setuid stays), and the ACL stored before is gone, as on ext4.
+    let minimal = acl(&[(0x01, 7, NONE), (0x04, 5, NONE), (0x20, 0, NONE)]);
+    t.fs.setxattr(ino, ACL, &minimal, 0).await.unwrap();
+    assert_eq!(t.fs.getattr(ino).await.unwrap().perm, 0o4750);
+    let err = t.fs.getxattr(ino, ACL).await.unwrap_err();
+    assert_eq!(err.to_errno(), libc::ENODATA);
+    // Not minimal (a mask entry, an out-of-range perm, a short value): stored as bytes.
+    for value in [
+        acl(&[
+            (0x01, 7, NONE),
+            (0x04, 5, NONE),
+            (0x10, 5, NONE),
+            (0x20, 0, NONE),
+        ]),
+        acl(&[(0x01, 8, NONE), (0x04, 5, NONE), (0x20, 0, NONE)]),
+        minimal[..minimal.len() - 1].to_vec(),
+    ] {
+        t.fs.setxattr(ino, ACL, &value, 0).await.unwrap();
+        assert_eq!(t.fs.getxattr(ino, ACL).await.unwrap(), value);
+        assert_eq!(t.fs.getattr(ino).await.unwrap().perm, 0o4750);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -878,9 +955,9 @@ async fn the_object_uploader_stores_what_reads_back_from_the_network() {
 async fn an_upload_of_an_open_file_with_an_unsaved_size_never_leaves_it_clean_and_short() {
     // The periodic scan (or cache pressure) may upload a file that is still open for writing:
     // its newest size is in the overlay and the upload reads the DB's older one. When the close
-    // then saves the size, the file must be dirty again, so the full bytes are uploaded. (The
-    // first write of a new file saves its size with the dirty mark; the second one, to a file
-    // already dirty, keeps it in the overlay.)
+    // then saves the size, the file must be dirty again, so the full bytes are uploaded. (A new
+    // file is dirty from its creation, so its writes keep the size in the overlay and the
+    // stale upload reads the created, empty file.)
     let u = ScriptedUploader::new(&[]);
     let t = TestFs::new(Config::default(), uploader(&u));
     let (attr, o) =
@@ -901,7 +978,7 @@ async fn an_upload_of_an_open_file_with_an_unsaved_size_never_leaves_it_clean_an
     );
     t.fs.release(ino, o.fh).await.unwrap();
     wait_until("the full upload", || dirty(&t).is_empty()).await;
-    assert_eq!(u.attempts()[0].2, b"first part", "the stale upload");
+    assert_eq!(u.attempts()[0].2, b"", "the stale upload");
     let last = u.attempts().last().cloned().unwrap();
     assert_eq!(last.2, b"first part, second");
     assert!(matches!(

@@ -596,24 +596,41 @@ fn posix_acl_xattrs_are_stored_as_opaque_bytes() {
     let m = mount!();
     let p = m.path("acl");
     fs::write(&p, b"x").unwrap();
-    // A minimal valid ACL (version 2, USER_OBJ rw, GROUP_OBJ r, OTHER r): what setfacl writes.
-    let acl = "0x0200000001000600ffffffff04000400ffffffff20000400ffffffff";
-    let out = std::process::Command::new("setfattr")
-        .args(["-n", "system.posix_acl_access", "-v", acl])
-        .arg(&p)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = defs_tests::mount::run(
+    let setfattr = |hex: &str| {
+        defs_tests::mount::run(
+            std::process::Command::new("setfattr")
+                .args(["-n", "system.posix_acl_access", "-v", hex])
+                .arg(&p),
+        )
+    };
+    let getfattr = || {
         std::process::Command::new("getfattr")
             .args(["-n", "system.posix_acl_access", "-e", "hex"])
-            .arg(&p),
+            .arg(&p)
+            .output()
+            .unwrap()
+    };
+    // An extended ACL (USER_OBJ rw, USER 1000 r, GROUP_OBJ r, MASK r, OTHER r) is kept as is.
+    let acl = "0x0200000001000600ffffffff02000400e803000004000400ffffffff10000400ffffffff20000400ffffffff";
+    setfattr(acl);
+    let out = getfattr();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(acl),
+        "{out:?}"
     );
-    assert!(out.contains(acl), "{out}");
+    // A minimal one (USER_OBJ rwx, GROUP_OBJ r-x, OTHER none: what `cp -a` sets) becomes the
+    // mode's permission bits and replaces the stored ACL, as on ext4.
+    setfattr("0x0200000001000700ffffffff04000500ffffffff20000000ffffffff");
+    assert_eq!(
+        fs::metadata(&p).unwrap().permissions().mode() & 0o7777,
+        0o750
+    );
+    let out = getfattr();
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("No such attribute"),
+        "{out:?}"
+    );
 }
 
 // ---- statfs, read-only -------------------------------------------------------------------------
