@@ -204,21 +204,6 @@ impl MetaDb {
         )
     }
 
-    /// [`MetaDb::mark_dirty`] for a write that also changed the file's size and times (`set`):
-    /// when marking needs a write (the inode was clean, or an upload of its generation is in
-    /// flight), `set` is saved in the same transaction ([`MetaDb::setattr_dirty`]) and the
-    /// result is `true`. Otherwise nothing is written and the result is `false`: the caller
-    /// keeps the change in memory until the close saves it.
-    ///
-    /// # Errors
-    /// As [`MetaDb::setattr_dirty`].
-    pub fn mark_dirty_with(&self, ino: InodeNo, set: &SetAttr, now: Timestamp) -> Result<bool> {
-        if self.dirty_already(ino)?.is_some() {
-            return Ok(false);
-        }
-        self.setattr_dirty(ino, set, now).map(|_| true)
-    }
-
     /// [`MetaDb::setattr`] and [`MetaDb::mark_dirty`] in one transaction (one redo record):
     /// what the close of a written file saves (its size and times), recorded as unsaved data
     /// in the same step, so an upload that read the older size can never stand for the file.

@@ -184,8 +184,8 @@ pub(crate) enum Op {
     UploadFailed(u64, u64),
     /// setattr_dirty with a size.
     SetattrDirty(u64, u64),
-    /// mark_dirty_with a size.
-    MarkDirtyWith(u64, u64),
+    /// save_written with a size.
+    SaveWritten(u64, u64),
 }
 
 const NAMES: [&[u8]; 5] = [b"a", b"b", b"c", b"dd", b"."];
@@ -262,7 +262,7 @@ impl Op {
             20 => Op::FinishUpload(ino(rng), rng.below(4)),
             21 => Op::UploadFailed(ino(rng), rng.below(4)),
             22 => Op::SetattrDirty(ino(rng), rng.below(100)),
-            _ => Op::MarkDirtyWith(ino(rng), rng.below(100)),
+            _ => Op::SaveWritten(ino(rng), rng.below(100)),
         }
     }
 }
@@ -347,7 +347,7 @@ pub(crate) fn apply_db(db: &MetaDb, op: &Op, now: Timestamp) -> Outcome {
             out(db.finish_upload(i(*x), Generation(*g), content))
         }
         Op::UploadFailed(x, g) => out(db.upload_failed(i(*x), Generation(*g), "peer gone")),
-        Op::SetattrDirty(x, size) | Op::MarkDirtyWith(x, size) => {
+        Op::SetattrDirty(x, size) | Op::SaveWritten(x, size) => {
             let set = SetAttr {
                 size: Some(*size),
                 mtime: Some(now),
@@ -357,7 +357,7 @@ pub(crate) fn apply_db(db: &MetaDb, op: &Op, now: Timestamp) -> Outcome {
             if matches!(op, Op::SetattrDirty(..)) {
                 out(db.setattr_dirty(i(*x), &set, now))
             } else {
-                out(db.mark_dirty_with(i(*x), &set, now))
+                out(db.save_written(i(*x), &set, now))
             }
         }
     }

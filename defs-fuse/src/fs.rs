@@ -4,20 +4,19 @@
 //! [`Fs`] directly.
 //!
 //! ```text
-//!  write ──▶ cache file ──▶ journal.mark_dirty ──▶ acknowledged
-//!            size/mtime in the in-memory overlay of the open inode
-//!  flush (close) ──▶ overlay → MetaDb::setattr (logged in the DB's redo log, no fsync)
+//!  write ──▶ cache file ──▶ MetaDb::save_written (size, mtime, dirty mark) ──▶ acknowledged
+//!  flush (close) ──▶ ENOSYS: nothing left to save, so the kernel stops sending it
 //!  release (last) ──▶ Flusher::closed(ino) — debounced upload through the Uploader
 //!  forget/release of an orphan (nlink 0) ──▶ MetaDb::purge + cache file removed
 //! ```
 //!
 //! Invariants:
-//! - An inode with an overlay has bytes in its cache file that the DB's size/mtime do not yet
-//!   describe; the overlay is written to the DB before `close(2)` returns (FUSE `flush`), so
-//!   `stat` after `close` — in this or any later mount — shows the final size and mtime.
-//! - Every change is in the cache file and recorded by `mark_dirty` before it is acknowledged;
-//!   `mark_dirty` moves the generation when an upload is in flight, so an upload that started
-//!   before a change never marks the inode clean.
+//! - Every write is in the cache file, and its size, mtime and dirty mark are saved in the DB
+//!   (`save_written`: a deferred change, no commit, while the file is already dirty), before
+//!   it is acknowledged. So `close(2)` has nothing left to do, and `stat` after any write — in
+//!   this or any later mount — shows the size and mtime it left.
+//! - `save_written` and `mark_dirty` move the generation when an upload is in flight, so an
+//!   upload that started before a change never marks the inode clean.
 //! - A closed file that was written is durable against a crash of the daemon: its bytes are in
 //!   the cache file and its ranges, size, mtime and dirty mark are in the stores' redo logs, all
 //!   in the kernel's page cache, which survives the process. fsync(2) adds power-loss durability.
@@ -226,19 +225,10 @@ struct InodeState {
     lookups: u64,
     /// Open file handles.
     opens: u32,
-    /// Size and times not yet written to the DB (the file was written since the last flush).
-    overlay: Option<Overlay>,
     /// Changed since its upload was last scheduled: the last close schedules one.
     changed: bool,
     /// Size and mtime when the kernel last closed the file, for FOPEN_KEEP_CACHE.
     closed_as: Option<(u64, Timestamp)>,
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Overlay {
-    size: u64,
-    mtime: Timestamp,
-    ctime: Timestamp,
 }
 
 #[derive(Debug)]
@@ -373,18 +363,6 @@ impl Fs {
         }
     }
 
-    /// The DB's attributes with the open inode's unsaved size and times laid over them.
-    fn overlaid(&self, mut attr: Attr) -> Attr {
-        if let Some(state) = lock(&self.inner.inodes).get(&attr.ino)
-            && let Some(o) = state.overlay
-        {
-            attr.size = o.size;
-            attr.mtime = o.mtime;
-            attr.ctime = o.ctime;
-        }
-        attr
-    }
-
     /// The kernel got an entry for `ino`: one more lookup it will forget later.
     pub fn remember(&self, ino: InodeNo) {
         lock(&self.inner.inodes).entry(ino).or_default().lookups += 1;
@@ -392,7 +370,7 @@ impl Fs {
 
     fn entry(&self, attr: Attr) -> Attr {
         self.remember(attr.ino);
-        self.overlaid(attr)
+        attr
     }
 
     /// The kernel dropped `n` lookups of `ino`. An orphan nobody references any more is purged.
@@ -404,7 +382,7 @@ impl Fs {
             };
             state.lookups = state.lookups.saturating_sub(n);
             let idle = state.lookups == 0 && state.opens == 0;
-            if idle && state.overlay.is_none() {
+            if idle {
                 inodes.remove(&ino);
             }
             idle
@@ -446,36 +424,9 @@ impl Fs {
         }
     }
 
-    /// The per-inode write lock: writes, and saving what they left in the overlay, of one
-    /// inode run one at a time.
+    /// The per-inode write lock: the writes of one inode run one at a time.
     fn write_lock(&self, ino: InodeNo) -> std::sync::MutexGuard<'_, ()> {
         lock(&self.inner.write_locks[(ino.0 % WRITE_LOCKS as u64) as usize])
-    }
-
-    /// Writes the overlay of `ino` to the DB. Returns whether there was one.
-    fn persist(&self, ino: InodeNo) -> Result<bool> {
-        // Under the write lock: a write that turns the file dirty saves its size itself, and a
-        // persist of an older overlay must not commit after it (the DB would go back to the
-        // older, shorter size with no overlay left to correct it).
-        let _serial = self.write_lock(ino);
-        let overlay = lock(&self.inner.inodes).get(&ino).and_then(|s| s.overlay);
-        let Some(o) = overlay else { return Ok(false) };
-        let set = namespace::SetAttr {
-            size: Some(o.size),
-            mtime: Some(o.mtime),
-            ctime: Some(o.ctime),
-            ..Default::default()
-        };
-        // The saved size is part of the content: an upload that started before it (the
-        // periodic scan, cache pressure) read the DB's older size and may already have marked
-        // the file clean. Marking it dirty in the same transaction keeps that short upload from
-        // standing for the file.
-        self.inner.db.save_written(ino, &set, o.ctime)?;
-        if let Some(state) = lock(&self.inner.inodes).get_mut(&ino) {
-            // Only writes set the overlay, and none ran meanwhile (the write lock).
-            state.overlay = None;
-        }
-        Ok(true)
     }
 
     /// Records in the journal that `ino` holds data not yet stored. Called after the bytes
@@ -498,7 +449,7 @@ impl Fs {
         Ok(self.entry(attr))
     }
 
-    /// The attributes of `ino`, including unsaved changes of an open file.
+    /// The attributes of `ino`.
     ///
     /// # Errors
     /// NotFound.
@@ -506,7 +457,7 @@ impl Fs {
     /// # Cancel safety
     /// Safe (read only).
     pub async fn getattr(&self, ino: InodeNo) -> Result<Attr> {
-        Ok(self.overlaid(self.inner.db.getattr(ino)?))
+        Ok(self.inner.db.getattr(ino)?)
     }
 
     /// Changes attributes. A size change truncates or extends the cache file and marks the
@@ -528,7 +479,6 @@ impl Fs {
         self.check_writable()?;
         let _ = fh;
         let now = Timestamp::now();
-        self.persist(ino)?;
         if let Some(size) = set.size {
             if size > MAX_FILE_SIZE {
                 return Err(Error::FileTooLarge {
@@ -566,8 +516,7 @@ impl Fs {
             mtime: set.mtime.map(resolve),
             ctime: set.ctime,
         };
-        let attr = self.inner.db.setattr(ino, &db_set, now)?;
-        Ok(self.overlaid(attr))
+        Ok(self.inner.db.setattr(ino, &db_set, now)?)
     }
 
     /// A symlink's target.
@@ -752,7 +701,6 @@ impl Fs {
     /// Safe: one DB transaction.
     pub async fn link(&self, ino: InodeNo, newparent: InodeNo, newname: &OsStr) -> Result<Attr> {
         self.check_writable()?;
-        self.persist(ino)?;
         let attr = self
             .inner
             .db
@@ -928,67 +876,32 @@ impl Fs {
             // Clean bytes fetched above may have been evicted since.
             self.check_cached(ino, file, need)?;
         }
-        let overlay_size = lock(&self.inner.inodes)
-            .get(&ino)
-            .and_then(|s| s.overlay)
-            .map(|o| o.size);
-        let base = match overlay_size {
-            Some(size) => size,
-            None => self.inner.db.getattr(ino)?.size,
-        };
+        let base = self.inner.db.getattr(ino)?.size;
         if offset > base {
             // The gap between the old end and the write reads as zeros.
             self.inner.cache.truncate(ino, offset)?;
         }
         self.inner.cache.write(ino, offset, data)?;
         let now = Timestamp::now();
-        let size = base.max(end);
-        // When the file turns dirty here (a new or clean file: a write transaction anyway),
-        // its new size and times are saved with the mark, so the close of a file written once
-        // has nothing left to save. Otherwise they wait in the overlay for the close.
+        // After the bytes, before the acknowledgement (the journal's ordering rule): the size
+        // and times with the dirty mark. A file already dirty (a new one is, from its create)
+        // costs no commit; a clean one is marked with a new generation in one commit.
         let set = namespace::SetAttr {
-            size: Some(size),
+            size: Some(base.max(end)),
             mtime: Some(now),
             ctime: Some(now),
             ..Default::default()
         };
-        let saved = self.inner.db.mark_dirty_with(ino, &set, now)?;
-        {
-            let mut inodes = lock(&self.inner.inodes);
-            let state = inodes.entry(ino).or_default();
-            state.changed = true;
-            state.overlay = (!saved).then_some(Overlay {
-                size,
-                mtime: now,
-                ctime: now,
-            });
-        }
+        self.inner.db.save_written(ino, &set, now)?;
+        lock(&self.inner.inodes).entry(ino).or_default().changed = true;
         Ok(u32::try_from(data.len()).unwrap_or(u32::MAX))
-    }
-
-    /// `close(2)` of one descriptor: the file's size and mtime go to the DB. The closed file
-    /// survives a crash of the daemon (the stores' redo logs); fsync(2) makes it survive power
-    /// loss.
-    ///
-    /// # Errors
-    /// BadHandle; the DB failed (the close reports it: nothing is silently dropped).
-    ///
-    /// # Cancel safety
-    /// Safe: it can be repeated.
-    pub async fn flush(&self, ino: InodeNo, fh: FileHandle) -> Result<()> {
-        self.file_handle(ino, fh)?;
-        // No fsync here: the cache store and the metadata DB each log every operation before it
-        // returns (their redo logs survive the process in the OS page cache), so the bytes, the
-        // ranges, the size/mtime written by `persist` and the dirty mark all survive a crash of
-        // the daemon. Power-loss durability is what fsync(2) is for.
-        self.persist(ino).map(drop)
     }
 
     /// The last reference to a handle is gone. After the last handle of a changed file, the
     /// flusher schedules its upload (debounced); an orphan with no handles left is purged.
     ///
     /// # Errors
-    /// BadHandle; the DB failed writing the overlay.
+    /// BadHandle.
     ///
     /// # Cancel safety
     /// Not cancel safe: the handle is gone even if the future is dropped.
@@ -998,7 +911,6 @@ impl Fs {
             return Err(Error::BadHandle { ino, fh });
         };
         self.forget_reads(fh);
-        let persisted = self.persist(ino);
         let attr = self.inner.db.getattr(ino);
         let (last, idle, changed) = {
             let mut inodes = lock(&self.inner.inodes);
@@ -1011,7 +923,6 @@ impl Fs {
             let changed = last && std::mem::take(&mut state.changed);
             (last, last && state.lookups == 0, changed)
         };
-        persisted?;
         if changed {
             self.inner.flusher.closed(ino);
         }
@@ -1036,7 +947,6 @@ impl Fs {
         let _ = datasync;
         self.file_handle(ino, fh)?;
         self.inner.cache.sync(ino)?;
-        self.persist(ino)?;
         self.inner.db.sync()?;
         if self.inner.config.fsync == FsyncMode::Network {
             self.inner.flusher.upload_now(ino).await?;
@@ -1114,7 +1024,7 @@ impl Fs {
         for e in db.readdir(ino, offset.saturating_sub(2), READDIR_BATCH)? {
             let attr = if plus {
                 match db.getattr(e.ino) {
-                    Ok(a) => Some(self.overlaid(a)),
+                    Ok(a) => Some(a),
                     // Removed since the listing was read: skip it.
                     Err(_) => continue,
                 }
@@ -1381,8 +1291,8 @@ impl Fs {
         }
     }
 
-    /// The mount is going away: unsaved sizes go to the DB and the DB is made durable, so
-    /// everything written is safe in the local journal before the unmount completes.
+    /// The mount is going away: the DB is made durable, so everything written is safe in the
+    /// local journal before the unmount completes.
     ///
     /// # Errors
     /// The DB failed.
@@ -1390,14 +1300,6 @@ impl Fs {
     /// # Cancel safety
     /// Safe: it can be repeated.
     pub async fn unmounting(&self) -> Result<()> {
-        let pending: Vec<InodeNo> = lock(&self.inner.inodes)
-            .iter()
-            .filter(|(_, s)| s.overlay.is_some())
-            .map(|(ino, _)| *ino)
-            .collect();
-        for ino in pending {
-            self.persist(ino)?;
-        }
         self.inner.db.sync()?;
         Ok(())
     }

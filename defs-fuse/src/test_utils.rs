@@ -142,7 +142,7 @@ impl TestFs {
         self.dir.path().to_path_buf()
     }
 
-    /// Creates `name` in the root with `data`, and closes it (flush + release).
+    /// Creates `name` in the root with `data`, and closes it (release).
     ///
     /// # Panics
     /// On any error.
@@ -150,7 +150,7 @@ impl TestFs {
         self.write_file_in(InodeNo::ROOT, name, data).await
     }
 
-    /// Creates `name` in directory `parent` with `data`, and closes it (flush + release).
+    /// Creates `name` in directory `parent` with `data`, and closes it (release).
     ///
     /// # Panics
     /// On any error.
@@ -166,10 +166,6 @@ impl TestFs {
                 .await
                 .unwrap_or_else(|e| panic!("write {name}: {e}"));
         }
-        self.fs
-            .flush(attr.ino, opened.fh)
-            .await
-            .unwrap_or_else(|e| panic!("flush {name}: {e}"));
         self.fs
             .release(attr.ino, opened.fh)
             .await

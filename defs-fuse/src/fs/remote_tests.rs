@@ -345,7 +345,6 @@ async fn the_first_change_of_an_uncached_file_fetches_it_whole_and_keeps_its_byt
     t.fs.write(ino, o.fh, end, b"tail").await.unwrap();
     model.extend_from_slice(&[0; 10]);
     model.extend_from_slice(b"tail");
-    t.fs.flush(ino, o.fh).await.unwrap();
     t.fs.release(ino, o.fh).await.unwrap();
     assert_eq!(read_all(&t, ino, 128 << 10).await, model);
     upload(&t, ino).await;

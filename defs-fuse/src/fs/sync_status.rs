@@ -3,7 +3,6 @@
 //!
 //! ```text
 //!  sync_tree(root) ── walk root's subtree (loop, not recursion) ∩ journal's dirty set
-//!        │ persist the overlays of open files (the upload reads the DB's size)
 //!        ▼
 //!  ≤ SYNC_PARALLEL waits: Flusher::upload_now(ino) ── retried SYNC_ATTEMPTS times ──▶ report
 //! ```
@@ -156,9 +155,9 @@ impl Fs {
         Ok(ino)
     }
 
-    /// The size of `ino` as `stat` shows it (the open file's unsaved size included).
+    /// The size of `ino` as `stat` shows it.
     fn size_of(&self, ino: InodeNo) -> Result<u64> {
-        Ok(self.overlaid(self.inner.db.getattr(ino)?).size)
+        Ok(self.inner.db.getattr(ino)?.size)
     }
 
     /// Paths (relative to `root`) of the inodes of `wanted` found in `root`'s subtree, or of
@@ -283,10 +282,6 @@ impl Fs {
         }
         if !self.inner.flusher.has_uploader() {
             return Err(FlushError::NoUploader { ino: targets[0].0 }.into());
-        }
-        // An open file's newest size is in its overlay; the upload reads the DB's.
-        for (ino, _, _) in &targets {
-            self.persist(*ino)?;
         }
         let flusher = self.inner.flusher.clone();
         let mut waits = futures::stream::iter(targets.into_iter().map(|(ino, path, size)| {

@@ -1,4 +1,4 @@
-//! The core without a kernel: handles, overlay, journal, orphans, readdir offsets, the flusher.
+//! The core without a kernel: handles, journal, orphans, readdir offsets, the flusher.
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -26,7 +26,7 @@ fn dirty(t: &TestFs) -> Vec<InodeNo> {
 }
 
 #[tokio::test]
-async fn writes_are_in_the_journal_before_close_and_sizes_reach_the_db_by_the_flush() {
+async fn every_write_is_in_the_journal_and_its_size_in_the_db_when_it_returns() {
     let t = TestFs::new(Config::default(), None);
     let (attr, o) =
         t.fs.create(InodeNo::ROOT, name("f"), 0o644, libc::O_RDWR, OWNER)
@@ -34,15 +34,18 @@ async fn writes_are_in_the_journal_before_close_and_sizes_reach_the_db_by_the_fl
             .unwrap();
     // A new file is dirty from its creation, in the create's own transaction.
     assert_eq!(dirty(&t), vec![attr.ino], "dirty before the first write");
-    // Writes to the dirty file: getattr sees the unsaved size; the DB does not yet.
+    // Each write saves its size and mtime in the DB before it returns: no close needed.
     t.fs.write(attr.ino, o.fh, 10, b"hello").await.unwrap();
+    assert_eq!(t.db.getattr(attr.ino).unwrap().size, 15);
     t.fs.write(attr.ino, o.fh, 15, b"!").await.unwrap();
-    assert_eq!(t.fs.getattr(attr.ino).await.unwrap().size, 16);
-    assert_eq!(t.db.getattr(attr.ino).unwrap().size, 0);
-    t.fs.flush(attr.ino, o.fh).await.unwrap();
     let stored = t.db.getattr(attr.ino).unwrap();
     assert_eq!(stored.size, 16);
     assert_eq!(stored.mtime, t.fs.getattr(attr.ino).await.unwrap().mtime);
+    // A restart (the process died with the file open) finds the same.
+    let t = t.restart(Config::default(), None).await;
+    assert_eq!(t.db.getattr(attr.ino).unwrap().size, 16);
+    assert_eq!(dirty(&t), vec![attr.ino]);
+    let o = t.fs.open(attr.ino, libc::O_RDWR).await.unwrap();
     assert_eq!(
         t.fs.read(attr.ino, o.fh, 0, 100).await.unwrap(),
         b"\0\0\0\0\0\0\0\0\0\0hello!"
@@ -77,7 +80,6 @@ async fn an_unlinked_file_lives_until_its_last_handle_and_lookup_are_gone() {
     t.fs.write(attr.ino, o.fh, 0, b"data").await.unwrap();
     t.fs.unlink(InodeNo::ROOT, name("f")).await.unwrap();
     assert_eq!(t.fs.read(attr.ino, o.fh, 0, 4).await.unwrap(), b"data");
-    t.fs.flush(attr.ino, o.fh).await.unwrap();
     t.fs.release(attr.ino, o.fh).await.unwrap();
     // The kernel still holds the create's lookup.
     assert!(t.db.getattr(attr.ino).is_ok());
@@ -289,7 +291,6 @@ async fn closes_within_the_debounce_upload_once_and_the_upload_keeps_mtime_and_s
     // Reopen and rewrite within the debounce (a save dance).
     let o = t.fs.open(ino, libc::O_WRONLY).await.unwrap();
     t.fs.write(ino, o.fh, 0, b"two!").await.unwrap();
-    t.fs.flush(ino, o.fh).await.unwrap();
     t.fs.release(ino, o.fh).await.unwrap();
     let before = t.fs.getattr(ino).await.unwrap();
     wait_until("the upload", || dirty(&t).is_empty()).await;
@@ -411,7 +412,6 @@ async fn a_write_during_an_upload_keeps_the_file_dirty_and_uploads_again() {
     u.started().await;
     let o = t.fs.open(ino, libc::O_WRONLY).await.unwrap();
     t.fs.write(ino, o.fh, 0, b"new").await.unwrap();
-    t.fs.flush(ino, o.fh).await.unwrap();
     t.fs.release(ino, o.fh).await.unwrap();
     u.release();
     wait_until("the second upload", || u.attempts().len() == 2).await;
@@ -875,7 +875,6 @@ mod model {
                     assert!(got == model[start..end], "read {offset}+{len}");
                 }
                 Op::Reopen | Op::Restart => {
-                    t.fs.flush(ino, fh).await.unwrap();
                     t.fs.release(ino, fh).await.unwrap();
                     if matches!(op, Op::Restart) {
                         t = t.restart(Config::default(), None).await;
@@ -952,12 +951,10 @@ async fn the_object_uploader_stores_what_reads_back_from_the_network() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_upload_of_an_open_file_with_an_unsaved_size_never_leaves_it_clean_and_short() {
-    // The periodic scan (or cache pressure) may upload a file that is still open for writing:
-    // its newest size is in the overlay and the upload reads the DB's older one. When the close
-    // then saves the size, the file must be dirty again, so the full bytes are uploaded. (A new
-    // file is dirty from its creation, so its writes keep the size in the overlay and the
-    // stale upload reads the created, empty file.)
+async fn an_upload_of_an_open_file_never_leaves_it_clean_and_short() {
+    // The periodic scan (or cache pressure) may upload a file that is still open for writing.
+    // The upload takes every write before it (begin_upload applies the deferred sizes); a
+    // write after it must leave the file dirty, so the full bytes are uploaded later.
     let u = ScriptedUploader::new(&[]);
     let t = TestFs::new(Config::default(), uploader(&u));
     let (attr, o) =
@@ -965,20 +962,20 @@ async fn an_upload_of_an_open_file_with_an_unsaved_size_never_leaves_it_clean_an
             .await
             .unwrap();
     let ino = attr.ino;
-    t.fs.write(ino, o.fh, 0, b"first part").await.unwrap();
-    t.fs.write(ino, o.fh, 10, b", second").await.unwrap();
-    // What the scan does: upload now, while the size is only in the overlay.
+    t.fs.write(ino, o.fh, 0, b"first").await.unwrap();
+    t.fs.write(ino, o.fh, 5, b" part").await.unwrap();
+    // What the scan does: upload now, while the file is open.
     t.fs.flusher().upload_now(ino).await.unwrap();
-    assert!(dirty(&t).is_empty(), "the stale upload marked it clean");
-    t.fs.flush(ino, o.fh).await.unwrap();
-    assert_eq!(
-        dirty(&t),
-        vec![ino],
-        "saving the size made the file dirty again"
-    );
+    assert!(dirty(&t).is_empty(), "uploaded as written so far");
+    t.fs.write(ino, o.fh, 10, b", second").await.unwrap();
+    assert_eq!(dirty(&t), vec![ino], "the next write made it dirty again");
     t.fs.release(ino, o.fh).await.unwrap();
     wait_until("the full upload", || dirty(&t).is_empty()).await;
-    assert_eq!(u.attempts()[0].2, b"", "the stale upload");
+    assert_eq!(
+        u.attempts()[0].2,
+        b"first part",
+        "the upload of the open file"
+    );
     let last = u.attempts().last().cloned().unwrap();
     assert_eq!(last.2, b"first part, second");
     assert!(matches!(
