@@ -831,6 +831,14 @@ impl Fs {
         Ok(data)
     }
 
+    /// Whether a write to `ino` may wait on the network: the first change of a stored file
+    /// that is not dirty in the cache (all of it must be cached first). A file being written,
+    /// or one never stored, changes locally at once.
+    pub fn write_may_wait(&self, ino: InodeNo) -> bool {
+        !self.inner.cache.is_dirty(ino)
+            && !matches!(self.inner.db.content(ino), Ok(namespace::Content::Empty))
+    }
+
     /// Writes `data` at `offset` into the cache file. The journal knows the file is dirty
     /// before the bytes land.
     ///

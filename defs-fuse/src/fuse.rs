@@ -5,12 +5,20 @@
 //! without a kernel. Each request runs in a `tracing` span carrying `req` and `ino`; errors are
 //! logged at the level [`ToErrno::level`] chooses.
 //!
-//! fuser calls these handlers on `n_threads` session threads (see [`crate::session`]); each
-//! handler blocks its own thread on the core's future with the runtime handle, so one slow
-//! request never holds up a stat or readdir of something else on another thread.
+//! fuser calls these handlers on `n_threads` session threads (see [`crate::session`]). A
+//! request that never waits on the network (lookups, namespace changes, attributes) runs its
+//! future to completion on the session thread with the runtime handle. One that may wait
+//! (read, write, setattr, fsync, statfs, getxattr, fallocate: uncached bytes, the first
+//! change of a stored file, `sync=network`, the network's capacity, durability) is polled
+//! once on the session thread and answered at once when it needs nothing more; otherwise it
+//! moves to the runtime, which answers the kernel when it completes, and the session thread
+//! goes back to the next request (libfuse's design: fuser's replies may be sent from any
+//! thread). So reads waiting for peers never hold up a `stat` or `readdir`, however many there
+//! are and however few session threads.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use defs_core::namespace::{Attr, FileKind, Timestamp};
@@ -51,6 +59,18 @@ impl FuseFs {
         FuseFs { fs, rt }
     }
 
+    /// The span a request runs in.
+    fn span(op: &'static str, req: &Request, ino: u64) -> tracing::Span {
+        span!(
+            TraceLevel::DEBUG,
+            "fuse",
+            op,
+            req = req.unique().0,
+            ino,
+            errno = field::Empty
+        )
+    }
+
     /// Runs one request's future inside a span, on the runtime.
     fn run<T>(
         &self,
@@ -59,26 +79,9 @@ impl FuseFs {
         ino: u64,
         fut: impl Future<Output = Result<T, Error>>,
     ) -> Result<T, Errno> {
-        let span = span!(
-            TraceLevel::DEBUG,
-            "fuse",
-            op,
-            req = req.unique().0,
-            ino,
-            errno = field::Empty
-        );
+        let span = Self::span(op, req, ino);
         let result = self.rt.block_on(fut.instrument(span.clone()));
-        result.map_err(|e| {
-            let errno = e.to_errno();
-            span.record("errno", errno);
-            let _enter = span.enter();
-            match e.level() {
-                Level::Debug => debug!(errno, error = %e, "refused"),
-                Level::Warn => warn!(errno, error = %e, "refused"),
-                Level::Error => error!(errno, error = %format!("{e:#}"), "failed"),
-            }
-            Errno::from_i32(errno)
-        })
+        errno_of(&span, result)
     }
 
     /// Runs one request (see [`FuseFs::run`]) and answers the kernel with its result.
@@ -90,9 +93,38 @@ impl FuseFs {
         fut: impl Future<Output = Result<T, Error>>,
         reply: impl Answer<T>,
     ) {
-        match self.run(op, req, ino, fut) {
-            Ok(value) => reply.answer(value),
-            Err(errno) => reply.fail(errno),
+        answer(self.run(op, req, ino, fut), reply);
+    }
+
+    /// Runs one request that may wait on the network: polled once here and answered at once
+    /// when it completes without waiting, else moved to the runtime, which answers when it is
+    /// done (see the module doc).
+    fn reply_or_spawn<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        req: &Request,
+        ino: u64,
+        fut: impl Future<Output = Result<T, Error>> + Send + 'static,
+        reply: impl Answer<T> + Send + 'static,
+    ) {
+        let span = Self::span(op, req, ino);
+        let mut fut = Box::pin(fut.instrument(span.clone()));
+        let polled = {
+            // Inside the runtime's context: the future may touch timers and sockets. The waker
+            // is a no-op: a future left pending is polled again by the runtime at once, with
+            // the task's waker, and registers that one (every future re-registers on each poll).
+            let _context = self.rt.enter();
+            fut.as_mut()
+                .poll(&mut Context::from_waker(std::task::Waker::noop()))
+        };
+        match polled {
+            Poll::Ready(result) => answer(errno_of(&span, result), reply),
+            Poll::Pending => {
+                self.rt.spawn(async move {
+                    let result = fut.await;
+                    answer(errno_of(&span, result), reply);
+                });
+            }
         }
     }
 
@@ -101,6 +133,30 @@ impl FuseFs {
         self.fs.count_unsupported(op);
         debug!(op, errno, "unsupported operation");
         Errno::from_i32(errno)
+    }
+}
+
+/// A request's result with its error logged (at the error's level, in the request's span) and
+/// turned into its errno.
+fn errno_of<T>(span: &tracing::Span, result: Result<T, Error>) -> Result<T, Errno> {
+    result.map_err(|e| {
+        let errno = e.to_errno();
+        span.record("errno", errno);
+        let _enter = span.enter();
+        match e.level() {
+            Level::Debug => debug!(errno, error = %e, "refused"),
+            Level::Warn => warn!(errno, error = %e, "refused"),
+            Level::Error => error!(errno, error = %format!("{e:#}"), "failed"),
+        }
+        Errno::from_i32(errno)
+    })
+}
+
+/// Answers the kernel with a request's value or errno.
+fn answer<T>(result: Result<T, Errno>, reply: impl Answer<T>) {
+    match result {
+        Ok(value) => reply.answer(value),
+        Err(errno) => reply.fail(errno),
     }
 }
 
@@ -263,8 +319,9 @@ impl Filesystem for FuseFs {
             mtime: mtime.map(time_set),
             ctime: ctime.map(timestamp),
         };
-        let fut = self.fs.setattr(ino(i), handle.map(fh), set);
-        self.reply("setattr", req, i.0, fut, reply);
+        let fs = self.fs.clone();
+        let fut = async move { fs.setattr(ino(i), handle.map(fh), set).await };
+        self.reply_or_spawn("setattr", req, i.0, fut, reply);
     }
 
     fn readlink(&self, req: &Request, i: INodeNo, reply: ReplyData) {
@@ -385,13 +442,9 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.reply(
-            "read",
-            req,
-            i.0,
-            self.fs.read(ino(i), fh(handle), offset, size),
-            reply,
-        );
+        let fs = self.fs.clone();
+        let fut = async move { fs.read(ino(i), fh(handle), offset, size).await };
+        self.reply_or_spawn("read", req, i.0, fut, reply);
     }
 
     fn write(
@@ -406,13 +459,17 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        self.reply(
-            "write",
-            req,
-            i.0,
-            self.fs.write(ino(i), fh(handle), offset, data),
-            reply,
-        );
+        if self.fs.write_may_wait(ino(i)) {
+            // The first change of a stored file fetches what is not cached: off this thread,
+            // with its own copy of the bytes.
+            let fs = self.fs.clone();
+            let data = data.to_vec();
+            let fut = async move { fs.write(ino(i), fh(handle), offset, &data).await };
+            self.reply_or_spawn("write", req, i.0, fut, reply);
+        } else {
+            let fut = self.fs.write(ino(i), fh(handle), offset, data);
+            self.reply("write", req, i.0, fut, reply);
+        }
     }
 
     /// `close(2)` has nothing to save: every write saved its size, mtime and dirty mark before
@@ -456,13 +513,9 @@ impl Filesystem for FuseFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.reply(
-            "fsync",
-            req,
-            i.0,
-            self.fs.fsync(ino(i), fh(handle), datasync),
-            reply,
-        );
+        let fs = self.fs.clone();
+        let fut = async move { fs.fsync(ino(i), fh(handle), datasync).await };
+        self.reply_or_spawn("fsync", req, i.0, fut, reply);
     }
 
     fn opendir(&self, req: &Request, i: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -555,7 +608,8 @@ impl Filesystem for FuseFs {
     }
 
     fn statfs(&self, req: &Request, i: INodeNo, reply: ReplyStatfs) {
-        self.reply("statfs", req, i.0, self.fs.statfs(), reply);
+        let fs = self.fs.clone();
+        self.reply_or_spawn("statfs", req, i.0, async move { fs.statfs().await }, reply);
     }
 
     fn setxattr(
@@ -578,8 +632,10 @@ impl Filesystem for FuseFs {
     }
 
     fn getxattr(&self, req: &Request, i: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        let fut = self.fs.getxattr(ino(i), name.as_bytes());
-        self.reply("getxattr", req, i.0, fut, XattrReply(reply, size));
+        let fs = self.fs.clone();
+        let name = name.as_bytes().to_vec();
+        let fut = async move { fs.getxattr(ino(i), &name).await };
+        self.reply_or_spawn("getxattr", req, i.0, fut, XattrReply(reply, size));
     }
 
     fn listxattr(&self, req: &Request, i: INodeNo, size: u32, reply: ReplyXattr) {
@@ -628,8 +684,9 @@ impl Filesystem for FuseFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        let fut = self.fs.fallocate(ino(i), fh(handle), offset, length, mode);
-        self.reply("fallocate", req, i.0, fut, reply);
+        let fs = self.fs.clone();
+        let fut = async move { fs.fallocate(ino(i), fh(handle), offset, length, mode).await };
+        self.reply_or_spawn("fallocate", req, i.0, fut, reply);
     }
 
     fn lseek(

@@ -22,10 +22,12 @@ use tracing::{info, warn};
 
 use crate::fuse::FuseFs;
 
-/// Session threads serving requests. Four: a read waiting on the network ties up one thread while
-/// stats, readdirs and cached reads keep flowing on the others; more buys nothing on the two-core
-/// machines DeFS is measured on.
-pub const DEFAULT_THREADS: usize = 4;
+/// Session threads serving requests. Two: requests that wait on the network leave the session
+/// threads (see [`crate::fuse`]), so threads are only for serving local requests in parallel.
+/// Two keep two processes' metadata going at once; four cost `rsync -a` 5-8 % of its speed
+/// (the kernel wakes the waiting threads in turn, so every request met a cold thread) for
+/// nothing on the two-core machines DeFS is measured on (`performance.md`).
+pub const DEFAULT_THREADS: usize = 2;
 
 /// How a filesystem is mounted.
 #[derive(Clone, Debug)]

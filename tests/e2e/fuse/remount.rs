@@ -243,3 +243,89 @@ fn shards_corrupted_on_a_nodes_disk_read_correct_bytes_and_defs_status_reports_t
     assert!(json.contains("\"damaged\":[{\"path\":"), "{json}");
     assert!(json.contains("\"clean\":1,"), "{json}");
 }
+
+/// Sends `signal` to every node of `cluster`.
+fn signal_nodes(cluster: &Cluster, signal: nix::sys::signal::Signal) {
+    for node in &cluster.nodes {
+        let Ok(pid) = i32::try_from(node.0.id()) else {
+            continue;
+        };
+        // A node that already exited has nothing left to stop or resume.
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+    }
+}
+
+/// Resumes the stopped nodes when the test ends, however it ends.
+struct Resume<'a>(&'a Cluster);
+
+impl Drop for Resume<'_> {
+    fn drop(&mut self) {
+        signal_nodes(self.0, nix::sys::signal::Signal::SIGCONT);
+    }
+}
+
+/// Reads that wait on the network leave the session threads: with every node stopped and more
+/// cold reads hanging than the mount has threads, a `stat` and an `ls` are still answered at
+/// once, and the reads complete with the right bytes once the nodes resume.
+#[test]
+fn reads_waiting_on_stopped_nodes_never_hold_up_a_stat() {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    let base = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(base.path(), 5);
+    let Some(mut m) = mount_on(&cluster) else {
+        return;
+    };
+    let files: Vec<Vec<u8>> = (0..4).map(|i| pseudo_random(10 + i, 2 << 20)).collect();
+    for (i, bytes) in files.iter().enumerate() {
+        fs::write(m.path(format!("f{i}")), bytes).unwrap();
+    }
+    fs::write(m.path("other"), b"metadata is local").unwrap();
+    let o = out(m.defs().arg("sync").arg(m.mnt()));
+    assert_eq!(o.status.code(), Some(0), "{}\nlog:\n{}", text(&o), m.log());
+    m.unmount();
+    fs::remove_dir_all(m.data_dir().join("cache")).unwrap();
+    m.mount();
+
+    signal_nodes(&cluster, nix::sys::signal::Signal::SIGSTOP);
+    let resume = Resume(&cluster);
+    let (done, reads) = mpsc::channel();
+    let readers: Vec<_> = (0..files.len())
+        .map(|i| {
+            let path = m.path(format!("f{i}"));
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let got = fs::read(&path);
+                let _ = done.send(i);
+                got
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        reads.try_recv().is_err(),
+        "a read finished with every node stopped"
+    );
+
+    // A lookup the kernel has not cached since the mount, and a listing.
+    let (answered, answers) = mpsc::channel();
+    let (other, mnt) = (m.path("other"), m.mnt());
+    std::thread::spawn(move || {
+        let len = fs::metadata(&other).map(|md| md.len());
+        let names = fs::read_dir(&mnt).map(Iterator::count);
+        let _ = answered.send((len, names));
+    });
+    let (len, names) = answers
+        .recv_timeout(Duration::from_secs(5))
+        .expect("stat and ls waited for the stopped nodes");
+    assert_eq!(len.unwrap(), 17);
+    assert_eq!(names.unwrap(), files.len() + 1);
+    assert!(reads.try_recv().is_err(), "the reads are still waiting");
+
+    drop(resume);
+    for (i, reader) in readers.into_iter().enumerate() {
+        let got = reader.join().unwrap().unwrap();
+        assert!(got == files[i], "f{i} read back wrong");
+    }
+}
