@@ -606,7 +606,7 @@ impl CacheStore {
         let index_path = dir.join("index.redb");
         let db = Database::create(&index_path).map_err(|e| Error::store_index(&index_path, e))?;
         let (log, recovered) = OpLog::open(&dir.join(LOG_FILE), LOG_KIND, MAX_LOG_RECORD)?;
-        let spares = spares::Spares::open(&dir.join("spare"))?;
+        let spares = spares::Spares::open(&dir.join("spare"), &data)?;
         let store = CacheStore {
             dir: dir.to_path_buf(),
             spares,
@@ -636,13 +636,13 @@ impl CacheStore {
     }
 
     /// Opens `ino`'s cache file for writing. A file that does not exist yet (`exists`: the
-    /// inode has an entry, so it has a file) is a spare renamed into place when one is ready,
+    /// inode has an entry, so it has a file) is a spare given its name when one is ready,
     /// else created here.
     fn open_data(&self, ino: u64, exists: bool) -> Result<File> {
         let path = self.path(ino);
-        if !exists {
-            // Never replaces a file (a stray one is opened as it is, like below).
-            self.spares.take_as(&path);
+        if !exists && let Some(file) = self.spares.take_as(&path) {
+            // Never replaces a file: a stray one is opened as it is, below.
+            return Ok(file);
         }
         OpenOptions::new()
             .write(true)
