@@ -422,6 +422,9 @@ struct Entry {
     bytes: u64,
     /// Changed since the last index commit.
     pending: bool,
+    /// Counts the changes that made it dirty (writes, truncates, marks), in memory only: what
+    /// [`CacheStore::mark_clean`] checks so that a change racing an upload's end stays pinned.
+    changes: u64,
 }
 
 impl Entry {
@@ -433,6 +436,7 @@ impl Entry {
             ranges: RangeSet::default(),
             bytes: 0,
             pending: true,
+            changes: 0,
         }
     }
 
@@ -485,6 +489,7 @@ impl Entry {
             ranges,
             bytes,
             pending: false,
+            changes: 0,
         })
     }
 }
@@ -971,6 +976,9 @@ impl CacheStore {
         entry.last_used = now_secs();
         entry.pending = true;
         let was_dirty = entry.dirty;
+        if dirty {
+            entry.changes += 1;
+        }
         if dirty && !was_dirty {
             let bytes_before = entry.bytes - added;
             entry.dirty = true;
@@ -1090,6 +1098,7 @@ impl CacheStore {
             let removed = entry.ranges.clip(size);
             entry.bytes -= removed;
             entry.dirty = true;
+            entry.changes += 1;
             let encoded = entry.encode();
             entry.pending = false;
             let bytes_now = entry.bytes;
@@ -1123,6 +1132,7 @@ impl CacheStore {
             .or_insert_with(|| Entry::new(ContentTag::NONE));
         let bytes = entry.bytes;
         entry.dirty = true;
+        entry.changes += 1;
         entry.pending = true;
         let added = if size > old_end {
             let added = entry.ranges.insert(old_end, size);
@@ -1190,12 +1200,25 @@ impl CacheStore {
         Ok(false)
     }
 
+    /// The count of changes that made `ino` dirty so far (0 without an entry): an upload
+    /// reads it when it begins and hands it to [`CacheStore::mark_clean`].
+    pub fn changes(&self, ino: InodeNo) -> u64 {
+        self.lock().entries.get(&ino.0).map_or(0, |e| e.changes)
+    }
+
     /// Marks `ino` clean: its data now matches stored content `tag`, and becomes evictable.
-    /// Durable at the next [`sync`](Self::sync) or [`flush`](Self::flush).
-    pub fn mark_clean(&self, ino: InodeNo, tag: ContentTag) {
+    /// `changes` is [`CacheStore::changes`] as of the upload's start: when a change came
+    /// since (a write racing the upload's end), the entry stays dirty, pinned until the next
+    /// upload covers it. Durable at the next [`sync`](Self::sync) or [`flush`](Self::flush).
+    pub fn mark_clean(&self, ino: InodeNo, tag: ContentTag, changes: u64) {
         let mut inner = self.lock();
-        if !inner.entries.contains_key(&ino.0) {
-            return;
+        match inner.entries.get(&ino.0) {
+            None => return,
+            Some(e) if e.changes != changes => {
+                tracing::debug!(ino = ino.0, "changed since its upload began: stays dirty");
+                return;
+            }
+            Some(_) => {}
         }
         self.log_or_warn(&mut inner, CacheRec::MarkClean { ino: ino.0, tag });
         let Some(entry) = inner.entries.get_mut(&ino.0) else {
@@ -1226,6 +1249,7 @@ impl CacheStore {
             .entries
             .entry(ino.0)
             .or_insert_with(|| Entry::new(ContentTag::NONE));
+        entry.changes += 1;
         if !entry.dirty {
             entry.dirty = true;
             entry.pending = true;
@@ -1514,7 +1538,7 @@ mod tests {
         assert!(!cache.fill(ino(6), T, 0, &vec![0u8; 4000]).unwrap());
         assert_eq!(cache.usage().clean_bytes, 3000);
         // Once clean, the big file is evictable.
-        cache.mark_clean(ino(1), ContentTag([9; 32]));
+        cache.mark_clean(ino(1), ContentTag([9; 32]), cache.changes(ino(1)));
         cache.evict_to_budget().unwrap();
         assert!(cache.usage().clean_bytes <= 3000);
         assert_eq!(
@@ -1522,6 +1546,26 @@ mod tests {
             None,
             "oldest clean entry went first"
         );
+    }
+
+    #[test]
+    fn a_write_racing_an_uploads_end_keeps_the_entry_dirty() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = CacheConfig {
+            budget_bytes: 1 << 20,
+            reserve_bytes: 0,
+        };
+        let cache = CacheStore::open(dir.path(), config).unwrap();
+        cache.write(ino(1), 0, b"uploaded").unwrap();
+        // The upload begins here, then a write lands before it marks the entry clean.
+        let changes = cache.changes(ino(1));
+        cache.write(ino(1), 8, b" and newer").unwrap();
+        cache.mark_clean(ino(1), ContentTag([9; 32]), changes);
+        assert!(cache.is_dirty(ino(1)), "the newer bytes stay pinned");
+        assert_eq!(cache.usage().dirty_bytes, 18);
+        // The next upload covers them.
+        cache.mark_clean(ino(1), ContentTag([9; 32]), cache.changes(ino(1)));
+        assert!(!cache.is_dirty(ino(1)));
     }
 
     /// A fake filesystem of `total` bytes whose only user is the cache's data files.

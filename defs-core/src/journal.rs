@@ -10,10 +10,10 @@
 //! generation never marks newer data clean.
 //!
 //! Ordering rule for the writer (the FUSE layer): put the bytes into the cache file first, then
-//! call `mark_dirty`, then acknowledge the write. The flusher calls `begin_upload` before it
-//! reads the cache file. Either the write's `mark_dirty` comes after `begin_upload` (and moves
-//! the generation, so the upload cannot mark it clean) or before (and the upload reads its
-//! bytes).
+//! call `save_written` (or `mark_dirty`), then acknowledge the write. The flusher calls
+//! `begin_upload` before it reads the cache file. Either the write's mark comes after
+//! `begin_upload` (and moves the generation, so the upload cannot mark it clean) or before (and
+//! the upload reads its bytes).
 
 use redb::{ReadableTable, WriteTransaction};
 
@@ -205,8 +205,8 @@ impl MetaDb {
     }
 
     /// [`MetaDb::setattr`] and [`MetaDb::mark_dirty`] in one transaction (one redo record):
-    /// what the close of a written file saves (its size and times), recorded as unsaved data
-    /// in the same step, so an upload that read the older size can never stand for the file.
+    /// the size and times a write (or truncate) leaves, recorded as unsaved data in the same
+    /// step, so an upload that read the older size can never stand for the file.
     /// Returns the attributes and the generation the data belongs to.
     ///
     /// # Errors
@@ -232,8 +232,7 @@ impl MetaDb {
         )
     }
 
-    /// What a close saves for a written file (its size and times), as
-    /// [`MetaDb::setattr_dirty`] does. When the journal already holds the file dirty with no
+    /// What a write saves (the file's size and times), as [`MetaDb::setattr_dirty`] does. When the journal already holds the file dirty with no
     /// upload of its generation in flight, marking it again would change nothing and any
     /// upload must begin after this change (`begin_upload` is a write transaction, which
     /// applies deferred changes first), so the change is deferred (see [`crate::meta`]) rather

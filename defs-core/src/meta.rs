@@ -142,8 +142,8 @@ struct LogState {
     broken: bool,
 }
 
-/// Attribute changes ([`MetaDb::setattr`] without a size) that are logged and visible but not
-/// yet in redb: the next write transaction, or the next checkpoint, applies them first (see
+/// Attribute changes ([`MetaDb::setattr`] without a size, [`MetaDb::save_written`] of a dirty
+/// file) that are logged and visible but not yet in redb: the next write transaction, or the next checkpoint, applies them first (see
 /// "Deferred attribute changes" in the module doc).
 #[derive(Default)]
 pub(crate) struct Deferred {

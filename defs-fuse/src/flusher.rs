@@ -38,9 +38,11 @@
 //! running a grace period, then cancels the rest; every file not uploaded stays dirty in the
 //! journal and resumes at the next mount.
 //!
-//! Races with writes are the journal's business: every write calls `mark_dirty` after its bytes
-//! reach the cache file, an upload calls `begin_upload` before reading them, and
-//! `finish_upload` marks the file clean only if no write came in between (generations).
+//! Races with writes are the journal's business: every write calls `save_written` after its
+//! bytes reach the cache file, an upload calls `begin_upload` before reading them, and
+//! `finish_upload` marks the file clean only if no write came in between (generations). The
+//! cache entry is marked clean only if no change reached it since `begin_upload`
+//! (`CacheStore::changes`): a write racing the upload's end keeps its bytes pinned.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -711,6 +713,9 @@ async fn upload_one(
         Err(defs_core::Error::NotFound { .. }) => return Outcome::Cancelled,
         Err(e) => return Outcome::Failed(format!("starting the upload: {e}")),
     };
+    // After begin_upload: a change from here on either moves the generation (so this upload
+    // cannot mark the file clean) or, racing its end, keeps the cache entry pinned.
+    let changes = cache.changes(ino);
     let size = match db.getattr(ino) {
         Ok(a) => a.size,
         Err(e) => return Outcome::Failed(format!("reading the size: {e}")),
@@ -729,7 +734,7 @@ async fn upload_one(
                     Content::Stored { file, .. } => ContentTag::from(file),
                     Content::Empty => ContentTag::NONE,
                 };
-                cache.mark_clean(ino, tag);
+                cache.mark_clean(ino, tag, changes);
                 Outcome::Clean
             }
             Ok(false) => Outcome::ChangedMeanwhile,

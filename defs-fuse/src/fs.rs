@@ -1111,7 +1111,9 @@ impl Fs {
     /// Any name is stored as opaque bytes, `system.posix_acl_*` included, except an access
     /// ACL that says no more than the mode bits (owner, group and other entries only): like
     /// ext4 and XFS, DeFS then sets the mode's permission bits from it and keeps no ACL
-    /// (`cp -a` sets one on every file it copies).
+    /// (`cp -a` sets one on every file it copies). Like a chmod, that needs the file's owner or
+    /// root (`caller`), and clears the setgid bit when the caller is not in the file's group
+    /// (its primary group: FUSE does not pass the supplementary ones).
     ///
     /// # Errors
     /// NotFound, AlreadyExists (CREATE), NoXattr (REPLACE), XattrTooLarge, ReadOnly.
@@ -1124,6 +1126,7 @@ impl Fs {
         name: &[u8],
         value: &[u8],
         flags: i32,
+        caller: Owner,
     ) -> Result<()> {
         self.check_writable()?;
         self.refuse_state_xattr(name)?;
@@ -1131,7 +1134,7 @@ impl Fs {
             && flags == 0
             && let Some(bits) = minimal_acl_mode(value)
         {
-            return self.set_mode_from_acl(ino, bits).await;
+            return self.set_mode_from_acl(ino, bits, caller).await;
         }
         let mode = match flags {
             0 => XattrMode::Any,
@@ -1149,10 +1152,23 @@ impl Fs {
         Ok(())
     }
 
-    /// A minimal access ACL applied: the permission bits become `bits` (setuid, setgid and
-    /// sticky stay) and an access ACL stored before is removed, as `posix_acl_update_mode`
-    /// does for a local filesystem.
-    async fn set_mode_from_acl(&self, ino: InodeNo, bits: u16) -> Result<()> {
+    /// A minimal access ACL applied: the permission bits become `bits` (setuid and sticky
+    /// stay; setgid too unless `caller` is outside the file's group) and an access ACL stored
+    /// before is removed, as `posix_acl_update_mode` does for a local filesystem. Only the
+    /// owner or root may (EPERM): kernels before 6.2 leave that check to the filesystem.
+    async fn set_mode_from_acl(&self, ino: InodeNo, bits: u16, caller: Owner) -> Result<()> {
+        let attr = self.getattr(ino).await?;
+        let root = caller.uid == 0;
+        if !root && caller.uid != attr.uid {
+            return Err(defs_core::Error::NotPermitted {
+                what: "setting an ACL on a file of another user".into(),
+            }
+            .into());
+        }
+        let mut perm = attr.perm & !0o777 | bits;
+        if !root && caller.gid != attr.gid {
+            perm &= !0o2000;
+        }
         // Read first: the remove is a write transaction, and there is rarely anything to remove.
         match self.inner.db.get_xattr(ino, ACL_ACCESS) {
             Ok(_) => self
@@ -1162,9 +1178,8 @@ impl Fs {
             Err(defs_core::Error::NoXattr { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        let perm = self.getattr(ino).await?.perm;
         let set = SetAttr {
-            perm: Some(perm & !0o777 | bits),
+            perm: Some(perm),
             ..Default::default()
         };
         self.setattr(ino, None, set).await.map(drop)

@@ -627,7 +627,9 @@ impl Filesystem for FuseFs {
             reply.error(self.unsupported("setxattr(position)", libc::EINVAL));
             return;
         }
-        let fut = self.fs.setxattr(ino(i), name.as_bytes(), value, flags);
+        let fut = self
+            .fs
+            .setxattr(ino(i), name.as_bytes(), value, flags, owner(req));
         self.reply("setxattr", req, i.0, fut, reply);
     }
 

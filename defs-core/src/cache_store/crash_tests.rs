@@ -76,7 +76,9 @@ fn apply(cache: &CacheStore, i: usize, op: &Op) {
         }
         Op::Truncate(ino, size) => cache.truncate(InodeNo(ino), size).unwrap(),
         Op::Remove(ino) => cache.remove(InodeNo(ino)).unwrap(),
-        Op::MarkClean(ino, t) => cache.mark_clean(InodeNo(ino), tag(t)),
+        Op::MarkClean(ino, t) => {
+            cache.mark_clean(InodeNo(ino), tag(t), cache.changes(InodeNo(ino)))
+        }
         Op::MarkDirty(ino) => cache.mark_dirty(InodeNo(ino)),
         Op::Validate(ino, t) => {
             cache.validate(InodeNo(ino), tag(t)).unwrap();

@@ -182,16 +182,24 @@ impl Spares {
         match link_as(&file, target) {
             Ok(()) => Some(file),
             Err(e) => {
-                // EEXIST: the target exists after all (the caller opens it). Anything else:
-                // this filesystem cannot link unnamed files; make named spares from now on.
+                // EEXIST: the target exists after all (the caller opens it). A refusal of the
+                // operation itself: this system cannot link unnamed files, so make named spares
+                // from now on. Anything else (ENOSPC, EIO): drop this one, the caller creates.
                 let mut s = self.shared.lock();
                 if e.kind() == io::ErrorKind::AlreadyExists {
                     s.unnamed.push(file);
-                } else {
-                    tracing::debug!(error = %e, "linking an unnamed spare failed; using named ones");
+                } else if matches!(
+                    e.raw_os_error(),
+                    Some(
+                        libc::EPERM | libc::ENOENT | libc::EOPNOTSUPP | libc::EXDEV | libc::EINVAL
+                    )
+                ) {
+                    tracing::debug!(error = %e, "linking an unnamed spare refused; using named ones");
                     s.unnamed_ok = false;
                     s.unnamed.clear();
                     self.shared.wake.notify_one();
+                } else {
+                    tracing::debug!(error = %e, "linking an unnamed spare failed");
                 }
                 None
             }

@@ -425,7 +425,7 @@ async fn status_xattrs_tell_the_id_and_durability_and_are_read_only() {
 
     // Read-only, and never listed.
     for name in [ID_XATTR, DURABILITY_XATTR, STATE_XATTR] {
-        let e = t.fs.setxattr(ino, name, b"x", 0).await.unwrap_err();
+        let e = t.fs.setxattr(ino, name, b"x", 0, OWNER).await.unwrap_err();
         assert_eq!(e.to_errno(), libc::EPERM);
         let e = t.fs.removexattr(ino, name).await.unwrap_err();
         assert_eq!(e.to_errno(), libc::EPERM);
