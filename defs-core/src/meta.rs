@@ -154,6 +154,24 @@ pub(crate) struct Deferred {
     pub(crate) epoch: u64,
 }
 
+impl Deferred {
+    /// Lays the waiting changes of `ino` over `rec`, a record read at `db_lsn` (the DB's
+    /// `meta["lsn"]` in the same transaction), in LSN order. Changes at or below `db_lsn` are
+    /// already in the record: a transaction that applied them has committed but not yet
+    /// forgotten them, and applying them again would undo what committed after them (a
+    /// deferred chmod over a later committed one, a deferred size over a truncate).
+    fn lay_over(&self, ino: InodeNo, db_lsn: u64, rec: &mut InodeRecord) -> Result<()> {
+        for e in self
+            .entries
+            .iter()
+            .filter(|e| e.ino == ino && e.lsn > db_lsn)
+        {
+            apply_set(rec, ino, &e.set, e.now)?;
+        }
+        Ok(())
+    }
+}
+
 /// One deferred [`MetaDb::setattr`]: its logged inputs.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct DeferredSet {
@@ -574,14 +592,16 @@ impl MetaDb {
                 let inodes = txn.open_table(INODES).ctx("opening inodes")?;
                 load(&inodes, ino)?
             };
+            let db_lsn = counter(
+                &txn.open_table(META).ctx("opening the meta table")?,
+                KEY_LSN,
+            )?;
             {
                 let d = self.inner.deferred.lock().map_err(|_| Error::Closed)?;
                 if d.entries.len() >= MAX_DEFERRED {
                     return Ok(None);
                 }
-                for e in d.entries.iter().filter(|e| e.ino == ino) {
-                    apply_set(&mut rec, ino, &e.set, e.now)?;
-                }
+                d.lay_over(ino, db_lsn, &mut rec)?;
             }
             apply_set(&mut rec, ino, set, now)?;
             if only_if_dirty && !crate::journal::dirty_in(&txn, ino, &rec)? {
@@ -657,7 +677,10 @@ impl MetaDb {
                 let d = self.inner.deferred.lock().map_err(|_| Error::Closed)?;
                 (d.epoch, !d.entries.is_empty())
             };
-            let (ino, mut rec) = self.read(&f)?;
+            let (ino, mut rec, db_lsn) = self.read(|txn| {
+                let (ino, rec) = f(txn)?;
+                Ok((ino, rec, meta_value(txn, KEY_LSN)?))
+            })?;
             if !any {
                 // Nothing was waiting when the read began; a change deferred since is
                 // concurrent with it.
@@ -665,12 +688,11 @@ impl MetaDb {
             }
             let d = self.inner.deferred.lock().map_err(|_| Error::Closed)?;
             if d.epoch != epoch {
-                // Changes were applied meanwhile: the record read may already include them.
+                // Changes were forgotten meanwhile: those this read's snapshot predates are
+                // gone from the list, so read again.
                 continue;
             }
-            for e in d.entries.iter().filter(|e| e.ino == ino) {
-                apply_set(&mut rec, ino, &e.set, e.now)?;
-            }
+            d.lay_over(ino, db_lsn, &mut rec)?;
             return Ok(rec.attr(ino));
         }
     }
@@ -994,9 +1016,12 @@ pub(crate) fn allocate_ino(txn: &WriteTransaction, alloc: &Mutex<InoAlloc>) -> R
 }
 
 /// Reads a counter from the meta table (0 when absent).
-#[cfg(test)]
 pub(crate) fn meta_value(txn: &ReadTransaction, key: &str) -> Result<u64> {
-    let meta = txn.open_table(META).ctx("opening the meta table")?;
+    counter(&txn.open_table(META).ctx("opening the meta table")?, key)
+}
+
+/// A counter of an open meta table, read or write (0 when absent).
+fn counter(meta: &impl ReadableTable<&'static str, u64>, key: &str) -> Result<u64> {
     Ok(meta.get(key).ctx("reading meta")?.map_or(0, |v| v.value()))
 }
 
@@ -1084,22 +1109,25 @@ mod tests {
         assert!(db.lookup(InodeNo::ROOT, b"a").is_ok());
     }
 
-    /// The record's permission bits as redb holds them, without deferred changes laid over.
-    fn stored_perm(db: &MetaDb, ino: InodeNo) -> u16 {
-        db.read(|txn| Ok(load(&txn.open_table(INODES).unwrap(), ino)?.perm))
+    /// The record as redb holds it, without deferred changes laid over.
+    fn stored(db: &MetaDb, ino: InodeNo) -> InodeRecord {
+        db.read(|txn| load(&txn.open_table(INODES).unwrap(), ino))
             .unwrap()
     }
 
-    fn file_0600(db: &MetaDb) -> InodeNo {
+    /// A fresh DB in its own directory holding one file, mode 0600.
+    fn db_with_file_0600() -> (tempfile::TempDir, MetaDb, InodeNo) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = MetaDb::open_with(dir.path(), None).unwrap();
         let init = NewInode {
             perm: 0o600,
             uid: 0,
             gid: 0,
         };
-        db.create(InodeNo::ROOT, b"f", &init, true, Timestamp::new(1, 0))
-            .unwrap()
-            .0
-            .ino
+        let (f, _) = db
+            .create(InodeNo::ROOT, b"f", &init, true, Timestamp::new(1, 0))
+            .unwrap();
+        (dir, db, f.ino)
     }
 
     /// What a crash of the process would leave of the DB open in `dir`: its files as they are.
@@ -1113,23 +1141,19 @@ mod tests {
 
     /// A fresh DB holding a file whose chmod 0644 waits to be applied.
     fn deferred_chmod_644() -> (tempfile::TempDir, MetaDb, InodeNo) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = MetaDb::open_with(dir.path(), None).unwrap();
-        let f = file_0600(&db);
+        let (dir, db, f) = db_with_file_0600();
         let set = SetAttr {
             perm: Some(0o644),
             ..Default::default()
         };
         db.setattr(f, &set, Timestamp::new(2, 0)).unwrap();
-        assert_eq!(stored_perm(&db, f), 0o600);
+        assert_eq!(stored(&db, f).perm, 0o600);
         (dir, db, f)
     }
 
     #[test]
     fn a_setattr_without_a_size_waits_for_the_next_write_and_is_seen_at_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = MetaDb::open_with(dir.path(), None).unwrap();
-        let f = file_0600(&db);
+        let (_dir, db, f) = db_with_file_0600();
         let set = SetAttr {
             perm: Some(0o644),
             mtime: Some(Timestamp::new(5, 0)),
@@ -1138,7 +1162,7 @@ mod tests {
         let attr = db.setattr(f, &set, Timestamp::new(2, 0)).unwrap();
         assert_eq!(attr.perm, 0o644);
         // No redb commit ...
-        assert_eq!(stored_perm(&db, f), 0o600);
+        assert_eq!(stored(&db, f).perm, 0o600);
         // ... but every read sees it.
         assert_eq!(db.getattr(f).unwrap(), attr);
         assert_eq!(db.lookup(InodeNo::ROOT, b"f").unwrap(), attr);
@@ -1164,7 +1188,7 @@ mod tests {
             now,
         )
         .unwrap();
-        assert_eq!(stored_perm(&db, f), 0o640);
+        assert_eq!(stored(&db, f).perm, 0o640);
         assert_eq!(db.getattr(f).unwrap().mtime, Timestamp::new(5, 0));
         // A setattr with a size is a write transaction of its own, as before.
         let set = SetAttr {
@@ -1173,7 +1197,34 @@ mod tests {
             ..Default::default()
         };
         db.setattr(f, &set, Timestamp::new(6, 0)).unwrap();
-        assert_eq!(stored_perm(&db, f), 0o600);
+        assert_eq!(stored(&db, f).perm, 0o600);
+    }
+
+    #[test]
+    fn a_deferred_change_already_committed_is_not_laid_over_again() {
+        // The gap between a write transaction's commit and its forgetting the deferred changes
+        // it applied: the list still holds the chmod 644 the record already includes, and a
+        // later committed chmod 600 must not be undone by laying it over again.
+        let (_dir, db, f) = deferred_chmod_644();
+        let applied = db.inner.deferred.lock().unwrap().entries.clone();
+        let set = SetAttr {
+            size: Some(1),
+            perm: Some(0o600),
+            ..Default::default()
+        };
+        db.setattr(f, &set, Timestamp::new(3, 0)).unwrap();
+        db.inner.deferred.lock().unwrap().entries = applied;
+        assert_eq!(db.getattr(f).unwrap().perm, 0o600);
+        assert_eq!(db.lookup(InodeNo::ROOT, b"f").unwrap().perm, 0o600);
+        // And a change deferred now starts from the committed record.
+        let touch = SetAttr {
+            mtime: Some(Timestamp::new(9, 0)),
+            ..Default::default()
+        };
+        assert_eq!(
+            db.setattr(f, &touch, Timestamp::new(9, 0)).unwrap().perm,
+            0o600
+        );
     }
 
     #[test]
@@ -1183,27 +1234,19 @@ mod tests {
         let img = crash_image(dir.path());
         let copy = MetaDb::open_with(img.path(), None).unwrap();
         assert_eq!(copy.getattr(f).unwrap().perm, 0o644);
-        assert_eq!(stored_perm(&copy, f), 0o644);
+        assert_eq!(stored(&copy, f).perm, 0o644);
         drop(copy);
         // A checkpoint applies it before it drops the log.
         db.sync().unwrap();
-        assert_eq!(stored_perm(&db, f), 0o644);
+        assert_eq!(stored(&db, f).perm, 0o644);
         db.close().unwrap();
         let db = MetaDb::open_with(dir.path(), None).unwrap();
-        assert_eq!(stored_perm(&db, f), 0o644);
-    }
-
-    /// The record's size as redb holds it, without deferred changes laid over.
-    fn stored_size(db: &MetaDb, ino: InodeNo) -> u64 {
-        db.read(|txn| Ok(load(&txn.open_table(INODES).unwrap(), ino)?.size))
-            .unwrap()
+        assert_eq!(stored(&db, f).perm, 0o644);
     }
 
     #[test]
     fn a_new_file_is_dirty_and_its_written_size_waits_unless_an_upload_is_in_flight() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = MetaDb::open_with(dir.path(), None).unwrap();
-        let f = file_0600(&db);
+        let (_dir, db, f) = db_with_file_0600();
         // Dirty in the create's own commit, at generation 1.
         let dirty = db.dirty_inodes().unwrap();
         assert_eq!(dirty.len(), 1);
@@ -1216,15 +1259,15 @@ mod tests {
         // Dirty, no upload in flight: the close's size waits (no commit), seen at once.
         let attr = db.save_written(f, &size(10), Timestamp::new(7, 0)).unwrap();
         assert_eq!(attr.size, 10);
-        assert_eq!(stored_size(&db, f), 0);
+        assert_eq!(stored(&db, f).size, 0);
         assert_eq!(db.getattr(f).unwrap().size, 10);
         // begin_upload is a write transaction: it applies the size before reading it.
         let g = db.begin_upload(f).unwrap();
-        assert_eq!((g, stored_size(&db, f)), (Generation(1), 10));
+        assert_eq!((g, stored(&db, f).size), (Generation(1), 10));
         // With that upload in flight a new size is part of newer content: committed with a new
         // generation, so the upload cannot mark the file clean.
         db.save_written(f, &size(20), Timestamp::new(8, 0)).unwrap();
-        assert_eq!(stored_size(&db, f), 20);
+        assert_eq!(stored(&db, f).size, 20);
         let content = Content::Stored {
             file: crate::types::FileId([1; 32]),
             key: [2; 32],
@@ -1238,24 +1281,22 @@ mod tests {
         assert!(db.finish_upload(f, g, content).unwrap());
         assert!(db.dirty_inodes().unwrap().is_empty());
         db.save_written(f, &size(30), Timestamp::new(9, 0)).unwrap();
-        assert_eq!(stored_size(&db, f), 30);
+        assert_eq!(stored(&db, f).size, 30);
         assert_eq!(db.dirty_inodes().unwrap().len(), 1);
     }
 
     #[test]
     fn a_deferred_size_survives_a_crash_of_the_process() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = MetaDb::open_with(dir.path(), None).unwrap();
-        let f = file_0600(&db);
+        let (dir, db, f) = db_with_file_0600();
         let set = SetAttr {
             size: Some(4096),
             ..Default::default()
         };
         db.save_written(f, &set, Timestamp::new(2, 0)).unwrap();
-        assert_eq!(stored_size(&db, f), 0);
+        assert_eq!(stored(&db, f).size, 0);
         let img = crash_image(dir.path());
         let copy = MetaDb::open_with(img.path(), None).unwrap();
-        assert_eq!(stored_size(&copy, f), 4096);
+        assert_eq!(stored(&copy, f).size, 4096);
         assert_eq!(copy.dirty_inodes().unwrap()[0].ino, f);
     }
 

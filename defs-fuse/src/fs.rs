@@ -868,12 +868,13 @@ impl Fs {
                 limit: MAX_FILE_SIZE,
             })?;
         // A stored file's first change needs all of it in the cache (never under the lock: it
-        // may wait on the network).
-        let stored = if self.inner.cache.is_dirty(ino) {
-            None
-        } else {
+        // may wait on the network). The same rule decides whether the FUSE layer runs this
+        // write off its session thread; a new file skips the reads below.
+        let stored = if self.write_may_wait(ino) {
             let size = self.getattr(ino).await?.size;
             self.fetch_before_change(ino, size).await?
+        } else {
+            None
         };
         // Writes to one inode are serialised (the kernel does so too for buffered writes): the
         // size check and the zero extension below must not interleave with another write.

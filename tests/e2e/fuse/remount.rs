@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use defs_tests::cluster::{Cluster, mount_on, out, shard_records, text};
-use defs_tests::mount::{pseudo_random, run};
+use defs_tests::mount::{TestMount, pseudo_random, run};
 
 /// The big file: 64 MiB, many segments of any auto layout this cluster gets.
 const BIG: usize = 64 << 20;
@@ -45,6 +45,12 @@ fn cached_bytes(data_dir: &Path) -> u64 {
         }
     }
     total
+}
+
+/// `defs sync` of the whole mount, which must succeed: every file is then stored.
+fn sync_all(m: &TestMount) {
+    let o = out(m.defs().arg("sync").arg(m.mnt()));
+    assert_eq!(o.status.code(), Some(0), "{}\nlog:\n{}", text(&o), m.log());
 }
 
 /// Deterministic offsets in `0..max` (xorshift64).
@@ -86,8 +92,7 @@ fn remount_with_cache_deleted_and_two_of_five_nodes_killed_reads_every_file_back
         }
     }
 
-    let o = out(m.defs().arg("sync").arg(m.mnt()));
-    assert_eq!(o.status.code(), Some(0), "{}\nlog:\n{}", text(&o), m.log());
+    sync_all(&m);
     for (rel, bytes) in &files {
         let p = m.path(rel);
         assert_eq!(xattr(&p, "user.defs.state"), "clean", "{rel}");
@@ -282,8 +287,7 @@ fn reads_waiting_on_stopped_nodes_never_hold_up_a_stat() {
         fs::write(m.path(format!("f{i}")), bytes).unwrap();
     }
     fs::write(m.path("other"), b"metadata is local").unwrap();
-    let o = out(m.defs().arg("sync").arg(m.mnt()));
-    assert_eq!(o.status.code(), Some(0), "{}\nlog:\n{}", text(&o), m.log());
+    sync_all(&m);
     m.unmount();
     fs::remove_dir_all(m.data_dir().join("cache")).unwrap();
     m.mount();
