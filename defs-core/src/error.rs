@@ -361,6 +361,24 @@ pub enum Error {
         source: Box<redb::Error>,
     },
 
+    /// A shard store's index is gone while its packs still hold shards. Opening would start an
+    /// empty index and discard every pack, so the store refuses instead.
+    #[error(
+        "{} is missing, but {packs} pack file(s) in {} still hold shards; refusing to open the \
+         store, which would discard them. Restore the index from a backup, or move the packs \
+         directory away to start this node empty (the network repairs the lost copies)",
+        index.display(),
+        packs_dir.display()
+    )]
+    IndexLost {
+        /// The index file that is missing or empty.
+        index: PathBuf,
+        /// The directory of pack files.
+        packs_dir: PathBuf,
+        /// How many non-empty pack files it holds.
+        packs: usize,
+    },
+
     /// A write would eat into the free space kept in reserve on the local disk (ENOSPC).
     #[error(
         "no space for {needed} more bytes in {}: {available} bytes free, {reserve} kept in reserve",

@@ -28,7 +28,9 @@
 //! - open: punches every unindexed range of every pack that holds data, cuts each pack after its
 //!   last indexed record, removes packs without one, and reports index entries whose record is
 //!   gone as missing ([`ShardStore::recovery`], and every [`ShardStore::scrub`]). A store in the
-//!   older one-file-per-shard layout (`data/ab/<id>`) is moved into packs at open.
+//!   older one-file-per-shard layout (`data/ab/<id>`) is moved into packs at open. An index
+//!   file that is missing or empty beside packs that hold data is never a crash's debris (the
+//!   index exists before the first pack): open refuses, touching nothing.
 //!
 //! Every read checks the record header against the index and the CRC32 of the whole shard; see
 //! [`ShardStore::get_range`] for partial reads.
@@ -398,6 +400,36 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
+/// Refuses to go on when the index file is missing or empty while packs hold data.
+///
+/// The index is created (and its table committed) at the first open, before any pack exists,
+/// so no crash leaves packs beside a missing index: only a lost or replaced index file does.
+/// Opening anyway would start an empty index and remove every pack as unindexed. Record headers
+/// carry each shard's id, length and CRC but not its owners, so the index cannot be rebuilt
+/// from them; the operator decides (restore the index, or move the packs away).
+fn refuse_lost_index(index: &Path, packs_dir: &Path) -> Result<()> {
+    match fs::metadata(index) {
+        Ok(m) if m.len() > 0 => return Ok(()),
+        Ok(_) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(index, e)),
+    }
+    let mut packs = 0;
+    for (_, path) in pack::pack_files(packs_dir).map_err(|e| Error::io(packs_dir, e))? {
+        if fs::metadata(&path).map_err(|e| Error::io(&path, e))?.len() > 0 {
+            packs += 1;
+        }
+    }
+    if packs == 0 {
+        return Ok(());
+    }
+    Err(Error::IndexLost {
+        index: index.to_path_buf(),
+        packs_dir: packs_dir.to_path_buf(),
+        packs,
+    })
+}
+
 fn lock<T>(m: &Mutex<T>) -> crate::sync::MutexGuard<'_, T> {
     // A panic while holding the lock cannot leave the counters half-updated in a way that
     // matters more than losing the store: recover the guard.
@@ -410,7 +442,8 @@ impl ShardStore {
     ///
     /// # Errors
     /// [`Error::Io`] or [`Error::StoreIndex`] when the directory or the index cannot be opened
-    /// (including when another process has it open).
+    /// (including when another process has it open); [`Error::IndexLost`] when the index file
+    /// is missing or empty but packs hold shards (nothing is touched).
     pub fn open(dir: &Path, quotas: Quotas) -> Result<ShardStore> {
         ShardStore::open_with(dir, quotas, PACK_LIMIT)
     }
@@ -421,6 +454,7 @@ impl ShardStore {
             fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
         }
         let index_path = dir.join("index.redb");
+        refuse_lost_index(&index_path, &dir.join("packs"))?;
         let db = Database::create(&index_path).map_err(|e| Error::store_index(&index_path, e))?;
         let mut store = ShardStore {
             dir: dir.to_path_buf(),
@@ -1382,6 +1416,38 @@ mod tests {
         assert_eq!(store.usage().shards, 1);
         store.put(id, ALICE, &bytes).unwrap();
         assert_eq!(store.get(&id).unwrap(), bytes);
+    }
+
+    #[test]
+    fn a_lost_index_is_refused_and_the_packs_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let (id, bytes) = shard(1, 1000);
+        {
+            let store = ShardStore::open(dir.path(), BIG).unwrap();
+            store.put(id, ALICE, &bytes).unwrap();
+        }
+        let index = dir.path().join("index.redb");
+        let before = all_records(dir.path());
+        for lose in [
+            |p: &Path| fs::remove_file(p).unwrap(),
+            |p: &Path| File::create(p).map(drop).unwrap(),
+        ] {
+            let saved = fs::read(&index).unwrap();
+            lose(&index);
+            let err = ShardStore::open(dir.path(), BIG).err().unwrap();
+            assert!(matches!(err, Error::IndexLost { packs: 1, .. }), "{err}");
+            assert!(err.to_string().contains("refusing"), "{err}");
+            assert_eq!(all_records(dir.path()), before, "the packs are untouched");
+            // Once the index is back, the shard reads again.
+            fs::write(&index, saved).unwrap();
+            let store = ShardStore::open(dir.path(), BIG).unwrap();
+            assert_eq!(store.get(&id).unwrap(), bytes);
+        }
+        // Moving the packs away (the other way out) starts the node empty.
+        fs::remove_file(&index).unwrap();
+        fs::rename(dir.path().join("packs"), dir.path().join("packs.old")).unwrap();
+        let store = ShardStore::open(dir.path(), BIG).unwrap();
+        assert_eq!(store.usage().shards, 0);
     }
 
     #[test]

@@ -302,12 +302,20 @@ impl StorageNode {
                 per_owner: config.node.owner_quota_bytes,
             },
         )
-        .with_context(|| {
-            format!(
-                "cannot open the shard store {} (is another defs node or defs-mount using {}?)",
-                shards.display(),
-                dir.display()
-            )
+        .map_err(|e| {
+            // Only a failure to open the index hints at another process holding it.
+            let hint = if matches!(e, defs_core::Error::StoreIndex { .. }) {
+                format!(
+                    " (is another defs node or defs-mount using {}?)",
+                    dir.display()
+                )
+            } else {
+                String::new()
+            };
+            anyhow::Error::new(e).context(format!(
+                "cannot open the shard store {}{hint}",
+                shards.display()
+            ))
         })?;
         let node = Node::spawn(
             &identity,

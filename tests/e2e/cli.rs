@@ -130,3 +130,28 @@ fn data_dir_defaults_to_the_environment() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(xdg.join("defs/identity.key").is_file());
 }
+
+/// A node whose shard index is gone refuses to start, says why and how out, and leaves the
+/// packs as they were (opening would have discarded them).
+#[test]
+fn a_node_with_a_lost_shard_index_refuses_to_start_and_keeps_its_packs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let out = defs(&["init", "--difficulty", "4"], &dir);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let packs = dir.join("shards/packs");
+    fs::create_dir_all(&packs).unwrap();
+    let pack = packs.join("00000000.pack");
+    fs::write(&pack, vec![7u8; 8192]).unwrap();
+    let out = defs(
+        &["node", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"],
+        &dir,
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("index.redb is missing"), "{stderr}");
+    assert!(stderr.contains("move the packs directory away"), "{stderr}");
+    assert!(!stderr.contains("another defs node"), "{stderr}");
+    assert_eq!(fs::read(&pack).unwrap(), vec![7u8; 8192]);
+    assert!(!dir.join("shards/index.redb").exists());
+}

@@ -210,6 +210,7 @@ impl ToErrno for defs_core::Error {
             E::NotOwner { .. } => libc::EPERM,
             E::HashMismatch { .. } => libc::EIO,
             E::StoreIndex { .. } => libc::EIO,
+            E::IndexLost { .. } => libc::EIO,
             E::NoSpace { .. } => libc::ENOSPC,
             E::InvalidConfig { .. } => libc::EINVAL,
             // defs_core::Error is #[non_exhaustive]: a variant added to defs-core without a row
