@@ -8,8 +8,10 @@
 //!   spare/<n>       empty files made ahead of need and recycled ones (see `spares`)
 //! ```
 //!
-//! Self-contained: deleting `DIR/cache` loses only clean data (dirty state is also recorded in
-//! the metadata DB's journal, which decides what must be uploaded).
+//! Self-contained: deleting `DIR/cache` loses only clean data and the bytes of writes not yet
+//! uploaded (dirty state is also recorded in the metadata DB's journal, which decides what
+//! must be uploaded). Losing only `index.redb` is refused at open rather than taken as "every
+//! file is unrecorded", which would delete them all.
 //!
 //! - **Clean** data (`fill`, from the network) is evicted least recently used first, a whole
 //!   inode at a time, to keep clean bytes under the budget. **Dirty** data (`write`) is never
@@ -49,6 +51,7 @@ use lru::LruCache;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::error::{Error, Result};
+use crate::fsutil::refuse_lost_index;
 use crate::oplog::{OpLog, Tail};
 use crate::sync::{Mutex, MutexGuard};
 use crate::types::{FileId, InodeNo};
@@ -596,7 +599,9 @@ impl CacheStore {
     /// index with the files (see the module docs).
     ///
     /// # Errors
-    /// [`Error::Io`], [`Error::StoreIndex`] (including another process having it open).
+    /// [`Error::Io`], [`Error::StoreIndex`] (including another process having it open);
+    /// [`Error::IndexLost`] when the index file is missing or empty but cache files hold data
+    /// (nothing is touched).
     pub fn open(dir: &Path, config: CacheConfig) -> Result<CacheStore> {
         Self::open_with_probe(dir, config, Box::new(statvfs_free))
     }
@@ -609,6 +614,21 @@ impl CacheStore {
         let data = dir.join("data");
         fs::create_dir_all(&data).map_err(|e| Error::io(&data, e))?;
         let index_path = dir.join("index.redb");
+        let files = fs::read_dir(&data)
+            .and_then(|entries| {
+                entries
+                    .map(|e| e.map(|e| e.path()))
+                    .collect::<io::Result<Vec<_>>>()
+            })
+            .map_err(|e| Error::io(&data, e))?;
+        // Files of dirty inodes hold the only copy of writes not yet uploaded.
+        refuse_lost_index(
+            &index_path,
+            &data,
+            &files,
+            "move the cache directory away to start with an empty cache (writes not yet \
+             uploaded are then lost)",
+        )?;
         let db = Database::create(&index_path).map_err(|e| Error::store_index(&index_path, e))?;
         let (log, recovered) = OpLog::open(&dir.join(LOG_FILE), LOG_KIND, MAX_LOG_RECORD)?;
         let spares = spares::Spares::open(&dir.join("spare"), &data)?;
@@ -690,7 +710,7 @@ impl CacheStore {
                 let change = CacheRec::decode(&rec.payload).ok_or_else(|| Error::Corrupt {
                     what: "cache op log",
                     reason: format!(
-                        "record {} does not decode (deleting {} loses only clean data)",
+                        "record {} does not decode (deleting {} loses clean data and writes not yet uploaded)",
                         rec.lsn,
                         self.dir.display()
                     ),
@@ -1470,6 +1490,31 @@ mod tests {
                 proptest::prop_assert_eq!(missing, expect);
             }
         }
+    }
+
+    #[test]
+    fn a_lost_index_is_refused_and_the_dirty_files_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let cache = CacheStore::open(dir.path(), BIG).unwrap();
+            cache.write(ino(7), 0, b"not uploaded yet").unwrap();
+        }
+        let index = dir.path().join("index.redb");
+        fs::remove_file(&index).unwrap();
+        let err = CacheStore::open(dir.path(), BIG).err().unwrap();
+        assert!(matches!(err, Error::IndexLost { files: 1, .. }), "{err}");
+        assert!(
+            err.to_string().contains("move the cache directory away"),
+            "{err}"
+        );
+        assert!(!index.exists());
+        assert_eq!(
+            fs::read(dir.path().join("data/7")).unwrap(),
+            b"not uploaded yet"
+        );
+        // Deleting the whole cache directory is the documented way out.
+        fs::remove_dir_all(dir.path()).unwrap();
+        CacheStore::open(dir.path(), BIG).unwrap();
     }
 
     #[test]

@@ -361,22 +361,23 @@ pub enum Error {
         source: Box<redb::Error>,
     },
 
-    /// A shard store's index is gone while its packs still hold shards. Opening would start an
-    /// empty index and discard every pack, so the store refuses instead.
+    /// A local store's index is gone while its data files still hold data. Opening would
+    /// start an empty index and discard every file it does not list, so the store refuses.
     #[error(
-        "{} is missing, but {packs} pack file(s) in {} still hold shards; refusing to open the \
-         store, which would discard them. Restore the index from a backup, or move the packs \
-         directory away to start this node empty (the network repairs the lost copies)",
+        "{} is missing, but {files} file(s) in {} still hold data; refusing to open, which \
+         would discard them. Restore the index from a backup, or {way_out}",
         index.display(),
-        packs_dir.display()
+        data.display()
     )]
     IndexLost {
         /// The index file that is missing or empty.
         index: PathBuf,
-        /// The directory of pack files.
-        packs_dir: PathBuf,
-        /// How many non-empty pack files it holds.
-        packs: usize,
+        /// The directory of data files (packs, cache files).
+        data: PathBuf,
+        /// How many non-empty data files it holds.
+        files: usize,
+        /// What else the user can do, and what it costs.
+        way_out: &'static str,
     },
 
     /// A write would eat into the free space kept in reserve on the local disk (ENOSPC).

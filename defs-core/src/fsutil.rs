@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
@@ -64,4 +64,45 @@ pub(crate) fn has_data(file: &File, start: u64, end: u64) -> io::Result<bool> {
         Some(libc::EINVAL | libc::EOPNOTSUPP) => Ok(true),
         _ => Err(e),
     }
+}
+
+/// Refuses to go on when a store's index file is missing or empty while `files` (the store's
+/// data files) hold data: [`Error::IndexLost`], touching nothing.
+///
+/// Each store creates and commits its index at its first open, before any data file exists,
+/// so no crash leaves data files beside a missing index: only an index lost or replaced outside
+/// our control does, and opening then would discard every file the empty index does not list.
+///
+/// # Errors
+/// `IndexLost`, or `Io` when the index or a data file cannot be examined.
+pub(crate) fn refuse_lost_index(
+    index: &Path,
+    data: &Path,
+    files: &[PathBuf],
+    way_out: &'static str,
+) -> Result<()> {
+    match std::fs::metadata(index) {
+        Ok(m) if m.len() > 0 => return Ok(()),
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(index, e)),
+    }
+    let mut holding = 0;
+    for path in files {
+        match std::fs::metadata(path) {
+            Ok(m) if m.len() > 0 => holding += 1,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(path, e)),
+        }
+    }
+    if holding == 0 {
+        return Ok(());
+    }
+    Err(Error::IndexLost {
+        index: index.to_path_buf(),
+        data: data.to_path_buf(),
+        files: holding,
+        way_out,
+    })
 }

@@ -48,7 +48,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::error::{Error, Result};
-use crate::fsutil::{fsync_dir, has_data, punch_hole};
+use crate::fsutil::{fsync_dir, has_data, punch_hole, refuse_lost_index};
 use crate::sync::{Condvar, Mutex};
 use crate::types::{NodeId, ShardId};
 use pack::{HEADER_LEN, PACK_LIMIT, RecordHeader, record_end};
@@ -400,36 +400,6 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// Refuses to go on when the index file is missing or empty while packs hold data.
-///
-/// The index is created (and its table committed) at the first open, before any pack exists,
-/// so no crash leaves packs beside a missing index: only a lost or replaced index file does.
-/// Opening anyway would start an empty index and remove every pack as unindexed. Record headers
-/// carry each shard's id, length and CRC but not its owners, so the index cannot be rebuilt
-/// from them; the operator decides (restore the index, or move the packs away).
-fn refuse_lost_index(index: &Path, packs_dir: &Path) -> Result<()> {
-    match fs::metadata(index) {
-        Ok(m) if m.len() > 0 => return Ok(()),
-        Ok(_) => {}
-        Err(e) if e.kind() == ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io(index, e)),
-    }
-    let mut packs = 0;
-    for (_, path) in pack::pack_files(packs_dir).map_err(|e| Error::io(packs_dir, e))? {
-        if fs::metadata(&path).map_err(|e| Error::io(&path, e))?.len() > 0 {
-            packs += 1;
-        }
-    }
-    if packs == 0 {
-        return Ok(());
-    }
-    Err(Error::IndexLost {
-        index: index.to_path_buf(),
-        packs_dir: packs_dir.to_path_buf(),
-        packs,
-    })
-}
-
 fn lock<T>(m: &Mutex<T>) -> crate::sync::MutexGuard<'_, T> {
     // A panic while holding the lock cannot leave the counters half-updated in a way that
     // matters more than losing the store: recover the guard.
@@ -454,7 +424,18 @@ impl ShardStore {
             fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
         }
         let index_path = dir.join("index.redb");
-        refuse_lost_index(&index_path, &dir.join("packs"))?;
+        let packs_dir = dir.join("packs");
+        let packs = pack::pack_files(&packs_dir).map_err(|e| Error::io(&packs_dir, e))?;
+        let packs: Vec<PathBuf> = packs.into_iter().map(|(_, path)| path).collect();
+        // Record headers hold each shard's id, length and CRC but not its owners, so a lost
+        // index cannot be rebuilt from the packs.
+        refuse_lost_index(
+            &index_path,
+            &packs_dir,
+            &packs,
+            "move the packs directory away to start this node empty (the network repairs the \
+             lost copies)",
+        )?;
         let db = Database::create(&index_path).map_err(|e| Error::store_index(&index_path, e))?;
         let mut store = ShardStore {
             dir: dir.to_path_buf(),
@@ -1435,7 +1416,7 @@ mod tests {
             let saved = fs::read(&index).unwrap();
             lose(&index);
             let err = ShardStore::open(dir.path(), BIG).err().unwrap();
-            assert!(matches!(err, Error::IndexLost { packs: 1, .. }), "{err}");
+            assert!(matches!(err, Error::IndexLost { files: 1, .. }), "{err}");
             assert!(err.to_string().contains("refusing"), "{err}");
             assert_eq!(all_records(dir.path()), before, "the packs are untouched");
             // Once the index is back, the shard reads again.
