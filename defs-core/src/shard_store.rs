@@ -42,14 +42,14 @@ use std::fs::{self, File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::error::{Error, Result};
 use crate::fsutil::{fsync_dir, has_data, punch_hole, refuse_lost_index};
-use crate::sync::{Condvar, Mutex};
+use crate::sync::{Arc, Condvar, Mutex};
 use crate::types::{NodeId, ShardId};
 use pack::{HEADER_LEN, PACK_LIMIT, RecordHeader, record_end};
 
@@ -391,7 +391,16 @@ pub struct ShardStore {
     /// Open pack files, by number (at most [`OPEN_PACKS`]).
     files: Mutex<HashMap<u32, Arc<File>>>,
     recovery: Recovery,
+    /// Set once the filesystem refused to punch a hole: deletes stop trying (and warning).
+    no_punch: AtomicBool,
 }
+
+/// Whether `e` says the filesystem cannot punch holes at all (rather than failing this once).
+fn punch_unsupported(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOSYS))
+}
+
+const NO_PUNCH: &str = "this filesystem cannot punch holes: space of deleted shards returns only when a whole pack empties";
 
 fn now_secs() -> u64 {
     SystemTime::now()
@@ -448,6 +457,7 @@ impl ShardStore {
             written: Condvar::new(),
             files: Mutex::new(HashMap::new()),
             recovery: Recovery::default(),
+            no_punch: AtomicBool::new(false),
         };
         store.recover()?;
         Ok(store)
@@ -522,7 +532,7 @@ impl ShardStore {
     /// Gives back the space of a record nothing indexes any more (best effort: what is left,
     /// open punches again).
     fn punch(&self, at: Location, len: u64) {
-        if at == Location::NOWHERE {
+        if at == Location::NOWHERE || self.no_punch.load(Ordering::Relaxed) {
             return;
         }
         let result = self
@@ -531,6 +541,11 @@ impl ShardStore {
         match result {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) if punch_unsupported(&e) => {
+                if !self.no_punch.swap(true, Ordering::Relaxed) {
+                    tracing::warn!("{NO_PUNCH}");
+                }
+            }
             Err(e) => {
                 tracing::warn!(pack = at.pack, offset = at.offset, error = %e, "cannot free a deleted shard's space")
             }
@@ -615,7 +630,8 @@ impl ShardStore {
             };
             records.sort_unstable();
             let (trimmed, orphans) =
-                trim_pack(path, records, &mut recovery.missing).map_err(|e| Error::io(path, e))?;
+                trim_pack(path, records, &mut recovery.missing, &self.no_punch)
+                    .map_err(|e| Error::io(path, e))?;
             recovery.orphans_removed += orphans;
             if trimmed < counters.limit {
                 with_room.push(Filling {
@@ -1199,18 +1215,23 @@ fn trim_pack(
     path: &Path,
     records: &[(u64, u64, ShardId)],
     missing: &mut Vec<ShardId>,
+    no_punch: &AtomicBool,
 ) -> std::io::Result<(u64, u64)> {
     let file = OpenOptions::new().read(true).write(true).open(path)?;
     let size = file.metadata()?.len();
     let mut reclaimed = 0;
     let mut free_from = 0;
     for &(offset, len, id) in records {
-        if offset > free_from && has_data(&file, free_from, offset.min(size))? {
+        if offset > free_from
+            && !no_punch.load(Ordering::Relaxed)
+            && has_data(&file, free_from, offset.min(size))?
+        {
             match punch_hole(&file, free_from, offset - free_from) {
                 Ok(()) => reclaimed += 1,
                 // Debris costs space only: reads go by the index and check header and CRC.
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOSYS)) => {
-                    tracing::warn!(path = %path.display(), "this filesystem cannot punch holes: space of deleted shards returns only when a whole pack empties");
+                Err(e) if punch_unsupported(&e) => {
+                    no_punch.store(true, Ordering::Relaxed);
+                    tracing::warn!(path = %path.display(), "{NO_PUNCH}");
                 }
                 Err(e) => return Err(e),
             }
