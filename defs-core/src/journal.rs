@@ -15,7 +15,7 @@
 //! `begin_upload` (and moves the generation, so the upload cannot mark it clean) or before (and
 //! the upload reads its bytes).
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 
 use crate::error::{Error, Result};
 use crate::meta::redo::LogOp;
@@ -165,7 +165,7 @@ pub(crate) fn mark_dirty_in(
 
 /// Whether `ino` (whose record is `rec`) is dirty with no upload of its current generation in
 /// flight: then marking it dirty again changes nothing.
-pub(crate) fn dirty_in(txn: &WriteTransaction, ino: InodeNo, rec: &InodeRecord) -> Result<bool> {
+pub(crate) fn dirty_in(txn: &ReadTransaction, ino: InodeNo, rec: &InodeRecord) -> Result<bool> {
     dirty(&txn.open_table(JOURNAL).ctx("opening journal")?, ino, rec)
 }
 

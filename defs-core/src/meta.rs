@@ -22,8 +22,8 @@
 //!
 //! A [`MetaDb::setattr`] that changes no size (chmod, chown, utimensat: three per file
 //! `rsync -a` copies), and the size and times a close saves for a file that is already dirty
-//! ([`MetaDb::save_written`]), do not commit: holding redb's writer lock (so no transaction
-//! runs between), it reads the record, appends its redo record like any operation, and keeps
+//! ([`MetaDb::save_written`]), do not commit: holding the DB's writer lock (taken by every
+//! write transaction, so none runs between) in a read transaction, it reads the record, appends its redo record like any operation, and keeps
 //! its inputs in memory (`Deferred`, at most [`MAX_DEFERRED`]). The next write transaction applies
 //! every waiting change first, in LSN order, before its own operation (its LSN is higher), and
 //! so does every checkpoint, which then also writes `meta["lsn"]`. `getattr` and `lookup` lay
@@ -130,7 +130,7 @@ struct CommitState {
 }
 
 /// The redo log and its position, behind one lock taken inside a write transaction (lock
-/// order: redb's writer lock, then this, then the allocator).
+/// order: the writer lock, then this, then the allocator).
 struct LogState {
     log: OpLog,
     /// The LSN of the last committed operation.
@@ -188,9 +188,15 @@ pub(crate) const MAX_DEFERRED: usize = 256;
 
 struct Inner {
     db: Database,
+    /// Held by every writer from before its write transaction begins until it commits or
+    /// aborts (redb's own writer lock is then never contended), and by
+    /// [`MetaDb::defer_setattr`], which so orders its change among the commits without opening
+    /// a write transaction: beginning and aborting one cost more than the change itself.
+    /// Never held while calling [`Inner::sync`], which takes it.
+    writer: Mutex<()>,
     alloc: Mutex<InoAlloc>,
     log: Mutex<LogState>,
-    /// Lock order: redb's writer lock, then the log, then this.
+    /// Lock order: the writer lock, then the log, then this.
     deferred: Mutex<Deferred>,
     path: PathBuf,
     state: CommitState,
@@ -260,6 +266,7 @@ impl MetaDb {
         init_or_migrate(&db, &path)?;
         let (log, recovered) = OpLog::open(&dir.join(LOG_FILE), LOG_KIND, redo::MAX_RECORD)?;
         let inner = Arc::new(Inner {
+            writer: Mutex::new(()),
             db,
             alloc: Mutex::new(InoAlloc::default()),
             log: Mutex::new(LogState {
@@ -424,10 +431,11 @@ impl MetaDb {
         op: impl FnOnce(&T) -> redo::LogOp<'a>,
         f: impl FnOnce(&WriteTransaction) -> Result<T>,
     ) -> Result<T> {
+        let writer = self.inner.writer.lock().map_err(|_| Error::Closed)?;
         let mut txn = self.inner.db.begin_write().ctx("beginning a write")?;
         txn.set_durability(Durability::None)
             .ctx("choosing durability")?;
-        // Writers are serialised by redb, so nobody else allocates until this one ends.
+        // Writers are serialised, so nobody else allocates until this one ends.
         let saved = self.inner.alloc.lock().map(|a| (a.next, a.reserved)).ok();
         let rollback_alloc = || {
             // Roll the allocator back with the transaction: its reservation (if it made one)
@@ -508,6 +516,7 @@ impl MetaDb {
                 }
                 let big = log.log.len() > LOG_CHECKPOINT_BYTES;
                 drop(log);
+                drop(writer);
                 self.inner.state.committed.fetch_add(1, Ordering::SeqCst);
                 if big {
                     // Errors are logged and made sticky by sync().
@@ -533,6 +542,7 @@ impl MetaDb {
         &self,
         f: impl FnOnce(&WriteTransaction) -> Result<T>,
     ) -> Result<T> {
+        let _writer = self.inner.writer.lock().map_err(|_| Error::Closed)?;
         let txn = self.inner.db.begin_write().ctx("beginning a write")?;
         let applied = match self.inner.apply_deferred(&txn) {
             Ok(applied) => applied,
@@ -584,9 +594,11 @@ impl MetaDb {
         now: Timestamp,
         only_if_dirty: bool,
     ) -> Result<Option<Attr>> {
-        // Holding redb's writer lock, no write transaction or checkpoint runs between reading
-        // the record and logging the change: changes apply in LSN order, as replay applies them.
-        let txn = self.inner.db.begin_write().ctx("beginning a write")?;
+        // Holding the writer lock, no write transaction or checkpoint runs between reading the
+        // record and logging the change: changes apply in LSN order, as replay applies them. A
+        // read transaction begun now sees every commit so far.
+        let writer = self.inner.writer.lock().map_err(|_| Error::Closed)?;
+        let txn = self.inner.db.begin_read().ctx("beginning a read")?;
         let result = (|| -> Result<Option<(Attr, bool)>> {
             let mut rec = {
                 let inodes = txn.open_table(INODES).ctx("opening inodes")?;
@@ -651,10 +663,8 @@ impl MetaDb {
                 });
             Ok(Some((rec.attr(ino), log.log.len() > LOG_CHECKPOINT_BYTES)))
         })();
-        if let Err(e) = txn.abort() {
-            // Nothing was written in it; the lock is released either way.
-            tracing::warn!(error = %e, "metadata DB: aborting a read-only write transaction failed");
-        }
+        drop(txn);
+        drop(writer);
         let Some((attr, big)) = result? else {
             return Ok(None);
         };
@@ -710,6 +720,7 @@ impl MetaDb {
         {
             return Ok(());
         }
+        let _writer = self.inner.writer.lock().map_err(|_| Error::Closed)?;
         let mut txn = self.inner.db.begin_write().ctx("beginning a write")?;
         txn.set_durability(Durability::None)
             .ctx("choosing durability")?;
@@ -746,8 +757,8 @@ impl Drop for MetaDb {
 }
 
 impl Inner {
-    /// Applies every deferred attribute change inside `txn` (which holds redb's writer lock, so
-    /// none is added meanwhile). Returns the LSN of the last one applied, for
+    /// Applies every deferred attribute change inside `txn` (whose caller holds the writer
+    /// lock, so none is added meanwhile). Returns the LSN of the last one applied, for
     /// [`Inner::forget_deferred`] after the commit; `None` when there were none.
     fn apply_deferred(&self, txn: &WriteTransaction) -> Result<Option<u64>> {
         let entries = {
@@ -787,6 +798,7 @@ impl Inner {
             return Ok(());
         }
         let result = (|| -> Result<u64> {
+            let _writer = self.writer.lock().map_err(|_| Error::Closed)?;
             let txn = self.db.begin_write().ctx("beginning a durable commit")?;
             // Deferred attribute changes are logged operations like any other: the checkpoint
             // includes them before it drops their records.
