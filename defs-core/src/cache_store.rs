@@ -45,7 +45,7 @@ use std::io;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lru::LruCache;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -508,7 +508,24 @@ struct Inner {
     log: OpLog,
     /// An append or reset failed: no record may be appended until a checkpoint succeeds.
     log_broken: bool,
+    /// The last free-space reading, for writes that skip the next one.
+    free_seen: Option<FreeSeen>,
 }
+
+/// A reading of the cache filesystem's free space, and what was stored since.
+#[derive(Clone, Copy, Debug)]
+struct FreeSeen {
+    free: u64,
+    at: Instant,
+    stored_since: u64,
+}
+
+/// A free-space reading answers later writes for this long...
+const FREE_RECHECK: Duration = Duration::from_millis(250);
+/// ...while at least this much would stay free beyond the reserve after them. Other processes
+/// on the same disk would have to write this much within [`FREE_RECHECK`] for a write to cut
+/// into the reserve unchecked.
+const FREE_SLACK: u64 = 256 << 20;
 
 impl Inner {
     /// Appends `rec`, or fails (and refuses further records until a checkpoint) so that the
@@ -644,6 +661,7 @@ impl CacheStore {
                 dirty_bytes: 0,
                 log,
                 log_broken: false,
+                free_seen: None,
             }),
             free_space,
             flush_on_drop: true,
@@ -935,8 +953,27 @@ impl CacheStore {
                 return Ok(false);
             }
         }
-        // Everything stays clear of the disk reserve.
-        let (mut room, mut free) = self.has_disk_room(new_bytes)?;
+        // Everything stays clear of the disk reserve. A recent reading with plenty of room left
+        // answers without a statvfs (one per write was 1 % of a small-file copy's CPU).
+        let margin = new_bytes
+            .saturating_add(self.config.reserve_bytes)
+            .saturating_add(FREE_SLACK);
+        let recent = inner.free_seen.filter(|seen| {
+            seen.at.elapsed() < FREE_RECHECK
+                && seen.free.saturating_sub(seen.stored_since) >= margin
+        });
+        let (mut room, mut free) = match recent {
+            Some(seen) => (true, seen.free - seen.stored_since),
+            None => {
+                let (room, free) = self.has_disk_room(new_bytes)?;
+                inner.free_seen = Some(FreeSeen {
+                    free,
+                    at: Instant::now(),
+                    stored_since: 0,
+                });
+                (room, free)
+            }
+        };
         if !room {
             let mut probe_error = None;
             self.evict_until(inner, Some(ino), |_| match self.has_disk_room(new_bytes) {
@@ -953,6 +990,9 @@ impl CacheStore {
                 return Err(e);
             }
             (room, free) = self.has_disk_room(new_bytes)?;
+        }
+        if let Some(seen) = &mut inner.free_seen {
+            seen.stored_since = seen.stored_since.saturating_add(new_bytes);
         }
         if !room {
             if !dirty {
@@ -1622,6 +1662,38 @@ mod tests {
             }
             Ok(total.saturating_sub(used))
         })
+    }
+
+    #[test]
+    fn free_space_is_read_again_only_when_little_is_left_or_the_reading_is_old() {
+        let reads = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let probe = |total: u64| -> FreeSpaceProbe {
+            let reads = std::sync::Arc::clone(&reads);
+            let disk = fake_disk(total);
+            Box::new(move |dir: &Path| {
+                reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                disk(dir)
+            })
+        };
+        let count = || reads.load(std::sync::atomic::Ordering::Relaxed);
+        // Plenty of room: one reading serves a burst of writes.
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CacheStore::open_with_probe(dir.path(), BIG, probe(1 << 40)).unwrap();
+        for i in 0..10 {
+            cache.write(ino(i), 0, &[1; 4096]).unwrap();
+        }
+        assert_eq!(count(), 1);
+        std::thread::sleep(FREE_RECHECK);
+        cache.write(ino(1), 0, &[2; 4096]).unwrap();
+        assert_eq!(count(), 2, "an old reading is taken again");
+        // Within FREE_SLACK of the reserve: every write reads the free space.
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CacheStore::open_with_probe(dir.path(), BIG, probe(FREE_SLACK)).unwrap();
+        let before = count();
+        for i in 0..10 {
+            cache.write(ino(i), 0, &[1; 4096]).unwrap();
+        }
+        assert_eq!(count() - before, 10);
     }
 
     #[test]
