@@ -476,8 +476,12 @@ impl MetaDb {
                 if t.dirent(parent, name)?.is_some() {
                     return Err(exists(parent, name));
                 }
-                let attr = t.make(parent, name, kind, init, now, target)?;
+                let mut attr = t.make(parent, name, kind, init, now, target)?;
                 t.flush()?;
+                if kind == FileKind::RegularFile {
+                    // As in `create`: a new file must reach the network even if never written.
+                    attr.generation = crate::journal::mark_dirty_in(txn, attr.ino, now)?;
+                }
                 Ok(attr)
             },
         )

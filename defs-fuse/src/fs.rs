@@ -563,6 +563,11 @@ impl Fs {
             .inner
             .db
             .mknod(parent, name_bytes(name), kind, &init, Timestamp::now())?;
+        if kind == FileKind::RegularFile {
+            // Dirty from creation (`MetaDb::mknod`) with no handle whose close would schedule
+            // the upload: schedule it now, as a last close does.
+            self.inner.flusher.closed(attr.ino);
+        }
         Ok(self.entry(attr))
     }
 

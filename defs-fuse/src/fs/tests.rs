@@ -329,6 +329,33 @@ async fn a_created_file_never_written_is_dirty_until_its_close_uploads_it() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_regular_file_made_by_mknod_is_dirty_at_once_and_uploads_without_a_close() {
+    let u = ScriptedUploader::new(&[]);
+    let t = TestFs::new(Config::default(), uploader(&u));
+    let fifo =
+        t.fs.mknod(InodeNo::ROOT, name("pipe"), libc::S_IFIFO | 0o644, 0, OWNER)
+            .await
+            .unwrap();
+    let file =
+        t.fs.mknod(InodeNo::ROOT, name("made"), libc::S_IFREG | 0o644, 0, OWNER)
+            .await
+            .unwrap();
+    // Dirty at once (the upload waits out the debounce)...
+    assert_eq!(dirty(&t), vec![file.ino]);
+    // ...and no handle was opened, so no close: mknod itself schedules the upload.
+    wait_until("the upload", || dirty(&t).is_empty()).await;
+    assert_eq!(t.db.content(file.ino).unwrap(), Content::Empty);
+    assert_eq!(
+        t.fs.getxattr(file.ino, STATE_XATTR).await.unwrap(),
+        b"clean"
+    );
+    assert_eq!(
+        t.fs.getxattr(fifo.ino, STATE_XATTR).await.unwrap(),
+        b"clean"
+    );
+}
+
 /// An access ACL in the kernel's xattr form: version 2, then (tag, perm, id) entries.
 fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
     let mut v = 2u32.to_le_bytes().to_vec();
