@@ -48,6 +48,21 @@ pub struct DirtyRecord {
     pub last_error: Option<String>,
 }
 
+impl DirtyRecord {
+    /// The record of `ino` (whose inode record is `rec`) from its encoded journal entry.
+    fn new(ino: InodeNo, rec: &InodeRecord, entry: &[u8]) -> Result<DirtyRecord> {
+        let e = JournalEntry::decode(entry)?;
+        Ok(DirtyRecord {
+            ino,
+            since: e.since,
+            generation: rec.generation,
+            uploading: e.uploading,
+            failures: e.failures,
+            last_error: e.last_error,
+        })
+    }
+}
+
 /// The stored part of a [`DirtyRecord`] (the generation lives in the inode).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct JournalEntry {
@@ -258,6 +273,23 @@ impl MetaDb {
         })
     }
 
+    /// `ino`'s journal record, or `None` when it is clean: one lookup, for callers asking
+    /// about one file (`user.defs.state`), where [`MetaDb::dirty_inodes`] reads them all.
+    ///
+    /// # Errors
+    /// NotFound (no such inode), Db, Corrupt.
+    pub fn dirty_record(&self, ino: InodeNo) -> Result<Option<DirtyRecord>> {
+        self.read(|txn| {
+            let inodes = txn.open_table(INODES).ctx("opening inodes")?;
+            let rec = load(&inodes, ino)?;
+            let journal = txn.open_table(JOURNAL).ctx("opening journal")?;
+            let Some(v) = journal.get(ino.0).ctx("reading the journal")? else {
+                return Ok(None);
+            };
+            Ok(Some(DirtyRecord::new(ino, &rec, v.value())?))
+        })
+    }
+
     /// Every dirty inode, in inode order.
     ///
     /// # Errors
@@ -270,16 +302,7 @@ impl MetaDb {
             for item in journal.iter().ctx("listing the journal")? {
                 let (k, v) = item.ctx("listing the journal")?;
                 let ino = InodeNo(k.value());
-                let e = JournalEntry::decode(v.value())?;
-                let rec = load(&inodes, ino)?;
-                out.push(DirtyRecord {
-                    ino,
-                    since: e.since,
-                    generation: rec.generation,
-                    uploading: e.uploading,
-                    failures: e.failures,
-                    last_error: e.last_error,
-                });
+                out.push(DirtyRecord::new(ino, &load(&inodes, ino)?, v.value())?);
             }
             Ok(out)
         })
@@ -469,9 +492,16 @@ mod tests {
         let d = db.dirty_inodes().unwrap();
         assert_eq!(d[0].failures, 1);
         assert!(d[0].last_error.as_ref().unwrap().len() <= MAX_ERROR_LEN + 3);
+        // One inode's record is the same as in the whole list.
+        assert_eq!(db.dirty_record(a.ino).unwrap().as_ref(), d.first());
         assert_eq!(db.begin_upload(a.ino).unwrap(), g2);
         assert!(db.finish_upload(a.ino, g2, stored(2)).unwrap());
         assert!(db.dirty_inodes().unwrap().is_empty());
+        assert_eq!(db.dirty_record(a.ino).unwrap(), None);
+        assert!(matches!(
+            db.dirty_record(InodeNo(a.ino.0 + 100)),
+            Err(Error::NotFound { .. })
+        ));
         assert_eq!(db.content(a.ino).unwrap(), stored(2));
         assert!(db.begin_upload(a.ino).is_err(), "clean inode");
         // mtime is untouched by uploads.

@@ -1213,13 +1213,7 @@ impl Fs {
     /// # Errors
     /// NotFound; the journal could not be read.
     pub fn upload_state(&self, ino: InodeNo) -> Result<String> {
-        self.inner.db.getattr(ino)?;
-        let record = self
-            .inner
-            .db
-            .dirty_inodes()?
-            .into_iter()
-            .find(|r| r.ino == ino);
+        let record = self.inner.db.dirty_record(ino)?;
         Ok(match record {
             None => "clean".into(),
             Some(r) if r.uploading.is_some() => "uploading".into(),

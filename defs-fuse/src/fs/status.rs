@@ -146,7 +146,7 @@ impl Fs {
                 Content::Empty => Err(absent()),
             };
         }
-        let dirty = self.inner.db.dirty_inodes()?.iter().any(|r| r.ino == ino);
+        let dirty = self.inner.db.dirty_record(ino)?.is_some();
         let stored = match &content {
             Content::Stored { .. } => Some(self.durability(ino, &content).await),
             Content::Empty => None,
