@@ -643,10 +643,16 @@ impl CacheStore {
             &index_path,
             &data,
             &files,
-            "move the cache directory away to start with an empty cache (writes not yet \
-             uploaded are then lost)",
+            "Move the cache directory away to start with an empty cache (writes not yet \
+             uploaded are then lost; an older copy of the index would hide the bytes written \
+             since, so restore only an exact one)",
         )?;
+        let new_index = !index_path.exists();
         let db = Database::create(&index_path).map_err(|e| Error::store_index(&index_path, e))?;
+        if new_index {
+            // The index must be durably named before any cache file exists.
+            crate::fsutil::fsync_dir(dir)?;
+        }
         let (log, recovered) = OpLog::open(&dir.join(LOG_FILE), LOG_KIND, MAX_LOG_RECORD)?;
         let spares = spares::Spares::open(&dir.join("spare"), &data)?;
         let store = CacheStore {
@@ -955,7 +961,10 @@ impl CacheStore {
         }
         // Everything stays clear of the disk reserve. A recent reading with plenty of room left
         // answers without a statvfs (one per write was 1 % of a small-file copy's CPU).
-        let margin = new_bytes
+        // A write may allocate blocks for bytes already counted as present (zeros a truncate
+        // grew the file by), so it counts all its bytes here; a fill stores only what is new.
+        let allocating = if dirty { len } else { new_bytes };
+        let margin = allocating
             .saturating_add(self.config.reserve_bytes)
             .saturating_add(FREE_SLACK);
         let recent = inner.free_seen.filter(|seen| {
@@ -992,7 +1001,7 @@ impl CacheStore {
             (room, free) = self.has_disk_room(new_bytes)?;
         }
         if let Some(seen) = &mut inner.free_seen {
-            seen.stored_since = seen.stored_since.saturating_add(new_bytes);
+            seen.stored_since = seen.stored_since.saturating_add(allocating);
         }
         if !room {
             if !dirty {
@@ -1544,7 +1553,7 @@ mod tests {
         let err = CacheStore::open(dir.path(), BIG).err().unwrap();
         assert!(matches!(err, Error::IndexLost { files: 1, .. }), "{err}");
         assert!(
-            err.to_string().contains("move the cache directory away"),
+            err.to_string().contains("Move the cache directory away"),
             "{err}"
         );
         assert!(!index.exists());

@@ -364,8 +364,8 @@ pub enum Error {
     /// A local store's index is gone while its data files still hold data. Opening would
     /// start an empty index and discard every file it does not list, so the store refuses.
     #[error(
-        "{} is missing, but {files} file(s) in {} still hold data; refusing to open, which \
-         would discard them. Restore the index from a backup, or {way_out}",
+        "{} is missing or empty, but {files} file(s) in {} still hold data; refusing to open, \
+         which would discard them. {way_out}",
         index.display(),
         data.display()
     )]
@@ -376,7 +376,7 @@ pub enum Error {
         data: PathBuf,
         /// How many non-empty data files it holds.
         files: usize,
-        /// What else the user can do, and what it costs.
+        /// What the user can do instead, and what it costs.
         way_out: &'static str,
     },
 

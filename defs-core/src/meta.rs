@@ -431,20 +431,15 @@ impl MetaDb {
         op: impl FnOnce(&T) -> redo::LogOp<'a>,
         f: impl FnOnce(&WriteTransaction) -> Result<T>,
     ) -> Result<T> {
-        let writer = self.inner.writer.lock().map_err(|_| Error::Closed)?;
+        let writer = self.inner.lock_writer();
         let mut txn = self.inner.db.begin_write().ctx("beginning a write")?;
         txn.set_durability(Durability::None)
             .ctx("choosing durability")?;
         // Writers are serialised, so nobody else allocates until this one ends.
-        let saved = self.inner.alloc.lock().map(|a| (a.next, a.reserved)).ok();
-        let rollback_alloc = || {
-            // Roll the allocator back with the transaction: its reservation (if it made one)
-            // was not written, and its numbers were not used.
-            if let (Some((next, reserved)), Ok(mut a)) = (saved, self.inner.alloc.lock()) {
-                a.next = next;
-                a.reserved = reserved;
-            }
-        };
+        // Unless the commit succeeds (an error, or a panic unwinding through here), the
+        // allocator goes back with the transaction: its reservation (if it made one) was not
+        // written, and its numbers were not used.
+        let mut alloc_rollback = AllocRollback::new(&self.inner.alloc);
         // Deferred attribute changes come first: they returned before this operation began.
         let applied = match self.inner.apply_deferred(&txn) {
             Ok(applied) => applied,
@@ -453,19 +448,16 @@ impl MetaDb {
         let value = match f(&txn) {
             Ok(value) => value,
             Err(e) => {
-                rollback_alloc();
                 return txn.abort().ctx("aborting").and(Err(e));
             }
         };
         let mut log = match self.inner.log.lock() {
             Ok(log) => log,
             Err(_) => {
-                rollback_alloc();
                 return txn.abort().ctx("aborting").and(Err(Error::Closed));
             }
         };
         let Some(lsn) = log.last.checked_add(1) else {
-            rollback_alloc();
             return txn.abort().ctx("aborting").and(Err(Error::Corrupt {
                 what: "metadata DB",
                 reason: "log sequence numbers exhausted".into(),
@@ -477,7 +469,6 @@ impl MetaDb {
             Ok(())
         })();
         if let Err(e) = stored {
-            rollback_alloc();
             return txn.abort().ctx("aborting").and(Err(e));
         }
         let before = (log.log.len(), log.log.last_lsn());
@@ -501,7 +492,6 @@ impl MetaDb {
         }
         if durable && let Err(e) = txn.set_durability(Durability::Immediate) {
             drop(log);
-            rollback_alloc();
             return txn
                 .abort()
                 .ctx("aborting")
@@ -509,6 +499,7 @@ impl MetaDb {
         }
         match txn.commit().ctx("committing") {
             Ok(()) => {
+                alloc_rollback.disarm();
                 log.last = lsn;
                 self.inner.forget_deferred(applied);
                 if durable && log.log.reset(lsn).is_ok() {
@@ -530,7 +521,6 @@ impl MetaDb {
                     log.broken = true;
                 }
                 drop(log);
-                rollback_alloc();
                 Err(e)
             }
         }
@@ -542,7 +532,7 @@ impl MetaDb {
         &self,
         f: impl FnOnce(&WriteTransaction) -> Result<T>,
     ) -> Result<T> {
-        let _writer = self.inner.writer.lock().map_err(|_| Error::Closed)?;
+        let _writer = self.inner.lock_writer();
         let txn = self.inner.db.begin_write().ctx("beginning a write")?;
         let applied = match self.inner.apply_deferred(&txn) {
             Ok(applied) => applied,
@@ -597,7 +587,7 @@ impl MetaDb {
         // Holding the writer lock, no write transaction or checkpoint runs between reading the
         // record and logging the change: changes apply in LSN order, as replay applies them. A
         // read transaction begun now sees every commit so far.
-        let writer = self.inner.writer.lock().map_err(|_| Error::Closed)?;
+        let writer = self.inner.lock_writer();
         let txn = self.inner.db.begin_read().ctx("beginning a read")?;
         let result = (|| -> Result<Option<(Attr, bool)>> {
             let mut rec = {
@@ -720,7 +710,7 @@ impl MetaDb {
         {
             return Ok(());
         }
-        let _writer = self.inner.writer.lock().map_err(|_| Error::Closed)?;
+        let _writer = self.inner.lock_writer();
         let mut txn = self.inner.db.begin_write().ctx("beginning a write")?;
         txn.set_durability(Durability::None)
             .ctx("choosing durability")?;
@@ -757,6 +747,14 @@ impl Drop for MetaDb {
 }
 
 impl Inner {
+    /// Takes the writer lock. It guards no data (a writer that panicked left nothing half-done
+    /// behind it: redb drops its transaction), so a poisoned lock is taken as it is.
+    fn lock_writer(&self) -> crate::sync::MutexGuard<'_, ()> {
+        self.writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Applies every deferred attribute change inside `txn` (whose caller holds the writer
     /// lock, so none is added meanwhile). Returns the LSN of the last one applied, for
     /// [`Inner::forget_deferred`] after the commit; `None` when there were none.
@@ -798,7 +796,7 @@ impl Inner {
             return Ok(());
         }
         let result = (|| -> Result<u64> {
-            let _writer = self.writer.lock().map_err(|_| Error::Closed)?;
+            let _writer = self.lock_writer();
             let txn = self.db.begin_write().ctx("beginning a durable commit")?;
             // Deferred attribute changes are logged operations like any other: the checkpoint
             // includes them before it drops their records.
@@ -976,6 +974,39 @@ pub(crate) struct InoAlloc {
     forced: Option<Option<u64>>,
 }
 
+/// Puts the allocator back where it was when dropped armed: a write transaction that did not
+/// commit must not keep numbers or a reservation it never wrote (after a restart the DB's
+/// `next_ino` would be below numbers already handed out).
+struct AllocRollback<'a> {
+    alloc: &'a Mutex<InoAlloc>,
+    saved: Option<(u64, u64)>,
+}
+
+impl<'a> AllocRollback<'a> {
+    fn new(alloc: &'a Mutex<InoAlloc>) -> Self {
+        let saved = alloc.lock().map(|a| (a.next, a.reserved)).ok();
+        AllocRollback { alloc, saved }
+    }
+
+    /// The transaction committed: keep what it allocated.
+    fn disarm(&mut self) {
+        self.saved = None;
+    }
+}
+
+impl Drop for AllocRollback<'_> {
+    fn drop(&mut self) {
+        if let Some((next, reserved)) = self.saved {
+            let mut a = self
+                .alloc
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            a.next = next;
+            a.reserved = reserved;
+        }
+    }
+}
+
 /// Hands out the next inode number, persisting a new reservation in `txn` when the current one
 /// is used up. [`MetaDb::write`] rolls the allocator back with an aborted transaction, so a
 /// number is never handed out that the transaction using it did not see reserved.
@@ -1070,6 +1101,34 @@ mod tests {
     }
 
     #[test]
+    fn a_write_that_panics_gives_its_inode_numbers_back_and_the_db_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = MetaDb::open_with(dir.path(), None).unwrap();
+        let state = |db: &MetaDb| {
+            let a = db.ino_alloc().lock().unwrap();
+            (a.next, a.reserved)
+        };
+        let before = state(&db);
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            db.write(
+                |_: &()| -> redo::LogOp<'static> { unreachable!("never logged") },
+                |txn| {
+                    allocate_ino(txn, db.ino_alloc())?;
+                    panic!("a bug inside an operation");
+                },
+            )
+        }));
+        assert!(panicked.is_err());
+        assert_eq!(
+            state(&db),
+            before,
+            "the allocator went back with the transaction"
+        );
+        // Neither the writer lock nor the allocator is left unusable.
+        assert_eq!(create_f(&db, 0o644), InodeNo(InodeNo::ROOT.0 + 1));
+    }
+
+    #[test]
     fn open_migrates_an_older_schema() {
         let dir = tempfile::tempdir().unwrap();
         {
@@ -1131,15 +1190,21 @@ mod tests {
     fn db_with_file_0600() -> (tempfile::TempDir, MetaDb, InodeNo) {
         let dir = tempfile::tempdir().unwrap();
         let db = MetaDb::open_with(dir.path(), None).unwrap();
+        let f = create_f(&db, 0o600);
+        (dir, db, f)
+    }
+
+    /// Creates `/f` owned by root with `perm`.
+    fn create_f(db: &MetaDb, perm: u16) -> InodeNo {
         let init = NewInode {
-            perm: 0o600,
+            perm,
             uid: 0,
             gid: 0,
         };
         let (f, _) = db
             .create(InodeNo::ROOT, b"f", &init, true, Timestamp::new(1, 0))
             .unwrap();
-        (dir, db, f.ino)
+        f.ino
     }
 
     /// What a crash of the process would leave of the DB open in `dir`: its files as they are.

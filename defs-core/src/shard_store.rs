@@ -409,6 +409,26 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
+/// The shard files of the old one-file-per-shard layout (`data/ab/<id>`); none when there is
+/// no `data/`.
+fn legacy_files(data: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let subdirs = match fs::read_dir(data) {
+        Ok(d) => d,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for sub in subdirs {
+        let sub = sub?.path();
+        if sub.is_dir() {
+            for file in fs::read_dir(&sub)? {
+                out.push(file?.path());
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn lock<T>(m: &Mutex<T>) -> crate::sync::MutexGuard<'_, T> {
     // A panic while holding the lock cannot leave the counters half-updated in a way that
     // matters more than losing the store: recover the guard.
@@ -435,17 +455,25 @@ impl ShardStore {
         let index_path = dir.join("index.redb");
         let packs_dir = dir.join("packs");
         let packs = pack::pack_files(&packs_dir).map_err(|e| Error::io(&packs_dir, e))?;
-        let packs: Vec<PathBuf> = packs.into_iter().map(|(_, path)| path).collect();
+        let mut files: Vec<PathBuf> = packs.into_iter().map(|(_, path)| path).collect();
+        // A store still (or partly) in the old layout keeps its shards in data/ab/<id>, which
+        // the move into packs would delete as unindexed.
+        files.extend(legacy_files(&dir.join("data")).map_err(|e| Error::io(dir, e))?);
         // Record headers hold each shard's id, length and CRC but not its owners, so a lost
         // index cannot be rebuilt from the packs.
         refuse_lost_index(
             &index_path,
-            &packs_dir,
-            &packs,
-            "move the packs directory away to start this node empty (the network repairs the \
-             lost copies)",
+            dir,
+            &files,
+            "Restore index.redb from a backup, or move the packs and data directories away to \
+             start this node empty (the network repairs the lost copies)",
         )?;
+        let new_index = !index_path.exists();
         let db = Database::create(&index_path).map_err(|e| Error::store_index(&index_path, e))?;
+        if new_index {
+            // The index must be durably named before any pack exists (see refuse_lost_index).
+            fsync_dir(dir)?;
+        }
         let mut store = ShardStore {
             dir: dir.to_path_buf(),
             db,
@@ -1439,14 +1467,25 @@ mod tests {
             let err = ShardStore::open(dir.path(), BIG).err().unwrap();
             assert!(matches!(err, Error::IndexLost { files: 1, .. }), "{err}");
             assert!(err.to_string().contains("refusing"), "{err}");
+            assert!(err.to_string().contains("missing or empty"), "{err}");
             assert_eq!(all_records(dir.path()), before, "the packs are untouched");
             // Once the index is back, the shard reads again.
             fs::write(&index, saved).unwrap();
             let store = ShardStore::open(dir.path(), BIG).unwrap();
             assert_eq!(store.get(&id).unwrap(), bytes);
         }
-        // Moving the packs away (the other way out) starts the node empty.
+        // Shards of the old one-file-per-shard layout count as well.
+        let legacy = dir.path().join("data").join("ab").join("old-shard");
+        fs::create_dir_all(legacy.parent().unwrap()).unwrap();
+        fs::write(&legacy, b"an old shard").unwrap();
+        fs::rename(dir.path().join("packs"), dir.path().join("packs.kept")).unwrap();
         fs::remove_file(&index).unwrap();
+        let err = ShardStore::open(dir.path(), BIG).err().unwrap();
+        assert!(matches!(err, Error::IndexLost { files: 1, .. }), "{err}");
+        assert_eq!(fs::read(&legacy).unwrap(), b"an old shard");
+        fs::rename(dir.path().join("packs.kept"), dir.path().join("packs")).unwrap();
+        fs::remove_dir_all(dir.path().join("data")).unwrap();
+        // Moving the packs away (the other way out) starts the node empty.
         fs::rename(dir.path().join("packs"), dir.path().join("packs.old")).unwrap();
         let store = ShardStore::open(dir.path(), BIG).unwrap();
         assert_eq!(store.usage().shards, 0);

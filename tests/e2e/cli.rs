@@ -149,8 +149,14 @@ fn a_node_with_a_lost_shard_index_refuses_to_start_and_keeps_its_packs() {
     );
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("index.redb is missing"), "{stderr}");
-    assert!(stderr.contains("move the packs directory away"), "{stderr}");
+    assert!(
+        stderr.contains("index.redb is missing or empty"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("move the packs and data directories away"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("another defs node"), "{stderr}");
     assert_eq!(fs::read(&pack).unwrap(), vec![7u8; 8192]);
     assert!(!dir.join("shards/index.redb").exists());
