@@ -51,7 +51,7 @@ use lru::LruCache;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::error::{Error, Result};
-use crate::fsutil::refuse_lost_index;
+use crate::fsutil::open_store_index;
 use crate::oplog::{OpLog, Tail};
 use crate::sync::{Mutex, MutexGuard};
 use crate::types::{FileId, InodeNo};
@@ -630,29 +630,16 @@ impl CacheStore {
     ) -> Result<CacheStore> {
         let data = dir.join("data");
         fs::create_dir_all(&data).map_err(|e| Error::io(&data, e))?;
-        let index_path = dir.join("index.redb");
-        let files = fs::read_dir(&data)
-            .and_then(|entries| {
-                entries
-                    .map(|e| e.map(|e| e.path()))
-                    .collect::<io::Result<Vec<_>>>()
-            })
-            .map_err(|e| Error::io(&data, e))?;
         // Files of dirty inodes hold the only copy of writes not yet uploaded.
-        refuse_lost_index(
-            &index_path,
+        let db = open_store_index(
+            dir,
+            &dir.join("index.redb"),
             &data,
-            &files,
+            || fs::read_dir(&data)?.map(|e| e.map(|e| e.path())).collect(),
             "Move the cache directory away to start with an empty cache (writes not yet \
              uploaded are then lost; an older copy of the index would hide the bytes written \
              since, so restore only an exact one)",
         )?;
-        let new_index = !index_path.exists();
-        let db = Database::create(&index_path).map_err(|e| Error::store_index(&index_path, e))?;
-        if new_index {
-            // The index must be durably named before any cache file exists.
-            crate::fsutil::fsync_dir(dir)?;
-        }
         let (log, recovered) = OpLog::open(&dir.join(LOG_FILE), LOG_KIND, MAX_LOG_RECORD)?;
         let spares = spares::Spares::open(&dir.join("spare"), &data)?;
         let store = CacheStore {

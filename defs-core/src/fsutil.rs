@@ -66,43 +66,53 @@ pub(crate) fn has_data(file: &File, start: u64, end: u64) -> io::Result<bool> {
     }
 }
 
-/// Refuses to go on when a store's index file is missing or empty while `files` (the store's
-/// data files) hold data: [`Error::IndexLost`], touching nothing.
+/// Opens (creating if needed) a local store's redb index at `index`, in the store directory
+/// `dir`, refusing with [`Error::IndexLost`] and touching nothing when the index is missing or
+/// empty while the store's data files (`data_files`, listed only then) hold data.
 ///
-/// Each store creates and commits its index at its first open, before any data file exists,
-/// so no crash leaves data files beside a missing index: only an index lost or replaced outside
-/// our control does, and opening then would discard every file the empty index does not list.
+/// Each store creates its index here at its first open, before any data file exists, and a new
+/// index's directory is fsynced so that its name is durable first: no crash leaves data files
+/// beside a missing index, only an index lost or replaced outside our control does, and
+/// opening then would discard every file the empty index does not list.
 ///
 /// # Errors
-/// `IndexLost`, or `Io` when the index or a data file cannot be examined.
-pub(crate) fn refuse_lost_index(
+/// `IndexLost` (its message ends with `way_out`: what the user can do, and what it costs);
+/// `Io` when the index, the data files or the directory cannot be examined or synced;
+/// `StoreIndex` when redb cannot open the index (another process holding it included).
+pub(crate) fn open_store_index(
+    dir: &Path,
     index: &Path,
     data: &Path,
-    files: &[PathBuf],
+    data_files: impl FnOnce() -> io::Result<Vec<PathBuf>>,
     way_out: &'static str,
-) -> Result<()> {
-    match std::fs::metadata(index) {
-        Ok(m) if m.len() > 0 => return Ok(()),
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+) -> Result<redb::Database> {
+    let present = match std::fs::metadata(index) {
+        Ok(m) => m.len() > 0,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
         Err(e) => return Err(Error::io(index, e)),
-    }
-    let mut holding = 0;
-    for path in files {
-        match std::fs::metadata(path) {
-            Ok(m) if m.len() > 0 => holding += 1,
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(path, e)),
+    };
+    if !present {
+        let mut holding = 0;
+        for path in data_files().map_err(|e| Error::io(data, e))? {
+            match std::fs::metadata(&path) {
+                Ok(m) if m.len() > 0 => holding += 1,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+        }
+        if holding > 0 {
+            return Err(Error::IndexLost {
+                index: index.to_path_buf(),
+                data: data.to_path_buf(),
+                files: holding,
+                way_out,
+            });
         }
     }
-    if holding == 0 {
-        return Ok(());
+    let db = redb::Database::create(index).map_err(|e| Error::store_index(index, e))?;
+    if !present {
+        fsync_dir(dir)?;
     }
-    Err(Error::IndexLost {
-        index: index.to_path_buf(),
-        data: data.to_path_buf(),
-        files: holding,
-        way_out,
-    })
+    Ok(db)
 }

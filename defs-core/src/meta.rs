@@ -23,8 +23,9 @@
 //! A [`MetaDb::setattr`] that changes no size (chmod, chown, utimensat: three per file
 //! `rsync -a` copies), and the size and times a close saves for a file that is already dirty
 //! ([`MetaDb::save_written`]), do not commit: holding the DB's writer lock (taken by every
-//! write transaction, so none runs between) in a read transaction, it reads the record, appends its redo record like any operation, and keeps
-//! its inputs in memory (`Deferred`, at most [`MAX_DEFERRED`]). The next write transaction applies
+//! write transaction, so none runs between), it reads the record in a read transaction,
+//! appends its redo record like any operation, and keeps its inputs in memory (`Deferred`, at
+//! most [`MAX_DEFERRED`]). The next write transaction applies
 //! every waiting change first, in LSN order, before its own operation (its LSN is higher), and
 //! so does every checkpoint, which then also writes `meta["lsn"]`. `getattr` and `lookup` lay
 //! the waiting changes over what they read; a reader of whole tables (snapshots) commits them
@@ -447,15 +448,11 @@ impl MetaDb {
         };
         let value = match f(&txn) {
             Ok(value) => value,
-            Err(e) => {
-                return txn.abort().ctx("aborting").and(Err(e));
-            }
+            Err(e) => return txn.abort().ctx("aborting").and(Err(e)),
         };
         let mut log = match self.inner.log.lock() {
             Ok(log) => log,
-            Err(_) => {
-                return txn.abort().ctx("aborting").and(Err(Error::Closed));
-            }
+            Err(_) => return txn.abort().ctx("aborting").and(Err(Error::Closed)),
         };
         let Some(lsn) = log.last.checked_add(1) else {
             return txn.abort().ctx("aborting").and(Err(Error::Corrupt {

@@ -48,7 +48,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::error::{Error, Result};
-use crate::fsutil::{fsync_dir, has_data, punch_hole, refuse_lost_index};
+use crate::fsutil::{fsync_dir, has_data, open_store_index, punch_hole};
 use crate::sync::{Arc, Condvar, Mutex};
 use crate::types::{NodeId, ShardId};
 use pack::{HEADER_LEN, PACK_LIMIT, RecordHeader, record_end};
@@ -452,28 +452,25 @@ impl ShardStore {
             let d = dir.join(sub);
             fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
         }
-        let index_path = dir.join("index.redb");
         let packs_dir = dir.join("packs");
-        let packs = pack::pack_files(&packs_dir).map_err(|e| Error::io(&packs_dir, e))?;
-        let mut files: Vec<PathBuf> = packs.into_iter().map(|(_, path)| path).collect();
-        // A store still (or partly) in the old layout keeps its shards in data/ab/<id>, which
-        // the move into packs would delete as unindexed.
-        files.extend(legacy_files(&dir.join("data")).map_err(|e| Error::io(dir, e))?);
         // Record headers hold each shard's id, length and CRC but not its owners, so a lost
-        // index cannot be rebuilt from the packs.
-        refuse_lost_index(
-            &index_path,
+        // index cannot be rebuilt from the packs. A store still (or partly) in the old layout
+        // keeps shards in data/ab/<id>, which the move into packs would delete as unindexed.
+        let db = open_store_index(
             dir,
-            &files,
+            &dir.join("index.redb"),
+            dir,
+            || {
+                let mut files: Vec<PathBuf> = pack::pack_files(&packs_dir)?
+                    .into_iter()
+                    .map(|(_, path)| path)
+                    .collect();
+                files.extend(legacy_files(&dir.join("data"))?);
+                Ok(files)
+            },
             "Restore index.redb from a backup, or move the packs and data directories away to \
              start this node empty (the network repairs the lost copies)",
         )?;
-        let new_index = !index_path.exists();
-        let db = Database::create(&index_path).map_err(|e| Error::store_index(&index_path, e))?;
-        if new_index {
-            // The index must be durably named before any pack exists (see refuse_lost_index).
-            fsync_dir(dir)?;
-        }
         let mut store = ShardStore {
             dir: dir.to_path_buf(),
             db,
