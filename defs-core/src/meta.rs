@@ -21,12 +21,12 @@
 //! # Deferred attribute changes
 //!
 //! A [`MetaDb::setattr`] that changes no size (chmod, chown, utimensat: three per file
-//! `rsync -a` copies), and the size and times a close saves for a file that is already dirty
-//! ([`MetaDb::save_written`]), do not commit: holding the DB's writer lock (taken by every
-//! write transaction, so none runs between), it reads the record in a read transaction,
-//! appends its redo record like any operation, and keeps its inputs in memory (`Deferred`, at
-//! most [`MAX_DEFERRED`]). The next write transaction applies
-//! every waiting change first, in LSN order, before its own operation (its LSN is higher), and
+//! `rsync -a` copies), and the size and times a write or truncate saves for a file that is
+//! already dirty ([`MetaDb::save_written`]), do not commit: holding the DB's writer lock
+//! (taken by every write transaction, so none runs between), it reads the record in a read
+//! transaction, appends its redo record like any operation, and keeps its inputs in memory
+//! (`Deferred`, at most [`MAX_DEFERRED`]). The next write transaction applies every waiting
+//! change first, in LSN order, before its own operation (its LSN is higher), and
 //! so does every checkpoint, which then also writes `meta["lsn"]`. `getattr` and `lookup` lay
 //! the waiting changes over what they read; a reader of whole tables (snapshots) commits them
 //! first. So a deferred change is visible at once, survives a crash of the process (its record
@@ -591,6 +591,9 @@ impl MetaDb {
                 let inodes = txn.open_table(INODES).ctx("opening inodes")?;
                 load(&inodes, ino)?
             };
+            // Every committer forgets the changes it applied before it lets go of the writer
+            // lock, so under it each waiting change should be above the DB's LSN; the filter
+            // costs one read and keeps that an assumption nothing here depends on.
             let db_lsn = counter(
                 &txn.open_table(META).ctx("opening the meta table")?,
                 KEY_LSN,

@@ -429,14 +429,6 @@ impl Fs {
         lock(&self.inner.write_locks[(ino.0 % WRITE_LOCKS as u64) as usize])
     }
 
-    /// Records in the journal that `ino` holds data not yet stored. Called after the bytes
-    /// reached the cache file and before the change is acknowledged (the journal's ordering
-    /// rule): cheap when the inode is already dirty and no upload is in flight.
-    fn mark_dirty(&self, ino: InodeNo) -> Result<()> {
-        self.inner.db.mark_dirty(ino, Timestamp::now())?;
-        Ok(())
-    }
-
     /// Looks up `name` in `parent`.
     ///
     /// # Errors
@@ -468,8 +460,8 @@ impl Fs {
     /// ReadOnly, and cache I/O errors (ENOSPC).
     ///
     /// # Cancel safety
-    /// Not cancel safe between the cache truncate and the DB update; the journal marks the
-    /// file dirty first, so a cancelled truncate is re-uploaded with whatever size the DB has.
+    /// Safe: the only wait is fetching a stored file's bytes before a size change; from the
+    /// cache truncate on, nothing awaits.
     pub async fn setattr(
         &self,
         ino: InodeNo,
@@ -479,30 +471,6 @@ impl Fs {
         self.check_writable()?;
         let _ = fh;
         let now = Timestamp::now();
-        if let Some(size) = set.size {
-            if size > MAX_FILE_SIZE {
-                return Err(Error::FileTooLarge {
-                    end: size,
-                    limit: MAX_FILE_SIZE,
-                });
-            }
-            let attr = self.inner.db.getattr(ino)?;
-            if attr.kind == FileKind::RegularFile {
-                self.fetch_before_change(ino, size.min(attr.size)).await?;
-                self.inner.cache.truncate(ino, size)?;
-                self.mark_dirty(ino)?;
-                let open = {
-                    let mut inodes = lock(&self.inner.inodes);
-                    let state = inodes.entry(ino).or_default();
-                    state.changed = true;
-                    state.opens > 0
-                };
-                if !open {
-                    // truncate(2) without an open file: nothing else will schedule the upload.
-                    self.inner.flusher.closed(ino);
-                }
-            }
-        }
         let resolve = |t: TimeSet| match t {
             TimeSet::At(t) => t,
             TimeSet::Now => now,
@@ -516,7 +484,36 @@ impl Fs {
             mtime: set.mtime.map(resolve),
             ctime: set.ctime,
         };
-        Ok(self.inner.db.setattr(ino, &db_set, now)?)
+        let Some(size) = set.size else {
+            return Ok(self.inner.db.setattr(ino, &db_set, now)?);
+        };
+        if size > MAX_FILE_SIZE {
+            return Err(Error::FileTooLarge {
+                end: size,
+                limit: MAX_FILE_SIZE,
+            });
+        }
+        let attr = self.inner.db.getattr(ino)?;
+        if attr.kind != FileKind::RegularFile {
+            // The DB refuses a size for anything else, with the right errno.
+            return Ok(self.inner.db.setattr(ino, &db_set, now)?);
+        }
+        self.fetch_before_change(ino, size.min(attr.size)).await?;
+        self.inner.cache.truncate(ino, size)?;
+        // After the bytes, as a write: the new size and the dirty mark in one step, so an
+        // upload that began before it (and read the old size) can never mark the file clean.
+        let attr = self.inner.db.save_written(ino, &db_set, now)?;
+        let open = {
+            let mut inodes = lock(&self.inner.inodes);
+            let state = inodes.entry(ino).or_default();
+            state.changed = true;
+            state.opens > 0
+        };
+        if !open {
+            // truncate(2) without an open file: nothing else will schedule the upload.
+            self.inner.flusher.closed(ino);
+        }
+        Ok(attr)
     }
 
     /// A symlink's target.

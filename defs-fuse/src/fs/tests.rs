@@ -109,6 +109,32 @@ async fn orphans_left_by_a_crash_are_purged_at_the_next_start() {
 }
 
 #[tokio::test]
+async fn a_truncate_during_an_upload_keeps_the_file_dirty_with_its_new_size() {
+    let t = TestFs::new(Config::default(), None);
+    let ino = t.write_file("f", b"hello world").await;
+    // An upload began and read the 11 bytes; the truncate lands before it finishes.
+    let uploading = t.db.begin_upload(ino).unwrap();
+    let set = SetAttr {
+        size: Some(5),
+        ..Default::default()
+    };
+    assert_eq!(t.fs.setattr(ino, None, set).await.unwrap().size, 5);
+    let stored = Content::Stored {
+        file: defs_core::types::FileId([1; 32]),
+        key: [1; 32],
+        offset: 0,
+        len: 11,
+    };
+    assert!(
+        !t.db.finish_upload(ino, uploading, stored).unwrap(),
+        "the older upload cannot stand for the file"
+    );
+    assert_eq!(dirty(&t), vec![ino]);
+    assert_eq!(t.fs.getattr(ino).await.unwrap().size, 5);
+    assert_eq!(t.db.content(ino).unwrap(), Content::Empty);
+}
+
+#[tokio::test]
 async fn truncate_marks_dirty_and_cuts_the_cache_file() {
     let t = TestFs::new(Config::default(), None);
     let ino = t.write_file("f", &[7u8; 10_000]).await;
