@@ -597,15 +597,10 @@ fn now_secs() -> u64 {
 /// Free bytes available to unprivileged users on the filesystem holding `path` (statvfs).
 #[allow(unsafe_code, clippy::useless_conversion)]
 fn statvfs_free(path: &Path) -> io::Result<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let c = crate::fsutil::c_path(path)?;
     let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
     // SAFETY: `c` is a valid NUL-terminated string and `st` a valid out-pointer for the call.
-    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    crate::fsutil::check(unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) })?;
     // SAFETY: statvfs returned 0, so it initialised `st`.
     let st = unsafe { st.assume_init() };
     Ok(u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize)))

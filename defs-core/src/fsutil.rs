@@ -1,6 +1,7 @@
 //! Small filesystem helpers shared by the local stores: the durability steps every
-//! temp-file-then-rename protocol needs, and the sparse-file calls (punch a hole, find data)
-//! that std does not offer.
+//! temp-file-then-rename protocol needs, opening a store's index (refusing when it was lost),
+//! and the syscalls std does not offer (punch a hole, find data) with their C-string and
+//! return-code plumbing.
 
 use std::fs::File;
 use std::io;
@@ -19,6 +20,22 @@ pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io(dir, e))
 }
 
+/// `p` as a C string for a syscall.
+pub(crate) fn c_path(p: impl AsRef<std::ffi::OsStr>) -> io::Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(p.as_ref().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+/// A syscall's return code as a result (errno on -1).
+pub(crate) fn check(rc: libc::c_int) -> io::Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 fn off(v: u64) -> io::Result<libc::off_t> {
     libc::off_t::try_from(v).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
 }
@@ -29,19 +46,14 @@ fn off(v: u64) -> io::Result<libc::off_t> {
 pub(crate) fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
     let (offset, len) = (off(offset)?, off(len)?);
     // SAFETY: fallocate(2) on a file descriptor we own; no memory is passed.
-    let rc = unsafe {
+    check(unsafe {
         libc::fallocate(
             file.as_raw_fd(),
             libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
             offset,
             len,
         )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    })
 }
 
 /// Whether `file` holds data (not a hole) anywhere in `start..end`. Filesystems without

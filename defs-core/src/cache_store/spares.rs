@@ -33,10 +33,12 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::fsutil::{c_path, check};
 use crate::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// The refill thread tops the pool up when fewer spares than this are ready. 32 covers a burst
@@ -357,21 +359,10 @@ fn unsupported(e: &io::Error) -> bool {
     )
 }
 
-/// `p` as a C string for a syscall.
-fn c_path(p: impl AsRef<std::ffi::OsStr>) -> io::Result<std::ffi::CString> {
-    use std::os::unix::ffi::OsStrExt;
-    std::ffi::CString::new(p.as_ref().as_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
-}
-
-/// A syscall's return code as a result (errno on -1).
-fn check(rc: libc::c_int) -> io::Result<()> {
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
+/// Whether linkat(2) with `AT_EMPTY_PATH` works for this process (it needs
+/// CAP_DAC_READ_SEARCH, a per-process fact): once refused, [`link_as`] goes straight to the
+/// `/proc/self/fd` form instead of failing a syscall on every new cache file.
+static DIRECT_LINK: AtomicBool = AtomicBool::new(true);
 
 /// Gives the unnamed `file` the name `to` (never replacing an existing one): linkat(2) with
 /// `AT_EMPTY_PATH`, which needs CAP_DAC_READ_SEARCH, else through `/proc/self/fd`, which does
@@ -381,17 +372,21 @@ fn link_as(file: &File, to: &Path) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let to = c_path(to)?;
     let fd = file.as_raw_fd();
-    // SAFETY: `fd` is an open descriptor we own for the call's duration; the paths are valid
-    // NUL-terminated strings.
-    let direct = check(unsafe {
-        libc::linkat(
-            fd,
-            c"".as_ptr(),
-            libc::AT_FDCWD,
-            to.as_ptr(),
-            libc::AT_EMPTY_PATH,
-        )
-    });
+    let direct = if DIRECT_LINK.load(Ordering::Relaxed) {
+        // SAFETY: `fd` is an open descriptor we own for the call's duration; the paths are
+        // valid NUL-terminated strings.
+        check(unsafe {
+            libc::linkat(
+                fd,
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                to.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            )
+        })
+    } else {
+        Err(io::Error::from_raw_os_error(libc::EPERM))
+    };
     match direct {
         Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EPERM)) => {
             let proc = c_path(format!("/proc/self/fd/{fd}"))?;
@@ -404,7 +399,10 @@ fn link_as(file: &File, to: &Path) -> io::Result<()> {
                     to.as_ptr(),
                     libc::AT_SYMLINK_FOLLOW,
                 )
-            })
+            })?;
+            // The fallback works where the direct form did not: use it from now on.
+            DIRECT_LINK.store(false, Ordering::Relaxed);
+            Ok(())
         }
         other => other,
     }
@@ -466,6 +464,26 @@ mod tests {
             spares.take_as(&fresh.join(i.to_string()));
         }
         wait_for(&spares, SPARE_HIGH);
+    }
+
+    /// The path a mount without CAP_DAC_READ_SEARCH takes (a user's fusermount3 mount; the
+    /// tests run as root, where the direct form always works).
+    #[test]
+    fn an_unnamed_spare_links_through_proc_when_the_direct_form_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let spares = Spares::open(&dir.path().join("spare"), dir.path()).unwrap();
+        wait_for(&spares, 1);
+        // Process-wide, like the capability it stands for; other tests then take the
+        // fallback too, which is what it is for.
+        DIRECT_LINK.store(false, Ordering::Relaxed);
+        let target = dir.path().join("via-proc");
+        let mut file = spares.take_as(&target).unwrap();
+        std::io::Write::write_all(&mut file, b"linked").unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"linked");
+        assert!(
+            spares.take_as(&target).is_none(),
+            "an existing file is never replaced"
+        );
     }
 
     #[test]
