@@ -25,7 +25,8 @@
 //!
 //! Invariants: a name in the pool is an empty regular file in `spare/` that nothing else refers
 //! to; an unnamed spare is an empty file with no name at all, freed by the kernel when its
-//! descriptor closes (a crash included). Spares hold no data, so a crash at any point loses
+//! descriptor closes (a crash included), or named into `spare/` when the pool is dropped, so
+//! that a clean close frees no inode and the next open needs none. Spares hold no data, so a crash at any point loses
 //! nothing: at open every file in `spare/` is emptied (a recycled file may not have been) and
 //! taken into the pool, or removed beyond [`SPARE_MAX`] or when its name is not ours.
 
@@ -271,11 +272,38 @@ impl Spares {
 }
 
 impl Drop for Spares {
+    /// Stops the refill thread and names the unnamed spares, so that the next open adopts
+    /// them: freed instead, they would cost the next run as many new inodes, each allocation
+    /// skipping every inode freed in the last minute on ext4 without a journal (the
+    /// module doc).
     fn drop(&mut self) {
         self.shared.lock().stop = true;
         self.shared.wake.notify_all();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+        self.keep_unnamed();
+    }
+}
+
+impl Spares {
+    /// Links each unnamed spare into `spare/` as a named one, up to [`SPARE_MAX`] in all.
+    /// A spare that cannot be linked is freed, as it would have been.
+    fn keep_unnamed(&self) {
+        let mut s = self.shared.lock();
+        for file in std::mem::take(&mut s.unnamed) {
+            if s.ready.len() >= SPARE_MAX {
+                break;
+            }
+            let n = s.next;
+            s.next += 1;
+            match link_as(&file, &self.shared.path(n)) {
+                Ok(()) => s.ready.push(n),
+                Err(e) => {
+                    tracing::debug!(error = %e, "keeping an unnamed spare failed; freeing it");
+                    break;
+                }
+            }
         }
     }
 }
@@ -487,6 +515,25 @@ mod tests {
     }
 
     #[test]
+    fn unnamed_spares_outlive_a_close_as_named_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let spare_dir = dir.path().join("spare");
+        let spares = Spares::open(&spare_dir, dir.path()).unwrap();
+        wait_for(&spares, SPARE_HIGH);
+        assert!(spares.shared.lock().ready.is_empty(), "unnamed while open");
+        drop(spares);
+        assert_eq!(fs::read_dir(&spare_dir).unwrap().count(), SPARE_HIGH);
+        // The next open starts with a full pool: no inode to allocate, none freed.
+        let spares = Spares::open(&spare_dir, dir.path()).unwrap();
+        assert_eq!(spares.shared.lock().ready.len(), SPARE_HIGH);
+        let target = dir.path().join("a");
+        let mut file = spares.take_as(&target).unwrap();
+        std::io::Write::write_all(&mut file, b"named").unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"named");
+        assert_eq!(fs::read_dir(&spare_dir).unwrap().count(), SPARE_HIGH - 1);
+    }
+
+    #[test]
     fn recycled_files_come_back_empty_also_after_a_crash() {
         let dir = tempfile::tempdir().unwrap();
         let spare_dir = dir.path().join("spare");
@@ -506,8 +553,9 @@ mod tests {
         for f in fs::read_dir(&spare_dir).unwrap() {
             assert_eq!(f.unwrap().metadata().unwrap().len(), 0);
         }
-        // The recycled file and the stale one are adopted, and taken before unnamed spares.
-        assert_eq!(spares.shared.lock().ready.len(), 2);
+        // The recycled file, the stale one and the unnamed spares named at the drop are
+        // adopted, and taken before unnamed spares.
+        assert_eq!(spares.shared.lock().ready.len(), 2 + SPARE_HIGH);
         let mut taken = 0;
         while spares
             .take_as(&dir.path().join(format!("t{taken}")))
