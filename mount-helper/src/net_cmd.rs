@@ -28,6 +28,65 @@ const SETTLE: Duration = Duration::from_millis(500);
 /// Settling ends when no new storage peer has appeared for this long.
 const QUIET: Duration = Duration::from_millis(120);
 
+/// How long a starting node or mount waits for the process that served the same data dir
+/// before to finish shutting down: after its control socket closes it may still be releasing
+/// the stores (10 s covers a loaded machine; beyond it the start fails with a message).
+const DIR_LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// The file in `DIR` whose exclusive lock the serving process holds until it exits.
+pub const DIR_LOCK_FILE: &str = "node.lock";
+
+/// The exclusive lock on a data dir (`DIR/node.lock`, flock(2)): one process at a time opens
+/// its stores. Released when dropped, or when the process dies.
+#[derive(Debug)]
+pub struct DirLock {
+    _file: std::fs::File,
+}
+
+impl DirLock {
+    /// Takes the lock of `dir`, waiting up to [`DIR_LOCK_WAIT`] for a process that is still
+    /// shutting down.
+    ///
+    /// # Errors
+    /// When the lock file cannot be opened, or another process still holds the lock after the
+    /// wait.
+    pub async fn acquire(dir: &Path) -> anyhow::Result<DirLock> {
+        let path = dir.join(DIR_LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening the data dir lock {}", path.display()))?;
+        let deadline = tokio::time::Instant::now() + DIR_LOCK_WAIT;
+        let mut announced = false;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(DirLock { _file: file }),
+                Err(std::fs::TryLockError::WouldBlock) => {}
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(e)
+                        .with_context(|| format!("locking the data dir lock {}", path.display()));
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "another process still holds {} after {} s: a defs node or defs-mount of {} \
+                     is still shutting down (or hangs); wait for it to exit, or stop it",
+                    path.display(),
+                    DIR_LOCK_WAIT.as_secs(),
+                    dir.display()
+                );
+            }
+            if !announced {
+                tracing::info!(lock = %path.display(), "waiting for the previous process of this data dir to exit");
+                announced = true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 /// Network options of a command.
 #[derive(Debug, Clone, Default)]
 pub struct NetOptions {
@@ -254,7 +313,8 @@ pub struct NodeOptions {
 
 /// A storage node running for a data dir: the start-up `defs node` and `defs-mount` share.
 ///
-/// [`StorageNode::start`] refuses a data dir another node or mount serves, remembers
+/// [`StorageNode::start`] refuses a data dir another node or mount serves (its control socket
+/// answers), waits for one still shutting down (the dir's [`DirLock`]), remembers
 /// `--bootstrap` in `DIR/config.toml`, opens `DIR/shards`, starts the libp2p node (mDNS as
 /// configured) and writes `DIR/addrs`; [`StorageNode::serve_control`] then binds
 /// `DIR/control.sock` with the caller's handler; [`StorageNode::shutdown`] stops both.
@@ -273,6 +333,7 @@ pub struct StorageNode {
     dir: PathBuf,
     cancel: CancellationToken,
     serving: bool,
+    lock: Arc<DirLock>,
 }
 
 /// How long a starting node may take to report its listen addresses.
@@ -286,6 +347,7 @@ impl StorageNode {
     /// shard store cannot be opened, or the node cannot listen.
     pub async fn start(dir: &Path, opts: &NodeOptions) -> anyhow::Result<StorageNode> {
         refuse_if_running(dir).await?;
+        let lock = Arc::new(DirLock::acquire(dir).await?);
         let identity = Arc::new(load_identity(dir)?);
         let (config, bootstrap) = config_and_bootstrap(dir, &opts.net)?;
         let listen = if opts.listen.is_empty() {
@@ -348,7 +410,14 @@ impl StorageNode {
             dir: dir.to_path_buf(),
             cancel: CancellationToken::new(),
             serving: false,
+            lock,
         })
+    }
+
+    /// The data dir's lock, for a caller whose stores may outlive this node (a mount's tasks):
+    /// the dir stays locked until every clone is dropped.
+    pub fn dir_lock(&self) -> Arc<DirLock> {
+        self.lock.clone()
     }
 
     /// The network commands (`defs status/peers/put/get`) over this node.

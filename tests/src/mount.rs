@@ -190,6 +190,25 @@ impl TestMount {
         }
     }
 
+    /// Unmounts with `fusermount3 -u` and returns at once, while the daemon may still be
+    /// shutting down.
+    ///
+    /// # Panics
+    /// When the unmount fails.
+    pub fn unmount_nowait(&mut self) {
+        let out = Command::new("fusermount3")
+            .arg("-u")
+            .arg(self.mnt())
+            .output()
+            .unwrap_or_else(|e| panic!("running fusermount3: {e}"));
+        assert!(
+            out.status.success(),
+            "fusermount3 -u failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.mounted = false;
+    }
+
     /// Unmounts and mounts the same data dir again.
     pub fn remount(&mut self) {
         self.unmount();

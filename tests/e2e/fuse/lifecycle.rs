@@ -87,6 +87,32 @@ fn fusermount_u_ends_the_daemon_cleanly() {
 }
 
 #[test]
+fn a_mount_right_after_fusermount_u_waits_for_the_old_daemon_to_let_go() {
+    let mut m = mount!();
+    fs::write(m.path("f"), b"first mount").unwrap();
+    for _ in 0..3 {
+        let old = m.pid().unwrap();
+        m.unmount_nowait();
+        m.mount(); // at once: it waits for the old daemon instead of failing on its stores
+        assert_ne!(m.pid(), Some(old));
+        assert_eq!(fs::read(m.path("f")).unwrap(), b"first mount");
+    }
+    // A lock held by someone else for a second: the mount waits for it, then serves.
+    m.unmount();
+    let lock = fs::File::create(m.data_dir().join("node.lock")).unwrap();
+    lock.lock().unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(1));
+        drop(lock);
+    });
+    let started = std::time::Instant::now();
+    m.mount();
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    release.join().unwrap();
+    assert_eq!(fs::read(m.path("f")).unwrap(), b"first mount");
+}
+
+#[test]
 fn mount_options_reach_the_kernel() {
     let Some(m) = TestMount::with_options(&["allow_other,fsname=mydefs", "threads=2"]) else {
         return;

@@ -32,7 +32,7 @@ use defs_fuse::fs::{self, FsyncMode};
 use defs_fuse::fuse::FuseFs;
 use defs_fuse::session::{self, MountConfig};
 use mount_helper::mount_control::MountCommands;
-use mount_helper::net_cmd::{NetOptions, NodeOptions, StorageNode};
+use mount_helper::net_cmd::{DirLock, NetOptions, NodeOptions, StorageNode};
 use mount_helper::{data_dir, identity_cmd};
 use tracing::{error, info, warn};
 
@@ -396,12 +396,31 @@ fn serve_inner(
             no_mdns: cli.no_mdns,
         },
     };
-    let result = rt.block_on(run(&dir, &mountpoint, options, &node_opts, ready));
+    let mut held = Held::default();
+    let result = rt.block_on(run(
+        &dir,
+        &mountpoint,
+        options,
+        &node_opts,
+        ready,
+        &mut held,
+    ));
     if let Err(e) = &result {
         error!(error = %format!("{e:#}"), "defs-mount failed");
     }
+    // Tasks of the runtime may still hold the stores: only once it is gone is the data dir
+    // free for the next mount, and only then does the pid file say so.
     rt.shutdown_timeout(Duration::from_secs(5));
+    drop(held);
     result
+}
+
+/// What a serving daemon keeps until its runtime is gone: the data dir's lock, then the pid
+/// file (removed last, so that a script waiting for it to vanish can mount again at once).
+#[derive(Default)]
+struct Held {
+    lock: Option<Arc<DirLock>>,
+    pid_file: Option<RemoveOnDrop>,
 }
 
 async fn run(
@@ -410,13 +429,15 @@ async fn run(
     options: &Options,
     node_opts: &NodeOptions,
     ready: &mut Option<Ready>,
+    held: &mut Held,
 ) -> Result<()> {
     // Refuses a data dir another node or mount serves, before anything is opened or mounted.
     let mut node = StorageNode::start(dir, node_opts)
         .await
         .context("starting the mount's storage node")?;
+    held.lock = Some(node.dir_lock());
     info!(peer = %node.node.peer_id(), addrs = ?node.addrs, "node listening");
-    let result = serve_mount(dir, mountpoint, options, &mut node, ready).await;
+    let result = serve_mount(dir, mountpoint, options, &mut node, ready, held).await;
     node.shutdown().await;
     info!("node stopped");
     result
@@ -428,6 +449,7 @@ async fn serve_mount(
     options: &Options,
     node: &mut StorageNode,
     ready: &mut Option<Ready>,
+    held: &mut Held,
 ) -> Result<()> {
     let settings = node.config.clone();
     let grace = Duration::from_secs(settings.mount.shutdown_grace_secs);
@@ -491,7 +513,7 @@ async fn serve_mount(
     if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
         warn!(error = %e, path = %pid_file.display(), "writing the pid file failed");
     }
-    let _pid_file = RemoveOnDrop(pid_file);
+    held.pid_file = Some(RemoveOnDrop(pid_file));
     if let Some(r) = ready.as_mut() {
         r.ok();
     }
