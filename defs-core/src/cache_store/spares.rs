@@ -42,13 +42,17 @@ use crate::error::{Error, Result};
 use crate::fsutil::{c_path, check};
 use crate::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-/// The refill thread tops the pool up when fewer spares than this are ready. 32 covers a burst
-/// of new files between two wake-ups of the thread on a busy machine.
-pub const SPARE_LOW: usize = 32;
+/// The refill thread tops the pool up when fewer spares than this are ready. 16 covers a burst
+/// of new files between two wake-ups of the thread on a busy machine (a copy makes one every
+/// 0.3 ms; the thread makes one in 0.05–0.1 ms); a pool found empty only costs that create on
+/// the request path.
+pub const SPARE_LOW: usize = 16;
 
-/// The refill thread creates spares up to this many. Each is an empty inode (no data blocks);
-/// 128 keep the refills in batches without holding many inodes nobody may need.
-pub const SPARE_HIGH: usize = 128;
+/// The refill thread creates spares up to this many. Each is an empty inode (no data blocks).
+/// Kept small because every spare is an inode freed when the cache is wiped, and on ext4
+/// without a journal each inode allocated in the next minute skips every freed one: 128
+/// spares cost a `cp -a` right after a wipe a third of the mount's CPU (`performance.md`).
+pub const SPARE_HIGH: usize = 32;
 
 /// At most this many spares are kept, recycled ones included; beyond it removed files are
 /// unlinked. 1,024 empty inodes cost nothing noticeable and cover deleting and re-creating a
