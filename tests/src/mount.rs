@@ -174,17 +174,7 @@ impl TestMount {
     /// When the unmount fails or the daemon does not exit within [`UNMOUNT_TIMEOUT`].
     pub fn unmount(&mut self) {
         let pid = self.pid();
-        let out = Command::new("fusermount3")
-            .arg("-u")
-            .arg(self.mnt())
-            .output()
-            .unwrap_or_else(|e| panic!("running fusermount3: {e}"));
-        assert!(
-            out.status.success(),
-            "fusermount3 -u failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        self.mounted = false;
+        self.unmount_nowait();
         if let Some(pid) = pid {
             wait_exit(pid, UNMOUNT_TIMEOUT);
         }
