@@ -265,12 +265,18 @@ impl MetaDb {
     /// The generation when `ino` is dirty and no upload of its generation is in flight (then
     /// marking it dirty changes nothing), else `None`.
     fn dirty_already(&self, ino: InodeNo) -> Result<Option<Generation>> {
-        self.read(|txn| {
-            let inodes = txn.open_table(INODES).ctx("opening inodes")?;
-            let rec = load(&inodes, ino)?;
-            let journal = txn.open_table(JOURNAL).ctx("opening journal")?;
-            Ok(dirty(&journal, ino, &rec)?.then_some(rec.generation))
-        })
+        self.read_or_created(
+            |e| e.creates_ino(ino),
+            |txn| {
+                let inodes = txn.open_table(INODES).ctx("opening inodes")?;
+                let rec = load(&inodes, ino)?;
+                let journal = txn.open_table(JOURNAL).ctx("opening journal")?;
+                Ok(dirty(&journal, ino, &rec)?.then_some(rec.generation))
+            },
+            // Dirty from its create, and no upload is in flight: one begins with a write
+            // transaction, which would have committed the create.
+            |d, op| Ok(Some(d.created_record(op)?.generation)),
+        )
     }
 
     /// `ino`'s journal record, or `None` when it is clean: one lookup, for callers asking
@@ -279,6 +285,7 @@ impl MetaDb {
     /// # Errors
     /// NotFound (no such inode), Db, Corrupt.
     pub fn dirty_record(&self, ino: InodeNo) -> Result<Option<DirtyRecord>> {
+        self.settle_creates()?;
         self.read(|txn| {
             let inodes = txn.open_table(INODES).ctx("opening inodes")?;
             let rec = load(&inodes, ino)?;
@@ -295,6 +302,7 @@ impl MetaDb {
     /// # Errors
     /// Db, Corrupt.
     pub fn dirty_inodes(&self) -> Result<Vec<DirtyRecord>> {
+        self.settle_creates()?;
         self.read(|txn| {
             let inodes = txn.open_table(INODES).ctx("opening inodes")?;
             let journal = txn.open_table(JOURNAL).ctx("opening journal")?;

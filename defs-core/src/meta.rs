@@ -18,20 +18,25 @@
 //! process dies. Open replays every record above the DB's LSN. A durable commit (group commit,
 //! `sync`) is a checkpoint: it covers every LSN committed before it, and the log is then reset.
 //!
-//! # Deferred attribute changes
+//! # Deferred changes
 //!
 //! A [`MetaDb::setattr`] that changes no size (chmod, chown, utimensat: three per file
-//! `rsync -a` copies), and the size and times a write or truncate saves for a file that is
-//! already dirty ([`MetaDb::save_written`]), do not commit: holding the DB's writer lock
-//! (taken by every write transaction, so none runs between), it reads the record in a read
-//! transaction, appends its redo record like any operation, and keeps its inputs in memory
-//! (`Deferred`, at most [`MAX_DEFERRED`]). The next write transaction applies every waiting
-//! change first, in LSN order, before its own operation (its LSN is higher), and
-//! so does every checkpoint, which then also writes `meta["lsn"]`. `getattr` and `lookup` lay
-//! the waiting changes over what they read; a reader of whole tables (snapshots) commits them
-//! first. So a deferred change is visible at once, survives a crash of the process (its record
-//! is replayed like any other: replay commits each record) and is durable at the next
-//! checkpoint, exactly like a committed one: only the redb commit is shared.
+//! `rsync -a` copies), the size and times a write or truncate saves for a file that is
+//! already dirty ([`MetaDb::save_written`]), and the [`MetaDb::create`] of a new regular file
+//! (with an inode number left in the allocator's reservation) do not commit: holding the DB's
+//! writer lock (taken by every write transaction, so none runs between), each reads what it
+//! needs in a read transaction, appends its redo record like any operation, and keeps its
+//! inputs in memory (`meta/deferred.rs`, at most [`MAX_DEFERRED`]). The next write
+//! transaction applies every waiting change first, in LSN order, before its own operation (its
+//! LSN is higher), and so does every checkpoint, which then also writes `meta["lsn"]`; a
+//! create is applied by the same code that commits one, with the allocator forced to its
+//! logged inode number, as replay does. `getattr`, `lookup`, `content`, the xattr reads and
+//! `mark_dirty` lay the waiting changes over what they read (a waiting create answers for its
+//! inode and name, and counts in its directory's size and times); readers that list or walk
+//! (readdir, readlink, the journal's listings, snapshots) commit them first. So a deferred
+//! change is visible at once, survives a crash of the process (its record is replayed like
+//! any other: replay commits each record) and is durable at the next checkpoint, exactly like
+//! a committed one: only the redb commit is shared.
 //!
 //! The namespace operations live in [`crate::namespace`], the journal in [`crate::journal`],
 //! snapshots in [`crate::snapshot`]; all of them are methods on [`MetaDb`].
@@ -53,6 +58,8 @@ use crate::namespace::{Attr, FileKind, NewInode, SetAttr, Timestamp, apply_set, 
 use crate::oplog::{OpLog, Recovered, Tail};
 use crate::sync::{Arc, Mutex};
 use crate::types::InodeNo;
+pub(crate) use deferred::Deferred;
+use deferred::{Change, DeferredOp};
 
 /// The schema version this build writes. Bump it with every change to a table or a record
 /// layout, add a step to `migrate` (below), and a row to docs/format.md's history.
@@ -143,48 +150,9 @@ struct LogState {
     broken: bool,
 }
 
-/// Attribute changes ([`MetaDb::setattr`] without a size, [`MetaDb::save_written`] of a dirty
-/// file) that are logged and visible but not yet in redb: the next write transaction, or the next checkpoint, applies them first (see
-/// "Deferred attribute changes" in the module doc).
-#[derive(Default)]
-pub(crate) struct Deferred {
-    /// In LSN order.
-    pub(crate) entries: Vec<DeferredSet>,
-    /// Moves whenever entries are applied to redb, so a reader can tell that the records it read
-    /// may already include the entries it copied before.
-    pub(crate) epoch: u64,
-}
-
-impl Deferred {
-    /// Lays the waiting changes of `ino` over `rec`, a record read at `db_lsn` (the DB's
-    /// `meta["lsn"]` in the same transaction), in LSN order. Changes at or below `db_lsn` are
-    /// already in the record: a transaction that applied them has committed but not yet
-    /// forgotten them, and applying them again would undo what committed after them (a
-    /// deferred chmod over a later committed one, a deferred size over a truncate).
-    fn lay_over(&self, ino: InodeNo, db_lsn: u64, rec: &mut InodeRecord) -> Result<()> {
-        for e in self
-            .entries
-            .iter()
-            .filter(|e| e.ino == ino && e.lsn > db_lsn)
-        {
-            apply_set(rec, ino, &e.set, e.now)?;
-        }
-        Ok(())
-    }
-}
-
-/// One deferred [`MetaDb::setattr`]: its logged inputs.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct DeferredSet {
-    pub(crate) lsn: u64,
-    pub(crate) ino: InodeNo,
-    pub(crate) set: crate::namespace::SetAttr,
-    pub(crate) now: Timestamp,
-}
-
-/// At most this many attribute changes wait for a write transaction; one more commits them all
-/// (a bound on memory and on what a reader overlays, never reached by a copy, which writes
-/// between its setattrs).
+/// At most this many changes wait for a write transaction; one more commits them all (a bound
+/// on memory and on what a reader overlays: a `cp -a` defers four per file, so a copy commits
+/// once every 64 files).
 pub(crate) const MAX_DEFERRED: usize = 256;
 
 struct Inner {
@@ -441,7 +409,7 @@ impl MetaDb {
         // allocator goes back with the transaction: its reservation (if it made one) was not
         // written, and its numbers were not used.
         let mut alloc_rollback = AllocRollback::new(&self.inner.alloc);
-        // Deferred attribute changes come first: they returned before this operation began.
+        // Deferred changes come first: they returned before this operation began.
         let applied = match self.inner.apply_deferred(&txn) {
             Ok(applied) => applied,
             Err(e) => return txn.abort().ctx("aborting").and(Err(e)),
@@ -587,10 +555,6 @@ impl MetaDb {
         let writer = self.inner.lock_writer();
         let txn = self.inner.db.begin_read().ctx("beginning a read")?;
         let result = (|| -> Result<Option<(Attr, bool)>> {
-            let mut rec = {
-                let inodes = txn.open_table(INODES).ctx("opening inodes")?;
-                load(&inodes, ino)?
-            };
             // Every committer forgets the changes it applied before it lets go of the writer
             // lock, so under it each waiting change should be above the DB's LSN; the filter
             // costs one read and keeps that an assumption nothing here depends on.
@@ -598,63 +562,190 @@ impl MetaDb {
                 &txn.open_table(META).ctx("opening the meta table")?,
                 KEY_LSN,
             )?;
-            {
+            let (mut rec, created) = {
                 let d = self.inner.deferred.lock().map_err(|_| Error::Closed)?;
                 if d.entries.len() >= MAX_DEFERRED {
                     return Ok(None);
                 }
-                d.lay_over(ino, db_lsn, &mut rec)?;
-            }
-            apply_set(&mut rec, ino, set, now)?;
-            if only_if_dirty && !crate::journal::dirty_in(&txn, ino, &rec)? {
-                return Ok(None);
-            }
-            if self
-                .inner
-                .state
-                .failed
-                .lock()
-                .map_err(|_| Error::Closed)?
-                .is_some()
-            {
-                // After a failed durable commit an operation must fail as a commit would.
-                return Ok(None);
-            }
-            let mut log = self.inner.log.lock().map_err(|_| Error::Closed)?;
-            if log.replaying || log.broken || log.log.last_lsn() != log.last {
-                return Ok(None);
-            }
-            let Some(lsn) = log.last.checked_add(1) else {
-                return Ok(None);
+                match d.pending_create(db_lsn, |e| e.creates_ino(ino)) {
+                    Some(op) => (d.created_record(op)?, true),
+                    None => {
+                        let inodes = txn.open_table(INODES).ctx("opening inodes")?;
+                        let mut rec = load(&inodes, ino)?;
+                        d.lay_over(ino, db_lsn, &mut rec)?;
+                        (rec, false)
+                    }
+                }
             };
-            let mut payload = Vec::with_capacity(64);
-            redo::LogOp::Setattr {
-                ino,
-                set: *set,
-                now,
-            }
-            .encode(&mut payload);
-            if let Err(e) = log.log.append(&payload) {
-                tracing::warn!(error = %e, "metadata op log: append failed; committing durably");
-                log.broken = true;
+            apply_set(&mut rec, ino, set, now)?;
+            // A waiting create is dirty with no upload in flight: an upload begins with a
+            // write transaction, which would have applied it.
+            if only_if_dirty && !created && !crate::journal::dirty_in(&txn, ino, &rec)? {
                 return Ok(None);
             }
-            log.last = lsn;
-            self.inner
-                .deferred
-                .lock()
-                .map_err(|_| Error::Closed)?
-                .entries
-                .push(DeferredSet {
-                    lsn,
+            let logged = self.log_deferred(
+                &redo::LogOp::Setattr {
                     ino,
                     set: *set,
                     now,
-                });
-            Ok(Some((rec.attr(ino), log.log.len() > LOG_CHECKPOINT_BYTES)))
+                },
+                |lsn| DeferredOp {
+                    lsn,
+                    ino,
+                    now,
+                    change: Change::Set(*set),
+                },
+            )?;
+            Ok(logged.map(|big| (rec.attr(ino), big)))
         })();
         drop(txn);
         drop(writer);
+        self.deferred_done(result)
+    }
+
+    /// Logs a regular file `name` in `parent` as [`MetaDb::create`] would make it, and keeps it
+    /// in memory until the next write transaction or checkpoint commits it: one log append
+    /// instead of a redb commit, with an inode number from the allocator's reservation.
+    /// Returns its attributes, or `None` when the create cannot wait (the name exists or is
+    /// being created, the parent is no live directory, no reserved inode number is left, or as
+    /// for [`MetaDb::defer_setattr`]): the caller then commits it as usual, which also gives
+    /// every refusal its error.
+    pub(crate) fn defer_create(
+        &self,
+        parent: InodeNo,
+        name: &[u8],
+        init: &NewInode,
+        exclusive: bool,
+        now: Timestamp,
+    ) -> Result<Option<Attr>> {
+        let writer = self.inner.lock_writer();
+        let txn = self.inner.db.begin_read().ctx("beginning a read")?;
+        let result = (|| -> Result<Option<(Attr, bool)>> {
+            {
+                let d = self.inner.deferred.lock().map_err(|_| Error::Closed)?;
+                if d.entries.len() >= MAX_DEFERRED
+                    || d.entries.iter().any(|e| e.creates_name(parent, name))
+                {
+                    return Ok(None);
+                }
+            }
+            // Any doubt about the parent (missing: maybe a waiting create itself; no
+            // directory; removed) goes the committed way, which gives the refusal its error.
+            let inodes = txn.open_table(INODES).ctx("opening inodes")?;
+            match load(&inodes, parent) {
+                Ok(p) if p.kind == FileKind::Directory && p.nlink > 0 => {}
+                _ => return Ok(None),
+            }
+            let dirents = txn.open_table(DIRENTS).ctx("opening dirents")?;
+            if dirents
+                .get((parent.0, name))
+                .ctx("reading a dirent")?
+                .is_some()
+            {
+                return Ok(None);
+            }
+            let Some(ino) = self.reserved_ino()? else {
+                return Ok(None);
+            };
+            let logged = self.log_deferred(
+                &redo::LogOp::Create {
+                    parent,
+                    name,
+                    init: *init,
+                    exclusive,
+                    now,
+                    ino: Some(ino),
+                },
+                |lsn| DeferredOp {
+                    lsn,
+                    ino,
+                    now,
+                    change: Change::Create {
+                        parent,
+                        name: name.to_vec(),
+                        init: *init,
+                        exclusive,
+                    },
+                },
+            )?;
+            let Some(big) = logged else {
+                return Ok(None);
+            };
+            // Logged: the number is taken (replay hands it out again).
+            self.take_reserved_ino(ino)?;
+            Ok(Some((deferred::new_file_record(init, now)?.attr(ino), big)))
+        })();
+        drop(txn);
+        drop(writer);
+        self.deferred_done(result)
+    }
+
+    /// The next inode number when the allocator's reservation has one left (no DB write
+    /// needed), without taking it.
+    fn reserved_ino(&self) -> Result<Option<InodeNo>> {
+        let a = self.inner.alloc.lock().map_err(|_| Error::Closed)?;
+        Ok((a.forced.is_none() && a.next < a.reserved).then_some(InodeNo(a.next)))
+    }
+
+    /// Takes `ino`, which [`MetaDb::reserved_ino`] gave under the same writer lock.
+    fn take_reserved_ino(&self, ino: InodeNo) -> Result<()> {
+        let mut a = self.inner.alloc.lock().map_err(|_| Error::Closed)?;
+        if a.next != ino.0 {
+            return Err(Error::InvalidArgument {
+                what: format!("inode {ino} was reserved but the allocator moved"),
+            });
+        }
+        a.next += 1;
+        Ok(())
+    }
+
+    /// The writer lock held: appends `op`'s redo record with the next LSN and puts what
+    /// `entry` makes of that LSN in the waiting list. `None` when the change cannot wait
+    /// (replay, a broken log, a failed durable commit): nothing was logged. `Some(big)` says
+    /// whether the log has grown past [`LOG_CHECKPOINT_BYTES`].
+    fn log_deferred(
+        &self,
+        op: &redo::LogOp<'_>,
+        entry: impl FnOnce(u64) -> DeferredOp,
+    ) -> Result<Option<bool>> {
+        if self
+            .inner
+            .state
+            .failed
+            .lock()
+            .map_err(|_| Error::Closed)?
+            .is_some()
+        {
+            // After a failed durable commit an operation must fail as a commit would.
+            return Ok(None);
+        }
+        let mut log = self.inner.log.lock().map_err(|_| Error::Closed)?;
+        if log.replaying || log.broken || log.log.last_lsn() != log.last {
+            return Ok(None);
+        }
+        let Some(lsn) = log.last.checked_add(1) else {
+            return Ok(None);
+        };
+        let mut payload = Vec::with_capacity(64);
+        op.encode(&mut payload);
+        if let Err(e) = log.log.append(&payload) {
+            tracing::warn!(error = %e, "metadata op log: append failed; committing durably");
+            log.broken = true;
+            return Ok(None);
+        }
+        log.last = lsn;
+        self.inner
+            .deferred
+            .lock()
+            .map_err(|_| Error::Closed)?
+            .entries
+            .push(entry(lsn));
+        Ok(Some(log.log.len() > LOG_CHECKPOINT_BYTES))
+    }
+
+    /// After a deferred change (the writer lock let go): counts it as a commit and
+    /// checkpoints when the log has grown big.
+    fn deferred_done(&self, result: Result<Option<(Attr, bool)>>) -> Result<Option<Attr>> {
         let Some((attr, big)) = result? else {
             return Ok(None);
         };
@@ -667,24 +758,64 @@ impl MetaDb {
     }
 
     /// Reads one inode record with `f` (which returns the inode and its record) and lays the
-    /// deferred attribute changes of that inode over it.
+    /// deferred changes of that inode over it; unless `waiting`, given the waiting list and
+    /// the DB's LSN, answers from a waiting create that redb does not hold yet.
     pub(crate) fn read_attr(
         &self,
+        waiting: impl Fn(&Deferred, u64) -> Option<Result<Attr>>,
         f: impl Fn(&ReadTransaction) -> Result<(InodeNo, InodeRecord)>,
     ) -> Result<Attr> {
+        self.read_deferred(
+            f,
+            |found| found.map(|(ino, rec)| rec.attr(ino)),
+            |d, db_lsn, found| {
+                if let Some(answer) = waiting(d, db_lsn) {
+                    return answer;
+                }
+                let (ino, mut rec) = found?;
+                d.lay_over(ino, db_lsn, &mut rec)?;
+                Ok(rec.attr(ino))
+            },
+        )
+    }
+
+    /// Reads with `f` in a read transaction, unless `created` picks a waiting create that the
+    /// transaction does not hold yet: then `from` answers from that create (with the waiting
+    /// list).
+    pub(crate) fn read_or_created<T>(
+        &self,
+        created: impl Fn(&DeferredOp) -> bool,
+        f: impl Fn(&ReadTransaction) -> Result<T>,
+        from: impl Fn(&Deferred, &DeferredOp) -> Result<T>,
+    ) -> Result<T> {
+        self.read_deferred(
+            f,
+            |found| found,
+            |d, db_lsn, found| match d.pending_create(db_lsn, &created) {
+                Some(op) => from(d, op),
+                None => found,
+            },
+        )
+    }
+
+    /// Reads with `f` in a read transaction, then makes the answer: with `plain` from `f`'s
+    /// result alone when nothing was waiting as the read began (a change deferred since is
+    /// concurrent with the read), else with `over`, which holds the waiting list and gets the
+    /// DB's LSN in that transaction.
+    fn read_deferred<T, U>(
+        &self,
+        f: impl Fn(&ReadTransaction) -> Result<T>,
+        plain: impl FnOnce(Result<T>) -> Result<U>,
+        over: impl Fn(&Deferred, u64, Result<T>) -> Result<U>,
+    ) -> Result<U> {
         loop {
             let (epoch, any) = {
                 let d = self.inner.deferred.lock().map_err(|_| Error::Closed)?;
                 (d.epoch, !d.entries.is_empty())
             };
-            let (ino, mut rec, db_lsn) = self.read(|txn| {
-                let (ino, rec) = f(txn)?;
-                Ok((ino, rec, meta_value(txn, KEY_LSN)?))
-            })?;
+            let (found, db_lsn) = self.read(|txn| Ok((f(txn), meta_value(txn, KEY_LSN)?)))?;
             if !any {
-                // Nothing was waiting when the read began; a change deferred since is
-                // concurrent with it.
-                return Ok(rec.attr(ino));
+                return plain(found);
             }
             let d = self.inner.deferred.lock().map_err(|_| Error::Closed)?;
             if d.epoch != epoch {
@@ -692,12 +823,23 @@ impl MetaDb {
                 // gone from the list, so read again.
                 continue;
             }
-            d.lay_over(ino, db_lsn, &mut rec)?;
-            return Ok(rec.attr(ino));
+            return over(&d, db_lsn, found);
         }
     }
 
-    /// Commits the deferred attribute changes to redb (no log record: they have theirs), so
+    /// Commits waiting creates (and every other waiting change) to redb, so that a plain read
+    /// transaction sees every name: for readers that list or walk (readdir, the journal).
+    pub(crate) fn settle_creates(&self) -> Result<()> {
+        let any = self
+            .inner
+            .deferred
+            .lock()
+            .map_err(|_| Error::Closed)?
+            .has_creates();
+        if any { self.flush_deferred() } else { Ok(()) }
+    }
+
+    /// Commits the deferred changes to redb (no log record: they have theirs), so
     /// that a plain read transaction sees them. For readers that walk whole tables (snapshots).
     pub(crate) fn flush_deferred(&self) -> Result<()> {
         if self
@@ -755,7 +897,7 @@ impl Inner {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Applies every deferred attribute change inside `txn` (whose caller holds the writer
+    /// Applies every deferred change inside `txn` (whose caller holds the writer
     /// lock, so none is added meanwhile). Returns the LSN of the last one applied, for
     /// [`Inner::forget_deferred`] after the commit; `None` when there were none.
     fn apply_deferred(&self, txn: &WriteTransaction) -> Result<Option<u64>> {
@@ -768,10 +910,51 @@ impl Inner {
         };
         let mut t = crate::namespace::tables::Tables::new(txn, &self.alloc);
         for e in &entries {
-            crate::namespace::apply_set(t.rec(e.ino)?, e.ino, &e.set, e.now)?;
+            match &e.change {
+                Change::Set(set) => apply_set(t.rec(e.ino)?, e.ino, set, e.now)?,
+                Change::Create {
+                    parent,
+                    name,
+                    init,
+                    exclusive,
+                } => {
+                    // The create runs as it would have committed, on the state every earlier
+                    // change left, with the inode number it logged.
+                    t.flush()?;
+                    self.force_ino(Some(e.ino))?;
+                    let made = crate::namespace::create_in(
+                        txn,
+                        &self.alloc,
+                        *parent,
+                        name,
+                        init,
+                        *exclusive,
+                        e.now,
+                    );
+                    let left = self.force_ino(None)?;
+                    let (attr, created) = made?;
+                    if !created || attr.ino != e.ino || left.is_some_and(|l| l.is_some()) {
+                        return Err(Error::Corrupt {
+                            what: "metadata DB",
+                            reason: format!(
+                                "the deferred create of inode {} (LSN {}) did not create it",
+                                e.ino, e.lsn
+                            ),
+                        });
+                    }
+                    t = crate::namespace::tables::Tables::new(txn, &self.alloc);
+                }
+            }
         }
         t.flush()?;
         Ok(entries.last().map(|e| e.lsn))
+    }
+
+    /// Makes the allocator hand out exactly `ino` next (`None`: back to normal); returns what
+    /// was forced before.
+    fn force_ino(&self, ino: Option<InodeNo>) -> Result<Option<Option<u64>>> {
+        let mut a = self.alloc.lock().map_err(|_| Error::Closed)?;
+        Ok(std::mem::replace(&mut a.forced, ino.map(|i| Some(i.0))))
     }
 
     /// The transaction that applied deferred changes up to LSN `applied` committed: they are
@@ -798,7 +981,7 @@ impl Inner {
         let result = (|| -> Result<u64> {
             let _writer = self.lock_writer();
             let txn = self.db.begin_write().ctx("beginning a durable commit")?;
-            // Deferred attribute changes are logged operations like any other: the checkpoint
+            // Deferred changes are logged operations like any other: the checkpoint
             // includes them before it drops their records.
             let applied = self.apply_deferred(&txn)?;
             // With the writer lock held no operation is between its append and its commit, so
@@ -1070,12 +1253,14 @@ fn counter(meta: &impl ReadableTable<&'static str, u64>, key: &str) -> Result<u6
 
 #[cfg(test)]
 mod crash_tests;
+mod deferred;
 pub(crate) mod redo;
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::namespace::{Content, RenameMode};
+    use crate::testutil::{check_invariants, dump};
     use crate::types::Generation;
 
     #[test]
@@ -1275,6 +1460,197 @@ mod tests {
         };
         db.setattr(f, &set, Timestamp::new(6, 0)).unwrap();
         assert_eq!(stored(&db, f).perm, 0o600);
+    }
+
+    /// Whether redb itself holds `ino` (a deferred create is not there yet).
+    fn in_redb(db: &MetaDb, ino: InodeNo) -> bool {
+        db.read(|txn| {
+            Ok(txn
+                .open_table(INODES)
+                .unwrap()
+                .get(ino.0)
+                .unwrap()
+                .is_some())
+        })
+        .unwrap()
+    }
+
+    /// A DB whose first file (`/f`, which reserved inode numbers) is committed, and a second,
+    /// `/g`, whose create waits.
+    fn deferred_create_g() -> (tempfile::TempDir, MetaDb, InodeNo) {
+        let (dir, db, _) = db_with_file_0600();
+        let init = NewInode {
+            perm: 0o640,
+            uid: 7,
+            gid: 8,
+        };
+        let (g, created) = db
+            .create(InodeNo::ROOT, b"g", &init, true, Timestamp::new(2, 0))
+            .unwrap();
+        assert!(created);
+        assert!(!in_redb(&db, g.ino), "the create waits");
+        (dir, db, g.ino)
+    }
+
+    #[test]
+    fn a_create_waits_for_the_next_write_and_is_seen_at_once_by_every_reader() {
+        let (_dir, db, g) = deferred_create_g();
+        let attr = db.getattr(g).unwrap();
+        assert_eq!(
+            (
+                attr.kind, attr.perm, attr.uid, attr.gid, attr.size, attr.nlink
+            ),
+            (FileKind::RegularFile, 0o640, 7, 8, 0, 1)
+        );
+        assert_eq!(attr.generation, Generation(1));
+        assert_eq!(db.lookup(InodeNo::ROOT, b"g").unwrap(), attr);
+        // The parent counts the entry and took the create's time.
+        let root = db.getattr(InodeNo::ROOT).unwrap();
+        assert_eq!(
+            (root.size, root.mtime, root.ctime),
+            (2, attr.mtime, attr.ctime)
+        );
+        assert_eq!(db.content(g).unwrap(), Content::Empty);
+        assert!(matches!(
+            db.get_xattr(g, b"user.x"),
+            Err(Error::NoXattr { .. })
+        ));
+        assert!(db.list_xattr(g).unwrap().is_empty());
+        // Dirty from its create: marking it again changes nothing.
+        assert_eq!(
+            db.mark_dirty(g, Timestamp::new(3, 0)).unwrap(),
+            Generation(1)
+        );
+        // A second create of the name: refused (exclusive) or the same file, as committed.
+        let init = NewInode {
+            perm: 0o600,
+            uid: 0,
+            gid: 0,
+        };
+        assert!(matches!(
+            db.create(InodeNo::ROOT, b"g", &init, true, Timestamp::new(3, 0)),
+            Err(Error::AlreadyExists { .. })
+        ));
+        assert!(!in_redb(&db, g), "a refused operation changes nothing");
+        assert_eq!(db.getattr(g).unwrap(), attr);
+        let (again, created) = db
+            .create(InodeNo::ROOT, b"g", &init, false, Timestamp::new(3, 0))
+            .unwrap();
+        assert!(!created);
+        assert_eq!(again, attr);
+        assert!(
+            in_redb(&db, g),
+            "its write transaction applied the create first"
+        );
+    }
+
+    #[test]
+    fn changes_to_a_waiting_create_lay_over_it_and_reach_redb_in_order() {
+        let (_dir, db, g) = deferred_create_g();
+        let chmod = SetAttr {
+            perm: Some(0o644),
+            ..Default::default()
+        };
+        db.setattr(g, &chmod, Timestamp::new(3, 0)).unwrap();
+        let written = SetAttr {
+            size: Some(12),
+            mtime: Some(Timestamp::new(4, 0)),
+            ctime: Some(Timestamp::new(4, 0)),
+            ..Default::default()
+        };
+        let attr = db.save_written(g, &written, Timestamp::new(4, 0)).unwrap();
+        assert_eq!((attr.perm, attr.size), (0o644, 12));
+        assert!(!in_redb(&db, g), "both waited with the create");
+        assert_eq!(db.getattr(g).unwrap(), attr);
+        // readdir sees every name: it commits what waits first.
+        let names: Vec<_> = db
+            .readdir(InodeNo::ROOT, 0, 10)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(names, [b"f".to_vec(), b"g".to_vec()]);
+        assert!(in_redb(&db, g));
+        assert_eq!(db.getattr(g).unwrap(), attr);
+        assert_eq!(stored(&db, g).attr(g), attr);
+        check_invariants(&db).unwrap();
+    }
+
+    #[test]
+    fn deferred_creates_leave_the_state_committed_ones_leave() {
+        // The same operations on two DBs, one committing what waits after each: the same
+        // tables in the end.
+        let run = |settle: bool| {
+            let dir = tempfile::tempdir().unwrap();
+            let db = MetaDb::open_with(dir.path(), None).unwrap();
+            let init = NewInode {
+                perm: 0o644,
+                uid: 1,
+                gid: 2,
+            };
+            let sub = db
+                .mkdir(InodeNo::ROOT, b"d", &init, Timestamp::new(1, 0))
+                .unwrap()
+                .ino;
+            for i in 0..40u32 {
+                let parent = if i % 3 == 0 { InodeNo::ROOT } else { sub };
+                let now = Timestamp::new(10 + i64::from(i), i);
+                let name = format!("f{i}");
+                let (a, _) = db
+                    .create(parent, name.as_bytes(), &init, true, now)
+                    .unwrap();
+                let set = SetAttr {
+                    size: Some(u64::from(i)),
+                    mtime: Some(now),
+                    ..Default::default()
+                };
+                db.save_written(a.ino, &set, now).unwrap();
+                if i % 7 == 0 {
+                    db.unlink(parent, name.as_bytes(), now).unwrap();
+                }
+                if settle {
+                    db.flush_deferred().unwrap();
+                }
+            }
+            let text = dump(&db);
+            check_invariants(&db).unwrap();
+            (dir, text)
+        };
+        let (_a, waited) = run(false);
+        let (_b, committed) = run(true);
+        assert_eq!(waited, committed);
+    }
+
+    #[test]
+    fn a_deferred_create_survives_a_crash_of_the_process() {
+        let (dir, db, g) = deferred_create_g();
+        let attr = db.getattr(g).unwrap();
+        let img = crash_image(dir.path());
+        let copy = MetaDb::open_with(img.path(), None).unwrap();
+        assert_eq!(copy.lookup(InodeNo::ROOT, b"g").unwrap(), attr);
+        assert!(in_redb(&copy, g), "replayed and checkpointed");
+        check_invariants(&copy).unwrap();
+        drop(copy);
+        drop(db);
+        let db = MetaDb::open_with(dir.path(), None).unwrap();
+        assert_eq!(db.getattr(g).unwrap(), attr);
+    }
+
+    #[test]
+    fn a_deferred_create_already_committed_is_read_from_redb() {
+        // The gap between a write transaction's commit and its forgetting what it applied:
+        // the list still holds the create, and a truncate committed after it must show.
+        let (_dir, db, g) = deferred_create_g();
+        let applied = db.inner.deferred.lock().unwrap().entries.clone();
+        let set = SetAttr {
+            size: Some(5),
+            ..Default::default()
+        };
+        db.setattr(g, &set, Timestamp::new(3, 0)).unwrap();
+        db.inner.deferred.lock().unwrap().entries = applied;
+        assert_eq!(db.getattr(g).unwrap().size, 5);
+        assert_eq!(db.lookup(InodeNo::ROOT, b"g").unwrap().size, 5);
+        assert_eq!(db.getattr(InodeNo::ROOT).unwrap().size, 2);
     }
 
     #[test]

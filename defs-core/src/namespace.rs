@@ -20,7 +20,8 @@ use redb::{ReadableTable, WriteTransaction};
 
 use crate::error::{Error, Result};
 use crate::meta::redo::LogOp;
-use crate::meta::{COOKIES, DIRENTS, DbContext, INODES, MetaDb, ORPHANS, XATTRS};
+use crate::meta::{COOKIES, DIRENTS, DbContext, INODES, InoAlloc, MetaDb, ORPHANS, XATTRS};
+use crate::sync::Mutex;
 use crate::types::{FileId, Generation, InodeNo};
 use record::InodeRecord;
 use tables::Tables;
@@ -247,20 +248,23 @@ impl MetaDb {
     /// NotFound, NotADirectory, NameTooLong, InvalidArgument (empty, ".", "..", '/' or NUL).
     pub fn lookup(&self, parent: InodeNo, name: &[u8]) -> Result<Attr> {
         check_name(name)?;
-        self.read_attr(|txn| {
-            let inodes = txn.open_table(INODES).ctx("opening inodes")?;
-            let dirents = txn.open_table(DIRENTS).ctx("opening dirents")?;
-            let p = load(&inodes, parent)?;
-            if p.kind != FileKind::Directory {
-                return Err(Error::NotADirectory { ino: parent.0 });
-            }
-            let child = dirents
-                .get((parent.0, name))
-                .ctx("reading a dirent")?
-                .map(|v| v.value().0)
-                .ok_or_else(|| not_found_name(parent, name))?;
-            Ok((InodeNo(child), load(&inodes, InodeNo(child))?))
-        })
+        self.read_attr(
+            |d, lsn| d.created_lookup(lsn, parent, name),
+            |txn| {
+                let inodes = txn.open_table(INODES).ctx("opening inodes")?;
+                let dirents = txn.open_table(DIRENTS).ctx("opening dirents")?;
+                let p = load(&inodes, parent)?;
+                if p.kind != FileKind::Directory {
+                    return Err(Error::NotADirectory { ino: parent.0 });
+                }
+                let child = dirents
+                    .get((parent.0, name))
+                    .ctx("reading a dirent")?
+                    .map(|v| v.value().0)
+                    .ok_or_else(|| not_found_name(parent, name))?;
+                Ok((InodeNo(child), load(&inodes, InodeNo(child))?))
+            },
+        )
     }
 
     /// The attributes of `ino` (orphans included).
@@ -268,10 +272,13 @@ impl MetaDb {
     /// # Errors
     /// NotFound.
     pub fn getattr(&self, ino: InodeNo) -> Result<Attr> {
-        self.read_attr(|txn| {
-            let inodes = txn.open_table(INODES).ctx("opening inodes")?;
-            Ok((ino, load(&inodes, ino)?))
-        })
+        self.read_attr(
+            |d, lsn| d.created_attr(lsn, ino),
+            |txn| {
+                let inodes = txn.open_table(INODES).ctx("opening inodes")?;
+                Ok((ino, load(&inodes, ino)?))
+            },
+        )
     }
 
     /// The stored content of `ino`.
@@ -279,10 +286,15 @@ impl MetaDb {
     /// # Errors
     /// NotFound.
     pub fn content(&self, ino: InodeNo) -> Result<Content> {
-        self.read(|txn| {
-            let inodes = txn.open_table(INODES).ctx("opening inodes")?;
-            Ok(load(&inodes, ino)?.content)
-        })
+        self.read_or_created(
+            |e| e.creates_ino(ino),
+            |txn| {
+                let inodes = txn.open_table(INODES).ctx("opening inodes")?;
+                Ok(load(&inodes, ino)?.content)
+            },
+            // Content comes only with an upload's end, a write transaction.
+            |_, _| Ok(Content::Empty),
+        )
     }
 
     /// A directory's parent (the root is its own parent), for "..".
@@ -357,6 +369,11 @@ impl MetaDb {
         now: Timestamp,
     ) -> Result<(Attr, bool)> {
         check_name(name)?;
+        // A new name waits for the next commit like a setattr: `cp -a` then commits once per
+        // many files instead of once per file.
+        if let Some(attr) = self.defer_create(parent, name, init, exclusive, now)? {
+            return Ok((attr, true));
+        }
         self.write(
             |(attr, created): &(Attr, bool)| LogOp::Create {
                 parent,
@@ -366,27 +383,7 @@ impl MetaDb {
                 now,
                 ino: created.then_some(attr.ino),
             },
-            |txn| {
-                let mut t = Tables::new(txn, self.ino_alloc());
-                t.live_dir(parent)?;
-                if let Some((child, _, _)) = t.dirent(parent, name)? {
-                    if exclusive {
-                        return Err(exists(parent, name));
-                    }
-                    let rec = t.rec(InodeNo(child))?;
-                    if rec.kind == FileKind::Directory {
-                        return Err(Error::IsADirectory { ino: child });
-                    }
-                    return Ok((rec.attr(InodeNo(child)), false));
-                }
-                let mut attr = t.make(parent, name, FileKind::RegularFile, init, now, &[])?;
-                t.flush()?;
-                // A new file is unsaved data from its first moment (even empty, it must reach
-                // the network as a file): dirty now, in this commit, so that its writes and
-                // close have no journal change of their own to commit.
-                attr.generation = crate::journal::mark_dirty_in(txn, attr.ino, now)?;
-                Ok((attr, true))
-            },
+            |txn| create_in(txn, self.ino_alloc(), parent, name, init, exclusive, now),
         )
     }
 
@@ -492,6 +489,7 @@ impl MetaDb {
     /// # Errors
     /// NotFound; InvalidArgument if `ino` is not a symlink.
     pub fn readlink(&self, ino: InodeNo) -> Result<Vec<u8>> {
+        self.settle_creates()?;
         self.read(|txn| {
             let inodes = txn.open_table(INODES).ctx("opening inodes")?;
             let rec = load(&inodes, ino)?;
@@ -714,6 +712,7 @@ impl MetaDb {
     /// # Errors
     /// NotFound, NotADirectory.
     pub fn readdir(&self, dir: InodeNo, after: u64, max: usize) -> Result<Vec<DirEntry>> {
+        self.settle_creates()?;
         self.read(|txn| {
             let inodes = txn.open_table(INODES).ctx("opening inodes")?;
             let dirents = txn.open_table(DIRENTS).ctx("opening dirents")?;
@@ -827,16 +826,21 @@ impl MetaDb {
     /// NotFound, NoXattr (ENODATA), XattrNameInvalid (ERANGE).
     pub fn get_xattr(&self, ino: InodeNo, name: &[u8]) -> Result<Vec<u8>> {
         check_xattr_name(name)?;
-        self.read(|txn| {
-            let inodes = txn.open_table(INODES).ctx("opening inodes")?;
-            load(&inodes, ino)?;
-            let xattrs = txn.open_table(XATTRS).ctx("opening xattrs")?;
-            xattrs
-                .get((ino.0, name))
-                .ctx("reading an xattr")?
-                .map(|v| v.value().to_vec())
-                .ok_or_else(|| no_xattr(ino, name))
-        })
+        self.read_or_created(
+            |e| e.creates_ino(ino),
+            |txn| {
+                let inodes = txn.open_table(INODES).ctx("opening inodes")?;
+                load(&inodes, ino)?;
+                let xattrs = txn.open_table(XATTRS).ctx("opening xattrs")?;
+                xattrs
+                    .get((ino.0, name))
+                    .ctx("reading an xattr")?
+                    .map(|v| v.value().to_vec())
+                    .ok_or_else(|| no_xattr(ino, name))
+            },
+            // A create makes no xattrs, and setting one is a write transaction.
+            |_, _| Err(no_xattr(ino, name)),
+        )
     }
 
     /// The names of `ino`'s xattrs, in byte order.
@@ -844,20 +848,24 @@ impl MetaDb {
     /// # Errors
     /// NotFound.
     pub fn list_xattr(&self, ino: InodeNo) -> Result<Vec<Vec<u8>>> {
-        self.read(|txn| {
-            let inodes = txn.open_table(INODES).ctx("opening inodes")?;
-            load(&inodes, ino)?;
-            let xattrs = txn.open_table(XATTRS).ctx("opening xattrs")?;
-            let mut out = Vec::new();
-            for item in xattrs
-                .range((ino.0, &[][..])..(ino.0 + 1, &[][..]))
-                .ctx("listing xattrs")?
-            {
-                let (k, _) = item.ctx("listing xattrs")?;
-                out.push(k.value().1.to_vec());
-            }
-            Ok(out)
-        })
+        self.read_or_created(
+            |e| e.creates_ino(ino),
+            |txn| {
+                let inodes = txn.open_table(INODES).ctx("opening inodes")?;
+                load(&inodes, ino)?;
+                let xattrs = txn.open_table(XATTRS).ctx("opening xattrs")?;
+                let mut out = Vec::new();
+                for item in xattrs
+                    .range((ino.0, &[][..])..(ino.0 + 1, &[][..]))
+                    .ctx("listing xattrs")?
+                {
+                    let (k, _) = item.ctx("listing xattrs")?;
+                    out.push(k.value().1.to_vec());
+                }
+                Ok(out)
+            },
+            |_, _| Ok(Vec::new()),
+        )
     }
 
     /// Removes xattr `name` of `ino`.
@@ -908,6 +916,38 @@ impl MetaDb {
     pub fn purge(&self, ino: InodeNo) -> Result<Content> {
         self.write(|_| LogOp::Purge { ino }, |txn| purge_in(txn, ino))
     }
+}
+
+/// The changes of [`MetaDb::create`] inside the caller's write transaction; also how a
+/// deferred create reaches redb, with the allocator forced to its logged inode number.
+pub(crate) fn create_in(
+    txn: &WriteTransaction,
+    alloc: &Mutex<InoAlloc>,
+    parent: InodeNo,
+    name: &[u8],
+    init: &NewInode,
+    exclusive: bool,
+    now: Timestamp,
+) -> Result<(Attr, bool)> {
+    let mut t = Tables::new(txn, alloc);
+    t.live_dir(parent)?;
+    if let Some((child, _, _)) = t.dirent(parent, name)? {
+        if exclusive {
+            return Err(exists(parent, name));
+        }
+        let rec = t.rec(InodeNo(child))?;
+        if rec.kind == FileKind::Directory {
+            return Err(Error::IsADirectory { ino: child });
+        }
+        return Ok((rec.attr(InodeNo(child)), false));
+    }
+    let mut attr = t.make(parent, name, FileKind::RegularFile, init, now, &[])?;
+    t.flush()?;
+    // A new file is unsaved data from its first moment (even empty, it must reach the network
+    // as a file): dirty now, in this commit, so that its writes and close have no journal
+    // change of their own to commit.
+    attr.generation = crate::journal::mark_dirty_in(txn, attr.ino, now)?;
+    Ok((attr, true))
 }
 
 pub(crate) fn purge_in(txn: &WriteTransaction, ino: InodeNo) -> Result<Content> {

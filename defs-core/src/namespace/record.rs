@@ -59,6 +59,22 @@ impl InodeRecord {
         }
     }
 
+    /// A directory's side of a new entry of `kind`: counts it in the size (and nlink, for a
+    /// subdirectory), sets mtime and ctime, and returns the entry's readdir cookie.
+    pub(crate) fn add_child(&mut self, kind: FileKind, now: Timestamp) -> Result<u64> {
+        let cookie = self.next_cookie;
+        self.next_cookie = cookie
+            .checked_add(1)
+            .ok_or_else(|| super::corrupt("directory cookies exhausted"))?;
+        self.size += 1;
+        if kind == FileKind::Directory {
+            self.nlink += 1;
+        }
+        self.mtime = now;
+        self.ctime = now;
+        Ok(cookie)
+    }
+
     /// The attributes FUSE reports.
     pub(crate) fn attr(&self, ino: InodeNo) -> Attr {
         Attr {

@@ -153,17 +153,7 @@ impl<'t> Tables<'t> {
         kind: FileKind,
         now: Timestamp,
     ) -> Result<()> {
-        let p = self.dir(parent)?;
-        let cookie = p.next_cookie;
-        p.next_cookie = cookie
-            .checked_add(1)
-            .ok_or_else(|| corrupt("directory cookies exhausted"))?;
-        p.size += 1;
-        if kind == FileKind::Directory {
-            p.nlink += 1;
-        }
-        p.mtime = now;
-        p.ctime = now;
+        let cookie = self.dir(parent)?.add_child(kind, now)?;
         self.dirents()?
             .insert((parent.0, name), (child.0, kind.tag(), cookie))
             .ctx("writing a dirent")?;
