@@ -826,20 +826,16 @@ impl MetaDb {
     /// NotFound, NoXattr (ENODATA), XattrNameInvalid (ERANGE).
     pub fn get_xattr(&self, ino: InodeNo, name: &[u8]) -> Result<Vec<u8>> {
         check_xattr_name(name)?;
-        self.read_or_created(
-            |e| e.creates_ino(ino),
-            |txn| {
-                let inodes = txn.open_table(INODES).ctx("opening inodes")?;
-                load(&inodes, ino)?;
-                let xattrs = txn.open_table(XATTRS).ctx("opening xattrs")?;
+        self.read_xattrs(
+            ino,
+            |xattrs| {
                 xattrs
                     .get((ino.0, name))
                     .ctx("reading an xattr")?
                     .map(|v| v.value().to_vec())
                     .ok_or_else(|| no_xattr(ino, name))
             },
-            // A create makes no xattrs, and setting one is a write transaction.
-            |_, _| Err(no_xattr(ino, name)),
+            || Err(no_xattr(ino, name)),
         )
     }
 
@@ -848,12 +844,9 @@ impl MetaDb {
     /// # Errors
     /// NotFound.
     pub fn list_xattr(&self, ino: InodeNo) -> Result<Vec<Vec<u8>>> {
-        self.read_or_created(
-            |e| e.creates_ino(ino),
-            |txn| {
-                let inodes = txn.open_table(INODES).ctx("opening inodes")?;
-                load(&inodes, ino)?;
-                let xattrs = txn.open_table(XATTRS).ctx("opening xattrs")?;
+        self.read_xattrs(
+            ino,
+            |xattrs| {
                 let mut out = Vec::new();
                 for item in xattrs
                     .range((ino.0, &[][..])..(ino.0 + 1, &[][..]))
@@ -864,7 +857,27 @@ impl MetaDb {
                 }
                 Ok(out)
             },
-            |_, _| Ok(Vec::new()),
+            || Ok(Vec::new()),
+        )
+    }
+
+    /// Reads the xattrs table with `f` once `ino` is known to exist; a file whose create
+    /// waits has none (`none` answers for it): a create makes no xattrs, and setting one is a
+    /// write transaction, which would have committed the create.
+    fn read_xattrs<T>(
+        &self,
+        ino: InodeNo,
+        f: impl Fn(&redb::ReadOnlyTable<(u64, &'static [u8]), &'static [u8]>) -> Result<T>,
+        none: impl Fn() -> Result<T>,
+    ) -> Result<T> {
+        self.read_or_created(
+            |e| e.creates_ino(ino),
+            |txn| {
+                let inodes = txn.open_table(INODES).ctx("opening inodes")?;
+                load(&inodes, ino)?;
+                f(&txn.open_table(XATTRS).ctx("opening xattrs")?)
+            },
+            |_, _| none(),
         )
     }
 
