@@ -30,10 +30,11 @@
 //! transaction applies every waiting change first, in LSN order, before its own operation (its
 //! LSN is higher), and so does every checkpoint, which then also writes `meta["lsn"]`; a
 //! create is applied by the same code that commits one, with the allocator forced to its
-//! logged inode number, as replay does. `getattr`, `lookup`, `content`, the xattr reads and
-//! `mark_dirty` lay the waiting changes over what they read (a waiting create answers for its
-//! inode and name, and counts in its directory's size and times); readers that list or walk
-//! (readdir, readlink, the journal's listings, snapshots) commit them first. So a deferred
+//! logged inode number, as replay does. `getattr`, `lookup`, `content`, `readlink`,
+//! `parent_of`, the xattr reads and `mark_dirty` lay the waiting changes over what they read (a
+//! waiting create answers for its inode and name, and counts in its directory's size and
+//! times); readers that list or walk (readdir, the journal's listings, snapshots) commit them
+//! first. So a deferred
 //! change is visible at once, survives a crash of the process (its record is replayed like
 //! any other: replay commits each record) and is durable at the next checkpoint, exactly like
 //! a committed one: only the redb commit is shared.
@@ -644,7 +645,9 @@ impl MetaDb {
             {
                 return Ok(None);
             }
-            let Some(ino) = self.reserved_ino()? else {
+            // Taken before the append, so that nothing can fail between a logged create and
+            // its number being spoken for; given back if the create does not wait after all.
+            let Some(ino) = self.take_reserved_ino()? else {
                 return Ok(None);
             };
             let logged = self.log_deferred(
@@ -669,10 +672,9 @@ impl MetaDb {
                 },
             )?;
             let Some(big) = logged else {
+                self.give_back_ino(ino)?;
                 return Ok(None);
             };
-            // Logged: the number is taken (replay hands it out again).
-            self.take_reserved_ino(ino)?;
             Ok(Some((deferred::new_file_record(init, now)?.attr(ino), big)))
         })();
         drop(txn);
@@ -680,22 +682,24 @@ impl MetaDb {
         self.deferred_done(result)
     }
 
-    /// The next inode number when the allocator's reservation has one left (no DB write
-    /// needed), without taking it.
-    fn reserved_ino(&self) -> Result<Option<InodeNo>> {
-        let a = self.inner.alloc.lock().map_err(|_| Error::Closed)?;
-        Ok((a.forced.is_none() && a.next < a.reserved).then_some(InodeNo(a.next)))
-    }
-
-    /// Takes `ino`, which [`MetaDb::reserved_ino`] gave under the same writer lock.
-    fn take_reserved_ino(&self, ino: InodeNo) -> Result<()> {
+    /// Takes the next inode number when the allocator's reservation has one left (no DB
+    /// write needed). The writer lock held.
+    fn take_reserved_ino(&self) -> Result<Option<InodeNo>> {
         let mut a = self.inner.alloc.lock().map_err(|_| Error::Closed)?;
-        if a.next != ino.0 {
-            return Err(Error::InvalidArgument {
-                what: format!("inode {ino} was reserved but the allocator moved"),
-            });
+        if a.forced.is_some() || a.next >= a.reserved {
+            return Ok(None);
         }
         a.next += 1;
+        Ok(Some(InodeNo(a.next - 1)))
+    }
+
+    /// Gives back `ino`, taken by [`MetaDb::take_reserved_ino`] under the same writer lock
+    /// and used by nothing.
+    fn give_back_ino(&self, ino: InodeNo) -> Result<()> {
+        let mut a = self.inner.alloc.lock().map_err(|_| Error::Closed)?;
+        if a.next == ino.0 + 1 {
+            a.next = ino.0;
+        }
         Ok(())
     }
 
@@ -734,10 +738,12 @@ impl MetaDb {
             return Ok(None);
         }
         log.last = lsn;
+        // Logged: from here nothing may fail, or the log would hold an operation that
+        // returned an error. The list holds plain data, so a poisoned lock is taken as it is.
         self.inner
             .deferred
             .lock()
-            .map_err(|_| Error::Closed)?
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .entries
             .push(entry(lsn));
         Ok(Some(log.log.len() > LOG_CHECKPOINT_BYTES))
@@ -1516,6 +1522,9 @@ mod tests {
             Err(Error::NoXattr { .. })
         ));
         assert!(db.list_xattr(g).unwrap().is_empty());
+        assert!(matches!(db.readlink(g), Err(Error::InvalidArgument { .. })));
+        assert!(matches!(db.parent_of(g), Err(Error::NotADirectory { .. })));
+        assert!(!in_redb(&db, g), "none of these readers commits it");
         // Dirty from its create: marking it again changes nothing.
         assert_eq!(
             db.mark_dirty(g, Timestamp::new(3, 0)).unwrap(),

@@ -302,14 +302,19 @@ impl MetaDb {
     /// # Errors
     /// NotFound, NotADirectory.
     pub fn parent_of(&self, dir: InodeNo) -> Result<InodeNo> {
-        self.read(|txn| {
-            let inodes = txn.open_table(INODES).ctx("opening inodes")?;
-            let rec = load(&inodes, dir)?;
-            if rec.kind != FileKind::Directory {
-                return Err(Error::NotADirectory { ino: dir.0 });
-            }
-            Ok(InodeNo(rec.parent))
-        })
+        self.read_or_created(
+            |e| e.creates_ino(dir),
+            |txn| {
+                let inodes = txn.open_table(INODES).ctx("opening inodes")?;
+                let rec = load(&inodes, dir)?;
+                if rec.kind != FileKind::Directory {
+                    return Err(Error::NotADirectory { ino: dir.0 });
+                }
+                Ok(InodeNo(rec.parent))
+            },
+            // Only regular files wait.
+            |_, _| Err(Error::NotADirectory { ino: dir.0 }),
+        )
     }
 
     /// Changes attributes; ctime becomes `now` unless given.
@@ -489,15 +494,19 @@ impl MetaDb {
     /// # Errors
     /// NotFound; InvalidArgument if `ino` is not a symlink.
     pub fn readlink(&self, ino: InodeNo) -> Result<Vec<u8>> {
-        self.settle_creates()?;
-        self.read(|txn| {
-            let inodes = txn.open_table(INODES).ctx("opening inodes")?;
-            let rec = load(&inodes, ino)?;
-            if rec.kind != FileKind::Symlink {
-                return Err(invalid("readlink of a non-symlink"));
-            }
-            Ok(rec.target)
-        })
+        self.read_or_created(
+            |e| e.creates_ino(ino),
+            |txn| {
+                let inodes = txn.open_table(INODES).ctx("opening inodes")?;
+                let rec = load(&inodes, ino)?;
+                if rec.kind != FileKind::Symlink {
+                    return Err(invalid("readlink of a non-symlink"));
+                }
+                Ok(rec.target)
+            },
+            // Only regular files wait.
+            |_, _| Err(invalid("readlink of a non-symlink")),
+        )
     }
 
     /// Adds a hard link `newparent/newname` to `ino`.

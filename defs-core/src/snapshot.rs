@@ -281,9 +281,12 @@ impl MetaDb {
                 .ctx("opening xattrs")?
                 .retain(|_, _| false)
                 .ctx("clearing xattrs")?;
-            load_snapshot(txn, r)
+            let stats = load_snapshot(txn, r)?;
+            // Under the writer lock: no create (deferred ones included) may take a number
+            // from the reservation made for the namespace this replaces.
+            self.forget_ino_reservation();
+            Ok(stats)
         })?;
-        self.forget_ino_reservation();
         self.sync()?;
         Ok(stats)
     }

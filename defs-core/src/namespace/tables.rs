@@ -131,6 +131,13 @@ impl<'t> Tables<'t> {
         target: &[u8],
     ) -> Result<Attr> {
         let ino = allocate_ino(self.txn, self.alloc)?;
+        // Numbers are never reused; one already in use means the allocator or the log is
+        // wrong, and overwriting the inode would lose it silently.
+        if self.recs.contains_key(&ino.0)
+            || self.inodes()?.get(ino.0).ctx("reading an inode")?.is_some()
+        {
+            return Err(corrupt("a new inode number is already in use"));
+        }
         let dir_parent = (kind == FileKind::Directory).then_some(parent);
         let mut rec = InodeRecord::new(kind, init, now, dir_parent);
         if kind == FileKind::Symlink {
