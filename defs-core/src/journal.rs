@@ -266,7 +266,7 @@ impl MetaDb {
     /// marking it dirty changes nothing), else `None`.
     fn dirty_already(&self, ino: InodeNo) -> Result<Option<Generation>> {
         self.read_or_created(
-            |e| e.creates_ino(ino),
+            ino,
             |txn| {
                 let inodes = txn.open_table(INODES).ctx("opening inodes")?;
                 let rec = load(&inodes, ino)?;

@@ -34,10 +34,9 @@
 //! `parent_of`, the xattr reads and `mark_dirty` lay the waiting changes over what they read (a
 //! waiting create answers for its inode and name, and counts in its directory's size and
 //! times); readers that list or walk (readdir, the journal's listings, snapshots) commit them
-//! first. So a deferred
-//! change is visible at once, survives a crash of the process (its record is replayed like
-//! any other: replay commits each record) and is durable at the next checkpoint, exactly like
-//! a committed one: only the redb commit is shared.
+//! first. So a deferred change is visible at once, survives a crash of the process (its
+//! record is replayed like any other: replay commits each record) and is durable at the next
+//! checkpoint, exactly like a committed one: only the redb commit is shared.
 //!
 //! The namespace operations live in [`crate::namespace`], the journal in [`crate::journal`],
 //! snapshots in [`crate::snapshot`]; all of them are methods on [`MetaDb`].
@@ -338,9 +337,7 @@ impl MetaDb {
 
     /// Replay: the next inode allocation must hand out `ino` (None: must not allocate).
     pub(crate) fn force_next_ino(&self, ino: Option<InodeNo>) -> Result<()> {
-        let mut a = self.inner.alloc.lock().map_err(|_| Error::Closed)?;
-        a.forced = Some(ino.map(|i| i.0));
-        Ok(())
+        self.inner.force_ino(Some(ino.map(|i| i.0))).map(drop)
     }
 
     /// Replay: checks that a forced inode number was used, and ends forcing.
@@ -785,22 +782,37 @@ impl MetaDb {
         )
     }
 
-    /// Reads with `f` in a read transaction, unless `created` picks a waiting create that the
-    /// transaction does not hold yet: then `from` answers from that create (with the waiting
-    /// list).
+    /// Reads with `f` in a read transaction, unless `ino` was made by a waiting create that
+    /// the transaction does not hold yet: then `from` answers from that create (with the
+    /// waiting list).
     pub(crate) fn read_or_created<T>(
         &self,
-        created: impl Fn(&DeferredOp) -> bool,
+        ino: InodeNo,
         f: impl Fn(&ReadTransaction) -> Result<T>,
         from: impl Fn(&Deferred, &DeferredOp) -> Result<T>,
     ) -> Result<T> {
         self.read_deferred(
             f,
             |found| found,
-            |d, db_lsn, found| match d.pending_create(db_lsn, &created) {
+            |d, db_lsn, found| match d.pending_create(db_lsn, |e| e.creates_ino(ino)) {
                 Some(op) => from(d, op),
                 None => found,
             },
+        )
+    }
+
+    /// Answers with `f` from the record of `ino`: redb's, or the one a waiting create makes
+    /// (with the setattrs that followed it), so a waiting file is answered by the same code
+    /// as a committed one.
+    pub(crate) fn read_record<T>(
+        &self,
+        ino: InodeNo,
+        f: impl Fn(&InodeRecord) -> Result<T>,
+    ) -> Result<T> {
+        self.read_or_created(
+            ino,
+            |txn| f(&load(&txn.open_table(INODES).ctx("opening inodes")?, ino)?),
+            |d, op| f(&d.created_record(op)?),
         )
     }
 
@@ -927,7 +939,7 @@ impl Inner {
                     // The create runs as it would have committed, on the state every earlier
                     // change left, with the inode number it logged.
                     t.flush()?;
-                    self.force_ino(Some(e.ino))?;
+                    self.force_ino(Some(Some(e.ino.0)))?;
                     let made = crate::namespace::create_in(
                         txn,
                         &self.alloc,
@@ -956,11 +968,12 @@ impl Inner {
         Ok(entries.last().map(|e| e.lsn))
     }
 
-    /// Makes the allocator hand out exactly `ino` next (`None`: back to normal); returns what
-    /// was forced before.
-    fn force_ino(&self, ino: Option<InodeNo>) -> Result<Option<Option<u64>>> {
+    /// Sets what the allocator is forced to (see [`InoAlloc`]: `Some(Some(n))` hands out
+    /// exactly `n` next, `Some(None)` refuses to allocate, `None` allocates normally); returns
+    /// what was forced before.
+    fn force_ino(&self, forced: Option<Option<u64>>) -> Result<Option<Option<u64>>> {
         let mut a = self.alloc.lock().map_err(|_| Error::Closed)?;
-        Ok(std::mem::replace(&mut a.forced, ino.map(|i| Some(i.0))))
+        Ok(std::mem::replace(&mut a.forced, forced))
     }
 
     /// The transaction that applied deferred changes up to LSN `applied` committed: they are

@@ -286,15 +286,7 @@ impl MetaDb {
     /// # Errors
     /// NotFound.
     pub fn content(&self, ino: InodeNo) -> Result<Content> {
-        self.read_or_created(
-            |e| e.creates_ino(ino),
-            |txn| {
-                let inodes = txn.open_table(INODES).ctx("opening inodes")?;
-                Ok(load(&inodes, ino)?.content)
-            },
-            // Content comes only with an upload's end, a write transaction.
-            |_, _| Ok(Content::Empty),
-        )
+        self.read_record(ino, |rec| Ok(rec.content.clone()))
     }
 
     /// A directory's parent (the root is its own parent), for "..".
@@ -302,19 +294,12 @@ impl MetaDb {
     /// # Errors
     /// NotFound, NotADirectory.
     pub fn parent_of(&self, dir: InodeNo) -> Result<InodeNo> {
-        self.read_or_created(
-            |e| e.creates_ino(dir),
-            |txn| {
-                let inodes = txn.open_table(INODES).ctx("opening inodes")?;
-                let rec = load(&inodes, dir)?;
-                if rec.kind != FileKind::Directory {
-                    return Err(Error::NotADirectory { ino: dir.0 });
-                }
-                Ok(InodeNo(rec.parent))
-            },
-            // Only regular files wait.
-            |_, _| Err(Error::NotADirectory { ino: dir.0 }),
-        )
+        self.read_record(dir, |rec| {
+            if rec.kind != FileKind::Directory {
+                return Err(Error::NotADirectory { ino: dir.0 });
+            }
+            Ok(InodeNo(rec.parent))
+        })
     }
 
     /// Changes attributes; ctime becomes `now` unless given.
@@ -494,19 +479,12 @@ impl MetaDb {
     /// # Errors
     /// NotFound; InvalidArgument if `ino` is not a symlink.
     pub fn readlink(&self, ino: InodeNo) -> Result<Vec<u8>> {
-        self.read_or_created(
-            |e| e.creates_ino(ino),
-            |txn| {
-                let inodes = txn.open_table(INODES).ctx("opening inodes")?;
-                let rec = load(&inodes, ino)?;
-                if rec.kind != FileKind::Symlink {
-                    return Err(invalid("readlink of a non-symlink"));
-                }
-                Ok(rec.target)
-            },
-            // Only regular files wait.
-            |_, _| Err(invalid("readlink of a non-symlink")),
-        )
+        self.read_record(ino, |rec| {
+            if rec.kind != FileKind::Symlink {
+                return Err(invalid("readlink of a non-symlink"));
+            }
+            Ok(rec.target.clone())
+        })
     }
 
     /// Adds a hard link `newparent/newname` to `ino`.
@@ -880,7 +858,7 @@ impl MetaDb {
         none: impl Fn() -> Result<T>,
     ) -> Result<T> {
         self.read_or_created(
-            |e| e.creates_ino(ino),
+            ino,
             |txn| {
                 let inodes = txn.open_table(INODES).ctx("opening inodes")?;
                 load(&inodes, ino)?;

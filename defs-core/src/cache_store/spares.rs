@@ -26,9 +26,10 @@
 //! Invariants: a name in the pool is an empty regular file in `spare/` that nothing else refers
 //! to; an unnamed spare is an empty file with no name at all, freed by the kernel when its
 //! descriptor closes (a crash included), or named into `spare/` when the pool is dropped, so
-//! that a clean close frees no inode and the next open needs none. Spares hold no data, so a crash at any point loses
-//! nothing: at open every file in `spare/` is emptied (a recycled file may not have been) and
-//! taken into the pool, or removed beyond [`SPARE_MAX`] or when its name is not ours.
+//! that a clean close frees no inode and the next open needs none. Spares hold no data, so a
+//! crash at any point loses nothing: at open every file in `spare/` is emptied (a recycled
+//! file may not have been) and taken into the pool, or removed beyond [`SPARE_MAX`] or when
+//! its name is not ours.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -292,7 +293,7 @@ impl Drop for Spares {
 
 impl Spares {
     /// Links each unnamed spare into `spare/` as a named one, up to [`SPARE_MAX`] in all.
-    /// A spare that cannot be linked is freed, as it would have been.
+    /// After the first that cannot be linked, the rest are freed, as they would have been.
     fn keep_unnamed(&self) {
         let mut s = self.shared.lock();
         for file in std::mem::take(&mut s.unnamed) {

@@ -113,6 +113,22 @@ fn a_mount_right_after_fusermount_u_waits_for_the_old_daemon_to_let_go() {
 }
 
 #[test]
+fn a_mount_refuses_with_a_clear_message_while_another_process_holds_the_data_dir() {
+    let mut m = mount!();
+    m.unmount();
+    // Held for longer than a mount waits (10 s): a process that hangs in its shutdown.
+    let lock = fs::File::create(m.data_dir().join("node.lock")).unwrap();
+    lock.lock().unwrap();
+    let out = m.command().output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("still shutting down"), "{err}");
+    assert!(!m.is_mounted());
+    drop(lock);
+    m.mount();
+}
+
+#[test]
 fn mount_options_reach_the_kernel() {
     let Some(m) = TestMount::with_options(&["allow_other,fsname=mydefs", "threads=2"]) else {
         return;
