@@ -23,10 +23,15 @@
 //!   entry of another tag is discarded by [`CacheStore::validate`].
 //!
 //! Durability: a range is recorded in the index only after its bytes are fsynced ([`sync`],
-//! [`flush`]); operations that shrink (truncate, remove, evict, discard) commit the index first and
+//! [`flush`]); operations that shrink (truncate, evict, discard) commit the index first and
 //! touch the file second. So after a power loss the index never claims bytes that are not on
 //! disk; writes since the last sync may be forgotten (that is what fsync means). Open removes
 //! files without an entry and entries without a file, and clips ranges to the file's length.
+//! A removal ([`remove`], an unlinked inode) is the exception that those open rules make safe:
+//! its file is emptied and renamed away at once and its row deleted by the next checkpoint, so
+//! `rm -rf` of a tree costs no index fsync per file. Until then the old row finds its file
+//! intact, emptied (clipped to nothing) or gone (dropped); before the inode number gets a file
+//! again, the row is deleted.
 //!
 //! A crash of the *process* loses nothing that returned: every change to an entry is also
 //! appended to `index.oplog` (see [`crate::oplog`]; one `pwrite(2)`, no fsync) — a range after
@@ -38,8 +43,9 @@
 //!
 //! [`sync`]: CacheStore::sync
 //! [`flush`]: CacheStore::flush
+//! [`remove`]: CacheStore::remove
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::ops::Range;
@@ -510,6 +516,8 @@ struct Inner {
     log_broken: bool,
     /// The last free-space reading, for writes that skip the next one.
     free_seen: Option<FreeSeen>,
+    /// Removed inodes whose index rows the next checkpoint deletes ([`CacheStore::remove`]).
+    dropped: HashSet<u64>,
 }
 
 /// A reading of the cache filesystem's free space, and what was stored since.
@@ -650,6 +658,7 @@ impl CacheStore {
                 log,
                 log_broken: false,
                 free_seen: None,
+                dropped: HashSet::new(),
             }),
             free_space,
             flush_on_drop: true,
@@ -813,6 +822,15 @@ impl CacheStore {
         for ino in inos {
             inner.log(CacheRec::Drop { ino: *ino })?;
         }
+        self.delete_rows(inos.iter().copied())?;
+        for ino in inos {
+            self.forget_entry(inner, *ino)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes index rows, in one durable commit.
+    fn delete_rows(&self, inos: impl Iterator<Item = u64>) -> Result<()> {
         let txn = self.db.begin_write().map_err(|e| self.idx_err(e))?;
         {
             let mut table = txn.open_table(INDEX).map_err(|e| self.idx_err(e))?;
@@ -820,14 +838,26 @@ impl CacheStore {
                 table.remove(ino).map_err(|e| self.idx_err(e))?;
             }
         }
-        txn.commit().map_err(|e| self.idx_err(e))?;
-        for ino in inos {
-            if let Some(entry) = inner.entries.remove(ino) {
-                inner.unaccount(entry.dirty, entry.bytes);
-            }
-            inner.lru.pop(ino);
-            // Emptied and kept for the next new inode, or unlinked when enough are kept.
-            self.spares.recycle(&self.path(*ino))?;
+        txn.commit().map_err(|e| self.idx_err(e))
+    }
+
+    /// Forgets `ino`'s entry in memory and recycles its file: emptied and kept for the next new
+    /// inode, or unlinked when enough are kept.
+    fn forget_entry(&self, inner: &mut Inner, ino: u64) -> Result<()> {
+        if let Some(entry) = inner.entries.remove(&ino) {
+            inner.unaccount(entry.dirty, entry.bytes);
+        }
+        inner.lru.pop(&ino);
+        self.spares.recycle(&self.path(ino))
+    }
+
+    /// Before `ino` gets an entry again: the index row of its removal is deleted first, so
+    /// that a power loss cannot leave the old row claiming the new file's bytes. (The
+    /// filesystem never reuses an inode number; this keeps the store correct on its own.)
+    fn settle_drop(&self, inner: &mut Inner, ino: u64) -> Result<()> {
+        if inner.dropped.contains(&ino) && !inner.entries.contains_key(&ino) {
+            self.delete_rows(std::iter::once(ino))?;
+            inner.dropped.remove(&ino);
         }
         Ok(())
     }
@@ -997,6 +1027,7 @@ impl CacheStore {
             });
         }
         let path = self.path(ino);
+        self.settle_drop(inner, ino)?;
         let file = self.open_data(ino, inner.entries.contains_key(&ino))?;
         if dirty {
             file.write_all_at(data, offset)
@@ -1127,6 +1158,7 @@ impl CacheStore {
     pub fn truncate(&self, ino: InodeNo, size: u64) -> Result<()> {
         let mut inner = self.lock();
         self.maybe_checkpoint(&mut inner)?;
+        self.settle_drop(&mut inner, ino.0)?;
         let (old_end, was_dirty, exists) = match inner.entries.get(&ino.0) {
             Some(e) => (e.ranges.end(), e.dirty, true),
             None => (0, false, false),
@@ -1210,14 +1242,21 @@ impl CacheStore {
         txn.commit().map_err(|e| self.idx_err(e))
     }
 
-    /// Forgets `ino` entirely (its file is unlinked), dirty or not.
+    /// Forgets `ino` entirely, dirty or not: its file is emptied into the spare pool (or
+    /// unlinked), its index row deleted by the next checkpoint.
     ///
     /// # Errors
     /// [`Error::Io`], [`Error::StoreIndex`].
     pub fn remove(&self, ino: InodeNo) -> Result<()> {
         let mut inner = self.lock();
         self.maybe_checkpoint(&mut inner)?;
-        self.drop_entries(&mut inner, &[ino.0])
+        // The log says it at once (a process crash replays it); the index row waits for the
+        // next checkpoint, so that removing a tree costs no fsync per file. A power loss before
+        // it finds the old row and a file that is intact, emptied (its ranges are clipped) or
+        // gone (the row is dropped) — never bytes it does not hold.
+        inner.log(CacheRec::Drop { ino: ino.0 })?;
+        inner.dropped.insert(ino.0);
+        self.forget_entry(&mut inner, ino.0)
     }
 
     /// Checks `ino`'s entry against the content it should cache: a clean entry of another tag is
@@ -1369,7 +1408,14 @@ impl CacheStore {
             .filter(|(_, e)| e.pending)
             .map(|(ino, _)| *ino)
             .collect();
-        if pending.is_empty() {
+        // A removed inode with an entry again had its row deleted then (settle_drop).
+        let dropped: Vec<u64> = inner
+            .dropped
+            .iter()
+            .copied()
+            .filter(|ino| !inner.entries.contains_key(ino))
+            .collect();
+        if pending.is_empty() && dropped.is_empty() {
             return self.reset_log(inner);
         }
         for ino in &pending {
@@ -1381,6 +1427,9 @@ impl CacheStore {
         let txn = self.db.begin_write().map_err(|e| self.idx_err(e))?;
         {
             let mut table = txn.open_table(INDEX).map_err(|e| self.idx_err(e))?;
+            for ino in &dropped {
+                table.remove(ino).map_err(|e| self.idx_err(e))?;
+            }
             for ino in &pending {
                 if let Some(entry) = inner.entries.get(ino) {
                     table
@@ -1390,6 +1439,7 @@ impl CacheStore {
             }
         }
         txn.commit().map_err(|e| self.idx_err(e))?;
+        inner.dropped.clear();
         for ino in &pending {
             if let Some(entry) = inner.entries.get_mut(ino) {
                 entry.pending = false;
@@ -1830,18 +1880,83 @@ mod tests {
             cache.write(ino(3), 0, b"never synced").unwrap();
             crash(cache);
         }
-        // Rewrite the header as if the log had been written before a reboot.
-        let path = dir.path().join(LOG_FILE);
-        let mut bytes = fs::read(&path).unwrap();
-        let base = u64::from_le_bytes(bytes[32..40].try_into().unwrap());
-        bytes[..crate::oplog::HEADER_LEN as usize]
-            .copy_from_slice(&crate::oplog::header(LOG_KIND, [9; 16], base));
-        fs::write(&path, &bytes).unwrap();
+        as_if_rebooted(dir.path());
         let cache = CacheStore::open(dir.path(), BIG).unwrap();
         assert_eq!(cache.read(ino(1), 0, 10).unwrap().unwrap(), b"0123456789");
         assert_eq!(cache.missing(ino(1), 0, 13), vec![10..13]);
         assert_eq!(cache.read(ino(3), 0, 1).unwrap(), None);
         assert!(!dir.path().join("data/3").exists());
+    }
+
+    impl CacheStore {
+        /// The inode numbers the index holds rows for.
+        fn db_entries(&self) -> Vec<u64> {
+            let txn = self.db.begin_read().unwrap();
+            let table = txn.open_table(INDEX).unwrap();
+            table
+                .iter()
+                .unwrap()
+                .map(|r| r.unwrap().0.value())
+                .collect()
+        }
+    }
+
+    /// Rewrites the log's header as if the log had been written before a reboot: the next
+    /// open ignores it, as after a power loss.
+    fn as_if_rebooted(dir: &Path) {
+        let path = dir.join(LOG_FILE);
+        let mut bytes = fs::read(&path).unwrap();
+        let base = u64::from_le_bytes(bytes[32..40].try_into().unwrap());
+        bytes[..crate::oplog::HEADER_LEN as usize]
+            .copy_from_slice(&crate::oplog::header(LOG_KIND, [9; 16], base));
+        fs::write(&path, &bytes).unwrap();
+    }
+
+    #[test]
+    fn a_removal_commits_with_the_next_checkpoint_and_a_power_loss_never_shows_old_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let cache = CacheStore::open(dir.path(), BIG).unwrap();
+            for i in 1..=3 {
+                cache.write(ino(i), 0, b"0123456789").unwrap();
+            }
+            cache.flush().unwrap();
+            for i in 1..=3 {
+                cache.remove(ino(i)).unwrap();
+            }
+            // The rows wait for the checkpoint; memory and the files are done at once.
+            assert_eq!(cache.usage().inodes, 0);
+            assert!(!dir.path().join("data/1").exists());
+            assert_eq!(cache.db_entries().len(), 3);
+            // An inode that gets an entry again has its old row deleted first.
+            cache.write(ino(3), 0, b"new").unwrap();
+            assert_eq!(cache.db_entries().len(), 2);
+            crash(cache);
+        }
+        // A power loss: the log is ignored, the index has the rows of 1 and 2 and an old
+        // version of nothing else. Their files are gone, so their rows are dropped; 3's bytes
+        // were never synced, so they are forgotten, and the old ones are not claimed.
+        as_if_rebooted(dir.path());
+        let cache = CacheStore::open(dir.path(), BIG).unwrap();
+        assert_eq!(cache.read(ino(1), 0, 10).unwrap(), None);
+        assert_eq!(cache.read(ino(2), 0, 10).unwrap(), None);
+        assert_eq!(cache.read(ino(3), 0, 10).unwrap(), None);
+        assert_eq!(cache.usage().inodes, 0);
+        crash(cache);
+
+        // A process crash replays the removals; a checkpoint deletes the rows.
+        let cache = CacheStore::open(dir.path(), BIG).unwrap();
+        cache.write(ino(4), 0, b"four").unwrap();
+        cache.write(ino(5), 0, b"five").unwrap();
+        cache.flush().unwrap();
+        cache.remove(ino(4)).unwrap();
+        crash(cache);
+        let cache = CacheStore::open(dir.path(), BIG).unwrap();
+        assert_eq!(cache.read(ino(4), 0, 4).unwrap(), None);
+        assert_eq!(cache.read(ino(5), 0, 4).unwrap().unwrap(), b"five");
+        cache.remove(ino(5)).unwrap();
+        cache.flush().unwrap();
+        assert!(cache.db_entries().is_empty());
     }
 
     #[test]
