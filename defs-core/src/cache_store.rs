@@ -851,11 +851,12 @@ impl CacheStore {
         self.spares.recycle(&self.path(ino))
     }
 
-    /// Before `ino` gets an entry again: the index row of its removal is deleted first, so
-    /// that a power loss cannot leave the old row claiming the new file's bytes. (The
-    /// filesystem never reuses an inode number; this keeps the store correct on its own.)
+    /// Before a removed `ino` gets a file again: the index row of its removal is deleted
+    /// first, so that a power loss cannot leave the old row claiming the new file's bytes (an
+    /// entry made since without a file, by `mark_dirty`, changes nothing to that). The
+    /// filesystem never reuses an inode number; this keeps the store correct on its own.
     fn settle_drop(&self, inner: &mut Inner, ino: u64) -> Result<()> {
-        if inner.dropped.contains(&ino) && !inner.entries.contains_key(&ino) {
+        if inner.dropped.contains(&ino) {
             self.delete_rows(std::iter::once(ino))?;
             inner.dropped.remove(&ino);
         }
@@ -1928,7 +1929,9 @@ mod tests {
             assert_eq!(cache.usage().inodes, 0);
             assert!(!dir.path().join("data/1").exists());
             assert_eq!(cache.db_entries().len(), 3);
-            // An inode that gets an entry again has its old row deleted first.
+            // An inode that gets a file again has its old row deleted first, also when an
+            // entry without a file came before it.
+            cache.mark_dirty(ino(3));
             cache.write(ino(3), 0, b"new").unwrap();
             assert_eq!(cache.db_entries().len(), 2);
             crash(cache);
