@@ -1251,12 +1251,16 @@ impl CacheStore {
     pub fn remove(&self, ino: InodeNo) -> Result<()> {
         let mut inner = self.lock();
         self.maybe_checkpoint(&mut inner)?;
-        // The log says it at once (a process crash replays it); the index row waits for the
-        // next checkpoint, so that removing a tree costs no fsync per file. A power loss before
-        // it finds the old row and a file that is intact, emptied (its ranges are clipped) or
-        // gone (the row is dropped) — never bytes it does not hold.
-        inner.log(CacheRec::Drop { ino: ino.0 })?;
-        inner.dropped.insert(ino.0);
+        // Rows exist only for entries, so an inode never cached (a directory, a symlink) has
+        // nothing to log; a stray file is still recycled.
+        if inner.entries.contains_key(&ino.0) {
+            // The log says it at once (a process crash replays it); the index row waits for
+            // the next checkpoint, so that removing a tree costs no fsync per file. A power
+            // loss before it finds the old row and a file that is intact, emptied (its ranges
+            // are clipped) or gone (the row is dropped) — never bytes it does not hold.
+            inner.log(CacheRec::Drop { ino: ino.0 })?;
+            inner.dropped.insert(ino.0);
+        }
         self.forget_entry(&mut inner, ino.0)
     }
 
@@ -1925,6 +1929,11 @@ mod tests {
             for i in 1..=3 {
                 cache.remove(ino(i)).unwrap();
             }
+            // An inode never cached has no row: nothing to log or wait for.
+            let log_len = || fs::metadata(dir.path().join(LOG_FILE)).unwrap().len();
+            let before = log_len();
+            cache.remove(ino(9)).unwrap();
+            assert_eq!(log_len(), before);
             // The rows wait for the checkpoint; memory and the files are done at once.
             assert_eq!(cache.usage().inodes, 0);
             assert!(!dir.path().join("data/1").exists());
