@@ -1,4 +1,7 @@
-# Sourced by ci/bench and ci/bench-network: starts $1 `defs node` processes (binary $2) on
+# Sourced by ci/bench, ci/bench-network and ci/prof/*: a local cluster of nodes, a DeFS mount
+# over it, and the helpers their measurements share.
+#
+# start_cluster starts $1 `defs node` processes (binary $2) on
 # 127.0.0.1 with data dirs under $3, waits until each has written DIR/addrs, and sets
 #   CLUSTER_PIDS  the node processes (stop_cluster kills them)
 #   BOOT          --bootstrap arguments naming every node
@@ -28,4 +31,42 @@ stop_cluster() {
     local p
     for p in "${CLUSTER_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
+}
+
+# A tree of $2 files of 1-16 KiB of random data at $1, in directories of 100.
+make_tree() {
+    local dir=$1 files=$2 i
+    mkdir -p "$dir"
+    for ((i = 0; i < files; i++)); do
+        ((i % 100 == 0)) && mkdir -p "$dir/d$((i / 100))"
+        head -c $(((i % 16 + 1) * 1024)) /dev/urandom >"$dir/d$((i / 100))/f$i"
+    done
+}
+
+# The CPU time, in ticks of 10 ms, that the processes $@ have used.
+cpu_ticks() {
+    local t=0 p f
+    for p in "$@"; do
+        read -ra f <"/proc/$p/stat"
+        t=$((t + f[13] + f[14]))
+    done
+    echo "$t"
+}
+
+# Mounts DeFS (binaries in $1) at $2/defs with data dir $2/data over the cluster, making the
+# mount's identity first when $2/data has none; further arguments go to defs-mount. The
+# identity has difficulty 0 like the nodes' (fast to create): a mount of the default
+# difficulty asks as much of its peers and would refuse them.
+mount_defs() {
+    local bin=$1 work=$2
+    shift 2
+    [ -e "$work/data/identity.key" ] ||
+        "$bin/defs" init --data-dir "$work/data" --difficulty 0 >/dev/null
+    DEFS_DATA_DIR="$work/data" "$bin/defs-mount" "$work/defs" --no-mdns "${BOOT[@]}" "$@"
+}
+
+# Unmounts $1/defs and waits until its daemon has exited (it removes its pid file last).
+unmount_defs() {
+    fusermount3 -u "$1/defs"
+    while [ -e "$1/data/defs-mount.pid" ]; do sleep 0.05; done
 }
