@@ -12,7 +12,7 @@
 //!   daemon process without an fsync per operation.
 //! - [`meta`]: the metadata DB ([`MetaDb`], redb) with group commit; [`namespace`] (POSIX
 //!   operations on it), [`journal`] (which inodes hold unsaved data) and [`snapshot`] (the whole
-//!   namespace as one streamable object).
+//!   namespace as one streamable object). Their layering is in the [`meta`] module doc.
 //! - [`remote`]: the [`remote::ShardClient`] trait, "a place that stores and returns shards".
 //! - [`object`]: a byte source stored through a `ShardClient` as one sealed, erasure-coded
 //!   object, and byte ranges of it read back (the mount and the CLI share it).

@@ -38,8 +38,21 @@
 //! record is replayed like any other: replay commits each record) and is durable at the next
 //! checkpoint, exactly like a committed one: only the redb commit is shared.
 //!
-//! The namespace operations live in [`crate::namespace`], the journal in [`crate::journal`],
-//! snapshots in [`crate::snapshot`]; all of them are methods on [`MetaDb`].
+//! # Layers
+//!
+//! The metadata modules form layers; each imports only modules of the layers below it
+//! (`ci/modgraph` checks that no two import each other):
+//!
+//! 1. values and records: `namespace::types` (what the API speaks), `namespace::record` (the
+//!    inode record), `meta::schema` (tables, keys, schema check and migration), `meta::alloc`
+//!    (inode numbers);
+//! 2. changes inside one write transaction, with no DB handle: `namespace::tables`,
+//!    `journal::entry` (the journal's rows), `namespace::txn` (create, purge, setattr), and the
+//!    redo records (`meta::redo`) and waiting list (`meta::deferred`) built on them;
+//! 3. this module: [`MetaDb`], its locks and the commit protocol above;
+//! 4. the operations, methods of [`MetaDb`]: [`crate::namespace`] (POSIX),
+//!    [`crate::journal`] (dirty data and uploads), [`crate::snapshot`];
+//! 5. `meta::open`: opening, which replays the log through the operations of layer 4.
 
 use std::path::{Path, PathBuf};
 use std::sync::Condvar;
@@ -47,23 +60,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use redb::{
-    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
-    WriteTransaction,
-};
+use redb::{Database, Durability, ReadTransaction, ReadableDatabase, WriteTransaction};
 
 use crate::error::{Error, Result};
 use crate::namespace::record::InodeRecord;
-use crate::namespace::{Attr, FileKind, NewInode, SetAttr, Timestamp, apply_set, load};
-use crate::oplog::{OpLog, Recovered, Tail};
+use crate::namespace::tables::load;
+use crate::namespace::txn::apply_set;
+use crate::namespace::types::{Attr, FileKind, NewInode, SetAttr, Timestamp};
+use crate::oplog::OpLog;
 use crate::sync::{Arc, Mutex};
 use crate::types::InodeNo;
+pub use alloc::INO_BLOCK;
+use alloc::{AllocRollback, InoAlloc};
 pub(crate) use deferred::Deferred;
 use deferred::{Change, DeferredOp};
-
-/// The schema version this build writes. Bump it with every change to a table or a record
-/// layout, add a step to `migrate` (below), and a row to docs/format.md's history.
-pub const SCHEMA_VERSION: u64 = 1;
+pub use schema::SCHEMA_VERSION;
+use schema::{DIRENTS, DbContext, INODES, KEY_LSN, META, counter, meta_value};
 
 /// How often the group-commit thread makes non-durable commits durable. One second, like
 /// ext4's and XFS's order of magnitude (ext4: 5 s): long enough that a burst of small-file
@@ -83,45 +95,6 @@ pub const LOG_CHECKPOINT_BYTES: u64 = 64 << 20;
 
 /// The owner kind written in the log header.
 const LOG_KIND: [u8; 4] = *b"META";
-
-/// Counters and the schema version.
-pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// ino → encoded [`InodeRecord`].
-pub(crate) const INODES: TableDefinition<u64, &[u8]> = TableDefinition::new("inodes");
-/// (parent ino, name) → (child ino, kind tag, cookie).
-pub(crate) const DIRENTS: TableDefinition<(u64, &[u8]), (u64, u8, u64)> =
-    TableDefinition::new("dirents");
-/// (parent ino, cookie) → name: readdir order and stable cookies.
-pub(crate) const COOKIES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("cookies");
-/// (ino, name) → value.
-pub(crate) const XATTRS: TableDefinition<(u64, &[u8]), &[u8]> = TableDefinition::new("xattrs");
-/// ino → encoded dirty record (see [`crate::journal`]).
-pub(crate) const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("journal");
-/// ino → () for inodes whose link count reached 0 and which wait for [`MetaDb::purge`].
-pub(crate) const ORPHANS: TableDefinition<u64, ()> = TableDefinition::new("orphans");
-
-/// Key in [`META`]: the schema version.
-pub(crate) const KEY_SCHEMA: &str = "schema_version";
-/// Key in [`META`]: the next inode number to hand out. Never reused, so inode numbers are
-/// stable for a file's life and never name two files across restarts.
-pub(crate) const KEY_NEXT_INO: &str = "next_ino";
-/// Key in [`META`]: the LSN of the last logged operation this DB state includes.
-pub(crate) const KEY_LSN: &str = "lsn";
-
-/// Adds context to redb's many error types.
-pub(crate) trait DbContext<T> {
-    /// Wraps the error into [`Error::Db`] with `context`.
-    fn ctx(self, context: &'static str) -> Result<T>;
-}
-
-impl<T, E: Into<redb::Error>> DbContext<T> for std::result::Result<T, E> {
-    fn ctx(self, context: &'static str) -> Result<T> {
-        self.map_err(|e| Error::Db {
-            context,
-            source: Box::new(e.into()),
-        })
-    }
-}
 
 /// The commit state shared by operations, `sync` and the group-commit thread.
 struct CommitState {
@@ -209,132 +182,6 @@ impl std::fmt::Debug for MetaDb {
 }
 
 impl MetaDb {
-    /// Opens (or creates) the metadata DB in directory `dir` (created if missing) and starts
-    /// the group-commit thread.
-    ///
-    /// # Errors
-    /// [`Error::SchemaTooNew`] for a DB written by a newer DeFS (nothing is changed);
-    /// [`Error::Db`] when redb cannot open the file (including redb's own format upgrades);
-    /// [`Error::Io`] when the directory cannot be created.
-    pub fn open(dir: &Path) -> Result<MetaDb> {
-        Self::open_with(dir, Some(COMMIT_INTERVAL))
-    }
-
-    /// Like [`MetaDb::open`], with a chosen group-commit interval; `None` runs no thread, so
-    /// only [`MetaDb::sync`] and close make commits durable (tests, benchmarks).
-    ///
-    /// # Errors
-    /// As [`MetaDb::open`].
-    pub fn open_with(dir: &Path, interval: Option<Duration>) -> Result<MetaDb> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let path = dir.join(DB_FILE);
-        if !path.exists() {
-            create_atomically(dir, &path)?;
-        }
-        let db = Database::open(&path).ctx("opening the DB file")?;
-        init_or_migrate(&db, &path)?;
-        let (log, recovered) = OpLog::open(&dir.join(LOG_FILE), LOG_KIND, redo::MAX_RECORD)?;
-        let inner = Arc::new(Inner {
-            writer: Mutex::new(()),
-            db,
-            alloc: Mutex::new(InoAlloc::default()),
-            log: Mutex::new(LogState {
-                log,
-                last: 0,
-                replaying: true,
-                broken: false,
-            }),
-            deferred: Mutex::new(Deferred::default()),
-            path,
-            state: CommitState {
-                committed: AtomicU64::new(0),
-                durable: Mutex::new(0),
-                failed: Mutex::new(None),
-                stop: Mutex::new(false),
-                wake: Condvar::new(),
-            },
-        });
-        let db = MetaDb {
-            inner,
-            committer: Mutex::new(None),
-        };
-        if let Err(e) = db.replay(recovered) {
-            // Nothing of a failed replay may become durable: refuse every later commit.
-            if let Ok(mut failed) = db.inner.state.failed.lock() {
-                failed.get_or_insert(e.to_string());
-            }
-            return Err(e);
-        }
-        let inner = db.inner.clone();
-        let committer = match interval {
-            Some(interval) => {
-                let inner = inner.clone();
-                let handle = std::thread::Builder::new()
-                    .name("defs-meta-commit".into())
-                    .spawn(move || group_commit_loop(&inner, interval))
-                    .map_err(|e| Error::io("spawning the group-commit thread", e))?;
-                Some(handle)
-            }
-            None => None,
-        };
-        if let Ok(mut slot) = db.committer.lock() {
-            *slot = committer;
-        }
-        Ok(db)
-    }
-
-    /// Replays the log records above the DB's LSN, then checkpoints (durable commit, log
-    /// reset). Runs before the DB is shared, so nothing else writes meanwhile.
-    fn replay(&self, recovered: Recovered) -> Result<()> {
-        let db_lsn = self.read(|txn| {
-            let meta = txn.open_table(META).ctx("opening the meta table")?;
-            Ok(meta
-                .get(KEY_LSN)
-                .ctx("reading lsn")?
-                .map_or(0, |v| v.value()))
-        })?;
-        if recovered.base_lsn > db_lsn {
-            return Err(Error::Corrupt {
-                what: "metadata op log",
-                reason: format!(
-                    "the log starts after LSN {} but the DB is at LSN {db_lsn}: operations in                      between are lost (was the DB replaced by an older copy?)",
-                    recovered.base_lsn
-                ),
-            });
-        }
-        if let Tail::Torn { offset, reason } = &recovered.tail {
-            tracing::info!(offset, %reason, "metadata op log: ignoring a torn tail");
-        }
-        self.set_log(|l| l.last = db_lsn)?;
-        let mut replayed = 0u64;
-        for rec in recovered.records.iter().filter(|r| r.lsn > db_lsn) {
-            redo::replay_record(self, rec.lsn, &rec.payload)?;
-            let last = self.set_log(|l| l.last)?;
-            if last != rec.lsn {
-                return Err(Error::Corrupt {
-                    what: "metadata op log",
-                    reason: format!(
-                        "record {} replayed as LSN {last} (it changed nothing or more than one                          transaction)",
-                        rec.lsn
-                    ),
-                });
-            }
-            replayed += 1;
-        }
-        self.set_log(|l| l.replaying = false)?;
-        if replayed > 0 {
-            tracing::info!(replayed, "metadata DB: replayed operations from the op log");
-        }
-        // Checkpoint: a durable commit that covers every replayed operation, then an empty log.
-        self.inner.state.committed.fetch_add(1, Ordering::SeqCst);
-        self.inner.sync()
-    }
-
-    fn set_log<T>(&self, f: impl FnOnce(&mut LogState) -> T) -> Result<T> {
-        let mut l = self.inner.log.lock().map_err(|_| Error::Closed)?;
-        Ok(f(&mut l))
-    }
-
     /// Replay: the next inode allocation must hand out `ino` (None: must not allocate).
     pub(crate) fn force_next_ino(&self, ino: Option<InodeNo>) -> Result<()> {
         self.inner.force_ino(Some(ino.map(|i| i.0))).map(drop)
@@ -578,7 +425,7 @@ impl MetaDb {
             apply_set(&mut rec, ino, set, now)?;
             // A waiting create is dirty with no upload in flight: an upload begins with a
             // write transaction, which would have applied it.
-            if only_if_dirty && !created && !crate::journal::dirty_in(&txn, ino, &rec)? {
+            if only_if_dirty && !created && !crate::journal::entry::dirty_in(&txn, ino, &rec)? {
                 return Ok(None);
             }
             let logged = self.log_deferred(
@@ -940,7 +787,7 @@ impl Inner {
                     // change left, with the inode number it logged.
                     t.flush()?;
                     self.force_ino(Some(Some(e.ino.0)))?;
-                    let made = crate::namespace::create_in(
+                    let made = crate::namespace::txn::create_in(
                         txn,
                         &self.alloc,
                         *parent,
@@ -1062,221 +909,18 @@ fn group_commit_loop(inner: &Inner, interval: Duration) {
     }
 }
 
-/// Creates a new DB under a temporary name and renames it into place, so that a crash during
-/// creation never leaves a half-written file where [`MetaDb::open`] looks (redb refuses a file
-/// whose header was never completed).
-fn create_atomically(dir: &Path, path: &Path) -> Result<()> {
-    let tmp = dir.join(format!("{DB_FILE}.new"));
-    match std::fs::remove_file(&tmp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io(&tmp, e)),
-    }
-    {
-        let db = Database::create(&tmp).ctx("creating the DB file")?;
-        init_or_migrate(&db, &tmp)?;
-    }
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-    crate::fsutil::fsync_dir(dir)
-}
-
-/// Creates the tables and the root directory in a new DB, checks the schema version of an
-/// existing one, and migrates an older one step by step.
-fn init_or_migrate(db: &Database, path: &Path) -> Result<()> {
-    let txn = db.begin_write().ctx("beginning schema check")?;
-    let found = {
-        let meta = txn.open_table(META).ctx("opening the meta table")?;
-        let v = meta.get(KEY_SCHEMA).ctx("reading the schema version")?;
-        v.map(|v| v.value())
-    };
-    match found {
-        None => {
-            create_tables(&txn)?;
-            let mut meta = txn.open_table(META).ctx("opening the meta table")?;
-            meta.insert(KEY_SCHEMA, SCHEMA_VERSION)
-                .ctx("writing the schema version")?;
-            meta.insert(KEY_NEXT_INO, InodeNo::ROOT.0 + 1)
-                .ctx("writing next_ino")?;
-            let mut inodes = txn.open_table(INODES).ctx("opening inodes")?;
-            let root = InodeRecord::new(
-                FileKind::Directory,
-                &NewInode {
-                    perm: 0o755,
-                    uid: 0,
-                    gid: 0,
-                },
-                Timestamp::default(),
-                Some(InodeNo::ROOT),
-            );
-            inodes
-                .insert(InodeNo::ROOT.0, root.encode().as_slice())
-                .ctx("writing the root inode")?;
-        }
-        Some(found) if found > SCHEMA_VERSION => {
-            txn.abort().ctx("aborting schema check")?;
-            return Err(Error::SchemaTooNew {
-                path: path.to_path_buf(),
-                found,
-                supported: SCHEMA_VERSION,
-            });
-        }
-        Some(found) => {
-            migrate(&txn, found)?;
-            let mut meta = txn.open_table(META).ctx("opening the meta table")?;
-            meta.insert(KEY_SCHEMA, SCHEMA_VERSION)
-                .ctx("writing the schema version")?;
-        }
-    }
-    txn.commit().ctx("committing schema check")
-}
-
-fn create_tables(txn: &WriteTransaction) -> Result<()> {
-    txn.open_table(INODES).ctx("creating inodes")?;
-    txn.open_table(DIRENTS).ctx("creating dirents")?;
-    txn.open_table(COOKIES).ctx("creating cookies")?;
-    txn.open_table(XATTRS).ctx("creating xattrs")?;
-    txn.open_table(JOURNAL).ctx("creating journal")?;
-    txn.open_table(ORPHANS).ctx("creating orphans")?;
-    Ok(())
-}
-
-/// Brings a DB at schema `from` up to [`SCHEMA_VERSION`], one step per version, inside the
-/// opening transaction (so a failed migration changes nothing).
-fn migrate(txn: &WriteTransaction, from: u64) -> Result<()> {
-    let mut version = from;
-    while version < SCHEMA_VERSION {
-        match version {
-            // Version 0 never shipped a layout of its own: it is a DB whose creation was
-            // interrupted before the tables existed. Creating them is the whole step.
-            0 => create_tables(txn)?,
-            other => {
-                return Err(Error::Corrupt {
-                    what: "metadata DB schema",
-                    reason: format!("no migration from schema version {other}"),
-                });
-            }
-        }
-        version += 1;
-    }
-    Ok(())
-}
-
-/// How many inode numbers one write of `next_ino` reserves. Creating a file then costs no write
-/// to the meta table, except once per this many files; a restart skips the unused rest of a
-/// block (numbers are never reused, gaps are harmless).
-pub const INO_BLOCK: u64 = 1024;
-
-/// The in-memory inode number allocator: `next..reserved` are reserved in the DB.
-#[derive(Debug, Default)]
-pub(crate) struct InoAlloc {
-    next: u64,
-    reserved: u64,
-    /// Replay only: `Some(Some(ino))` hands out exactly `ino`, `Some(None)` refuses to
-    /// allocate (the logged operation did not).
-    forced: Option<Option<u64>>,
-}
-
-/// Puts the allocator back where it was when dropped armed: a write transaction that did not
-/// commit must not keep numbers or a reservation it never wrote (after a restart the DB's
-/// `next_ino` would be below numbers already handed out).
-struct AllocRollback<'a> {
-    alloc: &'a Mutex<InoAlloc>,
-    saved: Option<(u64, u64)>,
-}
-
-impl<'a> AllocRollback<'a> {
-    fn new(alloc: &'a Mutex<InoAlloc>) -> Self {
-        let saved = alloc.lock().map(|a| (a.next, a.reserved)).ok();
-        AllocRollback { alloc, saved }
-    }
-
-    /// The transaction committed: keep what it allocated.
-    fn disarm(&mut self) {
-        self.saved = None;
-    }
-}
-
-impl Drop for AllocRollback<'_> {
-    fn drop(&mut self) {
-        if let Some((next, reserved)) = self.saved {
-            let mut a = self
-                .alloc
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            a.next = next;
-            a.reserved = reserved;
-        }
-    }
-}
-
-/// Hands out the next inode number, persisting a new reservation in `txn` when the current one
-/// is used up. [`MetaDb::write`] rolls the allocator back with an aborted transaction, so a
-/// number is never handed out that the transaction using it did not see reserved.
-pub(crate) fn allocate_ino(txn: &WriteTransaction, alloc: &Mutex<InoAlloc>) -> Result<InodeNo> {
-    let mut a = alloc.lock().map_err(|_| Error::Closed)?;
-    if let Some(forced) = a.forced {
-        let ino = forced.ok_or_else(|| Error::InvalidArgument {
-            what: "replay allocated an inode number the logged operation did not".into(),
-        })?;
-        a.forced = Some(None);
-        // The original run wrote a new reservation in this very operation exactly when the
-        // number it handed out was not below the persisted next_ino (see below): do the same,
-        // so the replayed state is byte-identical.
-        let mut meta = txn.open_table(META).ctx("opening the meta table")?;
-        let persisted = meta
-            .get(KEY_NEXT_INO)
-            .ctx("reading next_ino")?
-            .map_or(0, |v| v.value());
-        if ino >= persisted {
-            let reserve = ino.checked_add(INO_BLOCK).ok_or_else(|| Error::Corrupt {
-                what: "meta table",
-                reason: "inode numbers exhausted".into(),
-            })?;
-            meta.insert(KEY_NEXT_INO, reserve).ctx("writing next_ino")?;
-        }
-        return Ok(InodeNo(ino));
-    }
-    if a.next >= a.reserved {
-        let mut meta = txn.open_table(META).ctx("opening the meta table")?;
-        let persisted = meta
-            .get(KEY_NEXT_INO)
-            .ctx("reading next_ino")?
-            .map(|v| v.value())
-            .ok_or_else(|| Error::Corrupt {
-                what: "meta table",
-                reason: "next_ino is missing".into(),
-            })?;
-        let next = a.next.max(persisted);
-        let reserve = next.checked_add(INO_BLOCK).ok_or_else(|| Error::Corrupt {
-            what: "meta table",
-            reason: "inode numbers exhausted".into(),
-        })?;
-        meta.insert(KEY_NEXT_INO, reserve).ctx("writing next_ino")?;
-        a.next = next;
-        a.reserved = reserve;
-    }
-    let ino = a.next;
-    a.next += 1;
-    Ok(InodeNo(ino))
-}
-
-/// Reads a counter from the meta table (0 when absent).
-pub(crate) fn meta_value(txn: &ReadTransaction, key: &str) -> Result<u64> {
-    counter(&txn.open_table(META).ctx("opening the meta table")?, key)
-}
-
-/// A counter of an open meta table, read or write (0 when absent).
-fn counter(meta: &impl ReadableTable<&'static str, u64>, key: &str) -> Result<u64> {
-    Ok(meta.get(key).ctx("reading meta")?.map_or(0, |v| v.value()))
-}
-
+pub(crate) mod alloc;
 #[cfg(test)]
 mod crash_tests;
 mod deferred;
+mod open;
 pub(crate) mod redo;
+pub(crate) mod schema;
 
 #[cfg(test)]
 mod tests {
+    use super::alloc::allocate_ino;
+    use super::schema::{KEY_NEXT_INO, KEY_SCHEMA};
     use super::*;
     use crate::namespace::{Content, RenameMode};
     use crate::testutil::{check_invariants, dump};

@@ -14,11 +14,12 @@ use std::io::{Read, Write};
 use redb::ReadableTable;
 
 use crate::error::{Error, Result};
-use crate::meta::{
-    COOKIES, DIRENTS, DbContext, INODES, JOURNAL, KEY_NEXT_INO, META, MetaDb, ORPHANS, XATTRS,
+use crate::meta::MetaDb;
+use crate::meta::schema::{
+    COOKIES, DIRENTS, DbContext, INODES, JOURNAL, KEY_NEXT_INO, META, ORPHANS, XATTRS,
 };
 use crate::namespace::record::{InodeRecord, Reader, put_u32, put_u64};
-use crate::namespace::{FileKind, NAME_MAX, XATTR_NAME_MAX, XATTR_SIZE_MAX, check_name};
+use crate::namespace::types::{FileKind, NAME_MAX, XATTR_NAME_MAX, XATTR_SIZE_MAX, check_name};
 use crate::types::InodeNo;
 
 /// The first 8 bytes of every snapshot.

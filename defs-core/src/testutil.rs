@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use redb::{ReadableTable, ReadableTableMetadata};
 
 use crate::error::Error;
-use crate::meta::{COOKIES, DIRENTS, INODES, JOURNAL, KEY_NEXT_INO, META, MetaDb, ORPHANS, XATTRS};
+use crate::meta::MetaDb;
+use crate::meta::schema::{COOKIES, DIRENTS, INODES, JOURNAL, KEY_NEXT_INO, META, ORPHANS, XATTRS};
 use crate::namespace::record::InodeRecord;
 use crate::namespace::*;
 use crate::types::{FileId, Generation, InodeNo};
@@ -382,7 +383,7 @@ pub(crate) fn dump(db: &MetaDb) -> String {
             let (k, v) = item.unwrap();
             // The op log position is bookkeeping, not state: two DBs that went through the
             // same operations by different routes (a snapshot restore) differ in it.
-            if k.value() == crate::meta::KEY_LSN {
+            if k.value() == crate::meta::schema::KEY_LSN {
                 continue;
             }
             writeln!(s, "meta {} {}", k.value(), v.value()).unwrap();
@@ -552,7 +553,7 @@ pub(crate) fn check_invariants(db: &MetaDb) -> Result<(), String> {
                     k.value()
                 )));
             }
-            crate::journal::JournalEntry::decode(v.value())?;
+            crate::journal::entry::JournalEntry::decode(v.value())?;
         }
         for item in txn.open_table(XATTRS).unwrap().iter().unwrap() {
             let (k, _) = item.unwrap();

@@ -12,7 +12,8 @@
 
 use crate::error::{Error, Result};
 use crate::namespace::record::InodeRecord;
-use crate::namespace::{Attr, FileKind, NewInode, SetAttr, Timestamp, apply_set};
+use crate::namespace::txn::apply_set;
+use crate::namespace::types::{Attr, FileKind, NewInode, SetAttr, Timestamp};
 use crate::types::{Generation, InodeNo};
 
 /// The waiting changes, in LSN order.

@@ -4,16 +4,15 @@
 //!
 //! A record holds the operation and all its inputs (`now` included) plus what was not
 //! deterministic when it ran: the inode number the allocator handed out. Replay calls the same
-//! [`MetaDb`] method with the same inputs, forcing that inode number, and checks what the
+//! [`crate::meta::MetaDb`] method with the same inputs, forcing that inode number, and checks what the
 //! method returns against what the record says it returned (inode numbers, generations,
 //! whether an upload made the inode clean). A record that fails to decode or to replay is
 //! [`Error::Corrupt`]; it is never skipped. Payload layout: docs/format.md, "Metadata op log".
 
-use crate::error::{Error, Result};
-use crate::journal::MAX_ERROR_LEN;
-use crate::meta::MetaDb;
+use crate::error::Result;
+use crate::journal::entry::MAX_ERROR_LEN;
 use crate::namespace::record::{Reader, put_time, put_u16, put_u32, put_u64};
-use crate::namespace::{
+use crate::namespace::types::{
     Content, FileKind, NewInode, RenameMode, SetAttr, Timestamp, XATTR_SIZE_MAX, XattrMode,
 };
 use crate::types::{FileId, Generation, InodeNo};
@@ -175,7 +174,7 @@ impl LogOp<'_> {
     }
 
     /// The name of the operation, for error messages.
-    fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             LogOp::Setattr { .. } => "setattr",
             LogOp::Create { .. } => "create",
@@ -196,7 +195,7 @@ impl LogOp<'_> {
     }
 
     /// The inode number the operation allocated, if any.
-    fn allocated(&self) -> Option<InodeNo> {
+    pub(crate) fn allocated(&self) -> Option<InodeNo> {
         match self {
             LogOp::Create { ino, .. } => *ino,
             LogOp::Make { ino, .. } => Some(*ino),
@@ -583,157 +582,6 @@ fn flag(r: &mut Reader<'_>) -> Result<bool> {
         1 => Ok(true),
         t => Err(r.bad(format!("flag byte {t}"))),
     }
-}
-
-fn mismatch(what: String) -> Error {
-    Error::InvalidArgument { what }
-}
-
-/// Runs one decoded record against the DB (in replay mode: the write commits with the next LSN
-/// and appends nothing), forcing its inode number and checking its logged results. Any error
-/// is returned as is; the caller wraps it into [`Error::Corrupt`] naming the record.
-pub(crate) fn apply(db: &MetaDb, op: &LogOp<'_>) -> Result<()> {
-    db.force_next_ino(op.allocated())?;
-    match *op {
-        LogOp::Setattr { ino, ref set, now } => db.setattr(ino, set, now).map(drop),
-        LogOp::Create {
-            parent,
-            name,
-            ref init,
-            exclusive,
-            now,
-            ino,
-        } => {
-            let (attr, created) = db.create(parent, name, init, exclusive, now)?;
-            if created != ino.is_some() || (created && Some(attr.ino) != ino) {
-                return Err(mismatch(format!(
-                    "create returned inode {} (created: {created}), the log says {ino:?}",
-                    attr.ino
-                )));
-            }
-            Ok(())
-        }
-        LogOp::Make {
-            parent,
-            name,
-            kind,
-            ref init,
-            now,
-            target,
-            ino,
-        } => {
-            let attr = db.make_new(parent, name, kind, init, now, target)?;
-            if attr.ino != ino {
-                return Err(mismatch(format!(
-                    "made inode {}, the log says {ino}",
-                    attr.ino
-                )));
-            }
-            Ok(())
-        }
-        LogOp::Link {
-            ino,
-            newparent,
-            newname,
-            now,
-        } => db.link(ino, newparent, newname, now).map(drop),
-        LogOp::Unlink { parent, name, now } => db.unlink(parent, name, now).map(drop),
-        LogOp::Rmdir { parent, name, now } => db.rmdir(parent, name, now).map(drop),
-        LogOp::Rename {
-            parent,
-            name,
-            newparent,
-            newname,
-            mode,
-            now,
-        } => db
-            .rename(parent, name, newparent, newname, mode, now)
-            .map(drop),
-        LogOp::SetXattr {
-            ino,
-            name,
-            value,
-            mode,
-            now,
-        } => db.set_xattr(ino, name, value, mode, now),
-        LogOp::RemoveXattr { ino, name, now } => db.remove_xattr(ino, name, now),
-        LogOp::Purge { ino } => db.purge(ino).map(drop),
-        LogOp::MarkDirty {
-            ino,
-            now,
-            generation,
-        } => {
-            let g = db.mark_dirty(ino, now)?;
-            if g != generation {
-                return Err(mismatch(format!(
-                    "mark_dirty gave generation {}, the log says {}",
-                    g.0, generation.0
-                )));
-            }
-            Ok(())
-        }
-        LogOp::BeginUpload { ino, generation } => {
-            let g = db.begin_upload(ino)?;
-            if g != generation {
-                return Err(mismatch(format!(
-                    "begin_upload gave generation {}, the log says {}",
-                    g.0, generation.0
-                )));
-            }
-            Ok(())
-        }
-        LogOp::FinishUpload {
-            ino,
-            generation,
-            ref content,
-            clean,
-        } => {
-            let c = db.finish_upload(ino, generation, content.clone())?;
-            if c != clean {
-                return Err(mismatch(format!(
-                    "finish_upload returned {c}, the log says {clean}"
-                )));
-            }
-            Ok(())
-        }
-        LogOp::UploadFailed {
-            ino,
-            generation,
-            reason,
-        } => db.upload_failed_cut(ino, generation, reason),
-        LogOp::SetattrDirty {
-            ino,
-            ref set,
-            now,
-            generation,
-        } => {
-            let (_, g) = db.setattr_dirty(ino, set, now)?;
-            if g != generation {
-                return Err(mismatch(format!(
-                    "setattr_dirty gave generation {}, the log says {}",
-                    g.0, generation.0
-                )));
-            }
-            Ok(())
-        }
-    }
-}
-
-/// Replays one record and turns any failure into [`Error::Corrupt`] naming it.
-pub(crate) fn replay_record(db: &MetaDb, lsn: u64, payload: &[u8]) -> Result<()> {
-    let op = LogOp::decode(payload).map_err(|e| Error::Corrupt {
-        what: "metadata op log",
-        reason: format!("record {lsn} does not decode: {e}"),
-    })?;
-    let result = apply(db, &op).and_then(|()| db.finish_forced_ino());
-    result.map_err(|e| Error::Corrupt {
-        what: "metadata op log",
-        reason: format!(
-            "record {lsn} ({}) does not replay: {e}; the DB and its log disagree \
-             (a bug, or files from different DBs)",
-            op.name()
-        ),
-    })
 }
 
 #[cfg(test)]

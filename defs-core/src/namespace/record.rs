@@ -2,7 +2,7 @@
 //! with the snapshot format. Layout in docs/format.md ("Metadata DB").
 
 use crate::error::{Error, Result};
-use crate::namespace::{Attr, Content, FileKind, NewInode, SYMLINK_MAX, Timestamp};
+use crate::namespace::types::{Attr, Content, FileKind, NewInode, SYMLINK_MAX, Timestamp};
 use crate::types::{FileId, Generation, InodeNo};
 
 /// Version byte at the start of every encoded inode record.

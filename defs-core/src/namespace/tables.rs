@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use crate::error::{Error, Result};
-use crate::meta::{COOKIES, DIRENTS, DbContext, INODES, InoAlloc, ORPHANS, allocate_ino};
+use crate::meta::alloc::{InoAlloc, allocate_ino};
+use crate::meta::schema::{COOKIES, DIRENTS, DbContext, INODES, ORPHANS};
 use crate::namespace::record::InodeRecord;
-use crate::namespace::{Attr, FileKind, NewInode, Timestamp, Unlinked, corrupt, load};
+use crate::namespace::types::{Attr, FileKind, NewInode, Timestamp, Unlinked, corrupt};
 use crate::sync::Mutex;
 use crate::types::InodeNo;
 
@@ -282,4 +283,18 @@ impl<'t> Tables<'t> {
         }
         Ok(())
     }
+}
+
+/// Reads and decodes an inode from any readable inodes table.
+pub(crate) fn load(
+    table: &impl ReadableTable<u64, &'static [u8]>,
+    ino: InodeNo,
+) -> Result<InodeRecord> {
+    let guard = table
+        .get(ino.0)
+        .ctx("reading an inode")?
+        .ok_or_else(|| Error::NotFound {
+            what: format!("inode {ino}"),
+        })?;
+    InodeRecord::decode(guard.value())
 }

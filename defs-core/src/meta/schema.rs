@@ -1,0 +1,147 @@
+//! The metadata DB's schema: the redb table definitions and the keys of the `meta` table, the
+//! schema version check and migration a DB goes through when it is opened, and the reading of
+//! counters. Record layouts are in [`crate::namespace::record`] and [`crate::journal`]; byte
+//! layouts in docs/format.md ("Metadata DB").
+
+use std::path::Path;
+
+use redb::{Database, ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
+
+use crate::error::{Error, Result};
+use crate::namespace::record::InodeRecord;
+use crate::namespace::types::{FileKind, NewInode, Timestamp};
+use crate::types::InodeNo;
+
+/// The schema version this build writes. Bump it with every change to a table or a record
+/// layout, add a step to `migrate` (below), and a row to docs/format.md's history.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// Counters and the schema version.
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// ino → encoded [`InodeRecord`].
+pub(crate) const INODES: TableDefinition<u64, &[u8]> = TableDefinition::new("inodes");
+/// (parent ino, name) → (child ino, kind tag, cookie).
+pub(crate) const DIRENTS: TableDefinition<(u64, &[u8]), (u64, u8, u64)> =
+    TableDefinition::new("dirents");
+/// (parent ino, cookie) → name: readdir order and stable cookies.
+pub(crate) const COOKIES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("cookies");
+/// (ino, name) → value.
+pub(crate) const XATTRS: TableDefinition<(u64, &[u8]), &[u8]> = TableDefinition::new("xattrs");
+/// ino → encoded dirty record (see [`crate::journal`]).
+pub(crate) const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("journal");
+/// ino → () for inodes whose link count reached 0 and which wait for [`MetaDb::purge`].
+pub(crate) const ORPHANS: TableDefinition<u64, ()> = TableDefinition::new("orphans");
+
+/// Key in [`META`]: the schema version.
+pub(crate) const KEY_SCHEMA: &str = "schema_version";
+/// Key in [`META`]: the next inode number to hand out. Never reused, so inode numbers are
+/// stable for a file's life and never name two files across restarts.
+pub(crate) const KEY_NEXT_INO: &str = "next_ino";
+/// Key in [`META`]: the LSN of the last logged operation this DB state includes.
+pub(crate) const KEY_LSN: &str = "lsn";
+
+/// Adds context to redb's many error types.
+pub(crate) trait DbContext<T> {
+    /// Wraps the error into [`Error::Db`] with `context`.
+    fn ctx(self, context: &'static str) -> Result<T>;
+}
+
+impl<T, E: Into<redb::Error>> DbContext<T> for std::result::Result<T, E> {
+    fn ctx(self, context: &'static str) -> Result<T> {
+        self.map_err(|e| Error::Db {
+            context,
+            source: Box::new(e.into()),
+        })
+    }
+}
+
+/// Creates the tables and the root directory in a new DB, checks the schema version of an
+/// existing one, and migrates an older one step by step.
+pub(crate) fn init_or_migrate(db: &Database, path: &Path) -> Result<()> {
+    let txn = db.begin_write().ctx("beginning schema check")?;
+    let found = {
+        let meta = txn.open_table(META).ctx("opening the meta table")?;
+        let v = meta.get(KEY_SCHEMA).ctx("reading the schema version")?;
+        v.map(|v| v.value())
+    };
+    match found {
+        None => {
+            create_tables(&txn)?;
+            let mut meta = txn.open_table(META).ctx("opening the meta table")?;
+            meta.insert(KEY_SCHEMA, SCHEMA_VERSION)
+                .ctx("writing the schema version")?;
+            meta.insert(KEY_NEXT_INO, InodeNo::ROOT.0 + 1)
+                .ctx("writing next_ino")?;
+            let mut inodes = txn.open_table(INODES).ctx("opening inodes")?;
+            let root = InodeRecord::new(
+                FileKind::Directory,
+                &NewInode {
+                    perm: 0o755,
+                    uid: 0,
+                    gid: 0,
+                },
+                Timestamp::default(),
+                Some(InodeNo::ROOT),
+            );
+            inodes
+                .insert(InodeNo::ROOT.0, root.encode().as_slice())
+                .ctx("writing the root inode")?;
+        }
+        Some(found) if found > SCHEMA_VERSION => {
+            txn.abort().ctx("aborting schema check")?;
+            return Err(Error::SchemaTooNew {
+                path: path.to_path_buf(),
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        Some(found) => {
+            migrate(&txn, found)?;
+            let mut meta = txn.open_table(META).ctx("opening the meta table")?;
+            meta.insert(KEY_SCHEMA, SCHEMA_VERSION)
+                .ctx("writing the schema version")?;
+        }
+    }
+    txn.commit().ctx("committing schema check")
+}
+
+fn create_tables(txn: &WriteTransaction) -> Result<()> {
+    txn.open_table(INODES).ctx("creating inodes")?;
+    txn.open_table(DIRENTS).ctx("creating dirents")?;
+    txn.open_table(COOKIES).ctx("creating cookies")?;
+    txn.open_table(XATTRS).ctx("creating xattrs")?;
+    txn.open_table(JOURNAL).ctx("creating journal")?;
+    txn.open_table(ORPHANS).ctx("creating orphans")?;
+    Ok(())
+}
+
+/// Brings a DB at schema `from` up to [`SCHEMA_VERSION`], one step per version, inside the
+/// opening transaction (so a failed migration changes nothing).
+fn migrate(txn: &WriteTransaction, from: u64) -> Result<()> {
+    let mut version = from;
+    while version < SCHEMA_VERSION {
+        match version {
+            // Version 0 never shipped a layout of its own: it is a DB whose creation was
+            // interrupted before the tables existed. Creating them is the whole step.
+            0 => create_tables(txn)?,
+            other => {
+                return Err(Error::Corrupt {
+                    what: "metadata DB schema",
+                    reason: format!("no migration from schema version {other}"),
+                });
+            }
+        }
+        version += 1;
+    }
+    Ok(())
+}
+
+/// Reads a counter from the meta table (0 when absent).
+pub(crate) fn meta_value(txn: &ReadTransaction, key: &str) -> Result<u64> {
+    counter(&txn.open_table(META).ctx("opening the meta table")?, key)
+}
+
+/// A counter of an open meta table, read or write (0 when absent).
+pub(crate) fn counter(meta: &impl ReadableTable<&'static str, u64>, key: &str) -> Result<u64> {
+    Ok(meta.get(key).ctx("reading meta")?.map_or(0, |v| v.value()))
+}
