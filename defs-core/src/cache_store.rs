@@ -45,273 +45,34 @@
 //! [`flush`]: CacheStore::flush
 //! [`remove`]: CacheStore::remove
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use lru::LruCache;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, TableDefinition};
 
 use crate::error::{Error, Result};
 use crate::fsutil::open_store_index;
-use crate::oplog::{OpLog, Tail};
+use crate::oplog::OpLog;
 use crate::sync::{Mutex, MutexGuard};
-use crate::types::{FileId, InodeNo};
+use crate::types::InodeNo;
+pub use entry::{ContentTag, MAX_RANGES};
+use entry::{Entry, now_secs};
+use log::{CacheRec, MAX_LOG_RECORD};
 
 /// The index table: inode number → encoded entry.
 const INDEX: TableDefinition<u64, &[u8]> = TableDefinition::new("cache");
-/// Version of the index entry encoding.
-const ENTRY_VERSION: u8 = 1;
-/// Fixed part of an entry: version 1, tag 32, flags 1, last use 8, range count 4.
-const ENTRY_FIXED: usize = 46;
-/// The most disjoint ranges one inode's entry may record (16 bytes each: 16 MiB at most).
-/// Ranges coalesce, so only pathological access patterns get near it.
-pub const MAX_RANGES: usize = 1 << 20;
 /// The op log's name inside the cache directory.
 pub const LOG_FILE: &str = "index.oplog";
 /// A log longer than this is checkpointed ([`CacheStore::flush`]) by the next operation.
 pub const LOG_CHECKPOINT_BYTES: u64 = 16 << 20;
 /// The owner kind in the log header.
 const LOG_KIND: [u8; 4] = *b"CACH";
-/// The largest cache log payload (a record with a tag is 41 bytes).
-const MAX_LOG_RECORD: u32 = 64;
-
-/// One operation's change to the entries, as logged: each operation appends at most one
-/// record per inode, so replay never sees half an operation. Replay applies them in order;
-/// `create` replaces any entry with a new empty one first, and every other part does nothing to
-/// a missing entry (the original only logs it for an existing one). Each record is idempotent
-/// and of a form (replace the entry, set a flag, set a tag, add a range, cut the ranges at a
-/// size) for which applying the log again to a state that already includes a prefix of it gives
-/// the same result, so entries committed by `sync(ino)` since the last checkpoint need no LSN of
-/// their own.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum CacheRec {
-    /// Bytes [start, end) are present (a write or a fill); `dirty` pins the entry; `create`
-    /// starts a new entry with that tag first.
-    Add {
-        ino: u64,
-        start: u64,
-        end: u64,
-        dirty: bool,
-        create: Option<ContentTag>,
-    },
-    /// truncate: bytes at or after `size` are gone, the entry is dirty, and when `size` is past
-    /// `old_end` (the end of the cached data then) [old_end, size) is present (zeros).
-    Truncate {
-        ino: u64,
-        size: u64,
-        old_end: u64,
-        create: bool,
-    },
-    /// The entry is gone.
-    Drop { ino: u64 },
-    /// The entry is pinned dirty (`create`: a new one).
-    MarkDirty { ino: u64, create: bool },
-    /// The entry is clean and caches `tag`.
-    MarkClean { ino: u64, tag: ContentTag },
-    /// The entry caches `tag` (an empty placeholder adopting a tag).
-    Adopt { ino: u64, tag: ContentTag },
-}
-
-impl CacheRec {
-    fn encode(&self) -> Vec<u8> {
-        let mut w = Vec::with_capacity(MAX_LOG_RECORD as usize);
-        let (tag, ino) = match *self {
-            CacheRec::Add { ino, .. } => (1, ino),
-            CacheRec::Truncate { ino, .. } => (2, ino),
-            CacheRec::Drop { ino } => (3, ino),
-            CacheRec::MarkDirty { ino, .. } => (4, ino),
-            CacheRec::MarkClean { ino, .. } => (5, ino),
-            CacheRec::Adopt { ino, .. } => (6, ino),
-        };
-        w.push(tag);
-        w.extend_from_slice(&ino.to_le_bytes());
-        match *self {
-            CacheRec::Add {
-                start,
-                end,
-                dirty,
-                create,
-                ..
-            } => {
-                w.extend_from_slice(&start.to_le_bytes());
-                w.extend_from_slice(&end.to_le_bytes());
-                w.push(u8::from(dirty) | u8::from(create.is_some()) << 1);
-                w.extend_from_slice(&create.unwrap_or(ContentTag::NONE).0);
-            }
-            CacheRec::Truncate {
-                size,
-                old_end,
-                create,
-                ..
-            } => {
-                w.extend_from_slice(&size.to_le_bytes());
-                w.extend_from_slice(&old_end.to_le_bytes());
-                w.push(u8::from(create));
-            }
-            CacheRec::MarkClean { tag, .. } | CacheRec::Adopt { tag, .. } => {
-                w.extend_from_slice(&tag.0);
-            }
-            CacheRec::MarkDirty { create, .. } => w.push(u8::from(create)),
-            CacheRec::Drop { .. } => {}
-        }
-        w
-    }
-
-    fn decode(b: &[u8]) -> Option<CacheRec> {
-        let u64_at = |i: usize| -> Option<u64> {
-            Some(u64::from_le_bytes(b.get(i..i + 8)?.try_into().ok()?))
-        };
-        let tag_at = |i: usize| -> Option<ContentTag> {
-            Some(ContentTag(b.get(i..i + 32)?.try_into().ok()?))
-        };
-        let flag_at = |i: usize| -> Option<bool> {
-            match *b.get(i)? {
-                0 => Some(false),
-                1 => Some(true),
-                _ => None,
-            }
-        };
-        let ino = u64_at(1)?;
-        let (rec, len) = match *b.first()? {
-            1 => {
-                let (start, end, flags) = (u64_at(9)?, u64_at(17)?, *b.get(25)?);
-                let tag = tag_at(26)?;
-                if start > end || flags > 3 || (flags & 2 == 0 && tag != ContentTag::NONE) {
-                    return None;
-                }
-                let rec = CacheRec::Add {
-                    ino,
-                    start,
-                    end,
-                    dirty: flags & 1 != 0,
-                    create: (flags & 2 != 0).then_some(tag),
-                };
-                (rec, 58)
-            }
-            2 => {
-                let rec = CacheRec::Truncate {
-                    ino,
-                    size: u64_at(9)?,
-                    old_end: u64_at(17)?,
-                    create: flag_at(25)?,
-                };
-                (rec, 26)
-            }
-            3 => (CacheRec::Drop { ino }, 9),
-            4 => (
-                CacheRec::MarkDirty {
-                    ino,
-                    create: flag_at(9)?,
-                },
-                10,
-            ),
-            5 => (
-                CacheRec::MarkClean {
-                    ino,
-                    tag: tag_at(9)?,
-                },
-                41,
-            ),
-            6 => (
-                CacheRec::Adopt {
-                    ino,
-                    tag: tag_at(9)?,
-                },
-                41,
-            ),
-            _ => return None,
-        };
-        (b.len() == len).then_some(rec)
-    }
-
-    /// Applies the record to the entries loaded at open; returns the inode it dropped, if any.
-    fn apply(&self, entries: &mut HashMap<u64, Entry>) -> Option<u64> {
-        let created = |entries: &mut HashMap<u64, Entry>, ino: u64, tag: Option<ContentTag>| {
-            if let Some(tag) = tag {
-                entries.insert(ino, Entry::new(tag));
-            }
-        };
-        match *self {
-            CacheRec::Drop { ino } => {
-                entries.remove(&ino);
-                return Some(ino);
-            }
-            CacheRec::Add {
-                ino,
-                start,
-                end,
-                dirty,
-                create,
-            } => {
-                created(entries, ino, create);
-                if let Some(e) = entries.get_mut(&ino) {
-                    e.ranges.insert(start, end);
-                    e.dirty |= dirty;
-                    e.pending = true;
-                }
-            }
-            CacheRec::Truncate {
-                ino,
-                size,
-                old_end,
-                create,
-            } => {
-                created(entries, ino, create.then_some(ContentTag::NONE));
-                if let Some(e) = entries.get_mut(&ino) {
-                    e.ranges.clip(size);
-                    if size > old_end {
-                        e.ranges.insert(old_end, size);
-                    }
-                    e.dirty = true;
-                    e.pending = true;
-                }
-            }
-            CacheRec::MarkDirty { ino, create } => {
-                created(entries, ino, create.then_some(ContentTag::NONE));
-                if let Some(e) = entries.get_mut(&ino) {
-                    e.dirty = true;
-                    e.pending = true;
-                }
-            }
-            CacheRec::MarkClean { ino, tag } => {
-                if let Some(e) = entries.get_mut(&ino) {
-                    e.tag = tag;
-                    e.dirty = false;
-                    e.pending = true;
-                }
-            }
-            CacheRec::Adopt { ino, tag } => {
-                if let Some(e) = entries.get_mut(&ino) {
-                    e.tag = tag;
-                    e.pending = true;
-                }
-            }
-        }
-        None
-    }
-}
-
-/// Which stored content a cache entry holds: normally the [`FileId`] of the content's sealed
-/// manifest. [`ContentTag::NONE`] for content that has never been stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub struct ContentTag(pub [u8; 32]);
-
-impl ContentTag {
-    /// No stored content (a new file, written locally only).
-    pub const NONE: ContentTag = ContentTag([0; 32]);
-}
-
-impl From<FileId> for ContentTag {
-    fn from(id: FileId) -> Self {
-        ContentTag(id.0)
-    }
-}
-
 /// Limits of the cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CacheConfig {
@@ -332,175 +93,6 @@ pub struct Usage {
     pub budget_bytes: u64,
     /// Inodes with a cache entry.
     pub inodes: u64,
-}
-
-/// A set of disjoint, non-adjacent half-open byte ranges.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct RangeSet {
-    /// start → end.
-    map: BTreeMap<u64, u64>,
-}
-
-impl RangeSet {
-    fn bytes(&self) -> u64 {
-        self.map.iter().map(|(s, e)| e - s).sum()
-    }
-
-    /// Adds [start, end); returns how many bytes were new.
-    fn insert(&mut self, start: u64, end: u64) -> u64 {
-        if start >= end {
-            return 0;
-        }
-        let touching: Vec<(u64, u64)> = self
-            .map
-            .range(..=end)
-            .rev()
-            .take_while(|(_, e)| **e >= start)
-            .map(|(s, e)| (*s, *e))
-            .collect();
-        let (mut s, mut e, mut had) = (start, end, 0);
-        for (a, b) in touching {
-            self.map.remove(&a);
-            had += b - a;
-            s = s.min(a);
-            e = e.max(b);
-        }
-        self.map.insert(s, e);
-        (e - s) - had
-    }
-
-    /// The parts of [start, end) not in the set.
-    fn missing(&self, start: u64, end: u64) -> Vec<Range<u64>> {
-        let mut out = Vec::new();
-        if start >= end {
-            return out;
-        }
-        let mut cur = start;
-        let first = self
-            .map
-            .range(..=start)
-            .next_back()
-            .filter(|(_, e)| **e > start);
-        let rest = self.map.range((
-            std::ops::Bound::Excluded(start),
-            std::ops::Bound::Excluded(end),
-        ));
-        for (a, b) in first.into_iter().chain(rest) {
-            if *a > cur {
-                out.push(cur..*a);
-            }
-            cur = cur.max(*b);
-            if cur >= end {
-                break;
-            }
-        }
-        if cur < end {
-            out.push(cur..end);
-        }
-        out
-    }
-
-    /// Drops everything at or after `size`; returns the bytes dropped.
-    fn clip(&mut self, size: u64) -> u64 {
-        let before = self.bytes();
-        let above: Vec<u64> = self.map.range(size..).map(|(s, _)| *s).collect();
-        for s in above {
-            self.map.remove(&s);
-        }
-        if let Some((_, e)) = self.map.range_mut(..size).next_back()
-            && *e > size
-        {
-            *e = size;
-        }
-        before - self.bytes()
-    }
-
-    fn end(&self) -> u64 {
-        self.map.values().next_back().copied().unwrap_or(0)
-    }
-}
-
-/// One inode's cache entry.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Entry {
-    tag: ContentTag,
-    dirty: bool,
-    last_used: u64,
-    ranges: RangeSet,
-    /// Bytes of `ranges` (kept to avoid recounting).
-    bytes: u64,
-    /// Changed since the last index commit.
-    pending: bool,
-    /// Counts the changes that made it dirty (writes, truncates, marks), in memory only: what
-    /// [`CacheStore::mark_clean`] checks so that a change racing an upload's end stays pinned.
-    changes: u64,
-}
-
-impl Entry {
-    fn new(tag: ContentTag) -> Entry {
-        Entry {
-            tag,
-            dirty: false,
-            last_used: now_secs(),
-            ranges: RangeSet::default(),
-            bytes: 0,
-            pending: true,
-            changes: 0,
-        }
-    }
-
-    fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(ENTRY_FIXED + 16 * self.ranges.map.len());
-        out.push(ENTRY_VERSION);
-        out.extend_from_slice(&self.tag.0);
-        out.push(u8::from(self.dirty));
-        out.extend_from_slice(&self.last_used.to_le_bytes());
-        let count = u32::try_from(self.ranges.map.len()).unwrap_or(u32::MAX);
-        out.extend_from_slice(&count.to_le_bytes());
-        for (s, e) in &self.ranges.map {
-            out.extend_from_slice(&s.to_le_bytes());
-            out.extend_from_slice(&e.to_le_bytes());
-        }
-        out
-    }
-
-    fn decode(bytes: &[u8]) -> Option<Entry> {
-        if bytes.len() < ENTRY_FIXED || bytes[0] != ENTRY_VERSION {
-            return None;
-        }
-        let tag = ContentTag(bytes[1..33].try_into().ok()?);
-        let flags = bytes[33];
-        if flags > 1 {
-            return None;
-        }
-        let last_used = u64::from_le_bytes(bytes[34..42].try_into().ok()?);
-        let count = usize::try_from(u32::from_le_bytes(bytes[42..46].try_into().ok()?)).ok()?;
-        if count > MAX_RANGES || bytes.len() != ENTRY_FIXED + 16 * count {
-            return None;
-        }
-        let mut ranges = RangeSet::default();
-        let mut prev_end = None;
-        for chunk in bytes[ENTRY_FIXED..].chunks_exact(16) {
-            let s = u64::from_le_bytes(chunk[..8].try_into().ok()?);
-            let e = u64::from_le_bytes(chunk[8..].try_into().ok()?);
-            // Sorted, disjoint, non-adjacent, non-empty: exactly what encode writes.
-            if s >= e || prev_end.is_some_and(|p| s <= p) {
-                return None;
-            }
-            prev_end = Some(e);
-            ranges.map.insert(s, e);
-        }
-        let bytes = ranges.bytes();
-        Some(Entry {
-            tag,
-            dirty: flags == 1,
-            last_used,
-            ranges,
-            bytes,
-            pending: false,
-            changes: 0,
-        })
-    }
 }
 
 /// Everything behind the store's lock.
@@ -593,13 +185,6 @@ impl std::fmt::Debug for CacheStore {
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// Free bytes available to unprivileged users on the filesystem holding `path` (statvfs).
@@ -698,113 +283,6 @@ impl CacheStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn recover(&self, recovered: crate::oplog::Recovered) -> Result<()> {
-        let mut loaded: Vec<(u64, Entry)> = Vec::new();
-        let mut drop_keys: Vec<u64> = Vec::new();
-        {
-            let txn = self.db.begin_write().map_err(|e| self.idx_err(e))?;
-            txn.open_table(INDEX).map_err(|e| self.idx_err(e))?;
-            txn.commit().map_err(|e| self.idx_err(e))?;
-            let txn = self.db.begin_read().map_err(|e| self.idx_err(e))?;
-            let table = txn.open_table(INDEX).map_err(|e| self.idx_err(e))?;
-            for row in table.iter().map_err(|e| self.idx_err(e))? {
-                let (k, v) = row.map_err(|e| self.idx_err(e))?;
-                match Entry::decode(v.value()) {
-                    Some(entry) => loaded.push((k.value(), entry)),
-                    None => {
-                        tracing::warn!(ino = k.value(), "dropping undecodable cache index entry");
-                        drop_keys.push(k.value());
-                    }
-                }
-            }
-        }
-        // Replay the log: changes since the last checkpoint that the index may not have.
-        let mut loaded: HashMap<u64, Entry> = loaded.into_iter().collect();
-        if recovered.same_boot {
-            for rec in &recovered.records {
-                let change = CacheRec::decode(&rec.payload).ok_or_else(|| Error::Corrupt {
-                    what: "cache op log",
-                    reason: format!(
-                        "record {} does not decode (deleting {} loses clean data and writes not yet uploaded)",
-                        rec.lsn,
-                        self.dir.display()
-                    ),
-                })?;
-                if let Some(ino) = change.apply(&mut loaded) {
-                    drop_keys.push(ino);
-                }
-            }
-            if let Tail::Torn { offset, reason } = &recovered.tail {
-                tracing::info!(offset, %reason, "cache op log: ignoring a torn tail");
-            }
-        } else if !recovered.records.is_empty() {
-            tracing::info!(
-                records = recovered.records.len(),
-                "cache op log from an earlier boot ignored: unsynced ranges are forgotten"
-            );
-        }
-        let mut inner = self.lock();
-        let mut rewrite: Vec<u64> = Vec::new();
-        for (ino, mut entry) in loaded {
-            let len = match fs::metadata(self.path(ino)) {
-                Ok(m) => m.len(),
-                Err(_) => {
-                    drop_keys.push(ino);
-                    continue;
-                }
-            };
-            if entry.ranges.end() > len {
-                entry.ranges.clip(len);
-                entry.pending = true;
-            }
-            entry.bytes = entry.ranges.bytes();
-            if entry.pending {
-                rewrite.push(ino);
-            }
-            inner.account(entry.dirty, entry.bytes);
-            inner.entries.insert(ino, entry);
-        }
-        // Least recently used first into the LRU.
-        let mut clean: Vec<(u64, u64)> = inner
-            .entries
-            .iter()
-            .filter(|(_, e)| !e.dirty)
-            .map(|(ino, e)| (e.last_used, *ino))
-            .collect();
-        clean.sort_unstable();
-        for (_, ino) in clean {
-            inner.lru.put(ino, ());
-        }
-        // Files without an entry hold bytes never recorded (written, never synced): remove.
-        let data = self.dir.join("data");
-        for file in fs::read_dir(&data).map_err(|e| Error::io(&data, e))? {
-            let path = file.map_err(|e| Error::io(&data, e))?.path();
-            let ino = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.parse::<u64>().ok());
-            if !ino.is_some_and(|ino| inner.entries.contains_key(&ino)) {
-                fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
-            }
-        }
-        let txn = self.db.begin_write().map_err(|e| self.idx_err(e))?;
-        {
-            let mut table = txn.open_table(INDEX).map_err(|e| self.idx_err(e))?;
-            for ino in &drop_keys {
-                table.remove(ino).map_err(|e| self.idx_err(e))?;
-            }
-        }
-        txn.commit().map_err(|e| self.idx_err(e))?;
-        // Checkpoint: fsync the files of replayed and clipped entries, commit them, empty the
-        // log.
-        debug_assert!(
-            rewrite
-                .iter()
-                .all(|i| inner.entries.get(i).is_none_or(|e| e.pending))
-        );
-        self.flush_locked(&mut inner)
-    }
-
     /// Checkpoints when the log has grown past [`LOG_CHECKPOINT_BYTES`] or is unusable. Called
     /// at the start of operations (never between an operation's records).
     fn maybe_checkpoint(&self, inner: &mut Inner) -> Result<()> {
@@ -861,65 +339,6 @@ impl CacheStore {
             inner.dropped.remove(&ino);
         }
         Ok(())
-    }
-
-    /// Evicts least recently used clean inodes other than `keep` until `fits` says enough.
-    fn evict_until(
-        &self,
-        inner: &mut Inner,
-        keep: Option<u64>,
-        mut fits: impl FnMut(&Inner) -> bool,
-    ) -> Result<()> {
-        let mut victims = Vec::new();
-        let mut skipped = Vec::new();
-        let mut freed = 0u64;
-        while !fits(inner) {
-            let Some((ino, ())) = inner.lru.pop_lru() else {
-                break;
-            };
-            if Some(ino) == keep {
-                skipped.push(ino);
-                continue;
-            }
-            let bytes = inner.entries.get(&ino).map_or(0, |e| e.bytes);
-            // Account now so `fits` sees the freed space; drop_entries does the real work.
-            inner.clean_bytes = inner.clean_bytes.saturating_sub(bytes);
-            if let Some(e) = inner.entries.get_mut(&ino) {
-                e.bytes = 0;
-            }
-            freed += bytes;
-            victims.push(ino);
-        }
-        for ino in skipped {
-            // Put it back as most recently used (it is the one being accessed).
-            inner.lru.put(ino, ());
-        }
-        if !victims.is_empty() {
-            tracing::debug!(
-                inodes = victims.len(),
-                bytes = freed,
-                "evicting clean cache data"
-            );
-        }
-        self.drop_entries(inner, &victims)
-    }
-
-    /// Evicts clean data, least recently used first, until clean bytes are within the budget.
-    ///
-    /// # Errors
-    /// [`Error::StoreIndex`], [`Error::Io`].
-    pub fn evict_to_budget(&self) -> Result<()> {
-        let mut inner = self.lock();
-        let budget = self.config.budget_bytes;
-        self.evict_until(&mut inner, None, |i| i.clean_bytes <= budget)
-    }
-
-    fn has_disk_room(&self, needed: u64) -> Result<(bool, u64)> {
-        let free = (self.free_space)(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
-        Ok((
-            free >= needed.saturating_add(self.config.reserve_bytes),
-            free,
-        ))
     }
 
     /// Stores `data` at `offset`: all of it for a write (`fill_tag` None, pins dirty), only the
@@ -1494,6 +913,10 @@ impl Drop for CacheStore {
     }
 }
 
+mod entry;
+mod evict;
+mod log;
+mod recover;
 mod spares;
 pub use spares::{SPARE_HIGH, SPARE_LOW, SPARE_MAX};
 
@@ -1502,6 +925,9 @@ mod crash_tests;
 
 #[cfg(test)]
 mod tests {
+    use redb::{ReadableDatabase, ReadableTable};
+
+    use super::entry::{ENTRY_FIXED, RangeSet};
     use super::*;
 
     const T: ContentTag = ContentTag([5; 32]);
