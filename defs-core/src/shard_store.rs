@@ -17,7 +17,7 @@
 //! share one record: the index keeps the set of owners, each owner's quota is charged the full
 //! length, and the record goes only when the last owner deletes it.
 //!
-//! Commit protocol and crash outcomes (`docs/architecture.md`, "Shard store"):
+//! Commit protocol and crash outcomes (`docs/internals.md`, "Shard store"):
 //! - put of a new shard: reserve a range at the end of a pack being filled (in memory), write the
 //!   record there, `fdatasync` the pack, then commit the index entry (fsynced). A crash before
 //!   the commit leaves an unindexed record, which open punches out (the put never returned, so
@@ -35,9 +35,12 @@
 //! Every read checks the record header against the index and the CRC32 of the whole shard; see
 //! [`ShardStore::get_range`] for partial reads.
 
+mod counters;
+mod entry;
 pub mod pack;
+mod recover;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
@@ -51,27 +54,17 @@ use crate::error::{Error, Result};
 use crate::fsutil::{fsync_dir, has_data, open_store_index, punch_hole};
 use crate::sync::{Arc, Condvar, Mutex};
 use crate::types::{NodeId, ShardId};
+use counters::Counters;
+use entry::{Entry, Location};
+pub use entry::{MAX_OWNERS, ShardMeta};
 use pack::{HEADER_LEN, PACK_LIMIT, RecordHeader, record_end};
 
 /// The largest shard accepted, in bytes. Shards are at most a few MiB (the default shard size is
 /// 1 MiB); 64 MiB leaves room for large-slice layouts while bounding memory per request.
 pub const MAX_SHARD_LEN: u64 = 64 << 20;
 
-/// The most owners one shard may have. Identical ciphertext under different owners only happens
-/// for replicated objects shared on purpose; the cap bounds the index entry's size.
-pub const MAX_OWNERS: usize = 256;
-
 /// The index table: shard id → encoded [`ShardMeta`] and the shard's place in a pack.
 const INDEX: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("shards");
-
-/// Version of the index entry encoding (first byte of every value). Version 1 (no location,
-/// one file per shard) is read only to move an old store into packs.
-const ENTRY_VERSION: u8 = 2;
-const ENTRY_VERSION_FILES: u8 = 1;
-/// Fixed part of a version-1 entry: version 1, length 8, CRC 4, stored-at 8, owner count 2.
-const ENTRY_FIXED_V1: usize = 23;
-/// Fixed part of a version-2 entry: the version-1 fields, then pack 4 and offset 8.
-const ENTRY_FIXED: usize = ENTRY_FIXED_V1 + 12;
 
 /// Bytes of old-layout shard files moved into packs per committed batch (at open, once).
 #[cfg(not(test))]
@@ -83,12 +76,6 @@ const MIGRATE_BATCH: u64 = 4096;
 /// Pack files kept open for reads at once.
 const OPEN_PACKS: usize = 64;
 
-/// Packs filled at once. A put takes the one with the fewest writes in flight, so concurrent
-/// puts write and sync different files: an `fdatasync` waits for every dirty page of its file,
-/// and ext4 serialises writes to one inode (with one shared pack, a 1 GiB put was a quarter
-/// slower than with a file per shard).
-const FILLING: usize = 8;
-
 /// How much this store may hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Quotas {
@@ -97,19 +84,6 @@ pub struct Quotas {
     /// Bytes any one owner may have stored (each of its shards counted in full); 0 = no limit
     /// beyond the capacity.
     pub per_owner: u64,
-}
-
-/// What the index records about a stored shard.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ShardMeta {
-    /// Length in bytes.
-    pub len: u64,
-    /// CRC32 (IEEE) of the bytes.
-    pub crc: u32,
-    /// When it was first stored, in seconds since the Unix epoch.
-    pub stored_at: u64,
-    /// The nodes that stored it and may delete it (sorted, no duplicates, never empty).
-    pub owners: Vec<NodeId>,
 }
 
 /// What a [`ShardStore::put`] did.
@@ -121,98 +95,6 @@ pub enum PutOutcome {
     OwnerAdded,
     /// This owner already had it stored: nothing changed (puts are idempotent).
     AlreadyStored,
-}
-
-/// Where a shard's record is: a pack and the offset of its header.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Location {
-    pack: u32,
-    offset: u64,
-}
-
-impl Location {
-    /// The place of a shard whose bytes were already gone when an old store was moved into
-    /// packs: no pack has this number, so reads report the shard missing.
-    const NOWHERE: Location = Location {
-        pack: u32::MAX,
-        offset: 0,
-    };
-}
-
-/// One index entry: what is promised about a shard, and where its record is.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Entry {
-    meta: ShardMeta,
-    at: Location,
-}
-
-impl Entry {
-    /// `version 2 ‖ len u64 ‖ crc u32 ‖ stored-at u64 ‖ owner count u16 ‖ pack u32 ‖ offset u64
-    /// ‖ owners (32 bytes each)`, all little-endian.
-    fn encode(&self) -> Vec<u8> {
-        let m = &self.meta;
-        let mut out = Vec::with_capacity(ENTRY_FIXED + 32 * m.owners.len());
-        out.push(ENTRY_VERSION);
-        out.extend_from_slice(&m.len.to_le_bytes());
-        out.extend_from_slice(&m.crc.to_le_bytes());
-        out.extend_from_slice(&m.stored_at.to_le_bytes());
-        // Bounded by MAX_OWNERS (256) on every insert.
-        let count = u16::try_from(m.owners.len()).unwrap_or(u16::MAX);
-        out.extend_from_slice(&count.to_le_bytes());
-        out.extend_from_slice(&self.at.pack.to_le_bytes());
-        out.extend_from_slice(&self.at.offset.to_le_bytes());
-        for owner in &m.owners {
-            out.extend_from_slice(&owner.0);
-        }
-        out
-    }
-
-    /// Decodes a version-2 entry, or a version-1 one (whose location is `None`).
-    fn decode_any(bytes: &[u8]) -> Option<(ShardMeta, Option<Location>)> {
-        let fixed = match *bytes.first()? {
-            ENTRY_VERSION => ENTRY_FIXED,
-            ENTRY_VERSION_FILES => ENTRY_FIXED_V1,
-            _ => return None,
-        };
-        if bytes.len() < fixed {
-            return None;
-        }
-        let u64_at = |i: usize| bytes[i..i + 8].try_into().ok().map(u64::from_le_bytes);
-        let len = u64_at(1)?;
-        let crc = u32::from_le_bytes(bytes[9..13].try_into().ok()?);
-        let stored_at = u64_at(13)?;
-        let count = usize::from(u16::from_le_bytes(bytes[21..23].try_into().ok()?));
-        if count == 0 || count > MAX_OWNERS || bytes.len() != fixed + 32 * count {
-            return None;
-        }
-        let at = (fixed == ENTRY_FIXED)
-            .then(|| {
-                let pack = u32::from_le_bytes(bytes[23..27].try_into().ok()?);
-                Some(Location {
-                    pack,
-                    offset: u64_at(27)?,
-                })
-            })
-            .flatten();
-        let owners = bytes[fixed..]
-            .chunks_exact(32)
-            .map(|c| c.try_into().ok().map(NodeId))
-            .collect::<Option<Vec<_>>>()?;
-        let meta = ShardMeta {
-            len,
-            crc,
-            stored_at,
-            owners,
-        };
-        Some((meta, at))
-    }
-
-    fn decode(bytes: &[u8]) -> Option<Entry> {
-        match Entry::decode_any(bytes)? {
-            (meta, Some(at)) => Some(Entry { meta, at }),
-            (_, None) => None,
-        }
-    }
 }
 
 /// Space in use.
@@ -256,121 +138,6 @@ pub struct Recovery {
     pub orphans_removed: u64,
     /// Index entries whose record is gone: reported, not forgotten, so repair can restore them.
     pub missing: Vec<ShardId>,
-}
-
-/// Counters kept in memory, rebuilt from the index at open.
-#[derive(Debug, Default)]
-struct Counters {
-    /// Bytes of indexed shards plus those being written (reserved before the write).
-    used: u64,
-    shards: u64,
-    per_owner: HashMap<NodeId, u64>,
-    /// New shards whose record and index entry are being written outside the lock.
-    writing: HashSet<ShardId>,
-    /// The packs new records go to (at most [`FILLING`]; one more is started only when every
-    /// one has a write in flight).
-    filling: Vec<Filling>,
-    /// The number the next new pack gets.
-    next_pack: u32,
-    /// A pack takes no new record past this ([`PACK_LIMIT`]; smaller in tests).
-    limit: u64,
-    /// Records (indexed or being written) per pack; a pack at 0 that is not being filled is
-    /// removed.
-    live: HashMap<u32, u64>,
-    /// Packs left empty when their filling slot moved on; the store removes their files.
-    retired: Vec<u32>,
-}
-
-/// A pack being filled: where its next record starts, and how many writes to it are under way.
-#[derive(Clone, Copy, Debug)]
-struct Filling {
-    pack: u32,
-    end: u64,
-    writes: u32,
-}
-
-impl Counters {
-    /// Takes the place of the next `len`-byte record in the least busy pack being filled,
-    /// starting a pack when all are busy or one is full. The caller calls
-    /// [`written`](Self::written) when the write is over. The returned flag says the pack file
-    /// must be created first.
-    fn reserve(&mut self, len: u64) -> (Location, bool) {
-        let idle = self.filling.iter().position(|f| f.writes == 0);
-        let i = match idle {
-            Some(i) => i,
-            None if self.filling.len() < FILLING => {
-                self.filling.push(Filling {
-                    pack: self.next_pack,
-                    end: 0,
-                    writes: 0,
-                });
-                self.next_pack = self.next_pack.saturating_add(1);
-                self.filling.len() - 1
-            }
-            None => (0..self.filling.len())
-                .min_by_key(|&i| self.filling[i].writes)
-                .unwrap_or(0),
-        };
-        let (next_pack, limit) = (self.next_pack, self.limit);
-        let f = &mut self.filling[i];
-        if f.end > 0 && record_end(f.end, len) > limit {
-            if self.live.get(&f.pack) == Some(&0) {
-                self.live.remove(&f.pack);
-                self.retired.push(f.pack);
-            }
-            f.pack = next_pack;
-            f.end = 0;
-            f.writes = 0;
-            self.next_pack = self.next_pack.saturating_add(1);
-        }
-        let at = Location {
-            pack: f.pack,
-            offset: f.end,
-        };
-        f.end = record_end(f.end, len);
-        f.writes += 1;
-        *self.live.entry(at.pack).or_default() += 1;
-        (at, at.offset == 0)
-    }
-
-    /// The write of a record reserved in `pack` is over (done or failed).
-    fn written(&mut self, pack: u32) {
-        if let Some(f) = self.filling.iter_mut().find(|f| f.pack == pack) {
-            f.writes = f.writes.saturating_sub(1);
-        }
-    }
-
-    /// Stops filling `pack`, whose file could not be created; the next write starts another.
-    fn abandon(&mut self, pack: u32) {
-        self.filling.retain(|f| f.pack != pack);
-        self.release(pack);
-    }
-
-    /// Forgets one record of `pack`; true when the pack is left empty and is not being filled.
-    fn release(&mut self, pack: u32) -> bool {
-        let Some(n) = self.live.get_mut(&pack) else {
-            return false;
-        };
-        *n = n.saturating_sub(1);
-        if *n > 0 || self.filling.iter().any(|f| f.pack == pack) {
-            return false;
-        }
-        self.live.remove(&pack);
-        true
-    }
-
-    fn charge(&mut self, owner: NodeId, len: u64) {
-        *self.per_owner.entry(owner).or_default() += len;
-    }
-
-    fn refund(&mut self, owner: &NodeId, len: u64) {
-        if let Some(used) = self.per_owner.get_mut(owner) {
-            *used = used.saturating_sub(len);
-            if *used == 0 {
-                self.per_owner.remove(owner);
-            }
-        }
-    }
 }
 
 /// The shard store of one data dir. Reads run concurrently. The writes of new shards (record,
@@ -599,207 +366,6 @@ impl ShardStore {
         } else {
             self.punch(at, len);
         }
-    }
-
-    /// Rebuilds the counters from the index, cuts and punches what no entry covers in the
-    /// packs, removes packs without an entry, finds missing records, and moves an old
-    /// one-file-per-shard store into packs.
-    fn recover(&mut self) -> Result<()> {
-        let mut recovery = Recovery::default();
-        let mut counters = Counters {
-            limit: self.lock().limit,
-            ..Counters::default()
-        };
-        // Pack → (offset, length, id) of every record the index points into it.
-        let mut spans: BTreeMap<u32, Vec<(u64, u64, ShardId)>> = BTreeMap::new();
-        let mut legacy: Vec<(ShardId, ShardMeta)> = Vec::new();
-        {
-            let txn = self.db.begin_write().map_err(|e| self.idx_err(e))?;
-            // Creates the table on first open; the commit makes that durable.
-            txn.open_table(INDEX).map_err(|e| self.idx_err(e))?;
-            txn.commit().map_err(|e| self.idx_err(e))?;
-            let txn = self.db.begin_read().map_err(|e| self.idx_err(e))?;
-            let table = txn.open_table(INDEX).map_err(|e| self.idx_err(e))?;
-            for row in table.iter().map_err(|e| self.idx_err(e))? {
-                let (k, v) = row.map_err(|e| self.idx_err(e))?;
-                let id = ShardId(*k.value());
-                let (meta, at) = Entry::decode_any(v.value()).ok_or(Error::CorruptShard {
-                    id,
-                    reason: "undecodable index entry",
-                })?;
-                counters.used += meta.len;
-                counters.shards += 1;
-                for owner in &meta.owners {
-                    counters.charge(*owner, meta.len);
-                }
-                match at {
-                    Some(Location::NOWHERE) => recovery.missing.push(id),
-                    Some(at) => spans
-                        .entry(at.pack)
-                        .or_default()
-                        .push((at.offset, meta.len, id)),
-                    None => legacy.push((id, meta)),
-                }
-            }
-        }
-
-        let packs_dir = self.packs_dir();
-        let on_disk = pack::pack_files(&packs_dir).map_err(|e| Error::io(&packs_dir, e))?;
-        let mut with_room = Vec::new();
-        for (n, path) in &on_disk {
-            let Some(records) = spans.get_mut(n) else {
-                tracing::warn!(path = %path.display(), "removing a pack without indexed shards");
-                fs::remove_file(path).map_err(|e| Error::io(path, e))?;
-                recovery.orphans_removed += 1;
-                continue;
-            };
-            records.sort_unstable();
-            let (trimmed, orphans) =
-                trim_pack(path, records, &mut recovery.missing, &self.no_punch)
-                    .map_err(|e| Error::io(path, e))?;
-            recovery.orphans_removed += orphans;
-            if trimmed < counters.limit {
-                with_room.push(Filling {
-                    pack: *n,
-                    end: trimmed,
-                    writes: 0,
-                });
-            }
-        }
-        fsync_dir(&packs_dir)?;
-        for (n, records) in &spans {
-            if on_disk.iter().all(|(m, _)| m != n) {
-                recovery.missing.extend(records.iter().map(|r| r.2));
-            }
-            counters.live.insert(*n, records.len() as u64);
-        }
-        // New records go into the newest packs with room, or into new packs numbered after
-        // everything an entry names (packs of missing shards included).
-        with_room.reverse();
-        with_room.truncate(FILLING);
-        counters.filling = with_room;
-        counters.next_pack = spans.keys().max().map_or(0, |h| h.saturating_add(1));
-
-        if !legacy.is_empty() || self.dir.join("data").exists() || self.dir.join("tmp").exists() {
-            self.migrate_files(legacy, &mut counters, &mut recovery)?;
-        }
-        recovery.missing.sort_unstable();
-        for id in &recovery.missing {
-            tracing::warn!(shard = %id, "indexed shard has no record");
-        }
-        self.counters = Mutex::new(counters);
-        self.recovery = recovery;
-        Ok(())
-    }
-
-    /// Moves the shards of the older layout (`data/ab/<id>` files, version-1 index entries) into
-    /// packs, [`MIGRATE_BATCH`] bytes at a time: each batch's packs are synced, its entries
-    /// committed at once, then its old files removed, so the move needs at most one batch of
-    /// disk beyond what the store holds. Then `data/` and `tmp/` go. A crash or an error (a full
-    /// disk, an unreadable file) leaves the batches before it moved and the rest in the old
-    /// layout; unindexed records of the batch under way are punched at the next open, which
-    /// moves the rest.
-    fn migrate_files(
-        &self,
-        legacy: Vec<(ShardId, ShardMeta)>,
-        counters: &mut Counters,
-        recovery: &mut Recovery,
-    ) -> Result<()> {
-        let data = self.dir.join("data");
-        let mut batch = Vec::new();
-        let mut batch_bytes = 0;
-        for (id, meta) in legacy {
-            let hex = id.to_hex();
-            let path = data.join(&hex[..2]).join(&hex);
-            let at = match fs::read(&path) {
-                Ok(bytes) if bytes.len() as u64 == meta.len => {
-                    let at = self.reserve(counters, meta.len)?;
-                    let pack_path = self.pack_path(at.pack);
-                    let head = RecordHeader {
-                        id,
-                        len: meta.len,
-                        crc: meta.crc,
-                    };
-                    let written = self
-                        .pack_file(at.pack)
-                        .and_then(|file| pack::write_record(&file, at.offset, &head, &bytes));
-                    counters.written(at.pack);
-                    written.map_err(|e| Error::io(&pack_path, e))?;
-                    recovery.migrated += 1;
-                    batch_bytes += meta.len;
-                    at
-                }
-                Ok(_) => {
-                    tracing::warn!(shard = %id, "old shard file has the wrong length; not moved");
-                    recovery.missing.push(id);
-                    Location::NOWHERE
-                }
-                Err(e) if e.kind() == ErrorKind::NotFound => {
-                    recovery.missing.push(id);
-                    Location::NOWHERE
-                }
-                Err(e) => return Err(Error::io(&path, e)),
-            };
-            batch.push((id, Entry { meta, at }, path));
-            if batch_bytes >= MIGRATE_BATCH {
-                self.commit_migrated(&mut batch)?;
-                batch_bytes = 0;
-            }
-        }
-        self.commit_migrated(&mut batch)?;
-        for sub in ["data", "tmp"] {
-            let d = self.dir.join(sub);
-            match fs::remove_dir_all(&d) {
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io(&d, e)),
-            }
-        }
-        fsync_dir(&self.dir)?;
-        if recovery.migrated > 0 {
-            tracing::info!(shards = recovery.migrated, "moved shard files into packs");
-        }
-        Ok(())
-    }
-
-    /// Makes a batch of moved shards durable (syncs the packs written, commits the entries in
-    /// one transaction), then removes their old files.
-    fn commit_migrated(&self, batch: &mut Vec<(ShardId, Entry, PathBuf)>) -> Result<()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let mut packs: Vec<u32> = batch
-            .iter()
-            .map(|b| b.1.at)
-            .filter(|at| *at != Location::NOWHERE)
-            .map(|at| at.pack)
-            .collect();
-        packs.sort_unstable();
-        packs.dedup();
-        for n in packs {
-            let path = self.pack_path(n);
-            self.pack_file(n)
-                .and_then(|f| f.sync_data())
-                .map_err(|e| Error::io(&path, e))?;
-        }
-        let txn = self.db.begin_write().map_err(|e| self.idx_err(e))?;
-        {
-            let mut table = txn.open_table(INDEX).map_err(|e| self.idx_err(e))?;
-            for (id, entry, _) in batch.iter() {
-                table
-                    .insert(&id.0, entry.encode().as_slice())
-                    .map_err(|e| self.idx_err(e))?;
-            }
-        }
-        txn.commit().map_err(|e| self.idx_err(e))?;
-        for (_, _, path) in batch.drain(..) {
-            match fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io(&path, e)),
-            }
-        }
-        Ok(())
     }
 
     /// What opening the store found and repaired.
@@ -1231,50 +797,12 @@ impl ShardStore {
 /// The reason a read gives for a record that is gone (its pack is missing or cut short).
 const RECORD_MISSING: &str = "record missing";
 
-/// Open's work on one pack, given the records the index points into it (offset, length, id;
-/// sorted): punches the
-/// unindexed ranges that hold data, cuts the file after the last record, and adds records the
-/// file is too short for to `missing`. Returns where the next record may start and how many
-/// ranges it reclaimed.
-fn trim_pack(
-    path: &Path,
-    records: &[(u64, u64, ShardId)],
-    missing: &mut Vec<ShardId>,
-    no_punch: &AtomicBool,
-) -> std::io::Result<(u64, u64)> {
-    let file = OpenOptions::new().read(true).write(true).open(path)?;
-    let size = file.metadata()?.len();
-    let mut reclaimed = 0;
-    let mut free_from = 0;
-    for &(offset, len, id) in records {
-        if offset > free_from
-            && !no_punch.load(Ordering::Relaxed)
-            && has_data(&file, free_from, offset.min(size))?
-        {
-            match punch_hole(&file, free_from, offset - free_from) {
-                Ok(()) => reclaimed += 1,
-                // Debris costs space only: reads go by the index and check header and CRC.
-                Err(e) if punch_unsupported(&e) => {
-                    no_punch.store(true, Ordering::Relaxed);
-                    tracing::warn!(path = %path.display(), "{NO_PUNCH}");
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        if offset + HEADER_LEN + len > size {
-            missing.push(id);
-        }
-        free_from = free_from.max(record_end(offset, len));
-    }
-    if size > free_from {
-        file.set_len(free_from)?;
-        reclaimed += 1;
-    }
-    Ok((free_from, reclaimed))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
+    use super::counters::FILLING;
+    use super::entry::{ENTRY_FIXED_V1, ENTRY_VERSION_FILES};
     use super::*;
     use std::io::Write;
 
