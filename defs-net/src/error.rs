@@ -7,25 +7,11 @@ use std::io;
 use defs_core::types::{FileId, ShardId};
 use libp2p::PeerId;
 
-use crate::protocol::ErrorCode;
+use crate::protocol::refusal::ErrorCode;
+pub use crate::protocol::refusal::RemoteError;
 
 /// Shorthand for results in defs-net.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// A refusal sent by a remote node, as carried on the wire.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RemoteError {
-    /// What kind of refusal.
-    pub code: ErrorCode,
-    /// The remote's explanation (at most [`crate::protocol::MAX_ERROR_MESSAGE`] bytes).
-    pub message: String,
-}
-
-impl std::fmt::Display for RemoteError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?}: {}", self.code, self.message)
-    }
-}
 
 /// Everything that can go wrong in defs-net.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,89 @@
+//! A node's refusal as the wire carries it: the [`ErrorCode`] and its number, and the
+//! [`RemoteError`] (code and message) a client gets back. The crate's error
+//! ([`crate::Error::Remote`]) wraps it; the frame layout is in [`crate::protocol`].
+
+/// Refusal codes on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The shard is not held here.
+    NotFound,
+    /// Missing, malformed or forged signature, or the key is not the owner's.
+    BadSignature,
+    /// The requester is not the shard's owner.
+    NotOwner,
+    /// The node's quota (or the owner's share of it) is full.
+    QuotaFull,
+    /// A size limit was exceeded.
+    TooLarge,
+    /// The data does not match its id.
+    Corrupt,
+    /// A timestamp outside the window, or a nonce seen before.
+    Replay,
+    /// Too many requests.
+    RateLimited,
+    /// The node does not store shards for others.
+    NotStorage,
+    /// Malformed request.
+    BadRequest,
+    /// A local failure on the node (disk error).
+    Internal,
+    /// The requester's node id does not solve the identity work puzzle at the difficulty this
+    /// node asks of its peers.
+    PuzzleNotSolved,
+    /// A code this version does not know.
+    Unknown(u16),
+}
+
+impl ErrorCode {
+    pub(crate) fn to_u16(self) -> u16 {
+        match self {
+            ErrorCode::NotFound => 1,
+            ErrorCode::BadSignature => 2,
+            ErrorCode::NotOwner => 3,
+            ErrorCode::QuotaFull => 4,
+            ErrorCode::TooLarge => 5,
+            ErrorCode::Corrupt => 6,
+            ErrorCode::Replay => 7,
+            ErrorCode::RateLimited => 8,
+            ErrorCode::NotStorage => 9,
+            ErrorCode::BadRequest => 10,
+            ErrorCode::Internal => 11,
+            ErrorCode::PuzzleNotSolved => 12,
+            ErrorCode::Unknown(c) => c,
+        }
+    }
+
+    pub(crate) fn from_u16(c: u16) -> Self {
+        match c {
+            1 => ErrorCode::NotFound,
+            2 => ErrorCode::BadSignature,
+            3 => ErrorCode::NotOwner,
+            4 => ErrorCode::QuotaFull,
+            5 => ErrorCode::TooLarge,
+            6 => ErrorCode::Corrupt,
+            7 => ErrorCode::Replay,
+            8 => ErrorCode::RateLimited,
+            9 => ErrorCode::NotStorage,
+            10 => ErrorCode::BadRequest,
+            11 => ErrorCode::Internal,
+            12 => ErrorCode::PuzzleNotSolved,
+            c => ErrorCode::Unknown(c),
+        }
+    }
+}
+
+/// A refusal sent by a remote node, as carried on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteError {
+    /// What kind of refusal.
+    pub code: ErrorCode,
+    /// The remote's explanation (at most [`crate::protocol::MAX_ERROR_MESSAGE`] bytes).
+    pub message: String,
+}
+
+impl std::fmt::Display for RemoteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}: {}", self.code, self.message)
+    }
+}
