@@ -1,0 +1,158 @@
+//! The actor's handling of each [`NodeMessage`] a [`Node`] handle sends.
+
+use super::*;
+
+impl NodeActor {
+    pub(super) fn on_command(&mut self, msg: NodeMessage) {
+        match msg {
+            NodeMessage::Request {
+                peer,
+                request,
+                reply,
+            } => {
+                if peer == self.peer_id {
+                    self.on_local_request(request, reply);
+                    return;
+                }
+                let sent_bytes = match &request {
+                    Request::Store { data, .. } => data.len() as u64,
+                    _ => 0,
+                };
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .shard
+                    .send_request(&peer, request);
+                self.pending.insert(
+                    id,
+                    Pending::Client {
+                        reply,
+                        peer,
+                        started: Instant::now(),
+                        sent_bytes,
+                    },
+                );
+            }
+            NodeMessage::Dial { addr, reply } => {
+                let r = self
+                    .swarm
+                    .dial(addr.clone())
+                    .map_err(|e| Error::BadAddress {
+                        addr: addr.to_string(),
+                        reason: e.to_string(),
+                    });
+                let _ = reply.send(r);
+            }
+            NodeMessage::ListenAddrs { reply } => {
+                let addrs = self.listen.iter().map(|a| self.full_addr(a)).collect();
+                let _ = reply.send(addrs);
+            }
+            NodeMessage::Peers { reply } => {
+                let now = Instant::now();
+                let list = self
+                    .peers
+                    .iter()
+                    .map(|(p, s)| PeerSnapshot {
+                        peer: *p,
+                        node_id: s.node_id,
+                        addrs: s.addrs.clone(),
+                        connected: s.connections > 0,
+                        storage: s.storage,
+                        rtt: s.stats.rtt,
+                        bandwidth: s.stats.bandwidth,
+                        score: s.stats.score(now, 0),
+                        info: s.info.clone(),
+                        puzzle_ok: s.puzzle_ok,
+                    })
+                    .collect();
+                let _ = reply.send(list);
+            }
+            NodeMessage::Candidates { need, reply } => {
+                let now = Instant::now();
+                let mut list: Vec<Candidate> = self
+                    .peers
+                    .iter()
+                    .filter(|(_, s)| s.storage && s.connections > 0 && s.puzzle_ok)
+                    .map(|(p, s)| Candidate {
+                        peer: *p,
+                        score: s.stats.score(now, need),
+                        zone: s.stats.zone.clone(),
+                        local: false,
+                    })
+                    .collect();
+                if let Some((free, _)) = self.local_space() {
+                    self.local_stats.free = Some(free);
+                    list.push(Candidate {
+                        peer: self.peer_id,
+                        score: self.local_stats.score(now, need),
+                        zone: self.local_stats.zone.clone(),
+                        local: true,
+                    });
+                }
+                let _ = reply.send(list);
+            }
+            NodeMessage::Resolve { nodes, reply } => {
+                let mut by_node: HashMap<NodeId, PeerId> = self
+                    .peers
+                    .iter()
+                    .filter(|(_, s)| s.connections > 0 && s.puzzle_ok)
+                    .filter_map(|(p, s)| s.node_id.map(|n| (n, *p)))
+                    .collect();
+                if self.service.is_some() {
+                    by_node.insert(self.node_id, self.peer_id);
+                }
+                let _ = reply.send(nodes.iter().map(|n| by_node.get(n).copied()).collect());
+            }
+            NodeMessage::Lookup {
+                ids,
+                window,
+                want,
+                reply,
+            } => self.start_lookup(ids, window, want, reply),
+            NodeMessage::Report { peer, outcome } => {
+                let now = Instant::now();
+                let s = if peer == self.peer_id {
+                    &mut self.local_stats
+                } else {
+                    &mut self.peer(peer).stats
+                };
+                match outcome {
+                    Outcome::Success { bytes, took } => s.record_success(bytes, took),
+                    Outcome::BadData => s.record_failure(now, 3.0),
+                    Outcome::Failure => s.record_failure(now, 1.0),
+                }
+            }
+            #[cfg(any(test, feature = "test-utils"))]
+            NodeMessage::SetFault { fault, reply } => {
+                if let Some(s) = &mut self.service {
+                    s.fault = fault;
+                }
+                let _ = reply.send(());
+            }
+            NodeMessage::Status { reply } => {
+                let connected = self.peers.values().filter(|s| s.connections > 0).count();
+                let storage: Vec<&PeerState> = self
+                    .peers
+                    .values()
+                    .filter(|s| s.connections > 0 && s.storage && s.puzzle_ok)
+                    .collect();
+                let (mut network_free, mut network_capacity) = self.local_space().unwrap_or((0, 0));
+                for i in storage.iter().filter_map(|s| s.info.as_ref()) {
+                    network_free = network_free.saturating_add(i.capacity.saturating_sub(i.used));
+                    network_capacity = network_capacity.saturating_add(i.capacity);
+                }
+                let info = self.service.as_ref().map(|s| s.info()).unwrap_or_default();
+                let _ = reply.send(NodeStatus {
+                    peer: self.peer_id,
+                    node_id: self.node_id,
+                    listen: self.listen.iter().map(|a| self.full_addr(a)).collect(),
+                    connected,
+                    storage_peers: storage.len(),
+                    info,
+                    network_free,
+                    network_capacity,
+                });
+            }
+        }
+    }
+}

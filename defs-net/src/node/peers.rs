@@ -1,0 +1,79 @@
+//! What the actor knows of each peer: its state created on first sight, the identity-puzzle
+//! check that admits or refuses it, its Info refreshes, and our own store's free space.
+
+use super::*;
+
+impl NodeActor {
+    pub(super) fn peer(&mut self, peer: PeerId) -> &mut PeerState {
+        if !self.peers.contains_key(&peer) && self.peers.len() >= MAX_TRACKED_PEERS {
+            // Forget the longest-disconnected peer.
+            if let Some(old) = self
+                .peers
+                .iter()
+                .filter(|(_, s)| s.connections == 0)
+                .min_by_key(|(_, s)| s.last_seen)
+                .map(|(p, _)| *p)
+            {
+                self.peers.remove(&old);
+            }
+        }
+        let now = Instant::now();
+        let difficulty = self.peer_difficulty;
+        self.peers.entry(peer).or_insert_with(|| {
+            let node_id = node_id_of(&peer);
+            PeerState {
+                addrs: Vec::new(),
+                connections: 0,
+                storage: false,
+                stats: PeerStats::new(now),
+                info: None,
+                puzzle_ok: node_id.is_some_and(|n| puzzle_ok(&n, difficulty)),
+                refusal_logged: false,
+                node_id,
+                last_seen: now,
+            }
+        })
+    }
+
+    /// Whether `peer` may use this node and be used by it (its node id solves the puzzle).
+    /// Logs the first refusal of each peer.
+    pub(super) fn allowed(&mut self, peer: PeerId) -> bool {
+        let difficulty = self.peer_difficulty;
+        let s = self.peer(peer);
+        if !s.puzzle_ok && !s.refusal_logged {
+            s.refusal_logged = true;
+            warn!(
+                peer = %short(&peer),
+                node_id = ?s.node_id,
+                difficulty,
+                "refusing peer: its node id does not solve the identity puzzle"
+            );
+        }
+        s.puzzle_ok
+    }
+
+    /// Free and total bytes of our own store, when we have one.
+    pub(super) fn local_space(&self) -> Option<(u64, u64)> {
+        self.service.as_ref().map(|s| {
+            let info = s.info();
+            (info.capacity.saturating_sub(info.used), info.capacity)
+        })
+    }
+
+    pub(super) fn request_info(&mut self, peer: PeerId) {
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .shard
+            .send_request(&peer, Request::Info);
+        self.pending.insert(id, Pending::Info { peer });
+    }
+
+    pub(super) fn full_addr(&self, addr: &Multiaddr) -> Multiaddr {
+        let mut a = addr.clone();
+        if !matches!(a.iter().last(), Some(Protocol::P2p(_))) {
+            a.push(Protocol::P2p(self.peer_id));
+        }
+        a
+    }
+}
