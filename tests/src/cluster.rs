@@ -150,15 +150,3 @@ pub fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stderr)
     )
 }
-
-/// Mounts a fresh DeFS with `--bootstrap` to every node of `cluster`; `None` when FUSE is
-/// unusable outside CI (as [`crate::mount::TestMount::new`]).
-#[cfg(feature = "fuse_tests")]
-pub fn mount_on(cluster: &Cluster) -> Option<crate::mount::TestMount> {
-    let mut args = Vec::new();
-    for a in &cluster.addrs {
-        args.push("--bootstrap");
-        args.push(a.as_str());
-    }
-    crate::mount::TestMount::with_args(&[], &args)
-}

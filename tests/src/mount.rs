@@ -422,3 +422,15 @@ pub fn mmap_write(file: &std::fs::File, len: usize, offset: usize, data: &[u8]) 
         munmap(ptr, len).unwrap_or_else(|e| panic!("munmap: {e}"));
     }
 }
+
+/// Mounts a fresh DeFS with `--bootstrap` to every node of `cluster`; `None` when FUSE is
+/// unusable outside CI (as [`TestMount::new`]).
+#[cfg(feature = "fuse_tests")]
+pub fn mount_on(cluster: &crate::cluster::Cluster) -> Option<TestMount> {
+    let mut args = Vec::new();
+    for a in &cluster.addrs {
+        args.push("--bootstrap");
+        args.push(a.as_str());
+    }
+    TestMount::with_args(&[], &args)
+}

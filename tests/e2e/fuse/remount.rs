@@ -9,8 +9,8 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use defs_tests::cluster::{Cluster, mount_on, out, shard_records, text};
-use defs_tests::mount::{TestMount, pseudo_random, run};
+use defs_tests::cluster::{Cluster, out, shard_records, text};
+use defs_tests::mount::{TestMount, mount_on, pseudo_random, run};
 
 /// The big file: 64 MiB, many segments of any auto layout this cluster gets.
 const BIG: usize = 64 << 20;

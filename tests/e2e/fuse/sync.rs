@@ -5,8 +5,8 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use defs_tests::cluster::{Cluster, mount_on, out, shard_records, text};
-use defs_tests::mount::{TestMount, pseudo_random, run};
+use defs_tests::cluster::{Cluster, out, shard_records, text};
+use defs_tests::mount::{TestMount, mount_on, pseudo_random, run};
 
 fn write_tree(dir: &Path) {
     let must = |r: std::io::Result<()>| r.unwrap_or_else(|e| panic!("writing the tree: {e}"));
