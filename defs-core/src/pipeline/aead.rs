@@ -1,7 +1,7 @@
 //! The one AEAD of the pipeline: AES-256-GCM, through `ring`.
 //!
 //! `ring` won the measurement in `benches/pipeline.rs` against `aes-gcm` 0.11 (figures in
-//! `docs/performance.md`, reasoning in `docs/architecture.md`); the rest of the pipeline sees
+//! `docs/performance.md`, reasoning in `docs/internals.md`); the rest of the pipeline sees
 //! only these two functions, so swapping the implementation touches this file only.
 
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};

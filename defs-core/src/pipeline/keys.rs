@@ -15,7 +15,7 @@ use zeroize::{Zeroize, Zeroizing};
 use crate::error::{Error, Result};
 use crate::types::VersionId;
 
-/// The HKDF info prefix of shard keys (see `docs/architecture.md`).
+/// The HKDF info prefix of shard keys (see `docs/internals.md`, "Keys and ids").
 const SHARD_INFO: &[u8] = b"defs shard v1";
 
 /// The HKDF info of the key that encrypts a manifest body (derived from the file key, so the
