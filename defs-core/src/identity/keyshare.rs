@@ -73,6 +73,9 @@ const RNG_CONTEXT: &str = "DeFS key share v1 coefficients";
 
 /// One Shamir share of an identity, as written on paper. Its [`Display`](fmt::Display) is the
 /// canonical text; [`KeyShare::parse`] reads it back.
+///
+/// <div class="warning">The text carries the share's secret value: print it only where the user
+/// asked for shares, never into a log. <code>Debug</code> leaves the value out.</div>
 #[derive(Clone, PartialEq, Eq)]
 pub struct KeyShare {
     /// The first 4 bytes of the node id of the identity that was split.
