@@ -93,6 +93,55 @@ pub enum Error {
         bits: u32,
     },
 
+    // ---- key shares (identity::keyshare) -------------------------------------------------------
+    /// A key share's text is malformed, or was altered: its checksum does not match.
+    #[error("not a valid key share: {reason}")]
+    BadKeyShare {
+        /// What is wrong, e.g. which character is not base32.
+        reason: String,
+    },
+
+    /// Fewer distinct key shares than the split's threshold.
+    #[error("{have} share(s) given, but this key was split so that {need} are needed")]
+    TooFewKeyShares {
+        /// Distinct shares given.
+        have: usize,
+        /// The split's threshold.
+        need: u8,
+    },
+
+    /// Key shares of different identities or of different splits of one identity.
+    #[error(
+        "share {first} and share {other} come from different splits and cannot be combined; \
+         give only shares whose identity and split code match"
+    )]
+    MixedKeyShares {
+        /// The first share given, described (number, identity, split code, threshold).
+        first: String,
+        /// A share that does not match it.
+        other: String,
+    },
+
+    /// The same share number given twice.
+    #[error("share S{index} was given more than once; give each share once")]
+    DuplicateKeyShare {
+        /// The share number.
+        index: u8,
+    },
+
+    /// The shares combine to a key that is not the identity they name: one was altered in a way
+    /// its checksum did not catch.
+    #[error(
+        "the shares do not rebuild identity {expected}: they combine to {found}; \
+         at least one share is not what `defs key split` wrote"
+    )]
+    KeyShareMismatch {
+        /// The identity tag the shares carry (node id prefix).
+        expected: String,
+        /// The node id of the key they combine to, or "no valid key".
+        found: String,
+    },
+
     // ---- pipeline and manifest ---------------------------------------------------------------
     /// A shard's bytes do not verify (CRC, hash, or authentication tag).
     #[error("shard {id} is corrupt: {reason}")]

@@ -9,6 +9,9 @@
 //!   tag; a signature made for one purpose never verifies for another.
 //! - Key file: `docs/format.md`, section "Identity key file"; mode 0600, written atomically,
 //!   refused when group- or world-accessible.
+//! - Key backup (Shamir shares of the secret): [`keyshare`].
+
+pub mod keyshare;
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -274,9 +277,8 @@ impl Identity {
         })
     }
 
-    /// Generates an identity at `difficulty` and writes it to a new key file at `path` (mode
-    /// 0600 from creation, written to a temporary file, fsynced, then linked into place so an
-    /// existing file is never overwritten, and the directory fsynced).
+    /// Generates an identity at `difficulty` and writes it to a new key file at `path` (see
+    /// [`write_new`](Self::write_new)).
     ///
     /// # Errors
     /// [`Error::KeyFileExists`] when `path` exists; [`Error::TooLarge`] for a difficulty above
@@ -295,12 +297,19 @@ impl Identity {
             });
         }
         let identity = Identity::generate(difficulty);
-        identity.write_key_file(path)?;
+        identity.write_new(path)?;
         tracing::info!(node_id = %identity.node_id, difficulty, path = %path.display(), "identity created");
         Ok(identity)
     }
 
-    fn write_key_file(&self, path: &Path) -> Result<()> {
+    /// Writes this identity to a new key file at `path`: mode 0600 from creation, written to a
+    /// temporary file, fsynced, then linked into place so an existing file is never
+    /// overwritten, and the directory fsynced. The bytes depend only on the secret and
+    /// [`difficulty`](Self::difficulty), so a restored identity writes the file it came from.
+    ///
+    /// # Errors
+    /// [`Error::KeyFileExists`] when `path` exists; [`Error::Io`] when writing fails.
+    pub fn write_new(&self, path: &Path) -> Result<()> {
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
@@ -393,11 +402,20 @@ impl Identity {
         let difficulty = bytes[10];
         let mut secret = Zeroizing::new([0u8; 32]);
         secret.copy_from_slice(&bytes[12..44]);
-        let mut identity =
-            Identity::from_secret_bytes(&secret).map_err(|_| bad("invalid secret key"))?;
-        identity.public.check_puzzle(difficulty)?;
-        identity.difficulty = difficulty;
-        Ok(identity)
+        Identity::from_secret_bytes(&secret)
+            .map_err(|_| bad("invalid secret key"))?
+            .with_difficulty(difficulty)
+    }
+
+    /// This identity with `difficulty` as the puzzle difficulty it records (what its key file
+    /// stores), after checking that its NodeId solves the puzzle at that difficulty.
+    ///
+    /// # Errors
+    /// [`Error::PuzzleNotSolved`] when it does not.
+    pub fn with_difficulty(mut self, difficulty: u8) -> Result<Identity> {
+        self.public.check_puzzle(difficulty)?;
+        self.difficulty = difficulty;
+        Ok(self)
     }
 
     /// The 32-byte secret scalar (big-endian), e.g. to build the libp2p keypair.
@@ -682,7 +700,7 @@ mod tests {
         };
         let mut forged = id;
         forged.difficulty = 6;
-        forged.write_key_file(&path).unwrap();
+        forged.write_new(&path).unwrap();
         let err = Identity::load(&path).unwrap_err();
         assert!(matches!(err, Error::PuzzleNotSolved { .. }), "{err}");
     }

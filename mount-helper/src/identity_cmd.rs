@@ -1,4 +1,5 @@
-//! `defs init` and `defs id`: create and show this data dir's identity.
+//! `defs init` and `defs id`: create and show this data dir's identity (and load it for other
+//! commands).
 
 use std::path::Path;
 
@@ -47,6 +48,19 @@ pub fn init(dir: &Path, difficulty: Option<u8>) -> anyhow::Result<()> {
 /// # Errors
 /// When there is no identity or the key file is unusable (e.g. group-readable).
 pub fn show(dir: &Path) -> anyhow::Result<()> {
+    let identity = load(dir)?;
+    let peer = defs_net::node::keypair(&identity)?.public().to_peer_id();
+    println!("node id    {}", identity.node_id());
+    println!("peer id    {peer}");
+    println!("public key {}", to_hex(&identity.public().to_bytes()));
+    Ok(())
+}
+
+/// Loads the data dir's identity, saying what to run when there is none.
+///
+/// # Errors
+/// When there is no identity or the key file is unusable (e.g. group-readable).
+pub fn load(dir: &Path) -> anyhow::Result<Identity> {
     let key = dir.join(data_dir::IDENTITY_FILE);
     if !key.exists() {
         bail!(
@@ -55,10 +69,5 @@ pub fn show(dir: &Path) -> anyhow::Result<()> {
             dir.display()
         );
     }
-    let identity = Identity::load(&key).context("cannot load the identity")?;
-    let peer = defs_net::node::keypair(&identity)?.public().to_peer_id();
-    println!("node id    {}", identity.node_id());
-    println!("peer id    {peer}");
-    println!("public key {}", to_hex(&identity.public().to_bytes()));
-    Ok(())
+    Identity::load(&key).context("cannot load the identity")
 }

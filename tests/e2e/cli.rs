@@ -8,7 +8,7 @@ use std::process::Output;
 use defs_tests::bin;
 
 /// Runs `defs ARGS --data-dir DIR` with a low puzzle difficulty where it applies.
-fn defs(args: &[&str], dir: &Path) -> Output {
+pub(crate) fn defs(args: &[&str], dir: &Path) -> Output {
     bin("defs")
         .args(args)
         .arg("--data-dir")

@@ -6,5 +6,6 @@
 mod cli;
 #[cfg(feature = "fuse_tests")]
 mod fuse;
+mod key_backup;
 mod network;
 mod remote_reads;

@@ -177,6 +177,12 @@ impl ToErrno for defs_core::Error {
             E::BadSignature { .. } => libc::EIO,
             E::BadPublicKey => libc::EIO,
             E::PuzzleNotSolved { .. } => libc::EIO,
+            // key shares: only `defs key combine` reads them, never the mount.
+            E::BadKeyShare { .. }
+            | E::TooFewKeyShares { .. }
+            | E::MixedKeyShares { .. }
+            | E::DuplicateKeyShare { .. }
+            | E::KeyShareMismatch { .. } => libc::EINVAL,
             // pipeline and manifest: stored data that cannot be read back.
             E::CorruptShard { .. } => libc::EIO,
             E::WrongKey { .. } => libc::EIO,

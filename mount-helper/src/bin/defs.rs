@@ -1,4 +1,4 @@
-//! `defs`: the DeFS command line (init, id, node, put, get, sync, status, peers, devnet).
+//! `defs`: the DeFS command line (init, id, key, node, put, get, sync, status, peers, devnet).
 //!
 //! Exit codes: 0 success, 1 the operation failed (the message says why), 2 bad usage.
 
@@ -9,7 +9,7 @@ use clap::Parser;
 use defs_net::commands::parse_rs;
 use defs_net::control::ControlRequest;
 use mount_helper::net_cmd::{self, NetOptions, NodeOptions, parse_size};
-use mount_helper::{data_dir, identity_cmd, logging};
+use mount_helper::{data_dir, identity_cmd, key_cmd, logging};
 
 /// DeFS: a decentralized, encrypted, erasure-coded filesystem.
 #[derive(Parser, Debug)]
@@ -62,6 +62,9 @@ enum Command {
         #[command(flatten)]
         dir: DataDirArg,
     },
+    /// Back up the identity as Shamir shares on paper, or rebuild identity.key from them.
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Run a storage node in the foreground; writes its addresses to DIR/addrs.
     Node {
         #[command(flatten)]
@@ -149,6 +152,34 @@ enum Command {
     Version,
 }
 
+/// `defs key …`: the key backup (logic in `mount_helper::key_cmd`).
+#[derive(clap::Subcommand, Debug)]
+enum KeyCommand {
+    /// Split identity.key into N printable shares, any T of which rebuild it (Shamir).
+    Split {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// How many shares to make (N, 2 to 255).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(2..=255))]
+        shares: u8,
+        /// How many shares rebuild the key (T, 2 to N).
+        #[arg(long, value_name = "T", value_parser = clap::value_parser!(u8).range(2..=255))]
+        threshold: u8,
+        /// Write each share to its own file (mode 0600) in D instead of printing them.
+        #[arg(long, value_name = "D")]
+        out_dir: Option<PathBuf>,
+    },
+    /// Rebuild identity.key (mode 0600) from any T shares; never replaces an existing key.
+    Combine {
+        /// A share's text, a file holding shares (one per line, # comments), or - for stdin
+        /// [default: stdin]
+        #[arg(value_name = "SHARE")]
+        shares: Vec<String>,
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+}
+
 fn parse_rs_arg(s: &str) -> Result<(u8, u8), String> {
     parse_rs(s).ok_or_else(|| format!("{s:?} is not K+M (e.g. 3+2)"))
 }
@@ -163,6 +194,24 @@ async fn run(command: Command) -> anyhow::Result<()> {
             identity_cmd::init(&data_dir::resolve(dir.data_dir)?, difficulty)
         }
         Command::Id { dir } => identity_cmd::show(&data_dir::resolve(dir.data_dir)?),
+        Command::Key(KeyCommand::Split {
+            dir,
+            shares,
+            threshold,
+            out_dir,
+        }) => {
+            if threshold > shares {
+                return Err(UsageError(format!(
+                    "--threshold {threshold} is more than --shares {shares}"
+                ))
+                .into());
+            }
+            let dir = data_dir::resolve(dir.data_dir)?;
+            key_cmd::split(&dir, threshold, shares, out_dir.as_deref())
+        }
+        Command::Key(KeyCommand::Combine { shares, dir }) => {
+            key_cmd::combine(&data_dir::resolve(dir.data_dir)?, &shares)
+        }
         Command::Node {
             dir,
             listen,
