@@ -130,7 +130,7 @@ pub(super) struct Entry {
     /// Changed since the last index commit.
     pub(super) pending: bool,
     /// Counts the changes that made it dirty (writes, truncates, marks), in memory only: what
-    /// [`CacheStore::mark_clean`] checks so that a change racing an upload's end stays pinned.
+    /// [`CacheStore::mark_clean`](super::CacheStore::mark_clean) checks so that a change racing an upload's end stays pinned.
     pub(super) changes: u64,
 }
 

@@ -124,7 +124,7 @@ pub(crate) fn cut(reason: &str) -> String {
     format!("{}…", &reason[..end])
 }
 
-/// The changes of [`MetaDb::mark_dirty`]'s slow path, inside the caller's write transaction:
+/// The changes of [`MetaDb::mark_dirty`](crate::meta::MetaDb::mark_dirty)'s slow path, inside the caller's write transaction:
 /// a journal entry (kept if there is one), and a new generation when the inode was clean or an
 /// upload of its generation is in flight.
 pub(crate) fn mark_dirty_in(

@@ -58,7 +58,7 @@ impl Drop for AllocRollback<'_> {
 }
 
 /// Hands out the next inode number, persisting a new reservation in `txn` when the current one
-/// is used up. [`MetaDb::write`] rolls the allocator back with an aborted transaction, so a
+/// is used up. [`MetaDb::write`](crate::meta::MetaDb::write) rolls the allocator back with an aborted transaction, so a
 /// number is never handed out that the transaction using it did not see reserved.
 pub(crate) fn allocate_ino(txn: &WriteTransaction, alloc: &Mutex<InoAlloc>) -> Result<InodeNo> {
     let mut a = alloc.lock().map_err(|_| Error::Closed)?;

@@ -7,7 +7,7 @@
 //! [`crate::meta::MetaDb`] method with the same inputs, forcing that inode number, and checks what the
 //! method returns against what the record says it returned (inode numbers, generations,
 //! whether an upload made the inode clean). A record that fails to decode or to replay is
-//! [`Error::Corrupt`]; it is never skipped. Payload layout: docs/format.md, "Metadata op log".
+//! [`Error::Corrupt`](crate::Error::Corrupt); it is never skipped. Payload layout: docs/format.md, "Metadata op log".
 
 use crate::error::Result;
 use crate::journal::entry::MAX_ERROR_LEN;

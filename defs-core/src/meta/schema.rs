@@ -29,7 +29,7 @@ pub(crate) const COOKIES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::
 pub(crate) const XATTRS: TableDefinition<(u64, &[u8]), &[u8]> = TableDefinition::new("xattrs");
 /// ino → encoded dirty record (see [`crate::journal`]).
 pub(crate) const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("journal");
-/// ino → () for inodes whose link count reached 0 and which wait for [`MetaDb::purge`].
+/// ino → () for inodes whose link count reached 0 and which wait for [`MetaDb::purge`](crate::meta::MetaDb::purge).
 pub(crate) const ORPHANS: TableDefinition<u64, ()> = TableDefinition::new("orphans");
 
 /// Key in [`META`]: the schema version.

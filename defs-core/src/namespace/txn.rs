@@ -1,5 +1,5 @@
 //! The namespace changes made inside a caller's write transaction, with no DB handle: the
-//! committed operation ([`MetaDb::create`], [`MetaDb::purge`], [`MetaDb::setattr`]), a deferred
+//! committed operation ([`MetaDb::create`](crate::meta::MetaDb::create), [`MetaDb::purge`](crate::meta::MetaDb::purge), [`MetaDb::setattr`](crate::meta::MetaDb::setattr)), a deferred
 //! change that a later transaction applies, and replay all run this same code.
 
 use redb::WriteTransaction;
@@ -15,7 +15,7 @@ use crate::namespace::types::{
 use crate::sync::Mutex;
 use crate::types::InodeNo;
 
-/// The changes of [`MetaDb::create`] inside the caller's write transaction; also how a
+/// The changes of [`MetaDb::create`](crate::meta::MetaDb::create) inside the caller's write transaction; also how a
 /// deferred create reaches redb, with the allocator forced to its logged inode number.
 pub(crate) fn create_in(
     txn: &WriteTransaction,
@@ -65,7 +65,7 @@ pub(crate) fn purge_in(txn: &WriteTransaction, ino: InodeNo) -> Result<Content> 
     Ok(rec.content)
 }
 
-/// The changes of [`MetaDb::setattr`] on `ino`'s record.
+/// The changes of [`MetaDb::setattr`](crate::meta::MetaDb::setattr) on `ino`'s record.
 pub(crate) fn apply_set(
     rec: &mut InodeRecord,
     ino: InodeNo,

@@ -28,7 +28,7 @@ pub(super) struct Counters {
     pub(super) filling: Vec<Filling>,
     /// The number the next new pack gets.
     pub(super) next_pack: u32,
-    /// A pack takes no new record past this ([`PACK_LIMIT`]; smaller in tests).
+    /// A pack takes no new record past this ([`PACK_LIMIT`](super::pack::PACK_LIMIT); smaller in tests).
     pub(super) limit: u64,
     /// Records (indexed or being written) per pack; a pack at 0 that is not being filled is
     /// removed.

@@ -1,5 +1,5 @@
 //! Lazy range reads: the bytes of a stored file that are not in the cache are fetched from the
-//! network through defs-core's [`Objects`], written into the cache file, and answered.
+//! network through defs-core's [`Objects`](defs_core::object::Objects), written into the cache file, and answered.
 //!
 //! ```text
 //!  Fs::read ──▶ cache.read ── hit ──▶ answer, then read-ahead (sequential handles only)

@@ -19,7 +19,7 @@ pub const STATE_XATTR: &[u8] = b"user.defs.state";
 /// 128 KiB) holds fewer, the rest are fetched again from the next cookie.
 pub const READDIR_BATCH: usize = 256;
 
-/// A file handle the mount handed out: an index into [`Fs`]'s handle table, never reused
+/// A file handle the mount handed out: an index into [`Fs`](super::Fs)'s handle table, never reused
 /// during a mount.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FileHandle(pub u64);
