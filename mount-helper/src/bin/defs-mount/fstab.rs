@@ -102,9 +102,27 @@ pub(crate) fn translate(args: impl IntoIterator<Item = OsString>) -> Call {
         return Call::Fake;
     }
     let mut out: Vec<OsString> = vec!["defs-mount".into(), mountpoint];
-    if source != "defs" && source != "none" && !source.is_empty() {
+    let default_dir = source == "defs" || source == "none" || source.is_empty();
+    let named = options.iter().any(|o| {
+        o.to_string_lossy()
+            .split(',')
+            .any(|o| o.starts_with("fsname="))
+    });
+    if !default_dir {
+        // defs-mount shows the data dir, canonical, as the source: what mount(8) compares
+        // with the line's (canonicalized) first field.
         out.push("--data-dir".into());
         out.push(source);
+    } else if !named {
+        // The source as written, so `mount -a` matches the line to the mount.
+        let mut o = OsString::from("fsname=");
+        o.push(if source.is_empty() {
+            OsString::from("defs")
+        } else {
+            source
+        });
+        out.push("-o".into());
+        out.push(o);
     }
     for o in options {
         out.push("-o".into());
@@ -153,6 +171,11 @@ mod tests {
                 "rw,no_mdns"
             ]
         );
+        // The default data dir keeps its fstab name as the mount's source.
+        let Call::Mount(args) = call(&["defs", "/mnt/defs"]) else {
+            panic!("not a mount");
+        };
+        assert_eq!(args, ["defs-mount", "/mnt/defs", "-o", "fsname=defs"]);
         assert!(matches!(call(&["defs", "/mnt", "-f"]), Call::Fake));
         assert!(matches!(call(&["/mnt"]), Call::Usage(_)));
         assert!(matches!(call(&["a", "b", "-x"]), Call::Usage(_)));
