@@ -338,10 +338,8 @@ pub async fn run(dir: &Path, net: &NetOptions, req: ControlRequest) -> anyhow::R
 /// # Errors
 /// When the current dir is unknown.
 pub fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
-    if p.is_absolute() {
-        return Ok(p.to_path_buf());
-    }
-    Ok(std::env::current_dir()?.join(p))
+    // Also drops `.` components: `./copy.jpg` is shown as DIR/copy.jpg, not DIR/./copy.jpg.
+    Ok(std::path::absolute(p)?)
 }
 
 async fn wait_for_signal() {

@@ -1,8 +1,8 @@
 //! DeFS through mount(8) and an fstab line (issue 25): `defs install-helper` puts
 //! `/sbin/mount.defs` in place, `mount -T FSTAB MOUNTPOINT` mounts it, the mount shows as type
 //! `fuse.defs` with the data dir as its source, and `mount -a` leaves it alone once mounted.
-//! Uses a temporary fstab (`mount -T`), never /etc/fstab. And `defs status` after `kill -9` of
-//! a mount.
+//! Uses a temporary fstab (`mount -T`), never /etc/fstab. And what a mount says about a bad
+//! bootstrap address, and `defs status` after `kill -9` of a mount.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -163,4 +163,42 @@ fn r25_status_after_kill_9_names_the_dead_mount_and_its_stale_pid_file() {
         "{t}"
     );
     assert!(!m.data_dir().join("defs-mount.pid").exists());
+}
+
+#[test]
+fn r25_a_mount_warns_of_a_bootstrap_that_cannot_be_dialled_and_does_not_save_it() {
+    let Some(mut m) = TestMount::new() else {
+        return;
+    };
+    m.unmount();
+    let config = m.data_dir().join("config.toml");
+    let before = fs::read_to_string(&config).unwrap_or_default();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!(
+        "/ip4/127.0.0.1/tcp/{port}/p2p/16Uiu2HAm7Jg77WdVcf8VvAQGGtejgDfHjMyeyH6f349ce6Z7XeDh"
+    );
+    let o = out(m.command().args(["--bootstrap", &addr]));
+    let pid = m.pid();
+    let _ = Command::new("fusermount3").arg("-u").arg(m.mnt()).status();
+    if let Some(pid) = pid {
+        wait_exit(pid, UNMOUNT_TIMEOUT);
+    }
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("warning") && t.contains(&addr) && t.contains("connection refused"),
+        "{t}"
+    );
+    assert_eq!(fs::read_to_string(&config).unwrap_or_default(), before);
+    // Without a peer id it is bad usage, before any daemon starts.
+    let o = out(m
+        .command()
+        .args(["--bootstrap", &format!("/ip4/127.0.0.1/tcp/{port}")]));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("has no /p2p/"), "{}", text(&o));
+    assert!(!m.is_mounted());
 }
