@@ -104,7 +104,8 @@ pub struct NodeSettings {
     pub mdns: bool,
     /// Multiaddrs a one-shot command (`defs put/get/status/peers` with no node running for the
     /// data dir) listens on while it runs. It dials out to its peers, so it needs no public
-    /// listener. Default: 127.0.0.1, a random TCP port (reachable from this machine only).
+    /// listener. Default (also when empty): 127.0.0.1, a random TCP port (reachable from this
+    /// machine only).
     pub client_listen: Vec<String>,
 }
 

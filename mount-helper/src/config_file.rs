@@ -71,7 +71,7 @@ bootstrap = {bootstrap}
 mdns = {mdns}
 # Multiaddrs a one-shot command (defs put/get/status/peers with no node running for this data
 # dir) listens on while it runs; `--listen` overrides. It dials out to its peers, so the
-# default listens on this machine only.
+# default listens on this machine only (an empty list means the same).
 client_listen = {client_listen}
 
 [identity]

@@ -194,10 +194,12 @@ async fn ephemeral(
     let identity = Arc::new(load_identity(dir)?);
     let want = bootstrap.len().max(1);
     let mdns = config.node.mdns && !net.no_mdns;
-    let listen = if net.listen.is_empty() {
-        &config.node.client_listen
-    } else {
-        &net.listen
+    // An empty list would make the node listen everywhere (its default): loopback instead.
+    let loopback = ["/ip4/127.0.0.1/tcp/0".to_string()];
+    let listen = match (&net.listen[..], &config.node.client_listen[..]) {
+        ([], []) => &loopback[..],
+        ([], configured) => configured,
+        (given, _) => given,
     };
     let node = Node::spawn(
         &identity,
