@@ -102,6 +102,11 @@ pub struct NodeSettings {
     pub bootstrap: Vec<String>,
     /// Discover peers on the local network with mDNS. Default on.
     pub mdns: bool,
+    /// Multiaddrs a one-shot command (`defs put/get/status/peers` with no node running for the
+    /// data dir) listens on while it runs. It dials out to its peers, so it needs no public
+    /// listener. Default (also when empty): 127.0.0.1, a random TCP port (reachable from this
+    /// machine only).
+    pub client_listen: Vec<String>,
 }
 
 impl Default for NodeSettings {
@@ -115,6 +120,7 @@ impl Default for NodeSettings {
             ],
             bootstrap: Vec::new(),
             mdns: true,
+            client_listen: vec!["/ip4/127.0.0.1/tcp/0".to_owned()],
         }
     }
 }

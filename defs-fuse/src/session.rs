@@ -59,7 +59,10 @@ impl MountConfig {
         let mut config = Config::default();
         config.mount_options = vec![
             MountOption::FSName(self.fsname.clone()),
-            MountOption::Subtype("defs".into()),
+            // The type shows as `fuse.defs` (findmnt, mount -a). fuser's `Subtype` reaches only
+            // fusermount3; as a plain option `subtype=defs` also reaches the kernel when root
+            // mounts /dev/fuse directly, and fusermount3 takes it as its own.
+            MountOption::CUSTOM("subtype=defs".into()),
             // The kernel checks mode bits and ownership, exactly as on a local disk.
             MountOption::DefaultPermissions,
             MountOption::NoDev,

@@ -15,6 +15,7 @@ use defs_core::types::FileId;
 use crate::client::Client;
 use crate::control::{ControlRequest, Handler, ProgressSink};
 use crate::error::{Error, Result};
+use crate::files::Existing;
 use crate::transfer::Progress;
 
 /// The answer to `defs sync` from a node that serves no mount.
@@ -113,14 +114,16 @@ pub async fn put(
     Ok(out)
 }
 
-/// `defs get`: fetches the file into `out`; returns a one-line summary.
+/// `defs get`: fetches the file into `out` (replacing a file there only with `force`);
+/// returns a one-line summary.
 ///
 /// # Errors
-/// [`Error::Malformed`] for a bad id; everything [`Client::get_file`] returns.
+/// [`Error::Malformed`] for a bad id; everything [`Client::get_file_into`] returns.
 pub async fn get(
     client: &Client,
     file: &str,
     out: &Path,
+    force: bool,
     sink: &(dyn Fn(u64, u64) + Send + Sync),
 ) -> Result<String> {
     let id = FileId::from_hex(file.trim()).ok_or_else(|| Error::Malformed {
@@ -131,7 +134,16 @@ pub async fn get(
     let size = with_progress(
         &progress,
         sink,
-        client.get_file(id, out, Some(progress.clone())),
+        client.get_file_into(
+            id,
+            out,
+            if force {
+                Existing::Replace
+            } else {
+                Existing::Keep
+            },
+            Some(progress.clone()),
+        ),
     )
     .await?;
     Ok(format!("{size} bytes written to {}", out.display()))
@@ -171,7 +183,7 @@ pub async fn peers(client: &Client, json: bool) -> Result<String> {
             }
             let _ = write!(
                 out,
-                "{{\"peer\":{},\"node_id\":{},\"connected\":{},\"storage\":{},\"rtt_ms\":{},\"bandwidth\":{},\"score\":{:.4},\"capacity\":{},\"used\":{},\"zone\":{},\"puzzle_ok\":{},\"addrs\":[{}]}}",
+                "{{\"peer\":{},\"node_id\":{},\"connected\":{},\"storage\":{},\"rtt_ms\":{},\"bandwidth\":{},\"score\":{:.4},\"capacity\":{},\"used\":{},\"zone\":{},\"puzzle_ok\":{},\"refused\":{},\"addrs\":[{}]}}",
                 json_str(&p.peer.to_string()),
                 p.node_id.map_or("null".into(), |n| json_str(&n.to_hex())),
                 p.connected,
@@ -190,6 +202,7 @@ pub async fn peers(client: &Client, json: bool) -> Result<String> {
                     .map_or("null".into(), |i| i.used.to_string()),
                 p.info.as_ref().map_or("null".into(), |i| json_str(&i.zone)),
                 p.puzzle_ok,
+                p.refused.as_deref().map_or("null".into(), json_str),
                 p.addrs
                     .iter()
                     .map(|a| json_str(&a.to_string()))
@@ -205,10 +218,10 @@ pub async fn peers(client: &Client, json: bool) -> Result<String> {
                 "{}  {}  {}  rtt={}  score={:.3}  {}",
                 p.peer,
                 if p.connected { "connected" } else { "known" },
-                match (p.puzzle_ok, p.storage) {
-                    (false, _) => "refused (identity puzzle not solved)",
-                    (true, true) => "storage",
-                    (true, false) => "client",
+                match (&p.refused, p.storage) {
+                    (Some(why), _) => format!("refused: {why}"),
+                    (None, true) => "storage".to_string(),
+                    (None, false) => "client".to_string(),
                 },
                 p.rtt
                     .map_or("-".into(), |r| format!("{:.1}ms", r.as_secs_f64() * 1000.0)),
@@ -220,6 +233,12 @@ pub async fn peers(client: &Client, json: bool) -> Result<String> {
         }
         if list.is_empty() {
             out.push_str("no peers\n");
+        }
+        // Bootstrap addresses that gave no usable peer, and why.
+        for r in client.node().bootstrap().await? {
+            if let Some(problem) = r.problem() {
+                let _ = writeln!(out, "bootstrap {}: {problem}", r.addr);
+            }
         }
     }
     Ok(out.trim_end().to_string())
@@ -337,9 +356,11 @@ impl Commands {
                 let layout = layout_for(&self.layout, &mode, rs)?;
                 put(&self.client, Path::new(&path), &layout, &sink).await
             }
-            ControlRequest::Get { file_id, out } => {
-                get(&self.client, &file_id, Path::new(&out), &sink).await
-            }
+            ControlRequest::Get {
+                file_id,
+                out,
+                force,
+            } => get(&self.client, &file_id, Path::new(&out), force, &sink).await,
             ControlRequest::Sync { .. } => Err(Error::Control(NO_MOUNT.into())),
         }
     }

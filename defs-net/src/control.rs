@@ -65,6 +65,8 @@ pub enum ControlRequest {
         file_id: String,
         /// Where to write it.
         out: String,
+        /// Replace `out` when it exists (else the get fails and leaves it as it is).
+        force: bool,
     },
     /// Wait until everything written under `path` (an absolute path inside the mount; the
     /// mountpoint when `None`) is uploaded. Only a mount (`defs-mount`) serves it.
@@ -171,10 +173,15 @@ impl ControlRequest {
                     Some((k, m)) => b.extend_from_slice(&[1, *k, *m]),
                 }
             }
-            ControlRequest::Get { file_id, out } => {
+            ControlRequest::Get {
+                file_id,
+                out,
+                force,
+            } => {
                 b.push(5);
                 put_str(&mut b, file_id)?;
                 put_str(&mut b, out)?;
+                b.push(u8::from(*force));
             }
             ControlRequest::Sync { path } => {
                 b.push(6);
@@ -212,6 +219,7 @@ impl ControlRequest {
             5 => ControlRequest::Get {
                 file_id: r.string()?,
                 out: r.string()?,
+                force: r.u8()? != 0,
             },
             6 => ControlRequest::Sync {
                 path: match r.u8()? {
@@ -446,7 +454,11 @@ pub async fn call(
     write_frame(&mut stream, &req.encode()?).await.map_err(io)?;
     loop {
         let Some(body) = read_frame(&mut stream).await.map_err(io)? else {
-            return Err(Error::Control("the node closed the connection".into()));
+            return Err(Error::Control(
+                "the running node closed the control connection without an answer (did it \
+                 stop?)"
+                    .into(),
+            ));
         };
         match ControlReply::decode(&body)? {
             ControlReply::Progress { done, total } => on_progress(done, total),
@@ -506,6 +518,7 @@ mod tests {
             &ControlRequest::Get {
                 file_id: "ab".into(),
                 out: "/o".into(),
+                force: false,
             },
             |_, _| {},
         )
@@ -530,6 +543,7 @@ mod tests {
             ControlRequest::Get {
                 file_id: "f".into(),
                 out: "o".into(),
+                force: true,
             },
             ControlRequest::Sync { path: None },
             ControlRequest::Sync {

@@ -153,8 +153,18 @@ pub enum Error {
         secs: u64,
     },
 
-    /// The local control socket answered with an error.
-    #[error("the running node refused: {0}")]
+    /// The output file of a get could not be written (its directory is missing, it already
+    /// exists, no permission, ...).
+    #[error("cannot write {}: {reason}", path.display())]
+    Output {
+        /// The output file.
+        path: std::path::PathBuf,
+        /// Why, in terms of that file and its directory.
+        reason: String,
+    },
+
+    /// The running node (through the local control socket) failed the request: its message.
+    #[error("{0}")]
     Control(String),
 }
 
@@ -164,6 +174,14 @@ impl Error {
         Error::Io {
             path: path.as_ref().display().to_string(),
             source,
+        }
+    }
+
+    /// An [`Error::Output`] for the output file `path`.
+    pub fn output(path: impl AsRef<std::path::Path>, reason: impl Into<String>) -> Self {
+        Error::Output {
+            path: path.as_ref().to_path_buf(),
+            reason: reason.into(),
         }
     }
 

@@ -126,13 +126,13 @@ impl Client {
             .map_err(|_| Error::ManifestNotFound { file })
     }
 
-    /// Fetches `file` into `out`: the data appears under `out` only after every segment has
-    /// been fetched, verified and decrypted (a temporary file in the same dir is renamed).
-    /// Returns the file size.
+    /// Fetches `file` into `out`, replacing a file already there: the data appears under `out`
+    /// only after every segment has been fetched, verified and decrypted (a temporary file in
+    /// the same dir is renamed). Returns the file size.
     ///
     /// # Errors
     /// [`Error::ManifestNotFound`], [`Error::NotEnoughShards`] naming the file and segment,
-    /// [`Error::Io`], pipeline errors (wrong key).
+    /// [`Error::Output`], pipeline errors (wrong key).
     ///
     /// # Cancel safety
     /// Dropping the future leaves at most the temporary file, never a partial `out`.
@@ -142,6 +142,29 @@ impl Client {
         out: &Path,
         progress: Option<Arc<Progress>>,
     ) -> Result<u64> {
+        self.get_file_into(file, out, Existing::Replace, progress)
+            .await
+    }
+
+    /// As [`Client::get_file`], with what to do when `out` already exists: with
+    /// [`Existing::Keep`] the fetched file never replaces one that is there (also one created
+    /// while the fetch ran), and the get fails with [`Error::Output`].
+    ///
+    /// # Errors
+    /// As [`Client::get_file`].
+    ///
+    /// # Cancel safety
+    /// As [`Client::get_file`].
+    pub async fn get_file_into(
+        &self,
+        file: FileId,
+        out: &Path,
+        existing: Existing,
+        progress: Option<Arc<Progress>>,
+    ) -> Result<u64> {
+        if existing == Existing::Keep && out.symlink_metadata().is_ok() {
+            return Err(Error::output(out, ALREADY_THERE));
+        }
         let sealed = self.fetch_manifest(file).await?;
         let (manifest, key) = Manifest::open(&sealed, &self.wrap_key())?;
         if let Some(p) = &progress {
@@ -156,7 +179,7 @@ impl Client {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "out".into());
         let tmp = dir.join(format!(".{name}.defs-partial-{}", std::process::id()));
-        let guard = TempFile::create(&tmp)?;
+        let guard = TempFile::create(&tmp, out)?;
 
         // Each segment is read by its own task, so fetches, verification and decryption go on
         // while earlier segments are written; the writes run on a blocking thread, in order.
@@ -230,7 +253,7 @@ impl Client {
             return Err(e);
         }
         let out = out.to_path_buf();
-        tokio::task::spawn_blocking(move || guard.finish(&out, size))
+        tokio::task::spawn_blocking(move || guard.finish(&out, size, existing))
             .await
             .map_err(|e| Error::Malformed {
                 what: "output",
@@ -257,6 +280,34 @@ fn not_enough_shards(file: FileId, e: defs_core::Error) -> Error {
     }
 }
 
+/// What a get does when its output file already exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Existing {
+    /// Replace it (`defs get --force`).
+    Replace,
+    /// Leave it as it is and fail.
+    Keep,
+}
+
+/// Why a get with [`Existing::Keep`] did not write its output.
+const ALREADY_THERE: &str =
+    "it already exists and was left as it is (defs get --force replaces it)";
+
+/// Why the output file cannot be created: its directory, named, rather than the internal
+/// temporary file the error happened on.
+fn create_failure(out: &Path, dir: &Path, e: &std::io::Error) -> Error {
+    let reason = match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            format!("its directory {} does not exist", dir.display())
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            format!("no permission to create files in {}", dir.display())
+        }
+        _ => format!("cannot create a file in {}: {e}", dir.display()),
+    };
+    Error::output(out, reason)
+}
+
 /// A temporary output file, removed unless [`TempFile::finish`] renames it into place.
 struct TempFile {
     path: PathBuf,
@@ -264,13 +315,14 @@ struct TempFile {
 }
 
 impl TempFile {
-    fn create(path: &Path) -> Result<TempFile> {
+    /// Creates the temporary file `path` for the output `out` (errors name `out`).
+    fn create(path: &Path, out: &Path) -> Result<TempFile> {
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .open(path)
-            .map_err(|e| Error::io(path, e))?;
+            .map_err(|e| create_failure(out, path.parent().unwrap_or(Path::new(".")), &e))?;
         Ok(TempFile {
             path: path.to_path_buf(),
             file: Some(std::io::BufWriter::with_capacity(1 << 20, file)),
@@ -284,7 +336,7 @@ impl TempFile {
         }
     }
 
-    fn finish(mut self, out: &Path, size: u64) -> Result<()> {
+    fn finish(mut self, out: &Path, size: u64, existing: Existing) -> Result<()> {
         let Some(f) = self.file.take() else {
             return Ok(());
         };
@@ -299,7 +351,27 @@ impl TempFile {
             });
         }
         f.sync_all().map_err(|e| Error::io(&self.path, e))?;
-        std::fs::rename(&self.path, out).map_err(|e| Error::io(out, e))?;
+        if existing == Existing::Keep {
+            // A hard link never replaces a file that is there, not even one created a moment
+            // ago; the temporary name then goes (the Drop below).
+            match std::fs::hard_link(&self.path, out) {
+                Ok(()) => {
+                    self.file = Some(std::io::BufWriter::new(f));
+                    return Ok(());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    self.file = Some(std::io::BufWriter::new(f));
+                    return Err(Error::output(out, ALREADY_THERE));
+                }
+                // A filesystem without hard links: check, then rename.
+                Err(_) if out.symlink_metadata().is_ok() => {
+                    self.file = Some(std::io::BufWriter::new(f));
+                    return Err(Error::output(out, ALREADY_THERE));
+                }
+                Err(_) => {}
+            }
+        }
+        std::fs::rename(&self.path, out).map_err(|e| Error::output(out, e.to_string()))?;
         Ok(())
     }
 }

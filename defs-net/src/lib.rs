@@ -20,6 +20,7 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 
 pub mod behaviour;
+pub mod bootstrap;
 pub mod client;
 pub mod commands;
 pub mod control;

@@ -32,16 +32,18 @@ use defs_core::types::{NodeId, ShardId};
 use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
-use libp2p::swarm::SwarmEvent;
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{
     Multiaddr, PeerId, Swarm, gossipsub, identify, identity, mdns, noise, ping, tcp, yamux,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
-use tracing::{Instrument, debug, info, info_span, trace, warn};
+use tracing::{Instrument, debug, info, info_span, trace};
 
 use crate::behaviour::{AGENT_STORAGE, Behaviour, BehaviourEvent, Options};
+use crate::bootstrap;
 use crate::error::{Error, Result};
 use crate::lookup::{self, AskLimiter, LOOKUP_TOPIC};
 use crate::placement::{Candidate, PeerStats};
@@ -136,6 +138,8 @@ pub struct PeerSnapshot {
     pub info: Option<NodeInfo>,
     /// Its node id solves the identity puzzle at our difficulty (else it is refused).
     pub puzzle_ok: bool,
+    /// Why this node refuses it, when it does ([`bootstrap::refusal`]).
+    pub refused: Option<String>,
 }
 
 /// The node's own state, for `defs status`.
@@ -240,6 +244,11 @@ pub enum NodeMessage {
     Status {
         /// The status.
         reply: oneshot::Sender<NodeStatus>,
+    },
+    /// What became of each bootstrap address.
+    Bootstrap {
+        /// One report per address, in the order given.
+        reply: oneshot::Sender<Vec<bootstrap::Report>>,
     },
     /// Make this node misbehave (tests).
     #[cfg(any(test, feature = "test-utils"))]
@@ -347,10 +356,25 @@ impl Node {
             .gossipsub
             .subscribe(&gossipsub::IdentTopic::new(LOOKUP_TOPIC))
             .map_err(|e| Error::Setup(format!("gossipsub subscribe: {e}")))?;
+        // Each bootstrap dial is followed by its connection id, so that its outcome (and the
+        // reason of a failure) can be told to the user.
+        let mut boot = Vec::with_capacity(config.bootstrap.len());
+        let mut boot_dials = HashMap::new();
         for addr in &config.bootstrap {
-            if let Err(e) = swarm.dial(addr.clone()) {
-                warn!(%addr, error = %e, "bootstrap dial failed");
-            }
+            let opts = DialOpts::from(addr.clone());
+            let id = opts.connection_id();
+            let outcome = match swarm.dial(opts) {
+                Ok(()) => {
+                    boot_dials.insert(id, boot.len());
+                    bootstrap::Outcome::Dialling
+                }
+                Err(e) => {
+                    let why = bootstrap::dial_failure(&e);
+                    info!(%addr, reason = %why, "bootstrap dial failed");
+                    bootstrap::Outcome::Failed(why)
+                }
+            };
+            boot.push((addr.clone(), outcome));
         }
 
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
@@ -380,6 +404,8 @@ impl Node {
             last_refresh: Instant::now(),
             local_stats,
             peer_difficulty: config.peer_difficulty,
+            boot,
+            boot_dials,
         };
         let span = info_span!("node", peer = %short(&peer_id));
         let task = tokio::spawn(actor.run().instrument(span));
@@ -578,6 +604,29 @@ impl Node {
         self.ask(|reply| NodeMessage::Status { reply }).await
     }
 
+    /// What became of each bootstrap address of [`Config::bootstrap`], in that order.
+    ///
+    /// # Errors
+    /// [`Error::Closed`].
+    pub async fn bootstrap(&self) -> Result<Vec<bootstrap::Report>> {
+        self.ask(|reply| NodeMessage::Bootstrap { reply }).await
+    }
+
+    /// Waits until every bootstrap dial is over, or `timeout`; returns the reports.
+    ///
+    /// # Errors
+    /// [`Error::Closed`].
+    pub async fn wait_bootstrap(&self, timeout: Duration) -> Result<Vec<bootstrap::Report>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let reports = self.bootstrap().await?;
+            if reports.iter().all(bootstrap::Report::settled) || Instant::now() >= deadline {
+                return Ok(reports);
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     /// Makes this node misbehave on fetches (tests of malicious peers).
     ///
     /// # Errors
@@ -700,6 +749,10 @@ struct NodeActor {
     local_stats: PeerStats,
     /// See [`Config::peer_difficulty`].
     peer_difficulty: u8,
+    /// Each bootstrap address and what became of it.
+    boot: Vec<(Multiaddr, bootstrap::Outcome)>,
+    /// Bootstrap dials still running: their index in `boot`.
+    boot_dials: HashMap<ConnectionId, usize>,
 }
 
 impl NodeActor {
@@ -780,8 +833,20 @@ impl NodeActor {
                 self.listen.retain(|a| a != &address);
             }
             SwarmEvent::ConnectionEstablished {
-                peer_id, endpoint, ..
+                peer_id,
+                endpoint,
+                connection_id,
+                ..
             } => {
+                if let Some(i) = self.boot_dials.remove(&connection_id)
+                    && let Some((_, outcome)) = self.boot.get_mut(i)
+                {
+                    *outcome = bootstrap::Outcome::Answered {
+                        peer: peer_id,
+                        refused: None,
+                        storage: false,
+                    };
+                }
                 let addr = endpoint.get_remote_address().clone();
                 let s = self.peer(peer_id);
                 s.connections += 1;
@@ -800,8 +865,21 @@ impl NodeActor {
                 }
                 debug!(peer = %short(&peer_id), "disconnected");
             }
-            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
-                debug!(peer = ?peer_id, error = %error, "dial failed");
+            SwarmEvent::OutgoingConnectionError {
+                peer_id,
+                error,
+                connection_id,
+            } => {
+                if let Some(i) = self.boot_dials.remove(&connection_id)
+                    && let Some((addr, outcome)) = self.boot.get_mut(i)
+                {
+                    let why = bootstrap::dial_failure(&error);
+                    info!(%addr, reason = %why, "bootstrap peer cannot be reached");
+                    debug!(%addr, ?error, "bootstrap dial error");
+                    *outcome = bootstrap::Outcome::Failed(why);
+                } else {
+                    debug!(peer = ?peer_id, error = %error, "dial failed");
+                }
             }
             SwarmEvent::Behaviour(ev) => self.on_behaviour(ev),
             _ => {}

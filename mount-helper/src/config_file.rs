@@ -69,6 +69,10 @@ listen = {listen}
 bootstrap = {bootstrap}
 # Discover peers on the local network with mDNS.
 mdns = {mdns}
+# Multiaddrs a one-shot command (defs put/get/status/peers with no node running for this data
+# dir) listens on while it runs; `--listen` overrides. It dials out to its peers, so the
+# default listens on this machine only (an empty list means the same).
+client_listen = {client_listen}
 
 [identity]
 # Work puzzle: leading zero bits of BLAKE3(NodeId) a new identity must have, and the minimum
@@ -105,6 +109,7 @@ shutdown_grace_secs = {grace}
         listen = list(&c.node.listen),
         bootstrap = list(&c.node.bootstrap),
         mdns = c.node.mdns,
+        client_listen = list(&c.node.client_listen),
         difficulty = c.identity.puzzle_difficulty,
         mode = c.layout.mode,
         k = c.layout.k,

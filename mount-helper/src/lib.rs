@@ -1,16 +1,21 @@
-//! Code shared by the DeFS binaries (`defs`, later `defs-mount` and `mount.defs`): locating the
-//! data dir, reading and writing `config.toml`, logging, and the commands that need no network
-//! (`defs init`, `defs id`; `defs key` in `key_cmd`), the network commands and the storage node
-//! start-up (`net_cmd`), and the mount's control requests (`mount_control`).
+//! Code shared by the DeFS binaries (`defs`, `defs-mount` and its link `mount.defs`): locating
+//! the data dir, reading and writing `config.toml`, logging, and the commands that need no
+//! network (`defs init`, `defs id`, `defs install-helper`; `defs key` in `key_cmd`), the network
+//! commands and the storage node start-up (`net_cmd`), bootstrap addresses (`bootstrap`), the
+//! mount's control requests (`mount_control`) and what a dead mount leaves behind (`mount_state`).
 //!
 //! Only this crate parses argv, reads config files, installs the tracing subscriber and picks
-//! exit codes; errors are `anyhow` chains printed with `{:#}`.
+//! exit codes; errors are `anyhow` chains printed on one line by `cli::error_text`.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod bootstrap;
+pub mod cli;
 pub mod config_file;
 pub mod data_dir;
 pub mod identity_cmd;
 pub mod key_cmd;
+pub mod install;
 pub mod logging;
 pub mod mount_control;
+pub mod mount_state;
 pub mod net_cmd;

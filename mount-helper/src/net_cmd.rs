@@ -17,7 +17,7 @@ use defs_net::devnet::{self, Devnet, DevnetConfig};
 use defs_net::{Client, Multiaddr, Node};
 use tokio_util::sync::CancellationToken;
 
-use crate::{config_file, data_dir};
+use crate::{bootstrap, data_dir};
 
 /// How long a client-only node waits for its bootstrap peers.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -94,6 +94,9 @@ pub struct NetOptions {
     pub bootstrap: Vec<String>,
     /// `--no-mdns`.
     pub no_mdns: bool,
+    /// `--listen` of a one-shot command: where its client-only node listens
+    /// (`[node] client_listen` of config.toml when empty).
+    pub listen: Vec<String>,
 }
 
 fn parse_addrs(list: &[String]) -> anyhow::Result<Vec<Multiaddr>> {
@@ -105,24 +108,17 @@ fn parse_addrs(list: &[String]) -> anyhow::Result<Vec<Multiaddr>> {
         .collect()
 }
 
-/// The config, after remembering new `--bootstrap` addresses in it, and every bootstrap address.
+/// The config, every bootstrap address to dial (`--bootstrap` first; each must end in
+/// `/p2p/PEER_ID`), and warnings about config.toml's addresses that were left out. New
+/// `--bootstrap` addresses are remembered in config.toml only once they have answered
+/// ([`bootstrap::remember_answered`]).
 fn config_and_bootstrap(
     dir: &Path,
     net: &NetOptions,
-) -> anyhow::Result<(defs_core::Config, Vec<Multiaddr>)> {
-    let path = dir.join(data_dir::CONFIG_FILE);
-    parse_addrs(&net.bootstrap)?;
-    if dir.join(data_dir::IDENTITY_FILE).exists() {
-        config_file::remember_bootstrap(&path, &net.bootstrap)?;
-    }
-    let config = config_file::load(&path)?;
-    let mut all = parse_addrs(&net.bootstrap)?;
-    for a in parse_addrs(&config.node.bootstrap)? {
-        if !all.contains(&a) {
-            all.push(a);
-        }
-    }
-    Ok((config, all))
+) -> anyhow::Result<(defs_core::Config, Vec<Multiaddr>, Vec<String>)> {
+    let config = crate::config_file::load(&dir.join(data_dir::CONFIG_FILE))?;
+    let (all, warnings) = bootstrap::plan(&net.bootstrap, &config.node.bootstrap)?;
+    Ok((config, all, warnings))
 }
 
 fn load_identity(dir: &Path) -> anyhow::Result<Identity> {
@@ -185,28 +181,56 @@ fn enough_peers(req: &ControlRequest, base: &LayoutConfig) -> Option<usize> {
 
 /// Starts a client-only node for one command and waits for storage peers: every bootstrap
 /// peer, then those found through them while they keep arriving, unless `enough` are there.
+/// Bootstrap addresses that give no usable peer are reported on stderr; with `needs_peers`
+/// and no storage peer at all the command fails, naming each address and why.
 async fn ephemeral(
     dir: &Path,
     config: &defs_core::Config,
     bootstrap: Vec<Multiaddr>,
     net: &NetOptions,
     enough: Option<usize>,
+    needs_peers: bool,
 ) -> anyhow::Result<Client> {
     let identity = Arc::new(load_identity(dir)?);
     let want = bootstrap.len().max(1);
+    let mdns = config.node.mdns && !net.no_mdns;
+    // An empty list would make the node listen everywhere (its default): loopback instead.
+    let loopback = ["/ip4/127.0.0.1/tcp/0".to_string()];
+    let listen = match (&net.listen[..], &config.node.client_listen[..]) {
+        ([], []) => &loopback[..],
+        ([], configured) => configured,
+        (given, _) => given,
+    };
     let node = Node::spawn(
         &identity,
         defs_net::Config {
-            listen: vec!["/ip4/0.0.0.0/tcp/0".parse()?],
+            listen: parse_addrs(listen)?,
             bootstrap,
-            mdns: config.node.mdns && !net.no_mdns,
+            mdns,
             store: None,
             peer_difficulty: config.identity.puzzle_difficulty,
             ..defs_net::Config::default()
         },
     )
     .await?;
-    let mut have = node.wait_for_storage_peers(want, CONNECT_TIMEOUT).await?;
+    let started = std::time::Instant::now();
+    let (mut have, reports) = match wait_for_peers(&node, want, mdns).await {
+        Ok(r) => r,
+        Err(e) => {
+            node.shutdown().await;
+            return Err(e.into());
+        }
+    };
+    if let Err(e) = bootstrap::remember_answered(dir, &net.bootstrap, &reports) {
+        eprintln!("warning: {}", crate::cli::error_text(&e));
+    }
+    if have == 0 && needs_peers {
+        node.shutdown().await;
+        return Err(bootstrap::no_peers(&reports, mdns, started.elapsed()));
+    }
+    for line in bootstrap::problems(&reports) {
+        eprintln!("warning: {line}");
+    }
     // Peers found through the bootstrap ones arrive for a moment: wait while they keep coming
     // (each within QUIET of the last), never longer than SETTLE in all.
     let deadline = tokio::time::Instant::now() + SETTLE;
@@ -218,6 +242,26 @@ async fn ephemeral(
         have = more;
     }
     Ok(Client::new(node, identity))
+}
+
+/// Waits up to [`CONNECT_TIMEOUT`] for `want` storage peers; ends early when none can come
+/// (every bootstrap failed or is refused, and mDNS is off). Returns the storage peers and
+/// what became of each bootstrap address.
+async fn wait_for_peers(
+    node: &Node,
+    want: usize,
+    mdns: bool,
+) -> defs_net::Result<(usize, Vec<defs_net::bootstrap::Report>)> {
+    let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+    loop {
+        let have = node.wait_for_storage_peers(want, Duration::ZERO).await?;
+        let reports = node.bootstrap().await?;
+        let hopeless = !mdns && !bootstrap::any_hope(&reports);
+        if have >= want || hopeless || tokio::time::Instant::now() >= deadline {
+            return Ok((have, reports));
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }
 
 /// Runs a network command through the running node's control socket, or a client-only node.
@@ -243,14 +287,31 @@ pub async fn run(dir: &Path, net: &NetOptions, req: ControlRequest) -> anyhow::R
         bar.finish();
         return Ok(out?);
     }
-    let (config, bootstrap) = config_and_bootstrap(dir, net)?;
+    let (config, bootstrap, warnings) = config_and_bootstrap(dir, net)?;
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
     if let Some(stream) = control::connect(dir).await {
+        let new: Vec<&String> = net
+            .bootstrap
+            .iter()
+            .filter(|a| !config.node.bootstrap.contains(a))
+            .collect();
+        if !new.is_empty() {
+            eprintln!(
+                "warning: the node running for {} does not dial --bootstrap given to this \
+                 command, so it was not saved: give it to the node at its start (defs node / \
+                 defs-mount --bootstrap), which remembers it once it answers",
+                dir.display()
+            );
+        }
         let out = control::call(stream, &req, |d, t| bar.update(d, t)).await;
         bar.finish();
         return Ok(out?);
     }
     let enough = enough_peers(&req, &config.layout);
-    let client = ephemeral(dir, &config, bootstrap, net, enough).await?;
+    let needs_peers = matches!(req, ControlRequest::Put { .. } | ControlRequest::Get { .. });
+    let client = ephemeral(dir, &config, bootstrap, net, enough, needs_peers).await?;
     let layout = config.layout.clone();
     let sink = |d, t| bar.update(d, t);
     let out = match req {
@@ -261,9 +322,11 @@ pub async fn run(dir: &Path, net: &NetOptions, req: ControlRequest) -> anyhow::R
             Ok(layout) => commands::put(&client, Path::new(&path), &layout, &sink).await,
             Err(e) => Err(e),
         },
-        ControlRequest::Get { file_id, out } => {
-            commands::get(&client, &file_id, Path::new(&out), &sink).await
-        }
+        ControlRequest::Get {
+            file_id,
+            out,
+            force,
+        } => commands::get(&client, &file_id, Path::new(&out), force, &sink).await,
         // Answered above.
         ControlRequest::Sync { .. } => Err(defs_net::Error::Control(commands::NO_MOUNT.into())),
     };
@@ -277,10 +340,8 @@ pub async fn run(dir: &Path, net: &NetOptions, req: ControlRequest) -> anyhow::R
 /// # Errors
 /// When the current dir is unknown.
 pub fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
-    if p.is_absolute() {
-        return Ok(p.to_path_buf());
-    }
-    Ok(std::env::current_dir()?.join(p))
+    // Also drops `.` components: `./copy.jpg` is shown as DIR/copy.jpg, not DIR/./copy.jpg.
+    Ok(std::path::absolute(p)?)
 }
 
 async fn wait_for_signal() {
@@ -330,6 +391,9 @@ pub struct StorageNode {
     pub config: defs_core::Config,
     /// The full addresses the node listens on (as written to `DIR/addrs`).
     pub addrs: Vec<Multiaddr>,
+    /// Bootstrap addresses that gave no usable peer within [`bootstrap::REPORT_WAIT`] of the
+    /// start, and config.toml addresses left out: one line each, with the reason.
+    pub bootstrap_problems: Vec<String>,
     dir: PathBuf,
     cancel: CancellationToken,
     serving: bool,
@@ -349,7 +413,7 @@ impl StorageNode {
         refuse_if_running(dir).await?;
         let lock = Arc::new(DirLock::acquire(dir).await?);
         let identity = Arc::new(load_identity(dir)?);
-        let (config, bootstrap) = config_and_bootstrap(dir, &opts.net)?;
+        let (config, bootstrap, mut bootstrap_problems) = config_and_bootstrap(dir, &opts.net)?;
         let listen = if opts.listen.is_empty() {
             parse_addrs(&config.node.listen)?
         } else {
@@ -401,12 +465,23 @@ impl StorageNode {
             }
         };
         devnet::write_addrs(dir, &addrs)?;
+        let reports = node.wait_bootstrap(bootstrap::REPORT_WAIT).await?;
+        bootstrap_problems.extend(bootstrap::problems(&reports));
+        // New addresses are remembered as they answer, also after the start.
+        if !opts.net.bootstrap.is_empty() {
+            tokio::spawn(bootstrap::watch_and_remember(
+                dir.to_path_buf(),
+                node.clone(),
+                opts.net.bootstrap.clone(),
+            ));
+        }
         Ok(StorageNode {
             client: Client::new(node.clone(), identity.clone()),
             node,
             identity,
             config,
             addrs,
+            bootstrap_problems,
             dir: dir.to_path_buf(),
             cancel: CancellationToken::new(),
             serving: false,
@@ -478,6 +553,9 @@ pub async fn node(dir: &Path, opts: NodeOptions) -> anyhow::Result<()> {
     eprintln!("defs node {} listening on:", node.node.peer_id());
     for a in &node.addrs {
         eprintln!("  {a}");
+    }
+    for p in &node.bootstrap_problems {
+        eprintln!("warning: {p}");
     }
     wait_for_signal().await;
     node.shutdown().await;
@@ -583,6 +661,7 @@ mod tests {
         let get = ControlRequest::Get {
             file_id: String::new(),
             out: String::new(),
+            force: false,
         };
         assert_eq!(enough_peers(&get, &base), None);
     }

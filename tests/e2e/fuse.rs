@@ -5,6 +5,7 @@
 //! calls through nix, and the real tools).
 
 mod crash;
+mod fstab;
 mod lifecycle;
 mod posix;
 mod remount;

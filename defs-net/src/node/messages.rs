@@ -63,6 +63,7 @@ impl NodeActor {
                         score: s.stats.score(now, 0),
                         info: s.info.clone(),
                         puzzle_ok: s.puzzle_ok,
+                        refused: bootstrap::refusal(s.node_id.as_ref(), self.peer_difficulty),
                     })
                     .collect();
                 let _ = reply.send(list);
@@ -128,6 +129,34 @@ impl NodeActor {
                     s.fault = fault;
                 }
                 let _ = reply.send(());
+            }
+            NodeMessage::Bootstrap { reply } => {
+                let difficulty = self.peer_difficulty;
+                let list = self
+                    .boot
+                    .iter()
+                    .map(|(addr, outcome)| {
+                        let outcome = match outcome {
+                            bootstrap::Outcome::Answered { peer, .. } => {
+                                let s = self.peers.get(peer);
+                                bootstrap::Outcome::Answered {
+                                    peer: *peer,
+                                    refused: bootstrap::refusal(
+                                        s.and_then(|s| s.node_id.as_ref()),
+                                        difficulty,
+                                    ),
+                                    storage: s.is_some_and(|s| s.storage),
+                                }
+                            }
+                            other => other.clone(),
+                        };
+                        bootstrap::Report {
+                            addr: addr.clone(),
+                            outcome,
+                        }
+                    })
+                    .collect();
+                let _ = reply.send(list);
             }
             NodeMessage::Status { reply } => {
                 let connected = self.peers.values().filter(|s| s.connections > 0).count();

@@ -42,7 +42,9 @@ impl NodeActor {
         let s = self.peer(peer);
         if !s.puzzle_ok && !s.refusal_logged {
             s.refusal_logged = true;
-            warn!(
+            // Info, not warn: `defs peers` and the commands' bootstrap reports say it to the
+            // user with the reason; the mount's log (info) keeps it.
+            info!(
                 peer = %short(&peer),
                 node_id = ?s.node_id,
                 difficulty,

@@ -8,8 +8,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use defs_net::commands::parse_rs;
 use defs_net::control::ControlRequest;
+use mount_helper::cli::{self, UsageError};
 use mount_helper::net_cmd::{self, NetOptions, NodeOptions, parse_size};
-use mount_helper::{data_dir, identity_cmd, key_cmd, logging};
+use mount_helper::{data_dir, identity_cmd, key_cmd, logging, mount_state};
 
 /// DeFS: a decentralized, encrypted, erasure-coded filesystem.
 #[derive(Parser, Debug)]
@@ -30,7 +31,8 @@ struct DataDirArg {
 /// Options of every command that needs the network.
 #[derive(clap::Args, Debug)]
 struct NetArgs {
-    /// A peer to join through (repeatable); remembered in DIR/config.toml.
+    /// A peer to join through, ending in /p2p/PEER_ID (repeatable); remembered in
+    /// DIR/config.toml once it has answered.
     #[arg(long = "bootstrap", value_name = "MULTIADDR")]
     bootstrap: Vec<String>,
     /// Do not discover peers on the local network with mDNS.
@@ -43,6 +45,27 @@ impl From<NetArgs> for NetOptions {
         NetOptions {
             bootstrap: a.bootstrap,
             no_mdns: a.no_mdns,
+            listen: Vec::new(),
+        }
+    }
+}
+
+/// Options of the commands that start a client-only node when no node runs for the data dir.
+#[derive(clap::Args, Debug)]
+struct ClientArgs {
+    #[command(flatten)]
+    net: NetArgs,
+    /// Where this command's client-only node listens (repeatable) [default: config.toml's
+    /// client_listen, 127.0.0.1 on a random port]
+    #[arg(long = "listen", value_name = "MULTIADDR")]
+    listen: Vec<String>,
+}
+
+impl From<ClientArgs> for NetOptions {
+    fn from(a: ClientArgs) -> Self {
+        NetOptions {
+            listen: a.listen,
+            ..a.net.into()
         }
     }
 }
@@ -94,18 +117,22 @@ enum Command {
         #[arg(long, value_name = "K+M", value_parser = parse_rs_arg)]
         rs: Option<(u8, u8)>,
         #[command(flatten)]
-        net: NetArgs,
+        net: ClientArgs,
     },
-    /// Fetch, verify and decrypt a file into OUT (OUT appears only once everything verified).
+    /// Fetch, verify and decrypt a file into OUT (OUT appears only once everything verified;
+    /// an existing OUT is left as it is unless --force).
     Get {
         /// The file id `defs put` printed.
         file_id: String,
-        /// Where to write the file.
+        /// Where to write the file (its directory must exist).
         out: PathBuf,
+        /// Replace OUT when it already exists.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         dir: DataDirArg,
         #[command(flatten)]
-        net: NetArgs,
+        net: ClientArgs,
     },
     /// Wait until everything written under PATH in the mount is uploaded to the network
     /// (run it after rsync or cp to know the copy is off this machine). Exits 1 naming the
@@ -125,7 +152,7 @@ enum Command {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        net: NetArgs,
+        net: ClientArgs,
     },
     /// Known peers with their scores.
     Peers {
@@ -135,18 +162,28 @@ enum Command {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        net: NetArgs,
+        net: ClientArgs,
     },
     /// Run N storage nodes on 127.0.0.1 in this process (trying DeFS on one machine).
     Devnet {
         #[command(flatten)]
         dir: DataDirArg,
-        /// Number of storage nodes.
-        #[arg(long, default_value_t = 5)]
-        nodes: usize,
+        /// Number of storage nodes (1 to 64).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=64))]
+        nodes: u16,
         /// Capacity of each node, e.g. 10G.
         #[arg(long, value_parser = parse_size, default_value = "10G")]
         capacity: u64,
+    },
+    /// Link /sbin/mount.defs to the defs-mount next to this defs, so that mount(8) and
+    /// /etc/fstab mount DeFS (run as root).
+    InstallHelper {
+        /// Where mount(8) looks for helpers.
+        #[arg(long, value_name = "DIR", default_value = mount_helper::install::HELPER_DIR)]
+        dir: PathBuf,
+        /// Replace a mount.defs that is not a link to this defs-mount.
+        #[arg(long)]
+        force: bool,
     },
     /// Print the version of this build.
     Version,
@@ -184,7 +221,7 @@ fn parse_rs_arg(s: &str) -> Result<(u8, u8), String> {
     parse_rs(s).ok_or_else(|| format!("{s:?} is not K+M (e.g. 3+2)"))
 }
 
-async fn network(dir: DataDirArg, net: NetArgs, req: ControlRequest) -> anyhow::Result<String> {
+async fn network(dir: DataDirArg, net: ClientArgs, req: ControlRequest) -> anyhow::Result<String> {
     net_cmd::run(&data_dir::resolve(dir.data_dir)?, &net.into(), req).await
 }
 
@@ -234,6 +271,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             rs,
             net,
         } => {
+            cli::check_put_source(&file)?;
             let path = net_cmd::absolute(&file)?.display().to_string();
             let out = network(dir, net, ControlRequest::Put { path, mode, rs }).await?;
             println!("{out}");
@@ -242,11 +280,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Get {
             file_id,
             out,
+            force,
             dir,
             net,
         } => {
+            cli::check_get_output(&out, force)?;
             let out = net_cmd::absolute(&out)?.display().to_string();
-            let text = network(dir, net, ControlRequest::Get { file_id, out }).await?;
+            let req = ControlRequest::Get {
+                file_id,
+                out,
+                force,
+            };
+            let text = network(dir, net, req).await?;
             eprintln!("{text}");
             Ok(())
         }
@@ -267,6 +312,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Status { dir, json, net } => {
+            let path = data_dir::resolve(dir.data_dir.clone())?;
+            if defs_net::control::connect(&path).await.is_none() {
+                // No daemon answers: say what its last mount left behind (on stderr, so that
+                // --json stays one document).
+                for note in mount_state::leftovers(&path) {
+                    eprintln!("warning: {note}");
+                }
+            }
             println!(
                 "{}",
                 network(dir, net, ControlRequest::Status { json }).await?
@@ -284,25 +337,28 @@ async fn run(command: Command) -> anyhow::Result<()> {
             dir,
             nodes,
             capacity,
-        } => net_cmd::devnet(&data_dir::resolve(dir.data_dir)?, nodes, capacity).await,
+        } => {
+            net_cmd::devnet(
+                &data_dir::resolve(dir.data_dir)?,
+                usize::from(nodes),
+                capacity,
+            )
+            .await
+        }
+        Command::InstallHelper { dir, force } => {
+            let target = mount_helper::install::sibling_defs_mount()?;
+            println!(
+                "{}",
+                mount_helper::install::install_helper(&dir, &target, force)?
+            );
+            Ok(())
+        }
         Command::Version => {
             println!("defs {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
     }
 }
-
-/// Bad usage found after parsing (a path that does not exist): exit code 2.
-#[derive(Debug)]
-struct UsageError(String);
-
-impl std::fmt::Display for UsageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for UsageError {}
 
 fn main() -> ExitCode {
     // Bad usage exits with 2 inside parse().
@@ -321,8 +377,8 @@ fn main() -> ExitCode {
     match rt.block_on(run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("defs: error: {e:#}");
-            if e.downcast_ref::<UsageError>().is_some() {
+            eprintln!("defs: error: {}", cli::error_text(&e));
+            if cli::is_usage(&e) {
                 ExitCode::from(2)
             } else {
                 ExitCode::FAILURE

@@ -31,6 +31,7 @@ use defs_core::sync::Arc;
 use defs_fuse::fs::{self, FsyncMode};
 use defs_fuse::fuse::FuseFs;
 use defs_fuse::session::{self, MountConfig};
+use mount_helper::cli::{error_text, is_usage};
 use mount_helper::mount_control::MountCommands;
 use mount_helper::net_cmd::{DirLock, NetOptions, NodeOptions, StorageNode};
 use mount_helper::{data_dir, identity_cmd};
@@ -43,8 +44,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// The log file inside `DIR/logs`.
 const LOG_FILE: &str = "defs-mount.log";
 
-/// The serving daemon's process id, in `DIR` while it serves (scripts and tests signal it).
-const PID_FILE: &str = "defs-mount.pid";
+use mount_helper::mount_state::PID_FILE;
 
 /// Mount DeFS at MOUNTPOINT (like sshfs: returns once the mount is ready; -f stays in the
 /// foreground).
@@ -64,8 +64,9 @@ struct Cli {
     foreground: bool,
 
     /// Mount options, comma separated: ro, rw, allow_other, sync=local|network, fsname=NAME,
-    /// threads=N; fstab-only options (defaults, noauto, user, nofail, _netdev, x-*, ...) are
-    /// accepted and ignored.
+    /// threads=N, and the flags below as bootstrap=MULTIADDR (repeatable), listen=MULTIADDR
+    /// (repeatable), no_mdns, data_dir=DIR; fstab-only options (defaults, noauto, user,
+    /// nofail, _netdev, x-*, ...) are accepted and ignored.
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,
 
@@ -95,6 +96,14 @@ struct Options {
     fsync: FsyncMode,
     fsname: Option<String>,
     threads: Option<usize>,
+    /// `bootstrap=`, as `--bootstrap`.
+    bootstrap: Vec<String>,
+    /// `listen=`, as `--listen`.
+    listen: Vec<String>,
+    /// `no_mdns`, as `--no-mdns`.
+    no_mdns: bool,
+    /// `data_dir=`, as `--data-dir`.
+    data_dir: Option<PathBuf>,
 }
 
 fn parse_options(list: &[String]) -> Result<Options, String> {
@@ -120,6 +129,10 @@ fn parse_options(list: &[String]) -> Result<Options, String> {
                 Ok(n) if (1..=64).contains(&n) => o.threads = Some(n),
                 _ => return Err(format!("threads={n}: expected a number from 1 to 64")),
             },
+            ("bootstrap", Some(a)) if !a.is_empty() => o.bootstrap.push(a.to_string()),
+            ("listen", Some(a)) if !a.is_empty() => o.listen.push(a.to_string()),
+            ("no_mdns" | "nomdns", None) => o.no_mdns = true,
+            ("data_dir", Some(d)) if !d.is_empty() => o.data_dir = Some(PathBuf::from(d)),
             // Options mount(8) and fstab pass along that mean nothing to a FUSE daemon.
             (
                 "defaults" | "auto" | "noauto" | "user" | "nouser" | "users" | "owner" | "nofail"
@@ -189,6 +202,14 @@ fn main() -> ExitCode {
         match fstab::translate(std::env::args_os().skip(1)) {
             fstab::Call::Mount(args) => Cli::try_parse_from(args),
             fstab::Call::Fake => return ExitCode::SUCCESS,
+            fstab::Call::Help => {
+                println!("{}", fstab::HELP);
+                return ExitCode::SUCCESS;
+            }
+            fstab::Call::Version => {
+                println!("mount.defs (DeFS) {}", env!("CARGO_PKG_VERSION"));
+                return ExitCode::SUCCESS;
+            }
             fstab::Call::Usage(msg) => {
                 eprintln!("mount.defs: {msg}\n{}", fstab::USAGE);
                 return ExitCode::from(2);
@@ -208,13 +229,19 @@ fn main() -> ExitCode {
             };
         }
     };
-    let options = match parse_options(&cli.options) {
+    let mut cli = cli;
+    let options = match parse_options(&cli.options).and_then(|o| merge_options(&mut cli, o)) {
         Ok(o) => o,
         Err(msg) => {
             eprintln!("defs-mount: {msg}");
             return ExitCode::from(2);
         }
     };
+    // A bad --bootstrap is bad usage: said here, before any daemon starts.
+    if let Err(e) = mount_helper::bootstrap::plan(&cli.bootstrap, &[]) {
+        eprintln!("defs-mount: {}", error_text(&e));
+        return ExitCode::from(2);
+    }
     let result = match (&cli.ready_socket, cli.foreground) {
         (Some(socket), _) => daemon(&cli, &options, socket),
         (None, true) => serve(&cli, &options, None, true),
@@ -223,10 +250,40 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("defs-mount: {e:#}");
-            ExitCode::from(1)
+            eprintln!("defs-mount: {}", error_text(&e));
+            ExitCode::from(if is_usage(&e) { 2 } else { 1 })
         }
     }
+}
+
+/// Moves the `-o` forms of the command-line flags (`bootstrap=`, `listen=`, `no_mdns`,
+/// `data_dir=`) into `cli`, so that both spellings mean the same (an fstab line has only
+/// `-o`). A data dir given both ways must be the same one.
+fn merge_options(cli: &mut Cli, mut o: Options) -> Result<Options, String> {
+    for a in o.bootstrap.drain(..) {
+        if !cli.bootstrap.contains(&a) {
+            cli.bootstrap.push(a);
+        }
+    }
+    for a in o.listen.drain(..) {
+        if !cli.listen.contains(&a) {
+            cli.listen.push(a);
+        }
+    }
+    cli.no_mdns |= o.no_mdns;
+    if let Some(d) = o.data_dir.take() {
+        match &cli.data_dir {
+            Some(c) if std::path::absolute(c).ok() != std::path::absolute(&d).ok() => {
+                return Err(format!(
+                    "two data dirs: {} (the source or --data-dir) and data_dir={}; give one",
+                    c.display(),
+                    d.display()
+                ));
+            }
+            _ => cli.data_dir = Some(d),
+        }
+    }
+    Ok(o)
 }
 
 /// The launcher: starts the daemon and waits for it to report the mount ready.
@@ -306,8 +363,17 @@ fn launch(cli: &Cli) -> Result<()> {
             .saturating_duration_since(Instant::now())
             .max(Duration::from_secs(1)),
     ))?;
+    // `warn MSG` lines (bootstrap addresses that gave no peer), then `ok` or `err MSG`.
+    let mut reader = BufReader::new(stream);
     let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line)?;
+    loop {
+        line.clear();
+        reader.read_line(&mut line)?;
+        match line.trim_end().split_once(' ') {
+            Some(("warn", msg)) => eprintln!("defs-mount: warning: {msg}"),
+            _ => break,
+        }
+    }
     match line.trim_end().split_once(' ') {
         _ if line.trim_end() == "ok" => Ok(()),
         Some(("err", msg)) => Err(anyhow!("{msg}")),
@@ -345,6 +411,13 @@ fn daemon(cli: &Cli, options: &Options, socket: &Path) -> Result<()> {
 struct Ready(Option<UnixStream>);
 
 impl Ready {
+    /// A warning for the launcher to print before the mount is ready.
+    fn warn(&mut self, msg: &str) {
+        if let Some(s) = self.0.as_mut() {
+            let _ = s.write_all(format!("warn {}\n", msg.replace('\n', " ")).as_bytes());
+        }
+    }
+
     fn ok(&mut self) {
         if let Some(mut s) = self.0.take() {
             let _ = s.write_all(b"ok\n");
@@ -353,7 +426,7 @@ impl Ready {
 
     fn err(&mut self, e: &anyhow::Error) {
         if let Some(mut s) = self.0.take() {
-            let msg = format!("{e:#}").replace('\n', " ");
+            let msg = error_text(e).replace('\n', " ");
             let _ = s.write_all(format!("err {msg}\n").as_bytes());
         }
     }
@@ -394,6 +467,7 @@ fn serve_inner(
         net: NetOptions {
             bootstrap: cli.bootstrap.clone(),
             no_mdns: cli.no_mdns,
+            listen: Vec::new(),
         },
     };
     let mut held = Held::default();
@@ -437,6 +511,13 @@ async fn run(
         .context("starting the mount's storage node")?;
     held.lock = Some(node.dir_lock());
     info!(peer = %node.node.peer_id(), addrs = ?node.addrs, "node listening");
+    for p in &node.bootstrap_problems {
+        warn!(problem = %p, "bootstrap");
+        // In the foreground the log on stderr says it already.
+        if let Some(r) = ready.as_mut() {
+            r.warn(p);
+        }
+    }
     let result = serve_mount(dir, mountpoint, options, &mut node, ready, held).await;
     node.shutdown().await;
     info!("node stopped");
@@ -485,10 +566,14 @@ async fn serve_mount(
     let mount_config = MountConfig {
         read_only: options.read_only,
         allow_other: options.allow_other,
-        fsname: options
-            .fsname
-            .clone()
-            .unwrap_or_else(|| format!("defs:{}", dir.display())),
+        // The data dir as the mount's source: what an fstab line's first field says, so that
+        // `mount -a` and `findmnt` match the mount to its line.
+        fsname: options.fsname.clone().unwrap_or_else(|| {
+            std::fs::canonicalize(dir)
+                .unwrap_or_else(|_| dir.to_path_buf())
+                .display()
+                .to_string()
+        }),
         threads: options.threads.unwrap_or(session::DEFAULT_THREADS),
     };
     // `defs sync PATH` sends a canonical path: compare it with the canonical mountpoint.
@@ -581,6 +666,7 @@ fn init_logging(dir: &Path, to_stderr: bool) -> Result<()> {
         .with_filter(filter());
     let stderr_layer = to_stderr.then(|| {
         fmt::layer()
+            .with_ansi(mount_helper::logging::stderr_colours())
             .with_writer(std::io::stderr)
             .with_filter(filter())
     });
@@ -611,5 +697,30 @@ mod tests {
             parse_options(&["threads=8".into()]).unwrap().threads,
             Some(8)
         );
+    }
+
+    #[test]
+    fn the_flags_have_o_forms_for_fstab() {
+        let o = parse_options(&[
+            "no_mdns,bootstrap=/ip4/127.0.0.1/tcp/1/p2p/X,listen=/ip4/127.0.0.1/tcp/0".into(),
+            "data_dir=/var/lib/defs".into(),
+        ])
+        .unwrap();
+        let mut cli = Cli::try_parse_from([
+            "defs-mount",
+            "/mnt",
+            "--bootstrap",
+            "/ip4/127.0.0.1/tcp/1/p2p/X",
+        ])
+        .unwrap();
+        merge_options(&mut cli, o).unwrap();
+        assert!(cli.no_mdns);
+        assert_eq!(cli.bootstrap, ["/ip4/127.0.0.1/tcp/1/p2p/X"]);
+        assert_eq!(cli.listen, ["/ip4/127.0.0.1/tcp/0"]);
+        assert_eq!(cli.data_dir, Some(PathBuf::from("/var/lib/defs")));
+        // Two different data dirs are refused.
+        let o = parse_options(&["data_dir=/b".into()]).unwrap();
+        let mut cli = Cli::try_parse_from(["defs-mount", "/mnt", "--data-dir", "/a"]).unwrap();
+        assert!(merge_options(&mut cli, o).is_err());
     }
 }
