@@ -33,8 +33,9 @@ use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{
-    Multiaddr, PeerId, Swarm, gossipsub, identify, identity, mdns, noise, ping, tcp, yamux,
+    Multiaddr, PeerId, Swarm, gossipsub, identify, identity, kad, mdns, noise, ping, tcp, yamux,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -69,6 +70,23 @@ pub const INFO_REFRESH: Duration = Duration::from_secs(30);
 
 /// Idle connections are kept this long (shard transfers come in bursts).
 pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long after losing its last connection a storage peer is dialled again at its known
+/// addresses; each failed attempt doubles the wait up to [`REDIAL_MAX`]. So a holder that comes
+/// back at the same address counts again in durability figures within `REDIAL_MAX` of its return.
+pub const REDIAL_FIRST: Duration = Duration::from_secs(1);
+
+/// The longest wait between redials of a lost storage peer (see [`REDIAL_FIRST`]): 15 s keeps
+/// a returning holder's absence from the figures short, at one dial per lost peer per 15 s.
+pub const REDIAL_MAX: Duration = Duration::from_secs(15);
+
+/// A storage peer gone this long is no longer redialled (it has left the network, or comes back
+/// through a bootstrap or mDNS).
+pub const REDIAL_GIVE_UP: Duration = Duration::from_secs(3600);
+
+/// How long a one-shot command at most waits for the network to settle: its bootstrap peers,
+/// the peers Kademlia finds through them, and their identify answers.
+pub const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Configuration of a node.
 #[derive(Debug)]
@@ -131,6 +149,8 @@ pub struct PeerSnapshot {
     pub info: Option<NodeInfo>,
     /// Its node id solves the identity puzzle at our difficulty (else it is refused).
     pub puzzle_ok: bool,
+    /// It has answered identify on its current connection (its role is known).
+    pub identified: bool,
 }
 
 /// The node's own state, for `defs status`.
@@ -152,6 +172,40 @@ pub struct NodeStatus {
     pub network_free: u64,
     /// Capacity advertised by those storage peers plus our own store's capacity.
     pub network_capacity: u64,
+}
+
+/// What a one-shot node found of the network ([`Node::discover`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Discovery {
+    /// Connected storage peers whose identity is accepted: where shards can go.
+    pub storage: usize,
+    /// Connected peers refused because their node id does not solve the identity puzzle.
+    pub refused: usize,
+    /// Other connected peers (clients).
+    pub clients: usize,
+    /// Whether every connected peer had answered identify and the Kademlia lookup had ended
+    /// before the time bound (else the counts are what had arrived by then).
+    pub settled: bool,
+}
+
+impl std::fmt::Display for Discovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} storage peer(s)", self.storage)?;
+        if self.refused > 0 {
+            write!(
+                f,
+                ", {} refused (identity puzzle not solved, see `defs peers`)",
+                self.refused
+            )?;
+        }
+        if self.clients > 0 {
+            write!(f, ", {} client(s)", self.clients)?;
+        }
+        if !self.settled {
+            write!(f, " (still arriving when the wait ended)")?;
+        }
+        Ok(())
+    }
 }
 
 /// The outcome of a transfer, reported by clients for peer scores.
@@ -235,6 +289,17 @@ pub enum NodeMessage {
     Status {
         /// The status.
         reply: oneshot::Sender<NodeStatus>,
+    },
+    /// Node ids of the peers reachable now (connected, identity accepted).
+    Live {
+        /// The node ids.
+        reply: oneshot::Sender<Vec<NodeId>>,
+    },
+    /// Run a Kademlia bootstrap (a lookup of our own id through the known peers, which
+    /// connects to the peers it finds); the reply comes when it has finished.
+    Discover {
+        /// `false` when no peer is known to ask.
+        reply: oneshot::Sender<bool>,
     },
     /// Make this node misbehave (tests).
     #[cfg(any(test, feature = "test-utils"))]
@@ -343,6 +408,11 @@ impl Node {
             .subscribe(&gossipsub::IdentTopic::new(LOOKUP_TOPIC))
             .map_err(|e| Error::Setup(format!("gossipsub subscribe: {e}")))?;
         for addr in &config.bootstrap {
+            // Known to Kademlia from the start, so its lookups (ours and its own automatic
+            // ones) go through the bootstrap peers instead of failing with "no known peers".
+            if let Some(Protocol::P2p(peer)) = addr.iter().last() {
+                swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+            }
             if let Err(e) = swarm.dial(addr.clone()) {
                 warn!(%addr, error = %e, "bootstrap dial failed");
             }
@@ -375,6 +445,7 @@ impl Node {
             last_refresh: Instant::now(),
             local_stats,
             peer_difficulty: config.peer_difficulty,
+            discoveries: Vec::new(),
         };
         let span = info_span!("node", peer = %short(&peer_id));
         let task = tokio::spawn(actor.run().instrument(span));
@@ -573,6 +644,88 @@ impl Node {
         self.ask(|reply| NodeMessage::Status { reply }).await
     }
 
+    /// Node ids of the peers reachable now: connected, identity accepted. A peer leaves this
+    /// set when its last connection closes: at once when its process ends (the kernel closes
+    /// the socket), within [`crate::behaviour::PING_INTERVAL`] + [`crate::behaviour::PING_TIMEOUT`] when it goes silent (a failed
+    /// ping closes the connection). It comes back when a connection is made again (see
+    /// [`REDIAL_FIRST`]).
+    ///
+    /// # Errors
+    /// [`Error::Closed`].
+    pub async fn live(&self) -> Result<Vec<NodeId>> {
+        self.ask(|reply| NodeMessage::Live { reply }).await
+    }
+
+    /// Waits, at most `timeout`, until the network reachable through the bootstrap peers has
+    /// settled: a bootstrap peer has answered, a Kademlia lookup of our own id through it has
+    /// ended (it connects to the peers it finds), and every connected peer has answered
+    /// identify (so its role is known). Ends early once `enough` storage peers are there.
+    ///
+    /// # Errors
+    /// [`Error::Closed`].
+    ///
+    /// # Cancel safety
+    /// Safe: it only observes the node.
+    pub async fn discover(&self, timeout: Duration, enough: Option<usize>) -> Result<Discovery> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let count = |peers: &[PeerSnapshot]| {
+            let connected = peers.iter().filter(|p| p.connected);
+            Discovery {
+                storage: connected
+                    .clone()
+                    .filter(|p| p.storage && p.puzzle_ok)
+                    .count(),
+                refused: connected.clone().filter(|p| !p.puzzle_ok).count(),
+                clients: connected
+                    .clone()
+                    .filter(|p| p.puzzle_ok && !p.storage)
+                    .count(),
+                settled: peers.iter().filter(|p| p.connected).all(|p| p.identified),
+            }
+        };
+        let is_enough = |d: &Discovery| enough.is_some_and(|e| d.storage >= e);
+        // 1. A first peer that has answered identify (its addresses are then in Kademlia).
+        loop {
+            let peers = self.peers().await?;
+            let d = count(&peers);
+            if is_enough(&d) {
+                return Ok(d);
+            }
+            if peers.iter().any(|p| p.connected && p.identified) {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(Discovery {
+                    settled: false,
+                    ..d
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // 2. The lookup through it, which connects to the peers it finds.
+        let lookup =
+            tokio::time::timeout_at(deadline, self.ask(|reply| NodeMessage::Discover { reply }))
+                .await;
+        let looked_up = matches!(lookup, Ok(Ok(true)));
+        if let Ok(Err(e)) = lookup {
+            return Err(e);
+        }
+        // 3. Identify answers from everyone it connected to.
+        loop {
+            let d = count(&self.peers().await?);
+            if is_enough(&d) || (d.settled && looked_up) {
+                return Ok(d);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(Discovery {
+                    settled: false,
+                    ..d
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Makes this node misbehave on fetches (tests of malicious peers).
     ///
     /// # Errors
@@ -619,6 +772,10 @@ struct PeerState {
     puzzle_ok: bool,
     /// The refusal was logged (once per peer).
     refusal_logged: bool,
+    /// Identify has answered since the peer last connected.
+    identified: bool,
+    /// When a lost storage peer is dialled again, and the wait after that.
+    redial: Option<(Instant, Duration)>,
 }
 
 /// Where the answer to an admitted operation goes.
@@ -695,6 +852,8 @@ struct NodeActor {
     local_stats: PeerStats,
     /// See [`Config::peer_difficulty`].
     peer_difficulty: u8,
+    /// Kademlia bootstraps a [`NodeMessage::Discover`] waits for.
+    discoveries: Vec<(kad::QueryId, oneshot::Sender<bool>)>,
 }
 
 impl NodeActor {
@@ -745,6 +904,8 @@ impl NodeActor {
                 info: None,
                 puzzle_ok: node_id.is_some_and(|n| puzzle_ok(&n, difficulty)),
                 refusal_logged: false,
+                identified: false,
+                redial: None,
                 node_id,
                 last_seen: now,
             }
@@ -826,6 +987,7 @@ impl NodeActor {
                 l.unpublished = Some(bytes);
             }
         }
+        self.redial_lost_peers(now);
         if now.duration_since(self.last_refresh) >= INFO_REFRESH {
             self.last_refresh = now;
             let storage: Vec<PeerId> = self
@@ -838,6 +1000,37 @@ impl NodeActor {
                 if self.allowed(p) {
                     self.request_info(p);
                 }
+            }
+        }
+    }
+
+    /// Dials lost storage peers whose redial time has come, at their known addresses, with
+    /// the wait doubling up to [`REDIAL_MAX`]; gives up after [`REDIAL_GIVE_UP`].
+    fn redial_lost_peers(&mut self, now: Instant) {
+        let due: Vec<(PeerId, Vec<Multiaddr>)> = self
+            .peers
+            .iter_mut()
+            .filter_map(|(p, s)| {
+                let (at, wait) = s.redial?;
+                if s.connections > 0 || now.duration_since(s.last_seen) > REDIAL_GIVE_UP {
+                    s.redial = None;
+                    return None;
+                }
+                if at > now {
+                    return None;
+                }
+                let wait = (wait * 2).min(REDIAL_MAX);
+                s.redial = Some((now + wait, wait));
+                Some((*p, s.addrs.clone()))
+            })
+            .collect();
+        for (peer, addrs) in due {
+            let opts = DialOpts::peer_id(peer)
+                .addresses(addrs)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            if let Err(e) = self.swarm.dial(opts) {
+                trace!(peer = %short(&peer), error = %e, "redial not started");
             }
         }
     }
@@ -919,6 +1112,7 @@ impl NodeActor {
                         score: s.stats.score(now, 0),
                         info: s.info.clone(),
                         puzzle_ok: s.puzzle_ok,
+                        identified: s.identified,
                     })
                     .collect();
                 let _ = reply.send(list);
@@ -985,6 +1179,24 @@ impl NodeActor {
                 }
                 let _ = reply.send(());
             }
+            NodeMessage::Live { reply } => {
+                let live = self
+                    .peers
+                    .values()
+                    .filter(|s| s.connections > 0 && s.puzzle_ok)
+                    .filter_map(|s| s.node_id)
+                    .collect();
+                let _ = reply.send(live);
+            }
+            NodeMessage::Discover { reply } => match self.swarm.behaviour_mut().kad.bootstrap() {
+                Ok(id) => {
+                    self.discoveries.push((id, reply));
+                }
+                Err(e) => {
+                    debug!(error = %e, "no peer to look the network up through");
+                    let _ = reply.send(false);
+                }
+            },
             NodeMessage::Status { reply } => {
                 let connected = self.peers.values().filter(|s| s.connections > 0).count();
                 let storage: Vec<&PeerState> = self
@@ -1273,8 +1485,12 @@ impl NodeActor {
             } => {
                 let addr = endpoint.get_remote_address().clone();
                 let s = self.peer(peer_id);
+                if s.connections == 0 {
+                    s.identified = false;
+                }
                 s.connections += 1;
                 s.last_seen = Instant::now();
+                s.redial = None;
                 if endpoint.is_dialer() && !s.addrs.contains(&addr) {
                     s.addrs.push(addr);
                 }
@@ -1286,6 +1502,9 @@ impl NodeActor {
                 if let Some(s) = self.peers.get_mut(&peer_id) {
                     s.connections = s.connections.saturating_sub(1);
                     s.last_seen = Instant::now();
+                    if s.connections == 0 && s.storage && s.puzzle_ok && !s.addrs.is_empty() {
+                        s.redial = Some((s.last_seen + REDIAL_FIRST, REDIAL_FIRST));
+                    }
                 }
                 debug!(peer = %short(&peer_id), "disconnected");
             }
@@ -1322,6 +1541,7 @@ impl NodeActor {
                 let s = self.peer(peer_id);
                 let was_storage = s.storage;
                 s.storage = storage;
+                s.identified = true;
                 for a in listen {
                     if !s.addrs.contains(&a) {
                         s.addrs.push(a);
@@ -1338,6 +1558,32 @@ impl NodeActor {
                 ..
             }) => {
                 self.peer(peer).stats.rtt = Some(rtt);
+            }
+            BehaviourEvent::Ping(ping::Event {
+                peer,
+                connection,
+                result: Err(error),
+            }) => {
+                // A peer that stops answering pings is gone for durability figures: its
+                // connection is closed (libp2p's ping no longer does that itself).
+                debug!(peer = %short(&peer), %error, "ping failed; closing the connection");
+                self.swarm.close_connection(connection);
+            }
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::Bootstrap(result),
+                step,
+                ..
+            }) => {
+                if let Err(e) = &result {
+                    debug!(error = %e, "kademlia bootstrap step failed");
+                }
+                if step.last
+                    && let Some(i) = self.discoveries.iter().position(|(q, _)| *q == id)
+                {
+                    let (_, reply) = self.discoveries.swap_remove(i);
+                    let _ = reply.send(true);
+                }
             }
             BehaviourEvent::Mdns(mdns::Event::Discovered(list)) => {
                 for (peer, addr) in list {

@@ -8,6 +8,7 @@ mod crash;
 mod lifecycle;
 mod posix;
 mod remount;
+mod safety;
 mod sync;
 mod tools;
 
