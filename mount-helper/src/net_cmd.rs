@@ -19,15 +19,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{config_file, data_dir};
 
-/// How long a client-only node waits for its bootstrap peers.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// After the bootstrap peers, how long at most to wait for peers found through them.
-const SETTLE: Duration = Duration::from_millis(500);
-
-/// Settling ends when no new storage peer has appeared for this long.
-const QUIET: Duration = Duration::from_millis(120);
-
 /// How long a starting node or mount waits for the process that served the same data dir
 /// before to finish shutting down: after its control socket closes it may still be releasing
 /// the stores (10 s covers a loaded machine; beyond it the start fails with a message).
@@ -183,8 +174,10 @@ fn enough_peers(req: &ControlRequest, base: &LayoutConfig) -> Option<usize> {
     (choose(size, shards, &layout).ok()? == widest).then_some(shards)
 }
 
-/// Starts a client-only node for one command and waits for storage peers: every bootstrap
-/// peer, then those found through them while they keep arriving, unless `enough` are there.
+/// Starts a client-only node for one command and waits, at most
+/// [`defs_net::node::DISCOVERY_TIMEOUT`], until the network found through the bootstrap peers
+/// has settled ([`Node::discover`]) or `enough` storage peers are there; says on stderr what
+/// it found.
 async fn ephemeral(
     dir: &Path,
     config: &defs_core::Config,
@@ -193,7 +186,8 @@ async fn ephemeral(
     enough: Option<usize>,
 ) -> anyhow::Result<Client> {
     let identity = Arc::new(load_identity(dir)?);
-    let want = bootstrap.len().max(1);
+    let addresses = bootstrap.len();
+    let started = std::time::Instant::now();
     let node = Node::spawn(
         &identity,
         defs_net::Config {
@@ -206,17 +200,14 @@ async fn ephemeral(
         },
     )
     .await?;
-    let mut have = node.wait_for_storage_peers(want, CONNECT_TIMEOUT).await?;
-    // Peers found through the bootstrap ones arrive for a moment: wait while they keep coming
-    // (each within QUIET of the last), never longer than SETTLE in all.
-    let deadline = tokio::time::Instant::now() + SETTLE;
-    while have > 0 && enough.is_none_or(|e| have < e) && tokio::time::Instant::now() < deadline {
-        let more = node.wait_for_storage_peers(have + 1, QUIET).await?;
-        if more <= have {
-            break;
-        }
-        have = more;
-    }
+    let found = node
+        .discover(defs_net::node::DISCOVERY_TIMEOUT, enough)
+        .await?;
+    eprintln!(
+        "network: {found}, found through {} bootstrap address(es) in {:.1} s",
+        addresses,
+        started.elapsed().as_secs_f64()
+    );
     Ok(Client::new(node, identity))
 }
 
@@ -350,6 +341,7 @@ impl StorageNode {
         let lock = Arc::new(DirLock::acquire(dir).await?);
         let identity = Arc::new(load_identity(dir)?);
         let (config, bootstrap) = config_and_bootstrap(dir, &opts.net)?;
+        let joins = !bootstrap.is_empty();
         let listen = if opts.listen.is_empty() {
             parse_addrs(&config.node.listen)?
         } else {
@@ -401,6 +393,14 @@ impl StorageNode {
             }
         };
         devnet::write_addrs(dir, &addrs)?;
+        if joins {
+            // Serve (and place shards) only once the network found through the bootstrap
+            // peers has settled, so that the first uploads spread over all of it.
+            let found = node
+                .discover(defs_net::node::DISCOVERY_TIMEOUT, None)
+                .await?;
+            tracing::info!(%found, "network found through the bootstrap peers");
+        }
         Ok(StorageNode {
             client: Client::new(node.clone(), identity.clone()),
             node,
@@ -488,7 +488,7 @@ pub async fn node(dir: &Path, opts: NodeOptions) -> anyhow::Result<()> {
 ///
 /// # Errors
 /// When the nodes cannot start.
-pub async fn devnet(dir: &Path, nodes: usize, capacity: u64) -> anyhow::Result<()> {
+pub async fn devnet(dir: &Path, nodes: usize, capacity: u64, difficulty: u8) -> anyhow::Result<()> {
     let dir = dir.join("devnet");
     let net = Devnet::start(&DevnetConfig {
         nodes,
@@ -497,6 +497,7 @@ pub async fn devnet(dir: &Path, nodes: usize, capacity: u64) -> anyhow::Result<(
         capacities: Vec::new(),
         gossip_heartbeat: Duration::from_secs(1),
         quic: false,
+        difficulty,
     })
     .await?;
     println!("devnet: {nodes} storage nodes, data in {}", dir.display());

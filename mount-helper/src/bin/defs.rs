@@ -144,6 +144,10 @@ enum Command {
         /// Capacity of each node, e.g. 10G.
         #[arg(long, value_parser = parse_size, default_value = "10G")]
         capacity: u64,
+        /// Identity puzzle difficulty of the nodes and of what they ask of peers; the default
+        /// is what `defs init` writes, so a data dir made by `defs init` works with the devnet.
+        #[arg(long, default_value_t = defs_core::identity::DEFAULT_PUZZLE_DIFFICULTY, value_parser = clap::value_parser!(u8).range(0..=i64::from(defs_core::identity::MAX_PUZZLE_DIFFICULTY)))]
+        difficulty: u8,
     },
     /// Print the version of this build.
     Version,
@@ -235,7 +239,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
             dir,
             nodes,
             capacity,
-        } => net_cmd::devnet(&data_dir::resolve(dir.data_dir)?, nodes, capacity).await,
+            difficulty,
+        } => {
+            net_cmd::devnet(
+                &data_dir::resolve(dir.data_dir)?,
+                nodes,
+                capacity,
+                difficulty,
+            )
+            .await
+        }
         Command::Version => {
             println!("defs {}", env!("CARGO_PKG_VERSION"));
             Ok(())
