@@ -7,6 +7,7 @@
 mod crash;
 mod lifecycle;
 mod posix;
+mod readme;
 mod remount;
 mod safety;
 mod sync;
