@@ -706,10 +706,12 @@ impl Node {
         let lookup =
             tokio::time::timeout_at(deadline, self.ask(|reply| NodeMessage::Discover { reply }))
                 .await;
-        let looked_up = matches!(lookup, Ok(Ok(true)));
-        if let Ok(Err(e)) = lookup {
-            return Err(e);
-        }
+        // Ended (or nobody to ask: then identify answers are all there is to wait for).
+        let looked_up = match lookup {
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => false,
+        };
         // 3. Identify answers from everyone it connected to.
         loop {
             let d = count(&self.peers().await?);
