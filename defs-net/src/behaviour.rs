@@ -43,9 +43,9 @@ pub const MAX_PENDING_CONNECTIONS: u32 = 64;
 /// How often a connection's peer is pinged (liveness and RTT for scores).
 pub const PING_INTERVAL: Duration = Duration::from_secs(5);
 
-/// A ping unanswered this long fails, and the node closes that connection: a peer that goes
-/// silent without closing its connections stops counting as a live holder within
-/// `PING_INTERVAL + PING_TIMEOUT` (15 s).
+/// A ping unanswered this long fails (the node closes that connection when libp2p reports it);
+/// a peer whose last answer is older than `PING_INTERVAL + PING_TIMEOUT` is disconnected
+/// ([`crate::node::SILENT_AFTER`]), so it stops counting as a live holder.
 pub const PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Options that shape the behaviour.

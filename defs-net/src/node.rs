@@ -80,6 +80,12 @@ pub const REDIAL_FIRST: Duration = Duration::from_secs(1);
 /// a returning holder's absence from the figures short, at one dial per lost peer per 15 s.
 pub const REDIAL_MAX: Duration = Duration::from_secs(15);
 
+/// A connected peer that has answered no ping for this long is disconnected, so it stops
+/// counting as a live holder: a ping every [`crate::behaviour::PING_INTERVAL`] (5 s), answered
+/// within [`crate::behaviour::PING_TIMEOUT`] (10 s), leaves a live peer's last answer at most
+/// 15 s old. (libp2p's ping reports only the second failure in a row, after 30 s or more.)
+pub const SILENT_AFTER: Duration = Duration::from_secs(15);
+
 /// A storage peer gone this long is no longer redialled (it has left the network, or comes back
 /// through a bootstrap or mDNS).
 pub const REDIAL_GIVE_UP: Duration = Duration::from_secs(3600);
@@ -646,9 +652,8 @@ impl Node {
 
     /// Node ids of the peers reachable now: connected, identity accepted. A peer leaves this
     /// set when its last connection closes: at once when its process ends (the kernel closes
-    /// the socket), within [`crate::behaviour::PING_INTERVAL`] + [`crate::behaviour::PING_TIMEOUT`] when it goes silent (a failed
-    /// ping closes the connection). It comes back when a connection is made again (see
-    /// [`REDIAL_FIRST`]).
+    /// the socket), after [`SILENT_AFTER`] without an answered ping when it goes silent. It
+    /// comes back when a connection is made again (see [`REDIAL_FIRST`]).
     ///
     /// # Errors
     /// [`Error::Closed`].
@@ -778,6 +783,8 @@ struct PeerState {
     identified: bool,
     /// When a lost storage peer is dialled again, and the wait after that.
     redial: Option<(Instant, Duration)>,
+    /// Its last answered ping (or when it connected).
+    last_pong: Instant,
 }
 
 /// Where the answer to an admitted operation goes.
@@ -908,6 +915,7 @@ impl NodeActor {
                 refusal_logged: false,
                 identified: false,
                 redial: None,
+                last_pong: now,
                 node_id,
                 last_seen: now,
             }
@@ -990,6 +998,7 @@ impl NodeActor {
             }
         }
         self.redial_lost_peers(now);
+        self.disconnect_silent_peers(now);
         if now.duration_since(self.last_refresh) >= INFO_REFRESH {
             self.last_refresh = now;
             let storage: Vec<PeerId> = self
@@ -1034,6 +1043,24 @@ impl NodeActor {
             if let Err(e) = self.swarm.dial(opts) {
                 trace!(peer = %short(&peer), error = %e, "redial not started");
             }
+        }
+    }
+
+    /// Disconnects peers that have answered no ping for [`SILENT_AFTER`].
+    fn disconnect_silent_peers(&mut self, now: Instant) {
+        let silent: Vec<PeerId> = self
+            .peers
+            .iter_mut()
+            .filter(|(_, s)| s.connections > 0 && now.duration_since(s.last_pong) > SILENT_AFTER)
+            .map(|(p, s)| {
+                // Once per silence: the disconnect takes effect on the next swarm events.
+                s.last_pong = now;
+                *p
+            })
+            .collect();
+        for peer in silent {
+            warn!(peer = %short(&peer), secs = SILENT_AFTER.as_secs(), "peer answered no ping; disconnecting it");
+            let _ = self.swarm.disconnect_peer_id(peer);
         }
     }
 
@@ -1489,6 +1516,7 @@ impl NodeActor {
                 let s = self.peer(peer_id);
                 if s.connections == 0 {
                     s.identified = false;
+                    s.last_pong = Instant::now();
                 }
                 s.connections += 1;
                 s.last_seen = Instant::now();
@@ -1559,7 +1587,9 @@ impl NodeActor {
                 result: Ok(rtt),
                 ..
             }) => {
-                self.peer(peer).stats.rtt = Some(rtt);
+                let s = self.peer(peer);
+                s.stats.rtt = Some(rtt);
+                s.last_pong = Instant::now();
             }
             BehaviourEvent::Ping(ping::Event {
                 peer,

@@ -204,7 +204,7 @@ async fn ephemeral(
         .discover(defs_net::node::DISCOVERY_TIMEOUT, enough)
         .await?;
     eprintln!(
-        "network: {found}, found through {} bootstrap address(es) in {:.1} s",
+        "network: {found}, found through {} bootstrap address(es) in {:.2} s",
         addresses,
         started.elapsed().as_secs_f64()
     );

@@ -175,3 +175,35 @@ fn killed_holders_lower_the_durability_figure_and_returning_ones_raise_it() {
     let o = out(m.defs().arg("sync"));
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
+
+/// How long a silent holder (alive, but answering nothing) may take to stop counting: a failed
+/// ping closes its connection within `PING_INTERVAL + PING_TIMEOUT` (15 s), plus polling.
+const SILENT_BOUND: Duration = Duration::from_secs(25);
+
+/// Sends `signal` (e.g. "STOP") to the node process `p`.
+fn signal(p: &Proc, signal: &str) {
+    let o = out(Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(p.0.id().to_string()));
+    assert!(o.status.success(), "kill -{signal}: {}", text(&o));
+}
+
+#[test]
+fn a_silent_holder_stops_counting_within_the_ping_bound_and_counts_again_when_it_answers() {
+    let base = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(base.path(), 5);
+    let Some(m) = mount_on(&cluster) else { return };
+    let p = m.path("big");
+    fs::write(&p, pseudo_random(3, 4 << 20)).unwrap();
+    let o = out(m.defs().arg("sync"));
+    assert_eq!(o.status.code(), Some(0), "{}\nlog:\n{}", text(&o), m.log());
+    // Stopped, not killed: its connections stay open, only pings go unanswered.
+    signal(&cluster.nodes[3], "STOP");
+    let gone = wait_durability(&p, SILENT_BOUND, |d| {
+        d.contains("survives 1 lost node, not the 2 promised")
+    });
+    eprintln!("a holder went silent: the durability figure dropped after {gone:?}");
+    signal(&cluster.nodes[3], "CONT");
+    let back = wait_durability(&p, BACK_BOUND, |d| d.ends_with("survives 2 lost nodes"));
+    eprintln!("the silent holder answers again: the figure rose after {back:?}");
+}
