@@ -16,6 +16,7 @@
 //! - [`remote`]: the [`remote::ShardClient`] trait, "a place that stores and returns shards".
 //! - [`object`]: a byte source stored through a `ShardClient` as one sealed, erasure-coded
 //!   object, and byte ranges of it read back (the mount and the CLI share it).
+//! - [`durability`]: the one definition of "on the network" that every safety report uses.
 //!
 //! The data path runs file bytes through the pipeline (slice → Reed-Solomon → encrypt → checksum)
 //! into shards described by a manifest; the network (defs-net) stores shards, and the mounted
@@ -25,6 +26,7 @@
 
 pub mod cache_store;
 pub mod config;
+pub mod durability;
 pub mod error;
 mod fsutil;
 pub mod identity;

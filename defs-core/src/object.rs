@@ -28,6 +28,7 @@ use futures::StreamExt;
 use lru::LruCache;
 use tracing::{debug, info, warn};
 
+pub use crate::durability::{Durability, Liveness};
 use crate::error::{Error, Result};
 use crate::fsutil::fsync_dir;
 use crate::manifest::{Manifest, SealedManifest};
@@ -35,7 +36,7 @@ use crate::pipeline::{
     FileKey, Geometry, LayoutConfig, WrapKey, assemble_into, choose, decrypt_shard, encode_segment,
     new_version_id, plan,
 };
-use crate::remote::{OutShard, ShardClient, survivable_losses};
+use crate::remote::{OutShard, ShardClient};
 use crate::sync::Arc;
 use crate::types::{FileId, NodeId, ShardId};
 
@@ -262,58 +263,11 @@ pub struct Stored {
     pub peers: usize,
 }
 
-/// How well an object is protected, from its manifest's holders.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Durability {
-    /// Shards in the object.
-    pub shards: usize,
-    /// Shards with at least one recorded holder.
-    pub placed: usize,
-    /// Node losses every segment survives in the worst case (the minimum over segments).
-    pub survives: usize,
-}
-
-impl std::fmt::Display for Durability {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let nodes = if self.survives == 1 { "node" } else { "nodes" };
-        write!(
-            f,
-            "{}/{} shards, survives {} lost {nodes}",
-            self.placed, self.shards, self.survives
-        )
-    }
-}
-
 /// Shards that rebuild a segment, and how many of a segment's shards may be lost.
 pub fn need_and_parity(geometry: &Geometry) -> (usize, usize) {
     let need = usize::from(geometry.data_shards());
     let total = usize::from(geometry.total_shards());
     (need, total.saturating_sub(need))
-}
-
-impl Durability {
-    /// The durability of `manifest` as its holders record it.
-    pub fn of(manifest: &Manifest) -> Durability {
-        let (need, _) = need_and_parity(&manifest.geometry);
-        let shards = manifest.segments.iter().map(|s| s.shards.len()).sum();
-        let placed = manifest
-            .segments
-            .iter()
-            .flat_map(|s| &s.shards)
-            .filter(|s| !s.holders.is_empty())
-            .count();
-        let survives = manifest
-            .segments
-            .iter()
-            .map(|s| survivable_losses(s.shards.iter().filter_map(|sh| sh.holders.first()), need))
-            .min()
-            .unwrap_or(0);
-        Durability {
-            shards,
-            placed,
-            survives,
-        }
-    }
 }
 
 /// Objects on a shard network: put, find manifests, read ranges.

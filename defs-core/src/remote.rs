@@ -9,6 +9,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use crate::durability::Liveness;
 use crate::error::Result;
 use crate::types::{NodeId, ShardId};
 
@@ -100,10 +101,11 @@ pub trait ShardClient: Send + Sync {
     /// When a holder refuses or cannot be reached.
     fn delete(&self, id: ShardId, holders: Vec<NodeId>) -> BoxFuture<'_, Result<()>>;
 
-    /// How many distinct nodes [`store_segment`](Self::store_segment) can place shards on right
-    /// now: the connected storage peers it accepts, plus one for the local node when it has a
-    /// shard store of its own (so a lone storage node answers 1). A segment of more shards than
-    /// this survives fewer node losses than its parity count.
+    /// How many distinct nodes a segment should be spread over right now: the connected
+    /// storage peers [`store_segment`](Self::store_segment) accepts, or 1 when there are none
+    /// and the local node has a shard store of its own (a lone storage node). The local node
+    /// does not count beside peers: its shards do not survive losing this machine. A segment
+    /// of more shards than this survives fewer node losses than its parity count.
     ///
     /// # Errors
     /// When the network layer has stopped.
@@ -117,31 +119,11 @@ pub trait ShardClient: Send + Sync {
     /// # Errors
     /// When the network layer has stopped.
     fn capacity(&self) -> BoxFuture<'_, Result<u64>>;
-}
 
-/// How many node losses a segment survives in the worst case, given the holder of each of its
-/// shards and how many shards rebuild it: the most-loaded holders are lost first.
-/// Generic over the holder's name (a `NodeId` here, a libp2p `PeerId` in placement).
-pub fn survivable_losses<'a, H: PartialEq + Copy + 'a>(
-    holders: impl Iterator<Item = &'a H>,
-    need: usize,
-) -> usize {
-    let mut load: Vec<(H, usize)> = Vec::new();
-    for holder in holders {
-        match load.iter_mut().find(|(n, _)| n == holder) {
-            Some((_, c)) => *c += 1,
-            None => load.push((*holder, 1)),
-        }
-    }
-    load.sort_by_key(|l| std::cmp::Reverse(l.1));
-    let mut left: usize = load.iter().map(|(_, c)| c).sum();
-    let mut lost = 0;
-    for (_, c) in load {
-        if left - c < need {
-            break;
-        }
-        left -= c;
-        lost += 1;
-    }
-    lost
+    /// The nodes a durability figure may count now: this machine's node (whose shards do not
+    /// count) and the other nodes reachable now. See [`crate::durability`].
+    ///
+    /// # Errors
+    /// When the network layer has stopped.
+    fn liveness(&self) -> BoxFuture<'_, Result<Liveness>>;
 }

@@ -6,11 +6,11 @@ use std::fmt;
 
 use defs_core::cache_store::CacheStore;
 use defs_core::namespace::Content;
-use defs_core::object::{Objects, Source};
+use defs_core::object::{Durability, Objects, Source};
 use defs_core::sync::Arc;
 use defs_core::types::InodeNo;
 use futures::future::BoxFuture;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::flusher::{UploadError, UploadJob, Uploader};
 
@@ -105,7 +105,19 @@ impl Uploader for ObjectUploader {
                 r = put => r.map_err(|e| UploadError::Failed { reason: e.to_string() })?,
                 () = job.cancel.cancelled() => return Err(UploadError::Cancelled),
             };
-            info!(ino = %job.ino, file = %stored.file, size = job.size, tolerance = stored.fault_tolerance, "uploaded");
+            match objects.client().liveness().await {
+                Ok(live) => {
+                    let d = Durability::assess(&stored.manifest, &live);
+                    if d.on_network() {
+                        info!(ino = %job.ino, file = %stored.file, size = job.size, durability = %d, "uploaded");
+                    } else {
+                        warn!(ino = %job.ino, file = %stored.file, size = job.size, durability = %d, "uploaded, but not on the network");
+                    }
+                }
+                Err(e) => {
+                    warn!(ino = %job.ino, file = %stored.file, size = job.size, error = %e, "uploaded; whether it is on the network is unknown");
+                }
+            }
             Ok(Content::Stored {
                 file: stored.file,
                 key: *stored.key.as_bytes(),

@@ -40,6 +40,14 @@ pub const MAX_CONNECTIONS_PER_PEER: u32 = 2;
 /// Connections being set up at once, each way.
 pub const MAX_PENDING_CONNECTIONS: u32 = 64;
 
+/// How often a connection's peer is pinged (liveness and RTT for scores).
+pub const PING_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A ping unanswered this long fails (the node closes that connection when libp2p reports it);
+/// a peer whose last answer is older than `PING_INTERVAL + PING_TIMEOUT` is disconnected
+/// ([`crate::node::SILENT_AFTER`]), so it stops counting as a live holder.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Options that shape the behaviour.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -159,7 +167,11 @@ impl Behaviour {
             gossipsub,
             kad,
             identify,
-            ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(10))),
+            ping: ping::Behaviour::new(
+                ping::Config::new()
+                    .with_interval(PING_INTERVAL)
+                    .with_timeout(PING_TIMEOUT),
+            ),
             mdns: Toggle::from(mdns),
             relay,
             dcutr: dcutr::Behaviour::new(peer_id),

@@ -45,6 +45,12 @@ impl Report {
         matches!(&self.outcome, Outcome::Answered { refused: None, .. })
     }
 
+    /// Whether a node answered there, accepted or refused: the network can be explored
+    /// through it.
+    pub fn reached(&self) -> bool {
+        matches!(&self.outcome, Outcome::Answered { .. })
+    }
+
     /// Whether the dial is over (answered or failed).
     pub fn settled(&self) -> bool {
         !matches!(self.outcome, Outcome::Dialling)

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use defs_core::durability::Liveness;
 use defs_core::identity::{Identity, SignDomain};
 use defs_core::pipeline::WrapKey;
 use defs_core::remote::{BoxFuture, Holders, OutShard, ShardClient, StoredSegment};
@@ -460,14 +461,30 @@ impl Client {
             .await?
     }
 
-    /// Nodes placement can use now: connected storage peers whose identity puzzle checks out,
-    /// plus this node when it has a shard store. 0 means a put would fail with
-    /// [`Error::NoPeers`].
+    /// Nodes a segment should be spread over now: the connected storage peers whose identity
+    /// puzzle checks out, or, when there are none, this node alone when it has a shard store.
+    /// This node does not count beside peers: its shards do not survive losing this machine
+    /// ([`defs_core::durability`]), so a geometry sized for it would promise losses the file
+    /// cannot survive. 0 means a put would fail with [`Error::NoPeers`].
     ///
     /// # Errors
     /// [`Error::Closed`].
     pub async fn storage_peers(&self) -> Result<usize> {
-        Ok(self.node.candidates(0).await?.len())
+        let candidates = self.node.candidates(0).await?;
+        let remote = candidates.iter().filter(|c| !c.local).count();
+        Ok(if remote > 0 { remote } else { candidates.len() })
+    }
+
+    /// The nodes a durability figure may count now: this node (its shards do not count) and
+    /// the peers connected now ([`Node::live`]).
+    ///
+    /// # Errors
+    /// [`Error::Closed`].
+    pub async fn liveness(&self) -> Result<Liveness> {
+        Ok(Liveness {
+            local: Some(self.node.node_id()),
+            live: self.node.live().await?.into_iter().collect(),
+        })
     }
 
     /// Free bytes advertised by those nodes (see [`crate::node::NodeStatus::network_free`]).
@@ -595,6 +612,14 @@ impl ShardClient for Client {
             self.storage_peers()
                 .await
                 .map_err(|e| to_core("storage peers", ShardId::default(), e))
+        })
+    }
+
+    fn liveness(&self) -> BoxFuture<'_, defs_core::Result<Liveness>> {
+        Box::pin(async move {
+            self.liveness()
+                .await
+                .map_err(|e| to_core("liveness", ShardId::default(), e))
         })
     }
 

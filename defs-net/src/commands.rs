@@ -92,24 +92,13 @@ pub async fn put(
     )
     .await?;
     let mut out = String::new();
-    let (need, parity) = defs_core::object::need_and_parity(&report.geometry);
-    if report.fault_tolerance < parity {
-        let _ = writeln!(
-            out,
-            "warning: only {} storage peers for {} shards per segment: the file survives the loss of {} node(s), not {}",
-            report.peers,
-            need + parity,
-            report.fault_tolerance,
-            parity
-        );
-    } else if report.fault_tolerance == 0 {
-        // E.g. a lone node: the layout chose no redundancy for one holder. Say so anyway.
-        let _ = writeln!(
-            out,
-            "warning: {} storage node(s) usable: the file survives the loss of 0 node(s)",
-            report.peers
-        );
-    }
+    let d = &report.durability;
+    let _ = writeln!(
+        out,
+        "{}{d} ({} storage node(s) were usable)",
+        if d.on_network() { "" } else { "warning: " },
+        report.peers
+    );
     let _ = write!(out, "{}", report.file);
     Ok(out)
 }
@@ -264,9 +253,26 @@ fn protection(storage_peers: usize, local_store: bool) -> Option<&'static str> {
 /// # Errors
 /// [`Error::Closed`].
 pub async fn status(client: &Client, json: bool) -> Result<String> {
+    status_with(client, json, None).await
+}
+
+/// [`status`] for a node that also knows files (a mount): `files_not_on_network` says why some
+/// of them are not on the network (by [`defs_core::durability`]'s one definition), which makes
+/// `protected` false and becomes the warning when the node has none of its own.
+///
+/// # Errors
+/// [`Error::Closed`].
+pub async fn status_with(
+    client: &Client,
+    json: bool,
+    files_not_on_network: Option<String>,
+) -> Result<String> {
     let s = client.node().status().await?;
     let usable = s.storage_peers + usize::from(s.info.storage);
-    let warning = protection(s.storage_peers, s.info.storage);
+    let node_warning = protection(s.storage_peers, s.info.storage);
+    let protected = node_warning.is_none() && files_not_on_network.is_none();
+    let warning: Option<String> = node_warning.map(String::from).or(files_not_on_network);
+    let warning = warning.as_deref();
     let mut out = String::new();
     if json {
         let _ = write!(
@@ -288,7 +294,7 @@ pub async fn status(client: &Client, json: bool) -> Result<String> {
             s.info.shards,
             s.network_capacity,
             s.network_free,
-            s.storage_peers > 0,
+            protected,
             warning.map_or("null".into(), json_str),
         );
     } else {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use defs_core::identity::Identity;
+use defs_core::identity::{Identity, puzzle_ok};
 use defs_core::shard_store::{Quotas, ShardStore};
 use libp2p::Multiaddr;
 use tracing::{Instrument, info, info_span};
@@ -21,7 +21,10 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Name of the addresses file a listening node writes in its data dir.
 pub const ADDRS_FILE: &str = "addrs";
 
-/// Puzzle difficulty of devnet identities: low, devnets are for trying things quickly.
+/// Puzzle difficulty of the in-process test devnets (`test_utils`): low, so that tests make
+/// identities quickly. `defs devnet` uses the difficulty `defs init` writes by default
+/// ([`defs_core::identity::DEFAULT_PUZZLE_DIFFICULTY`]), so that a user's node accepts the
+/// devnet's nodes and they accept it.
 pub const DEVNET_DIFFICULTY: u8 = 4;
 
 /// Settings of a devnet.
@@ -39,6 +42,9 @@ pub struct DevnetConfig {
     pub gossip_heartbeat: Duration,
     /// Listen (and connect) over QUIC instead of TCP.
     pub quic: bool,
+    /// The identity puzzle difficulty: the nodes' identities solve it, and they ask it of
+    /// their peers.
+    pub difficulty: u8,
 }
 
 /// One node of a devnet.
@@ -61,6 +67,8 @@ pub struct Devnet {
     pub nodes: Vec<Option<DevNode>>,
     /// The nodes listen on QUIC only (else TCP only).
     quic: bool,
+    /// See [`DevnetConfig::difficulty`].
+    difficulty: u8,
 }
 
 /// A loopback listen address on an ephemeral port: QUIC or TCP.
@@ -88,9 +96,9 @@ pub fn write_addrs(dir: &Path, addrs: &[Multiaddr]) -> Result<()> {
     std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
 }
 
-/// Starts a storage node with its data in `dir` (identity created if missing), listening on
-/// 127.0.0.1 over TCP (or QUIC when `quic`), without mDNS. It asks [`DEVNET_DIFFICULTY`] of
-/// its peers' identities.
+/// Starts a storage node with its data in `dir` (identity created at `difficulty` if missing),
+/// listening on 127.0.0.1 over TCP (or QUIC when `quic`), without mDNS. It asks `difficulty`
+/// of its peers' identities.
 ///
 /// # Errors
 /// Identity, shard store or network setup errors.
@@ -100,13 +108,14 @@ pub async fn start_storage_node(
     bootstrap: Vec<Multiaddr>,
     gossip_heartbeat: Duration,
     quic: bool,
+    difficulty: u8,
 ) -> Result<DevNode> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let key = dir.join("identity.key");
     let identity = if key.exists() {
         Identity::load(&key)?
     } else {
-        Identity::create(&key, DEVNET_DIFFICULTY)?
+        Identity::create(&key, difficulty)?
     };
     let store = ShardStore::open(
         &dir.join("shards"),
@@ -122,7 +131,7 @@ pub async fn start_storage_node(
         store: Some(store),
         capacity,
         gossip_heartbeat,
-        peer_difficulty: DEVNET_DIFFICULTY,
+        peer_difficulty: difficulty,
         ..Config::default()
     };
     let node = Node::spawn(&identity, config).await?;
@@ -143,6 +152,17 @@ impl Devnet {
     /// # Errors
     /// Setup errors, or [`Error::Timeout`] when the nodes do not connect.
     pub async fn start(cfg: &DevnetConfig) -> Result<Devnet> {
+        // Every identity first (solving the puzzle takes a moment), so the nodes start within
+        // milliseconds of each other: the first one then knows a peer before Kademlia's
+        // automatic bootstrap runs, instead of warning that it knows none.
+        for i in 0..cfg.nodes {
+            let dir = cfg.dir.join(format!("node-{i}"));
+            let key = dir.join("identity.key");
+            if !key.exists() {
+                std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+                Identity::create(&key, cfg.difficulty)?;
+            }
+        }
         let mut nodes: Vec<Option<DevNode>> = Vec::with_capacity(cfg.nodes);
         for i in 0..cfg.nodes {
             let bootstrap: Vec<Multiaddr> = nodes
@@ -152,15 +172,33 @@ impl Devnet {
                 .collect();
             let dir = cfg.dir.join(format!("node-{i}"));
             let capacity = cfg.capacities.get(i).copied().unwrap_or(cfg.capacity);
-            let n = start_storage_node(&dir, capacity, bootstrap, cfg.gossip_heartbeat, cfg.quic)
-                .instrument(info_span!("devnet", node = i))
-                .await?;
+            let n = start_storage_node(
+                &dir,
+                capacity,
+                bootstrap,
+                cfg.gossip_heartbeat,
+                cfg.quic,
+                cfg.difficulty,
+            )
+            .instrument(info_span!("devnet", node = i))
+            .await?;
+            if !puzzle_ok(&n.identity.node_id(), cfg.difficulty) {
+                n.node.shutdown().await;
+                return Err(Error::Setup(format!(
+                    "the identity in {} does not solve the identity puzzle at difficulty {} \
+                     (an older devnet made it at a lower one): remove {} to start afresh",
+                    dir.display(),
+                    cfg.difficulty,
+                    cfg.dir.display()
+                )));
+            }
             info!(node = i, addr = %n.addrs.first().map(|a| a.to_string()).unwrap_or_default(), "devnet node up");
             nodes.push(Some(n));
         }
         let net = Devnet {
             nodes,
             quic: cfg.quic,
+            difficulty: cfg.difficulty,
         };
         for n in net.nodes.iter().flatten() {
             let have = n
@@ -200,7 +238,7 @@ impl Devnet {
 
     /// Starts a client-only node for `identity` (on the devnet's transport), connected to every
     /// live devnet node, and returns a client over it. `identity` must solve the puzzle at
-    /// [`DEVNET_DIFFICULTY`], or the nodes refuse it.
+    /// the devnet's difficulty, or the nodes refuse it.
     ///
     /// # Errors
     /// Setup errors, [`Error::Timeout`].
@@ -213,7 +251,7 @@ impl Devnet {
             mdns: false,
             store: None,
             gossip_heartbeat: Duration::from_millis(200),
-            peer_difficulty: DEVNET_DIFFICULTY,
+            peer_difficulty: self.difficulty,
             ..Config::default()
         };
         let node = Node::spawn(&identity, config).await?;

@@ -21,6 +21,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use defs_core::durability::Durability;
 use defs_core::manifest::Manifest;
 use defs_core::object::{FileSource, MANIFEST_COPIES, Objects};
 use defs_core::pipeline::{Geometry, LayoutConfig};
@@ -53,6 +54,9 @@ pub struct PutReport {
     pub fault_tolerance: usize,
     /// Storage peers available at placement.
     pub peers: usize,
+    /// How well the file is protected once stored, by the one definition of "on the network"
+    /// ([`defs_core::durability`]).
+    pub durability: Durability,
 }
 
 impl Client {
@@ -92,6 +96,7 @@ impl Client {
             .objects(layout_cfg.clone())
             .put(Arc::new(source), size, None, &done)
             .await?;
+        let durability = Durability::assess(&stored.manifest, &self.liveness().await?);
         Ok(PutReport {
             file: stored.file,
             size,
@@ -99,6 +104,7 @@ impl Client {
             segments: stored.manifest.segments.len() as u64,
             fault_tolerance: stored.fault_tolerance,
             peers: stored.peers,
+            durability,
         })
     }
 

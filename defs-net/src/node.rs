@@ -32,15 +32,15 @@ use defs_core::types::{NodeId, ShardId};
 use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
-use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, Swarm, gossipsub, identify, identity, mdns, noise, ping, tcp, yamux,
+    Multiaddr, PeerId, Swarm, gossipsub, identify, identity, kad, mdns, noise, ping, tcp, yamux,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
-use tracing::{Instrument, debug, info, info_span, trace};
+use tracing::{Instrument, debug, info, info_span, trace, warn};
 
 use crate::behaviour::{AGENT_STORAGE, Behaviour, BehaviourEvent, Options};
 use crate::bootstrap;
@@ -76,6 +76,29 @@ pub const INFO_REFRESH: Duration = Duration::from_secs(30);
 
 /// Idle connections are kept this long (shard transfers come in bursts).
 pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long after losing its last connection a storage peer is dialled again at its known
+/// addresses; each failed attempt doubles the wait up to [`REDIAL_MAX`]. So a holder that comes
+/// back at the same address counts again in durability figures within `REDIAL_MAX` of its return.
+pub const REDIAL_FIRST: Duration = Duration::from_secs(1);
+
+/// The longest wait between redials of a lost storage peer (see [`REDIAL_FIRST`]): 15 s keeps
+/// a returning holder's absence from the figures short, at one dial per lost peer per 15 s.
+pub const REDIAL_MAX: Duration = Duration::from_secs(15);
+
+/// A connected peer that has answered no ping for this long is disconnected, so it stops
+/// counting as a live holder: a ping every [`crate::behaviour::PING_INTERVAL`] (5 s), answered
+/// within [`crate::behaviour::PING_TIMEOUT`] (10 s), leaves a live peer's last answer at most
+/// 15 s old. (libp2p's ping reports only the second failure in a row, after 30 s or more.)
+pub const SILENT_AFTER: Duration = Duration::from_secs(15);
+
+/// A storage peer gone this long is no longer redialled (it has left the network, or comes back
+/// through a bootstrap or mDNS).
+pub const REDIAL_GIVE_UP: Duration = Duration::from_secs(3600);
+
+/// How long a one-shot command at most waits for the network to settle: its bootstrap peers,
+/// the peers Kademlia finds through them, and their identify answers.
+pub const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Configuration of a node.
 #[derive(Debug)]
@@ -140,6 +163,8 @@ pub struct PeerSnapshot {
     pub puzzle_ok: bool,
     /// Why this node refuses it, when it does ([`bootstrap::refusal`]).
     pub refused: Option<String>,
+    /// It has answered identify on its current connection (its role is known).
+    pub identified: bool,
 }
 
 /// The node's own state, for `defs status`.
@@ -161,6 +186,40 @@ pub struct NodeStatus {
     pub network_free: u64,
     /// Capacity advertised by those storage peers plus our own store's capacity.
     pub network_capacity: u64,
+}
+
+/// What a one-shot node found of the network ([`Node::discover`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Discovery {
+    /// Connected storage peers whose identity is accepted: where shards can go.
+    pub storage: usize,
+    /// Connected peers refused because their node id does not solve the identity puzzle.
+    pub refused: usize,
+    /// Other connected peers (clients).
+    pub clients: usize,
+    /// Whether every connected peer had answered identify and the Kademlia lookup had ended
+    /// before the time bound (else the counts are what had arrived by then).
+    pub settled: bool,
+}
+
+impl std::fmt::Display for Discovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} storage peer(s)", self.storage)?;
+        if self.refused > 0 {
+            write!(
+                f,
+                ", {} refused (identity puzzle not solved, see `defs peers`)",
+                self.refused
+            )?;
+        }
+        if self.clients > 0 {
+            write!(f, ", {} client(s)", self.clients)?;
+        }
+        if !self.settled {
+            write!(f, " (still arriving when the wait ended)")?;
+        }
+        Ok(())
+    }
 }
 
 /// The outcome of a transfer, reported by clients for peer scores.
@@ -249,6 +308,17 @@ pub enum NodeMessage {
     Bootstrap {
         /// One report per address, in the order given.
         reply: oneshot::Sender<Vec<bootstrap::Report>>,
+    },
+    /// Node ids of the peers reachable now (connected, identity accepted).
+    Live {
+        /// The node ids.
+        reply: oneshot::Sender<Vec<NodeId>>,
+    },
+    /// Run a Kademlia bootstrap (a lookup of our own id through the known peers, which
+    /// connects to the peers it finds); the reply comes when it has finished.
+    Discover {
+        /// `false` when no peer is known to ask.
+        reply: oneshot::Sender<bool>,
     },
     /// Make this node misbehave (tests).
     #[cfg(any(test, feature = "test-utils"))]
@@ -361,6 +431,11 @@ impl Node {
         let mut boot = Vec::with_capacity(config.bootstrap.len());
         let mut boot_dials = HashMap::new();
         for addr in &config.bootstrap {
+            // Known to Kademlia from the start, so its lookups (ours and its own automatic
+            // ones) go through the bootstrap peers instead of failing with "no known peers".
+            if let Some(Protocol::P2p(peer)) = addr.iter().last() {
+                swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+            }
             let opts = DialOpts::from(addr.clone());
             let id = opts.connection_id();
             let outcome = match swarm.dial(opts) {
@@ -406,6 +481,7 @@ impl Node {
             peer_difficulty: config.peer_difficulty,
             boot,
             boot_dials,
+            discoveries: Vec::new(),
         };
         let span = info_span!("node", peer = %short(&peer_id));
         let task = tokio::spawn(actor.run().instrument(span));
@@ -627,6 +703,89 @@ impl Node {
         }
     }
 
+    /// Node ids of the peers reachable now: connected, identity accepted. A peer leaves this
+    /// set when its last connection closes: at once when its process ends (the kernel closes
+    /// the socket), after [`SILENT_AFTER`] without an answered ping when it goes silent. It
+    /// comes back when a connection is made again (see [`REDIAL_FIRST`]).
+    ///
+    /// # Errors
+    /// [`Error::Closed`].
+    pub async fn live(&self) -> Result<Vec<NodeId>> {
+        self.ask(|reply| NodeMessage::Live { reply }).await
+    }
+
+    /// Waits, at most `timeout`, until the network reachable through the bootstrap peers has
+    /// settled: a bootstrap peer has answered, a Kademlia lookup of our own id through it has
+    /// ended (it connects to the peers it finds), and every connected peer has answered
+    /// identify (so its role is known). Ends early once `enough` storage peers are there.
+    ///
+    /// # Errors
+    /// [`Error::Closed`].
+    ///
+    /// # Cancel safety
+    /// Safe: it only observes the node.
+    pub async fn discover(&self, timeout: Duration, enough: Option<usize>) -> Result<Discovery> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let count = |peers: &[PeerSnapshot]| {
+            let connected = peers.iter().filter(|p| p.connected);
+            Discovery {
+                storage: connected
+                    .clone()
+                    .filter(|p| p.storage && p.puzzle_ok)
+                    .count(),
+                refused: connected.clone().filter(|p| !p.puzzle_ok).count(),
+                clients: connected
+                    .clone()
+                    .filter(|p| p.puzzle_ok && !p.storage)
+                    .count(),
+                settled: peers.iter().filter(|p| p.connected).all(|p| p.identified),
+            }
+        };
+        let is_enough = |d: &Discovery| enough.is_some_and(|e| d.storage >= e);
+        // 1. A first peer that has answered identify (its addresses are then in Kademlia).
+        loop {
+            let peers = self.peers().await?;
+            let d = count(&peers);
+            if is_enough(&d) {
+                return Ok(d);
+            }
+            if peers.iter().any(|p| p.connected && p.identified) {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(Discovery {
+                    settled: false,
+                    ..d
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // 2. The lookup through it, which connects to the peers it finds.
+        let lookup =
+            tokio::time::timeout_at(deadline, self.ask(|reply| NodeMessage::Discover { reply }))
+                .await;
+        // Ended (or nobody to ask: then identify answers are all there is to wait for).
+        let looked_up = match lookup {
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => false,
+        };
+        // 3. Identify answers from everyone it connected to.
+        loop {
+            let d = count(&self.peers().await?);
+            if is_enough(&d) || (d.settled && looked_up) {
+                return Ok(d);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(Discovery {
+                    settled: false,
+                    ..d
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Makes this node misbehave on fetches (tests of malicious peers).
     ///
     /// # Errors
@@ -673,6 +832,12 @@ struct PeerState {
     puzzle_ok: bool,
     /// The refusal was logged (once per peer).
     refusal_logged: bool,
+    /// Identify has answered since the peer last connected.
+    identified: bool,
+    /// When a lost storage peer is dialled again, and the wait after that.
+    redial: Option<(Instant, Duration)>,
+    /// Its last answered ping (or when it connected).
+    last_pong: Instant,
 }
 
 /// Where the answer to an admitted operation goes.
@@ -753,6 +918,8 @@ struct NodeActor {
     boot: Vec<(Multiaddr, bootstrap::Outcome)>,
     /// Bootstrap dials still running: their index in `boot`.
     boot_dials: HashMap<ConnectionId, usize>,
+    /// Kademlia bootstraps a [`NodeMessage::Discover`] waits for.
+    discoveries: Vec<(kad::QueryId, oneshot::Sender<bool>)>,
 }
 
 impl NodeActor {
@@ -805,6 +972,8 @@ impl NodeActor {
                 l.unpublished = Some(bytes);
             }
         }
+        self.redial_lost_peers(now);
+        self.disconnect_silent_peers(now);
         if now.duration_since(self.last_refresh) >= INFO_REFRESH {
             self.last_refresh = now;
             let storage: Vec<PeerId> = self
@@ -849,8 +1018,13 @@ impl NodeActor {
                 }
                 let addr = endpoint.get_remote_address().clone();
                 let s = self.peer(peer_id);
+                if s.connections == 0 {
+                    s.identified = false;
+                    s.last_pong = Instant::now();
+                }
                 s.connections += 1;
                 s.last_seen = Instant::now();
+                s.redial = None;
                 if endpoint.is_dialer() && !s.addrs.contains(&addr) {
                     s.addrs.push(addr);
                 }
@@ -862,6 +1036,9 @@ impl NodeActor {
                 if let Some(s) = self.peers.get_mut(&peer_id) {
                     s.connections = s.connections.saturating_sub(1);
                     s.last_seen = Instant::now();
+                    if s.connections == 0 && s.storage && s.puzzle_ok && !s.addrs.is_empty() {
+                        s.redial = Some((s.last_seen + REDIAL_FIRST, REDIAL_FIRST));
+                    }
                 }
                 debug!(peer = %short(&peer_id), "disconnected");
             }
@@ -911,6 +1088,7 @@ impl NodeActor {
                 let s = self.peer(peer_id);
                 let was_storage = s.storage;
                 s.storage = storage;
+                s.identified = true;
                 for a in listen {
                     if !s.addrs.contains(&a) {
                         s.addrs.push(a);
@@ -926,7 +1104,35 @@ impl NodeActor {
                 result: Ok(rtt),
                 ..
             }) => {
-                self.peer(peer).stats.rtt = Some(rtt);
+                let s = self.peer(peer);
+                s.stats.rtt = Some(rtt);
+                s.last_pong = Instant::now();
+            }
+            BehaviourEvent::Ping(ping::Event {
+                peer,
+                connection,
+                result: Err(error),
+            }) => {
+                // A peer that stops answering pings is gone for durability figures: its
+                // connection is closed (libp2p's ping no longer does that itself).
+                debug!(peer = %short(&peer), %error, "ping failed; closing the connection");
+                self.swarm.close_connection(connection);
+            }
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::Bootstrap(result),
+                step,
+                ..
+            }) => {
+                if let Err(e) = &result {
+                    debug!(error = %e, "kademlia bootstrap step failed");
+                }
+                if step.last
+                    && let Some(i) = self.discoveries.iter().position(|(q, _)| *q == id)
+                {
+                    let (_, reply) = self.discoveries.swap_remove(i);
+                    let _ = reply.send(true);
+                }
             }
             BehaviourEvent::Mdns(mdns::Event::Discovered(list)) => {
                 for (peer, addr) in list {

@@ -202,7 +202,7 @@ pub fn choose(candidates: &[Candidate], n: usize, m: usize) -> Placement {
 
 /// How many peers of `peers` (one per shard) may be lost while at most `m` shards are lost.
 pub fn fault_tolerance(peers: &[PeerId], m: usize) -> usize {
-    defs_core::remote::survivable_losses(peers.iter(), peers.len().saturating_sub(m))
+    defs_core::durability::survivable_losses(peers.iter(), peers.len().saturating_sub(m))
 }
 
 #[cfg(test)]

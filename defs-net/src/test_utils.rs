@@ -82,6 +82,7 @@ impl TestCluster {
             capacities,
             gossip_heartbeat: Duration::from_millis(200),
             quic,
+            difficulty: DEVNET_DIFFICULTY,
         };
         let net = tokio::time::timeout(TEST_TIMEOUT, Devnet::start(&cfg))
             .await

@@ -106,7 +106,8 @@ async fn with_peers_the_local_node_is_a_last_resort() {
     let cluster = TestCluster::start(3).await;
     let client = own_client(&cluster, 0);
     let me = client.node().node_id();
-    assert_eq!(ShardClient::storage_peers(&client).await.unwrap(), 3);
+    // Two remote peers: the local store does not count beside them.
+    assert_eq!(ShardClient::storage_peers(&client).await.unwrap(), 2);
     // Two remote peers for five shards: local holds one shard, each peer two.
     for seed in 0..5 {
         let stored = timeout(client.store_segment(shards(5, 10 + seed), 2))

@@ -15,6 +15,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
+use defs_core::object::Durability;
 use defs_fuse::flusher::FlushError;
 use defs_fuse::fs::{Fs, SyncReport, TreeStatus, UploadStatus, damaged_line, damaged_summary};
 use defs_net::Node;
@@ -107,16 +108,23 @@ impl MountCommands {
                 ),
                 e => format!("syncing {}: {e}", path.display()),
             })?;
-        sync_outcome(&path, &report)
+        // Uploaded is not enough: each file must be on the network by the one definition,
+        // judged now against which holders are reachable.
+        let tree = self
+            .fs
+            .tree_status_under(root, Path::new("/").join(rel))
+            .await
+            .map_err(|e| format!("checking {}: {e}", path.display()))?;
+        sync_outcome(&self.mountpoint, &path, &report, &tree)
     }
 
     /// `defs status`: the node's status and the mount's write-back cache.
     async fn status(&self, json: bool) -> Result<String, String> {
-        let node = commands::status(&self.commands.client, json)
-            .await
-            .map_err(|e| format!("{e:#}"))?;
         let mount = self.fs.upload_status().map_err(|e| format!("{e}"))?;
         let tree = self.fs.tree_status().await.map_err(|e| format!("{e}"))?;
+        let node = commands::status_with(&self.commands.client, json, not_on_network(&tree))
+            .await
+            .map_err(|e| format!("{e:#}"))?;
         if json {
             let Some(open) = node.strip_suffix('}') else {
                 return Err("the node's status is not a JSON object".into());
@@ -140,31 +148,105 @@ impl MountCommands {
     }
 }
 
-/// The text `defs sync` prints, or its failure message.
-fn sync_outcome(path: &Path, r: &SyncReport) -> Result<String, String> {
-    if r.is_clean() {
+/// Why not everything in `t` is on the network, in one line (`None` when it all is).
+fn not_on_network(t: &TreeStatus) -> Option<String> {
+    if t.on_network() {
+        return None;
+    }
+    let mut parts = Vec::new();
+    if t.not_on_network > 0 {
+        parts.push(format!(
+            "{} not on the network",
+            plural(t.not_on_network, "stored file")
+        ));
+    }
+    let waiting = t.dirty + t.uploading + t.failed;
+    if waiting > 0 {
+        parts.push(format!("{} not uploaded yet", plural(waiting, "file")));
+    }
+    Some(format!(
+        "{} (see the tree section, `defs sync`)",
+        parts.join(", ")
+    ))
+}
+
+/// The text `defs sync` prints, or its failure message: every file under `path` must have
+/// uploaded (`r`) and be on the network now (`t`, the subtree's status after the uploads).
+fn sync_outcome(
+    mountpoint: &Path,
+    path: &Path,
+    r: &SyncReport,
+    t: &TreeStatus,
+) -> Result<String, String> {
+    if r.is_clean() && t.on_network() {
+        let least = t.worst.as_ref().map_or(String::new(), |(p, d)| {
+            format!(
+                "; least protected: {} ({d})",
+                in_mount(mountpoint, p).display()
+            )
+        });
         return Ok(format!(
-            "{} ({} bytes) under {} uploaded: everything written there is on the network",
+            "{} ({} bytes) under {} uploaded: every file there is on the network{least}",
             plural(r.files, "dirty file"),
             r.bytes,
             path.display()
         ));
     }
-    let mut msg = format!(
-        "{} of {} under {} could not be uploaded (they stay dirty and are retried in the \
-         background):",
-        r.failed.len(),
-        plural(r.files, "dirty file"),
-        path.display()
-    );
-    for f in r.failed.iter().take(SYNC_FAILURES_SHOWN) {
-        let _ = write!(msg, "\n  {}: {}", path.join(&f.path).display(), f.error);
-    }
-    if r.failed.len() > SYNC_FAILURES_SHOWN {
+    let mut msg = String::new();
+    if !r.is_clean() {
         let _ = write!(
             msg,
-            "\n  … and {} more",
-            r.failed.len() - SYNC_FAILURES_SHOWN
+            "{} of {} under {} could not be uploaded (they stay dirty and are retried in the \
+             background):",
+            r.failed.len(),
+            plural(r.files, "dirty file"),
+            path.display()
+        );
+        for f in r.failed.iter().take(SYNC_FAILURES_SHOWN) {
+            let _ = write!(msg, "\n  {}: {}", path.join(&f.path).display(), f.error);
+        }
+        if r.failed.len() > SYNC_FAILURES_SHOWN {
+            let _ = write!(
+                msg,
+                "\n  … and {} more",
+                r.failed.len() - SYNC_FAILURES_SHOWN
+            );
+        }
+    }
+    let unprotected = t.not_on_network;
+    if unprotected > 0 {
+        if !msg.is_empty() {
+            msg.push('\n');
+        }
+        let _ = write!(
+            msg,
+            "{} under {} {} not on the network:",
+            plural(unprotected, "file"),
+            path.display(),
+            if unprotected == 1 { "is" } else { "are" }
+        );
+        for (p, why) in t.unprotected.iter().take(SYNC_FAILURES_SHOWN) {
+            let _ = write!(msg, "\n  {}: {why}", in_mount(mountpoint, p).display());
+        }
+        if unprotected as usize > SYNC_FAILURES_SHOWN {
+            let _ = write!(
+                msg,
+                "\n  … and {} more (`defs status` lists them)",
+                unprotected as usize - SYNC_FAILURES_SHOWN
+            );
+        }
+    } else if r.is_clean() {
+        // Written meanwhile, or dirty files that appeared after the sync started.
+        let _ = write!(
+            msg,
+            "{} under {} changed while syncing and {} not on the network yet; run `defs sync` again",
+            plural(t.dirty + t.uploading + t.failed, "file"),
+            path.display(),
+            if t.dirty + t.uploading + t.failed == 1 {
+                "is"
+            } else {
+                "are"
+            }
         );
     }
     Err(msg)
@@ -263,6 +345,13 @@ pub fn tree_text(mountpoint: &Path, t: &TreeStatus) -> String {
             let _ = writeln!(out, "  least protected: (nothing stored)");
         }
     }
+    for (p, why) in &t.unprotected {
+        let _ = writeln!(
+            out,
+            "  not on the network: {}: {why}",
+            in_mount(mountpoint, p).display()
+        );
+    }
     for (p, reason) in &t.errors {
         let _ = writeln!(
             out,
@@ -284,14 +373,13 @@ pub fn tree_text(mountpoint: &Path, t: &TreeStatus) -> String {
 pub fn tree_json(mountpoint: &Path, t: &TreeStatus) -> String {
     let path = |p: &Path| json_str(&in_mount(mountpoint, p).display().to_string());
     let worst = t.worst.as_ref().map_or("null".into(), |(p, d)| {
-        format!(
-            "{{\"path\":{},\"shards\":{},\"placed\":{},\"survives\":{}}}",
-            path(p),
-            d.shards,
-            d.placed,
-            d.survives
-        )
+        format!("{{\"path\":{},{}}}", path(p), durability_json(d))
     });
+    let unprotected: Vec<String> = t
+        .unprotected
+        .iter()
+        .map(|(p, why)| format!("{{\"path\":{},\"why\":{}}}", path(p), json_str(why)))
+        .collect();
     let errors: Vec<String> = t
         .errors
         .iter()
@@ -319,8 +407,8 @@ pub fn tree_json(mountpoint: &Path, t: &TreeStatus) -> String {
         .collect();
     format!(
         "{{\"files\":{},\"directories\":{},\"bytes\":{},\"clean\":{},\"dirty\":{},\
-         \"uploading\":{},\"failed\":{},\"least_protected\":{worst},\"errors\":[{}],\
-         \"damaged\":[{}]}}",
+         \"uploading\":{},\"failed\":{},\"on_network\":{},\"not_on_network\":{},\
+         \"least_protected\":{worst},\"unprotected\":[{}],\"errors\":[{}],\"damaged\":[{}]}}",
         t.files,
         t.directories,
         t.bytes,
@@ -328,8 +416,26 @@ pub fn tree_json(mountpoint: &Path, t: &TreeStatus) -> String {
         t.dirty,
         t.uploading,
         t.failed,
+        t.on_network(),
+        t.not_on_network,
+        unprotected.join(","),
         errors.join(","),
         damaged.join(","),
+    )
+}
+
+/// A [`Durability`]'s fields as JSON object members (without braces).
+fn durability_json(d: &Durability) -> String {
+    format!(
+        "\"on_network\":{},\"shards\":{},\"remote\":{},\"local_only\":{},\"promised\":{},\
+         \"survives\":{},\"durability\":{}",
+        d.on_network(),
+        d.shards,
+        d.remote,
+        d.local_only,
+        d.promised,
+        d.survives.map_or("null".into(), |s| s.to_string()),
+        json_str(&d.to_string())
     )
 }
 
@@ -440,8 +546,10 @@ mod tests {
                 "/d/a".into(),
                 Durability {
                     shards: 5,
-                    placed: 5,
-                    survives: 2,
+                    remote: 5,
+                    local_only: 0,
+                    promised: 2,
+                    survives: Some(2),
                 },
             )),
             errors: vec![("/d/b".into(), "upload failed".into())],
@@ -469,7 +577,10 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("least protected: /mnt/d/a (5/5 shards, survives 2 lost nodes)"),
+            text.contains(
+                "least protected: /mnt/d/a (on the network: 5/5 shards on other live nodes, \
+                 survives 2 lost nodes)"
+            ),
             "{text}"
         );
         assert!(
@@ -499,15 +610,22 @@ mod tests {
 
     #[test]
     fn sync_failures_name_each_file_and_its_error() {
+        let on_network = TreeStatus {
+            files: 3,
+            clean: 3,
+            ..TreeStatus::default()
+        };
         let ok = SyncReport {
             files: 3,
             bytes: 30,
             failed: vec![],
         };
+        let m = Path::new("/m");
+        let text = sync_outcome(m, m, &ok, &on_network).unwrap();
+        assert!(text.contains("3 dirty files"), "{text}");
         assert!(
-            sync_outcome(Path::new("/m"), &ok)
-                .unwrap()
-                .contains("3 dirty files")
+            text.contains("every file there is on the network"),
+            "{text}"
         );
         let bad = SyncReport {
             files: 3,
@@ -518,11 +636,46 @@ mod tests {
                 error: "upload failed: no storage peers".into(),
             }],
         };
-        let msg = sync_outcome(Path::new("/m"), &bad).unwrap_err();
+        let msg = sync_outcome(m, m, &bad, &on_network).unwrap_err();
         assert!(msg.contains("1 of 3 dirty files under /m"), "{msg}");
         assert!(
             msg.contains("/m/a/b: upload failed: no storage peers"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn sync_fails_naming_each_file_that_is_not_on_the_network() {
+        // Issue 25: uploaded to this machine's own store only is not "on the network".
+        let local = TreeStatus {
+            files: 1,
+            clean: 1,
+            not_on_network: 1,
+            unprotected: vec![(
+                "/a".into(),
+                "not on the network: 0/1 shards on other live nodes, 1 only on this machine".into(),
+            )],
+            ..TreeStatus::default()
+        };
+        let ok = SyncReport {
+            files: 1,
+            bytes: 1,
+            failed: vec![],
+        };
+        let m = Path::new("/m");
+        let msg = sync_outcome(m, m, &ok, &local).unwrap_err();
+        assert!(
+            msg.contains("1 file under /m is not on the network:"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("/m/a: not on the network: 0/1 shards"),
+            "{msg}"
+        );
+        assert_eq!(
+            not_on_network(&local).as_deref(),
+            Some("1 stored file not on the network (see the tree section, `defs sync`)")
+        );
+        assert!(tree_json(m, &local).contains("\"on_network\":false"));
     }
 }

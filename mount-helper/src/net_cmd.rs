@@ -19,15 +19,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{bootstrap, data_dir};
 
-/// How long a client-only node waits for its bootstrap peers.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// After the bootstrap peers, how long at most to wait for peers found through them.
-const SETTLE: Duration = Duration::from_millis(500);
-
-/// Settling ends when no new storage peer has appeared for this long.
-const QUIET: Duration = Duration::from_millis(120);
-
 /// How long a starting node or mount waits for the process that served the same data dir
 /// before to finish shutting down: after its control socket closes it may still be releasing
 /// the stores (10 s covers a loaded machine; beyond it the start fails with a message).
@@ -180,9 +171,10 @@ fn enough_peers(req: &ControlRequest, base: &LayoutConfig) -> Option<usize> {
 }
 
 /// Starts a client-only node for one command and waits for storage peers: every bootstrap
-/// peer, then those found through them while they keep arriving, unless `enough` are there.
-/// Bootstrap addresses that give no usable peer are reported on stderr; with `needs_peers`
-/// and no storage peer at all the command fails, naming each address and why.
+/// peer, then, at most [`defs_net::node::DISCOVERY_TIMEOUT`], until the network found through
+/// them has settled ([`Node::discover`]) or `enough` storage peers are there; says on stderr
+/// what it found. Bootstrap addresses that give no usable peer are reported on stderr; with
+/// `needs_peers` and no storage peer at all the command fails, naming each address and why.
 async fn ephemeral(
     dir: &Path,
     config: &defs_core::Config,
@@ -193,6 +185,7 @@ async fn ephemeral(
 ) -> anyhow::Result<Client> {
     let identity = Arc::new(load_identity(dir)?);
     let want = bootstrap.len().max(1);
+    let addresses = bootstrap.len();
     let mdns = config.node.mdns && !net.no_mdns;
     // An empty list would make the node listen everywhere (its default): loopback instead.
     let loopback = ["/ip4/127.0.0.1/tcp/0".to_string()];
@@ -214,7 +207,7 @@ async fn ephemeral(
     )
     .await?;
     let started = std::time::Instant::now();
-    let (mut have, reports) = match wait_for_peers(&node, want, mdns).await {
+    let (have, reports) = match wait_for_peers(&node, want, mdns).await {
         Ok(r) => r,
         Err(e) => {
             node.shutdown().await;
@@ -231,15 +224,16 @@ async fn ephemeral(
     for line in bootstrap::problems(&reports) {
         eprintln!("warning: {line}");
     }
-    // Peers found through the bootstrap ones arrive for a moment: wait while they keep coming
-    // (each within QUIET of the last), never longer than SETTLE in all.
-    let deadline = tokio::time::Instant::now() + SETTLE;
-    while have > 0 && enough.is_none_or(|e| have < e) && tokio::time::Instant::now() < deadline {
-        let more = node.wait_for_storage_peers(have + 1, QUIET).await?;
-        if more <= have {
-            break;
-        }
-        have = more;
+    // The rest of the network is found through whoever answered.
+    if mdns || reports.iter().any(defs_net::bootstrap::Report::reached) {
+        let found = node
+            .discover(defs_net::node::DISCOVERY_TIMEOUT, enough)
+            .await?;
+        eprintln!(
+            "network: {found}, found through {} bootstrap address(es) in {:.2} s",
+            addresses,
+            started.elapsed().as_secs_f64()
+        );
     }
     Ok(Client::new(node, identity))
 }
@@ -252,7 +246,7 @@ async fn wait_for_peers(
     want: usize,
     mdns: bool,
 ) -> defs_net::Result<(usize, Vec<defs_net::bootstrap::Report>)> {
-    let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+    let deadline = tokio::time::Instant::now() + defs_net::node::DISCOVERY_TIMEOUT;
     loop {
         let have = node.wait_for_storage_peers(want, Duration::ZERO).await?;
         let reports = node.bootstrap().await?;
@@ -467,6 +461,14 @@ impl StorageNode {
         devnet::write_addrs(dir, &addrs)?;
         let reports = node.wait_bootstrap(bootstrap::REPORT_WAIT).await?;
         bootstrap_problems.extend(bootstrap::problems(&reports));
+        if reports.iter().any(defs_net::bootstrap::Report::reached) {
+            // Serve (and place shards) only once the network found through the bootstrap
+            // peers has settled, so that the first uploads spread over all of it.
+            let found = node
+                .discover(defs_net::node::DISCOVERY_TIMEOUT, None)
+                .await?;
+            tracing::info!(%found, "network found through the bootstrap peers");
+        }
         // New addresses are remembered as they answer, also after the start.
         if !opts.net.bootstrap.is_empty() {
             tokio::spawn(bootstrap::watch_and_remember(
@@ -566,7 +568,7 @@ pub async fn node(dir: &Path, opts: NodeOptions) -> anyhow::Result<()> {
 ///
 /// # Errors
 /// When the nodes cannot start.
-pub async fn devnet(dir: &Path, nodes: usize, capacity: u64) -> anyhow::Result<()> {
+pub async fn devnet(dir: &Path, nodes: usize, capacity: u64, difficulty: u8) -> anyhow::Result<()> {
     let dir = dir.join("devnet");
     let net = Devnet::start(&DevnetConfig {
         nodes,
@@ -575,6 +577,7 @@ pub async fn devnet(dir: &Path, nodes: usize, capacity: u64) -> anyhow::Result<(
         capacities: Vec::new(),
         gossip_heartbeat: Duration::from_secs(1),
         quic: false,
+        difficulty,
     })
     .await?;
     println!("devnet: {nodes} storage nodes, data in {}", dir.display());

@@ -8,7 +8,9 @@ mod crash;
 mod fstab;
 mod lifecycle;
 mod posix;
+mod readme;
 mod remount;
+mod safety;
 mod sync;
 mod tools;
 

@@ -125,7 +125,8 @@ fn a_lone_node_stores_locally_and_status_says_nothing_is_protected() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("survives the loss of 0 node(s)"),
+        stdout.contains("warning: not on the network: 0/")
+            && stdout.contains("losing it loses the file"),
         "{stdout}"
     );
     let id = stdout.lines().last().unwrap().trim().to_string();

@@ -59,6 +59,20 @@ impl TestMount {
     /// # Panics
     /// As [`TestMount::new`].
     pub fn with_args(options: &[&str], args: &[&str]) -> Option<TestMount> {
+        Self::with_identity(options, args, args.contains(&"--bootstrap"))
+    }
+
+    /// Like [`TestMount::with_args`]; `test_identity` makes the data dir's identity at the test
+    /// clusters' difficulty 0 first (else `defs-mount` makes one at the default difficulty, as
+    /// `defs init` would, and its node then refuses the clusters' nodes).
+    ///
+    /// # Panics
+    /// As [`TestMount::new`].
+    pub fn with_identity(
+        options: &[&str],
+        args: &[&str],
+        test_identity: bool,
+    ) -> Option<TestMount> {
         if let Some(why) = fuse_unusable() {
             if std::env::var("CI").is_ok_and(|v| v == "true") {
                 panic!("FUSE tests cannot run: {why} (CI=true: failing, not skipping)");
@@ -77,7 +91,7 @@ impl TestMount {
             args: args.iter().map(|s| s.to_string()).collect(),
             mounted: false,
         };
-        if args.contains(&"--bootstrap") {
+        if test_identity {
             // Peers refuse a node id that does not solve their identity puzzle, and a node asks
             // its own difficulty of its peers: a mount joining a test cluster (difficulty 0,
             // see `cluster::init`) needs an identity of the same difficulty.

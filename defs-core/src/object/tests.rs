@@ -241,19 +241,31 @@ async fn manifests_come_from_memory_the_local_store_or_the_network() {
 }
 
 #[tokio::test]
-async fn durability_reports_placement_honestly() {
+async fn durability_reports_placement_and_liveness_honestly() {
     let client = Arc::new(MemoryClient::new(5));
     let objects = make_objects(&client, layout(Mode::RsSize, 3, 2, 16 * 1024), None);
     let stored = put(&objects, &data(100_000)).await;
-    let d = Durability::of(&stored.manifest);
-    assert_eq!(d.shards, d.placed);
-    assert_eq!(d.survives, 2);
+    let now = || async { client.liveness().await.unwrap() };
+    let d = Durability::assess(&stored.manifest, &now().await);
+    assert_eq!(d.shards, d.remote);
+    assert_eq!(d.survives, Some(2));
+    assert!(d.on_network());
     assert!(d.to_string().ends_with("survives 2 lost nodes"), "{d}");
+    // Two holders go away: the figure drops at once, and rises when they come back.
+    client.set_up(0, false);
+    client.set_up(1, false);
+    let d = Durability::assess(&stored.manifest, &now().await);
+    assert_eq!(d.survives, Some(0));
+    assert!(!d.on_network(), "{d}");
+    client.set_up(0, true);
+    client.set_up(1, true);
+    assert!(Durability::assess(&stored.manifest, &now().await).on_network());
     // One node: everything on it, nothing survives its loss.
     let lone = Arc::new(MemoryClient::new(1));
     let lone_objects = make_objects(&lone, layout(Mode::Auto, 3, 2, 16 * 1024), None);
     let stored = put(&lone_objects, &data(100_000)).await;
-    assert_eq!(Durability::of(&stored.manifest).survives, 0);
+    let d = Durability::assess(&stored.manifest, &lone.liveness().await.unwrap());
+    assert_eq!(d.survives, Some(0));
     assert_eq!(stored.fault_tolerance, 0);
 }
 

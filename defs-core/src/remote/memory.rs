@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{BoxFuture, Holders, OutShard, ShardClient, StoredSegment, survivable_losses};
+use super::{BoxFuture, Holders, OutShard, ShardClient, StoredSegment};
+use crate::durability::Liveness;
+use crate::durability::survivable_losses;
 use crate::error::{Error, Result};
 use crate::types::{NodeId, ShardId};
 
@@ -223,6 +225,21 @@ impl ShardClient for MemoryClient {
 
     fn storage_peers(&self) -> BoxFuture<'_, Result<usize>> {
         Box::pin(async move { Ok(self.with(|n| n.iter().filter(|node| node.up).count())) })
+    }
+
+    fn liveness(&self) -> BoxFuture<'_, Result<Liveness>> {
+        // Every simulated node is another machine; this one stores nothing.
+        Box::pin(async move {
+            Ok(Liveness {
+                local: None,
+                live: self.with(|n| {
+                    n.iter()
+                        .filter(|node| node.up)
+                        .map(|node| node.id)
+                        .collect()
+                }),
+            })
+        })
     }
 
     fn capacity(&self) -> BoxFuture<'_, Result<u64>> {

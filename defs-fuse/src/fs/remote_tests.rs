@@ -414,7 +414,9 @@ async fn status_xattrs_tell_the_id_and_durability_and_are_read_only() {
     let shards = manifest_of(&t, ino).await.segments.len() * 5;
     assert_eq!(
         d,
-        format!("{shards}/{shards} shards, survives 2 lost nodes")
+        format!(
+            "on the network: {shards}/{shards} shards on other live nodes, survives 2 lost nodes"
+        )
     );
     assert_eq!(get(STATE_XATTR).await.unwrap(), b"clean");
     let st = t.fs.tree_status().await.unwrap();

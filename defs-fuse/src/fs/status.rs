@@ -1,6 +1,8 @@
 //! What the mount tells about storage: the read-only status xattrs (`user.defs.state`,
 //! `user.defs.id`, `user.defs.durability`), statfs from the network's capacity, and
-//! [`Fs::tree_status`], the whole tree's summary that `defs status` prints.
+//! [`Fs::tree_status`], the whole tree's summary that `defs status` prints and `defs sync`
+//! checks. Whether a file is on the network is always [`Durability::assess`] against the
+//! network's liveness at that moment (defs-core's one definition), never a stored verdict.
 //!
 //! The status xattrs are computed on each getxattr, never stored, never listed by listxattr
 //! (so `cp -a` and `rsync -X` do not copy them), and setting or removing them is EPERM.
@@ -9,6 +11,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
+use defs_core::durability::Liveness;
 use defs_core::namespace::{Content, FileKind};
 use defs_core::object::{DamagedShard, Durability};
 use defs_core::pipeline::{FileKey, choose};
@@ -22,7 +25,8 @@ use super::{Error, Fs, READDIR_BATCH, Result, STATE_XATTR, StatFs};
 pub const ID_XATTR: &[u8] = b"user.defs.id";
 
 /// The read-only virtual xattr telling how well a file is protected, from its manifest's
-/// holders: e.g. `14/14 shards, survives 4 lost nodes`; a dirty file says it is not stored yet.
+/// holders and which of them are reachable now: e.g. `on the network: 14/14 shards on other
+/// live nodes, survives 4 lost nodes`; a dirty file says it is not stored yet.
 pub const DURABILITY_XATTR: &[u8] = b"user.defs.durability";
 
 /// Files with errors that [`TreeStatus`] names, at most (the counts include all of them).
@@ -51,6 +55,12 @@ pub struct TreeStatus {
     pub failed: u64,
     /// The least protected stored file and its durability (fewest node losses survived).
     pub worst: Option<(PathBuf, Durability)>,
+    /// Clean files whose stored version is not on the network now (kept on this machine
+    /// only, holders unreachable, fewer losses survived than promised, or not known).
+    pub not_on_network: u64,
+    /// Those files, each with its durability or why it is unknown; at most
+    /// [`TREE_STATUS_MAX_ERRORS`].
+    pub unprotected: Vec<(PathBuf, String)>,
     /// Files with an error (a failed upload, a manifest that cannot be read), with the reason;
     /// at most [`TREE_STATUS_MAX_ERRORS`].
     pub errors: Vec<(PathBuf, String)>,
@@ -80,6 +90,14 @@ pub fn damaged_line(path: Option<&std::path::Path>, d: &DamagedShard) -> String 
     )
 }
 
+impl TreeStatus {
+    /// Whether everything in the tree is on the network: nothing dirty, uploading or failed,
+    /// no file with an error, and every stored file on the network by the one definition.
+    pub fn on_network(&self) -> bool {
+        self.dirty == 0 && self.uploading == 0 && self.failed == 0 && self.not_on_network == 0
+    }
+}
+
 impl std::fmt::Display for TreeStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
@@ -96,6 +114,9 @@ impl std::fmt::Display for TreeStatus {
             Some((path, d)) => writeln!(f, "least protected: {} ({d})", path.display())?,
             None => writeln!(f, "least protected: (nothing stored)")?,
         }
+        for (path, why) in &self.unprotected {
+            writeln!(f, "not on the network: {}: {why}", path.display())?;
+        }
         for (path, reason) in &self.errors {
             writeln!(f, "error: {}: {reason}", path.display())?;
         }
@@ -107,10 +128,6 @@ impl std::fmt::Display for TreeStatus {
         }
         Ok(())
     }
-}
-
-fn is_worse(d: &Durability, than: &Durability) -> bool {
-    (d.survives, d.placed * than.shards.max(1)) < (than.survives, than.placed * d.shards.max(1))
 }
 
 impl Fs {
@@ -148,7 +165,7 @@ impl Fs {
         }
         let dirty = self.inner.db.dirty_record(ino)?.is_some();
         let stored = match &content {
-            Content::Stored { .. } => Some(self.durability(ino, &content).await),
+            Content::Stored { .. } => Some(self.durability(ino, &content, None).await),
             Content::Empty => None,
         };
         let text = match (dirty, stored) {
@@ -162,16 +179,63 @@ impl Fs {
         Ok(Some(text.into_bytes()))
     }
 
-    /// The durability of stored `content`, or why it is unknown.
-    async fn durability(&self, ino: InodeNo, content: &Content) -> Result<Durability, String> {
+    /// `user.defs.state`: the upload state, and for a clean stored file whether it is on the
+    /// network now (`clean` alone means it is).
+    ///
+    /// # Errors
+    /// NotFound; the journal or the DB could not be read.
+    pub(super) async fn state_xattr(&self, ino: InodeNo) -> Result<String> {
+        let state = self.upload_state(ino)?;
+        if state != "clean" {
+            return Ok(state);
+        }
+        let content = self.inner.db.content(ino)?;
+        if !matches!(content, Content::Stored { .. }) {
+            return Ok(state);
+        }
+        Ok(match self.durability(ino, &content, None).await {
+            Ok(d) if d.on_network() => state,
+            Ok(d) => format!("clean; {d}"),
+            Err(e) => format!("clean; not known to be on the network: {e}"),
+        })
+    }
+
+    /// Which nodes count for durability now, or why that is unknown.
+    async fn liveness(&self) -> Result<Liveness, String> {
+        let Some(objects) = &self.inner.objects else {
+            return Err("no network is configured".into());
+        };
+        objects
+            .client()
+            .liveness()
+            .await
+            .map_err(|e| format!("the network's liveness is unknown: {e}"))
+    }
+
+    /// The durability of stored `content` now (against `live`, else the network's liveness
+    /// asked here), or why it is unknown.
+    async fn durability(
+        &self,
+        ino: InodeNo,
+        content: &Content,
+        live: Option<&Liveness>,
+    ) -> Result<Durability, String> {
         let Content::Stored { file, key, .. } = content else {
             return Err("not stored".into());
         };
         let Some(objects) = &self.inner.objects else {
             return Err("no network is configured".into());
         };
+        let asked;
+        let live = match live {
+            Some(l) => l,
+            None => {
+                asked = self.liveness().await?;
+                &asked
+            }
+        };
         match objects.manifest(*file, &FileKey::from_bytes(*key)).await {
-            Ok(m) => Ok(Durability::of(&m)),
+            Ok(m) => Ok(Durability::assess(&m, live)),
             Err(e) => {
                 debug!(%ino, file = %file, error = %e, "manifest unreadable");
                 Err(format!("its manifest cannot be read: {e}"))
@@ -242,27 +306,43 @@ impl Fs {
     /// # Cancel safety
     /// Safe (read only).
     pub async fn tree_status(&self) -> Result<TreeStatus> {
+        self.tree_status_under(InodeNo::ROOT, PathBuf::from("/"))
+            .await
+    }
+
+    /// [`Fs::tree_status`] of the subtree at `root` (a directory or a file), whose paths
+    /// start with `root_path`. `defs sync PATH` checks with it that everything under PATH is
+    /// on the network.
+    ///
+    /// # Errors
+    /// DB errors while walking; NotFound when `root` is gone.
+    ///
+    /// # Cancel safety
+    /// Safe (read only).
+    pub async fn tree_status_under(&self, root: InodeNo, root_path: PathBuf) -> Result<TreeStatus> {
         let db = &self.inner.db;
-        let journal: HashMap<InodeNo, defs_core::DirtyRecord> =
-            db.dirty_inodes()?.into_iter().map(|r| (r.ino, r)).collect();
-        let mut status = TreeStatus::default();
         let damaged = self
             .inner
             .objects
             .as_ref()
             .map(|o| o.damaged())
             .unwrap_or_default();
-        let damaged_files: HashSet<FileId> = damaged.iter().map(|d| d.file).collect();
-        let mut damaged_paths: HashMap<FileId, PathBuf> = HashMap::new();
+        let mut walk = TreeWalk {
+            journal: db.dirty_inodes()?.into_iter().map(|r| (r.ino, r)).collect(),
+            live: self.liveness().await,
+            damaged_files: damaged.iter().map(|d| d.file).collect(),
+            damaged_paths: HashMap::new(),
+            status: TreeStatus::default(),
+        };
         let mut seen = HashSet::new();
-        let mut queue = VecDeque::from([(InodeNo::ROOT, PathBuf::from("/"))]);
-        fn error(status: &mut TreeStatus, path: PathBuf, reason: String) {
-            if status.errors.len() < TREE_STATUS_MAX_ERRORS {
-                status.errors.push((path, reason));
-            }
+        let mut queue = VecDeque::new();
+        if self.getattr(root).await?.kind == FileKind::Directory {
+            queue.push_back((root, root_path));
+        } else {
+            walk.file(self, root, root_path).await;
         }
         while let Some((dir, path)) = queue.pop_front() {
-            status.directories += 1;
+            walk.status.directories += 1;
             let mut after = 0;
             loop {
                 let batch = db.readdir(dir, after, READDIR_BATCH)?;
@@ -273,58 +353,107 @@ impl Fs {
                     match e.kind {
                         FileKind::Directory => queue.push_back((e.ino, child)),
                         FileKind::RegularFile if seen.insert(e.ino) => {
-                            let Ok(attr) = self.getattr(e.ino).await else {
-                                continue; // removed meanwhile
-                            };
-                            status.files += 1;
-                            status.bytes += attr.size;
-                            if !damaged_files.is_empty()
-                                && let Ok(Content::Stored { file, .. }) = db.content(e.ino)
-                                && damaged_files.contains(&file)
-                            {
-                                damaged_paths.entry(file).or_insert_with(|| child.clone());
-                            }
-                            if let Some(r) = journal.get(&e.ino) {
-                                if r.uploading.is_some() {
-                                    status.uploading += 1;
-                                } else if let Some(reason) = &r.last_error {
-                                    status.failed += 1;
-                                    error(
-                                        &mut status,
-                                        child,
-                                        format!(
-                                            "upload failed {} times, last: {reason}",
-                                            r.failures
-                                        ),
-                                    );
-                                } else {
-                                    status.dirty += 1;
-                                }
-                                continue;
-                            }
-                            status.clean += 1;
-                            let content = match db.content(e.ino) {
-                                Ok(c @ Content::Stored { .. }) => c,
-                                _ => continue,
-                            };
-                            match self.durability(e.ino, &content).await {
-                                Ok(d) => {
-                                    if status.worst.as_ref().is_none_or(|(_, w)| is_worse(&d, w)) {
-                                        status.worst = Some((child, d));
-                                    }
-                                }
-                                Err(reason) => error(&mut status, child, reason),
-                            }
+                            walk.file(self, e.ino, child).await;
                         }
                         _ => {}
                     }
                 }
             }
         }
+        let TreeWalk {
+            mut status,
+            damaged_paths,
+            ..
+        } = walk;
         status.damaged = damaged
             .into_iter()
             .map(|d| (damaged_paths.get(&d.file).cloned(), d))
             .collect();
         Ok(status)
+    }
+}
+
+/// The state of one [`Fs::tree_status_under`] walk.
+struct TreeWalk {
+    journal: HashMap<InodeNo, defs_core::DirtyRecord>,
+    live: Result<Liveness, String>,
+    damaged_files: HashSet<FileId>,
+    damaged_paths: HashMap<FileId, PathBuf>,
+    status: TreeStatus,
+}
+
+impl TreeWalk {
+    fn error(&mut self, path: PathBuf, reason: String) {
+        if self.status.errors.len() < TREE_STATUS_MAX_ERRORS {
+            self.status.errors.push((path, reason));
+        }
+    }
+
+    /// Counts the regular file `ino` at `path`.
+    async fn file(&mut self, fs: &Fs, ino: InodeNo, path: PathBuf) {
+        let db = &fs.inner.db;
+        let Ok(attr) = fs.getattr(ino).await else {
+            return; // removed meanwhile
+        };
+        self.status.files += 1;
+        self.status.bytes += attr.size;
+        if !self.damaged_files.is_empty()
+            && let Ok(Content::Stored { file, .. }) = db.content(ino)
+            && self.damaged_files.contains(&file)
+        {
+            self.damaged_paths
+                .entry(file)
+                .or_insert_with(|| path.clone());
+        }
+        if let Some(r) = self.journal.get(&ino) {
+            if r.uploading.is_some() {
+                self.status.uploading += 1;
+            } else if let Some(reason) = &r.last_error {
+                self.status.failed += 1;
+                let reason = format!("upload failed {} times, last: {reason}", r.failures);
+                self.error(path, reason);
+            } else {
+                self.status.dirty += 1;
+            }
+            return;
+        }
+        self.status.clean += 1;
+        let content = match db.content(ino) {
+            Ok(c @ Content::Stored { .. }) => c,
+            _ => return,
+        };
+        let d = match &self.live {
+            Ok(live) => fs.durability(ino, &content, Some(live)).await,
+            Err(e) => Err(e.clone()),
+        };
+        match d {
+            Ok(d) => {
+                if !d.on_network() {
+                    self.unprotected(path.clone(), d.to_string());
+                }
+                if self
+                    .status
+                    .worst
+                    .as_ref()
+                    .is_none_or(|(_, w)| d.is_worse(w))
+                {
+                    self.status.worst = Some((path, d));
+                }
+            }
+            Err(reason) => {
+                self.unprotected(
+                    path.clone(),
+                    format!("not known to be on the network: {reason}"),
+                );
+                self.error(path, reason);
+            }
+        }
+    }
+
+    fn unprotected(&mut self, path: PathBuf, why: String) {
+        self.status.not_on_network += 1;
+        if self.status.unprotected.len() < TREE_STATUS_MAX_ERRORS {
+            self.status.unprotected.push((path, why));
+        }
     }
 }

@@ -117,7 +117,7 @@ impl Fs {
     /// Safe (read only).
     pub async fn getxattr(&self, ino: InodeNo, name: &[u8]) -> Result<Vec<u8>> {
         if name == STATE_XATTR {
-            return Ok(self.upload_state(ino)?.into_bytes());
+            return Ok(self.state_xattr(ino).await?.into_bytes());
         }
         if let Some(value) = self.status_xattr(ino, name).await? {
             return Ok(value);

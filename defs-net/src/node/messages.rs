@@ -64,6 +64,7 @@ impl NodeActor {
                         info: s.info.clone(),
                         puzzle_ok: s.puzzle_ok,
                         refused: bootstrap::refusal(s.node_id.as_ref(), self.peer_difficulty),
+                        identified: s.identified,
                     })
                     .collect();
                 let _ = reply.send(list);
@@ -158,6 +159,24 @@ impl NodeActor {
                     .collect();
                 let _ = reply.send(list);
             }
+            NodeMessage::Live { reply } => {
+                let live = self
+                    .peers
+                    .values()
+                    .filter(|s| s.connections > 0 && s.puzzle_ok)
+                    .filter_map(|s| s.node_id)
+                    .collect();
+                let _ = reply.send(live);
+            }
+            NodeMessage::Discover { reply } => match self.swarm.behaviour_mut().kad.bootstrap() {
+                Ok(id) => {
+                    self.discoveries.push((id, reply));
+                }
+                Err(e) => {
+                    debug!(error = %e, "no peer to look the network up through");
+                    let _ = reply.send(false);
+                }
+            },
             NodeMessage::Status { reply } => {
                 let connected = self.peers.values().filter(|s| s.connections > 0).count();
                 let storage: Vec<&PeerState> = self

@@ -29,6 +29,9 @@ impl NodeActor {
                 info: None,
                 puzzle_ok: node_id.is_some_and(|n| puzzle_ok(&n, difficulty)),
                 refusal_logged: false,
+                identified: false,
+                redial: None,
+                last_pong: now,
                 node_id,
                 last_seen: now,
             }
@@ -60,6 +63,55 @@ impl NodeActor {
             let info = s.info();
             (info.capacity.saturating_sub(info.used), info.capacity)
         })
+    }
+
+    /// Dials lost storage peers whose redial time has come, at their known addresses, with
+    /// the wait doubling up to [`REDIAL_MAX`]; gives up after [`REDIAL_GIVE_UP`].
+    pub(super) fn redial_lost_peers(&mut self, now: Instant) {
+        let due: Vec<(PeerId, Vec<Multiaddr>)> = self
+            .peers
+            .iter_mut()
+            .filter_map(|(p, s)| {
+                let (at, wait) = s.redial?;
+                if s.connections > 0 || now.duration_since(s.last_seen) > REDIAL_GIVE_UP {
+                    s.redial = None;
+                    return None;
+                }
+                if at > now {
+                    return None;
+                }
+                let wait = (wait * 2).min(REDIAL_MAX);
+                s.redial = Some((now + wait, wait));
+                Some((*p, s.addrs.clone()))
+            })
+            .collect();
+        for (peer, addrs) in due {
+            let opts = DialOpts::peer_id(peer)
+                .addresses(addrs)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            if let Err(e) = self.swarm.dial(opts) {
+                trace!(peer = %short(&peer), error = %e, "redial not started");
+            }
+        }
+    }
+
+    /// Disconnects peers that have answered no ping for [`SILENT_AFTER`].
+    pub(super) fn disconnect_silent_peers(&mut self, now: Instant) {
+        let silent: Vec<PeerId> = self
+            .peers
+            .iter_mut()
+            .filter(|(_, s)| s.connections > 0 && now.duration_since(s.last_pong) > SILENT_AFTER)
+            .map(|(p, s)| {
+                // Once per silence: the disconnect takes effect on the next swarm events.
+                s.last_pong = now;
+                *p
+            })
+            .collect();
+        for peer in silent {
+            warn!(peer = %short(&peer), secs = SILENT_AFTER.as_secs(), "peer answered no ping; disconnecting it");
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
     }
 
     pub(super) fn request_info(&mut self, peer: PeerId) {

@@ -174,6 +174,10 @@ enum Command {
         /// Capacity of each node, e.g. 10G.
         #[arg(long, value_parser = parse_size, default_value = "10G")]
         capacity: u64,
+        /// Identity puzzle difficulty of the nodes and of what they ask of peers; the default
+        /// is what `defs init` writes, so a data dir made by `defs init` works with the devnet.
+        #[arg(long, default_value_t = defs_core::identity::DEFAULT_PUZZLE_DIFFICULTY, value_parser = clap::value_parser!(u8).range(0..=i64::from(defs_core::identity::MAX_PUZZLE_DIFFICULTY)))]
+        difficulty: u8,
     },
     /// Link /sbin/mount.defs to the defs-mount next to this defs, so that mount(8) and
     /// /etc/fstab mount DeFS (run as root).
@@ -337,11 +341,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
             dir,
             nodes,
             capacity,
+            difficulty,
         } => {
             net_cmd::devnet(
                 &data_dir::resolve(dir.data_dir)?,
                 usize::from(nodes),
                 capacity,
+                difficulty,
             )
             .await
         }

@@ -686,7 +686,8 @@ fn open_for_write_with_o_trunc_and_o_creat_mode() {
 #[test]
 fn with_no_peers_a_file_is_stored_on_the_local_node_and_its_durability_says_so() {
     // The mount's node has no peers: DESIGN §5, the shards stay on this machine's own store,
-    // the file becomes clean, and its durability says no node loss is survivable.
+    // the file becomes clean, and its state and durability say it is not on the network
+    // (issue 25: kept on this machine only), and `defs sync` fails naming it.
     let m = mount!();
     let p = m.path("f");
     fs::write(&p, b"x").unwrap();
@@ -705,7 +706,7 @@ fn with_no_peers_a_file_is_stored_on_the_local_node_and_its_durability_says_so()
         xattr("user.defs.state")
     );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while xattr("user.defs.state") != "clean" {
+    while !xattr("user.defs.state").starts_with("clean") {
         assert!(
             std::time::Instant::now() < deadline,
             "{}",
@@ -713,10 +714,26 @@ fn with_no_peers_a_file_is_stored_on_the_local_node_and_its_durability_says_so()
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    let state = xattr("user.defs.state");
+    assert!(state.starts_with("clean; not on the network"), "{state}");
     let durability = xattr("user.defs.durability");
     assert!(
-        durability.ends_with("survives 0 lost nodes"),
+        durability.starts_with(
+            "not on the network: 0/1 shards on other live nodes, 1 only on this machine"
+        ),
         "{durability}"
+    );
+    let o = defs_tests::cluster::out(m.defs().arg("sync"));
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        defs_tests::cluster::text(&o)
+    );
+    assert!(
+        defs_tests::cluster::text(&o).contains(&format!("{}: not on the network", p.display())),
+        "{}",
+        defs_tests::cluster::text(&o)
     );
     assert_eq!(xattr("user.defs.id").len(), 64);
     // Not listed, so rsync -X / cp -a never copy them; read-only.

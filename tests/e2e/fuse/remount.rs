@@ -101,13 +101,16 @@ fn remount_with_cache_deleted_and_two_of_five_nodes_killed_reads_every_file_back
             assert!(d.starts_with("empty"), "{rel}: {d}");
             continue;
         }
-        // "P/S shards, survives N lost nodes": every shard placed, and the two nodes this test
-        // kills are survivable.
+        // "on the network: P/S shards on other live nodes, survives N lost nodes": every
+        // shard on another node, and the two nodes this test kills are survivable.
+        let d = d
+            .strip_prefix("on the network: ")
+            .unwrap_or_else(|| panic!("{rel}: {d}"));
         let (placed, rest) = d.split_once('/').unwrap_or_else(|| panic!("{rel}: {d}"));
         let (shards, rest) = rest.split_once(' ').unwrap_or_else(|| panic!("{rel}: {d}"));
         assert_eq!(placed, shards, "{rel}: {d}");
         let survives: usize = rest
-            .trim_start_matches("shards, survives ")
+            .trim_start_matches("shards on other live nodes, survives ")
             .split(' ')
             .next()
             .and_then(|n| n.parse().ok())
