@@ -63,7 +63,7 @@ use deferred::{Change, DeferredOp};
 
 /// The schema version this build writes. Bump it with every change to a table or a record
 /// layout, add a step to `migrate` (below), and a row to docs/format.md's history.
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// How often the group-commit thread makes non-durable commits durable. One second, like
 /// ext4's and XFS's order of magnitude (ext4: 5 s): long enough that a burst of small-file
@@ -1149,6 +1149,12 @@ fn migrate(txn: &WriteTransaction, from: u64) -> Result<()> {
             // Version 0 never shipped a layout of its own: it is a DB whose creation was
             // interrupted before the tables existed. Creating them is the whole step.
             0 => create_tables(txn)?,
+            // Version 2 adds inode kinds 5-7 (character and block devices, sockets) and op-log
+            // record tag 16 that makes them. Every table and record keeps its layout, so the
+            // records of a version-1 DB are valid version-2 records as they are: the step only
+            // records the new version, which makes an older build refuse the DB
+            // (`SchemaTooNew`) instead of calling a device node's record corrupt.
+            1 => {}
             other => {
                 return Err(Error::Corrupt {
                     what: "metadata DB schema",
@@ -1362,6 +1368,47 @@ mod tests {
         let v = db.read(|txn| meta_value(txn, KEY_SCHEMA)).unwrap();
         assert_eq!(v, SCHEMA_VERSION);
         assert!(db.readdir(InodeNo::ROOT, 0, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_schema_1_db_and_its_log_open_converted_and_then_hold_device_nodes() {
+        let dir = tempfile::tempdir().unwrap();
+        let init = NewInode {
+            perm: 0o640,
+            uid: 7,
+            gid: 8,
+        };
+        let now = Timestamp::new(3, 4);
+        let db = MetaDb::open_with(dir.path(), None).unwrap();
+        let d = db.mkdir(InodeNo::ROOT, b"d", &init, now).unwrap().ino;
+        db.set_xattr(d, b"user.k", b"v", crate::namespace::XattrMode::Any, now)
+            .unwrap();
+        db.sync().unwrap();
+        // Left in the log only (a crash of the process): replayed by the converted DB.
+        let fifo = db.mknod(d, b"p", FileKind::Fifo, 0, &init, now).unwrap();
+        let img = crash_image(dir.path());
+        drop(db);
+        let dir = img;
+        // The DB as a version-1 build left it (same layout, older version number).
+        {
+            let raw = Database::open(dir.path().join(DB_FILE)).unwrap();
+            let txn = raw.begin_write().unwrap();
+            txn.open_table(META).unwrap().insert(KEY_SCHEMA, 1).unwrap();
+            txn.commit().unwrap();
+        }
+        let db = MetaDb::open_with(dir.path(), None).unwrap();
+        assert_eq!(db.read(|txn| meta_value(txn, KEY_SCHEMA)).unwrap(), 2);
+        assert_eq!(db.lookup(InodeNo::ROOT, b"d").unwrap().ino, d);
+        assert_eq!(db.get_xattr(d, b"user.k").unwrap(), b"v");
+        assert_eq!(db.lookup(d, b"p").unwrap(), fifo);
+        let dev = db
+            .mknod(d, b"null", FileKind::CharDevice, 0x0103, &init, now)
+            .unwrap();
+        drop(db);
+        let db = MetaDb::open_with(dir.path(), None).unwrap();
+        let again = db.lookup(d, b"null").unwrap();
+        assert_eq!((again.kind, again.rdev), (FileKind::CharDevice, 0x0103));
+        assert_eq!(again, dev);
     }
 
     #[test]

@@ -89,6 +89,12 @@ pub enum FileKind {
     Symlink,
     /// A named pipe.
     Fifo,
+    /// A character device node; its device number is [`Attr::rdev`].
+    CharDevice,
+    /// A block device node; its device number is [`Attr::rdev`].
+    BlockDevice,
+    /// A Unix domain socket's name (what `bind(2)` of an `AF_UNIX` path makes).
+    Socket,
 }
 
 impl FileKind {
@@ -99,6 +105,9 @@ impl FileKind {
             FileKind::Directory => 2,
             FileKind::Symlink => 3,
             FileKind::Fifo => 4,
+            FileKind::CharDevice => 5,
+            FileKind::BlockDevice => 6,
+            FileKind::Socket => 7,
         }
     }
 
@@ -108,8 +117,25 @@ impl FileKind {
             2 => FileKind::Directory,
             3 => FileKind::Symlink,
             4 => FileKind::Fifo,
+            5 => FileKind::CharDevice,
+            6 => FileKind::BlockDevice,
+            7 => FileKind::Socket,
             _ => return None,
         })
+    }
+
+    /// A device node, the only kind with a device number.
+    pub fn is_device(self) -> bool {
+        matches!(self, FileKind::CharDevice | FileKind::BlockDevice)
+    }
+
+    /// An object the kernel gives its meaning (a fifo, device node or socket): DeFS stores only
+    /// its name and attributes, never content (the kernel opens it without asking DeFS).
+    pub fn is_special(self) -> bool {
+        matches!(
+            self,
+            FileKind::Fifo | FileKind::CharDevice | FileKind::BlockDevice | FileKind::Socket
+        )
     }
 }
 
@@ -157,7 +183,8 @@ pub struct Attr {
     pub mtime: Timestamp,
     /// Last attribute change.
     pub ctime: Timestamp,
-    /// Device number (always 0: devices are not supported).
+    /// Device number of a device node, in the kernel's 32-bit encoding (major in bits 8..20,
+    /// minor in bits 0..8 and 20..32; what FUSE carries); 0 for every other kind.
     pub rdev: u32,
     /// The content generation (see [`crate::journal`]).
     pub generation: Generation,
@@ -310,7 +337,7 @@ impl MetaDb {
     /// operation.
     ///
     /// # Errors
-    /// NotFound; IsADirectory (size of a directory); InvalidArgument (size of a symlink/fifo).
+    /// NotFound; IsADirectory (size of a directory); InvalidArgument (size of anything but a regular file).
     pub fn setattr(&self, ino: InodeNo, set: &SetAttr, now: Timestamp) -> Result<Attr> {
         if set.size.is_none()
             && let Some(attr) = self.defer_setattr(ino, set, now, false)?
@@ -388,26 +415,30 @@ impl MetaDb {
         init: &NewInode,
         now: Timestamp,
     ) -> Result<Attr> {
-        self.make_new(parent, name, FileKind::Directory, init, now, &[])
+        self.make_new(parent, name, FileKind::Directory, init, now, &[], 0)
     }
 
-    /// Creates a regular file or a fifo.
+    /// Creates a regular file, a fifo, a device node with device number `rdev`, or a socket.
+    /// Who may make a device node is the kernel's business (it asks for CAP_MKNOD before the
+    /// request reaches a filesystem).
     ///
     /// # Errors
-    /// InvalidArgument for other kinds (devices and sockets are not supported); otherwise as
-    /// [`MetaDb::mkdir`].
+    /// InvalidArgument for a directory or symlink, or a device number on a non-device;
+    /// otherwise as [`MetaDb::mkdir`].
     pub fn mknod(
         &self,
         parent: InodeNo,
         name: &[u8],
         kind: FileKind,
+        rdev: u32,
         init: &NewInode,
         now: Timestamp,
     ) -> Result<Attr> {
-        if !matches!(kind, FileKind::RegularFile | FileKind::Fifo) {
-            return Err(invalid("mknod makes regular files and fifos only"));
+        if !(kind == FileKind::RegularFile || kind.is_special()) {
+            return Err(invalid("mknod of a directory or symlink"));
         }
-        self.make_new(parent, name, kind, init, now, &[])
+        check_rdev(kind, rdev).map_err(invalid)?;
+        self.make_new(parent, name, kind, init, now, &[], rdev)
     }
 
     /// Creates a symlink to `target` (stored as given, never resolved).
@@ -434,9 +465,12 @@ impl MetaDb {
                 limit: SYMLINK_MAX,
             });
         }
-        self.make_new(parent, name, FileKind::Symlink, init, now, target)
+        self.make_new(parent, name, FileKind::Symlink, init, now, target, 0)
     }
 
+    /// Makes an inode of any kind but a regular file's `create`: `target` for a symlink,
+    /// `rdev` for a device node (checked by the callers).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn make_new(
         &self,
         parent: InodeNo,
@@ -445,6 +479,7 @@ impl MetaDb {
         init: &NewInode,
         now: Timestamp,
         target: &[u8],
+        rdev: u32,
     ) -> Result<Attr> {
         check_name(name)?;
         self.write(
@@ -455,6 +490,7 @@ impl MetaDb {
                 init: *init,
                 now,
                 target,
+                rdev,
                 ino: attr.ino,
             },
             |txn| {
@@ -463,7 +499,7 @@ impl MetaDb {
                 if t.dirent(parent, name)?.is_some() {
                     return Err(exists(parent, name));
                 }
-                let mut attr = t.make(parent, name, kind, init, now, target)?;
+                let mut attr = t.make(parent, name, kind, init, now, target, rdev)?;
                 t.flush()?;
                 if kind == FileKind::RegularFile {
                     // As in `create`: a new file must reach the network even if never written.
@@ -941,7 +977,7 @@ pub(crate) fn create_in(
         }
         return Ok((rec.attr(InodeNo(child)), false));
     }
-    let mut attr = t.make(parent, name, FileKind::RegularFile, init, now, &[])?;
+    let mut attr = t.make(parent, name, FileKind::RegularFile, init, now, &[], 0)?;
     t.flush()?;
     // A new file is unsaved data from its first moment (even empty, it must reach the network
     // as a file): dirty now, in this commit, so that its writes and close have no journal
@@ -981,7 +1017,7 @@ pub(crate) fn apply_set(
         match rec.kind {
             FileKind::RegularFile => {}
             FileKind::Directory => return Err(Error::IsADirectory { ino: ino.0 }),
-            _ => return Err(invalid("size of a symlink or fifo")),
+            _ => return Err(invalid("size of a symlink, fifo, device node or socket")),
         }
         if size != rec.size {
             rec.size = size;
@@ -1019,6 +1055,15 @@ pub(crate) fn load(
             what: format!("inode {ino}"),
         })?;
     InodeRecord::decode(guard.value())
+}
+
+/// Checks that a device number belongs where it is: device nodes may have any (every `u32` is
+/// some major and minor, and 0:0 is an overlayfs whiteout), every other kind has 0.
+pub(crate) fn check_rdev(kind: FileKind, rdev: u32) -> std::result::Result<(), &'static str> {
+    if rdev != 0 && !kind.is_device() {
+        return Err("a device number on an inode that is not a device node");
+    }
+    Ok(())
 }
 
 /// Checks a file name: 1..=NAME_MAX bytes, not "." or "..", no '/' or NUL.
