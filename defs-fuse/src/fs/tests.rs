@@ -508,7 +508,7 @@ fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
 }
 
 #[tokio::test]
-async fn a_minimal_access_acl_sets_the_mode_and_any_other_acl_is_stored() {
+async fn an_access_acl_sets_the_mode_and_only_one_beyond_the_mode_is_stored() {
     const ACL: &[u8] = b"system.posix_acl_access";
     const NONE: u32 = u32::MAX;
     let t = TestFs::new(Config::default(), None);
@@ -559,7 +559,8 @@ async fn a_minimal_access_acl_sets_the_mode_and_any_other_acl_is_stored() {
     };
     t.fs.setxattr(ino, ACL, &minimal, 0, outside).await.unwrap();
     assert_eq!(t.fs.getattr(ino).await.unwrap().perm, 0o750);
-    // Not minimal (a mask entry, an out-of-range perm, a short value): stored as bytes.
+    // Not minimal (a mask entry, an out-of-range perm, a short value): stored as bytes (the
+    // first, a valid ACL, sets the mode it already has).
     for value in [
         acl(&[
             (0x01, 7, NONE),
@@ -574,6 +575,26 @@ async fn a_minimal_access_acl_sets_the_mode_and_any_other_acl_is_stored() {
         assert_eq!(t.fs.getxattr(ino, ACL).await.unwrap(), value);
         assert_eq!(t.fs.getattr(ino).await.unwrap().perm, 0o750);
     }
+    // An extended ACL sets the mode's bits too, as on ext4 (`rsync -A` relies on it): the
+    // owner entry, the mask (not the group entry), the other entry.
+    let extended = acl(&[
+        (0x01, 6, NONE),
+        (0x02, 7, 1000),
+        (0x04, 4, NONE),
+        (0x10, 7, NONE),
+        (0x20, 1, NONE),
+    ]);
+    t.fs.setxattr(ino, ACL, &extended, 0, OWNER).await.unwrap();
+    assert_eq!(t.fs.getxattr(ino, ACL).await.unwrap(), extended);
+    assert_eq!(t.fs.getattr(ino).await.unwrap().perm, 0o671);
+    // Another user may not set one either; nothing changes.
+    let err =
+        t.fs.setxattr(ino, ACL, &open_to_all, 0, stranger)
+            .await
+            .unwrap_err();
+    assert_eq!(err.to_errno(), libc::EPERM);
+    assert_eq!(t.fs.getattr(ino).await.unwrap().perm, 0o671);
+    assert_eq!(t.fs.getxattr(ino, ACL).await.unwrap(), extended);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
