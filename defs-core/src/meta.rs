@@ -1009,6 +1009,47 @@ mod tests {
     }
 
     #[test]
+    fn a_schema_1_db_and_its_log_open_converted_and_then_hold_device_nodes() {
+        let dir = tempfile::tempdir().unwrap();
+        let init = NewInode {
+            perm: 0o640,
+            uid: 7,
+            gid: 8,
+        };
+        let now = Timestamp::new(3, 4);
+        let db = MetaDb::open_with(dir.path(), None).unwrap();
+        let d = db.mkdir(InodeNo::ROOT, b"d", &init, now).unwrap().ino;
+        db.set_xattr(d, b"user.k", b"v", crate::namespace::XattrMode::Any, now)
+            .unwrap();
+        db.sync().unwrap();
+        // Left in the log only (a crash of the process): replayed by the converted DB.
+        let fifo = db.mknod(d, b"p", FileKind::Fifo, 0, &init, now).unwrap();
+        let img = crash_image(dir.path());
+        drop(db);
+        let dir = img;
+        // The DB as a version-1 build left it (same layout, older version number).
+        {
+            let raw = Database::open(dir.path().join(DB_FILE)).unwrap();
+            let txn = raw.begin_write().unwrap();
+            txn.open_table(META).unwrap().insert(KEY_SCHEMA, 1).unwrap();
+            txn.commit().unwrap();
+        }
+        let db = MetaDb::open_with(dir.path(), None).unwrap();
+        assert_eq!(db.read(|txn| meta_value(txn, KEY_SCHEMA)).unwrap(), 2);
+        assert_eq!(db.lookup(InodeNo::ROOT, b"d").unwrap().ino, d);
+        assert_eq!(db.get_xattr(d, b"user.k").unwrap(), b"v");
+        assert_eq!(db.lookup(d, b"p").unwrap(), fifo);
+        let dev = db
+            .mknod(d, b"null", FileKind::CharDevice, 0x0103, &init, now)
+            .unwrap();
+        drop(db);
+        let db = MetaDb::open_with(dir.path(), None).unwrap();
+        let again = db.lookup(d, b"null").unwrap();
+        assert_eq!((again.kind, again.rdev), (FileKind::CharDevice, 0x0103));
+        assert_eq!(again, dev);
+    }
+
+    #[test]
     fn sync_and_group_commit_make_writes_durable() {
         let dir = tempfile::tempdir().unwrap();
         let db = MetaDb::open_with(dir.path(), Some(Duration::from_millis(20))).unwrap();

@@ -32,7 +32,8 @@ pub use types::{
     Timestamp, Unlinked, XATTR_LIST_MAX, XATTR_NAME_MAX, XATTR_SIZE_MAX, XattrMode,
 };
 use types::{
-    check_name, check_xattr_name, corrupt, exists, invalid, lossy, no_xattr, not_found_name,
+    check_name, check_rdev, check_xattr_name, corrupt, exists, invalid, lossy, no_xattr,
+    not_found_name,
 };
 
 impl MetaDb {
@@ -104,7 +105,7 @@ impl MetaDb {
     /// operation.
     ///
     /// # Errors
-    /// NotFound; IsADirectory (size of a directory); InvalidArgument (size of a symlink/fifo).
+    /// NotFound; IsADirectory (size of a directory); InvalidArgument (size of anything but a regular file).
     pub fn setattr(&self, ino: InodeNo, set: &SetAttr, now: Timestamp) -> Result<Attr> {
         if set.size.is_none()
             && let Some(attr) = self.defer_setattr(ino, set, now, false)?
@@ -182,26 +183,30 @@ impl MetaDb {
         init: &NewInode,
         now: Timestamp,
     ) -> Result<Attr> {
-        self.make_new(parent, name, FileKind::Directory, init, now, &[])
+        self.make_new(parent, name, FileKind::Directory, init, now, &[], 0)
     }
 
-    /// Creates a regular file or a fifo.
+    /// Creates a regular file, a fifo, a device node with device number `rdev`, or a socket.
+    /// Who may make a device node is the kernel's business (it asks for CAP_MKNOD before the
+    /// request reaches a filesystem).
     ///
     /// # Errors
-    /// InvalidArgument for other kinds (devices and sockets are not supported); otherwise as
-    /// [`MetaDb::mkdir`].
+    /// InvalidArgument for a directory or symlink, or a device number on a non-device;
+    /// otherwise as [`MetaDb::mkdir`].
     pub fn mknod(
         &self,
         parent: InodeNo,
         name: &[u8],
         kind: FileKind,
+        rdev: u32,
         init: &NewInode,
         now: Timestamp,
     ) -> Result<Attr> {
-        if !matches!(kind, FileKind::RegularFile | FileKind::Fifo) {
-            return Err(invalid("mknod makes regular files and fifos only"));
+        if !(kind == FileKind::RegularFile || kind.is_special()) {
+            return Err(invalid("mknod of a directory or symlink"));
         }
-        self.make_new(parent, name, kind, init, now, &[])
+        check_rdev(kind, rdev).map_err(invalid)?;
+        self.make_new(parent, name, kind, init, now, &[], rdev)
     }
 
     /// Creates a symlink to `target` (stored as given, never resolved).
@@ -228,9 +233,12 @@ impl MetaDb {
                 limit: SYMLINK_MAX,
             });
         }
-        self.make_new(parent, name, FileKind::Symlink, init, now, target)
+        self.make_new(parent, name, FileKind::Symlink, init, now, target, 0)
     }
 
+    /// Makes an inode of any kind but a regular file's `create`: `target` for a symlink,
+    /// `rdev` for a device node (checked by the callers).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn make_new(
         &self,
         parent: InodeNo,
@@ -239,6 +247,7 @@ impl MetaDb {
         init: &NewInode,
         now: Timestamp,
         target: &[u8],
+        rdev: u32,
     ) -> Result<Attr> {
         check_name(name)?;
         self.write(
@@ -249,6 +258,7 @@ impl MetaDb {
                 init: *init,
                 now,
                 target,
+                rdev,
                 ino: attr.ino,
             },
             |txn| {
@@ -257,7 +267,7 @@ impl MetaDb {
                 if t.dirent(parent, name)?.is_some() {
                     return Err(exists(parent, name));
                 }
-                let mut attr = t.make(parent, name, kind, init, now, target)?;
+                let mut attr = t.make(parent, name, kind, init, now, target, rdev)?;
                 t.flush()?;
                 if kind == FileKind::RegularFile {
                     // As in `create`: a new file must reach the network even if never written.

@@ -24,8 +24,11 @@ use crate::types::InodeNo;
 
 /// The first 8 bytes of every snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"DEFSNS\x00\x01";
-/// The format version this build writes and reads.
-pub const SNAPSHOT_VERSION: u32 = 1;
+/// The format version this build writes. Version 2 may hold inode kinds 5-7 (device nodes and
+/// sockets); the layout is version 1's, so this build reads both.
+pub const SNAPSHOT_VERSION: u32 = 2;
+/// The oldest format version this build reads.
+pub const OLDEST_SNAPSHOT_VERSION: u32 = 1;
 /// The largest record payload: an xattr with the largest value and name plus its framing. Any
 /// larger length in a stream is corruption.
 pub const MAX_RECORD_LEN: u32 = (XATTR_SIZE_MAX + XATTR_NAME_MAX + 64) as u32;
@@ -306,9 +309,10 @@ fn load_snapshot(txn: &redb::WriteTransaction, r: impl Read) -> Result<SnapshotS
     }
     let mut hr = Reader::new(&head[8..], "namespace snapshot");
     let version = hr.u32()?;
-    if version != SNAPSHOT_VERSION {
+    if !(OLDEST_SNAPSHOT_VERSION..=SNAPSHOT_VERSION).contains(&version) {
         return Err(bad(format!(
-            "format version {version}; this DeFS reads version {SNAPSHOT_VERSION}"
+            "format version {version}; this DeFS reads versions \
+             {OLDEST_SNAPSHOT_VERSION} to {SNAPSHOT_VERSION}"
         )));
     }
     let next_ino = hr.u64()?;
@@ -573,6 +577,16 @@ mod tests {
                     db.link(target.unwrap().ino, parent, name.as_bytes(), t(n))
                         .unwrap();
                 }
+                2 => {
+                    let (kind, rdev) = match n % 40 {
+                        2 => (FileKind::Fifo, 0),
+                        12 => (FileKind::CharDevice, n as u32),
+                        22 => (FileKind::BlockDevice, u32::MAX - n as u32),
+                        _ => (FileKind::Socket, 0),
+                    };
+                    db.mknod(parent, name.as_bytes(), kind, rdev, &O, t(n))
+                        .unwrap();
+                }
                 _ => {
                     let (a, _) = db.create(parent, name.as_bytes(), &O, true, t(n)).unwrap();
                     let set = SetAttr {
@@ -681,26 +695,131 @@ mod tests {
         let mut bytes = Vec::new();
         db.write_snapshot(&mut bytes).unwrap();
         // Drop the dirent record (tag 2) and re-hash: the file's nlink no longer matches.
+        let out = rewrite(&bytes, |rec| {
+            if rec[0] == TAG_END {
+                let mut end = rec.to_vec();
+                end[5 + 8..5 + 16].copy_from_slice(&0u64.to_le_bytes());
+                Some(end)
+            } else {
+                (rec[0] != TAG_DIRENT).then(|| rec.to_vec())
+            }
+        });
+        let b = tempfile::tempdir().unwrap();
+        let target = MetaDb::open_with(b.path(), None).unwrap();
+        let err = target.restore_snapshot(out.as_slice()).unwrap_err();
+        assert!(err.to_string().contains("nlink"), "{err}");
+    }
+
+    /// `bytes` (a snapshot) with its header kept and each record replaced by what `f` returns
+    /// for it (`None` drops it), hashed again.
+    fn rewrite(bytes: &[u8], mut f: impl FnMut(&[u8]) -> Option<Vec<u8>>) -> Vec<u8> {
         let body = &bytes[..bytes.len() - 32];
         let mut out = body[..20].to_vec();
         let mut pos = 20;
         while pos < body.len() {
             let len = u32::from_le_bytes(body[pos + 1..pos + 5].try_into().unwrap()) as usize;
-            let rec = &body[pos..pos + 5 + len];
-            if rec[0] == TAG_END {
-                let mut end = rec.to_vec();
-                end[5 + 8..5 + 16].copy_from_slice(&0u64.to_le_bytes());
-                out.extend_from_slice(&end);
-            } else if rec[0] != TAG_DIRENT {
-                out.extend_from_slice(rec);
-            }
+            out.extend(f(&body[pos..pos + 5 + len]).unwrap_or_default());
             pos += 5 + len;
         }
         let hash = blake3::hash(&out);
         out.extend_from_slice(hash.as_bytes());
+        out
+    }
+
+    #[test]
+    fn a_version_1_snapshot_restores_and_device_nodes_round_trip() {
+        let a = tempfile::tempdir().unwrap();
+        let db = MetaDb::open_with(a.path(), None).unwrap();
+        let t = Timestamp::new(1, 0);
+        let (f, _) = db.create(InodeNo::ROOT, b"f", &O, true, t).unwrap();
+        db.mknod(InodeNo::ROOT, b"p", FileKind::Fifo, 0, &O, t)
+            .unwrap();
+        let mut v1 = Vec::new();
+        db.write_snapshot(&mut v1).unwrap();
+        assert_eq!(v1[8..12], SNAPSHOT_VERSION.to_le_bytes());
+        // What a version-1 build wrote for the same namespace: only the version differs.
+        v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let v1 = rewrite(&v1, |rec| Some(rec.to_vec()));
+        let b = tempfile::tempdir().unwrap();
+        let restored = MetaDb::open_with(b.path(), None).unwrap();
+        restored.restore_snapshot(v1.as_slice()).unwrap();
+        assert_eq!(dump_namespace(&restored), dump_namespace(&db));
+        assert_eq!(restored.getattr(f.ino).unwrap(), f);
+
+        for (name, kind, rdev) in [
+            (&b"null"[..], FileKind::CharDevice, 0x0103),
+            (b"sda", FileKind::BlockDevice, 0x0800),
+            (b"whiteout", FileKind::CharDevice, 0),
+            (b"S.gpg-agent", FileKind::Socket, 0),
+        ] {
+            db.mknod(InodeNo::ROOT, name, kind, rdev, &O, t).unwrap();
+        }
+        let mut v2 = Vec::new();
+        db.write_snapshot(&mut v2).unwrap();
+        let c = tempfile::tempdir().unwrap();
+        let restored = MetaDb::open_with(c.path(), None).unwrap();
+        restored.restore_snapshot(v2.as_slice()).unwrap();
+        check_invariants(&restored).unwrap();
+        assert_eq!(dump_namespace(&restored), dump_namespace(&db));
+        let null = restored.lookup(InodeNo::ROOT, b"null").unwrap();
+        assert_eq!((null.kind, null.rdev), (FileKind::CharDevice, 0x0103));
+
+        let newer = {
+            let mut b = v2.clone();
+            b[8..12].copy_from_slice(&(SNAPSHOT_VERSION + 1).to_le_bytes());
+            rewrite(&b, |rec| Some(rec.to_vec()))
+        };
+        let err = restored.restore_snapshot(newer.as_slice()).unwrap_err();
+        assert!(err.to_string().contains("format version 3"), "{err}");
+    }
+
+    /// A hostile or broken writer's socket or fifo with a device number, or a device node with
+    /// file type bits in its mode: refused when read, with the reason, and the target DB is
+    /// unchanged.
+    #[test]
+    fn a_snapshot_with_an_impossible_device_or_socket_record_is_refused() {
+        let a = tempfile::tempdir().unwrap();
+        let db = MetaDb::open_with(a.path(), None).unwrap();
+        let t = Timestamp::new(1, 0);
+        let sock = db
+            .mknod(InodeNo::ROOT, b"sock", FileKind::Socket, 0, &O, t)
+            .unwrap();
+        let dev = db
+            .mknod(InodeNo::ROOT, b"dev", FileKind::BlockDevice, 0x0801, &O, t)
+            .unwrap();
+        let mut bytes = Vec::new();
+        db.write_snapshot(&mut bytes).unwrap();
         let b = tempfile::tempdir().unwrap();
         let target = MetaDb::open_with(b.path(), None).unwrap();
-        let err = target.restore_snapshot(out.as_slice()).unwrap_err();
-        assert!(err.to_string().contains("nlink"), "{err}");
+        target.mkdir(InodeNo::ROOT, b"keep", &O, t).unwrap();
+        let before = dump(&target);
+        // Inode record payload: ino u64, kind u8, perm u16, nlink, uid, gid, rdev (u32 each),
+        // size u64; in the framed record 5 bytes further.
+        let patch = |ino: InodeNo, at: usize, value: &[u8]| {
+            rewrite(&bytes, |rec| {
+                let mut rec = rec.to_vec();
+                if rec[0] == TAG_INODE && rec[5..13] == ino.0.to_le_bytes() {
+                    rec[5 + at..5 + at + value.len()].copy_from_slice(value);
+                }
+                Some(rec)
+            })
+        };
+        for (bad, why) in [
+            (
+                patch(sock.ino, 23, &0x0103u32.to_le_bytes()),
+                "device number on an inode that is not a device node",
+            ),
+            // The device's kind byte made a fifo's: a fifo with a device number.
+            (
+                patch(dev.ino, 8, &[FileKind::Fifo.tag()]),
+                "device number on an inode that is not a device node",
+            ),
+            (patch(sock.ino, 9, &0o170_000u16.to_le_bytes()), "mode bits"),
+        ] {
+            let err = target.restore_snapshot(bad.as_slice()).unwrap_err();
+            assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+            assert!(err.to_string().contains(why), "{err}");
+            assert_eq!(dump(&target), before);
+        }
     }
 }

@@ -163,7 +163,8 @@ pub(crate) fn damage_log(path: &Path, cut: usize, flip: Option<(usize, u8)>) {
 pub(crate) enum Op {
     Create(u64, Vec<u8>, bool),
     Mkdir(u64, Vec<u8>),
-    Mknod(u64, Vec<u8>),
+    /// mknod of a fifo, device node or socket, with a device number.
+    Mknod(u64, Vec<u8>, FileKind, u32),
     Symlink(u64, Vec<u8>, usize),
     Readlink(u64),
     Link(u64, u64, Vec<u8>),
@@ -232,7 +233,20 @@ impl Op {
         match rng.below(kinds) {
             0 => Op::Create(dir(rng), name(rng), rng.below(2) == 0),
             1 => Op::Mkdir(dir(rng), name(rng)),
-            2 => Op::Mknod(dir(rng), name(rng)),
+            2 => {
+                let kind = [
+                    FileKind::Fifo,
+                    FileKind::CharDevice,
+                    FileKind::BlockDevice,
+                    FileKind::Socket,
+                ][rng.below(4) as usize];
+                // Mostly a number that fits the kind, sometimes one that does not (EINVAL).
+                let rdev = match (kind.is_device(), rng.below(8)) {
+                    (true, _) | (false, 0) => rng.below(1 << 32) as u32,
+                    _ => 0,
+                };
+                Op::Mknod(dir(rng), name(rng), kind, rdev)
+            }
             3 => Op::Symlink(dir(rng), name(rng), [0, 3, 4096][rng.below(3) as usize]),
             4 => Op::Readlink(ino(rng)),
             5 => Op::Link(ino(rng), dir(rng), name(rng)),
@@ -298,7 +312,7 @@ pub(crate) fn apply_db(db: &MetaDb, op: &Op, now: Timestamp) -> Outcome {
     match op {
         Op::Create(p, n, x) => out(db.create(i(*p), n, &OWNER, *x, now)),
         Op::Mkdir(p, n) => out(db.mkdir(i(*p), n, &OWNER, now)),
-        Op::Mknod(p, n) => out(db.mknod(i(*p), n, FileKind::Fifo, &OWNER, now)),
+        Op::Mknod(p, n, k, r) => out(db.mknod(i(*p), n, *k, *r, &OWNER, now)),
         Op::Symlink(p, n, len) => out(db.symlink(i(*p), n, &vec![b't'; *len], &OWNER, now)),
         Op::Readlink(x) => out(db.readlink(i(*x))),
         Op::Link(x, p, n) => out(db.link(i(*x), i(*p), n, now)),
@@ -776,7 +790,15 @@ impl Model {
                 Ok((i.attr, true))
             })()),
             Op::Mkdir(p, n) => o(self.make(*p, n, FileKind::Directory, now, &[])),
-            Op::Mknod(p, n) => o(self.make(*p, n, FileKind::Fifo, now, &[])),
+            Op::Mknod(p, n, k, r) => o((|| {
+                if *r != 0 && !k.is_device() {
+                    return Err("EINVAL");
+                }
+                let a = self.make(*p, n, *k, now, &[])?;
+                let i = self.inodes.get_mut(&a.ino.0).ok_or("ENOENT")?;
+                i.attr.rdev = *r;
+                Ok(i.attr)
+            })()),
             Op::Symlink(p, n, len) => o((|| {
                 if *len == 0 {
                     return Err("ENOENT");

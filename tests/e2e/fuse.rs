@@ -1,9 +1,11 @@
 //! Real FUSE mounts through `defs-mount`: every statement of docs/SEMANTICS.md, the tools users
-//! run (cp, rsync, tar, editors), mount life cycle, and crash recovery.
+//! run (cp, rsync, tar, editors), a backup of every file kind, mount life cycle, and crash
+//! recovery.
 //!
 //! Each test mounts its own DeFS in a temp dir and acts only through the kernel (std::fs, libc
 //! calls through nix, and the real tools).
 
+mod backup;
 mod crash;
 mod fstab;
 mod lifecycle;

@@ -203,9 +203,10 @@ pub(crate) fn apply(db: &MetaDb, op: &LogOp<'_>) -> Result<()> {
             ref init,
             now,
             target,
+            rdev,
             ino,
         } => {
-            let attr = db.make_new(parent, name, kind, init, now, target)?;
+            let attr = db.make_new(parent, name, kind, init, now, target, rdev)?;
             if attr.ino != ino {
                 return Err(mismatch(format!(
                     "made inode {}, the log says {ino}",

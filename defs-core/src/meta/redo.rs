@@ -47,6 +47,8 @@ pub(crate) enum LogOp<'a> {
         init: NewInode,
         now: Timestamp,
         target: &'a [u8],
+        /// Device nodes' number; 0 for every other kind.
+        rdev: u32,
         ino: InodeNo,
     },
     Link {
@@ -129,6 +131,15 @@ fn put_bytes32(w: &mut Vec<u8>, b: &[u8]) {
     w.extend_from_slice(b);
 }
 
+/// The kinds a `make_node` record (tag 16) carries: those added with schema version 2. Tag 3
+/// keeps the layout it had before them, so a log written by an older build replays unchanged.
+fn is_node(kind: FileKind) -> bool {
+    matches!(
+        kind,
+        FileKind::CharDevice | FileKind::BlockDevice | FileKind::Socket
+    )
+}
+
 fn put_init(w: &mut Vec<u8>, n: &NewInode) {
     put_u16(w, n.perm);
     put_u32(w, n.uid);
@@ -157,6 +168,7 @@ impl LogOp<'_> {
         match self {
             LogOp::Setattr { .. } => 1,
             LogOp::Create { .. } => 2,
+            LogOp::Make { kind, .. } if is_node(*kind) => 16,
             LogOp::Make { .. } => 3,
             LogOp::Link { .. } => 4,
             LogOp::Unlink { .. } => 5,
@@ -239,11 +251,15 @@ impl LogOp<'_> {
                 init,
                 now,
                 target,
+                rdev,
                 ino,
             } => {
                 put_u64(w, parent.0);
                 put_bytes16(w, name);
                 w.push(kind.tag());
+                if is_node(*kind) {
+                    put_u32(w, *rdev);
+                }
                 put_init(w, init);
                 put_time(w, *now);
                 put_bytes16(w, target);
@@ -383,12 +399,19 @@ impl LogOp<'_> {
                     ino: (created != 0).then_some(InodeNo(created)),
                 }
             }
-            3 => {
+            t @ (3 | 16) => {
                 let parent = ino(&mut r)?;
                 let name = bytes16(&mut r)?;
                 let tag = r.u8()?;
                 let kind =
                     FileKind::from_tag(tag).ok_or_else(|| r.bad(format!("unknown kind {tag}")))?;
+                if is_node(kind) != (t == 16) {
+                    return Err(r.bad(format!("kind {tag} in a record of tag {t}")));
+                }
+                let rdev = if t == 16 { r.u32()? } else { 0 };
+                if let Err(reason) = crate::namespace::types::check_rdev(kind, rdev) {
+                    return Err(r.bad(format!("{reason} (rdev {rdev:#x})")));
+                }
                 LogOp::Make {
                     parent,
                     name,
@@ -396,6 +419,7 @@ impl LogOp<'_> {
                     init: init(&mut r)?,
                     now: r.time()?,
                     target: bytes16(&mut r)?,
+                    rdev,
                     ino: ino(&mut r)?,
                 }
             }
@@ -587,6 +611,7 @@ fn flag(r: &mut Reader<'_>) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
 
     #[test]
     fn every_record_kind_round_trips_and_truncations_are_refused() {
@@ -633,7 +658,28 @@ mod tests {
                 init: n,
                 now: t,
                 target: b"target",
+                rdev: 0,
                 ino: InodeNo(10),
+            },
+            LogOp::Make {
+                parent: InodeNo(1),
+                name: b"null",
+                kind: FileKind::CharDevice,
+                init: n,
+                now: t,
+                target: b"",
+                rdev: 0x0103,
+                ino: InodeNo(11),
+            },
+            LogOp::Make {
+                parent: InodeNo(1),
+                name: b"S.agent",
+                kind: FileKind::Socket,
+                init: n,
+                now: t,
+                target: b"",
+                rdev: 0,
+                ino: InodeNo(12),
             },
             LogOp::Link {
                 ino: InodeNo(2),
@@ -722,5 +768,47 @@ mod tests {
             assert!(LogOp::decode(&longer).is_err());
         }
         assert!(LogOp::decode(&[99]).is_err());
+    }
+
+    #[test]
+    fn a_make_record_whose_kind_tag_or_device_number_do_not_agree_is_refused() {
+        let make = |kind, rdev| {
+            let mut w = Vec::new();
+            LogOp::Make {
+                parent: InodeNo(1),
+                name: b"n",
+                kind,
+                init: NewInode {
+                    perm: 0o644,
+                    uid: 0,
+                    gid: 0,
+                },
+                now: Timestamp::new(1, 0),
+                target: b"",
+                rdev,
+                ino: InodeNo(5),
+            }
+            .encode(&mut w);
+            w
+        };
+        let refused = |w: &[u8], why: &str| {
+            let e = LogOp::decode(w).unwrap_err();
+            assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+            assert!(e.to_string().contains(why), "{e}");
+        };
+        // Tag 3 (mkdir/fifo/symlink, the layout older builds write) naming a device kind.
+        let mut w = make(FileKind::Fifo, 0);
+        assert_eq!((w[0], w[12]), (3, FileKind::Fifo.tag()));
+        w[12] = FileKind::BlockDevice.tag();
+        refused(&w, "kind 6 in a record of tag 3");
+        // Tag 16 (device nodes, sockets) naming an older kind.
+        let mut w = make(FileKind::CharDevice, 0x0103);
+        assert_eq!((w[0], w[12]), (16, FileKind::CharDevice.tag()));
+        w[12] = FileKind::RegularFile.tag();
+        refused(&w, "kind 1 in a record of tag 16");
+        // A socket with a device number.
+        let mut w = make(FileKind::Socket, 0);
+        w[13..17].copy_from_slice(&7u32.to_le_bytes());
+        refused(&w, "device number on an inode that is not a device node");
     }
 }

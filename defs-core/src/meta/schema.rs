@@ -14,7 +14,7 @@ use crate::types::InodeNo;
 
 /// The schema version this build writes. Bump it with every change to a table or a record
 /// layout, add a step to `migrate` (below), and a row to docs/format.md's history.
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// Counters and the schema version.
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -124,6 +124,12 @@ fn migrate(txn: &WriteTransaction, from: u64) -> Result<()> {
             // Version 0 never shipped a layout of its own: it is a DB whose creation was
             // interrupted before the tables existed. Creating them is the whole step.
             0 => create_tables(txn)?,
+            // Version 2 adds inode kinds 5-7 (character and block devices, sockets) and op-log
+            // record tag 16 that makes them. Every table and record keeps its layout, so the
+            // records of a version-1 DB are valid version-2 records as they are: the step only
+            // records the new version, which makes an older build refuse the DB
+            // (`SchemaTooNew`) instead of calling a device node's record corrupt.
+            1 => {}
             other => {
                 return Err(Error::Corrupt {
                     what: "metadata DB schema",

@@ -189,6 +189,9 @@ impl InodeRecord {
         if kind != FileKind::Symlink && !target.is_empty() {
             return Err(r.bad("a target on a non-symlink".into()));
         }
+        if let Err(reason) = super::types::check_rdev(kind, rdev) {
+            return Err(r.bad(format!("{reason} ({kind:?}, rdev {rdev:#x})")));
+        }
         Ok(InodeRecord {
             kind,
             perm,

@@ -122,6 +122,7 @@ impl<'t> Tables<'t> {
     }
 
     /// Allocates an inode of `kind` and names it `parent/name`.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn make(
         &mut self,
         parent: InodeNo,
@@ -130,6 +131,7 @@ impl<'t> Tables<'t> {
         init: &NewInode,
         now: Timestamp,
         target: &[u8],
+        rdev: u32,
     ) -> Result<Attr> {
         let ino = allocate_ino(self.txn, self.alloc)?;
         // Numbers are never reused; one already in use means the allocator or the log is
@@ -145,6 +147,7 @@ impl<'t> Tables<'t> {
             rec.target = target.to_vec();
             rec.size = target.len() as u64;
         }
+        rec.rdev = rdev;
         let attr = rec.attr(ino);
         self.recs.insert(ino.0, rec);
         self.add_entry(parent, name, ino, kind, now)?;

@@ -338,3 +338,99 @@ fn many_threads_share_one_db() {
     assert_eq!(db.getattr(ROOT).unwrap().size, 4 + 4 * 25);
     assert_eq!(db.dirty_inodes().unwrap().len(), 200);
 }
+
+#[test]
+fn mknod_makes_every_special_kind_and_refuses_a_device_number_on_a_non_device() {
+    let (_d, db) = db();
+    let t = time(1);
+    for (name, kind, rdev) in [
+        (&b"p"[..], FileKind::Fifo, 0),
+        (b"c", FileKind::CharDevice, 0x0103),
+        (b"b", FileKind::BlockDevice, u32::MAX),
+        (b"s", FileKind::Socket, 0),
+        (b"f", FileKind::RegularFile, 0),
+    ] {
+        let a = db.mknod(ROOT, name, kind, rdev, &OWNER, t).unwrap();
+        assert_eq!((a.kind, a.rdev, a.size, a.nlink), (kind, rdev, 0, 1));
+        assert_eq!(db.lookup(ROOT, name).unwrap(), db.getattr(a.ino).unwrap());
+    }
+    for (kind, rdev) in [
+        (FileKind::Socket, 1),
+        (FileKind::Fifo, 0x0103),
+        (FileKind::RegularFile, 7),
+        (FileKind::Directory, 0),
+        (FileKind::Symlink, 0),
+    ] {
+        let e = db.mknod(ROOT, b"x", kind, rdev, &OWNER, t).unwrap_err();
+        assert_eq!(code(&e), "EINVAL", "{kind:?} {rdev}");
+    }
+    assert!(db.lookup(ROOT, b"x").is_err());
+    let c = db.lookup(ROOT, b"c").unwrap();
+    let size = SetAttr {
+        size: Some(0),
+        ..SetAttr::default()
+    };
+    assert_eq!(code(&db.setattr(c.ino, &size, t).unwrap_err()), "EINVAL");
+    check_invariants(&db).unwrap();
+}
+
+/// Issue 24, "Bad input": a device or socket record that a bad disk or a buggy build left
+/// with an impossible mode or device number is refused when read, with the reason; every
+/// other inode, the directory holding it and later changes are unaffected.
+#[test]
+fn an_impossible_device_or_socket_record_is_refused_when_read_and_nothing_else_is_harmed() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = time(1);
+    let (sock, dev, file) = {
+        let db = MetaDb::open_with(dir.path(), None).unwrap();
+        let s = db
+            .mknod(ROOT, b"s", FileKind::Socket, 0, &OWNER, t)
+            .unwrap();
+        let c = db
+            .mknod(ROOT, b"c", FileKind::CharDevice, 0x0103, &OWNER, t)
+            .unwrap();
+        let (f, _) = db.create(ROOT, b"f", &OWNER, true, t).unwrap();
+        db.set_xattr(f.ino, b"user.k", b"v", XattrMode::Any, t)
+            .unwrap();
+        (s.ino, c.ino, f.ino)
+    };
+    {
+        let raw = redb::Database::open(dir.path().join(crate::meta::DB_FILE)).unwrap();
+        let txn = raw.begin_write().unwrap();
+        {
+            let mut inodes = txn.open_table(INODES).unwrap();
+            let mut s = load(&inodes, sock).unwrap();
+            s.rdev = 0x0801;
+            let mut c = load(&inodes, dev).unwrap();
+            c.perm = 0o170_644;
+            inodes.insert(sock.0, s.encode().as_slice()).unwrap();
+            inodes.insert(dev.0, c.encode().as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let db = MetaDb::open_with(dir.path(), None).unwrap();
+    for (ino, name, why) in [
+        (
+            sock,
+            &b"s"[..],
+            "device number on an inode that is not a device node",
+        ),
+        (dev, b"c", "mode bits 170644 outside 0o7777"),
+    ] {
+        for e in [
+            db.getattr(ino).unwrap_err(),
+            db.lookup(ROOT, name).unwrap_err(),
+        ] {
+            assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+            assert!(e.to_string().contains(why), "{e}");
+        }
+        // A change that would rewrite it fails whole.
+        assert!(db.unlink(ROOT, name, t).is_err());
+    }
+    assert_eq!(db.readdir(ROOT, 0, 10).unwrap().len(), 3);
+    assert_eq!(db.getattr(file).unwrap().kind, FileKind::RegularFile);
+    assert_eq!(db.get_xattr(file, b"user.k").unwrap(), b"v");
+    db.create(ROOT, b"g", &OWNER, true, t).unwrap();
+    db.mknod(ROOT, b"p", FileKind::Fifo, 0, &OWNER, t).unwrap();
+    assert_eq!(db.readdir(ROOT, 0, 10).unwrap().len(), 5);
+}

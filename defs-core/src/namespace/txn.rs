@@ -38,7 +38,7 @@ pub(crate) fn create_in(
         }
         return Ok((rec.attr(InodeNo(child)), false));
     }
-    let mut attr = t.make(parent, name, FileKind::RegularFile, init, now, &[])?;
+    let mut attr = t.make(parent, name, FileKind::RegularFile, init, now, &[], 0)?;
     t.flush()?;
     // A new file is unsaved data from its first moment (even empty, it must reach the network
     // as a file): dirty now, in this commit, so that its writes and close have no journal
@@ -76,7 +76,7 @@ pub(crate) fn apply_set(
         match rec.kind {
             FileKind::RegularFile => {}
             FileKind::Directory => return Err(Error::IsADirectory { ino: ino.0 }),
-            _ => return Err(invalid("size of a symlink or fifo")),
+            _ => return Err(invalid("size of a symlink, fifo, device node or socket")),
         }
         if size != rec.size {
             rec.size = size;

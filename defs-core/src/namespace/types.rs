@@ -69,6 +69,12 @@ pub enum FileKind {
     Symlink,
     /// A named pipe.
     Fifo,
+    /// A character device node; its device number is [`Attr::rdev`].
+    CharDevice,
+    /// A block device node; its device number is [`Attr::rdev`].
+    BlockDevice,
+    /// A Unix domain socket's name (what `bind(2)` of an `AF_UNIX` path makes).
+    Socket,
 }
 
 impl FileKind {
@@ -79,6 +85,9 @@ impl FileKind {
             FileKind::Directory => 2,
             FileKind::Symlink => 3,
             FileKind::Fifo => 4,
+            FileKind::CharDevice => 5,
+            FileKind::BlockDevice => 6,
+            FileKind::Socket => 7,
         }
     }
 
@@ -88,8 +97,25 @@ impl FileKind {
             2 => FileKind::Directory,
             3 => FileKind::Symlink,
             4 => FileKind::Fifo,
+            5 => FileKind::CharDevice,
+            6 => FileKind::BlockDevice,
+            7 => FileKind::Socket,
             _ => return None,
         })
+    }
+
+    /// A device node, the only kind with a device number.
+    pub fn is_device(self) -> bool {
+        matches!(self, FileKind::CharDevice | FileKind::BlockDevice)
+    }
+
+    /// An object the kernel gives its meaning (a fifo, device node or socket): DeFS stores only
+    /// its name and attributes, never content (the kernel opens it without asking DeFS).
+    pub fn is_special(self) -> bool {
+        matches!(
+            self,
+            FileKind::Fifo | FileKind::CharDevice | FileKind::BlockDevice | FileKind::Socket
+        )
     }
 }
 
@@ -137,7 +163,8 @@ pub struct Attr {
     pub mtime: Timestamp,
     /// Last attribute change.
     pub ctime: Timestamp,
-    /// Device number (always 0: devices are not supported).
+    /// Device number of a device node, in the kernel's 32-bit encoding (major in bits 8..20,
+    /// minor in bits 0..8 and 20..32; what FUSE carries); 0 for every other kind.
     pub rdev: u32,
     /// The content generation (see [`crate::journal`]).
     pub generation: Generation,
@@ -219,6 +246,15 @@ pub struct Unlinked {
     pub ino: InodeNo,
     /// Its remaining links (0: it is now an orphan; purge it when no handle needs it).
     pub nlink: u32,
+}
+
+/// Checks that a device number belongs where it is: device nodes may have any (every `u32` is
+/// some major and minor, and 0:0 is an overlayfs whiteout), every other kind has 0.
+pub(crate) fn check_rdev(kind: FileKind, rdev: u32) -> std::result::Result<(), &'static str> {
+    if rdev != 0 && !kind.is_device() {
+        return Err("a device number on an inode that is not a device node");
+    }
+    Ok(())
 }
 
 /// Checks a file name: 1..=NAME_MAX bytes, not "." or "..", no '/' or NUL.

@@ -7,33 +7,52 @@ use super::*;
 /// The POSIX access ACL's extended attribute.
 const ACL_ACCESS: &[u8] = b"system.posix_acl_access";
 
-/// The permission bits (0o777) of an access ACL in the kernel's xattr form (version 2, then
-/// 8-byte entries: tag u16, perm u16, id u32, little-endian) when it has exactly the owner,
-/// group and other entries, in that order: an ACL equivalent to a mode. `None` for any other
-/// value, which is stored as it is.
-fn minimal_acl_mode(value: &[u8]) -> Option<u16> {
+/// The permission bits (0o777) an access ACL in the kernel's xattr form (version 2, then
+/// 8-byte entries: tag u16, perm u16, id u32, little-endian) gives the mode, as the kernel's
+/// `posix_acl_update_mode` computes them for a local filesystem: the owner entry, the mask
+/// entry (the group entry when there is no mask), the other entry. The bool says whether the
+/// ACL is equivalent to that mode (exactly the owner, group and other entries). `None` for a
+/// value that is not such an ACL (it is stored as it is and changes no mode).
+fn acl_mode(value: &[u8]) -> Option<(u16, bool)> {
     const VERSION: u32 = 2;
-    const TAGS: [u16; 3] = [0x01, 0x04, 0x20]; // ACL_USER_OBJ, ACL_GROUP_OBJ, ACL_OTHER
+    const USER_OBJ: u16 = 0x01;
+    const USER: u16 = 0x02;
+    const GROUP_OBJ: u16 = 0x04;
+    const GROUP: u16 = 0x08;
+    const MASK: u16 = 0x10;
+    const OTHER: u16 = 0x20;
     let (version, entries) = value.split_first_chunk::<4>()?;
-    if u32::from_le_bytes(*version) != VERSION || entries.len() != 8 * TAGS.len() {
+    if u32::from_le_bytes(*version) != VERSION || entries.len() % 8 != 0 {
         return None;
     }
-    let mut mode = 0;
-    for (entry, tag) in entries.chunks_exact(8).zip(TAGS) {
+    let (mut user, mut group, mut mask, mut other) = (None, None, None, None);
+    for entry in entries.chunks_exact(8) {
         let perm = u16::from_le_bytes([entry[2], entry[3]]);
-        if u16::from_le_bytes([entry[0], entry[1]]) != tag || perm > 7 {
+        if perm > 7 {
             return None;
         }
-        mode = mode << 3 | perm;
+        let slot = match u16::from_le_bytes([entry[0], entry[1]]) {
+            USER_OBJ => &mut user,
+            GROUP_OBJ => &mut group,
+            MASK => &mut mask,
+            OTHER => &mut other,
+            USER | GROUP => continue,
+            _ => return None,
+        };
+        if slot.replace(perm).is_some() {
+            return None;
+        }
     }
-    Some(mode)
+    let mode = user? << 6 | mask.or(group)? << 3 | other?;
+    Some((mode, entries.len() == 3 * 8))
 }
 
 impl Fs {
     /// Sets an extended attribute. `flags` are setxattr(2)'s (XATTR_CREATE, XATTR_REPLACE).
-    /// Any name is stored as opaque bytes, `system.posix_acl_*` included, except an access
-    /// ACL that says no more than the mode bits (owner, group and other entries only): like
-    /// ext4 and XFS, DeFS then sets the mode's permission bits from it and keeps no ACL
+    /// Any name is stored as opaque bytes, `system.posix_acl_*` included. An access ACL set
+    /// without flags also sets the mode's permission bits, like ext4 and XFS (owner entry,
+    /// mask or else group entry, other entry: `rsync -A` relies on it for the mode), and one
+    /// that says no more than the mode (owner, group and other entries only) is not stored
     /// (`cp -a` sets one on every file it copies). Like a chmod, that needs the file's owner or
     /// root (`caller`), and clears the setgid bit when the caller is not in the file's group
     /// (its primary group: FUSE does not pass the supplementary ones).
@@ -55,9 +74,12 @@ impl Fs {
         self.refuse_state_xattr(name)?;
         if name == ACL_ACCESS
             && flags == 0
-            && let Some(bits) = minimal_acl_mode(value)
+            && let Some((bits, minimal)) = acl_mode(value)
         {
-            return self.set_mode_from_acl(ino, bits, caller).await;
+            self.set_mode_from_acl(ino, bits, caller, minimal).await?;
+            if minimal {
+                return Ok(());
+            }
         }
         let mode = match flags {
             0 => XattrMode::Any,
@@ -75,11 +97,18 @@ impl Fs {
         Ok(())
     }
 
-    /// A minimal access ACL applied: the permission bits become `bits` (setuid and sticky
-    /// stay; setgid too unless `caller` is outside the file's group) and an access ACL stored
-    /// before is removed, as `posix_acl_update_mode` does for a local filesystem. Only the
-    /// owner or root may (EPERM): kernels before 6.2 leave that check to the filesystem.
-    async fn set_mode_from_acl(&self, ino: InodeNo, bits: u16, caller: Owner) -> Result<()> {
+    /// An access ACL's mode applied: the permission bits become `bits` (setuid and sticky
+    /// stay; setgid too unless `caller` is outside the file's group) and, for a `minimal` ACL,
+    /// an access ACL stored before is removed, as `posix_acl_update_mode` does for a local
+    /// filesystem. Only the owner or root may (EPERM): kernels before 6.2 leave that check to
+    /// the filesystem.
+    async fn set_mode_from_acl(
+        &self,
+        ino: InodeNo,
+        bits: u16,
+        caller: Owner,
+        minimal: bool,
+    ) -> Result<()> {
         let attr = self.getattr(ino).await?;
         let root = caller.uid == 0;
         if !root && caller.uid != attr.uid {
@@ -92,14 +121,17 @@ impl Fs {
         if !root && caller.gid != attr.gid {
             perm &= !0o2000;
         }
-        // Read first: the remove is a write transaction, and there is rarely anything to remove.
-        match self.inner.db.get_xattr(ino, ACL_ACCESS) {
-            Ok(_) => self
-                .inner
-                .db
-                .remove_xattr(ino, ACL_ACCESS, Timestamp::now())?,
-            Err(defs_core::Error::NoXattr { .. }) => {}
-            Err(e) => return Err(e.into()),
+        if minimal {
+            // Read first: the remove is a write transaction, and there is rarely anything to
+            // remove.
+            match self.inner.db.get_xattr(ino, ACL_ACCESS) {
+                Ok(_) => self
+                    .inner
+                    .db
+                    .remove_xattr(ino, ACL_ACCESS, Timestamp::now())?,
+                Err(defs_core::Error::NoXattr { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         let set = SetAttr {
             perm: Some(perm),

@@ -530,22 +530,185 @@ fn symlinks_and_hard_links() {
     assert_eq!(fs::metadata(m.path("hard")).unwrap().nlink(), 1);
 }
 
+/// The kind, device number, mode and owner of `p`, as `stat` reports them.
+fn node(p: &std::path::Path) -> (&'static str, u64, u32, u32, u32) {
+    use std::os::unix::fs::FileTypeExt;
+    let md = fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let t = md.file_type();
+    let kind = if t.is_fifo() {
+        "fifo"
+    } else if t.is_char_device() {
+        "char"
+    } else if t.is_block_device() {
+        "block"
+    } else if t.is_socket() {
+        "socket"
+    } else {
+        "other"
+    };
+    (kind, md.rdev(), md.mode() & 0o7777, md.uid(), md.gid())
+}
+
 #[test]
-fn fifos_can_be_made_and_device_nodes_are_eperm() {
+fn every_file_kind_is_made_by_mknod_and_keeps_its_kind_and_device_number_across_remount() {
     use nix::sys::stat::{Mode, SFlag, mknod};
-    let m = mount!();
-    nix::unistd::mkfifo(&m.path("fifo"), Mode::from_bits_truncate(0o644)).unwrap();
-    assert!(std::os::unix::fs::FileTypeExt::is_fifo(
-        &fs::metadata(m.path("fifo")).unwrap().file_type()
-    ));
-    let e = mknod(
-        &m.path("dev"),
+    let mut m = mount!();
+    let mode = |bits| Mode::from_bits_truncate(bits);
+    nix::unistd::mkfifo(&m.path("fifo"), mode(0o644)).unwrap();
+    mknod(
+        &m.path("null"),
         SFlag::S_IFCHR,
-        Mode::from_bits_truncate(0o644),
-        0x0101,
+        mode(0o666),
+        libc::makedev(1, 3),
     )
-    .unwrap_err();
-    assert_eq!(e as i32, libc::EPERM);
+    .unwrap();
+    mknod(
+        &m.path("sda1"),
+        SFlag::S_IFBLK,
+        mode(0o660),
+        libc::makedev(8, 1),
+    )
+    .unwrap();
+    // The largest major and minor the kernel's 32-bit device number holds.
+    let big = libc::makedev(4095, (1 << 20) - 1);
+    mknod(&m.path("big"), SFlag::S_IFBLK, mode(0o600), big).unwrap();
+    // A socket is what bind(2) of an AF_UNIX path makes; it works while its listener lives
+    // (the kernel connects by inode, the file system only stores the name).
+    let listener = std::os::unix::net::UnixListener::bind(m.path("S.agent")).unwrap();
+    let mut client = std::os::unix::net::UnixStream::connect(m.path("S.agent")).unwrap();
+    client.write_all(b"hi").unwrap();
+    let mut got = [0u8; 2];
+    listener.accept().unwrap().0.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"hi");
+
+    // Owner, mode, times and xattrs as on any inode (user.* names are the kernel's to refuse
+    // on special files, as on ext4; trusted.* are stored).
+    std::os::unix::fs::chown(m.path("sda1"), Some(1000), Some(6)).unwrap();
+    for (name, mode) in [
+        ("fifo", 0o644),
+        ("null", 0o620),
+        ("sda1", 0o660),
+        ("big", 0o600),
+        ("S.agent", 0o711),
+    ] {
+        fs::set_permissions(m.path(name), fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let mt = TimeSpec::new(1_234_567_890, 987_654_321);
+    utimensat(
+        nix::fcntl::AT_FDCWD,
+        &m.path("S.agent"),
+        &mt,
+        &mt,
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .unwrap();
+    defs_tests::mount::run(
+        std::process::Command::new("setfattr")
+            .args(["-n", "trusted.k", "-v", "v"])
+            .arg(m.path("big")),
+    );
+    // The mount is nodev: a device node stored in it opens no device.
+    let e = File::open(m.path("null")).unwrap_err();
+    assert_eq!(errno(&e), libc::EACCES, "{e}");
+    // The kernel's refusals, as on ext4: user.* xattrs on special files, a truncate.
+    let o = std::process::Command::new("setfattr")
+        .args(["-n", "user.k", "-v", "v"])
+        .arg(m.path("null"))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Operation not permitted"),
+        "{o:?}"
+    );
+    let e = nix::unistd::truncate(&m.path("sda1"), 0).unwrap_err();
+    assert_eq!(e as i32, libc::EINVAL);
+
+    let expect = [
+        ("fifo", ("fifo", 0, 0o644, 0, 0)),
+        ("null", ("char", libc::makedev(1, 3), 0o620, 0, 0)),
+        ("sda1", ("block", libc::makedev(8, 1), 0o660, 1000, 6)),
+        ("big", ("block", big, 0o600, 0, 0)),
+        ("S.agent", ("socket", 0, 0o711, 0, 0)),
+    ];
+    let check = |m: &defs_tests::mount::TestMount| {
+        for (name, want) in expect {
+            assert_eq!(node(&m.path(name)), want, "{name}");
+        }
+        let md = fs::symlink_metadata(m.path("S.agent")).unwrap();
+        assert_eq!((md.mtime(), md.mtime_nsec()), (1_234_567_890, 987_654_321));
+        let v = defs_tests::mount::run(
+            std::process::Command::new("getfattr")
+                .args(["-n", "trusted.k", "--only-values"])
+                .arg(m.path("big")),
+        );
+        assert_eq!(v, "v");
+    };
+    check(&m);
+    drop(client);
+    drop(listener);
+    m.remount();
+    check(&m);
+    // They go as any name goes.
+    for name in ["fifo", "null", "sda1", "big", "S.agent"] {
+        fs::remove_file(m.path(name)).unwrap();
+    }
+    assert_eq!(fs::read_dir(m.mnt()).unwrap().count(), 0);
+}
+
+/// Only a caller with CAP_MKNOD makes device nodes: the kernel refuses everyone else before a
+/// file system sees the request, on DeFS as on the host's file system; fifos and sockets are
+/// anyone's.
+#[test]
+fn mknod_of_a_device_is_refused_to_non_root_as_on_the_host_file_system() {
+    let m = mount!("allow_other");
+    let host = m.scratch().join("host");
+    fs::create_dir(&host).unwrap();
+    let shared = m.path("shared");
+    fs::create_dir(&shared).unwrap();
+    for (dir, mode) in [
+        (m.mnt().parent().unwrap(), 0o755),
+        (m.scratch().as_path(), 0o755),
+        (&host, 0o777),
+        (&shared, 0o777),
+    ] {
+        fs::set_permissions(dir, fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let as_user = |args: &[&str], dir: &std::path::Path, name: &str| {
+        let out = std::process::Command::new("setpriv")
+            .args(["--reuid=1000", "--regid=1000", "--clear-groups", "mknod"])
+            .arg(dir.join(name))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).replace(&dir.display().to_string(), "DIR"),
+        )
+    };
+    for (name, args) in [
+        ("c", &["c", "1", "3"][..]),
+        ("b", &["b", "8", "1"][..]),
+        ("p", &["p"][..]),
+    ] {
+        let on_host = as_user(args, &host, name);
+        let on_defs = as_user(args, &shared, name);
+        assert_eq!(on_defs, on_host, "mknod {name}");
+        assert_eq!(on_defs.0, name == "p", "{on_defs:?}");
+        if name != "p" {
+            assert!(on_defs.1.contains("Operation not permitted"), "{on_defs:?}");
+        }
+    }
+    // Root makes both kinds of device on either.
+    for (name, kind) in [("c", "char"), ("b", "block")] {
+        for dir in [&host, &shared] {
+            defs_tests::mount::run(
+                std::process::Command::new("mknod")
+                    .arg(dir.join(name))
+                    .args([&name[..1], "1", "3"]),
+            );
+            assert_eq!(node(&dir.join(name)).0, kind);
+        }
+    }
 }
 
 // ---- extended attributes -----------------------------------------------------------------------
