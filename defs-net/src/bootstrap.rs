@@ -152,6 +152,13 @@ fn io_failure(e: &io::Error) -> String {
         }
         cur = next(s);
     }
+    // The whole dial (connect and handshake) ran past libp2p's connection timeout: the
+    // address took the connection but never answered as a libp2p node, or dropped it silently.
+    if texts.iter().any(|t| t == LIBP2P_TIMEOUT) {
+        return "no answer (timed out): nothing DeFS-like answered there (the host is down, a \
+                firewall drops the connection, or something else listens on that port)"
+            .into();
+    }
     // libp2p's `Either` errors hide their inner error from `source()`: take the OS error
     // number the text carries ("Connection refused (os error 111)").
     if kind == io::ErrorKind::Other
@@ -179,6 +186,10 @@ fn io_failure(e: &io::Error) -> String {
         _ => texts.join(": "),
     }
 }
+
+/// How libp2p's `TransportTimeoutError::Timeout` shows (its `Display`); the swarm's boxed
+/// transport hides its type behind its inner error type, so it is recognised by its text.
+const LIBP2P_TIMEOUT: &str = "Timeout has been reached";
 
 /// The `N` of "(os error N)" in an error text.
 fn os_error(text: &str) -> Option<i32> {
@@ -208,6 +219,18 @@ mod tests {
             dial_failure(&hidden).starts_with("connection refused"),
             "{}",
             dial_failure(&hidden)
+        );
+        // libp2p's own dial timeout, as the swarm's boxed transport reports it.
+        let timeout = DialError::Transport(vec![(
+            "/ip4/127.0.0.1/tcp/1".parse().unwrap(),
+            TransportError::Other(io::Error::other(
+                libp2p::core::transport::timeout::TransportTimeoutError::<io::Error>::Timeout,
+            )),
+        )]);
+        let said = dial_failure(&timeout);
+        assert!(
+            said.starts_with("no answer (timed out): nothing DeFS-like answered there"),
+            "{said}"
         );
         let wrong = DialError::WrongPeerId {
             obtained: PeerId::random(),

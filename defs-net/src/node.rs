@@ -100,6 +100,12 @@ pub const REDIAL_GIVE_UP: Duration = Duration::from_secs(3600);
 /// the peers Kademlia finds through them, and their identify answers.
 pub const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long [`Node::discover`] waits without a new peer connecting before it takes the network
+/// as found, while its Kademlia lookup still runs (it may wait long on a peer that does not
+/// answer). 300 ms: a lookup's answers connect within a few round trips (milliseconds on a LAN,
+/// ~100 ms across continents), so a gap of 300 ms means the lookup has nobody new to give.
+pub const DISCOVERY_QUIET: Duration = Duration::from_millis(300);
+
 /// Configuration of a node.
 #[derive(Debug)]
 pub struct Config {
@@ -197,8 +203,9 @@ pub struct Discovery {
     pub refused: usize,
     /// Other connected peers (clients).
     pub clients: usize,
-    /// Whether every connected peer had answered identify and the Kademlia lookup had ended
-    /// before the time bound (else the counts are what had arrived by then).
+    /// Whether every connected peer had answered identify, and the Kademlia lookup had ended
+    /// or no new peer had connected for [`DISCOVERY_QUIET`], before the time bound (else the
+    /// counts are what had arrived by then).
     pub settled: bool,
 }
 
@@ -431,11 +438,8 @@ impl Node {
         let mut boot = Vec::with_capacity(config.bootstrap.len());
         let mut boot_dials = HashMap::new();
         for addr in &config.bootstrap {
-            // Known to Kademlia from the start, so its lookups (ours and its own automatic
-            // ones) go through the bootstrap peers instead of failing with "no known peers".
-            if let Some(Protocol::P2p(peer)) = addr.iter().last() {
-                swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
-            }
+            // Not given to Kademlia yet: it learns the address once a connection to it is
+            // established, so that its lookups never wait on a dead or silent address.
             let opts = DialOpts::from(addr.clone());
             let id = opts.connection_id();
             let outcome = match swarm.dial(opts) {
@@ -688,21 +692,6 @@ impl Node {
         self.ask(|reply| NodeMessage::Bootstrap { reply }).await
     }
 
-    /// Waits until every bootstrap dial is over, or `timeout`; returns the reports.
-    ///
-    /// # Errors
-    /// [`Error::Closed`].
-    pub async fn wait_bootstrap(&self, timeout: Duration) -> Result<Vec<bootstrap::Report>> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let reports = self.bootstrap().await?;
-            if reports.iter().all(bootstrap::Report::settled) || Instant::now() >= deadline {
-                return Ok(reports);
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-
     /// Node ids of the peers reachable now: connected, identity accepted. A peer leaves this
     /// set when its last connection closes: at once when its process ends (the kernel closes
     /// the socket), after [`SILENT_AFTER`] without an answered ping when it goes silent. It
@@ -715,15 +704,17 @@ impl Node {
     }
 
     /// Waits, at most `timeout`, until the network reachable through the bootstrap peers has
-    /// settled: a bootstrap peer has answered, a Kademlia lookup of our own id through it has
-    /// ended (it connects to the peers it finds), and every connected peer has answered
-    /// identify (so its role is known). Ends early once `enough` storage peers are there.
+    /// settled: a peer has answered identify, a Kademlia lookup of our own id through it has
+    /// started (it connects to the peers it finds), and every connected peer has answered
+    /// identify (so its role is known) while either the lookup has ended or no new peer has
+    /// connected for [`DISCOVERY_QUIET`] (a lookup can wait long on a peer that does not
+    /// answer). Ends early once `enough` storage peers are there.
     ///
     /// # Errors
     /// [`Error::Closed`].
     ///
     /// # Cancel safety
-    /// Safe: it only observes the node.
+    /// Safe: it only observes the node (a lookup it started runs on by itself).
     pub async fn discover(&self, timeout: Duration, enough: Option<usize>) -> Result<Discovery> {
         let deadline = tokio::time::Instant::now() + timeout;
         let count = |peers: &[PeerSnapshot]| {
@@ -761,19 +752,30 @@ impl Node {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         // 2. The lookup through it, which connects to the peers it finds.
-        let lookup =
-            tokio::time::timeout_at(deadline, self.ask(|reply| NodeMessage::Discover { reply }))
-                .await;
-        // Ended (or nobody to ask: then identify answers are all there is to wait for).
-        let looked_up = match lookup {
-            Ok(Ok(_)) => true,
-            Ok(Err(e)) => return Err(e),
-            Err(_) => false,
-        };
-        // 3. Identify answers from everyone it connected to.
+        let (reply, mut lookup) = oneshot::channel();
+        self.tx
+            .send(NodeMessage::Discover { reply })
+            .await
+            .map_err(|_| Error::Closed)?;
+        let mut looked_up = false;
+        // 3. Identify answers from everyone it connected to, until the lookup ends or no new
+        // peer has connected for a while.
+        let mut connected: HashSet<PeerId> = HashSet::new();
+        let mut last_new = tokio::time::Instant::now();
         loop {
-            let d = count(&self.peers().await?);
-            if is_enough(&d) || (d.settled && looked_up) {
+            let peers = self.peers().await?;
+            let now_connected: HashSet<PeerId> = peers
+                .iter()
+                .filter(|p| p.connected)
+                .map(|p| p.peer)
+                .collect();
+            if !now_connected.is_subset(&connected) {
+                last_new = tokio::time::Instant::now();
+            }
+            connected = now_connected;
+            let d = count(&peers);
+            let quiet = last_new.elapsed() >= DISCOVERY_QUIET;
+            if is_enough(&d) || (d.settled && (looked_up || quiet)) {
                 return Ok(d);
             }
             if tokio::time::Instant::now() >= deadline {
@@ -782,7 +784,18 @@ impl Node {
                     ..d
                 });
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            if !looked_up {
+                // Ended (or nobody to ask: then identify answers are all there is to wait for).
+                tokio::select! {
+                    r = &mut lookup => {
+                        r.map_err(|_| Error::Closed)?;
+                        looked_up = true;
+                    }
+                    _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                }
+            } else {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
     }
 
@@ -1008,13 +1021,19 @@ impl NodeActor {
                 ..
             } => {
                 if let Some(i) = self.boot_dials.remove(&connection_id)
-                    && let Some((_, outcome)) = self.boot.get_mut(i)
+                    && let Some((addr, outcome)) = self.boot.get_mut(i)
                 {
                     *outcome = bootstrap::Outcome::Answered {
                         peer: peer_id,
                         refused: None,
                         storage: false,
                     };
+                    // Known to Kademlia once it answered, so that our lookups go through it
+                    // (identify adds the addresses it listens on).
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer_id, addr.clone());
                 }
                 let addr = endpoint.get_remote_address().clone();
                 let s = self.peer(peer_id);

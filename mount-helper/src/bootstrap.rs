@@ -1,6 +1,7 @@
 //! Bootstrap addresses as the binaries take them: checked before use (a multiaddr that ends in
 //! `/p2p/PEER_ID`: without it DeFS cannot know it reached the right node), reported with the
-//! reason when they give no usable peer ([`problems`], [`no_peers`]), and remembered in
+//! reason when they give no usable peer ([`problems`], [`no_peers`]), waited for only until
+//! one gives a storage peer or all have ended ([`wait`]), and remembered in
 //! `DIR/config.toml` only once they have answered ([`remember_answered`]), so a mistyped
 //! address is never kept.
 
@@ -13,9 +14,10 @@ use defs_net::{Multiaddr, Node};
 use crate::cli::usage;
 use crate::{config_file, data_dir};
 
-/// How long a starting node or mount waits for its bootstrap dials before it reports the ones
-/// that failed: a refused port or a wrong peer id fails within milliseconds; an address that
-/// does not answer at all is reported as "no answer yet" after this and still tried.
+/// How long a starting node or mount waits at most for its bootstrap dials when none gives it
+/// a storage peer ([`wait`]): a refused port or a wrong peer id fails within milliseconds; an
+/// address that does not answer at all is reported as "no answer yet" after this and still
+/// tried.
 pub const REPORT_WAIT: Duration = Duration::from_secs(3);
 
 /// How often the remembering watch looks at bootstrap dials still running.
@@ -76,14 +78,28 @@ pub fn problems(reports: &[Report]) -> Vec<String> {
         .collect()
 }
 
-/// Whether any bootstrap could still give a storage peer (dialling, or answered by a node not
-/// yet identified as one).
-pub fn any_hope(reports: &[Report]) -> bool {
-    reports.iter().any(|r| match &r.outcome {
-        Outcome::Dialling => true,
-        Outcome::Answered { refused, .. } => refused.is_none(),
-        Outcome::Failed(_) => false,
-    })
+/// Waits for the bootstrap dials of `node` until `deadline`: ends as soon as a storage peer
+/// is connected and identified (the rest of the network is found through it, see
+/// [`Node::discover`], while slower dials go on), or once no dial is still running — unless
+/// mDNS is on and no storage peer is there yet (mDNS may still find one). Returns what became
+/// of each address so far.
+///
+/// # Errors
+/// [`defs_net::Error::Closed`] when the node stopped.
+pub async fn wait(
+    node: &Node,
+    deadline: tokio::time::Instant,
+    mdns: bool,
+) -> defs_net::Result<Vec<Report>> {
+    loop {
+        let have = node.wait_for_storage_peers(1, Duration::ZERO).await?;
+        let reports = node.bootstrap().await?;
+        let dialling = !reports.iter().all(Report::settled);
+        if have > 0 || (!dialling && !mdns) || tokio::time::Instant::now() >= deadline {
+            return Ok(reports);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }
 
 /// The error of a command that needs storage peers and found none: which addresses were

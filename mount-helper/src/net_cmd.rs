@@ -170,11 +170,13 @@ fn enough_peers(req: &ControlRequest, base: &LayoutConfig) -> Option<usize> {
     (choose(size, shards, &layout).ok()? == widest).then_some(shards)
 }
 
-/// Starts a client-only node for one command and waits for storage peers: every bootstrap
-/// peer, then, at most [`defs_net::node::DISCOVERY_TIMEOUT`], until the network found through
-/// them has settled ([`Node::discover`]) or `enough` storage peers are there; says on stderr
-/// what it found. Bootstrap addresses that give no usable peer are reported on stderr; with
-/// `needs_peers` and no storage peer at all the command fails, naming each address and why.
+/// Starts a client-only node for one command and waits for storage peers, at most
+/// [`defs_net::node::DISCOVERY_TIMEOUT`] in all: for its bootstrap dials
+/// ([`bootstrap::wait`]), then, when one reached a node or mDNS is on, until the network found
+/// through them has settled ([`Node::discover`]) or `enough` storage peers are there; says on
+/// stderr what it found. Bootstrap addresses that give no usable peer are reported on stderr;
+/// with `needs_peers` and no storage peer at all the command fails, naming each address and
+/// why.
 async fn ephemeral(
     dir: &Path,
     config: &defs_core::Config,
@@ -184,8 +186,6 @@ async fn ephemeral(
     needs_peers: bool,
 ) -> anyhow::Result<Client> {
     let identity = Arc::new(load_identity(dir)?);
-    let want = bootstrap.len().max(1);
-    let addresses = bootstrap.len();
     let mdns = config.node.mdns && !net.no_mdns;
     // An empty list would make the node listen everywhere (its default): loopback instead.
     let loopback = ["/ip4/127.0.0.1/tcp/0".to_string()];
@@ -207,54 +207,68 @@ async fn ephemeral(
     )
     .await?;
     let started = std::time::Instant::now();
-    let (have, reports) = match wait_for_peers(&node, want, mdns).await {
-        Ok(r) => r,
+    match find_network(&node, started, mdns, enough).await {
+        Ok((found, reports)) => {
+            if let Err(e) = bootstrap::remember_answered(dir, &net.bootstrap, &reports) {
+                eprintln!("warning: {}", crate::cli::error_text(&e));
+            }
+            let have = found.map_or(0, |f| f.storage);
+            if have == 0 && needs_peers {
+                node.shutdown().await;
+                return Err(bootstrap::no_peers(&reports, mdns, started.elapsed()));
+            }
+            for line in bootstrap::problems(&reports) {
+                eprintln!("warning: {line}");
+            }
+            if let Some(found) = found {
+                eprintln!(
+                    "network: {found}, found through {} in {:.2} s",
+                    sources(&reports, mdns),
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            Ok(Client::new(node, identity))
+        }
         Err(e) => {
             node.shutdown().await;
-            return Err(e.into());
+            Err(e.into())
         }
-    };
-    if let Err(e) = bootstrap::remember_answered(dir, &net.bootstrap, &reports) {
-        eprintln!("warning: {}", crate::cli::error_text(&e));
     }
-    if have == 0 && needs_peers {
-        node.shutdown().await;
-        return Err(bootstrap::no_peers(&reports, mdns, started.elapsed()));
-    }
-    for line in bootstrap::problems(&reports) {
-        eprintln!("warning: {line}");
-    }
-    // The rest of the network is found through whoever answered.
-    if mdns || reports.iter().any(defs_net::bootstrap::Report::reached) {
-        let found = node
-            .discover(defs_net::node::DISCOVERY_TIMEOUT, enough)
-            .await?;
-        eprintln!(
-            "network: {found}, found through {} bootstrap address(es) in {:.2} s",
-            addresses,
-            started.elapsed().as_secs_f64()
-        );
-    }
-    Ok(Client::new(node, identity))
 }
 
-/// Waits up to [`CONNECT_TIMEOUT`] for `want` storage peers; ends early when none can come
-/// (every bootstrap failed or is refused, and mDNS is off). Returns the storage peers and
-/// what became of each bootstrap address.
-async fn wait_for_peers(
+/// Waits for the network of a node started at `started`, until
+/// [`defs_net::node::DISCOVERY_TIMEOUT`] after that: its bootstrap dials
+/// ([`bootstrap::wait`]), then, when one reached a node or mDNS is on, the network found
+/// through them ([`Node::discover`], `None` when skipped). Returns it and what became of each
+/// bootstrap address by then.
+async fn find_network(
     node: &Node,
-    want: usize,
+    started: std::time::Instant,
     mdns: bool,
-) -> defs_net::Result<(usize, Vec<defs_net::bootstrap::Report>)> {
-    let deadline = tokio::time::Instant::now() + defs_net::node::DISCOVERY_TIMEOUT;
-    loop {
-        let have = node.wait_for_storage_peers(want, Duration::ZERO).await?;
-        let reports = node.bootstrap().await?;
-        let hopeless = !mdns && !bootstrap::any_hope(&reports);
-        if have >= want || hopeless || tokio::time::Instant::now() >= deadline {
-            return Ok((have, reports));
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+    enough: Option<usize>,
+) -> defs_net::Result<(
+    Option<defs_net::node::Discovery>,
+    Vec<defs_net::bootstrap::Report>,
+)> {
+    let deadline = tokio::time::Instant::from_std(started) + defs_net::node::DISCOVERY_TIMEOUT;
+    let reports = bootstrap::wait(node, deadline, mdns).await?;
+    if !mdns && !reports.iter().any(defs_net::bootstrap::Report::reached) {
+        return Ok((None, reports));
+    }
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let found = node.discover(left, enough).await?;
+    // Dials that were still running may have ended meanwhile.
+    Ok((Some(found), node.bootstrap().await?))
+}
+
+/// Where a one-shot node's network came from, for its "found through" line: the bootstrap
+/// addresses that reached a node, and mDNS when it is on.
+fn sources(reports: &[defs_net::bootstrap::Report], mdns: bool) -> String {
+    let reached = reports.iter().filter(|r| r.reached()).count();
+    match (reached, mdns) {
+        (0, true) => "mDNS (the local network)".to_string(),
+        (n, true) => format!("{n} bootstrap address(es) and mDNS"),
+        (n, false) => format!("{n} bootstrap address(es)"),
     }
 }
 
@@ -385,8 +399,9 @@ pub struct StorageNode {
     pub config: defs_core::Config,
     /// The full addresses the node listens on (as written to `DIR/addrs`).
     pub addrs: Vec<Multiaddr>,
-    /// Bootstrap addresses that gave no usable peer within [`bootstrap::REPORT_WAIT`] of the
-    /// start, and config.toml addresses left out: one line each, with the reason.
+    /// Bootstrap addresses that gave no usable peer by the end of the start (its wait for the
+    /// bootstrap dials and the network found through them), and config.toml addresses left
+    /// out: one line each, with the reason.
     pub bootstrap_problems: Vec<String>,
     dir: PathBuf,
     cancel: CancellationToken,
@@ -459,16 +474,21 @@ impl StorageNode {
             }
         };
         devnet::write_addrs(dir, &addrs)?;
-        let reports = node.wait_bootstrap(bootstrap::REPORT_WAIT).await?;
-        bootstrap_problems.extend(bootstrap::problems(&reports));
-        if reports.iter().any(defs_net::bootstrap::Report::reached) {
+        let started = tokio::time::Instant::now();
+        let reports = bootstrap::wait(&node, started + bootstrap::REPORT_WAIT, false).await?;
+        let reports = if reports.iter().any(defs_net::bootstrap::Report::reached) {
             // Serve (and place shards) only once the network found through the bootstrap
             // peers has settled, so that the first uploads spread over all of it.
-            let found = node
-                .discover(defs_net::node::DISCOVERY_TIMEOUT, None)
-                .await?;
+            let left = (started + defs_net::node::DISCOVERY_TIMEOUT)
+                .saturating_duration_since(tokio::time::Instant::now());
+            let found = node.discover(left, None).await?;
             tracing::info!(%found, "network found through the bootstrap peers");
-        }
+            // Dials still running at the first look may have ended meanwhile.
+            node.bootstrap().await?
+        } else {
+            reports
+        };
+        bootstrap_problems.extend(bootstrap::problems(&reports));
         // New addresses are remembered as they answer, also after the start.
         if !opts.net.bootstrap.is_empty() {
             tokio::spawn(bootstrap::watch_and_remember(

@@ -197,3 +197,130 @@ fn r25_a_bootstrap_that_answered_is_saved_and_a_client_listens_on_loopback() {
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(std::fs::read(&dst).unwrap(), std::fs::read(&file).unwrap());
 }
+
+/// A put from a fresh data dir `base/me` with `--bootstrap` a fresh node's address (in the
+/// second place when `good_first` is false) and `/ip4/127.0.0.1/tcp/PORT/p2p/<a random id>`.
+/// Returns the output, the good address, the other one and the data dir.
+fn put_beside_a_good_node(
+    base: &Path,
+    port: u16,
+    good_first: bool,
+) -> (std::process::Output, String, String, std::path::PathBuf) {
+    let n = base.join("n0");
+    let _node = start_node(&n, None);
+    let good = wait_for_addr(&n);
+    let other = format!(
+        "/ip4/127.0.0.1/tcp/{port}/p2p/{}",
+        defs_net::PeerId::random()
+    );
+    let me = base.join("me");
+    init(&me);
+    let file = small_file(base);
+    let (a, b) = if good_first {
+        (&good, &other)
+    } else {
+        (&other, &good)
+    };
+    let o = out(defs(&me).arg("put").arg(&file).args([
+        "--no-mdns",
+        "--bootstrap",
+        a,
+        "--bootstrap",
+        b,
+    ]));
+    (o, good, other, me)
+}
+
+/// Review of issue 25: a refused address beside a good one neither holds the command up nor
+/// counts as a source of the network; it is warned about.
+#[test]
+fn r25_a_refused_bootstrap_beside_a_good_one_is_warned_about_and_not_counted() {
+    let base = tempfile::tempdir().unwrap();
+    let (o, good, refused, me) = put_beside_a_good_node(base.path(), closed_port(), true);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("found through 1 bootstrap address(es)"),
+        "counts the addresses that reached a node: {t}"
+    );
+    assert!(
+        t.contains(&format!("warning: bootstrap {refused}: connection refused")),
+        "{t}"
+    );
+    assert!(!t.contains("still arriving when the wait ended"), "{t}");
+    assert!(config(&me).contains(&good) && !config(&me).contains(&refused));
+}
+
+/// A TCP listener on 127.0.0.1 that takes connections and never says a word (a host that
+/// drops the handshake, or another program on the port); it stops when dropped.
+struct Silent {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Silent {
+    fn start() -> Silent {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let l = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .unwrap_or_else(|e| panic!("binding a silent listener: {e}"));
+        let port = l
+            .local_addr()
+            .unwrap_or_else(|e| panic!("its address: {e}"))
+            .port();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut held = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((s, _)) => held.push(s),
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+                }
+            }
+        });
+        Silent {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Silent {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Review of issue 25: an address that takes the connection and never answers does not keep
+/// the command waiting for it: the network found through the good address settles, and the
+/// silent one is reported as not having answered.
+#[test]
+fn r25_a_silent_bootstrap_beside_a_good_one_does_not_hold_the_network_up() {
+    let base = tempfile::tempdir().unwrap();
+    let silent = Silent::start();
+    let (o, _, quiet, me) = put_beside_a_good_node(base.path(), silent.port, false);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("network: 1 storage peer(s), found through 1 bootstrap address(es)"),
+        "{t}"
+    );
+    assert!(
+        !t.contains("still arriving when the wait ended"),
+        "the network settled without the silent address: {t}"
+    );
+    assert!(
+        t.contains(&format!("warning: bootstrap {quiet}: no answer")),
+        "{t}"
+    );
+    assert!(
+        !config(&me).contains(&quiet),
+        "a silent bootstrap was saved"
+    );
+}
