@@ -87,12 +87,12 @@ impl MountCommands {
             let pending = self.fs.pending(root).map_err(|e| format!("{e}"))?;
             if pending.files_total > 0 {
                 return Err(format!(
-                    "no storage peers are connected: {} ({} bytes) under {} cannot leave this \
-                     machine and stay in the local cache; they upload once a peer is reachable \
+                    "no storage peers are connected: {} holds {} ({} bytes) that can only \
+                     stay in the local cache, on this machine, until a peer is reachable \
                      (mount with --bootstrap MULTIADDR, see `defs peers`)",
+                    path.display(),
                     plural(pending.files_total, "dirty file"),
-                    pending.bytes_total,
-                    path.display()
+                    pending.bytes_total
                 ));
             }
         }
