@@ -57,7 +57,8 @@ use lru::LruCache;
 use redb::{Database, TableDefinition};
 
 use crate::error::{Error, Result};
-use crate::fsutil::open_store_index;
+pub use crate::fsutil::Seek;
+use crate::fsutil::{HOLE_BLOCK, all_zero, open_store_index};
 use crate::oplog::OpLog;
 use crate::sync::{Mutex, MutexGuard};
 use crate::types::InodeNo;
@@ -197,6 +198,78 @@ fn statvfs_free(path: &Path) -> io::Result<u64> {
     // SAFETY: statvfs returned 0, so it initialised `st`.
     let st = unsafe { st.assume_init() };
     Ok(u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize)))
+}
+
+/// The bytes a store operation puts in a cache file.
+#[derive(Clone, Copy)]
+enum Bytes<'a> {
+    /// These bytes.
+    Data(&'a [u8]),
+    /// This many zeros (a hole).
+    Zeros(u64),
+}
+
+impl Bytes<'_> {
+    fn len(&self) -> u64 {
+        match self {
+            Bytes::Data(d) => d.len() as u64,
+            Bytes::Zeros(n) => *n,
+        }
+    }
+}
+
+/// Makes `range` of `file` (whose length is `file_len`) read as zeros without taking blocks:
+/// punched where the file has bytes, grown past its end.
+fn punch_or_grow(file: &File, range: Range<u64>, file_len: u64) -> std::io::Result<()> {
+    if range.start < file_len {
+        let end = range.end.min(file_len);
+        match crate::fsutil::punch_hole(file, range.start, end - range.start) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                // No hole punching here: write the zeros.
+                let zeros = vec![0u8; HOLE_BLOCK];
+                let mut at = range.start;
+                while at < end {
+                    let n = (end - at).min(HOLE_BLOCK as u64) as usize;
+                    file.write_all_at(&zeros[..n], at)?;
+                    at += n as u64;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if file_len < range.end {
+        file.set_len(range.end)?;
+    }
+    Ok(())
+}
+
+/// Writes `data` at `at` of `file` (whose length is `file_len`) leaving holes where it is
+/// zeros: whole zero blocks ([`HOLE_BLOCK`], aligned in the file) are punched where the file
+/// has bytes (stale ones, after a crash) and skipped past its end; the file grows to cover
+/// `data`. Fetched holes thus never take blocks in the cache.
+fn write_sparse(file: &File, data: &[u8], at: u64, file_len: u64) -> std::io::Result<()> {
+    let end = at + data.len() as u64;
+    let block = HOLE_BLOCK as u64;
+    let zero_at = |x: u64| {
+        all_zero(&data[(x - at) as usize..(((x / block + 1) * block).min(end) - at) as usize])
+    };
+    let mut x = at;
+    while x < end {
+        let zero = zero_at(x);
+        // The run of blocks of the same kind.
+        let mut y = ((x / block + 1) * block).min(end);
+        while y < end && zero_at(y) == zero {
+            y = ((y / block + 1) * block).min(end);
+        }
+        if zero {
+            punch_or_grow(file, x..y, file_len.max(x))?;
+        } else {
+            file.write_all_at(&data[(x - at) as usize..(y - at) as usize], x)?;
+        }
+        x = y;
+    }
+    Ok(())
 }
 
 impl CacheStore {
@@ -349,11 +422,11 @@ impl CacheStore {
         inner: &mut Inner,
         ino: u64,
         offset: u64,
-        data: &[u8],
+        data: Bytes<'_>,
         fill_tag: Option<ContentTag>,
     ) -> Result<bool> {
         let dirty = fill_tag.is_none();
-        let len = data.len() as u64;
+        let len = data.len();
         let end = offset.checked_add(len).ok_or(Error::TooLarge {
             what: "cache write end offset",
             size: u64::MAX,
@@ -449,16 +522,25 @@ impl CacheStore {
         let path = self.path(ino);
         self.settle_drop(inner, ino)?;
         let file = self.open_data(ino, inner.entries.contains_key(&ino))?;
-        if dirty {
-            file.write_all_at(data, offset)
-                .map_err(|e| Error::io(&path, e))?;
-        } else {
-            for r in &missing {
-                // Within data: offset ≤ r.start < r.end ≤ end, and data.len() is a usize.
-                let a = usize::try_from(r.start - offset).unwrap_or(0);
-                let b = usize::try_from(r.end - offset).unwrap_or(0);
-                file.write_all_at(&data[a..b], r.start)
+        match data {
+            Bytes::Data(data) if dirty => file
+                .write_all_at(data, offset)
+                .map_err(|e| Error::io(&path, e))?,
+            _ => {
+                let mut file_len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+                for r in &missing {
+                    match data {
+                        Bytes::Data(data) => {
+                            // Within data: offset ≤ r.start < r.end ≤ end, a usize.
+                            let a = usize::try_from(r.start - offset).unwrap_or(0);
+                            let b = usize::try_from(r.end - offset).unwrap_or(0);
+                            write_sparse(&file, &data[a..b], r.start, file_len)
+                        }
+                        Bytes::Zeros(_) => punch_or_grow(&file, r.clone(), file_len),
+                    }
                     .map_err(|e| Error::io(&path, e))?;
+                    file_len = file_len.max(r.end);
+                }
             }
         }
         let tag = fill_tag.unwrap_or(ContentTag::NONE);
@@ -507,7 +589,7 @@ impl CacheStore {
     pub fn write(&self, ino: InodeNo, offset: u64, data: &[u8]) -> Result<()> {
         let mut inner = self.lock();
         self.maybe_checkpoint(&mut inner)?;
-        self.store_bytes(&mut inner, ino.0, offset, data, None)
+        self.store_bytes(&mut inner, ino.0, offset, Bytes::Data(data), None)
             .map(|_| ())
     }
 
@@ -522,7 +604,18 @@ impl CacheStore {
     pub fn fill(&self, ino: InodeNo, tag: ContentTag, offset: u64, data: &[u8]) -> Result<bool> {
         let mut inner = self.lock();
         self.maybe_checkpoint(&mut inner)?;
-        self.store_bytes(&mut inner, ino.0, offset, data, Some(tag))
+        self.store_bytes(&mut inner, ino.0, offset, Bytes::Data(data), Some(tag))
+    }
+
+    /// [`fill`](Self::fill) with `len` zero bytes at `offset` (a hole of the stored content):
+    /// recorded as present, never written — the cache file keeps a hole there.
+    ///
+    /// # Errors
+    /// As [`fill`](Self::fill).
+    pub fn fill_hole(&self, ino: InodeNo, tag: ContentTag, offset: u64, len: u64) -> Result<bool> {
+        let mut inner = self.lock();
+        self.maybe_checkpoint(&mut inner)?;
+        self.store_bytes(&mut inner, ino.0, offset, Bytes::Zeros(len), Some(tag))
     }
 
     /// The parts of [offset, offset+len) of `ino` that are not cached.
@@ -746,6 +839,94 @@ impl CacheStore {
             inner.unaccount(true, bytes);
             inner.account(false, bytes);
             inner.lru.put(ino.0, ());
+        }
+    }
+
+    /// Punches `len` bytes at `offset` out of `ino`'s cache file (they read as zeros and take no
+    /// blocks) and counts a change, like a write of zeros: `fallocate(PUNCH_HOLE)` on a dirty
+    /// file whose bytes are all cached. The ranges stay present.
+    ///
+    /// # Errors
+    /// [`Error::Io`] (EOPNOTSUPP where the cache's filesystem cannot punch).
+    pub fn punch(&self, ino: InodeNo, offset: u64, len: u64) -> Result<()> {
+        let mut inner = self.lock();
+        self.maybe_checkpoint(&mut inner)?;
+        let exists = inner.entries.contains_key(&ino.0);
+        if !exists {
+            return Ok(());
+        }
+        let path = self.path(ino.0);
+        let file = self.open_data(ino.0, true)?;
+        crate::fsutil::punch_hole(&file, offset, len).map_err(|e| Error::io(&path, e))?;
+        if let Some(e) = inner.entries.get_mut(&ino.0) {
+            e.changes += 1;
+            e.pending = true;
+        }
+        Ok(())
+    }
+
+    /// fallocate(2) with `mode` (0 or `FALLOC_FL_KEEP_SIZE`) on `ino`'s cache file: reserves
+    /// blocks for `len` bytes at `offset`, as the same call on ext4 does (they read as zeros).
+    /// The caller has grown the file first when mode 0 extends it.
+    ///
+    /// # Errors
+    /// [`Error::NoSpace`] when the reserve would be gone; [`Error::Io`].
+    pub fn allocate(&self, ino: InodeNo, mode: i32, offset: u64, len: u64) -> Result<()> {
+        let mut inner = self.lock();
+        let exists = inner.entries.contains_key(&ino.0);
+        let (room, free) = self.has_disk_room(len)?;
+        if !room {
+            return Err(Error::NoSpace {
+                path: self.dir.clone(),
+                needed: len,
+                available: free,
+                reserve: self.config.reserve_bytes,
+            });
+        }
+        inner.free_seen = None;
+        let path = self.path(ino.0);
+        let file = self.open_data(ino.0, exists)?;
+        crate::fsutil::fallocate(&file, mode, offset, len).map_err(|e| Error::io(&path, e))
+    }
+
+    /// `lseek(SEEK_DATA | SEEK_HOLE)` on `ino`'s cache file from `from` (`None`: no such byte
+    /// before the cache file's end, or no cache file). The caller knows which ranges it holds.
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub fn seek(&self, ino: InodeNo, from: u64, what: Seek) -> Result<Option<u64>> {
+        let path = self.path(ino.0);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        crate::fsutil::seek(&file, from, what).map_err(|e| Error::io(&path, e))
+    }
+
+    /// The data runs of `ino`'s cache file inside `offset..offset + len` (see
+    /// [`CacheStore::seek`]): what an upload reads; the rest is holes.
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub fn data_ranges(&self, ino: InodeNo, offset: u64, len: u64) -> Result<Vec<Range<u64>>> {
+        let path = self.path(ino.0);
+        let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+        crate::fsutil::data_runs(&file, offset, offset.saturating_add(len))
+            .map_err(|e| Error::io(&path, e))
+    }
+
+    /// Bytes the cache file of `ino` takes on disk (`st_blocks × 512`), 0 without one.
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub fn allocated(&self, ino: InodeNo) -> Result<u64> {
+        use std::os::unix::fs::MetadataExt;
+        let path = self.path(ino.0);
+        match std::fs::metadata(&path) {
+            Ok(m) => Ok(m.blocks().saturating_mul(512)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(Error::io(&path, e)),
         }
     }
 

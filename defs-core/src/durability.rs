@@ -59,7 +59,8 @@ impl Durability {
             survives: None,
         };
         let mut worst: Option<Option<usize>> = None;
-        for segment in &manifest.segments {
+        // A hole has no shards: nothing of it can be lost.
+        for segment in manifest.segments.iter().filter(|s| !s.is_hole()) {
             let holders: Vec<NodeId> = segment
                 .shards
                 .iter()
@@ -201,6 +202,7 @@ mod tests {
                             holders: holders(j),
                         })
                         .collect(),
+                    extents: None,
                 })
                 .collect(),
         }

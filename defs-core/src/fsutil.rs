@@ -78,6 +78,101 @@ pub(crate) fn has_data(file: &File, start: u64, end: u64) -> io::Result<bool> {
     }
 }
 
+/// Granularity of holes DeFS finds in bytes it stores or caches: the page and block size of
+/// Linux filesystems, so a file's holes as `SEEK_HOLE` reports them survive, and runs of
+/// written or fetched zeros are dropped in the same units.
+pub const HOLE_BLOCK: usize = 4096;
+
+/// Whether `bytes` are all zero. An OR-fold without early exit: it vectorises, and callers
+/// pass one [`HOLE_BLOCK`] at a time.
+pub(crate) fn all_zero(bytes: &[u8]) -> bool {
+    bytes.iter().fold(0u8, |acc, b| acc | b) == 0
+}
+
+/// What [`seek`] looks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seek {
+    /// The first data byte at or after the offset (`SEEK_DATA`).
+    Data,
+    /// The first hole byte at or after the offset (`SEEK_HOLE`; the end of the file counts).
+    Hole,
+}
+
+/// `lseek(file, from, SEEK_DATA | SEEK_HOLE)`: `None` when there is no such byte before the end
+/// of the file (ENXIO). A filesystem without them (EINVAL, EOPNOTSUPP) answers as Linux's
+/// generic fallback does: all data up to the end of the file.
+///
+/// # Errors
+/// Any other I/O error.
+#[allow(unsafe_code)]
+pub(crate) fn seek(file: &File, from: u64, what: Seek) -> io::Result<Option<u64>> {
+    let whence = match what {
+        Seek::Data => libc::SEEK_DATA,
+        Seek::Hole => libc::SEEK_HOLE,
+    };
+    // SAFETY: lseek(2) on a file descriptor we own; it moves only that descriptor's offset,
+    // which callers do not use (their I/O is positioned).
+    let at = unsafe { libc::lseek(file.as_raw_fd(), off(from)?, whence) };
+    if at >= 0 {
+        return Ok(u64::try_from(at).ok());
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::ENXIO) => Ok(None),
+        Some(libc::EINVAL | libc::EOPNOTSUPP) => {
+            let len = file.metadata()?.len();
+            Ok((from < len).then_some(match what {
+                Seek::Data => from,
+                Seek::Hole => len,
+            }))
+        }
+        _ => Err(e),
+    }
+}
+
+/// The data runs of `file` inside `start..end` (file offsets, sorted), as `SEEK_DATA` and
+/// `SEEK_HOLE` report them: on Linux filesystems, ranges never written, cut by a truncate that
+/// grew the file or punched, are left out.
+///
+/// # Errors
+/// I/O errors of `lseek`.
+pub(crate) fn data_runs(
+    file: &File,
+    start: u64,
+    end: u64,
+) -> io::Result<Vec<std::ops::Range<u64>>> {
+    let mut out = Vec::new();
+    let mut at = start;
+    while at < end {
+        let Some(data) = seek(file, at, Seek::Data)? else {
+            break;
+        };
+        if data >= end {
+            break;
+        }
+        let hole = seek(file, data, Seek::Hole)?.unwrap_or(end).min(end);
+        if hole <= data {
+            // A file changing under us: take the rest as data rather than loop.
+            out.push(data..end);
+            break;
+        }
+        out.push(data..hole);
+        at = hole;
+    }
+    Ok(out)
+}
+
+/// fallocate(2) with `mode` on `file`: reserves (mode 0, `FALLOC_FL_KEEP_SIZE`) or punches.
+///
+/// # Errors
+/// The syscall's error (`EOPNOTSUPP` where the filesystem lacks the mode, `ENOSPC`).
+#[allow(unsafe_code)]
+pub(crate) fn fallocate(file: &File, mode: libc::c_int, offset: u64, len: u64) -> io::Result<()> {
+    let (offset, len) = (off(offset)?, off(len)?);
+    // SAFETY: fallocate(2) on a file descriptor we own; no memory is passed.
+    check(unsafe { libc::fallocate(file.as_raw_fd(), mode, offset, len) })
+}
+
 /// Opens (creating if needed) a local store's redb index at `index`, in the store directory
 /// `dir`, refusing with [`Error::IndexLost`] and touching nothing when the index is missing or
 /// empty while the store's data files (`data_files`, listed only then) hold data.

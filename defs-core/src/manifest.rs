@@ -2,13 +2,18 @@
 //! lengths, CRCs, nonces and holders), its versioned binary body format, and the sealed
 //! envelope that stores it in the network encrypted under the file key.
 //!
-//! Byte layouts are in `docs/format.md` ("Manifest body v1", "Sealed manifest v1"). Decoding
+//! Byte layouts are in `docs/format.md` ("Manifest body v1/v2", "Sealed manifest v1"). Decoding
 //! checks every length against the bytes present and the limits below before allocating, checks
 //! that the geometry and segments hold together, and returns an error, never panics.
 //!
 //! A file's content may be a byte range inside a larger object (packing of small files): the
 //! namespace stores (FileId, FileKey, offset, len) and reads through [`crate::pipeline::plan`];
 //! the manifest needs nothing special for it.
+//!
+//! Holes (issue 24): a segment may carry a list of data [`Extent`]s; its stored bytes are then
+//! only those extents, concatenated, and everything else in it reads as zeros. A segment with
+//! no extent at all is a hole: no shards. Body v2 carries the lists; a manifest without any
+//! list is still written as v1, so older builds read every file that has no holes.
 
 use crate::error::{Error, Result};
 use crate::pipeline::aead::{self, TAG_LEN};
@@ -16,8 +21,11 @@ use crate::pipeline::keys::{self, FileKey, WrapKey};
 use crate::pipeline::layout::{Geometry, MAX_SHARDS, Redundancy};
 use crate::types::{FileId, NodeId, ShardId, VersionId};
 
-/// The body format version this build writes and reads.
-pub const BODY_VERSION: u16 = 1;
+/// The newest body format version this build writes and reads (v2: segments may carry data
+/// extents). A manifest without extents is written as [`BODY_VERSION_DENSE`].
+pub const BODY_VERSION: u16 = 2;
+/// The body format version of a manifest whose segments are all dense (every byte stored).
+pub const BODY_VERSION_DENSE: u16 = 1;
 /// The sealed-envelope format version this build writes and reads.
 pub const ENVELOPE_VERSION: u16 = 1;
 /// Magic of a manifest body.
@@ -31,6 +39,9 @@ pub const MAX_BODY_LEN: usize = 256 << 20;
 pub const MAX_SEGMENTS: u64 = 1 << 24;
 /// Most holders recorded per shard (the network re-places shards; history beyond this is noise).
 pub const MAX_HOLDERS: usize = 16;
+/// Most data extents in one segment: 4,096 × 8 bytes = 32 KiB of manifest for a segment that is
+/// at most 256 MiB (0.01 %). The uploader merges the closest extents to stay within it.
+pub const MAX_EXTENTS: usize = 4096;
 
 /// Bytes of the fixed body header.
 const BODY_HEADER_LEN: usize = 4 + 2 + 16 + 8 + 4 + 4 + 8;
@@ -56,16 +67,135 @@ pub struct ShardEntry {
     pub holders: Vec<NodeId>,
 }
 
+/// A run of data inside a segment: bytes `start..start + len`, relative to the segment's start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Extent {
+    /// First byte, relative to the segment.
+    pub start: u32,
+    /// Bytes (never 0).
+    pub len: u32,
+}
+
+impl Extent {
+    /// One past the last byte, relative to the segment.
+    pub fn end(&self) -> u64 {
+        u64::from(self.start) + u64::from(self.len)
+    }
+}
+
 /// One segment: its plain length and its shards, by index (data shards first).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SegmentEntry {
-    /// Plain bytes of the segment.
+    /// Plain bytes of the segment (holes included).
     pub len: u32,
-    /// Plain bytes of each of its shards (before the tag): `ceil(len / k)`, or `len` when
-    /// replicated.
+    /// Plain bytes of each of its shards (before the tag): `ceil(stored / k)`, or `stored` when
+    /// replicated, where `stored` is [`SegmentEntry::stored_len`]; 0 for a hole.
     pub shard_len: u32,
-    /// The shards, index 0 first.
+    /// The shards, index 0 first (none for a hole).
     pub shards: Vec<ShardEntry>,
+    /// `None`: every byte of the segment is stored (dense). `Some(list)`: only these extents
+    /// (sorted, disjoint, not touching, inside `len`) are stored, concatenated in order; the rest
+    /// reads as zeros. An empty list is a hole.
+    pub extents: Option<Vec<Extent>>,
+}
+
+impl SegmentEntry {
+    /// Bytes stored for the segment (what its shards encode).
+    pub fn stored_len(&self) -> u32 {
+        match &self.extents {
+            None => self.len,
+            // validate() keeps the extents inside `len`, so the sum fits.
+            Some(list) => list.iter().map(|e| e.len).sum(),
+        }
+    }
+
+    /// Whether the segment is all hole (no shards).
+    pub fn is_hole(&self) -> bool {
+        self.stored_len() == 0
+    }
+
+    /// The stored offset of segment offset `at`: the data bytes before it.
+    pub fn stored_offset(&self, at: u64) -> u64 {
+        match &self.extents {
+            None => at.min(u64::from(self.len)),
+            Some(list) => list
+                .iter()
+                .map(|e| at.clamp(u64::from(e.start), e.end()) - u64::from(e.start))
+                .sum(),
+        }
+    }
+
+    /// The data runs of the segment as `(segment offset, stored offset, len)`.
+    pub fn runs(&self) -> Vec<(u64, u64, u64)> {
+        match &self.extents {
+            None => vec![(0, 0, u64::from(self.len))],
+            Some(list) => {
+                let mut stored = 0;
+                list.iter()
+                    .map(|e| {
+                        let run = (u64::from(e.start), stored, u64::from(e.len));
+                        stored += u64::from(e.len);
+                        run
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// The widest segment range `lo..hi` around `want` whose bytes are all known from the
+    /// stored bytes `stored` (stored offsets): holes are zeros, data must lie within `stored`.
+    pub fn known_around(
+        &self,
+        want: std::ops::Range<u64>,
+        stored: std::ops::Range<u64>,
+    ) -> std::ops::Range<u64> {
+        let (mut lo, mut hi) = (0, u64::from(self.len));
+        for (at, s, n) in self.runs() {
+            // A run partly or wholly outside the fetched stored bytes bounds the range.
+            if s < stored.start {
+                lo = lo.max((at + (stored.start - s)).min(at + n));
+            }
+            if s + n > stored.end {
+                hi = hi.min(at + stored.end.saturating_sub(s).min(n));
+            }
+        }
+        lo.min(want.start)..hi.max(want.end).min(u64::from(self.len))
+    }
+
+    /// Appends the segment's bytes `range` to `out` from its stored bytes `stored`, which start
+    /// at stored offset `from`: data from `stored`, zeros for holes.
+    ///
+    /// # Errors
+    /// [`Error::MalformedManifest`] when `stored` lacks a data byte of `range`.
+    pub fn expand_into(
+        &self,
+        range: std::ops::Range<u64>,
+        from: u64,
+        stored: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let base = out.len();
+        let n = usize::try_from(range.end.saturating_sub(range.start))
+            .map_err(|_| malformed("a segment range larger than memory"))?;
+        out.resize(base + n, 0);
+        for (at, s, len) in self.runs() {
+            let (a, b) = (at.max(range.start), (at + len).min(range.end));
+            if a >= b {
+                continue;
+            }
+            let src = s + (a - at);
+            let (i, j) = (src.checked_sub(from), (src + (b - a)).checked_sub(from));
+            let (Some(i), Some(j)) = (i, j) else {
+                return Err(malformed("stored bytes do not cover a read's data"));
+            };
+            let src = stored
+                .get(i as usize..j as usize)
+                .ok_or(malformed("stored bytes do not cover a read's data"))?;
+            let at = base + (a - range.start) as usize;
+            out[at..at + src.len()].copy_from_slice(src);
+        }
+        Ok(())
+    }
 }
 
 /// A file version's index.
@@ -158,7 +288,17 @@ impl Manifest {
             if u64::from(seg.len) != expected {
                 return Err(malformed("segment length does not match the file size"));
             }
-            if seg.shard_len != self.geometry.shard_len(seg.len) {
+            if let Some(list) = &seg.extents {
+                check_extents(list, seg.len)?;
+            }
+            let stored = seg.stored_len();
+            if stored == 0 {
+                if seg.shard_len != 0 || !seg.shards.is_empty() {
+                    return Err(malformed("a hole segment with shards"));
+                }
+                continue;
+            }
+            if seg.shard_len != self.geometry.shard_len(stored) {
                 return Err(malformed("shard length does not match the segment length"));
             }
             if seg.shards.len() != total {
@@ -180,14 +320,115 @@ impl Manifest {
         Ok(())
     }
 
+    /// The data runs of the object inside `start..end` (object offsets, sorted, merged where
+    /// they touch), as its segments' extents say: what `SEEK_DATA` finds. Walks only the
+    /// segments the range touches.
+    pub fn data_runs(&self, start: u64, end: u64) -> Vec<std::ops::Range<u64>> {
+        let end = end.min(self.size);
+        let seg_size = self.geometry.segment_size().max(1);
+        let mut out: Vec<std::ops::Range<u64>> = Vec::new();
+        if start >= end {
+            return out;
+        }
+        for s in start / seg_size..=(end - 1) / seg_size {
+            let Some(seg) = usize::try_from(s).ok().and_then(|i| self.segments.get(i)) else {
+                break;
+            };
+            let base = s * seg_size;
+            for (at, _, n) in seg.runs() {
+                let (a, b) = ((base + at).max(start), (base + at + n).min(end));
+                if a >= b {
+                    continue;
+                }
+                match out.last_mut() {
+                    Some(last) if last.end == a => last.end = b,
+                    _ => out.push(a..b),
+                }
+            }
+        }
+        out
+    }
+
+    /// The first data byte at or after `from` and before `end` (object offsets), if any.
+    pub fn next_data(&self, from: u64, end: u64) -> Option<u64> {
+        let end = end.min(self.size);
+        let seg_size = self.geometry.segment_size().max(1);
+        let mut s = from / seg_size;
+        // One segment at a time: a long run of holes costs a step per segment, no allocation.
+        while s * seg_size < end {
+            let lo = (s * seg_size).max(from);
+            if let Some(r) = self.data_runs(lo, ((s + 1) * seg_size).min(end)).first() {
+                return Some(r.start);
+            }
+            s += 1;
+        }
+        None
+    }
+
+    /// The first hole byte at or after `from` and before `end` (object offsets); `end` when
+    /// there is none (the end of a file is a hole to `SEEK_HOLE`).
+    pub fn next_hole(&self, from: u64, end: u64) -> u64 {
+        let end = end.min(self.size);
+        let seg_size = self.geometry.segment_size().max(1);
+        let mut at = from;
+        while at < end {
+            let seg_end = ((at / seg_size + 1) * seg_size).min(end);
+            match self.data_runs(at, seg_end).first() {
+                Some(r) if r.start == at => at = r.end,
+                _ => return at,
+            }
+        }
+        end
+    }
+
+    /// Bytes the data of `start..end` (object offsets) takes in whole [`HOLE_BLOCK`]s, as a
+    /// filesystem would allocate them: what `st_blocks` counts.
+    ///
+    /// [`HOLE_BLOCK`]: crate::object::HOLE_BLOCK
+    pub fn allocated(&self, start: u64, end: u64) -> u64 {
+        let block = crate::fsutil::HOLE_BLOCK as u64;
+        let mut total = 0;
+        let mut last_block = None;
+        for r in self.data_runs(start, end) {
+            let (mut a, b) = (r.start / block, r.end.div_ceil(block));
+            // Runs meeting inside one block count it once.
+            if last_block == Some(a) {
+                a += 1;
+            }
+            total += b.saturating_sub(a) * block;
+            last_block = Some(b - 1);
+        }
+        total
+    }
+
+    /// Whether any segment carries extents (the body is then v2).
+    pub fn has_holes(&self) -> bool {
+        self.segments.iter().any(|s| s.extents.is_some())
+    }
+
+    /// The body version [`Manifest::encode_body`] writes: v1 unless a segment has extents.
+    pub fn body_version(&self) -> u16 {
+        if self.has_holes() {
+            BODY_VERSION
+        } else {
+            BODY_VERSION_DENSE
+        }
+    }
+
     /// Bytes of [`Manifest::encode_body`]'s output.
     pub fn encoded_len(&self) -> usize {
+        let v2 = self.has_holes();
         BODY_HEADER_LEN
             + self
                 .segments
                 .iter()
                 .map(|s| {
                     SEGMENT_HEADER_LEN
+                        + if v2 {
+                            1 + s.extents.as_ref().map_or(0, |l| 4 + 8 * l.len())
+                        } else {
+                            0
+                        }
                         + s.shards
                             .iter()
                             .map(|sh| SHARD_ENTRY_LEN + 32 * sh.holders.len())
@@ -208,8 +449,9 @@ impl Manifest {
             });
         }
         let mut out = Vec::with_capacity(len);
+        let v2 = self.has_holes();
         out.extend_from_slice(&BODY_MAGIC);
-        out.extend_from_slice(&BODY_VERSION.to_le_bytes());
+        out.extend_from_slice(&self.body_version().to_le_bytes());
         out.extend_from_slice(&self.version.0);
         out.extend_from_slice(&self.size.to_le_bytes());
         let (kind, a, b) = match self.geometry.redundancy {
@@ -224,6 +466,20 @@ impl Manifest {
             out.extend_from_slice(&seg.shard_len.to_le_bytes());
             // validate() bounded the count by the geometry (≤ 200).
             out.extend_from_slice(&(seg.shards.len() as u16).to_le_bytes());
+            if v2 {
+                match &seg.extents {
+                    None => out.push(0),
+                    Some(list) => {
+                        out.push(1);
+                        // validate() bounded the list by MAX_EXTENTS.
+                        out.extend_from_slice(&(list.len() as u32).to_le_bytes());
+                        for e in list {
+                            out.extend_from_slice(&e.start.to_le_bytes());
+                            out.extend_from_slice(&e.len.to_le_bytes());
+                        }
+                    }
+                }
+            }
             for sh in &seg.shards {
                 out.extend_from_slice(&sh.id.0);
                 out.extend_from_slice(&sh.len.to_le_bytes());
@@ -254,12 +510,13 @@ impl Manifest {
             return Err(malformed("not a manifest body (bad magic)"));
         }
         let found = r.u16("truncated version")?;
-        if found != BODY_VERSION {
+        if found != BODY_VERSION && found != BODY_VERSION_DENSE {
             return Err(Error::UnknownManifestVersion {
                 found,
                 supported: BODY_VERSION,
             });
         }
+        let v2 = found == BODY_VERSION;
         let version = VersionId(r.array("truncated version id")?);
         let size = r.u64("truncated size")?;
         let kind = r.u8("truncated geometry")?;
@@ -284,7 +541,12 @@ impl Manifest {
             .map_err(|_| malformed("geometry out of range"))?;
         let count = r.u64("truncated segment count")?;
         let total = usize::from(geometry.total_shards());
-        let min_segment = SEGMENT_HEADER_LEN + total * SHARD_ENTRY_LEN;
+        // A v2 segment may be a hole: its header and extent flag, no shards.
+        let min_segment = if v2 {
+            SEGMENT_HEADER_LEN + 1
+        } else {
+            SEGMENT_HEADER_LEN + total * SHARD_ENTRY_LEN
+        };
         if count > MAX_SEGMENTS || count > (r.bytes.len() / min_segment) as u64 {
             return Err(malformed("segment count exceeds the bytes present"));
         }
@@ -297,7 +559,32 @@ impl Manifest {
             let len = r.u32("truncated segment")?;
             let shard_len = r.u32("truncated segment")?;
             let n = usize::from(r.u16("truncated segment")?);
-            if n != total {
+            let extents = if v2 {
+                match r.u8("truncated segment")? {
+                    0 => None,
+                    1 => {
+                        let count = r.u32("truncated extent list")? as usize;
+                        if count > MAX_EXTENTS || count > r.bytes.len() / 8 {
+                            return Err(malformed(
+                                "extent count exceeds the limit or the bytes present",
+                            ));
+                        }
+                        let mut list = Vec::with_capacity(count);
+                        for _ in 0..count {
+                            let start = r.u32("truncated extent")?;
+                            let len = r.u32("truncated extent")?;
+                            list.push(Extent { start, len });
+                        }
+                        check_extents(&list, len)?;
+                        Some(list)
+                    }
+                    _ => return Err(malformed("unknown segment extent flag")),
+                }
+            } else {
+                None
+            };
+            let hole = extents.as_ref().is_some_and(|l: &Vec<Extent>| l.is_empty());
+            if n != if hole { 0 } else { total } {
                 return Err(malformed("shard count does not match the geometry"));
             }
             let mut shards = Vec::with_capacity(n);
@@ -326,6 +613,7 @@ impl Manifest {
                 len,
                 shard_len,
                 shards,
+                extents,
             });
         }
         if !r.bytes.is_empty() {
@@ -386,6 +674,33 @@ impl Manifest {
             .map_err(|_| Error::WrongKey { what: "file key" })?;
         Self::decode_body(&body)
     }
+}
+
+/// Checks a segment's extent list: at most [`MAX_EXTENTS`], each non-empty, sorted, disjoint and
+/// not touching the next (holes between data), and inside the segment's `len` bytes. Holes that
+/// overlap data or run past the size are refused here.
+fn check_extents(list: &[Extent], len: u32) -> Result<()> {
+    if list.len() > MAX_EXTENTS {
+        return Err(Error::TooLarge {
+            what: "extents of a segment",
+            size: list.len() as u64,
+            limit: MAX_EXTENTS as u64,
+        });
+    }
+    let mut prev_end: Option<u64> = None;
+    for e in list {
+        if e.len == 0 {
+            return Err(malformed("an empty extent"));
+        }
+        if prev_end.is_some_and(|p| u64::from(e.start) <= p) {
+            return Err(malformed("extents overlap, touch or are out of order"));
+        }
+        if e.end() > u64::from(len) {
+            return Err(malformed("an extent runs past the segment's length"));
+        }
+        prev_end = Some(e.end());
+    }
+    Ok(())
 }
 
 /// Checks magic, version and the length bounds of an envelope, so that the fixed offsets used
@@ -451,8 +766,28 @@ mod tests {
                     } else {
                         g.segment_size()
                     } as u32;
-                    let shard_len = g.shard_len(len);
-                    let shards = (0..g.total_shards())
+                    // A third of the segments carry extents (some of them none: holes).
+                    let extents = (next() % 3 == 0).then(|| {
+                        let mut list = Vec::new();
+                        let mut at = u64::from((next() % 3) as u8);
+                        while at < u64::from(len) {
+                            let n = 1 + next() % 5;
+                            let end = (at + n).min(u64::from(len));
+                            list.push(Extent {
+                                start: at as u32,
+                                len: (end - at) as u32,
+                            });
+                            at = end + 1 + next() % 4;
+                        }
+                        list
+                    });
+                    let stored = match &extents {
+                        Some(l) => l.iter().map(|e| e.len).sum(),
+                        None => len,
+                    };
+                    let shard_len = if stored == 0 { 0 } else { g.shard_len(stored) };
+                    let shard_count = if stored == 0 { 0 } else { g.total_shards() };
+                    let shards = (0..shard_count)
                         .map(|_| ShardEntry {
                             id: ShardId([next() as u8; 32]),
                             len: shard_len + 16,
@@ -467,6 +802,7 @@ mod tests {
                         len,
                         shard_len,
                         shards,
+                        extents,
                     }
                 })
                 .collect();
@@ -547,6 +883,7 @@ mod tests {
                             holders: vec![],
                         })
                         .collect(),
+                    extents: None,
                 }
             })
             .collect();
@@ -587,7 +924,7 @@ mod tests {
             Manifest::decode_body(&body),
             Err(Error::UnknownManifestVersion {
                 found: 9,
-                supported: 1
+                supported: 2
             })
         ));
         let mut sealed = m
@@ -632,5 +969,111 @@ mod tests {
             Manifest::decode_body(&huge),
             Err(Error::TooLarge { .. })
         ));
+    }
+
+    /// `sample()` with its first segment sparse: data at 2..5 and 9..12, the second a hole.
+    fn sparse_sample() -> Manifest {
+        let mut m = sample();
+        let extents = vec![Extent { start: 2, len: 3 }, Extent { start: 9, len: 3 }];
+        let g = m.geometry;
+        let seg = &mut m.segments[0];
+        seg.shard_len = g.shard_len(6);
+        for sh in &mut seg.shards {
+            sh.len = seg.shard_len + 16;
+        }
+        seg.extents = Some(extents);
+        m.segments[1].extents = Some(Vec::new());
+        m.segments[1].shard_len = 0;
+        m.segments[1].shards.clear();
+        m
+    }
+
+    #[test]
+    fn dense_manifests_stay_v1_and_sparse_ones_are_v2() {
+        let body = sample().encode_body().unwrap();
+        assert_eq!(u16::from_le_bytes([body[4], body[5]]), 1);
+        let m = sparse_sample();
+        let body = m.encode_body().unwrap();
+        assert_eq!(u16::from_le_bytes([body[4], body[5]]), 2);
+        assert_eq!(body.len(), m.encoded_len());
+        assert_eq!(Manifest::decode_body(&body).unwrap(), m);
+        assert_eq!(m.segments[0].stored_len(), 6);
+        assert!(m.segments[1].is_hole());
+    }
+
+    #[test]
+    fn holes_overlapping_data_or_past_the_size_are_refused() {
+        let bad = |extents: Vec<Extent>| {
+            // A valid body whose extents the caller patches in place (same count and sum).
+            let mut m = sparse_sample();
+            let body = m.encode_body().unwrap();
+            m.segments[0].extents = Some(extents);
+            (body, m)
+        };
+        for (extents, what) in [
+            (
+                vec![Extent { start: 2, len: 3 }, Extent { start: 4, len: 3 }],
+                "overlap",
+            ),
+            (
+                vec![Extent { start: 2, len: 3 }, Extent { start: 5, len: 3 }],
+                "touch",
+            ),
+            (
+                vec![Extent { start: 9, len: 3 }, Extent { start: 2, len: 3 }],
+                "order",
+            ),
+            (
+                vec![Extent { start: 2, len: 0 }, Extent { start: 9, len: 6 }],
+                "empty",
+            ),
+            (
+                vec![Extent { start: 2, len: 3 }, Extent { start: 14, len: 3 }],
+                "past",
+            ),
+        ] {
+            let (mut body, m) = bad(extents.clone());
+            assert!(m.encode_body().is_err(), "{what}: encoding must refuse");
+            // The first segment's extent list starts after its header and flag and count.
+            let at = BODY_HEADER_LEN + SEGMENT_HEADER_LEN + 1 + 4;
+            for (i, e) in extents.iter().enumerate() {
+                body[at + 8 * i..at + 8 * i + 4].copy_from_slice(&e.start.to_le_bytes());
+                body[at + 8 * i + 4..at + 8 * i + 8].copy_from_slice(&e.len.to_le_bytes());
+            }
+            let err = Manifest::decode_body(&body).unwrap_err();
+            assert!(
+                matches!(err, Error::MalformedManifest { .. }),
+                "{what}: {err}"
+            );
+        }
+        // A hole that claims shards.
+        let mut m = sparse_sample();
+        m.segments[1].shards = m.segments[0].shards.clone();
+        assert!(m.encode_body().is_err());
+    }
+
+    #[test]
+    fn sparse_segments_map_between_file_and_stored_bytes() {
+        let m = sparse_sample();
+        let seg = &m.segments[0];
+        assert_eq!(seg.stored_offset(0), 0);
+        assert_eq!(seg.stored_offset(3), 1);
+        assert_eq!(seg.stored_offset(7), 3);
+        assert_eq!(seg.stored_offset(16), 6);
+        let stored = [1u8, 2, 3, 4, 5, 6];
+        let mut out = Vec::new();
+        seg.expand_into(0..16, 0, &stored, &mut out).unwrap();
+        assert_eq!(out, [0, 0, 1, 2, 3, 0, 0, 0, 0, 4, 5, 6, 0, 0, 0, 0]);
+        // Only stored bytes 3..6 fetched: 0..9 is not all known, 5..16 is.
+        assert_eq!(seg.known_around(10..11, 3..6), 5..16);
+        let mut out = Vec::new();
+        seg.expand_into(5..16, 3, &stored[3..], &mut out).unwrap();
+        assert_eq!(out, [0, 0, 0, 0, 4, 5, 6, 0, 0, 0, 0]);
+        assert!(
+            seg.expand_into(0..16, 3, &stored[3..], &mut Vec::new())
+                .is_err()
+        );
+        // A hole knows everything from nothing.
+        assert_eq!(m.segments[1].known_around(1..2, 0..0), 0..4);
     }
 }

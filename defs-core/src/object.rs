@@ -19,6 +19,7 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::num::NonZeroUsize;
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -30,8 +31,9 @@ use tracing::{debug, info, warn};
 
 pub use crate::durability::{Durability, Liveness};
 use crate::error::{Error, Result};
-use crate::fsutil::fsync_dir;
-use crate::manifest::{Manifest, SealedManifest};
+pub use crate::fsutil::HOLE_BLOCK;
+use crate::fsutil::{all_zero, fsync_dir};
+use crate::manifest::{Extent, Manifest, SealedManifest, SegmentEntry};
 use crate::pipeline::{
     FileKey, Geometry, LayoutConfig, WrapKey, assemble_into, choose, decrypt_shard, encode_segment,
     new_version_id, plan,
@@ -125,6 +127,65 @@ pub trait Source: Send + Sync + 'static {
     /// # Errors
     /// When the bytes cannot be read or the source is shorter than `offset + buf.len()`.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
+
+    /// The parts of `offset..offset + len` that may hold data (sorted, inside it); everything
+    /// else is known to read as zeros (holes). The default: all of it.
+    ///
+    /// # Errors
+    /// When the layout cannot be read.
+    fn data_ranges(&self, offset: u64, len: u64) -> Result<Vec<Range<u64>>> {
+        Ok(std::iter::once(offset..offset + len).collect())
+    }
+}
+
+/// The data extents of a segment buffer `data` whose bytes outside `ranges` (segment offsets)
+/// are known zeros: runs of [`HOLE_BLOCK`]s holding a non-zero byte, at most
+/// [`MAX_EXTENTS`](crate::manifest::MAX_EXTENTS) (the closest runs are merged). `None` when the
+/// whole segment is one run (dense: stored as before holes existed).
+fn find_extents(data: &[u8], ranges: &[Range<u64>]) -> Option<Vec<Extent>> {
+    let len = data.len();
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for r in ranges {
+        let (a, b) = (r.start as usize, (r.end as usize).min(len));
+        // Whole blocks of the segment, so neighbouring ranges meet on block edges.
+        let mut at = a / HOLE_BLOCK * HOLE_BLOCK;
+        while at < b {
+            let end = (at + HOLE_BLOCK).min(len);
+            let block = &data[at.max(a)..end.min(b)];
+            if !all_zero(block) {
+                match runs.last_mut() {
+                    Some(last) if last.1 >= at => last.1 = last.1.max(end),
+                    _ => runs.push((at, end)),
+                }
+            }
+            at = end;
+        }
+    }
+    // Too many runs: close the smallest gaps first.
+    let mut gap = HOLE_BLOCK;
+    while runs.len() > crate::manifest::MAX_EXTENTS {
+        gap *= 2;
+        let mut merged: Vec<(usize, usize)> = Vec::with_capacity(runs.len());
+        for r in runs {
+            match merged.last_mut() {
+                Some(last) if r.0 - last.1 < gap => last.1 = r.1,
+                _ => merged.push(r),
+            }
+        }
+        runs = merged;
+    }
+    if runs == [(0, len)] {
+        return None;
+    }
+    Some(
+        runs.into_iter()
+            // Segments are at most 256 MiB: offsets fit in u32.
+            .map(|(a, b)| Extent {
+                start: a as u32,
+                len: (b - a) as u32,
+            })
+            .collect(),
+    )
 }
 
 /// A file on disk as a [`Source`].
@@ -171,6 +232,52 @@ impl Source for FileSource {
             Error::io(&self.path, e)
         })
     }
+
+    fn data_ranges(&self, offset: u64, len: u64) -> Result<Vec<Range<u64>>> {
+        crate::fsutil::data_runs(&self.file, offset, offset.saturating_add(len))
+            .map_err(|e| Error::io(&self.path, e))
+    }
+}
+
+/// Reads segment `offset..offset + len` of `source` into `data` and finds its data extents
+/// ([`find_extents`]): only the source's data ranges are read, and when the segment has holes
+/// its data bytes are moved to the front of `data`, in order (the stored bytes). Returns the
+/// extents (`None`: dense, `data` is the segment).
+fn read_segment(
+    source: &dyn Source,
+    offset: u64,
+    len: usize,
+    data: &mut Vec<u8>,
+) -> Result<Option<Vec<Extent>>> {
+    let ranges: Vec<Range<u64>> = source
+        .data_ranges(offset, len as u64)?
+        .into_iter()
+        .map(|r| r.start.max(offset) - offset..r.end.min(offset + len as u64) - offset)
+        .filter(|r| r.start < r.end)
+        .collect();
+    // The buffer is reused: zeroed only in the holes between ranges and where it grows.
+    data.resize(len, 0);
+    let mut at = 0;
+    for r in &ranges {
+        let (a, b) = (r.start as usize, r.end as usize);
+        data[at.min(a)..a].fill(0);
+        source.read_at(offset + r.start, &mut data[a..b])?;
+        at = b;
+    }
+    data[at.min(len)..].fill(0);
+    let extents = find_extents(data, &ranges);
+    if let Some(list) = &extents {
+        // Stored offsets never pass segment offsets (extents are sorted): moving each run
+        // forward never overwrites a run not yet moved.
+        let mut to = 0;
+        for e in list {
+            let (a, n) = (e.start as usize, e.len as usize);
+            data.copy_within(a..a + n, to);
+            to += n;
+        }
+        data.truncate(to);
+    }
+    Ok(extents)
 }
 
 /// Sealed manifests kept on this machine (`DIR/meta/manifests/<file id>`), so reading a file
@@ -441,10 +548,24 @@ impl Objects {
                                 .ok()
                                 .and_then(|mut pool| pool.pop())
                                 .unwrap_or_default();
-                            // Zeroed only where it grows; `read_at` fills all of it.
-                            data.resize(len, 0);
-                            source.read_at(offset, &mut data)?;
-                            let encoded = encode_segment(&geometry, &key, version, index, &data);
+                            let encoded = read_segment(&*source, offset, len, &mut data).and_then(
+                                |extents| {
+                                    let stored = extents
+                                        .as_ref()
+                                        .map_or(len, |l| l.iter().map(|e| e.len as usize).sum());
+                                    if stored == 0 {
+                                        return Ok((None, extents));
+                                    }
+                                    let seg = encode_segment(
+                                        &geometry,
+                                        &key,
+                                        version,
+                                        index,
+                                        &data[..stored],
+                                    )?;
+                                    Ok((Some(seg), extents))
+                                },
+                            );
                             if let Ok(mut pool) = buffers.lock() {
                                 pool.push(data);
                             }
@@ -452,23 +573,42 @@ impl Objects {
                         })
                         .await
                         .map_err(|e| join_error(&e))??;
-                        let mut entry = segment.entry();
-                        let plain = u64::from(segment.len);
-                        let shards = segment
-                            .shards
-                            .into_iter()
-                            .map(|s| OutShard {
-                                id: s.id,
-                                crc: s.crc,
-                                bytes: s.bytes,
-                            })
-                            .collect();
-                        let stored = self.client.store_segment(shards, parity).await?;
-                        for (shard, holders) in entry.shards.iter_mut().zip(stored.holders) {
-                            shard.holders = holders;
-                        }
+                        let plain = len as u64;
+                        let (entry, tolerance) = match segment {
+                            // A hole: nothing to store, nothing to lose.
+                            (None, extents) => (
+                                SegmentEntry {
+                                    len: len as u32,
+                                    shard_len: 0,
+                                    shards: Vec::new(),
+                                    extents,
+                                },
+                                parity,
+                            ),
+                            (Some(segment), extents) => {
+                                let mut entry = segment.entry();
+                                // Segments are at most 256 MiB: the length fits.
+                                entry.len = len as u32;
+                                entry.extents = extents;
+                                let shards = segment
+                                    .shards
+                                    .into_iter()
+                                    .map(|s| OutShard {
+                                        id: s.id,
+                                        crc: s.crc,
+                                        bytes: s.bytes,
+                                    })
+                                    .collect();
+                                let stored = self.client.store_segment(shards, parity).await?;
+                                for (shard, holders) in entry.shards.iter_mut().zip(stored.holders)
+                                {
+                                    shard.holders = holders;
+                                }
+                                (entry, stored.fault_tolerance)
+                            }
+                        };
                         progress(plain);
-                        Ok::<_, Error>((entry, stored.fault_tolerance))
+                        Ok::<_, Error>((entry, tolerance))
                     }
                 })
                 .buffered(UPLOAD_DEPTH);
@@ -515,6 +655,16 @@ impl Objects {
             fault_tolerance: tolerance,
             peers,
         })
+    }
+
+    /// The manifest of `file` if this machine has it (memory or the local manifest store),
+    /// never asking the network: for answers that must not wait, such as `stat`.
+    pub fn manifest_local(&self, file: FileId, key: &FileKey) -> Option<Arc<Manifest>> {
+        if let Some(m) = self.opened.lock().ok().and_then(|c| c.peek(&file).cloned()) {
+            return Some(m);
+        }
+        let bytes = self.manifests.as_ref()?.get(file).ok()??;
+        Manifest::open_with_key(&bytes, key).ok().map(Arc::new)
     }
 
     /// The manifest of `file`: from memory, the local manifest store, or the network (a
@@ -582,25 +732,42 @@ impl Objects {
             return Ok((offset.min(manifest.size), Vec::new()));
         };
         let seg_size = manifest.geometry.segment_size();
-        let parts = futures::future::join_all(
-            reads
-                .iter()
-                .map(|r| self.read_shards(file, manifest, key, r.segment, &r.data_shards)),
-        )
-        .await;
-        let start = first.segment * seg_size
-            + match parts.first() {
-                Some(Ok((rel, _))) => *rel,
-                _ => 0,
-            };
-        let mut out = Vec::new();
-        for part in parts {
-            let (_, bytes) = part?;
-            if out.is_empty() {
-                out = bytes;
-            } else {
-                out.extend_from_slice(&bytes);
+        // Holes need no shard: a read of holes asks the network nothing.
+        let parts = futures::future::join_all(reads.iter().map(|r| async move {
+            if r.data_shards.is_empty() {
+                return Ok((u64::from(r.stored.start), Vec::new()));
             }
+            self.read_shards(file, manifest, key, r.segment, &r.data_shards)
+                .await
+        }))
+        .await;
+        let mut start = first.segment * seg_size;
+        let mut out = Vec::new();
+        for (i, (read, part)) in reads.iter().zip(parts).enumerate() {
+            let (rel, bytes) = part?;
+            let entry = usize::try_from(read.segment)
+                .ok()
+                .and_then(|s| manifest.segments.get(s))
+                .ok_or(Error::MalformedManifest {
+                    what: "a read plan names a segment the manifest does not have",
+                })?;
+            if entry.extents.is_none() {
+                // Dense: the stored bytes are the segment's bytes.
+                if i == 0 {
+                    start += rel;
+                    out = bytes;
+                } else {
+                    out.extend_from_slice(&bytes);
+                }
+                continue;
+            }
+            let want = u64::from(read.offset_in_segment)
+                ..u64::from(read.offset_in_segment) + u64::from(read.len);
+            let span = entry.known_around(want, rel..rel + bytes.len() as u64);
+            if i == 0 {
+                start += span.start;
+            }
+            entry.expand_into(span, rel, &bytes, &mut out)?;
         }
         Ok((start, out))
     }
@@ -622,7 +789,8 @@ impl Objects {
                 what: "a read plan names a segment the manifest does not have",
             })?;
         let shard_len = u64::from(entry.shard_len);
-        let seg_len = u64::from(entry.len);
+        // Shards hold the segment's stored bytes (its data extents, when it has holes).
+        let seg_len = u64::from(entry.stored_len());
         let replicated = manifest.geometry.data_shards() == 1;
         // From the recorded holders (`None`) or from the nodes a lookup found; never a lookup
         // per shard: a segment asks the network once, below, when its holders fall short.

@@ -649,6 +649,7 @@ impl Model {
                 ctime: now,
                 rdev: 0,
                 generation: Generation(0),
+                allocated: None,
             },
             parent: if kind == FileKind::Directory {
                 parent

@@ -26,6 +26,7 @@ pub mod error;
 mod read;
 #[cfg(test)]
 mod remote_tests;
+mod sparse;
 mod status;
 mod sync_status;
 #[cfg(test)]
@@ -102,6 +103,8 @@ struct Inner {
     counters: Counters,
     /// Flights of lazy reads and read-ahead state per handle.
     reads: read::Reads,
+    /// Allocated bytes of stored versions (`st_blocks`), remembered.
+    allocated: Mutex<sparse::Allocated>,
 }
 
 /// Stripes of the per-inode write lock.
@@ -176,6 +179,7 @@ impl Fs {
                 write_locks: std::array::from_fn(|_| Mutex::new(())),
                 counters: Counters::default(),
                 reads: read::Reads::default(),
+                allocated: Mutex::default(),
             }),
         })
     }
@@ -219,7 +223,7 @@ impl Fs {
 
     fn entry(&self, attr: Attr) -> Attr {
         self.remember(attr.ino);
-        attr
+        self.with_allocated(attr)
     }
 
     /// The kernel dropped `n` lookups of `ino`. An orphan nobody references any more is purged.
@@ -298,7 +302,7 @@ impl Fs {
     /// # Cancel safety
     /// Safe (read only).
     pub async fn getattr(&self, ino: InodeNo) -> Result<Attr> {
-        Ok(self.inner.db.getattr(ino)?)
+        Ok(self.with_allocated(self.inner.db.getattr(ino)?))
     }
 
     /// Changes attributes. A size change truncates or extends the cache file and marks the
@@ -675,7 +679,7 @@ impl Fs {
         size: u32,
     ) -> Result<Vec<u8>> {
         self.file_handle(ino, fh)?;
-        let attr = self.getattr(ino).await?;
+        let attr = self.inner.db.getattr(ino)?;
         if offset >= attr.size {
             return Ok(Vec::new());
         }
@@ -728,7 +732,7 @@ impl Fs {
         // may wait on the network). The same rule decides whether the FUSE layer runs this
         // write off its session thread; a new file skips the reads below.
         let stored = if self.write_may_wait(ino) {
-            let size = self.getattr(ino).await?.size;
+            let size = self.inner.db.getattr(ino)?.size;
             self.fetch_before_change(ino, size).await?
         } else {
             None
@@ -850,12 +854,14 @@ impl Fs {
         Ok(self.statfs_over_network(local).await)
     }
 
-    /// fallocate(2): mode 0 (and FALLOC_FL_KEEP_SIZE) reserve nothing — the cache file is
-    /// sparse — but mode 0 extends the size like a write of zeros would. Every other mode
-    /// (punch hole, collapse, zero range, …) is EOPNOTSUPP.
+    /// fallocate(2), as ext4 answers it: mode 0 reserves blocks and extends the size like a
+    /// write of zeros would; `KEEP_SIZE` reserves without extending; `PUNCH_HOLE | KEEP_SIZE`
+    /// makes the range a hole (see `fs/sparse.rs`). Every other mode (collapse, insert, zero
+    /// range, unshare) is EOPNOTSUPP.
     ///
     /// # Errors
-    /// Unsupported (EOPNOTSUPP); as [`Fs::setattr`].
+    /// Unsupported (EOPNOTSUPP); as [`Fs::setattr`] and [`Fs::write`]; ENOSPC when the cache
+    /// cannot reserve the blocks.
     ///
     /// # Cancel safety
     /// As [`Fs::setattr`].
@@ -871,23 +877,26 @@ impl Fs {
         if !writable {
             return Err(Error::NotWritable { ino, fh });
         }
+        let end = offset.checked_add(length).ok_or(Error::FileTooLarge {
+            end: u64::MAX,
+            limit: MAX_FILE_SIZE,
+        })?;
         match mode {
-            0 => {
-                let end = offset.checked_add(length).ok_or(Error::FileTooLarge {
-                    end: u64::MAX,
-                    limit: MAX_FILE_SIZE,
-                })?;
-                let size = self.getattr(ino).await?.size;
-                if end > size {
+            0 | libc::FALLOC_FL_KEEP_SIZE => {
+                let size = self.inner.db.getattr(ino)?.size;
+                if mode == 0 && end > size {
                     let set = SetAttr {
                         size: Some(end),
                         ..Default::default()
                     };
                     self.setattr(ino, Some(fh), set).await?;
                 }
-                Ok(())
+                self.reserve(ino, mode, offset, length)
             }
-            libc::FALLOC_FL_KEEP_SIZE => Ok(()),
+            m if m == libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE => {
+                self.check_writable()?;
+                self.punch_hole(ino, offset, length).await
+            }
             _ => {
                 self.count_unsupported("fallocate");
                 Err(Error::Unsupported {

@@ -229,7 +229,7 @@ fn file_attr(a: &Attr) -> FileAttr {
     FileAttr {
         ino: INodeNo(a.ino.0),
         size: a.size,
-        blocks: a.size.div_ceil(512),
+        blocks: a.allocated.unwrap_or(a.size).div_ceil(512),
         atime: system_time(a.atime),
         mtime: system_time(a.mtime),
         ctime: system_time(a.ctime),
@@ -696,16 +696,16 @@ impl Filesystem for FuseFs {
 
     fn lseek(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: fuser::FileHandle,
-        _offset: i64,
-        _whence: i32,
+        req: &Request,
+        i: INodeNo,
+        handle: fuser::FileHandle,
+        offset: i64,
+        whence: i32,
         reply: ReplyLseek,
     ) {
-        // ENOSYS makes the kernel stop asking and seek by itself (SEEK_DATA/SEEK_HOLE then treat
-        // the whole file as data, which is correct if not optimal for sparse files).
-        reply.error(self.unsupported("lseek", libc::ENOSYS));
+        let fs = self.fs.clone();
+        let fut = async move { fs.lseek(ino(i), fh(handle), offset, whence).await };
+        self.reply_or_spawn("lseek", req, i.0, fut, reply);
     }
 
     fn copy_file_range(
@@ -827,6 +827,7 @@ answer!(ReplyAttr, Attr, |r, a| r.attr(&ATTR_TTL, &file_attr(&a)));
 answer!(ReplyEmpty, (), |r, _v| r.ok());
 answer!(ReplyData, Vec<u8>, |r, d| r.data(&d));
 answer!(ReplyWrite, u32, |r, n| r.written(n));
+answer!(ReplyLseek, i64, |r, at| r.offset(at));
 answer!(ReplyOpen, Opened, |r, o| r
     .opened(fuser::FileHandle(o.fh.0), fopen_flags(o.keep_cache)));
 answer!(ReplyOpen, FileHandle, |r, h| r

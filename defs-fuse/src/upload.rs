@@ -3,6 +3,7 @@
 //! the `ShardClient` trait), and [`Remote`] bundles what the core needs of the network.
 
 use std::fmt;
+use std::ops::Range;
 
 use defs_core::cache_store::CacheStore;
 use defs_core::namespace::Content;
@@ -71,6 +72,18 @@ struct CacheSource {
     ino: InodeNo,
 }
 
+impl CacheSource {
+    fn missing(&self) -> defs_core::Error {
+        defs_core::Error::io(
+            format!("cache file of inode {}", self.ino),
+            std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "bytes of a dirty file are missing from the cache",
+            ),
+        )
+    }
+}
+
 impl Source for CacheSource {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> defs_core::Result<()> {
         match self.cache.read(self.ino, offset, buf.len() as u64)? {
@@ -78,14 +91,18 @@ impl Source for CacheSource {
                 buf.copy_from_slice(&data);
                 Ok(())
             }
-            _ => Err(defs_core::Error::io(
-                format!("cache file of inode {}", self.ino),
-                std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "bytes of a dirty file are missing from the cache",
-                ),
-            )),
+            _ => Err(self.missing()),
         }
+    }
+
+    /// The cache file's data runs: its holes (never written, grown by truncate, punched) are
+    /// neither read nor stored.
+    fn data_ranges(&self, offset: u64, len: u64) -> defs_core::Result<Vec<Range<u64>>> {
+        // Holes of the cache file are zeros only where the cache holds the range.
+        if !self.cache.missing(self.ino, offset, len).is_empty() {
+            return Err(self.missing());
+        }
+        self.cache.data_ranges(self.ino, offset, len)
     }
 }
 

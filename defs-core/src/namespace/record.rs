@@ -90,6 +90,7 @@ impl InodeRecord {
             ctime: self.ctime,
             rdev: self.rdev,
             generation: self.generation,
+            allocated: None,
         }
     }
 

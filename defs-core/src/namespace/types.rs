@@ -168,6 +168,9 @@ pub struct Attr {
     pub rdev: u32,
     /// The content generation (see [`crate::journal`]).
     pub generation: Generation,
+    /// Bytes allocated to the content (what `st_blocks` counts), when the layer answering knows
+    /// them (the mount does, from the cache file or the manifest); `None`: the size, rounded up.
+    pub allocated: Option<u64>,
 }
 
 /// Owner and permissions of a new inode.

@@ -304,3 +304,92 @@ async fn the_damaged_list_is_bounded_and_a_clean_read_adds_nothing() {
     assert_eq!(again.last().map(|d| d.shard), Some(first));
     assert_eq!(again.iter().filter(|d| d.shard == first).count(), 1);
 }
+
+/// Issue 24: a sparse source (islands of data in zeros, some not block-aligned) is stored as
+/// extents and holes, reads back exactly in every range, and reads of holes fetch nothing.
+#[tokio::test]
+async fn holes_are_stored_as_extents_and_read_back_without_fetching() {
+    let client = Arc::new(MemoryClient::new(5));
+    // 3+2 × 64 KiB: 192 KiB segments.
+    let objects = make_objects(&client, layout(Mode::RsSize, 3, 2, 64 * 1024), None);
+    let seg = 192 * 1024;
+    let mut bytes = vec![0u8; 10 * seg + 5000];
+    let islands = [
+        (100usize, 3000usize),
+        (seg + 50_000, 70_000),
+        (7 * seg - 10, 20),
+        (10 * seg + 4000, 1000),
+    ];
+    for (at, n) in islands {
+        bytes[at..at + n].copy_from_slice(&data(n));
+    }
+    let stored = put(&objects, &bytes).await;
+    let m = &stored.manifest;
+    assert!(m.has_holes());
+    assert!(
+        m.segments[2].is_hole(),
+        "an untouched segment has no shards"
+    );
+    assert!(m.segments[2].shards.is_empty());
+    let stored_bytes: u64 = m.segments.iter().map(|s| u64::from(s.stored_len())).sum();
+    // Each island is stored in whole 4 KiB blocks: at most 2 blocks more per island.
+    assert!(
+        stored_bytes <= 3000 + 70_000 + 20 + 1000 + 4 * 2 * 4096,
+        "{stored_bytes}"
+    );
+    // Allocation counts whole blocks; only the file's last, partial block differs.
+    let allocated = m.allocated(0, m.size);
+    assert!(
+        (stored_bytes..=stored_bytes + 4096).contains(&allocated),
+        "{allocated}"
+    );
+    // The data runs are what was written, widened to 4 KiB blocks.
+    let runs = m.data_runs(0, m.size);
+    // The island across a segment boundary is one run.
+    assert_eq!(runs.len(), 4, "{runs:?}");
+    assert_eq!(m.next_data(4096, m.size), Some(runs[1].start));
+    assert_eq!(m.next_hole(runs[1].start, m.size), runs[1].end);
+    // Every range reads back, holes as zeros.
+    let mut x = 99u64;
+    for _ in 0..200 {
+        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        let off = (x >> 33) % bytes.len() as u64;
+        let len = (x >> 13) % (3 * seg as u64);
+        let end = (off + len).min(bytes.len() as u64) as usize;
+        assert_eq!(
+            read(&objects, &stored, off, len).await,
+            bytes[off as usize..end]
+        );
+    }
+    assert_eq!(read(&objects, &stored, 0, bytes.len() as u64).await, bytes);
+    let (before, _) = client.fetch_counts();
+    assert_eq!(
+        read(&objects, &stored, 3 * seg as u64, 3 * seg as u64).await,
+        vec![0; 3 * seg]
+    );
+    assert_eq!(
+        client.fetch_counts().0,
+        before,
+        "a read of holes fetched shards"
+    );
+    // The manifest with its holes survives sealing and the network.
+    let again = make_objects(&client, layout(Mode::RsSize, 3, 2, 64 * 1024), None);
+    let m2 = again.manifest(stored.file, &stored.key).await.unwrap();
+    assert_eq!(*m2, **m);
+}
+
+/// An all-zero source stores no shard at all.
+#[tokio::test]
+async fn an_all_zero_file_stores_no_shard() {
+    let client = Arc::new(MemoryClient::new(5));
+    let objects = make_objects(&client, layout(Mode::RsSize, 3, 2, 64 * 1024), None);
+    let bytes = vec![0u8; 1 << 20];
+    let stored = put(&objects, &bytes).await;
+    assert!(stored.manifest.segments.iter().all(|s| s.is_hole()));
+    // Only the manifest's copies.
+    assert!(
+        client.stored() <= MANIFEST_COPIES,
+        "shards stored for zeros"
+    );
+    assert_eq!(read(&objects, &stored, 0, 1 << 20).await, bytes);
+}

@@ -37,7 +37,11 @@ pub struct SegmentRead {
     pub offset_in_segment: u32,
     /// Bytes wanted from this segment.
     pub len: u32,
-    /// The data shards that hold those bytes (for a replicated segment: copy 0; any copy will do).
+    /// The stored bytes (stored offsets, see [`SegmentEntry::stored_offset`]) that hold the
+    /// data of those bytes; empty when they are all hole.
+    pub stored: std::ops::Range<u32>,
+    /// The data shards that hold those stored bytes (for a replicated segment: copy 0; any copy
+    /// will do); none when the bytes are all hole.
     pub data_shards: Vec<u16>,
 }
 
@@ -58,12 +62,15 @@ fn segment_entry(manifest: &Manifest, segment: u64) -> Result<&SegmentEntry> {
             ))
         })?;
     let g = &manifest.geometry;
-    if entry.shards.len() != usize::from(g.total_shards()) {
+    let stored = entry.stored_len();
+    let shards = if stored == 0 { 0 } else { g.total_shards() };
+    if entry.shards.len() != usize::from(shards) {
         return Err(Error::MalformedManifest {
             what: "shard count does not match the geometry",
         });
     }
-    if entry.len == 0 || entry.shard_len != g.shard_len(entry.len) {
+    let shard_len = if stored == 0 { 0 } else { g.shard_len(stored) };
+    if entry.len == 0 || entry.shard_len != shard_len {
         return Err(Error::MalformedManifest {
             what: "shard length does not match the segment length",
         });
@@ -91,19 +98,22 @@ pub fn plan(manifest: &Manifest, offset: u64, len: u64) -> Result<Vec<SegmentRea
                 "segment {segment} is shorter than the manifest's size says"
             )));
         }
+        let (sa, sb) = (entry.stored_offset(a), entry.stored_offset(b));
         let data_shards = match g.redundancy {
+            _ if sa >= sb => Vec::new(),
             Redundancy::Replicated { .. } => vec![0],
             Redundancy::ReedSolomon { .. } => {
                 let sl = u64::from(entry.shard_len.max(1));
                 // Shard indices are below k ≤ 100.
-                (a / sl..=(b - 1) / sl).map(|i| i as u16).collect()
+                (sa / sl..=(sb - 1) / sl).map(|i| i as u16).collect()
             }
         };
         reads.push(SegmentRead {
             segment,
-            // a < b ≤ entry.len, a u32.
+            // a < b ≤ entry.len, a u32; stored offsets are at most that.
             offset_in_segment: a as u32,
             len: (b - a) as u32,
+            stored: sa as u32..sb as u32,
             data_shards,
         });
     }
@@ -259,7 +269,7 @@ pub fn assemble_into(
     }
     let good = plain.iter().filter(|p| p.is_some()).count();
     complete(manifest, segment, &mut plain, good)?;
-    let mut left = seg.len as usize;
+    let mut left = seg.stored_len() as usize;
     out.reserve(left);
     for p in plain[..usize::from(manifest.geometry.data_shards())]
         .iter()
@@ -306,35 +316,49 @@ impl<'a> Decoder<'a> {
         W: Write,
     {
         let mut written = 0u64;
+        let mut logical = Vec::new();
+        let mut stored = Vec::new();
         for read in plan(self.manifest, offset, len)? {
-            let plain = self.fetch_segment(&read, &mut fetch)?;
-            let a = read.offset_in_segment as usize;
-            let b = a + read.len as usize;
-            let write = |out: &mut W, bytes: &[u8]| {
-                out.write_all(bytes).map_err(|e| Error::Stream {
-                    what: "writing decoded bytes",
-                    source: e,
-                })
-            };
-            match self.manifest.geometry.redundancy {
-                Redundancy::Replicated { .. } => {
-                    if let Some(p) = &plain[0] {
-                        write(out, &p[a..b])?;
+            let seg = segment_entry(self.manifest, read.segment)?;
+            let a = read.stored.start as usize;
+            let b = read.stored.end as usize;
+            stored.clear();
+            if a < b {
+                let plain = self.fetch_segment(&read, &mut fetch)?;
+                match self.manifest.geometry.redundancy {
+                    Redundancy::Replicated { .. } => {
+                        if let Some(p) = &plain[0] {
+                            stored.extend_from_slice(&p[a..b]);
+                        }
                     }
-                }
-                Redundancy::ReedSolomon { .. } => {
-                    let sl = self.manifest.segments[read.segment as usize].shard_len as usize;
-                    for &i in &read.data_shards {
-                        let i = usize::from(i);
-                        let s_start = i * sl;
-                        let from = a.max(s_start) - s_start;
-                        let to = b.min(s_start + sl) - s_start;
-                        if let Some(p) = &plain[i] {
-                            write(out, &p[from..to])?;
+                    Redundancy::ReedSolomon { .. } => {
+                        let sl = seg.shard_len as usize;
+                        for &i in &read.data_shards {
+                            let i = usize::from(i);
+                            let s_start = i * sl;
+                            let from = a.max(s_start) - s_start;
+                            let to = b.min(s_start + sl) - s_start;
+                            if let Some(p) = &plain[i] {
+                                stored.extend_from_slice(&p[from..to]);
+                            }
                         }
                     }
                 }
             }
+            // The segment's bytes: data from the stored bytes, zeros for holes.
+            let want =
+                u64::from(read.offset_in_segment)..u64::from(read.offset_in_segment + read.len);
+            let bytes = if seg.extents.is_none() {
+                &stored
+            } else {
+                logical.clear();
+                seg.expand_into(want, a as u64, &stored, &mut logical)?;
+                &logical
+            };
+            out.write_all(bytes).map_err(|e| Error::Stream {
+                what: "writing decoded bytes",
+                source: e,
+            })?;
             written += u64::from(read.len);
         }
         Ok(written)

@@ -68,6 +68,7 @@ impl EncodedSegment {
                     holders: Vec::new(),
                 })
                 .collect(),
+            extents: None,
         }
     }
 }

@@ -74,6 +74,18 @@ pub enum Error {
         what: &'static str,
     },
 
+    /// `lseek(SEEK_DATA | SEEK_HOLE)` from an offset at or past the end of the file, or
+    /// `SEEK_DATA` with only holes after it.
+    #[error("no {what} at or after offset {offset} of inode {ino}")]
+    NoSuchOffset {
+        /// The inode.
+        ino: InodeNo,
+        /// The offset asked from.
+        offset: i64,
+        /// "data" or "hole".
+        what: &'static str,
+    },
+
     /// Bytes of a file are in the local cache but nowhere else: the file was never stored, or
     /// the mount has no network.
     #[error(
@@ -146,6 +158,7 @@ impl ToErrno for Error {
             Error::FileTooLarge { .. } => libc::EFBIG,
             Error::Unsupported { errno, .. } => *errno,
             Error::Invalid { .. } => libc::EINVAL,
+            Error::NoSuchOffset { .. } => libc::ENXIO,
             Error::NotCached { .. } => libc::EIO,
             Error::Fetch { .. } => libc::EIO,
             Error::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
@@ -157,7 +170,10 @@ impl ToErrno for Error {
             Error::Core(e) => e.level(),
             Error::Flush(_) => Level::Error,
             Error::BadHandle { .. } | Error::NotWritable { .. } => Level::Warn,
-            Error::ReadOnly | Error::FileTooLarge { .. } | Error::Invalid { .. } => Level::Debug,
+            Error::ReadOnly
+            | Error::FileTooLarge { .. }
+            | Error::Invalid { .. }
+            | Error::NoSuchOffset { .. } => Level::Debug,
             Error::Unsupported { .. } => Level::Warn,
             Error::NotCached { .. } | Error::Fetch { .. } | Error::Io { .. } => Level::Error,
         }

@@ -183,6 +183,7 @@ impl Fs {
             return Ok(Vec::new());
         }
         let mut waits: Vec<(u64, Range<u64>, Shared<BoxFuture<'static, Fetched>>)> = Vec::new();
+        let mut holes: Vec<Arc<Piece>> = Vec::new();
         {
             let mut map = lock(&self.inner.reads.inflight);
             // Under the flight map's lock: a flight fills the cache before it leaves the map, so
@@ -197,6 +198,11 @@ impl Fs {
             let flights = map.entry(ino).or_default();
             for m in missing {
                 for chunk in stored.chunks(m) {
+                    if stored.is_hole(&chunk) {
+                        // Zeros known from the manifest: cached as a hole, nothing fetched.
+                        self.fill_hole(ino, stored, &chunk, &mut holes);
+                        continue;
+                    }
                     let mut rest = vec![chunk];
                     for f in flights.iter() {
                         let cut = subtract(rest.clone(), &f.range);
@@ -221,7 +227,7 @@ impl Fs {
                 .map(|(_, r, w)| async move { (r, w.await) }),
         )
         .await;
-        let mut pieces = Vec::with_capacity(got.len());
+        let mut pieces = holes;
         for (r, result) in got {
             match result {
                 Ok(p) => pieces.push(p),
@@ -237,6 +243,37 @@ impl Fs {
             }
         }
         Ok(pieces)
+    }
+
+    /// Caches `range` of `ino`, all hole in `stored`, as a hole of the cache file; when the
+    /// cache has no room (or the content changed), the zeros go to `pieces` instead.
+    fn fill_hole(
+        &self,
+        ino: InodeNo,
+        stored: &StoredContent,
+        range: &Range<u64>,
+        pieces: &mut Vec<Arc<Piece>>,
+    ) {
+        let current = matches!(
+            self.inner.db.content(ino),
+            Ok(Content::Stored { file, .. }) if file == stored.file
+        );
+        let tag = ContentTag::from(stored.file);
+        let len = range.end - range.start;
+        let filled = current
+            && match self.inner.cache.fill_hole(ino, tag, range.start, len) {
+                Ok(done) => done,
+                Err(e) => {
+                    warn!(%ino, error = %e, "caching a hole failed");
+                    false
+                }
+            };
+        if !filled {
+            pieces.push(Arc::new(Piece {
+                start: range.start,
+                bytes: vec![0; usize::try_from(len).unwrap_or(0)],
+            }));
+        }
     }
 
     /// Starts a task fetching `range` of `ino` into the cache; the caller registers it.

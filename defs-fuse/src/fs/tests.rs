@@ -217,21 +217,81 @@ async fn unsupported_operations_have_an_errno_and_are_counted() {
             .await
             .unwrap();
     let e =
-        t.fs.fallocate(
-            attr.ino,
-            o.fh,
-            0,
-            10,
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-        )
-        .await
-        .unwrap_err();
+        t.fs.fallocate(attr.ino, o.fh, 0, 10, libc::FALLOC_FL_COLLAPSE_RANGE)
+            .await
+            .unwrap_err();
     assert_eq!(e.to_errno(), libc::EOPNOTSUPP);
     assert_eq!(
         t.fs.counters()
             .unsupported
             .load(std::sync::atomic::Ordering::Relaxed),
         1
+    );
+}
+
+/// Issue 24: a dirty file's holes (beyond a write, grown by truncate, punched) are what
+/// `lseek` and `st_blocks` see, from the sparse cache file.
+#[tokio::test]
+async fn holes_of_a_dirty_file_are_seen_by_lseek_and_st_blocks() {
+    let t = TestFs::new(Config::default(), None);
+    let (attr, o) =
+        t.fs.create(InodeNo::ROOT, name("sparse"), 0o644, libc::O_RDWR, OWNER)
+            .await
+            .unwrap();
+    let (ino, fh) = (attr.ino, o.fh);
+    let mib = 1u64 << 20;
+    t.fs.write(ino, fh, 0, &[7u8; 8192]).await.unwrap();
+    t.fs.write(ino, fh, mib, &[9u8; 4096]).await.unwrap();
+    let set = SetAttr {
+        size: Some(4 * mib),
+        ..Default::default()
+    };
+    t.fs.setattr(ino, Some(fh), set).await.unwrap();
+    let seek = |off: i64, whence: i32| t.fs.lseek(ino, fh, off, whence);
+    assert_eq!(seek(0, libc::SEEK_DATA).await.unwrap(), 0);
+    assert_eq!(seek(0, libc::SEEK_HOLE).await.unwrap(), 8192);
+    assert_eq!(seek(8192, libc::SEEK_DATA).await.unwrap(), mib as i64);
+    assert_eq!(
+        seek(mib as i64, libc::SEEK_HOLE).await.unwrap(),
+        mib as i64 + 4096
+    );
+    assert_eq!(
+        seek(mib as i64 + 4096, libc::SEEK_HOLE).await.unwrap(),
+        mib as i64 + 4096
+    );
+    let e = seek(mib as i64 + 4096, libc::SEEK_DATA).await.unwrap_err();
+    assert_eq!(e.to_errno(), libc::ENXIO);
+    assert_eq!(
+        seek(4 * mib as i64, libc::SEEK_HOLE)
+            .await
+            .unwrap_err()
+            .to_errno(),
+        libc::ENXIO
+    );
+    assert_eq!(
+        seek(-1, libc::SEEK_DATA).await.unwrap_err().to_errno(),
+        libc::ENXIO
+    );
+    let allocated = t.fs.getattr(ino).await.unwrap().allocated.unwrap();
+    assert!((12_288..=65_536).contains(&allocated), "{allocated}");
+    // Punch the first 8 KiB: no data before 1 MiB, fewer blocks, zeros read back.
+    t.fs.fallocate(
+        ino,
+        fh,
+        0,
+        8192,
+        libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+    )
+    .await
+    .unwrap();
+    assert_eq!(seek(0, libc::SEEK_DATA).await.unwrap(), mib as i64);
+    let after = t.fs.getattr(ino).await.unwrap();
+    assert_eq!(after.size, 4 * mib, "KEEP_SIZE keeps the size");
+    assert!(after.allocated.unwrap() < allocated);
+    assert_eq!(t.fs.read(ino, fh, 0, 8192).await.unwrap(), vec![0u8; 8192]);
+    assert_eq!(
+        t.fs.read(ino, fh, mib, 4096).await.unwrap(),
+        vec![9u8; 4096]
     );
 }
 

@@ -117,6 +117,13 @@ pub(crate) fn subtract(ranges: Vec<Range<u64>>, cut: &Range<u64>) -> Vec<Range<u
 }
 
 impl StoredContent {
+    /// Whether `range` (file offsets) is all hole in the stored content: zeros, no shard.
+    pub(crate) fn is_hole(&self, range: &Range<u64>) -> bool {
+        self.manifest
+            .next_data(self.offset + range.start, self.offset + range.end)
+            .is_none()
+    }
+
     /// `range` (file offsets, within the stored length) split at segment boundaries and widened
     /// to whole data shards: the units the network returns, so flights never overlap partly.
     pub(crate) fn chunks(&self, range: Range<u64>) -> Vec<Range<u64>> {
