@@ -453,8 +453,11 @@ impl CacheStore {
             }
             return Ok(true);
         }
+        // A hole takes no blocks: neither the budget nor the disk reserve is at stake.
+        let hole = matches!(data, Bytes::Zeros(_));
+        let need = if hole { 0 } else { new_bytes };
         // Clean data stays within the budget.
-        if !dirty {
+        if !dirty && !hole {
             let budget = self.config.budget_bytes;
             if new_bytes > budget {
                 return Ok(false);
@@ -468,7 +471,11 @@ impl CacheStore {
         // answers without a statvfs (one per write was 1 % of a small-file copy's CPU).
         // A write may allocate blocks for bytes already counted as present (zeros a truncate
         // grew the file by), so it counts all its bytes here; a fill stores only what is new.
-        let allocating = if dirty { len } else { new_bytes };
+        let allocating = match data {
+            Bytes::Zeros(_) => 0,
+            Bytes::Data(_) if dirty => len,
+            Bytes::Data(_) => new_bytes,
+        };
         let margin = allocating
             .saturating_add(self.config.reserve_bytes)
             .saturating_add(FREE_SLACK);
@@ -479,7 +486,7 @@ impl CacheStore {
         let (mut room, mut free) = match recent {
             Some(seen) => (true, seen.free - seen.stored_since),
             None => {
-                let (room, free) = self.has_disk_room(new_bytes)?;
+                let (room, free) = self.has_disk_room(need)?;
                 inner.free_seen = Some(FreeSeen {
                     free,
                     at: Instant::now(),
@@ -490,7 +497,7 @@ impl CacheStore {
         };
         if !room {
             let mut probe_error = None;
-            self.evict_until(inner, Some(ino), |_| match self.has_disk_room(new_bytes) {
+            self.evict_until(inner, Some(ino), |_| match self.has_disk_room(need) {
                 Ok((ok, f)) => {
                     free = f;
                     ok
@@ -503,7 +510,7 @@ impl CacheStore {
             if let Some(e) = probe_error {
                 return Err(e);
             }
-            (room, free) = self.has_disk_room(new_bytes)?;
+            (room, free) = self.has_disk_room(need)?;
         }
         if let Some(seen) = &mut inner.free_seen {
             seen.stored_since = seen.stored_since.saturating_add(allocating);
@@ -858,10 +865,8 @@ impl CacheStore {
         let path = self.path(ino.0);
         let file = self.open_data(ino.0, true)?;
         crate::fsutil::punch_hole(&file, offset, len).map_err(|e| Error::io(&path, e))?;
-        if let Some(e) = inner.entries.get_mut(&ino.0) {
-            e.changes += 1;
-            e.pending = true;
-        }
+        // A change like a write: pinned dirty (never evicted before its upload), counted.
+        self.mark_dirty_locked(&mut inner, ino);
         Ok(())
     }
 
@@ -933,11 +938,15 @@ impl CacheStore {
     /// Pins `ino` as dirty (e.g. at startup, for inodes the journal says are dirty).
     pub fn mark_dirty(&self, ino: InodeNo) {
         let mut inner = self.lock();
+        self.mark_dirty_locked(&mut inner, ino);
+    }
+
+    fn mark_dirty_locked(&self, inner: &mut Inner, ino: InodeNo) {
         match inner.entries.get(&ino.0) {
             Some(e) if e.dirty => {}
             found => {
                 let create = found.is_none();
-                self.log_or_warn(&mut inner, CacheRec::MarkDirty { ino: ino.0, create });
+                self.log_or_warn(inner, CacheRec::MarkDirty { ino: ino.0, create });
             }
         }
         let entry = inner

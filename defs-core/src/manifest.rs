@@ -2,7 +2,7 @@
 //! lengths, CRCs, nonces and holders), its versioned binary body format, and the sealed
 //! envelope that stores it in the network encrypted under the file key.
 //!
-//! Byte layouts are in `docs/format.md` ("Manifest body v1/v2", "Sealed manifest v1"). Decoding
+//! Byte layouts are in `docs/format.md` ("Manifest body v1", "Manifest body v3", "Sealed manifest v1"). Decoding
 //! checks every length against the bytes present and the limits below before allocating, checks
 //! that the geometry and segments hold together, and returns an error, never panics.
 //!
@@ -12,7 +12,7 @@
 //!
 //! Holes (issue 24): a segment may carry a list of data [`Extent`]s; its stored bytes are then
 //! only those extents, concatenated, and everything else in it reads as zeros. A segment with
-//! no extent at all is a hole: no shards. Body v2 carries the lists; a manifest without any
+//! no extent at all is a hole: no shards. Body v3 carries the lists; a manifest without any
 //! list is still written as v1, so older builds read every file that has no holes.
 
 use crate::error::{Error, Result};
@@ -21,9 +21,10 @@ use crate::pipeline::keys::{self, FileKey, WrapKey};
 use crate::pipeline::layout::{Geometry, MAX_SHARDS, Redundancy};
 use crate::types::{FileId, NodeId, ShardId, VersionId};
 
-/// The newest body format version this build writes and reads (v2: segments may carry data
-/// extents). A manifest without extents is written as [`BODY_VERSION_DENSE`].
-pub const BODY_VERSION: u16 = 2;
+/// The newest body format version this build writes and reads (v3: segments may carry data
+/// extents; v2 is the pack directory of issue 26, built on another branch). A manifest without
+/// extents is written as [`BODY_VERSION_DENSE`].
+pub const BODY_VERSION: u16 = 3;
 /// The body format version of a manifest whose segments are all dense (every byte stored).
 pub const BODY_VERSION_DENSE: u16 = 1;
 /// The sealed-envelope format version this build writes and reads.
@@ -401,7 +402,7 @@ impl Manifest {
         total
     }
 
-    /// Whether any segment carries extents (the body is then v2).
+    /// Whether any segment carries extents (the body is then v3).
     pub fn has_holes(&self) -> bool {
         self.segments.iter().any(|s| s.extents.is_some())
     }
@@ -417,14 +418,14 @@ impl Manifest {
 
     /// Bytes of [`Manifest::encode_body`]'s output.
     pub fn encoded_len(&self) -> usize {
-        let v2 = self.has_holes();
+        let v3 = self.has_holes();
         BODY_HEADER_LEN
             + self
                 .segments
                 .iter()
                 .map(|s| {
                     SEGMENT_HEADER_LEN
-                        + if v2 {
+                        + if v3 {
                             1 + s.extents.as_ref().map_or(0, |l| 4 + 8 * l.len())
                         } else {
                             0
@@ -449,7 +450,7 @@ impl Manifest {
             });
         }
         let mut out = Vec::with_capacity(len);
-        let v2 = self.has_holes();
+        let v3 = self.has_holes();
         out.extend_from_slice(&BODY_MAGIC);
         out.extend_from_slice(&self.body_version().to_le_bytes());
         out.extend_from_slice(&self.version.0);
@@ -466,7 +467,7 @@ impl Manifest {
             out.extend_from_slice(&seg.shard_len.to_le_bytes());
             // validate() bounded the count by the geometry (≤ 200).
             out.extend_from_slice(&(seg.shards.len() as u16).to_le_bytes());
-            if v2 {
+            if v3 {
                 match &seg.extents {
                     None => out.push(0),
                     Some(list) => {
@@ -516,7 +517,7 @@ impl Manifest {
                 supported: BODY_VERSION,
             });
         }
-        let v2 = found == BODY_VERSION;
+        let v3 = found == BODY_VERSION;
         let version = VersionId(r.array("truncated version id")?);
         let size = r.u64("truncated size")?;
         let kind = r.u8("truncated geometry")?;
@@ -541,8 +542,8 @@ impl Manifest {
             .map_err(|_| malformed("geometry out of range"))?;
         let count = r.u64("truncated segment count")?;
         let total = usize::from(geometry.total_shards());
-        // A v2 segment may be a hole: its header and extent flag, no shards.
-        let min_segment = if v2 {
+        // A v3 segment may be a hole: its header and extent flag, no shards.
+        let min_segment = if v3 {
             SEGMENT_HEADER_LEN + 1
         } else {
             SEGMENT_HEADER_LEN + total * SHARD_ENTRY_LEN
@@ -559,7 +560,7 @@ impl Manifest {
             let len = r.u32("truncated segment")?;
             let shard_len = r.u32("truncated segment")?;
             let n = usize::from(r.u16("truncated segment")?);
-            let extents = if v2 {
+            let extents = if v3 {
                 match r.u8("truncated segment")? {
                     0 => None,
                     1 => {
@@ -924,7 +925,7 @@ mod tests {
             Manifest::decode_body(&body),
             Err(Error::UnknownManifestVersion {
                 found: 9,
-                supported: 2
+                supported: 3
             })
         ));
         let mut sealed = m
@@ -989,12 +990,12 @@ mod tests {
     }
 
     #[test]
-    fn dense_manifests_stay_v1_and_sparse_ones_are_v2() {
+    fn dense_manifests_stay_v1_and_sparse_ones_are_v3() {
         let body = sample().encode_body().unwrap();
         assert_eq!(u16::from_le_bytes([body[4], body[5]]), 1);
         let m = sparse_sample();
         let body = m.encode_body().unwrap();
-        assert_eq!(u16::from_le_bytes([body[4], body[5]]), 2);
+        assert_eq!(u16::from_le_bytes([body[4], body[5]]), 3);
         assert_eq!(body.len(), m.encoded_len());
         assert_eq!(Manifest::decode_body(&body).unwrap(), m);
         assert_eq!(m.segments[0].stored_len(), 6);

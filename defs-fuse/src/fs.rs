@@ -338,7 +338,7 @@ impl Fs {
             ctime: set.ctime,
         };
         let Some(size) = set.size else {
-            return Ok(self.inner.db.setattr(ino, &db_set, now)?);
+            return Ok(self.with_allocated(self.inner.db.setattr(ino, &db_set, now)?));
         };
         if size > MAX_FILE_SIZE {
             return Err(Error::FileTooLarge {
@@ -349,7 +349,7 @@ impl Fs {
         let attr = self.inner.db.getattr(ino)?;
         if attr.kind != FileKind::RegularFile {
             // The DB refuses a size for anything else, with the right errno.
-            return Ok(self.inner.db.setattr(ino, &db_set, now)?);
+            return Ok(self.with_allocated(self.inner.db.setattr(ino, &db_set, now)?));
         }
         self.fetch_before_change(ino, size.min(attr.size)).await?;
         self.inner.cache.truncate(ino, size)?;
@@ -366,7 +366,7 @@ impl Fs {
             // truncate(2) without an open file: nothing else will schedule the upload.
             self.inner.flusher.closed(ino);
         }
-        Ok(attr)
+        Ok(self.with_allocated(attr))
     }
 
     /// A symlink's target.

@@ -8,6 +8,7 @@
 mod backup;
 mod crash;
 mod fstab;
+mod holes;
 mod lifecycle;
 mod posix;
 mod readme;

@@ -4,7 +4,8 @@
 //! security xattrs, access and default POSIX ACLs, other owners — onto a mount over real
 //! `defs node` processes on 127.0.0.1. Then a checksum dry run must find nothing to copy: at
 //! once, after a remount, after `defs sync`, and after the local cache is deleted (file bytes
-//! then come back from the nodes).
+//! then come back from the nodes). Holes stay holes: the sparse image takes its data, not its
+//! size, every time.
 
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -178,6 +179,14 @@ fn assert_nothing_left(m: &TestMount, src: &Path, when: &str) {
     let sda = kind("dev/sda");
     assert!(sda.file_type().is_block_device(), "{when}");
     assert_eq!((sda.rdev(), sda.uid()), (libc::makedev(8, 0), 6), "{when}");
+    // Holes survive the round trip: the 64 MiB image holds 1 MiB + 4 KiB of data (issue 24).
+    let img = kind("VMs/disk.img");
+    assert_eq!(img.len(), 64 << 20, "{when}");
+    assert!(
+        img.blocks() * 512 <= 2 << 20,
+        "the sparse image takes {} bytes {when}",
+        img.blocks() * 512
+    );
 }
 
 #[test]

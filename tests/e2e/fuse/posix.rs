@@ -195,21 +195,50 @@ fn sparse_files_read_zeros_in_their_holes() {
 }
 
 #[test]
-fn fallocate_extends_the_size_and_other_modes_are_eopnotsupp() {
+fn fallocate_allocates_punches_holes_and_other_modes_are_eopnotsupp() {
+    use nix::fcntl::{FallocateFlags as F, fallocate};
     let m = mount!();
     let p = m.path("falloc");
     let f = open_rw(&p);
-    nix::fcntl::fallocate(&f, nix::fcntl::FallocateFlags::empty(), 0, 4096).unwrap();
-    assert_eq!(fs::metadata(&p).unwrap().len(), 4096);
-    let e = nix::fcntl::fallocate(
+    // Mode 0 extends the size and reserves blocks, as on ext4.
+    fallocate(&f, F::empty(), 0, 1 << 20).unwrap();
+    let meta = fs::metadata(&p).unwrap();
+    assert_eq!(meta.len(), 1 << 20);
+    assert!(meta.blocks() * 512 >= 1 << 20, "{} blocks", meta.blocks());
+    // KEEP_SIZE reserves past the end without growing.
+    fallocate(&f, F::FALLOC_FL_KEEP_SIZE, 1 << 20, 4096).unwrap();
+    assert_eq!(fs::metadata(&p).unwrap().len(), 1 << 20);
+    // A punched range reads as zeros and frees its blocks; the size stays.
+    f.write_all_at(&[7u8; 65536], 0).unwrap();
+    let before = fs::metadata(&p).unwrap().blocks();
+    fallocate(
         &f,
-        nix::fcntl::FallocateFlags::FALLOC_FL_PUNCH_HOLE
-            | nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE,
+        F::FALLOC_FL_PUNCH_HOLE | F::FALLOC_FL_KEEP_SIZE,
         0,
-        100,
+        1 << 20,
     )
-    .unwrap_err();
-    assert_eq!(e as i32, libc::EOPNOTSUPP);
+    .unwrap();
+    let after = fs::metadata(&p).unwrap();
+    assert_eq!(after.len(), 1 << 20);
+    assert!(
+        after.blocks() < before,
+        "{} → {} blocks",
+        before,
+        after.blocks()
+    );
+    let mut buf = vec![1u8; 65536];
+    f.read_exact_at(&mut buf, 0).unwrap();
+    assert!(buf.iter().all(|b| *b == 0));
+    // Collapse, insert, zero range, unshare: EOPNOTSUPP.
+    for mode in [
+        F::FALLOC_FL_COLLAPSE_RANGE,
+        F::FALLOC_FL_INSERT_RANGE,
+        F::FALLOC_FL_ZERO_RANGE,
+        F::FALLOC_FL_UNSHARE_RANGE,
+    ] {
+        let e = fallocate(&f, mode, 0, 4096).unwrap_err();
+        assert_eq!(e as i32, libc::EOPNOTSUPP, "{mode:?}");
+    }
 }
 
 #[test]
@@ -919,9 +948,10 @@ fn unsupported_operations_answer_as_documented() {
     let p = m.path("f");
     let f = File::create(&p).unwrap();
     f.write_all_at(b"tail", 1 << 20).unwrap();
-    // SEEK_DATA/SEEK_HOLE: the whole file is data.
-    assert_eq!(lseek(&f, 0, Whence::SeekData).unwrap(), 0);
-    assert_eq!(lseek(&f, 0, Whence::SeekHole).unwrap(), (1 << 20) + 4);
+    // SEEK_DATA/SEEK_HOLE answer from the layout: the hole before the tail is a hole.
+    assert_eq!(lseek(&f, 0, Whence::SeekData).unwrap(), 1 << 20);
+    assert_eq!(lseek(&f, 0, Whence::SeekHole).unwrap(), 0);
+    assert_eq!(lseek(&f, 1 << 20, Whence::SeekHole).unwrap(), (1 << 20) + 4);
     // copy_file_range works (std::io::copy uses it; the kernel copies through the page cache).
     let mut out = File::create(m.path("copy")).unwrap();
     let mut src = File::open(&p).unwrap();
