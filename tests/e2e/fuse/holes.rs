@@ -211,6 +211,31 @@ fn a_4_gib_sparse_file_costs_its_data_and_keeps_its_holes() {
         "after reads the cache file takes {in_cache}"
     );
 
+    // The tools that keep holes find them: cp --sparse=auto and tar -S copy the data only.
+    let copy = m.scratch().join("copy.img");
+    let o = out(std::process::Command::new("cp")
+        .arg("--sparse=auto")
+        .arg(&ours)
+        .arg(&copy));
+    assert_eq!(o.status.code(), Some(0), "cp: {}", text(&o));
+    assert!(
+        allocated(&copy) <= 2 * data,
+        "cp --sparse=auto wrote {}",
+        allocated(&copy)
+    );
+    assert_same_layout(&copy, &host, "in a cp --sparse=auto copy", &m);
+    fs::remove_file(&copy).unwrap_or_else(|e| panic!("rm copy: {e}"));
+    let tar = m.scratch().join("img.tar");
+    let o = out(std::process::Command::new("tar")
+        .arg("-cSf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(m.mnt())
+        .arg("disk.img"));
+    assert_eq!(o.status.code(), Some(0), "tar: {}", text(&o));
+    let tar_len = fs::metadata(&tar).map(|t| t.len()).unwrap_or(u64::MAX);
+    assert!(tar_len <= 2 * data, "tar -S wrote {tar_len} bytes");
+
     // Holes need no node: with every node gone, they still read as zeros.
     drop(cluster);
     let f = File::open(&ours).unwrap();
