@@ -7,8 +7,10 @@
 //! that the geometry and segments hold together, and returns an error, never panics.
 //!
 //! A file's content may be a byte range inside a larger object (packing of small files): the
-//! namespace stores (FileId, FileKey, offset, len) and reads through [`crate::pipeline::plan`];
-//! the manifest needs nothing special for it.
+//! namespace stores (FileId, FileKey, offset, len) and reads through [`crate::pipeline::plan`].
+//! A packed object's manifest (body v2) lists its members' ranges ([`Manifest::pack`]), so a
+//! range that names no member of its object is refused ([`Manifest::check_range`]) instead of
+//! read as a mix of other files' bytes.
 
 use crate::error::{Error, Result};
 use crate::pipeline::aead::{self, TAG_LEN};
@@ -16,8 +18,12 @@ use crate::pipeline::keys::{self, FileKey, WrapKey};
 use crate::pipeline::layout::{Geometry, MAX_SHARDS, Redundancy};
 use crate::types::{FileId, NodeId, ShardId, VersionId};
 
-/// The body format version this build writes and reads.
-pub const BODY_VERSION: u16 = 1;
+/// The body format version this build writes for a manifest with a pack directory (and reads,
+/// with [`BODY_VERSION_PLAIN`]).
+pub const BODY_VERSION: u16 = 2;
+/// The body format version of a manifest without a pack directory: written for every object
+/// that is not a pack, so builds that read only v1 still read them.
+pub const BODY_VERSION_PLAIN: u16 = 1;
 /// The sealed-envelope format version this build writes and reads.
 pub const ENVELOPE_VERSION: u16 = 1;
 /// Magic of a manifest body.
@@ -29,6 +35,9 @@ pub const ENVELOPE_MAGIC: [u8; 8] = *b"DEFSMANI";
 pub const MAX_BODY_LEN: usize = 256 << 20;
 /// Most segments in one manifest (2^24: 4 PiB at 256 MiB segments).
 pub const MAX_SEGMENTS: u64 = 1 << 24;
+/// Most members of one pack (a pack of 8 MiB holds at most this many files of 8 bytes; more
+/// would make the directory larger than the data).
+pub const MAX_PACK_MEMBERS: u32 = 1 << 20;
 /// Most holders recorded per shard (the network re-places shards; history beyond this is noise).
 pub const MAX_HOLDERS: usize = 16;
 
@@ -36,6 +45,8 @@ pub const MAX_HOLDERS: usize = 16;
 const BODY_HEADER_LEN: usize = 4 + 2 + 16 + 8 + 4 + 4 + 8;
 /// Bytes of a segment header.
 const SEGMENT_HEADER_LEN: usize = 4 + 4 + 2;
+/// Bytes of a pack directory entry (offset, len).
+const PACK_ENTRY_LEN: usize = 8 + 8;
 /// Bytes of a shard entry without holders.
 const SHARD_ENTRY_LEN: usize = 32 + 4 + 4 + 12 + 1;
 /// Bytes of the envelope before the body ciphertext.
@@ -79,6 +90,25 @@ pub struct Manifest {
     pub geometry: Geometry,
     /// The segments, in file order. All but the last hold exactly `segment_size` bytes.
     pub segments: Vec<SegmentEntry>,
+    /// A packed object's members, sorted by offset, disjoint, non-empty and inside the object
+    /// (body v2); `None` for an object that is one file (body v1).
+    pub pack: Option<Vec<PackRange>>,
+}
+
+/// One member of a packed object: the bytes `offset..offset + len` are one file's content.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PackRange {
+    /// Where the member starts in the object.
+    pub offset: u64,
+    /// Its length, > 0.
+    pub len: u64,
+}
+
+impl PackRange {
+    /// One past the member's last byte (`None` when that overflows).
+    pub fn end(&self) -> Option<u64> {
+        self.offset.checked_add(self.len)
+    }
 }
 
 /// A manifest sealed for storage: the bytes to store, and their id.
@@ -177,12 +207,81 @@ impl Manifest {
                 }
             }
         }
+        if let Some(pack) = &self.pack {
+            self.validate_pack(pack)?;
+        }
         Ok(())
+    }
+
+    fn validate_pack(&self, pack: &[PackRange]) -> Result<()> {
+        if pack.is_empty() {
+            return Err(malformed("pack directory without members"));
+        }
+        if pack.len() as u64 > u64::from(MAX_PACK_MEMBERS) {
+            return Err(Error::TooLarge {
+                what: "pack members",
+                size: pack.len() as u64,
+                limit: u64::from(MAX_PACK_MEMBERS),
+            });
+        }
+        let mut next = 0u64;
+        for member in pack {
+            if member.len == 0 {
+                return Err(malformed("empty pack member"));
+            }
+            if member.offset < next {
+                return Err(malformed("pack members overlap or are out of order"));
+            }
+            next = member
+                .end()
+                .filter(|end| *end <= self.size)
+                .ok_or_else(|| malformed("pack member runs past the object"))?;
+        }
+        Ok(())
+    }
+
+    /// Checks that `offset..offset + len` is a file's content in this object: inside it and,
+    /// in a packed object, exactly one member (a range that straddles members, or covers part
+    /// of one, would read other files' bytes as this file's).
+    ///
+    /// # Errors
+    /// [`Error::BadContentRange`] saying which rule the range breaks.
+    pub fn check_range(&self, offset: u64, len: u64) -> Result<()> {
+        let bad = |reason: &'static str| {
+            Err(Error::BadContentRange {
+                offset,
+                len,
+                size: self.size,
+                reason,
+            })
+        };
+        let Some(end) = offset.checked_add(len) else {
+            return bad("the range overflows");
+        };
+        if end > self.size {
+            return bad("the range runs past the end of its object");
+        }
+        match &self.pack {
+            None => Ok(()),
+            Some(pack) => {
+                let i = pack.partition_point(|m| m.offset < offset);
+                match pack.get(i) {
+                    Some(m) if m.offset == offset && m.len == len => Ok(()),
+                    _ if len == 0 => Ok(()),
+                    _ => bad("the range is not one member of its packed object"),
+                }
+            }
+        }
     }
 
     /// Bytes of [`Manifest::encode_body`]'s output.
     pub fn encoded_len(&self) -> usize {
+        let pack = self
+            .pack
+            .as_ref()
+            .map_or(0, |p| 4 + PACK_ENTRY_LEN * p.len());
         BODY_HEADER_LEN
+            + pack
             + self
                 .segments
                 .iter()
@@ -196,7 +295,7 @@ impl Manifest {
                 .sum::<usize>()
     }
 
-    /// The plain body in format v1.
+    /// The plain body: format v1, or v2 when the object is a pack.
     pub fn encode_body(&self) -> Result<Vec<u8>> {
         self.validate()?;
         let len = self.encoded_len();
@@ -209,7 +308,12 @@ impl Manifest {
         }
         let mut out = Vec::with_capacity(len);
         out.extend_from_slice(&BODY_MAGIC);
-        out.extend_from_slice(&BODY_VERSION.to_le_bytes());
+        let body_version = if self.pack.is_some() {
+            BODY_VERSION
+        } else {
+            BODY_VERSION_PLAIN
+        };
+        out.extend_from_slice(&body_version.to_le_bytes());
         out.extend_from_slice(&self.version.0);
         out.extend_from_slice(&self.size.to_le_bytes());
         let (kind, a, b) = match self.geometry.redundancy {
@@ -236,6 +340,14 @@ impl Manifest {
                 }
             }
         }
+        if let Some(pack) = &self.pack {
+            // validate() bounded the count by MAX_PACK_MEMBERS.
+            out.extend_from_slice(&(pack.len() as u32).to_le_bytes());
+            for member in pack {
+                out.extend_from_slice(&member.offset.to_le_bytes());
+                out.extend_from_slice(&member.len.to_le_bytes());
+            }
+        }
         debug_assert_eq!(out.len(), len);
         Ok(out)
     }
@@ -254,7 +366,7 @@ impl Manifest {
             return Err(malformed("not a manifest body (bad magic)"));
         }
         let found = r.u16("truncated version")?;
-        if found != BODY_VERSION {
+        if found != BODY_VERSION && found != BODY_VERSION_PLAIN {
             return Err(Error::UnknownManifestVersion {
                 found,
                 supported: BODY_VERSION,
@@ -328,6 +440,22 @@ impl Manifest {
                 shards,
             });
         }
+        let pack = if found == BODY_VERSION {
+            let n = r.u32("truncated pack directory")?;
+            if n > MAX_PACK_MEMBERS || n as usize > r.bytes.len() / PACK_ENTRY_LEN {
+                return Err(malformed("pack member count exceeds the bytes present"));
+            }
+            // Bounded above by the bytes present, so the allocation is too.
+            let mut members = Vec::with_capacity(n as usize);
+            for _ in 0..n {
+                let offset = r.u64("truncated pack directory")?;
+                let len = r.u64("truncated pack directory")?;
+                members.push(PackRange { offset, len });
+            }
+            Some(members)
+        } else {
+            None
+        };
         if !r.bytes.is_empty() {
             return Err(malformed("trailing bytes after the last segment"));
         }
@@ -336,6 +464,7 @@ impl Manifest {
             size,
             geometry,
             segments,
+            pack,
         };
         m.validate()?;
         Ok(m)
@@ -470,11 +599,23 @@ mod tests {
                     }
                 })
                 .collect();
+            // Every other manifest a pack: members of up to 50 bytes with gaps of up to 2.
+            let pack = (size > 0 && next() % 2 == 0).then(|| {
+                let mut members = Vec::new();
+                let mut at = 0;
+                while at < size {
+                    let len = 1 + next() % (size - at).min(50);
+                    members.push(PackRange { offset: at, len });
+                    at += len + next() % 3;
+                }
+                members
+            });
             Manifest {
                 version: VersionId(v),
                 size,
                 geometry: g,
                 segments,
+                pack,
             }
         })
     }
@@ -555,6 +696,7 @@ mod tests {
             size: 20,
             geometry: g,
             segments,
+            pack: None,
         }
     }
 
@@ -587,7 +729,7 @@ mod tests {
             Manifest::decode_body(&body),
             Err(Error::UnknownManifestVersion {
                 found: 9,
-                supported: 1
+                supported: BODY_VERSION
             })
         ));
         let mut sealed = m
@@ -602,6 +744,88 @@ mod tests {
                 supported: 1
             })
         ));
+    }
+
+    fn packed(members: &[(u64, u64)]) -> Manifest {
+        let mut m = sample();
+        m.pack = Some(
+            members
+                .iter()
+                .map(|&(offset, len)| PackRange { offset, len })
+                .collect(),
+        );
+        m
+    }
+
+    #[test]
+    fn a_plain_manifest_is_still_written_as_v1_and_a_pack_as_v2() {
+        let plain = sample().encode_body().unwrap();
+        assert_eq!(plain[4..6], BODY_VERSION_PLAIN.to_le_bytes());
+        let m = packed(&[(0, 5), (5, 10), (16, 4)]);
+        let body = m.encode_body().unwrap();
+        assert_eq!(body[4..6], BODY_VERSION.to_le_bytes());
+        assert_eq!(Manifest::decode_body(&body).unwrap(), m);
+        // The directory ends the body: count, then (offset, len) pairs.
+        let dir = &body[body.len() - 4 - 3 * 16..];
+        assert_eq!(dir[..4], 3u32.to_le_bytes());
+    }
+
+    #[test]
+    fn malformed_pack_directories_are_refused() {
+        for (members, what) in [
+            (&[(0, 5), (4, 3)][..], "overlap"),
+            (&[(5, 5), (0, 3)][..], "out of order"),
+            (&[(0, 5), (10, 11)][..], "past the object"),
+            (&[(0, 0)][..], "empty pack member"),
+            (&[][..], "without members"),
+            (&[(u64::MAX, 2)][..], "past the object"),
+        ] {
+            let m = packed(members);
+            let err = m.encode_body().unwrap_err().to_string();
+            assert!(err.contains(what), "{members:?}: {err}");
+            // The same directory in bytes (written past the encoder's check) is refused too.
+            let mut body = sample().encode_body().unwrap();
+            body[4..6].copy_from_slice(&BODY_VERSION.to_le_bytes());
+            body.extend_from_slice(&(members.len() as u32).to_le_bytes());
+            for (o, l) in members {
+                body.extend_from_slice(&o.to_le_bytes());
+                body.extend_from_slice(&l.to_le_bytes());
+            }
+            let err = Manifest::decode_body(&body).unwrap_err().to_string();
+            assert!(err.contains(what), "{members:?}: {err}");
+        }
+        // A member count larger than the bytes present: refused before allocating.
+        let mut body = sample().encode_body().unwrap();
+        body[4..6].copy_from_slice(&BODY_VERSION.to_le_bytes());
+        body.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(Manifest::decode_body(&body).is_err());
+    }
+
+    #[test]
+    fn content_ranges_must_be_one_member_of_a_pack() {
+        let m = packed(&[(0, 5), (5, 10), (16, 4)]);
+        for ok in [(0, 5), (5, 10), (16, 4)] {
+            m.check_range(ok.0, ok.1).unwrap();
+        }
+        for (offset, len, why) in [
+            (0, 6, "not one member"),
+            (5, 5, "not one member"),
+            (3, 4, "not one member"),
+            (15, 1, "not one member"),
+            (16, 5, "runs past the end"),
+            (u64::MAX, 2, "overflows"),
+        ] {
+            let err = m.check_range(offset, len).unwrap_err();
+            assert!(
+                matches!(err, Error::BadContentRange { .. }) && err.to_string().contains(why),
+                "{offset}+{len}: {err}"
+            );
+        }
+        // An object that is not a pack: any range inside it.
+        let plain = sample();
+        plain.check_range(0, 20).unwrap();
+        plain.check_range(3, 4).unwrap();
+        assert!(plain.check_range(0, 21).is_err());
     }
 
     #[test]
