@@ -9,6 +9,7 @@ mod backup;
 mod crash;
 mod fstab;
 mod lifecycle;
+mod packing;
 mod posix;
 mod readme;
 mod remount;
