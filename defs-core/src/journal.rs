@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::meta::MetaDb;
 use crate::meta::live::LiveRanges;
 use crate::meta::redo::LogOp;
-use crate::meta::schema::{DbContext, INODES, JOURNAL, OBJECTS};
+use crate::meta::schema::{DbContext, INODES, JOURNAL, LIVE_RANGES};
 use crate::namespace::record::InodeRecord;
 use crate::namespace::tables::load;
 use crate::namespace::types::{Attr, Content, SetAttr, Timestamp};
@@ -157,12 +157,12 @@ impl MetaDb {
     /// Db; Corrupt when a key is not a file id.
     pub fn live_objects(&self) -> Result<Vec<(FileId, LiveRanges)>> {
         self.read(|txn| {
-            let table = txn.open_table(OBJECTS).ctx("opening objects")?;
+            let table = txn.open_table(LIVE_RANGES).ctx("opening live_ranges")?;
             let mut out = Vec::new();
-            for item in table.iter().ctx("listing objects")? {
-                let (k, v) = item.ctx("listing objects")?;
+            for item in table.iter().ctx("listing live_ranges")? {
+                let (k, v) = item.ctx("listing live_ranges")?;
                 let id = <[u8; 32]>::try_from(k.value()).map_err(|_| Error::Corrupt {
-                    what: "objects table",
+                    what: "live_ranges table",
                     reason: format!("a key of {} bytes", k.value().len()),
                 })?;
                 let (files, bytes) = v.value();

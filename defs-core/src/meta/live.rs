@@ -12,7 +12,7 @@ use crate::namespace::record::InodeRecord;
 use crate::namespace::types::Content;
 use crate::types::FileId;
 
-use super::schema::{DbContext, INODES, OBJECTS};
+use super::schema::{DbContext, INODES, LIVE_RANGES};
 
 /// What the namespace holds of one stored object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -45,7 +45,7 @@ pub(crate) fn replace_in(txn: &WriteTransaction, old: &Content, new: &Content) -
     if old == new {
         return Ok(());
     }
-    let mut table = txn.open_table(OBJECTS).ctx("opening objects")?;
+    let mut table = txn.open_table(LIVE_RANGES).ctx("opening live_ranges")?;
     if let Content::Stored { file, len, .. } = old {
         add(
             &mut table,
@@ -62,8 +62,8 @@ pub(crate) fn replace_in(txn: &WriteTransaction, old: &Content, new: &Content) -
 
 /// Counts the live ranges of every inode again (a restored namespace, a migrated DB).
 pub(crate) fn rebuild_in(txn: &WriteTransaction) -> Result<()> {
-    let mut table = txn.open_table(OBJECTS).ctx("opening objects")?;
-    table.retain(|_, _| false).ctx("clearing objects")?;
+    let mut table = txn.open_table(LIVE_RANGES).ctx("opening live_ranges")?;
+    table.retain(|_, _| false).ctx("clearing live_ranges")?;
     let inodes = txn.open_table(INODES).ctx("opening inodes")?;
     for item in inodes.iter().ctx("listing inodes")? {
         let (_, v) = item.ctx("listing inodes")?;

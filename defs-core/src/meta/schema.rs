@@ -34,7 +34,7 @@ pub(crate) const ORPHANS: TableDefinition<u64, ()> = TableDefinition::new("orpha
 
 /// Object file id (32 bytes) → (inodes naming a range of it, bytes of those ranges): see
 /// [`crate::meta::live`]. Schema 3.
-pub(crate) const OBJECTS: TableDefinition<&[u8], (u64, u64)> = TableDefinition::new("objects");
+pub(crate) const LIVE_RANGES: TableDefinition<&[u8], (u64, u64)> = TableDefinition::new("live_ranges");
 
 /// Key in [`META`]: the schema version.
 pub(crate) const KEY_SCHEMA: &str = "schema_version";
@@ -116,7 +116,7 @@ fn create_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(XATTRS).ctx("creating xattrs")?;
     txn.open_table(JOURNAL).ctx("creating journal")?;
     txn.open_table(ORPHANS).ctx("creating orphans")?;
-    txn.open_table(OBJECTS).ctx("creating objects")?;
+    txn.open_table(LIVE_RANGES).ctx("creating live_ranges")?;
     Ok(())
 }
 
@@ -135,7 +135,7 @@ fn migrate(txn: &WriteTransaction, from: u64) -> Result<()> {
             // records the new version, which makes an older build refuse the DB
             // (`SchemaTooNew`) instead of calling a device node's record corrupt.
             1 => {}
-            // Version 3 adds the `objects` table (live ranges per stored object), counted from
+            // Version 3 adds the `live_ranges` table (live ranges per stored object), counted from
             // the inodes the DB holds.
             2 => super::live::rebuild_in(txn)?,
             other => {

@@ -614,12 +614,12 @@ fn live_ranges_follow_uploads_and_purges_through_replay_and_migration() {
     assert_eq!(live(&db), vec![(own, 1, 11)]);
     db.sync().unwrap();
     drop(db);
-    // ... and counted from the inodes when a schema-2 DB (no objects table) is opened.
+    // ... and counted from the inodes when a schema-2 DB (no live_ranges table) is opened.
     {
         let raw = Database::open(img.path().join(DB_FILE)).unwrap();
         let txn = raw.begin_write().unwrap();
         txn.open_table(META).unwrap().insert(KEY_SCHEMA, 2).unwrap();
-        txn.delete_table(super::schema::OBJECTS).unwrap();
+        txn.delete_table(super::schema::LIVE_RANGES).unwrap();
         txn.commit().unwrap();
     }
     let db = MetaDb::open_with(img.path(), None).unwrap();
