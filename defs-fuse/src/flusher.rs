@@ -629,8 +629,10 @@ impl FlusherActor {
         let db = self.db.clone();
         let cache = self.cache.clone();
         debug!(files = members.len(), bytes = pack.bytes, "packing");
-        self.tasks
-            .spawn(async move { upload_packed(&db, cache, uploader.as_ref(), members).await });
+        let pack_max = self.pack_max;
+        self.tasks.spawn(async move {
+            upload_packed(&db, cache, uploader.as_ref(), members, pack_max).await
+        });
     }
 
     fn finished(&mut self, ino: InodeNo, outcome: Outcome) {
@@ -902,6 +904,7 @@ async fn upload_packed(
     cache: Arc<CacheStore>,
     uploader: &dyn Uploader,
     members: Vec<(InodeNo, CancellationToken)>,
+    pack_max: u64,
 ) -> Vec<(InodeNo, Outcome)> {
     let mut outcomes = Vec::with_capacity(members.len());
     let mut begun = Vec::with_capacity(members.len());
@@ -909,13 +912,21 @@ async fn upload_packed(
     for (ino, cancel) in members {
         match begin(db, &cache, ino) {
             Ok(b) => {
-                jobs.push(UploadJob {
+                let job = UploadJob {
                     ino,
                     generation: b.generation,
                     size: b.size,
                     cache: cache.clone(),
                     cancel: cancel.clone(),
-                });
+                };
+                if b.size > pack_max {
+                    // Grew past the pack limit since it was picked: alone, streamed (a pack
+                    // holds its members in memory).
+                    let result = uploader.upload(job).await;
+                    outcomes.push((ino, end(db, &cache, ino, &b, result)));
+                    continue;
+                }
+                jobs.push(job);
                 begun.push((ino, b, cancel));
             }
             Err(outcome) => outcomes.push((ino, outcome)),

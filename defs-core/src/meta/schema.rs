@@ -34,7 +34,8 @@ pub(crate) const ORPHANS: TableDefinition<u64, ()> = TableDefinition::new("orpha
 
 /// Object file id (32 bytes) → (inodes naming a range of it, bytes of those ranges): see
 /// [`crate::meta::live`]. Schema 3.
-pub(crate) const LIVE_RANGES: TableDefinition<&[u8], (u64, u64)> = TableDefinition::new("live_ranges");
+pub(crate) const LIVE_RANGES: TableDefinition<&[u8], (u64, u64)> =
+    TableDefinition::new("live_ranges");
 
 /// Key in [`META`]: the schema version.
 pub(crate) const KEY_SCHEMA: &str = "schema_version";
