@@ -57,6 +57,7 @@ fn pipeline(c: &mut Criterion) {
             size: plain.len() as u64,
             geometry: g,
             segments: vec![enc.entry()],
+            pack: None,
         };
         let shards = |lost: &[usize]| -> Vec<Option<Vec<u8>>> {
             enc.shards

@@ -8,10 +8,13 @@
 //! this machine that is reachable now, every segment can be rebuilt, and can still be rebuilt
 //! after losing any `promised` of those nodes, `promised` being the parity count of the geometry
 //! it was written with. Shards on this machine never count: they do not survive losing it.
+//!
+//! A packed small file ([`Durability::assess_range`]) is judged by the segments of its pack that
+//! hold its bytes: it is as safe as they are, whatever becomes of the pack's other segments.
 
 use std::collections::HashSet;
 
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, SegmentEntry};
 use crate::types::NodeId;
 
 /// The nodes a durability figure may count, as the network layer sees them now.
@@ -49,6 +52,32 @@ pub struct Durability {
 impl Durability {
     /// Judges `manifest` against `live`.
     pub fn assess(manifest: &Manifest, live: &Liveness) -> Durability {
+        Self::assess_segments(manifest, &manifest.segments, live)
+    }
+
+    /// Judges the bytes `offset..offset + len` of `manifest`'s object (a file's content range,
+    /// such as a member of a pack) against `live`: only the segments holding those bytes count.
+    /// A range past the object's end counts the segments it does reach.
+    pub fn assess_range(manifest: &Manifest, offset: u64, len: u64, live: &Liveness) -> Durability {
+        let seg_size = manifest.geometry.segment_size().max(1);
+        let count = manifest.segments.len();
+        let first = usize::try_from(offset / seg_size)
+            .unwrap_or(usize::MAX)
+            .min(count);
+        let last = offset
+            .saturating_add(len)
+            .div_ceil(seg_size)
+            .try_into()
+            .unwrap_or(usize::MAX)
+            .clamp(first, count);
+        Self::assess_segments(manifest, &manifest.segments[first..last], live)
+    }
+
+    fn assess_segments(
+        manifest: &Manifest,
+        segments: &[SegmentEntry],
+        live: &Liveness,
+    ) -> Durability {
         let need = usize::from(manifest.geometry.data_shards());
         let total = usize::from(manifest.geometry.total_shards());
         let mut d = Durability {
@@ -60,7 +89,7 @@ impl Durability {
         };
         let mut worst: Option<Option<usize>> = None;
         // A hole has no shards: nothing of it can be lost.
-        for segment in manifest.segments.iter().filter(|s| !s.is_hole()) {
+        for segment in segments.iter().filter(|s| !s.is_hole()) {
             let holders: Vec<NodeId> = segment
                 .shards
                 .iter()
@@ -205,6 +234,7 @@ mod tests {
                     extents: None,
                 })
                 .collect(),
+            pack: None,
         }
     }
 
@@ -225,6 +255,26 @@ mod tests {
             d.to_string(),
             "on the network: 10/10 shards on other live nodes, survives 2 lost nodes"
         );
+    }
+
+    #[test]
+    fn a_packed_file_is_as_safe_as_the_segments_holding_its_range() {
+        // Segment 0 on five live nodes, segment 1 only on this machine.
+        let mut m = manifest(2, |j| vec![node(j as u8 + 1)]);
+        for shard in &mut m.segments[1].shards {
+            shard.holders = vec![node(9)];
+        }
+        let seg = m.geometry.segment_size();
+        let now = live(Some(9), &[1, 2, 3, 4, 5]);
+        assert!(!Durability::assess(&m, &now).on_network());
+        let first = Durability::assess_range(&m, 10, 100, &now);
+        assert!(first.on_network(), "{first}");
+        assert_eq!(first.shards, 5);
+        let second = Durability::assess_range(&m, seg + 10, 100, &now);
+        assert!(!second.on_network(), "{second}");
+        // A range across the boundary is as safe as the worse of the two.
+        let both = Durability::assess_range(&m, seg - 10, 20, &now);
+        assert_eq!((both.shards, both.on_network()), (10, false));
     }
 
     #[test]

@@ -177,6 +177,20 @@ pub enum Error {
         what: &'static str,
     },
 
+    /// A file's content names a range its object cannot supply (a namespace record that does
+    /// not fit its manifest: corrupt, or made by something else than this build).
+    #[error("content range {offset}+{len} of an object of {size} bytes: {reason}")]
+    BadContentRange {
+        /// Where the range starts in the object.
+        offset: u64,
+        /// Its length.
+        len: u64,
+        /// The object's size.
+        size: u64,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+
     /// Fewer good shards of a segment than Reed-Solomon needs to rebuild it.
     #[error("segment {segment}: too few good shards to rebuild it: need {need}, have {have}")]
     TooFewShards {

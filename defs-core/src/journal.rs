@@ -21,12 +21,13 @@ use redb::ReadableTable;
 
 use crate::error::{Error, Result};
 use crate::meta::MetaDb;
+use crate::meta::live::LiveRanges;
 use crate::meta::redo::LogOp;
-use crate::meta::schema::{DbContext, INODES, JOURNAL};
+use crate::meta::schema::{DbContext, INODES, JOURNAL, LIVE_RANGES};
 use crate::namespace::record::InodeRecord;
 use crate::namespace::tables::load;
 use crate::namespace::types::{Attr, Content, SetAttr, Timestamp};
-use crate::types::{Generation, InodeNo};
+use crate::types::{FileId, Generation, InodeNo};
 pub use entry::{DirtyRecord, MAX_ERROR_LEN};
 use entry::{JournalEntry, cut, dirty, mark_dirty_in};
 
@@ -149,6 +150,28 @@ impl MetaDb {
         })
     }
 
+    /// The live ranges of every stored object the namespace names, by object (see
+    /// [`crate::meta::live`]): what a collector compares with each object's size.
+    ///
+    /// # Errors
+    /// Db; Corrupt when a key is not a file id.
+    pub fn live_objects(&self) -> Result<Vec<(FileId, LiveRanges)>> {
+        self.read(|txn| {
+            let table = txn.open_table(LIVE_RANGES).ctx("opening live_ranges")?;
+            let mut out = Vec::new();
+            for item in table.iter().ctx("listing live_ranges")? {
+                let (k, v) = item.ctx("listing live_ranges")?;
+                let id = <[u8; 32]>::try_from(k.value()).map_err(|_| Error::Corrupt {
+                    what: "live_ranges table",
+                    reason: format!("a key of {} bytes", k.value().len()),
+                })?;
+                let (files, bytes) = v.value();
+                out.push((FileId(id), LiveRanges { files, bytes }));
+            }
+            Ok(out)
+        })
+    }
+
     /// Records that an upload of `ino`'s current generation starts, and returns that
     /// generation. Call it before reading the cache file.
     ///
@@ -220,6 +243,7 @@ impl MetaDb {
                     return Ok(false);
                 };
                 if rec.generation == generation {
+                    crate::meta::live::replace_in(txn, &rec.content, &content)?;
                     rec.content = content;
                     inodes
                         .insert(ino.0, rec.encode().as_slice())

@@ -7,13 +7,18 @@
 //! that the geometry and segments hold together, and returns an error, never panics.
 //!
 //! A file's content may be a byte range inside a larger object (packing of small files): the
-//! namespace stores (FileId, FileKey, offset, len) and reads through [`crate::pipeline::plan`];
-//! the manifest needs nothing special for it.
+//! namespace stores (FileId, FileKey, offset, len) and reads through [`crate::pipeline::plan`].
+//! A packed object's manifest lists its members' ranges ([`Manifest::pack`]), so a range that
+//! names no member of its object is refused ([`Manifest::check_range`]) instead of read as a mix
+//! of other files' bytes.
 //!
 //! Holes (issue 24): a segment may carry a list of data [`Extent`]s; its stored bytes are then
 //! only those extents, concatenated, and everything else in it reads as zeros. A segment with
-//! no extent at all is a hole: no shards. Body v3 carries the lists; a manifest without any
-//! list is still written as v1, so older builds read every file that has no holes.
+//! no extent at all is a hole: no shards.
+//!
+//! Body versions: v1 plain; v2 = v1 plus a pack directory; v3 = per-segment extent lists plus a
+//! pack directory count (0: not a pack). Each manifest is written in the oldest version that can
+//! hold it ([`Manifest::body_version`]), so older builds read everything they can.
 
 use crate::error::{Error, Result};
 use crate::pipeline::aead::{self, TAG_LEN};
@@ -22,10 +27,11 @@ use crate::pipeline::layout::{Geometry, MAX_SHARDS, Redundancy};
 use crate::types::{FileId, NodeId, ShardId, VersionId};
 
 /// The newest body format version this build writes and reads (v3: segments may carry data
-/// extents; v2 is the pack directory of issue 26, built on another branch). A manifest without
-/// extents is written as [`BODY_VERSION_DENSE`].
+/// extents, and a pack directory may follow).
 pub const BODY_VERSION: u16 = 3;
-/// The body format version of a manifest whose segments are all dense (every byte stored).
+/// The body format version of a packed object without holes: v1 plus a pack directory.
+pub const BODY_VERSION_PACK: u16 = 2;
+/// The body format version of a manifest whose segments are all dense and that is not a pack.
 pub const BODY_VERSION_DENSE: u16 = 1;
 /// The sealed-envelope format version this build writes and reads.
 pub const ENVELOPE_VERSION: u16 = 1;
@@ -38,6 +44,9 @@ pub const ENVELOPE_MAGIC: [u8; 8] = *b"DEFSMANI";
 pub const MAX_BODY_LEN: usize = 256 << 20;
 /// Most segments in one manifest (2^24: 4 PiB at 256 MiB segments).
 pub const MAX_SEGMENTS: u64 = 1 << 24;
+/// Most members of one pack (a pack of 8 MiB holds at most this many files of 8 bytes; more
+/// would make the directory larger than the data).
+pub const MAX_PACK_MEMBERS: u32 = 1 << 20;
 /// Most holders recorded per shard (the network re-places shards; history beyond this is noise).
 pub const MAX_HOLDERS: usize = 16;
 /// Most data extents in one segment: 4,096 × 8 bytes = 32 KiB of manifest for a segment that is
@@ -48,6 +57,8 @@ pub const MAX_EXTENTS: usize = 4096;
 const BODY_HEADER_LEN: usize = 4 + 2 + 16 + 8 + 4 + 4 + 8;
 /// Bytes of a segment header.
 const SEGMENT_HEADER_LEN: usize = 4 + 4 + 2;
+/// Bytes of a pack directory entry (offset, len).
+const PACK_ENTRY_LEN: usize = 8 + 8;
 /// Bytes of a shard entry without holders.
 const SHARD_ENTRY_LEN: usize = 32 + 4 + 4 + 12 + 1;
 /// Bytes of the envelope before the body ciphertext.
@@ -210,6 +221,25 @@ pub struct Manifest {
     pub geometry: Geometry,
     /// The segments, in file order. All but the last hold exactly `segment_size` bytes.
     pub segments: Vec<SegmentEntry>,
+    /// A packed object's members, sorted by offset, disjoint, non-empty and inside the object
+    /// (body v2); `None` for an object that is one file (body v1).
+    pub pack: Option<Vec<PackRange>>,
+}
+
+/// One member of a packed object: the bytes `offset..offset + len` are one file's content.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PackRange {
+    /// Where the member starts in the object.
+    pub offset: u64,
+    /// Its length, > 0.
+    pub len: u64,
+}
+
+impl PackRange {
+    /// One past the member's last byte (`None` when that overflows).
+    pub fn end(&self) -> Option<u64> {
+        self.offset.checked_add(self.len)
+    }
 }
 
 /// A manifest sealed for storage: the bytes to store, and their id.
@@ -318,6 +348,9 @@ impl Manifest {
                 }
             }
         }
+        if let Some(pack) = &self.pack {
+            self.validate_pack(pack)?;
+        }
         Ok(())
     }
 
@@ -407,19 +440,89 @@ impl Manifest {
         self.segments.iter().any(|s| s.extents.is_some())
     }
 
-    /// The body version [`Manifest::encode_body`] writes: v1 unless a segment has extents.
+    /// The body version [`Manifest::encode_body`] writes: v3 when a segment has extents, v2
+    /// for a pack without them, else v1.
     pub fn body_version(&self) -> u16 {
         if self.has_holes() {
             BODY_VERSION
+        } else if self.pack.is_some() {
+            BODY_VERSION_PACK
         } else {
             BODY_VERSION_DENSE
+        }
+    }
+
+    fn validate_pack(&self, pack: &[PackRange]) -> Result<()> {
+        if pack.is_empty() {
+            return Err(malformed("pack directory without members"));
+        }
+        if pack.len() as u64 > u64::from(MAX_PACK_MEMBERS) {
+            return Err(Error::TooLarge {
+                what: "pack members",
+                size: pack.len() as u64,
+                limit: u64::from(MAX_PACK_MEMBERS),
+            });
+        }
+        let mut next = 0u64;
+        for member in pack {
+            if member.len == 0 {
+                return Err(malformed("empty pack member"));
+            }
+            if member.offset < next {
+                return Err(malformed("pack members overlap or are out of order"));
+            }
+            next = member
+                .end()
+                .filter(|end| *end <= self.size)
+                .ok_or_else(|| malformed("pack member runs past the object"))?;
+        }
+        Ok(())
+    }
+
+    /// Checks that `offset..offset + len` is a file's content in this object: inside it and,
+    /// in a packed object, exactly one member (a range that straddles members, or covers part
+    /// of one, would read other files' bytes as this file's).
+    ///
+    /// # Errors
+    /// [`Error::BadContentRange`] saying which rule the range breaks.
+    pub fn check_range(&self, offset: u64, len: u64) -> Result<()> {
+        let bad = |reason: &'static str| {
+            Err(Error::BadContentRange {
+                offset,
+                len,
+                size: self.size,
+                reason,
+            })
+        };
+        let Some(end) = offset.checked_add(len) else {
+            return bad("the range overflows");
+        };
+        if end > self.size {
+            return bad("the range runs past the end of its object");
+        }
+        match &self.pack {
+            None => Ok(()),
+            Some(pack) => {
+                let i = pack.partition_point(|m| m.offset < offset);
+                match pack.get(i) {
+                    Some(m) if m.offset == offset && m.len == len => Ok(()),
+                    _ if len == 0 => Ok(()),
+                    _ => bad("the range is not one member of its packed object"),
+                }
+            }
         }
     }
 
     /// Bytes of [`Manifest::encode_body`]'s output.
     pub fn encoded_len(&self) -> usize {
         let v3 = self.has_holes();
+        let pack = match (&self.pack, v3) {
+            (Some(p), _) => 4 + PACK_ENTRY_LEN * p.len(),
+            (None, true) => 4,
+            (None, false) => 0,
+        };
         BODY_HEADER_LEN
+            + pack
             + self
                 .segments
                 .iter()
@@ -438,7 +541,7 @@ impl Manifest {
                 .sum::<usize>()
     }
 
-    /// The plain body in format v1.
+    /// The plain body: format v1, or v2 when the object is a pack.
     pub fn encode_body(&self) -> Result<Vec<u8>> {
         self.validate()?;
         let len = self.encoded_len();
@@ -493,6 +596,17 @@ impl Manifest {
                 }
             }
         }
+        if let Some(pack) = &self.pack {
+            // validate() bounded the count by MAX_PACK_MEMBERS.
+            out.extend_from_slice(&(pack.len() as u32).to_le_bytes());
+            for member in pack {
+                out.extend_from_slice(&member.offset.to_le_bytes());
+                out.extend_from_slice(&member.len.to_le_bytes());
+            }
+        } else if v3 {
+            // v3 always carries the count; 0 says "not a pack".
+            out.extend_from_slice(&0u32.to_le_bytes());
+        }
         debug_assert_eq!(out.len(), len);
         Ok(out)
     }
@@ -511,7 +625,7 @@ impl Manifest {
             return Err(malformed("not a manifest body (bad magic)"));
         }
         let found = r.u16("truncated version")?;
-        if found != BODY_VERSION && found != BODY_VERSION_DENSE {
+        if found != BODY_VERSION && found != BODY_VERSION_PACK && found != BODY_VERSION_DENSE {
             return Err(Error::UnknownManifestVersion {
                 found,
                 supported: BODY_VERSION,
@@ -617,6 +731,29 @@ impl Manifest {
                 extents,
             });
         }
+        let pack_count = if found == BODY_VERSION_PACK || v3 {
+            Some(r.u32("truncated pack directory")?)
+        } else {
+            None
+        };
+        // In v3 a count of 0 says "not a pack"; in v2 it is an empty directory, which
+        // validate() refuses.
+        let pack = match pack_count.filter(|&n| !(v3 && n == 0)) {
+            Some(n) => {
+            if n > MAX_PACK_MEMBERS || n as usize > r.bytes.len() / PACK_ENTRY_LEN {
+                return Err(malformed("pack member count exceeds the bytes present"));
+            }
+            // Bounded above by the bytes present, so the allocation is too.
+            let mut members = Vec::with_capacity(n as usize);
+            for _ in 0..n {
+                let offset = r.u64("truncated pack directory")?;
+                let len = r.u64("truncated pack directory")?;
+                members.push(PackRange { offset, len });
+            }
+            Some(members)
+            }
+            None => None,
+        };
         if !r.bytes.is_empty() {
             return Err(malformed("trailing bytes after the last segment"));
         }
@@ -625,6 +762,7 @@ impl Manifest {
             size,
             geometry,
             segments,
+            pack,
         };
         m.validate()?;
         Ok(m)
@@ -807,11 +945,23 @@ mod tests {
                     }
                 })
                 .collect();
+            // Every other manifest a pack: members of up to 50 bytes with gaps of up to 2.
+            let pack = (size > 0 && next() % 2 == 0).then(|| {
+                let mut members = Vec::new();
+                let mut at = 0;
+                while at < size {
+                    let len = 1 + next() % (size - at).min(50);
+                    members.push(PackRange { offset: at, len });
+                    at += len + next() % 3;
+                }
+                members
+            });
             Manifest {
                 version: VersionId(v),
                 size,
                 geometry: g,
                 segments,
+                pack,
             }
         })
     }
@@ -893,6 +1043,7 @@ mod tests {
             size: 20,
             geometry: g,
             segments,
+            pack: None,
         }
     }
 
@@ -925,7 +1076,7 @@ mod tests {
             Manifest::decode_body(&body),
             Err(Error::UnknownManifestVersion {
                 found: 9,
-                supported: 3
+                supported: BODY_VERSION
             })
         ));
         let mut sealed = m
@@ -940,6 +1091,88 @@ mod tests {
                 supported: 1
             })
         ));
+    }
+
+    fn packed(members: &[(u64, u64)]) -> Manifest {
+        let mut m = sample();
+        m.pack = Some(
+            members
+                .iter()
+                .map(|&(offset, len)| PackRange { offset, len })
+                .collect(),
+        );
+        m
+    }
+
+    #[test]
+    fn a_plain_manifest_is_still_written_as_v1_and_a_pack_as_v2() {
+        let plain = sample().encode_body().unwrap();
+        assert_eq!(plain[4..6], BODY_VERSION_PLAIN.to_le_bytes());
+        let m = packed(&[(0, 5), (5, 10), (16, 4)]);
+        let body = m.encode_body().unwrap();
+        assert_eq!(body[4..6], BODY_VERSION.to_le_bytes());
+        assert_eq!(Manifest::decode_body(&body).unwrap(), m);
+        // The directory ends the body: count, then (offset, len) pairs.
+        let dir = &body[body.len() - 4 - 3 * 16..];
+        assert_eq!(dir[..4], 3u32.to_le_bytes());
+    }
+
+    #[test]
+    fn malformed_pack_directories_are_refused() {
+        for (members, what) in [
+            (&[(0, 5), (4, 3)][..], "overlap"),
+            (&[(5, 5), (0, 3)][..], "out of order"),
+            (&[(0, 5), (10, 11)][..], "past the object"),
+            (&[(0, 0)][..], "empty pack member"),
+            (&[][..], "without members"),
+            (&[(u64::MAX, 2)][..], "past the object"),
+        ] {
+            let m = packed(members);
+            let err = m.encode_body().unwrap_err().to_string();
+            assert!(err.contains(what), "{members:?}: {err}");
+            // The same directory in bytes (written past the encoder's check) is refused too.
+            let mut body = sample().encode_body().unwrap();
+            body[4..6].copy_from_slice(&BODY_VERSION.to_le_bytes());
+            body.extend_from_slice(&(members.len() as u32).to_le_bytes());
+            for (o, l) in members {
+                body.extend_from_slice(&o.to_le_bytes());
+                body.extend_from_slice(&l.to_le_bytes());
+            }
+            let err = Manifest::decode_body(&body).unwrap_err().to_string();
+            assert!(err.contains(what), "{members:?}: {err}");
+        }
+        // A member count larger than the bytes present: refused before allocating.
+        let mut body = sample().encode_body().unwrap();
+        body[4..6].copy_from_slice(&BODY_VERSION.to_le_bytes());
+        body.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(Manifest::decode_body(&body).is_err());
+    }
+
+    #[test]
+    fn content_ranges_must_be_one_member_of_a_pack() {
+        let m = packed(&[(0, 5), (5, 10), (16, 4)]);
+        for ok in [(0, 5), (5, 10), (16, 4)] {
+            m.check_range(ok.0, ok.1).unwrap();
+        }
+        for (offset, len, why) in [
+            (0, 6, "not one member"),
+            (5, 5, "not one member"),
+            (3, 4, "not one member"),
+            (15, 1, "not one member"),
+            (16, 5, "runs past the end"),
+            (u64::MAX, 2, "overflows"),
+        ] {
+            let err = m.check_range(offset, len).unwrap_err();
+            assert!(
+                matches!(err, Error::BadContentRange { .. }) && err.to_string().contains(why),
+                "{offset}+{len}: {err}"
+            );
+        }
+        // An object that is not a pack: any range inside it.
+        let plain = sample();
+        plain.check_range(0, 20).unwrap();
+        plain.check_range(3, 4).unwrap();
+        assert!(plain.check_range(0, 21).is_err());
     }
 
     #[test]

@@ -913,6 +913,7 @@ pub(crate) mod alloc;
 #[cfg(test)]
 mod crash_tests;
 mod deferred;
+pub mod live;
 mod open;
 pub(crate) mod redo;
 pub(crate) mod schema;

@@ -33,10 +33,10 @@ pub use crate::durability::{Durability, Liveness};
 use crate::error::{Error, Result};
 pub use crate::fsutil::HOLE_BLOCK;
 use crate::fsutil::{all_zero, fsync_dir};
-use crate::manifest::{Extent, Manifest, SealedManifest, SegmentEntry};
+use crate::manifest::{Extent, Manifest, PackRange, SealedManifest, SegmentEntry};
 use crate::pipeline::{
     FileKey, Geometry, LayoutConfig, WrapKey, assemble_into, choose, decrypt_shard, encode_segment,
-    new_version_id, plan,
+    new_version_id, pack_layout, plan,
 };
 use crate::remote::{OutShard, ShardClient};
 use crate::sync::Arc;
@@ -186,6 +186,23 @@ fn find_extents(data: &[u8], ranges: &[Range<u64>]) -> Option<Vec<Extent>> {
             })
             .collect(),
     )
+}
+
+/// Bytes in memory as a [`Source`] (a pack assembled from small files' cached bytes).
+#[derive(Debug, Clone, Default)]
+pub struct MemorySource(pub Vec<u8>);
+
+impl Source for MemorySource {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let src = usize::try_from(offset)
+            .ok()
+            .and_then(|start| self.0.get(start..start.checked_add(buf.len())?))
+            .ok_or_else(|| {
+                Error::io("bytes in memory", std::io::ErrorKind::UnexpectedEof.into())
+            })?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
 }
 
 /// A file on disk as a [`Source`].
@@ -517,8 +534,42 @@ impl Objects {
         layout: Option<&LayoutConfig>,
         progress: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<Stored> {
+        self.put_object(source, size, layout.unwrap_or(&self.layout), None, progress)
+            .await
+    }
+
+    /// Stores a packed object: `source` holds the members' bytes back to back as `members`
+    /// says (sorted, disjoint, non-empty), coded like a large file (Reed-Solomon over the
+    /// peers there are, [`PACK_SHARD_SIZE`] shards) whatever the members' sizes, and its
+    /// manifest lists the members. Returns as [`Objects::put`] does.
+    ///
+    /// # Errors
+    /// As [`Objects::put`]; a malformed member list is `MalformedManifest`.
+    ///
+    /// # Cancel safety
+    /// As [`Objects::put`].
+    pub async fn put_pack(
+        &self,
+        source: Arc<dyn Source>,
+        members: Vec<PackRange>,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<Stored> {
+        let size = members.last().and_then(PackRange::end).unwrap_or(0);
+        let layout = pack_layout(&self.layout);
+        self.put_object(source, size, &layout, Some(members), progress)
+            .await
+    }
+
+    async fn put_object(
+        &self,
+        source: Arc<dyn Source>,
+        size: u64,
+        layout: &LayoutConfig,
+        pack: Option<Vec<PackRange>>,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<Stored> {
         let peers = self.client.storage_peers().await?;
-        let geometry = choose(size, peers, layout.unwrap_or(&self.layout))?;
+        let geometry = choose(size, peers, layout)?;
         let (_, parity) = need_and_parity(&geometry);
         let key = FileKey::random()?;
         let version = new_version_id()?;
@@ -631,6 +682,7 @@ impl Objects {
             size,
             geometry,
             segments: entries,
+            pack,
         };
         let sealed = manifest.seal(&key, &self.wrap)?;
         // Peers may have come or gone during the upload: count them again.

@@ -50,5 +50,5 @@ pub use encode::{
     EncodedSegment, EncodedShard, Encoder, encode_segment, encode_segment_with, encode_stream,
 };
 pub use keys::{FileKey, WrapKey, new_version_id, shard_key};
-pub use layout::{Geometry, LayoutConfig, Mode, Redundancy, choose};
+pub use layout::{Geometry, LayoutConfig, Mode, PACK_SHARD_SIZE, Redundancy, choose, pack_layout};
 pub use rs::check_cpu;

@@ -146,7 +146,33 @@ pub trait Uploader: Send + Sync + fmt::Debug + 'static {
     /// Uploads the job's bytes and returns the content record that now describes the file.
     /// Must not return before every shard is acknowledged as persisted.
     fn upload(&self, job: UploadJob) -> BoxFuture<'static, Result<Content, UploadError>>;
+
+    /// The largest file this uploader packs with others; 0 (the default): it packs nothing.
+    fn pack_max(&self) -> u64 {
+        0
+    }
+
+    /// Uploads several files of at most [`Uploader::pack_max`] bytes together (one packed
+    /// object) and returns one result per job, in the jobs' order. Like `upload`, must not
+    /// return a content record before every shard holding it is acknowledged as persisted.
+    /// The default uploads them one by one.
+    fn upload_pack(
+        &self,
+        jobs: Vec<UploadJob>,
+    ) -> BoxFuture<'static, Vec<Result<Content, UploadError>>> {
+        let uploads: Vec<_> = jobs.into_iter().map(|job| self.upload(job)).collect();
+        Box::pin(futures::future::join_all(uploads))
+    }
 }
+
+/// Most bytes in one pack: 4 MiB, about twenty Reed-Solomon segments of the pack layout
+/// (`defs_core::pipeline::PACK_SHARD_SIZE` shards), so a pack's stores keep the peers busy
+/// in parallel while at most [`MAX_CONCURRENT_UPLOADS`] packs are held in memory at once.
+pub const PACK_TARGET_BYTES: u64 = 4 << 20;
+
+/// Most files in one pack. A pack's files are committed one journal record each once the pack
+/// is stored, and the pack's manifest lists them (16 bytes each).
+pub const PACK_MAX_FILES: usize = 4096;
 
 /// Errors of [`Flusher::upload_now`].
 #[derive(Debug, thiserror::Error)]
@@ -215,7 +241,9 @@ impl Flusher {
         let (tx, rx) = mpsc::channel(INBOX);
         let has_uploader = uploader.is_some();
         let wakeups = Arc::new(AtomicU64::new(0));
+        let pack_max = uploader.as_ref().map_or(0, |u| u.pack_max());
         let actor = FlusherActor {
+            pack_max,
             wakeups: wakeups.clone(),
             db,
             cache,
@@ -323,8 +351,10 @@ struct FlusherActor {
     running: HashMap<InodeNo, CancellationToken>,
     /// fsync callers waiting for an inode's next upload to finish.
     waiters: HashMap<InodeNo, Vec<oneshot::Sender<Result<(), FlushError>>>>,
-    tasks: JoinSet<(InodeNo, Outcome)>,
+    tasks: JoinSet<Vec<(InodeNo, Outcome)>>,
     wakeups: Arc<AtomicU64>,
+    /// Files up to this size are packed together (0: none; see [`Uploader::pack_max`]).
+    pack_max: u64,
     /// When the last close of a changed file arrived (see [`QUIET`]).
     last_close: Option<Instant>,
 }
@@ -350,11 +380,11 @@ impl FlusherActor {
             // (or for the mount to turn quiet), not for a deadline that has passed (which would
             // fire again at once).
             let plan = self.plan(Instant::now());
-            let next = if self.running.len() < plan.slots {
+            let next = if self.tasks.len() < plan.slots {
                 // The first file's (deferred) deadline, or the quiet moment if that is sooner.
                 let first = self.due.first().map(|at| at + plan.defer);
                 first.map(|f| plan.quiet_at.map_or(f, |q| f.min(q)))
-            } else if self.running.len() < MAX_CONCURRENT_UPLOADS && !self.due.is_empty() {
+            } else if self.tasks.len() < MAX_CONCURRENT_UPLOADS && !self.due.is_empty() {
                 plan.quiet_at
             } else {
                 None
@@ -375,7 +405,11 @@ impl FlusherActor {
                 },
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
                     match done {
-                        Ok((ino, outcome)) => self.finished(ino, outcome),
+                        Ok(outcomes) => {
+                            for (ino, outcome) in outcomes {
+                                self.finished(ino, outcome);
+                            }
+                        }
                         Err(e) => warn!(error = %e, "an upload task panicked"),
                     }
                 }
@@ -484,10 +518,13 @@ impl FlusherActor {
     }
 
     /// Starts due files while upload slots are open: first those someone waits for, then the
-    /// rest, earliest deadline first.
+    /// rest, earliest deadline first. Files up to `pack_max` bytes started in one pass share
+    /// packs (one upload slot per pack); a pack takes only files due now, so packing never
+    /// holds a file back: a partial pack uploads as it is.
     fn start_due(&mut self) {
         let now = Instant::now();
         let plan = self.plan(now);
+        let mut pack = Pack::default();
         // A sync or an fsync must not queue behind a copied tree's backlog (a file waited for is
         // scheduled now, after every file closed before it).
         let waited: Vec<InodeNo> = self
@@ -497,28 +534,62 @@ impl FlusherActor {
             .copied()
             .collect();
         for ino in waited {
-            if self.running.len() >= MAX_CONCURRENT_UPLOADS {
+            if !self.admit(ino, &mut pack, MAX_CONCURRENT_UPLOADS) {
                 break;
             }
             self.due.remove(ino);
-            self.start(ino);
         }
         let mut behind = Vec::new();
-        while self.running.len() < plan.slots {
-            // While busy only files past their deadline by the deferral may start.
-            let Some(ino) = self.due.pop_due(now, plan.defer) else {
-                break;
-            };
+        // While busy only files past their deadline by the deferral may start.
+        while let Some(ino) = self.due.peek_due(now, plan.defer) {
             if self.running.contains_key(&ino) {
                 // Closed again while its upload runs: the next upload moves behind it.
+                self.due.remove(ino);
                 behind.push(ino);
+            } else if self.admit(ino, &mut pack, plan.slots) {
+                self.due.remove(ino);
             } else {
-                self.start(ino);
+                break;
             }
         }
+        self.start_pack(pack);
         for ino in behind {
             self.due.insert(ino, now + DEBOUNCE);
         }
+    }
+
+    /// Takes `ino` into `pack` or starts its upload alone, if a slot is open for it (`pack`,
+    /// once it holds a file, counts as one). Returns whether it was taken.
+    fn admit(&mut self, ino: InodeNo, pack: &mut Pack, slots: usize) -> bool {
+        let open = usize::from(!pack.inos.is_empty());
+        let size = if self.pack_max == 0 {
+            None
+        } else {
+            // A size that cannot be read uploads alone (where the error is reported).
+            self.db
+                .getattr(ino)
+                .ok()
+                .map(|a| a.size)
+                .filter(|s| *s > 0 && *s <= self.pack_max)
+        };
+        let Some(size) = size else {
+            if self.tasks.len() + open >= slots {
+                return false;
+            }
+            self.start(ino);
+            return true;
+        };
+        if !pack.fits(size) {
+            if self.tasks.len() + open >= slots {
+                return false;
+            }
+            self.start_pack(std::mem::take(pack));
+        } else if open == 0 && self.tasks.len() >= slots {
+            return false;
+        }
+        pack.inos.push(ino);
+        pack.bytes += size;
+        true
     }
 
     fn start(&mut self, ino: InodeNo) {
@@ -531,7 +602,36 @@ impl FlusherActor {
         let cache = self.cache.clone();
         self.tasks.spawn(async move {
             let outcome = upload_one(&db, cache, uploader.as_ref(), ino, cancel).await;
-            (ino, outcome)
+            vec![(ino, outcome)]
+        });
+    }
+
+    /// Starts the upload of the files gathered in `pack` (alone when there is one).
+    fn start_pack(&mut self, pack: Pack) {
+        let mut inos = pack.inos;
+        if inos.len() <= 1 {
+            if let Some(ino) = inos.pop() {
+                self.start(ino);
+            }
+            return;
+        }
+        let Some(uploader) = self.uploader.clone() else {
+            return;
+        };
+        let members: Vec<(InodeNo, CancellationToken)> = inos
+            .into_iter()
+            .map(|ino| {
+                let cancel = CancellationToken::new();
+                self.running.insert(ino, cancel.clone());
+                (ino, cancel)
+            })
+            .collect();
+        let db = self.db.clone();
+        let cache = self.cache.clone();
+        debug!(files = members.len(), bytes = pack.bytes, "packing");
+        let pack_max = self.pack_max;
+        self.tasks.spawn(async move {
+            upload_packed(&db, cache, uploader.as_ref(), members, pack_max).await
         });
     }
 
@@ -587,7 +687,11 @@ impl FlusherActor {
             let deadline = Instant::now() + grace;
             while !self.tasks.is_empty() {
                 match tokio::time::timeout_at(deadline, self.tasks.join_next()).await {
-                    Ok(Some(Ok((ino, outcome)))) => self.finished(ino, outcome),
+                    Ok(Some(Ok(outcomes))) => {
+                        for (ino, outcome) in outcomes {
+                            self.finished(ino, outcome);
+                        }
+                    }
                     Ok(Some(Err(e))) => warn!(error = %e, "an upload task panicked"),
                     Ok(None) | Err(_) => break,
                 }
@@ -609,6 +713,21 @@ impl FlusherActor {
                 let _ = w.send(Err(FlushError::Closed));
             }
         }
+    }
+}
+
+/// Files gathered into one pack while starting due files.
+#[derive(Debug, Default)]
+struct Pack {
+    inos: Vec<InodeNo>,
+    bytes: u64,
+}
+
+impl Pack {
+    /// Whether a file of `size` bytes may join (a first file always may).
+    fn fits(&self, size: u64) -> bool {
+        self.inos.is_empty()
+            || (self.inos.len() < PACK_MAX_FILES && self.bytes + size <= PACK_TARGET_BYTES)
     }
 }
 
@@ -657,16 +776,10 @@ impl Schedule {
         self.order.first().map(|(at, _)| *at)
     }
 
-    /// Removes and returns the file with the earliest deadline, if `late` after that deadline
-    /// is not after `now`.
-    fn pop_due(&mut self, now: Instant, late: Duration) -> Option<InodeNo> {
+    /// The file with the earliest deadline, if `late` after that deadline is not after `now`.
+    fn peek_due(&self, now: Instant, late: Duration) -> Option<InodeNo> {
         let (at, ino) = *self.order.first()?;
-        if at + late > now {
-            return None;
-        }
-        self.order.pop_first();
-        self.at.remove(&ino);
-        Some(ino)
+        (at + late <= now).then_some(ino)
     }
 
     /// Moves every deadline after `now` of a file `pull` accepts to `now`. Visits only the
@@ -698,43 +811,54 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-async fn upload_one(
-    db: &MetaDb,
-    cache: Arc<CacheStore>,
-    uploader: &dyn Uploader,
-    ino: InodeNo,
-    cancel: CancellationToken,
-) -> Outcome {
+/// An upload under way: what `begin_upload` returned and what it needs at the end.
+struct Begun {
+    generation: Generation,
+    changes: u64,
+    size: u64,
+}
+
+/// Starts the journal's side of uploading `ino`: its generation, its cache change counter and
+/// size (in that order: a change after `begin_upload` moves the generation or pins the cache
+/// entry). `Err` is the outcome when there is nothing to upload or it cannot start.
+fn begin(db: &MetaDb, cache: &CacheStore, ino: InodeNo) -> Result<Begun, Outcome> {
     let generation = match db.begin_upload(ino) {
         Ok(g) => g,
         // Uploaded meanwhile (a scan or a sync asked for an inode that became clean).
-        Err(defs_core::Error::InvalidArgument { .. }) => return Outcome::AlreadyClean,
+        Err(defs_core::Error::InvalidArgument { .. }) => return Err(Outcome::AlreadyClean),
         // Purged meanwhile: nothing to upload, nothing to retry.
-        Err(defs_core::Error::NotFound { .. }) => return Outcome::Cancelled,
-        Err(e) => return Outcome::Failed(format!("starting the upload: {e}")),
+        Err(defs_core::Error::NotFound { .. }) => return Err(Outcome::Cancelled),
+        Err(e) => return Err(Outcome::Failed(format!("starting the upload: {e}"))),
     };
-    // After begin_upload: a change from here on either moves the generation (so this upload
-    // cannot mark the file clean) or, racing its end, keeps the cache entry pinned.
     let changes = cache.changes(ino);
     let size = match db.getattr(ino) {
         Ok(a) => a.size,
-        Err(e) => return Outcome::Failed(format!("reading the size: {e}")),
+        Err(e) => return Err(Outcome::Failed(format!("reading the size: {e}"))),
     };
-    let job = UploadJob {
-        ino,
+    Ok(Begun {
         generation,
+        changes,
         size,
-        cache: cache.clone(),
-        cancel,
-    };
-    match uploader.upload(job).await {
-        Ok(content) => match db.finish_upload(ino, generation, content.clone()) {
+    })
+}
+
+/// Records an upload's result in the journal (clean only if no write came since `begin`) and
+/// the cache.
+fn end(
+    db: &MetaDb,
+    cache: &CacheStore,
+    ino: InodeNo,
+    begun: &Begun,
+    result: Result<Content, UploadError>,
+) -> Outcome {
+    match result {
+        Ok(content) => match db.finish_upload(ino, begun.generation, content.clone()) {
             Ok(true) => {
                 let tag = match content {
                     Content::Stored { file, .. } => ContentTag::from(file),
                     Content::Empty => ContentTag::NONE,
                 };
-                cache.mark_clean(ino, tag, changes);
+                cache.mark_clean(ino, tag, begun.changes);
                 Outcome::Clean
             }
             Ok(false) => Outcome::ChangedMeanwhile,
@@ -742,10 +866,90 @@ async fn upload_one(
         },
         Err(UploadError::Cancelled) => Outcome::Cancelled,
         Err(UploadError::Failed { reason }) => {
-            if let Err(e) = db.upload_failed(ino, generation, &reason) {
+            if let Err(e) = db.upload_failed(ino, begun.generation, &reason) {
                 warn!(%ino, error = %e, "recording the failed upload failed");
             }
             Outcome::Failed(reason)
         }
     }
+}
+
+async fn upload_one(
+    db: &MetaDb,
+    cache: Arc<CacheStore>,
+    uploader: &dyn Uploader,
+    ino: InodeNo,
+    cancel: CancellationToken,
+) -> Outcome {
+    let begun = match begin(db, &cache, ino) {
+        Ok(b) => b,
+        Err(outcome) => return outcome,
+    };
+    let job = UploadJob {
+        ino,
+        generation: begun.generation,
+        size: begun.size,
+        cache: cache.clone(),
+        cancel,
+    };
+    let result = uploader.upload(job).await;
+    end(db, &cache, ino, &begun, result)
+}
+
+/// Uploads `members` as one pack. Each file's journal record moves to clean only after the
+/// whole pack is stored (a crash before that leaves every member dirty, to upload again), one
+/// commit per file, each checking its own generation.
+async fn upload_packed(
+    db: &MetaDb,
+    cache: Arc<CacheStore>,
+    uploader: &dyn Uploader,
+    members: Vec<(InodeNo, CancellationToken)>,
+    pack_max: u64,
+) -> Vec<(InodeNo, Outcome)> {
+    let mut outcomes = Vec::with_capacity(members.len());
+    let mut begun = Vec::with_capacity(members.len());
+    let mut jobs = Vec::with_capacity(members.len());
+    for (ino, cancel) in members {
+        match begin(db, &cache, ino) {
+            Ok(b) => {
+                let job = UploadJob {
+                    ino,
+                    generation: b.generation,
+                    size: b.size,
+                    cache: cache.clone(),
+                    cancel: cancel.clone(),
+                };
+                if b.size > pack_max {
+                    // Grew past the pack limit since it was picked: alone, streamed (a pack
+                    // holds its members in memory).
+                    let result = uploader.upload(job).await;
+                    outcomes.push((ino, end(db, &cache, ino, &b, result)));
+                    continue;
+                }
+                jobs.push(job);
+                begun.push((ino, b, cancel));
+            }
+            Err(outcome) => outcomes.push((ino, outcome)),
+        }
+    }
+    if jobs.is_empty() {
+        return outcomes;
+    }
+    let mut results = uploader.upload_pack(jobs).await.into_iter();
+    for (ino, b, cancel) in begun {
+        let result = results.next().unwrap_or_else(|| {
+            Err(UploadError::Failed {
+                reason: "the uploader returned no result for this file".into(),
+            })
+        });
+        // Deleted while its pack uploaded: nothing to record (the pack's copy of its bytes is
+        // a dead range).
+        let result = if cancel.is_cancelled() {
+            Err(UploadError::Cancelled)
+        } else {
+            result
+        };
+        outcomes.push((ino, end(db, &cache, ino, &b, result)));
+    }
+    outcomes
 }

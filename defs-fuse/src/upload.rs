@@ -6,8 +6,10 @@ use std::fmt;
 use std::ops::Range;
 
 use defs_core::cache_store::CacheStore;
+use defs_core::manifest::PackRange;
 use defs_core::namespace::Content;
-use defs_core::object::{Durability, Objects, Source};
+use defs_core::object::{Durability, MemorySource, Objects, Source, Stored};
+use defs_core::pipeline::Mode;
 use defs_core::sync::Arc;
 use defs_core::types::InodeNo;
 use futures::future::BoxFuture;
@@ -106,7 +108,138 @@ impl Source for CacheSource {
     }
 }
 
+/// Logs whether a new object is on the network (one line per object, however many files it
+/// holds).
+async fn log_durability(objects: &Objects, stored: &Stored, what: &str) {
+    match objects.client().liveness().await {
+        Ok(live) => {
+            let d = Durability::assess(&stored.manifest, &live);
+            if d.on_network() {
+                info!(file = %stored.file, size = stored.manifest.size, durability = %d, "uploaded {what}");
+            } else {
+                warn!(file = %stored.file, size = stored.manifest.size, durability = %d, "uploaded {what}, but not on the network");
+            }
+        }
+        Err(e) => {
+            warn!(file = %stored.file, size = stored.manifest.size, error = %e, "uploaded {what}; whether it is on the network is unknown");
+        }
+    }
+}
+
+/// The cached bytes `0..size` of a job's file (all of a dirty file is cached).
+fn cached_bytes(job: &UploadJob) -> Result<Vec<u8>, UploadError> {
+    let failed = |reason: String| UploadError::Failed { reason };
+    match job.cache.read(job.ino, 0, job.size) {
+        Ok(Some(data)) if data.len() as u64 == job.size => Ok(data),
+        Ok(_) => Err(failed(format!(
+            "bytes of dirty inode {} are missing from the cache",
+            job.ino
+        ))),
+        Err(e) => Err(failed(format!(
+            "reading inode {} from the cache: {e}",
+            job.ino
+        ))),
+    }
+}
+
 impl Uploader for ObjectUploader {
+    fn pack_max(&self) -> u64 {
+        let layout = self.objects.layout();
+        if layout.pack_small_files && layout.mode == Mode::Auto {
+            layout.small_file_max
+        } else {
+            0
+        }
+    }
+
+    fn upload_pack(
+        &self,
+        jobs: Vec<UploadJob>,
+    ) -> BoxFuture<'static, Vec<Result<Content, UploadError>>> {
+        let objects = self.objects.clone();
+        let n_jobs = jobs.len();
+        Box::pin(async move {
+            // The members' bytes, read now: a member deleted from here on does not fail the
+            // others (its result is dropped by the journal's generation check).
+            let read = tokio::task::spawn_blocking(move || {
+                let mut bytes = Vec::new();
+                let mut members = Vec::new();
+                let mut results = Vec::with_capacity(jobs.len());
+                for job in &jobs {
+                    let r = if job.cancel.is_cancelled() {
+                        Err(UploadError::Cancelled)
+                    } else if job.size == 0 {
+                        Ok(Some(Content::Empty))
+                    } else {
+                        cached_bytes(job).map(|data| {
+                            members.push(PackRange {
+                                offset: bytes.len() as u64,
+                                len: job.size,
+                            });
+                            bytes.extend_from_slice(&data);
+                            None
+                        })
+                    };
+                    results.push(r);
+                }
+                (bytes, members, results)
+            })
+            .await;
+            let (bytes, members, results) = match read {
+                Ok(r) => r,
+                Err(e) => {
+                    let reason = format!("reading a pack's files: {e}");
+                    return (0..n_jobs)
+                        .map(|_| {
+                            Err(UploadError::Failed {
+                                reason: reason.clone(),
+                            })
+                        })
+                        .collect();
+                }
+            };
+            let stored = if members.is_empty() {
+                None
+            } else {
+                let n = members.len();
+                match objects
+                    .put_pack(Arc::new(MemorySource(bytes)), members.clone(), &|_| {})
+                    .await
+                {
+                    Ok(stored) => {
+                        log_durability(&objects, &stored, &format!("a pack of {n} files")).await;
+                        Some(Ok(stored))
+                    }
+                    Err(e) => Some(Err(e.to_string())),
+                }
+            };
+            let mut members = members.into_iter();
+            results
+                .into_iter()
+                .map(|r| match r? {
+                    Some(content) => Ok(content),
+                    None => {
+                        let member = members.next();
+                        match (&stored, member) {
+                            (Some(Ok(stored)), Some(m)) => Ok(Content::Stored {
+                                file: stored.file,
+                                key: *stored.key.as_bytes(),
+                                offset: m.offset,
+                                len: m.len,
+                            }),
+                            (Some(Err(reason)), _) => Err(UploadError::Failed {
+                                reason: reason.clone(),
+                            }),
+                            _ => Err(UploadError::Failed {
+                                reason: "a pack lost track of a member".into(),
+                            }),
+                        }
+                    }
+                })
+                .collect()
+        })
+    }
+
     fn upload(&self, job: UploadJob) -> BoxFuture<'static, Result<Content, UploadError>> {
         let objects = self.objects.clone();
         Box::pin(async move {
@@ -122,19 +255,7 @@ impl Uploader for ObjectUploader {
                 r = put => r.map_err(|e| UploadError::Failed { reason: e.to_string() })?,
                 () = job.cancel.cancelled() => return Err(UploadError::Cancelled),
             };
-            match objects.client().liveness().await {
-                Ok(live) => {
-                    let d = Durability::assess(&stored.manifest, &live);
-                    if d.on_network() {
-                        info!(ino = %job.ino, file = %stored.file, size = job.size, durability = %d, "uploaded");
-                    } else {
-                        warn!(ino = %job.ino, file = %stored.file, size = job.size, durability = %d, "uploaded, but not on the network");
-                    }
-                }
-                Err(e) => {
-                    warn!(ino = %job.ino, file = %stored.file, size = job.size, error = %e, "uploaded; whether it is on the network is unknown");
-                }
-            }
+            log_durability(&objects, &stored, &format!("inode {}", job.ino)).await;
             Ok(Content::Stored {
                 file: stored.file,
                 key: *stored.key.as_bytes(),

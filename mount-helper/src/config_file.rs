@@ -96,6 +96,9 @@ shard_size = {shard}
 small_file_max = {small}
 # Copies of each replicated object (file and slice modes).
 copies = {copies}
+# Auto mode: pack small files that upload together into shared Reed-Solomon objects
+# (false: each small file is stored whole, `copies` times).
+pack_small_files = {pack}
 
 [mount]
 # Seconds defs-mount waits at unmount for uploads already running; files not uploaded by then
@@ -119,6 +122,7 @@ shutdown_grace_secs = {grace}
         shard = c.layout.shard_size,
         small = c.layout.small_file_max,
         copies = c.layout.copies,
+        pack = c.layout.pack_small_files,
         grace = c.mount.shutdown_grace_secs,
     )
 }

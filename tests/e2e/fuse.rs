@@ -10,6 +10,7 @@ mod crash;
 mod fstab;
 mod holes;
 mod lifecycle;
+mod packing;
 mod posix;
 mod readme;
 mod remount;

@@ -14,7 +14,7 @@ use crate::types::InodeNo;
 
 /// The schema version this build writes. Bump it with every change to a table or a record
 /// layout, add a step to `migrate` (below), and a row to docs/format.md's history.
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 
 /// Counters and the schema version.
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -31,6 +31,11 @@ pub(crate) const XATTRS: TableDefinition<(u64, &[u8]), &[u8]> = TableDefinition:
 pub(crate) const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("journal");
 /// ino → () for inodes whose link count reached 0 and which wait for [`MetaDb::purge`](crate::meta::MetaDb::purge).
 pub(crate) const ORPHANS: TableDefinition<u64, ()> = TableDefinition::new("orphans");
+
+/// Object file id (32 bytes) → (inodes naming a range of it, bytes of those ranges): see
+/// [`crate::meta::live`]. Schema 3.
+pub(crate) const LIVE_RANGES: TableDefinition<&[u8], (u64, u64)> =
+    TableDefinition::new("live_ranges");
 
 /// Key in [`META`]: the schema version.
 pub(crate) const KEY_SCHEMA: &str = "schema_version";
@@ -112,6 +117,7 @@ fn create_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(XATTRS).ctx("creating xattrs")?;
     txn.open_table(JOURNAL).ctx("creating journal")?;
     txn.open_table(ORPHANS).ctx("creating orphans")?;
+    txn.open_table(LIVE_RANGES).ctx("creating live_ranges")?;
     Ok(())
 }
 
@@ -130,6 +136,9 @@ fn migrate(txn: &WriteTransaction, from: u64) -> Result<()> {
             // records the new version, which makes an older build refuse the DB
             // (`SchemaTooNew`) instead of calling a device node's record corrupt.
             1 => {}
+            // Version 3 adds the `live_ranges` table (live ranges per stored object), counted from
+            // the inodes the DB holds.
+            2 => super::live::rebuild_in(txn)?,
             other => {
                 return Err(Error::Corrupt {
                     what: "metadata DB schema",

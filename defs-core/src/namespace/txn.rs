@@ -62,6 +62,7 @@ pub(crate) fn purge_in(txn: &WriteTransaction, ino: InodeNo) -> Result<Content> 
     xattrs
         .retain_in((ino.0, &[][..])..(ino.0 + 1, &[][..]), |_, _| false)
         .ctx("removing xattrs")?;
+    crate::meta::live::replace_in(txn, &rec.content, &Content::Empty)?;
     Ok(rec.content)
 }
 

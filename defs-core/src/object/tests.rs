@@ -6,19 +6,7 @@ use super::*;
 use crate::pipeline::Mode;
 use crate::remote::memory::MemoryClient;
 
-struct Bytes(Vec<u8>);
-
-impl Source for Bytes {
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        let start = usize::try_from(offset).unwrap_or(usize::MAX);
-        let src = self
-            .0
-            .get(start..start + buf.len())
-            .ok_or_else(|| Error::io("bytes", std::io::ErrorKind::UnexpectedEof.into()))?;
-        buf.copy_from_slice(src);
-        Ok(())
-    }
-}
+use MemorySource as Bytes;
 
 fn data(len: usize) -> Vec<u8> {
     (0..len)
@@ -392,4 +380,66 @@ async fn an_all_zero_file_stores_no_shard() {
         "shards stored for zeros"
     );
     assert_eq!(read(&objects, &stored, 0, 1 << 20).await, bytes);
+}
+
+#[tokio::test]
+async fn a_pack_is_reed_solomon_coded_whatever_its_size_and_a_member_read_fetches_its_shards_only()
+{
+    let client = Arc::new(MemoryClient::new(5));
+    let objects = make_objects(&client, layout(Mode::Auto, 3, 2, 1 << 20), None);
+    // 300 members of 100..=2,000 bytes: about 300 KiB, far below small_file_max's whole-file
+    // replication threshold of a single file of this size (4 KiB here).
+    let mut bytes = Vec::new();
+    let mut members = Vec::new();
+    for i in 0..300u64 {
+        let len = 100 + (i * 7919) % 1901;
+        members.push(PackRange {
+            offset: bytes.len() as u64,
+            len,
+        });
+        bytes.extend(data(len as usize + i as usize).into_iter().skip(i as usize));
+    }
+    let stored = objects
+        .put_pack(Arc::new(Bytes(bytes.clone())), members.clone(), &|_| {})
+        .await
+        .unwrap();
+    let g = stored.manifest.geometry;
+    assert_eq!(
+        g.redundancy,
+        crate::pipeline::Redundancy::ReedSolomon { k: 3, m: 2 }
+    );
+    assert_eq!(g.shard_size, crate::pipeline::PACK_SHARD_SIZE);
+    assert_eq!(stored.manifest.pack.as_deref(), Some(&members[..]));
+    // Shard bytes stored ÷ data bytes: 5/3 plus the last segment's padding and the tags.
+    let stored_bytes: u64 = stored
+        .manifest
+        .segments
+        .iter()
+        .flat_map(|s| &s.shards)
+        .map(|s| u64::from(s.len))
+        .sum();
+    let ratio = stored_bytes as f64 / bytes.len() as f64;
+    assert!((5.0 / 3.0..1.75).contains(&ratio), "ratio {ratio}");
+    // The sealed manifest, fetched from the network by a fresh object layer, keeps the
+    // directory and checks ranges against it.
+    let fresh = make_objects(&client, layout(Mode::Auto, 3, 2, 1 << 20), None);
+    let again = fresh.manifest(stored.file, &stored.key).await.unwrap();
+    assert_eq!(again.pack.as_deref(), Some(&members[..]));
+    again
+        .check_range(members[7].offset, members[7].len)
+        .unwrap();
+    assert!(
+        again
+            .check_range(members[7].offset, members[7].len + 1)
+            .is_err()
+    );
+    // One member's bytes come from the one or two data shards under it.
+    for i in [0usize, 150, 299] {
+        let m = members[i];
+        let before = client.fetch_counts().0;
+        let got = read(&objects, &stored, m.offset, m.len).await;
+        assert_eq!(got, bytes[m.offset as usize..(m.offset + m.len) as usize]);
+        let fetched = client.fetch_counts().0 - before;
+        assert!((1..=2).contains(&fetched), "member {i}: {fetched} fetches");
+    }
 }

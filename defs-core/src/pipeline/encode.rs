@@ -300,6 +300,7 @@ impl<'a> Encoder<'a> {
             size: 0,
             geometry: self.geometry,
             segments: Vec::new(),
+            pack: None,
         };
         let mut next_segment = 0u64;
         let mut eof = false;

@@ -100,6 +100,27 @@ pub struct LayoutConfig {
     pub small_file_max: u64,
     /// Copies of each replicated shard (`file`, `slice`, small files in `auto`), 1..=100.
     pub copies: u8,
+    /// In `auto` mode, pack files up to `small_file_max` that upload together into shared
+    /// Reed-Solomon objects ([`pack_layout`]) instead of replicating each one whole.
+    pub pack_small_files: bool,
+}
+
+/// Shard size of packed objects: 64 KiB less the 80 bytes a shard costs on a storage node beyond
+/// its plain bytes (the 16-byte AEAD tag and the 64-byte record header of the node's pack
+/// file), so a full shard fills sixteen 4 KiB blocks exactly; small enough that a read of one
+/// packed small file fetches about 64 KiB per data shard its range touches, not a megabyte.
+pub const PACK_SHARD_SIZE: u32 = (64 << 10) - 80;
+
+/// The layout of a packed object: `auto`'s large-file policy (Reed-Solomon over the peers
+/// there are; one replicated copy with a single peer) whatever the pack's size, with
+/// [`PACK_SHARD_SIZE`] shards.
+pub fn pack_layout(cfg: &LayoutConfig) -> LayoutConfig {
+    LayoutConfig {
+        mode: Mode::Auto,
+        small_file_max: 0,
+        shard_size: PACK_SHARD_SIZE,
+        ..cfg.clone()
+    }
 }
 
 impl Default for LayoutConfig {
@@ -113,6 +134,7 @@ impl Default for LayoutConfig {
             shard_size: 1 << 20,
             small_file_max: 1 << 20,
             copies: 3,
+            pack_small_files: true,
         }
     }
 }

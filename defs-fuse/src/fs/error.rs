@@ -204,6 +204,7 @@ impl ToErrno for defs_core::Error {
             E::WrongKey { .. } => libc::EIO,
             E::UnknownManifestVersion { .. } => libc::EIO,
             E::MalformedManifest { .. } => libc::EIO,
+            E::BadContentRange { .. } => libc::EIO,
             E::TooFewShards { .. } => libc::EIO,
             E::InvalidLayout { .. } => libc::EINVAL,
             E::Random { .. } => libc::EIO,

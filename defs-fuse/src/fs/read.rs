@@ -77,6 +77,17 @@ impl Fs {
                 end: len,
                 reason: format!("its manifest: {e}"),
             })?;
+        // A record whose range its object cannot supply is this file's error alone: reading
+        // it would hand out other files' bytes or run off the object.
+        manifest
+            .check_range(offset, len)
+            .map_err(|e| Error::Fetch {
+                ino,
+                file,
+                offset: 0,
+                end: len,
+                reason: e.to_string(),
+            })?;
         Ok(Some(Arc::new(StoredContent {
             file,
             key,

@@ -456,3 +456,90 @@ async fn status_xattrs_tell_the_id_and_durability_and_are_read_only() {
     );
     t.fs.release(ino, o.fh).await.unwrap();
 }
+
+/// Issue 26: small files synced together share packed objects; with the cache deleted each
+/// reads back bit-exact fetching only the shards under its range; a record whose range its
+/// pack cannot supply is that file's EIO alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_files_synced_together_share_packs_and_read_back_alone() {
+    let net = Net::new();
+    let t = TestFs::with_remote(Config::default(), net.remote());
+    let mut files = Vec::new();
+    for i in 0..400u32 {
+        let bytes = data(1 + (i as usize * 7919) % 4096, i);
+        let ino = t.write_file(&format!("f{i}"), &bytes).await;
+        files.push((ino, bytes));
+    }
+    let report = tokio::time::timeout(
+        Duration::from_secs(60),
+        t.fs.sync_tree(InodeNo::ROOT, |_| {}),
+    )
+    .await
+    .expect("sync timed out")
+    .unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    let mut objects = std::collections::BTreeMap::new();
+    for (ino, bytes) in &files {
+        let Content::Stored { file, len, .. } = t.db.content(*ino).unwrap() else {
+            panic!("inode {ino} not stored");
+        };
+        assert_eq!(len, bytes.len() as u64);
+        *objects.entry(file).or_insert(0u64) += len;
+    }
+    // A pack per upload slot at most, each far fewer than one object per file.
+    assert!(
+        objects.len() <= 8,
+        "{} objects for 400 files",
+        objects.len()
+    );
+    // The metadata DB counts each pack's live ranges.
+    let live = t.db.live_objects().unwrap();
+    for (file, bytes) in &objects {
+        let l = live.iter().find(|(f, _)| f == file).unwrap().1;
+        assert_eq!(l.bytes, *bytes);
+    }
+    // Each file is as safe as the segments under its range: on the network here.
+    let d = String::from_utf8(t.fs.getxattr(files[3].0, DURABILITY_XATTR).await.unwrap()).unwrap();
+    assert!(d.starts_with("on the network: 5/5 shards"), "{d}");
+
+    let t = t.reopen(Config::default(), net.remote(), true).await;
+    for (i, (ino, bytes)) in files.iter().enumerate() {
+        let before = net.fetches();
+        assert_eq!(&read_all(&t, *ino, 128 << 10).await, bytes, "file {i}");
+        let fetched = net.fetches() - before;
+        // The data shards under the range (two when it straddles a boundary), never the pack.
+        assert!(fetched <= 2, "file {i}: {fetched} fetches");
+    }
+
+    // A range that is not one member of its pack: EIO for that file, the others unharmed.
+    let (victim, other) = (files[10].0, files[11].0);
+    let Content::Stored {
+        file,
+        key,
+        offset,
+        len,
+    } = t.db.content(victim).unwrap()
+    else {
+        panic!("stored");
+    };
+    let t = t.reopen(Config::default(), net.remote(), true).await;
+    for (offset, len) in [(offset + 1, len), (offset, len + 1), (u64::MAX - 1, 1)] {
+        let grow = defs_core::namespace::SetAttr::default();
+        t.db.save_written(victim, &grow, defs_core::namespace::Timestamp::new(9, 0))
+            .unwrap();
+        let g = t.db.begin_upload(victim).unwrap();
+        let bad = Content::Stored {
+            file,
+            key,
+            offset,
+            len,
+        };
+        assert!(t.db.finish_upload(victim, g, bad).unwrap());
+        let o = t.fs.open(victim, libc::O_RDONLY).await.unwrap();
+        let e = t.fs.read(victim, o.fh, 0, 4096).await.unwrap_err();
+        assert_eq!(e.to_errno(), libc::EIO, "{e}");
+        assert!(e.to_string().contains("content range"), "{e}");
+        t.fs.release(victim, o.fh).await.unwrap();
+    }
+    assert_eq!(read_all(&t, other, 4096).await, files[11].1);
+}

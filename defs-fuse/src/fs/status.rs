@@ -220,7 +220,13 @@ impl Fs {
         content: &Content,
         live: Option<&Liveness>,
     ) -> Result<Durability, String> {
-        let Content::Stored { file, key, .. } = content else {
+        let Content::Stored {
+            file,
+            key,
+            offset,
+            len,
+        } = content
+        else {
             return Err("not stored".into());
         };
         let Some(objects) = &self.inner.objects else {
@@ -235,7 +241,7 @@ impl Fs {
             }
         };
         match objects.manifest(*file, &FileKey::from_bytes(*key)).await {
-            Ok(m) => Ok(Durability::assess(&m, live)),
+            Ok(m) => Ok(Durability::assess_range(&m, *offset, *len, live)),
             Err(e) => {
                 debug!(%ino, file = %file, error = %e, "manifest unreadable");
                 Err(format!("its manifest cannot be read: {e}"))

@@ -34,8 +34,10 @@ pub const SYNC_ATTEMPTS: u32 = 3;
 pub const SYNC_RETRY_DELAY: Duration = Duration::from_secs(2);
 
 /// Files whose upload a sync waits for at once. The flusher runs
-/// [`crate::flusher::MAX_CONCURRENT_UPLOADS`] of them; more waits only keep its queue full.
-pub const SYNC_PARALLEL: usize = 32;
+/// [`crate::flusher::MAX_CONCURRENT_UPLOADS`] uploads at once, but a pack takes every small
+/// file waited for (up to [`crate::flusher::PACK_MAX_FILES`]): a file waited for is due at
+/// once, so the more are waited for, the fuller the packs a sync right after a copy makes.
+pub const SYNC_PARALLEL: usize = 1024;
 
 /// Failed files listed by [`Fs::upload_status`] (the counts include all of them).
 pub const STATUS_MAX_FAILED: usize = 100;
