@@ -740,17 +740,17 @@ impl Manifest {
         // validate() refuses.
         let pack = match pack_count.filter(|&n| !(v3 && n == 0)) {
             Some(n) => {
-            if n > MAX_PACK_MEMBERS || n as usize > r.bytes.len() / PACK_ENTRY_LEN {
-                return Err(malformed("pack member count exceeds the bytes present"));
-            }
-            // Bounded above by the bytes present, so the allocation is too.
-            let mut members = Vec::with_capacity(n as usize);
-            for _ in 0..n {
-                let offset = r.u64("truncated pack directory")?;
-                let len = r.u64("truncated pack directory")?;
-                members.push(PackRange { offset, len });
-            }
-            Some(members)
+                if n > MAX_PACK_MEMBERS || n as usize > r.bytes.len() / PACK_ENTRY_LEN {
+                    return Err(malformed("pack member count exceeds the bytes present"));
+                }
+                // Bounded above by the bytes present, so the allocation is too.
+                let mut members = Vec::with_capacity(n as usize);
+                for _ in 0..n {
+                    let offset = r.u64("truncated pack directory")?;
+                    let len = r.u64("truncated pack directory")?;
+                    members.push(PackRange { offset, len });
+                }
+                Some(members)
             }
             None => None,
         };
@@ -1107,10 +1107,10 @@ mod tests {
     #[test]
     fn a_plain_manifest_is_still_written_as_v1_and_a_pack_as_v2() {
         let plain = sample().encode_body().unwrap();
-        assert_eq!(plain[4..6], BODY_VERSION_PLAIN.to_le_bytes());
+        assert_eq!(plain[4..6], BODY_VERSION_DENSE.to_le_bytes());
         let m = packed(&[(0, 5), (5, 10), (16, 4)]);
         let body = m.encode_body().unwrap();
-        assert_eq!(body[4..6], BODY_VERSION.to_le_bytes());
+        assert_eq!(body[4..6], BODY_VERSION_PACK.to_le_bytes());
         assert_eq!(Manifest::decode_body(&body).unwrap(), m);
         // The directory ends the body: count, then (offset, len) pairs.
         let dir = &body[body.len() - 4 - 3 * 16..];
@@ -1132,7 +1132,7 @@ mod tests {
             assert!(err.contains(what), "{members:?}: {err}");
             // The same directory in bytes (written past the encoder's check) is refused too.
             let mut body = sample().encode_body().unwrap();
-            body[4..6].copy_from_slice(&BODY_VERSION.to_le_bytes());
+            body[4..6].copy_from_slice(&BODY_VERSION_PACK.to_le_bytes());
             body.extend_from_slice(&(members.len() as u32).to_le_bytes());
             for (o, l) in members {
                 body.extend_from_slice(&o.to_le_bytes());
@@ -1143,7 +1143,7 @@ mod tests {
         }
         // A member count larger than the bytes present: refused before allocating.
         let mut body = sample().encode_body().unwrap();
-        body[4..6].copy_from_slice(&BODY_VERSION.to_le_bytes());
+        body[4..6].copy_from_slice(&BODY_VERSION_PACK.to_le_bytes());
         body.extend_from_slice(&u32::MAX.to_le_bytes());
         assert!(Manifest::decode_body(&body).is_err());
     }
@@ -1233,6 +1233,27 @@ mod tests {
         assert_eq!(Manifest::decode_body(&body).unwrap(), m);
         assert_eq!(m.segments[0].stored_len(), 6);
         assert!(m.segments[1].is_hole());
+    }
+
+    #[test]
+    fn a_pack_with_holes_is_v3_and_carries_its_directory() {
+        // v3 without a pack ends with a zero member count.
+        let body = sparse_sample().encode_body().unwrap();
+        assert_eq!(body[body.len() - 4..], 0u32.to_le_bytes());
+        let mut m = sparse_sample();
+        m.pack = Some(vec![
+            PackRange { offset: 0, len: 5 },
+            PackRange { offset: 9, len: 7 },
+        ]);
+        let body = m.encode_body().unwrap();
+        assert_eq!(u16::from_le_bytes([body[4], body[5]]), BODY_VERSION);
+        assert_eq!(body.len(), m.encoded_len());
+        assert_eq!(Manifest::decode_body(&body).unwrap(), m);
+        // The directory is still checked in v3.
+        let mut bad = body.clone();
+        let at = bad.len() - 2 * 16 + 8;
+        bad[at..at + 8].copy_from_slice(&100u64.to_le_bytes());
+        assert!(Manifest::decode_body(&bad).is_err());
     }
 
     #[test]
