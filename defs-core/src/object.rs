@@ -266,12 +266,15 @@ fn read_segment(
     len: usize,
     data: &mut Vec<u8>,
 ) -> Result<Option<Vec<Extent>>> {
-    let ranges: Vec<Range<u64>> = source
+    let end = offset + len as u64;
+    // Clipped to the segment and sorted, whatever the source answered.
+    let mut ranges: Vec<Range<u64>> = source
         .data_ranges(offset, len as u64)?
         .into_iter()
-        .map(|r| r.start.max(offset) - offset..r.end.min(offset + len as u64) - offset)
-        .filter(|r| r.start < r.end)
+        .filter(|r| r.start < end && r.end > offset && r.start < r.end)
+        .map(|r| r.start.max(offset) - offset..r.end.min(end) - offset)
         .collect();
+    ranges.sort_by_key(|r| r.start);
     // The buffer is reused: zeroed only in the holes between ranges and where it grows.
     data.resize(len, 0);
     let mut at = 0;
@@ -279,7 +282,7 @@ fn read_segment(
         let (a, b) = (r.start as usize, r.end as usize);
         data[at.min(a)..a].fill(0);
         source.read_at(offset + r.start, &mut data[a..b])?;
-        at = b;
+        at = at.max(b);
     }
     data[at.min(len)..].fill(0);
     let extents = find_extents(data, &ranges);
