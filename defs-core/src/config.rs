@@ -28,6 +28,8 @@ pub struct Config {
     pub layout: LayoutConfig,
     /// The mounted filesystem (`defs-mount`).
     pub mount: MountSettings,
+    /// `[repair]`: the owner's repair of lost shards.
+    pub repair: RepairSettings,
 }
 
 impl Config {
@@ -149,6 +151,39 @@ impl Default for MountSettings {
     fn default() -> Self {
         MountSettings {
             shutdown_grace_secs: 30,
+        }
+    }
+}
+
+/// `[repair]`: how the owner's node repairs its files' lost shards (see [`crate::repair`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RepairSettings {
+    /// Seconds between the mount's background checks of every stored file; 0 turns the
+    /// background repair off (`defs repair` still runs).
+    pub interval_secs: u64,
+    /// Bytes per second repair may move (shards fetched plus shards stored); 0 = unpaced.
+    pub bandwidth_bytes: u64,
+    /// Shards of a segment without a live holder that start its repair (clamped so that
+    /// repair starts while more than `k` shards are left).
+    pub missing_threshold: u8,
+}
+
+impl Default for RepairSettings {
+    fn default() -> Self {
+        RepairSettings {
+            interval_secs: 600,
+            bandwidth_bytes: 20 << 20,
+            missing_threshold: 1,
+        }
+    }
+}
+
+impl From<&RepairSettings> for crate::repair::RepairConfig {
+    fn from(r: &RepairSettings) -> Self {
+        crate::repair::RepairConfig {
+            missing_threshold: usize::from(r.missing_threshold),
+            bandwidth: r.bandwidth_bytes,
         }
     }
 }

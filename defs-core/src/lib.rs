@@ -38,6 +38,7 @@ pub mod object;
 pub mod oplog;
 pub mod pipeline;
 pub mod remote;
+pub mod repair;
 pub mod shard_store;
 pub mod snapshot;
 pub mod sync;

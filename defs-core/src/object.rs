@@ -41,6 +41,7 @@ use crate::pipeline::{
 use crate::remote::{OutShard, ShardClient};
 use crate::sync::Arc;
 use crate::types::{FileId, NodeId, ShardId};
+pub use holders::HolderUpdate;
 
 /// Segments in flight during a put (being read and encoded, or being stored). Six keep both
 /// cores encoding while the network stores the segments before them; memory is six encoded
@@ -329,17 +330,21 @@ impl ManifestStore {
     /// # Errors
     /// [`Error::Io`] (a full disk included).
     pub fn put(&self, sealed: &SealedManifest) -> Result<()> {
-        let path = self.path(sealed.id);
         let tmp = self.dir.join(format!(".{}.tmp", sealed.id));
+        self.write_durably(&tmp, &self.path(sealed.id), &sealed.bytes)
+    }
+
+    /// Writes `bytes` to `path` through `tmp`: written, fsynced, renamed, directory fsynced.
+    fn write_durably(&self, tmp: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
         let write = || -> std::io::Result<()> {
-            let f = File::create(&tmp)?;
-            std::io::Write::write_all(&mut &f, &sealed.bytes)?;
+            let f = File::create(tmp)?;
+            std::io::Write::write_all(&mut &f, bytes)?;
             f.sync_all()?;
-            std::fs::rename(&tmp, &path)
+            std::fs::rename(tmp, path)
         };
         if let Err(e) = write() {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(Error::io(&path, e));
+            let _ = std::fs::remove_file(tmp);
+            return Err(Error::io(path, e));
         }
         fsync_dir(&self.dir)
     }
@@ -361,17 +366,52 @@ impl ManifestStore {
         }
     }
 
-    /// Forgets the local copy of `file`.
+    /// Forgets the local copy of `file` (and its holder record).
     ///
     /// # Errors
     /// [`Error::Io`] other than "not found".
     pub fn remove(&self, file: FileId) -> Result<()> {
-        match std::fs::remove_file(self.path(file)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(Error::io(self.path(file), e))
+        for path in [self.path(file), self.holders_path(file)] {
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io(path, e));
+                }
+                _ => {}
             }
-            _ => Ok(()),
         }
+        Ok(())
+    }
+
+    fn holders_path(&self, file: FileId) -> PathBuf {
+        self.dir.join(format!("{file}.holders"))
+    }
+
+    /// The holder record of `file` ([`holders`]): empty when there is none; a damaged one is
+    /// ignored with a warning (holders are hints, a lookup finds the shards anyway).
+    ///
+    /// # Errors
+    /// [`Error::Io`] other than "not found".
+    pub fn holders(&self, file: FileId) -> Result<Vec<HolderUpdate>> {
+        let path = self.holders_path(file);
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(holders::decode(&bytes).unwrap_or_else(|e| {
+                warn!(path = %path.display(), error = %e, "holder record ignored");
+                Vec::new()
+            })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(Error::io(&path, e)),
+        }
+    }
+
+    /// Adds `updates` to the holder record of `file` (durably: temp file, fsync, rename).
+    ///
+    /// # Errors
+    /// [`Error::Io`] (a full disk included); the previous record is then unchanged.
+    pub fn add_holders(&self, file: FileId, updates: Vec<HolderUpdate>) -> Result<()> {
+        let mut all = self.holders(file)?;
+        holders::merge(&mut all, updates);
+        let tmp = self.dir.join(format!(".{file}.holders.tmp"));
+        self.write_durably(&tmp, &self.holders_path(file), &holders::encode(&all))
     }
 }
 
@@ -737,29 +777,83 @@ impl Objects {
         {
             return Ok(m);
         }
-        let local = match &self.manifests {
-            Some(store) => store.get(file)?,
-            None => None,
-        };
-        let bytes = match local {
-            Some(b) => b,
-            None => {
-                let bytes = self.client.fetch(ShardId(file.0), Vec::new()).await?;
-                if let Some(store) = &self.manifests {
-                    let sealed = SealedManifest {
-                        bytes: bytes.clone(),
-                        id: file,
-                    };
-                    if let Err(e) = store.put(&sealed) {
-                        warn!(file = %file, error = %e, "keeping a local manifest copy failed");
-                    }
-                }
-                bytes
-            }
-        };
-        let manifest = Arc::new(Manifest::open_with_key(&bytes, key)?);
+        let bytes = self.sealed(file).await?;
+        let mut manifest = Manifest::open_with_key(&bytes, key)?;
+        self.overlay(file, &mut manifest);
+        let manifest = Arc::new(manifest);
         self.remember(file, manifest.clone());
         Ok(manifest)
+    }
+
+    /// Lays the owner's holder record of `file` over `manifest` (see [`holders`]).
+    fn overlay(&self, file: FileId, manifest: &mut Manifest) {
+        if let Some(store) = &self.manifests {
+            match store.holders(file) {
+                Ok(updates) => holders::apply(manifest, &updates),
+                Err(e) => warn!(file = %file, error = %e, "holder record unreadable"),
+            }
+        }
+    }
+
+    /// The sealed manifest of `file`: the local copy, else fetched from the network (a
+    /// broadcast lookup) and kept locally.
+    ///
+    /// # Errors
+    /// [`Error::Remote`] when nobody returns it.
+    pub async fn sealed(&self, file: FileId) -> Result<Vec<u8>> {
+        if let Some(store) = &self.manifests
+            && let Some(bytes) = store.get(file)?
+        {
+            return Ok(bytes);
+        }
+        let bytes = self.client.fetch(ShardId(file.0), Vec::new()).await?;
+        if let Some(store) = &self.manifests {
+            let sealed = SealedManifest {
+                bytes: bytes.clone(),
+                id: file,
+            };
+            if let Err(e) = store.put(&sealed) {
+                warn!(file = %file, error = %e, "keeping a local manifest copy failed");
+            }
+        }
+        Ok(bytes)
+    }
+
+    /// The manifest of one of this owner's objects and its file key, opened with the owner's
+    /// wrap key (for callers that know only the file id, as `defs repair FILE_ID`).
+    ///
+    /// # Errors
+    /// As [`Objects::sealed`]; [`Error::WrongKey`] when the object is another owner's.
+    pub async fn open_owned(&self, file: FileId) -> Result<(Arc<Manifest>, FileKey)> {
+        let bytes = self.sealed(file).await?;
+        let (mut manifest, key) = Manifest::open(&bytes, &self.wrap)?;
+        self.overlay(file, &mut manifest);
+        let manifest = Arc::new(manifest);
+        self.remember(file, manifest.clone());
+        Ok((manifest, key))
+    }
+
+    /// Records where shards of `file` are now (repair placed them, or a lookup found them):
+    /// kept in the local holder record (when this `Objects` has a manifest store) and laid
+    /// over the manifest in memory, so reads and durability figures use them from now on.
+    ///
+    /// # Errors
+    /// [`Error::Io`] writing the record; the in-memory manifest is then unchanged.
+    pub fn update_holders(&self, file: FileId, updates: Vec<HolderUpdate>) -> Result<()> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        if let Some(store) = &self.manifests {
+            store.add_holders(file, updates.clone())?;
+        }
+        if let Ok(mut cache) = self.opened.lock()
+            && let Some(m) = cache.get(&file).cloned()
+        {
+            let mut m = (*m).clone();
+            holders::apply(&mut m, &updates);
+            cache.put(file, Arc::new(m));
+        }
+        Ok(())
     }
 
     /// Reads the bytes of object `file` (its opened `manifest`) covering `len` bytes at
@@ -997,5 +1091,6 @@ impl Objects {
     }
 }
 
+pub mod holders;
 #[cfg(test)]
 mod tests;

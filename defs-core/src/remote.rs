@@ -69,6 +69,24 @@ pub trait ShardClient: Send + Sync {
         parity: usize,
     ) -> BoxFuture<'_, Result<StoredSegment>>;
 
+    /// Stores each of `shards` on one node (distinct nodes where possible), preferring nodes
+    /// not in `avoid` (those already holding other shards of the segment), and returns each
+    /// shard's new holders: how repair re-places lost shards.
+    ///
+    /// The default ignores `avoid` and places like [`store_segment`](Self::store_segment),
+    /// for stores without a choice of nodes.
+    ///
+    /// # Errors
+    /// When a shard cannot be stored anywhere, or there is no node to store on.
+    fn store_shards(
+        &self,
+        shards: Vec<OutShard>,
+        avoid: Vec<NodeId>,
+    ) -> BoxFuture<'_, Result<Vec<Vec<NodeId>>>> {
+        let _ = avoid;
+        Box::pin(async move { Ok(self.store_segment(shards, 0).await?.holders) })
+    }
+
     /// Fetches a whole shard, trying `holders` first and a broadcast lookup when they fail.
     /// The returned bytes hash to `id`.
     ///
@@ -94,6 +112,18 @@ pub trait ShardClient: Send + Sync {
     /// # Errors
     /// When the network is unreachable; ids nobody holds are simply absent.
     fn lookup(&self, ids: Vec<ShardId>) -> BoxFuture<'_, Result<Holders>>;
+
+    /// As [`lookup`](Self::lookup), but waits for up to `want` holders of each id (or the
+    /// lookup's window) instead of the first: to count the copies of a replicated object.
+    ///
+    /// The default is [`lookup`](Self::lookup).
+    ///
+    /// # Errors
+    /// When the network is unreachable.
+    fn lookup_many(&self, ids: Vec<ShardId>, want: usize) -> BoxFuture<'_, Result<Holders>> {
+        let _ = want;
+        self.lookup(ids)
+    }
 
     /// Deletes a shard from `holders` (a signed, owner-only request).
     ///

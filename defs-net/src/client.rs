@@ -29,6 +29,26 @@ pub const MAX_STORE_ATTEMPTS: u32 = 4;
 /// How long a broadcast lookup waits for answers.
 pub const LOOKUP_WINDOW: Duration = Duration::from_secs(2);
 
+/// The fixed part of one transfer's deadline with one peer ([`transfer_timeout`]): 8 s covers
+/// a dial, the handshakes and a disk sync on a busy node, so a peer that went away or hangs
+/// costs seconds, not the minutes of libp2p's own request timeout.
+pub const TRANSFER_BASE: Duration = Duration::from_secs(8);
+
+/// The slowest transfer rate a peer may keep before it counts as gone: 256 KiB/s per
+/// transfer, a slow home uplink shared by a few transfers at once.
+pub const TRANSFER_MIN_RATE: u64 = 256 << 10;
+
+/// Bytes a fetch deadline assumes when the shard's length is not known beforehand: 2 MiB,
+/// twice the default shard size.
+pub const FETCH_SIZE_HINT: u64 = 2 << 20;
+
+/// How long one request moving `bytes` to or from one peer may take before it counts as
+/// failed and the transfer moves on to another peer: [`TRANSFER_BASE`] plus the bytes at
+/// [`TRANSFER_MIN_RATE`].
+pub fn transfer_timeout(bytes: u64) -> Duration {
+    TRANSFER_BASE + Duration::from_millis(bytes.saturating_mul(1000) / TRANSFER_MIN_RATE)
+}
+
 /// The client of the shard network: a node handle, the owner's identity and a transfer pool.
 /// Cheap to clone.
 #[derive(Clone, Debug)]
@@ -125,17 +145,14 @@ impl Client {
                 limit: u64::from(MAX_SHARD_LEN),
             })?;
         let auth = self.auth(SignDomain::StoreShard, &id, len);
+        let request = Request::Store {
+            id,
+            auth,
+            crc,
+            data,
+        };
         match self
-            .node
-            .request(
-                peer,
-                Request::Store {
-                    id,
-                    auth,
-                    crc,
-                    data,
-                },
-            )
+            .request_within(peer, request, transfer_timeout(u64::from(len)))
             .await?
         {
             Response::Stored => Ok(()),
@@ -143,6 +160,29 @@ impl Client {
                 peer: Box::new(peer),
                 what: "store",
             }),
+        }
+    }
+
+    /// Sends `request` to `peer` and waits at most `within` for the answer; a peer that does
+    /// not answer in time counts as a failure for its score.
+    ///
+    /// # Errors
+    /// [`Error::Request`] on a timeout, as [`Node::request`] otherwise.
+    async fn request_within(
+        &self,
+        peer: PeerId,
+        request: Request,
+        within: Duration,
+    ) -> Result<Response> {
+        match tokio::time::timeout(within, self.node.request(peer, request)).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.node.report(peer, Outcome::Failure);
+                Err(Error::Request {
+                    peer: Box::new(peer),
+                    reason: format!("no answer within {} s", within.as_secs()),
+                })
+            }
         }
     }
 
@@ -155,8 +195,11 @@ impl Client {
     pub async fn fetch_from(&self, peer: PeerId, id: ShardId) -> Result<Vec<u8>> {
         let started = Instant::now();
         let resp = self
-            .node
-            .request(peer, Request::Fetch { id, range: None })
+            .request_within(
+                peer,
+                Request::Fetch { id, range: None },
+                transfer_timeout(FETCH_SIZE_HINT),
+            )
             .await?;
         let Response::Data(data) = resp else {
             self.node.report(peer, Outcome::BadData);
@@ -206,15 +249,12 @@ impl Client {
         offset: u64,
         len: u32,
     ) -> Result<Vec<u8>> {
+        let request = Request::Fetch {
+            id,
+            range: Some((offset, len)),
+        };
         match self
-            .node
-            .request(
-                peer,
-                Request::Fetch {
-                    id,
-                    range: Some((offset, len)),
-                },
-            )
+            .request_within(peer, request, transfer_timeout(u64::from(len)))
             .await?
         {
             Response::Data(d) if d.len() == len as usize => Ok(d),
@@ -239,7 +279,10 @@ impl Client {
     /// [`Error::Remote`], [`Error::Request`], [`Error::UnexpectedResponse`].
     pub async fn has(&self, peer: PeerId, ids: Vec<ShardId>) -> Result<Vec<Option<u32>>> {
         let n = ids.len();
-        match self.node.request(peer, Request::Has { ids }).await? {
+        match self
+            .request_within(peer, Request::Has { ids }, TRANSFER_BASE)
+            .await?
+        {
             Response::Has(lens) if lens.len() == n => Ok(lens),
             _ => Err(Error::UnexpectedResponse {
                 peer: Box::new(peer),
@@ -303,8 +346,14 @@ impl Client {
                     last = format!("{e}");
                 }
             }
-            // Next: the best-scored untried candidate not holding this segment, else any untried.
-            let untried = candidates.iter().filter(|c| !tried.contains(&c.peer));
+            // Next: the best-scored untried candidate not holding this segment, else any untried,
+            // among the candidates connected now (a peer that went away or is shutting down
+            // since the segment was placed is no longer one, so it costs no second attempt).
+            let now = match self.node.candidates(data.len() as u64).await {
+                Ok(c) => Arc::new(c),
+                Err(_) => candidates.clone(),
+            };
+            let untried = now.iter().filter(|c| !tried.contains(&c.peer));
             let fresh: Vec<&Candidate> = untried
                 .clone()
                 .filter(|c| !avoid.contains(&c.peer))
@@ -342,12 +391,7 @@ impl Client {
         parity: usize,
         priority: Priority,
     ) -> Result<(Vec<PeerId>, usize)> {
-        let need = shards
-            .iter()
-            .map(|s| s.bytes.len() as u64)
-            .max()
-            .unwrap_or(0);
-        let candidates = self.node.candidates(need).await?;
+        let candidates = self.node.candidates(largest(&shards)).await?;
         let placed = placement::choose(&candidates, shards.len(), parity);
         if placed.peers.is_empty() {
             return Err(Error::NoPeers);
@@ -367,6 +411,46 @@ impl Client {
         }
         let tolerance = placement::fault_tolerance(&holders, parity);
         Ok((holders, tolerance))
+    }
+
+    /// Stores each of `shards` on one peer chosen by score among those whose node is not in
+    /// `avoid` (all candidates when none is left), on distinct peers where there are enough,
+    /// each retried elsewhere when its peer fails: how repair re-places lost shards. Returns
+    /// each shard's peer.
+    ///
+    /// # Errors
+    /// [`Error::NoPeers`]; [`Error::StoreFailed`] when a shard could not be stored anywhere.
+    pub async fn store_shards_avoiding(
+        &self,
+        shards: Vec<OutShard>,
+        avoid: &[NodeId],
+        priority: Priority,
+    ) -> Result<Vec<PeerId>> {
+        let candidates = self.node.candidates(largest(&shards)).await?;
+        let avoided = |c: &Candidate| node_id_of(&c.peer).is_some_and(|n| avoid.contains(&n));
+        let fresh: Vec<Candidate> = candidates.iter().filter(|c| !avoided(c)).cloned().collect();
+        let placed = placement::choose(
+            if fresh.is_empty() {
+                &candidates
+            } else {
+                &fresh
+            },
+            shards.len(),
+            0,
+        );
+        if placed.peers.is_empty() {
+            return Err(Error::NoPeers);
+        }
+        let mut keep_off: HashSet<PeerId> = placed.peers.iter().copied().collect();
+        keep_off.extend(candidates.iter().filter(|c| avoided(c)).map(|c| c.peer));
+        let (candidates, keep_off) = (Arc::new(candidates), Arc::new(keep_off));
+        let jobs = shards
+            .into_iter()
+            .zip(placed.peers.iter().copied())
+            .map(|(shard, peer)| {
+                self.store_with_retry(shard, peer, candidates.clone(), keep_off.clone(), priority)
+            });
+        join_all(jobs).await.into_iter().collect()
     }
 
     /// Fetches and verifies shard `id`: from `holders` in order, then from whoever answers a
@@ -521,6 +605,15 @@ fn to_core(op: &'static str, shard: ShardId, e: Error) -> defs_core::Error {
     }
 }
 
+/// Bytes of the largest of `shards`: what each candidate must have room for.
+fn largest(shards: &[OutShard]) -> u64 {
+    shards
+        .iter()
+        .map(|s| s.bytes.len() as u64)
+        .max()
+        .unwrap_or(0)
+}
+
 fn node_ids(peers: &[PeerId]) -> Vec<NodeId> {
     peers.iter().filter_map(node_id_of).collect()
 }
@@ -573,6 +666,40 @@ impl ShardClient for Client {
             self.fetch_verified_from(id, &peers, Priority::Interactive)
                 .await
                 .map_err(|e| to_core("fetch", id, e))
+        })
+    }
+
+    fn store_shards(
+        &self,
+        shards: Vec<OutShard>,
+        avoid: Vec<NodeId>,
+    ) -> BoxFuture<'_, defs_core::Result<Vec<Vec<NodeId>>>> {
+        Box::pin(async move {
+            let first = shards.first().map(|s| s.id).unwrap_or_default();
+            let peers = self
+                .store_shards_avoiding(shards, &avoid, Priority::Background)
+                .await
+                .map_err(|e| to_core("store", first, e))?;
+            Ok(peers.iter().map(|p| node_ids(&[*p])).collect())
+        })
+    }
+
+    fn lookup_many(
+        &self,
+        ids: Vec<ShardId>,
+        want: usize,
+    ) -> BoxFuture<'_, defs_core::Result<Holders>> {
+        Box::pin(async move {
+            let first = ids.first().copied().unwrap_or_default();
+            let found = self
+                .node
+                .lookup_holders(ids, want, LOOKUP_WINDOW)
+                .await
+                .map_err(|e| to_core("lookup", first, e))?;
+            Ok(found
+                .into_iter()
+                .map(|(id, peers)| (id, node_ids(&peers)))
+                .collect())
         })
     }
 

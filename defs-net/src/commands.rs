@@ -9,7 +9,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use defs_core::pipeline::{LayoutConfig, Mode};
+use defs_core::pipeline::{FileKey, LayoutConfig, Mode};
+use defs_core::repair::{RepairStatus, Repairer};
 use defs_core::types::FileId;
 
 use crate::client::Client;
@@ -21,6 +22,10 @@ use crate::transfer::Progress;
 /// The answer to `defs sync` from a node that serves no mount.
 pub const NO_MOUNT: &str = "this data dir's node serves no mount: `defs sync` waits for the \
     uploads of a running defs-mount (start one with `defs-mount MOUNTPOINT`)";
+
+/// The answer to `defs repair` without file ids from a node that serves no mount.
+pub const NO_MOUNT_REPAIR: &str = "this data dir's node serves no mount, so it knows no files \
+    of its own: name them (`defs repair FILE_ID...`), or run it while defs-mount runs";
 
 /// How often progress is sampled for the CLI.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
@@ -342,6 +347,119 @@ pub fn id(client: &Client) -> String {
     )
 }
 
+/// The file ids of a `defs repair` request, parsed.
+///
+/// # Errors
+/// [`Error::Malformed`] naming the first id that is not 64 hex digits.
+pub fn repair_ids(files: &[String]) -> Result<Vec<(FileId, Option<FileKey>)>> {
+    files
+        .iter()
+        .map(|f| {
+            FileId::from_hex(f.trim())
+                .map(|id| (id, None))
+                .ok_or_else(|| Error::Malformed {
+                    what: "file id",
+                    reason: format!("{f:?} is not 64 hex digits"),
+                })
+        })
+        .collect()
+}
+
+/// `defs repair`: checks `files` (file keys where known, else opened with the owner's key) and
+/// repairs what lost holders, reporting files done of total to `sink`. Returns the summary;
+/// fails (naming what is wrong) when a segment is lost or a repair failed.
+///
+/// # Errors
+/// [`Error::Control`] with the summary when anything is left unrepaired.
+pub async fn repair(
+    repairer: &Repairer,
+    files: Vec<(FileId, Option<FileKey>)>,
+    sink: &(dyn Fn(u64, u64) + Send + Sync),
+) -> Result<String> {
+    let n = files.len();
+    let before = repairer.status();
+    let after = repairer.run_pass(files, sink).await;
+    let restored = after.shards_restored - before.shards_restored;
+    let bytes = after.bytes_restored - before.bytes_restored;
+    let mut out = format!(
+        "{n} file(s) checked: {} segment(s) healthy, {} degraded, {} lost; {restored} shard(s)          ({bytes} bytes) re-created on other nodes",
+        after.healthy, after.degraded, after.lost
+    );
+    if after.lost == 0 && after.backlog == 0 && after.errors.is_empty() {
+        return Ok(out);
+    }
+    for e in &after.errors {
+        let _ = write!(out, "\n{e}");
+    }
+    Err(Error::Control(out))
+}
+
+/// Repair as `defs status` prints it: one line, then the newest errors.
+pub fn repair_text(s: &RepairStatus) -> String {
+    let mut out = format!(
+        "repair:         {} segment(s) healthy, {} degraded, {} repairing, {} lost; backlog {}; \
+         {} shard(s) ({} bytes) re-created; bandwidth {}",
+        s.healthy,
+        s.degraded,
+        s.repairing,
+        s.lost,
+        s.backlog,
+        s.shards_restored,
+        s.bytes_restored,
+        if s.bandwidth == 0 {
+            "unpaced".to_string()
+        } else {
+            format!("{} bytes/s", s.bandwidth)
+        }
+    );
+    let _ = write!(
+        out,
+        "{}",
+        match (s.running, s.last_pass) {
+            (true, _) => format!(
+                " (checking: {} of {} files)",
+                s.files_checked, s.files_total
+            ),
+            (false, None) => " (no check yet)".to_string(),
+            (false, Some(t)) => format!(
+                " (last check {} s ago)",
+                t.elapsed().map_or(0, |d| d.as_secs())
+            ),
+        }
+    );
+    for e in s.errors.iter().rev().take(5) {
+        let _ = write!(out, "\nrepair error:   {e}");
+    }
+    out
+}
+
+/// Repair as `defs status --json` carries it (the `repair` object).
+pub fn repair_json(s: &RepairStatus) -> String {
+    format!(
+        "{{\"running\":{},\"files_checked\":{},\"files_total\":{},\"healthy\":{},\"degraded\":{},\"repairing\":{},\"lost\":{},\"backlog\":{},\"shards_restored\":{},\"bytes_restored\":{},\"bandwidth\":{},\"last_check_secs_ago\":{},\"errors\":[{}]}}",
+        s.running,
+        s.files_checked,
+        s.files_total,
+        s.healthy,
+        s.degraded,
+        s.repairing,
+        s.lost,
+        s.backlog,
+        s.shards_restored,
+        s.bytes_restored,
+        s.bandwidth,
+        s.last_pass.map_or("null".into(), |t| t
+            .elapsed()
+            .map_or(0, |d| d.as_secs())
+            .to_string()),
+        s.errors
+            .iter()
+            .map(|e| json_str(e))
+            .collect::<Vec<_>>()
+            .join(","),
+    )
+}
+
 /// Serves control-socket requests with a client and the node's default layout.
 #[derive(Debug, Clone)]
 pub struct Commands {
@@ -349,6 +467,8 @@ pub struct Commands {
     pub client: Client,
     /// The layout settings from the node's config.
     pub layout: LayoutConfig,
+    /// The owner's repair, over the data dir's manifest store.
+    pub repairer: Arc<Repairer>,
 }
 
 impl Commands {
@@ -368,6 +488,12 @@ impl Commands {
                 force,
             } => get(&self.client, &file_id, Path::new(&out), force, &sink).await,
             ControlRequest::Sync { .. } => Err(Error::Control(NO_MOUNT.into())),
+            ControlRequest::Repair { files } if files.is_empty() => {
+                Err(Error::Control(NO_MOUNT_REPAIR.into()))
+            }
+            ControlRequest::Repair { files } => {
+                repair(&self.repairer, repair_ids(&files)?, &sink).await
+            }
         }
     }
 }

@@ -74,7 +74,16 @@ pub enum ControlRequest {
         /// The path.
         path: Option<String>,
     },
+    /// Check the owner's files and repair what lost holders (`defs repair`): the objects named
+    /// (file ids, hex), or every file of the mount when empty.
+    Repair {
+        /// File ids; empty = every stored file of the mount.
+        files: Vec<String>,
+    },
 }
+
+/// Most file ids one `defs repair` request names.
+pub const MAX_REPAIR_IDS: usize = 100_000;
 
 /// What the node answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,6 +192,20 @@ impl ControlRequest {
                 put_str(&mut b, out)?;
                 b.push(u8::from(*force));
             }
+            ControlRequest::Repair { files } => {
+                b.push(7);
+                if files.len() > MAX_REPAIR_IDS {
+                    return Err(Error::TooLarge {
+                        what: "file ids of a repair",
+                        size: files.len() as u64,
+                        limit: MAX_REPAIR_IDS as u64,
+                    });
+                }
+                b.extend_from_slice(&(files.len() as u32).to_le_bytes());
+                for f in files {
+                    put_str(&mut b, f)?;
+                }
+            }
             ControlRequest::Sync { path } => {
                 b.push(6);
                 match path {
@@ -228,6 +251,20 @@ impl ControlRequest {
                     _ => return Err(Rd::bad()),
                 },
             },
+            7 => {
+                let mut n = [0u8; 4];
+                n.copy_from_slice(r.take(4)?);
+                let n = u32::from_le_bytes(n) as usize;
+                // Every id takes at least its 4-byte length: bounded by the bytes present.
+                if n > MAX_REPAIR_IDS || n > r.0.len() / 4 {
+                    return Err(Rd::bad());
+                }
+                let mut files = Vec::with_capacity(n);
+                for _ in 0..n {
+                    files.push(r.string()?);
+                }
+                ControlRequest::Repair { files }
+            }
             _ => return Err(Rd::bad()),
         };
         r.end()?;
@@ -546,6 +583,10 @@ mod tests {
                 force: true,
             },
             ControlRequest::Sync { path: None },
+            ControlRequest::Repair { files: Vec::new() },
+            ControlRequest::Repair {
+                files: vec!["ab".repeat(32), "cd".repeat(32)],
+            },
             ControlRequest::Sync {
                 path: Some("/mnt/defs/a".into()),
             },

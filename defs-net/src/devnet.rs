@@ -69,6 +69,8 @@ pub struct Devnet {
     quic: bool,
     /// See [`DevnetConfig::difficulty`].
     difficulty: u8,
+    /// What started it: where a node that joins later lives, its capacity and heartbeat.
+    config: DevnetConfig,
 }
 
 /// A loopback listen address on an ephemeral port: QUIC or TCP.
@@ -199,6 +201,7 @@ impl Devnet {
             nodes,
             quic: cfg.quic,
             difficulty: cfg.difficulty,
+            config: cfg.clone(),
         };
         for n in net.nodes.iter().flatten() {
             let have = n
@@ -234,6 +237,45 @@ impl Devnet {
         if let Some(n) = self.nodes.get_mut(i).and_then(|n| n.take()) {
             n.node.shutdown().await;
         }
+    }
+
+    /// Starts a fresh node (the next index, in `node-N` of the devnet's dir) that joins through
+    /// every live node, and waits until it sees them all as storage peers and they see it.
+    /// Returns its index.
+    ///
+    /// # Errors
+    /// Setup errors, [`Error::Timeout`].
+    pub async fn join(&mut self) -> Result<usize> {
+        let i = self.nodes.len();
+        let bootstrap = self.bootstrap();
+        let live = bootstrap.len();
+        let cfg = &self.config;
+        let n = start_storage_node(
+            &cfg.dir.join(format!("node-{i}")),
+            cfg.capacity,
+            bootstrap,
+            cfg.gossip_heartbeat,
+            cfg.quic,
+            cfg.difficulty,
+        )
+        .instrument(info_span!("devnet", node = i))
+        .await?;
+        if n.node.wait_for_storage_peers(live, CONNECT_TIMEOUT).await? < live {
+            return Err(Error::Timeout {
+                what: "a joining devnet node connecting",
+                secs: CONNECT_TIMEOUT.as_secs(),
+            });
+        }
+        self.nodes.push(Some(n));
+        for n in self.nodes.iter().flatten() {
+            if n.node.wait_for_storage_peers(live, CONNECT_TIMEOUT).await? < live {
+                return Err(Error::Timeout {
+                    what: "devnet nodes seeing a joining node",
+                    secs: CONNECT_TIMEOUT.as_secs(),
+                });
+            }
+        }
+        Ok(i)
     }
 
     /// Starts a client-only node for `identity` (on the devnet's transport), connected to every

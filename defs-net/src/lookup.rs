@@ -56,6 +56,45 @@ impl AskLimiter {
     }
 }
 
+/// Asks per second this node publishes at most (sustained): below what peers answer from one
+/// asker ([`ASKS_PER_SECOND`]), so that a burst of lookups (a read after churn, a repair pass)
+/// is spread out instead of going unanswered. An ask over the budget waits for a token.
+pub const OWN_ASKS_PER_SECOND: f64 = ASKS_PER_SECOND * 0.8;
+
+/// Burst of asks this node publishes at once (half of what peers accept, [`ASK_BURST`]).
+pub const OWN_ASK_BURST: f64 = ASK_BURST / 2.0;
+
+/// Paces this node's own asks ([`OWN_ASKS_PER_SECOND`], [`OWN_ASK_BURST`]).
+#[derive(Debug)]
+pub struct AskPacer {
+    tokens: f64,
+    last: Instant,
+}
+
+impl AskPacer {
+    /// A full bucket at `now`.
+    pub fn new(now: Instant) -> AskPacer {
+        AskPacer {
+            tokens: OWN_ASK_BURST,
+            last: now,
+        }
+    }
+
+    /// Whether an ask may be published at `now`; [`AskPacer::take`] once it was (an ask that
+    /// found no peer to go to costs nothing).
+    pub fn ready(&mut self, now: Instant) -> bool {
+        let refill = now.saturating_duration_since(self.last).as_secs_f64() * OWN_ASKS_PER_SECOND;
+        self.tokens = (self.tokens + refill).min(OWN_ASK_BURST);
+        self.last = now;
+        self.tokens >= 1.0
+    }
+
+    /// Counts a published ask.
+    pub fn take(&mut self) {
+        self.tokens = (self.tokens - 1.0).max(0.0);
+    }
+}
+
 /// Whether an address is worth giving to others or dialing: not unspecified (`0.0.0.0`).
 pub fn dialable(addr: &Multiaddr) -> bool {
     !addr.iter().any(|p| match p {

@@ -45,7 +45,7 @@ use tracing::{Instrument, debug, info, info_span, trace, warn};
 use crate::behaviour::{AGENT_STORAGE, Behaviour, BehaviourEvent, Options};
 use crate::bootstrap;
 use crate::error::{Error, Result};
-use crate::lookup::{self, AskLimiter, LOOKUP_TOPIC};
+use crate::lookup::{self, AskLimiter, AskPacer, LOOKUP_TOPIC};
 use crate::placement::{Candidate, PeerStats};
 use crate::protocol::{Ask, ErrorCode, MAX_ASK_ADDRS, MAX_IDS, NodeInfo, Request, Response};
 use crate::service::{self, Service};
@@ -328,6 +328,12 @@ pub enum NodeMessage {
         /// `false` when no peer is known to ask.
         reply: oneshot::Sender<bool>,
     },
+    /// Stop taking new shards (the node is shutting down): stores are refused with
+    /// [`ErrorCode::ShuttingDown`] from now on; fetches are still served.
+    Drain {
+        /// Inbound store operations still running or queued.
+        reply: oneshot::Sender<usize>,
+    },
     /// Make this node misbehave (tests).
     #[cfg(any(test, feature = "test-utils"))]
     SetFault {
@@ -404,6 +410,9 @@ struct PeerState {
     redial: Option<(Instant, Duration)>,
     /// Its last answered ping (or when it connected).
     last_pong: Instant,
+    /// It refused a store because it is shutting down: not a placement candidate until it
+    /// connects again.
+    draining: bool,
 }
 
 /// Where the answer to an admitted operation goes.
@@ -437,6 +446,8 @@ struct PendingLookup {
     found: HashMap<ShardId, Vec<PeerId>>,
     want: usize,
     deadline: Instant,
+    /// How long it collects answers once published (a paced ask's deadline starts then).
+    window: Duration,
     reply: oneshot::Sender<Result<HashMap<ShardId, Vec<PeerId>>>>,
 }
 
@@ -473,6 +484,8 @@ struct NodeActor {
     pending: HashMap<OutboundRequestId, Pending>,
     lookups: HashMap<u64, PendingLookup>,
     ask_limiter: AskLimiter,
+    /// Paces our own asks below what peers answer.
+    ask_pacer: AskPacer,
     inbound_ops: usize,
     queued_inbound: VecDeque<QueuedOp>,
     last_refresh: Instant,
@@ -486,6 +499,8 @@ struct NodeActor {
     boot_dials: HashMap<ConnectionId, usize>,
     /// Kademlia bootstraps a [`NodeMessage::Discover`] waits for.
     discoveries: Vec<(kad::QueryId, oneshot::Sender<bool>)>,
+    /// Requests a [`service::Fault::Silent`] node never answers, held until it stops.
+    silenced: Vec<ResponseChannel<Response>>,
 }
 
 impl NodeActor {
@@ -524,18 +539,34 @@ impl NodeActor {
                 let _ = l.reply.send(Ok(l.found));
             }
         }
-        // Asks that found no subscribed peer yet (a node that just connected) are retried.
+        // Asks that found no subscribed peer yet (a node that just connected) or waited for
+        // the ask budget are retried; a paced ask collects answers for its whole window from
+        // when it is published.
         let topic = gossipsub::IdentTopic::new(LOOKUP_TOPIC);
         for l in self.lookups.values_mut() {
-            if let Some(bytes) = l.unpublished.take()
-                && let Err(e) = self
-                    .swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .publish(topic.clone(), bytes.clone())
-            {
-                trace!(error = %e, "lookup still not published");
+            let Some(bytes) = l.unpublished.take() else {
+                continue;
+            };
+            if !self.ask_pacer.ready(now) {
+                // Only published asks use up the budget, so this wait ends.
                 l.unpublished = Some(bytes);
+                l.deadline = l.deadline.max(now + l.window);
+                continue;
+            }
+            match self
+                .swarm
+                .behaviour_mut()
+                .gossipsub
+                .publish(topic.clone(), bytes.clone())
+            {
+                Ok(_) => {
+                    self.ask_pacer.take();
+                    l.deadline = l.deadline.max(now + l.window);
+                }
+                Err(e) => {
+                    trace!(error = %e, "lookup still not published");
+                    l.unpublished = Some(bytes);
+                }
             }
         }
         self.redial_lost_peers(now);
@@ -593,6 +624,7 @@ impl NodeActor {
                 if s.connections == 0 {
                     s.identified = false;
                     s.last_pong = Instant::now();
+                    s.draining = false;
                 }
                 s.connections += 1;
                 s.last_seen = Instant::now();

@@ -95,6 +95,9 @@ pub enum Fault {
     Truncated,
     /// The bytes of another shard this node stored.
     OtherShard,
+    /// No answer at all to any shard request (a hung daemon whose connection stays open):
+    /// the request is held until the node stops.
+    Silent,
 }
 
 /// The storage service of a node.
@@ -106,6 +109,8 @@ pub(crate) struct Service {
     pub(crate) fault: Option<Fault>,
     /// The last shard stored, for [`Fault::OtherShard`].
     pub(crate) last_stored: Option<ShardId>,
+    /// The node is shutting down: new stores are refused with [`ErrorCode::ShuttingDown`].
+    pub(crate) draining: bool,
 }
 
 impl Service {
@@ -117,6 +122,7 @@ impl Service {
             replay: ReplayGuard::default(),
             fault: None,
             last_stored: None,
+            draining: false,
         }
     }
 
@@ -167,6 +173,12 @@ impl Service {
                 crc,
                 data,
             } => {
+                if self.draining {
+                    return Err(Response::error(
+                        ErrorCode::ShuttingDown,
+                        "this node is shutting down and takes no new shards",
+                    ));
+                }
                 let len = u32::try_from(data.len())
                     .map_err(|_| Response::error(ErrorCode::TooLarge, "shard too large"))?;
                 if crc32fast::hash(&data) != crc {
@@ -286,6 +298,8 @@ pub(crate) fn execute_faulty(
                 Response::Data(data)
             }
         },
+        // The actor holds a silent node's requests before they get here.
+        Fault::Silent => Response::Data(data),
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod util;
 
+mod churn;
 mod faults;
 mod frames;
 mod local;

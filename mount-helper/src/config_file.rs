@@ -104,6 +104,16 @@ pack_small_files = {pack}
 # Seconds defs-mount waits at unmount for uploads already running; files not uploaded by then
 # stay dirty in the local journal and upload at the next mount.
 shutdown_grace_secs = {grace}
+
+[repair]
+# Seconds between the mount's background checks of every stored file (holders alive, lost
+# shards re-created on other nodes); 0 turns them off (`defs repair` still runs).
+interval_secs = {repair_interval}
+# Bytes per second repair may move (shards fetched plus shards stored); 0 = unpaced.
+bandwidth_bytes = {repair_bandwidth}
+# Shards of a segment without a live holder that start its repair (at most parity - 1 apply,
+# so a segment is repaired before it is down to the k shards that rebuild it).
+missing_threshold = {repair_threshold}
 "#,
         budget = c.cache.budget_bytes,
         reserve = c.cache.reserve_bytes,
@@ -124,6 +134,9 @@ shutdown_grace_secs = {grace}
         copies = c.layout.copies,
         pack = c.layout.pack_small_files,
         grace = c.mount.shutdown_grace_secs,
+        repair_interval = c.repair.interval_secs,
+        repair_bandwidth = c.repair.bandwidth_bytes,
+        repair_threshold = c.repair.missing_threshold,
     )
 }
 

@@ -48,6 +48,7 @@ impl Handler for MountCommands {
             match req {
                 ControlRequest::Sync { path } => self.sync(path, progress).await,
                 ControlRequest::Status { json } => self.status(json).await,
+                ControlRequest::Repair { files } => self.repair(files, progress).await,
                 other => self.commands.handle(other, progress).await,
             }
         })
@@ -136,15 +137,37 @@ impl MountCommands {
                 return Err("the mount's status is not a JSON object".into());
             };
             return Ok(format!(
-                "{open},\"mount\":{mount},\"tree\":{}}}}}",
-                tree_json(&self.mountpoint, &tree)
+                "{open},\"mount\":{mount},\"tree\":{},\"repair\":{}}}}}",
+                tree_json(&self.mountpoint, &tree),
+                commands::repair_json(&self.commands.repairer.status())
             ));
         }
         Ok(format!(
-            "{node}\n{}{}",
+            "{node}\n{}{}\n{}",
             mount_text(&self.mountpoint, &mount),
-            tree_text(&self.mountpoint, &tree).trim_end()
+            tree_text(&self.mountpoint, &tree).trim_end(),
+            commands::repair_text(&self.commands.repairer.status())
         ))
+    }
+
+    /// `defs repair [FILE_ID...]`: the named objects, or every stored file of the mount, checked
+    /// and repaired now in the foreground (files checked are the progress).
+    async fn repair(&self, files: Vec<String>, progress: ProgressSink) -> Result<String, String> {
+        let ids = if files.is_empty() {
+            self.fs
+                .stored_objects()
+                .map_err(|e| format!("listing the mount's files: {e}"))?
+                .into_iter()
+                .map(|(f, k)| (f, Some(k)))
+                .collect()
+        } else {
+            commands::repair_ids(&files).map_err(|e| format!("{e:#}"))?
+        };
+        commands::repair(&self.commands.repairer, ids, &|d, t| {
+            progress.report(d, t);
+        })
+        .await
+        .map_err(|e| format!("{e:#}"))
     }
 }
 

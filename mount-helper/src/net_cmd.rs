@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use defs_core::Identity;
+use defs_core::object::{ManifestStore, Objects};
 use defs_core::pipeline::{LayoutConfig, choose};
+use defs_core::repair::Repairer;
 use defs_core::shard_store::{Quotas, ShardStore};
 use defs_net::commands::{self, layout_for};
 use defs_net::control::{self, ControlRequest, ControlServer};
@@ -128,14 +130,17 @@ fn load_identity(dir: &Path) -> anyhow::Result<Identity> {
 struct Bar(Option<indicatif::ProgressBar>);
 
 impl Bar {
-    fn new(show: bool) -> Bar {
+    /// A bar of bytes (`files` false) or of files checked.
+    fn new(show: bool, files: bool) -> Bar {
         if !show || !std::io::stderr().is_terminal() {
             return Bar(None);
         }
         let bar = indicatif::ProgressBar::new(0);
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        ) {
+        if let Ok(style) = indicatif::ProgressStyle::with_template(if files {
+            "{bar:40} {pos}/{len} files checked, eta {eta}"
+        } else {
+            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
+        }) {
             bar.set_style(style);
         }
         Bar(Some(bar))
@@ -278,10 +283,26 @@ fn sources(reports: &[defs_net::bootstrap::Report], mdns: bool) -> String {
 /// # Errors
 /// When the command fails; the message says why.
 pub async fn run(dir: &Path, net: &NetOptions, req: ControlRequest) -> anyhow::Result<String> {
-    let bar = Bar::new(matches!(
-        req,
-        ControlRequest::Put { .. } | ControlRequest::Get { .. } | ControlRequest::Sync { .. }
-    ));
+    let bar = Bar::new(
+        matches!(
+            req,
+            ControlRequest::Put { .. }
+                | ControlRequest::Get { .. }
+                | ControlRequest::Sync { .. }
+                | ControlRequest::Repair { .. }
+        ),
+        matches!(req, ControlRequest::Repair { .. }),
+    );
+    if let ControlRequest::Repair { files } = &req
+        && files.is_empty()
+        && control::connect(dir).await.is_none()
+    {
+        bail!(
+            "no defs-mount is running for {}: `defs repair` without file ids checks the files of \
+             a running mount; name the files to check (`defs repair FILE_ID...`) or mount first",
+            dir.display()
+        );
+    }
     if let ControlRequest::Sync { .. } = req {
         // Only a running mount has uploads to wait for: never start a node for it.
         let Some(stream) = control::connect(dir).await else {
@@ -318,7 +339,10 @@ pub async fn run(dir: &Path, net: &NetOptions, req: ControlRequest) -> anyhow::R
         return Ok(out?);
     }
     let enough = enough_peers(&req, &config.layout);
-    let needs_peers = matches!(req, ControlRequest::Put { .. } | ControlRequest::Get { .. });
+    let needs_peers = matches!(
+        req,
+        ControlRequest::Put { .. } | ControlRequest::Get { .. } | ControlRequest::Repair { .. }
+    );
     let client = ephemeral(dir, &config, bootstrap, net, enough, needs_peers).await?;
     let layout = config.layout.clone();
     let sink = |d, t| bar.update(d, t);
@@ -337,6 +361,16 @@ pub async fn run(dir: &Path, net: &NetOptions, req: ControlRequest) -> anyhow::R
         } => commands::get(&client, &file_id, Path::new(&out), force, &sink).await,
         // Answered above.
         ControlRequest::Sync { .. } => Err(defs_net::Error::Control(commands::NO_MOUNT.into())),
+        ControlRequest::Repair { files } => match commands::repair_ids(&files) {
+            Ok(ids) => match repair_over(dir, &client, &config) {
+                Ok((_, repairer)) => commands::repair(&repairer, ids, &sink).await,
+                Err(e) => {
+                    client.node().shutdown().await;
+                    return Err(e);
+                }
+            },
+            Err(e) => Err(e),
+        },
     };
     bar.finish();
     client.node().shutdown().await;
@@ -380,6 +414,29 @@ pub struct NodeOptions {
     pub net: NetOptions,
 }
 
+/// The object layer over `client` with the data dir's manifest store (`DIR/meta/manifests`),
+/// and the owner's repair over it, as `config.toml` sets it.
+///
+/// # Errors
+/// When the manifest store cannot be opened.
+pub fn repair_over(
+    dir: &Path,
+    client: &Client,
+    config: &defs_core::Config,
+) -> anyhow::Result<(Arc<Objects>, Arc<Repairer>)> {
+    let manifests_dir = dir.join("meta").join("manifests");
+    let manifests = ManifestStore::open(&manifests_dir)
+        .with_context(|| format!("opening {}", manifests_dir.display()))?;
+    let objects = Arc::new(Objects::new(
+        Arc::new(client.clone()),
+        client.identity().manifest_wrap_key(),
+        config.layout.clone(),
+        Some(manifests),
+    ));
+    let repairer = Arc::new(Repairer::new(objects.clone(), (&config.repair).into()));
+    Ok((objects, repairer))
+}
+
 /// A storage node running for a data dir: the start-up `defs node` and `defs-mount` share.
 ///
 /// [`StorageNode::start`] refuses a data dir another node or mount serves (its control socket
@@ -399,6 +456,12 @@ pub struct StorageNode {
     pub config: defs_core::Config,
     /// The full addresses the node listens on (as written to `DIR/addrs`).
     pub addrs: Vec<Multiaddr>,
+    /// The object layer over this node, keeping manifests and holder records in
+    /// `DIR/meta/manifests`: one per process, so that repair's holder updates are what every
+    /// reader and durability figure sees.
+    pub objects: Arc<Objects>,
+    /// The owner's repair over `objects`.
+    pub repairer: Arc<Repairer>,
     /// Bootstrap addresses that gave no usable peer by the end of the start (its wait for the
     /// bootstrap dials and the network found through them), and config.toml addresses left
     /// out: one line each, with the reason.
@@ -408,6 +471,10 @@ pub struct StorageNode {
     serving: bool,
     lock: Arc<DirLock>,
 }
+
+/// How long a stopping node waits for the stores it already admitted to finish (after it has
+/// begun refusing new ones): 5 s, a few shards' disk syncs on a slow disk.
+pub const DRAIN_WAIT: Duration = Duration::from_secs(5);
 
 /// How long a starting node may take to report its listen addresses.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -497,8 +564,12 @@ impl StorageNode {
                 opts.net.bootstrap.clone(),
             ));
         }
+        let client = Client::new(node.clone(), identity.clone());
+        let (objects, repairer) = repair_over(dir, &client, &config)?;
         Ok(StorageNode {
-            client: Client::new(node.clone(), identity.clone()),
+            objects,
+            repairer,
+            client,
             node,
             identity,
             config,
@@ -517,11 +588,12 @@ impl StorageNode {
         self.lock.clone()
     }
 
-    /// The network commands (`defs status/peers/put/get`) over this node.
+    /// The network commands (`defs status/peers/put/get/repair`) over this node.
     pub fn commands(&self) -> commands::Commands {
         commands::Commands {
             client: self.client.clone(),
             layout: self.config.layout.clone(),
+            repairer: self.repairer.clone(),
         }
     }
 
@@ -538,9 +610,15 @@ impl StorageNode {
         Ok(())
     }
 
-    /// Stops the control socket and the node.
+    /// Stops the control socket and the node: first no new shards (refused with a reason, so
+    /// owners store them elsewhere), then up to [`DRAIN_WAIT`] for stores already admitted to
+    /// reach the disk, then the node.
     pub async fn shutdown(self) {
         self.cancel.cancel();
+        match self.node.drain(DRAIN_WAIT).await {
+            Ok(0) | Err(_) => {}
+            Ok(n) => tracing::warn!(running = n, "stopping with stores still running"),
+        }
         self.node.shutdown().await;
         if self.serving {
             let _ = std::fs::remove_file(self.dir.join(control::SOCKET_NAME));

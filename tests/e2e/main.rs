@@ -11,3 +11,4 @@ mod key_backup;
 mod messages;
 mod network;
 mod remote_reads;
+mod repair;

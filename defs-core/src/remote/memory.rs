@@ -172,6 +172,39 @@ impl ShardClient for MemoryClient {
         })
     }
 
+    fn store_shards(
+        &self,
+        shards: Vec<OutShard>,
+        avoid: Vec<NodeId>,
+    ) -> BoxFuture<'_, Result<Vec<Vec<NodeId>>>> {
+        Box::pin(async move {
+            let first = shards.first().map(|s| s.id).unwrap_or_default();
+            self.with(|n| {
+                let up = |i: &usize| n[*i].up;
+                let mut order: Vec<usize> = (0..n.len())
+                    .filter(up)
+                    .filter(|&i| !avoid.contains(&n[i].id))
+                    .collect();
+                if order.is_empty() {
+                    order = (0..n.len()).filter(up).collect();
+                }
+                if order.is_empty() {
+                    return Err(remote("store", first, "no node is up"));
+                }
+                let mut holders = Vec::with_capacity(shards.len());
+                for (k, OutShard { id, crc, bytes }) in shards.into_iter().enumerate() {
+                    if crc32fast::hash(&bytes) != crc || blake3::hash(&bytes).as_bytes() != &id.0 {
+                        return Err(remote("store", id, "bytes do not match the id or CRC"));
+                    }
+                    let node = &mut n[order[k % order.len()]];
+                    node.shards.insert(id, bytes);
+                    holders.push(vec![node.id]);
+                }
+                Ok(holders)
+            })
+        })
+    }
+
     fn fetch(&self, id: ShardId, holders: Vec<NodeId>) -> BoxFuture<'_, Result<Vec<u8>>> {
         Box::pin(async move {
             let found = self.with(|n| {

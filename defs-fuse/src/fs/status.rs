@@ -379,6 +379,48 @@ impl Fs {
     }
 }
 
+impl Fs {
+    /// Every stored object the tree refers to, each once, with its file key: what the owner's
+    /// repair checks. Walks the namespace breadth first (a loop, not recursion).
+    ///
+    /// # Errors
+    /// DB errors while walking.
+    pub fn stored_objects(&self) -> Result<Vec<(FileId, FileKey)>> {
+        let db = &self.inner.db;
+        let mut out = Vec::new();
+        let mut seen_files = HashSet::new();
+        let mut seen_dirs = HashSet::from([InodeNo::ROOT]);
+        let mut queue = VecDeque::from([InodeNo::ROOT]);
+        while let Some(dir) = queue.pop_front() {
+            let mut after = 0;
+            loop {
+                let batch = match db.readdir(dir, after, READDIR_BATCH) {
+                    Ok(b) => b,
+                    // Removed while we walk: nothing below it any more.
+                    Err(defs_core::Error::NotFound { .. }) => break,
+                    Err(e) => return Err(e.into()),
+                };
+                let Some(last) = batch.last() else { break };
+                after = last.cookie;
+                for e in batch {
+                    match e.kind {
+                        FileKind::Directory if seen_dirs.insert(e.ino) => queue.push_back(e.ino),
+                        FileKind::RegularFile => {
+                            if let Ok(Content::Stored { file, key, .. }) = db.content(e.ino)
+                                && seen_files.insert(file)
+                            {
+                                out.push((file, FileKey::from_bytes(key)));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// The state of one [`Fs::tree_status_under`] walk.
 struct TreeWalk {
     journal: HashMap<InodeNo, defs_core::DirtyRecord>,

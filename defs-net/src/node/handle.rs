@@ -103,6 +103,7 @@ impl Node {
             pending: HashMap::new(),
             lookups: HashMap::new(),
             ask_limiter: AskLimiter::default(),
+            ask_pacer: AskPacer::new(Instant::now()),
             inbound_ops: 0,
             queued_inbound: VecDeque::new(),
             last_refresh: Instant::now(),
@@ -111,6 +112,7 @@ impl Node {
             boot,
             boot_dials,
             discoveries: Vec::new(),
+            silenced: Vec::new(),
         };
         let span = info_span!("node", peer = %short(&peer_id));
         let task = tokio::spawn(actor.run().instrument(span));
@@ -432,6 +434,24 @@ impl Node {
     pub async fn set_fault(&self, fault: Option<crate::service::Fault>) -> Result<()> {
         self.ask(|reply| NodeMessage::SetFault { fault, reply })
             .await
+    }
+
+    /// Stops taking new shards, then waits (at most `within`) for the stores already admitted
+    /// to finish: the first step of a shutdown, so that owners place their shards elsewhere
+    /// at once (a refusal with [`ErrorCode::ShuttingDown`]) instead of losing them to a node
+    /// that is about to stop. Returns the stores still running when the wait ended.
+    ///
+    /// # Errors
+    /// [`Error::Closed`].
+    pub async fn drain(&self, within: Duration) -> Result<usize> {
+        let deadline = Instant::now() + within;
+        loop {
+            let running = self.ask(|reply| NodeMessage::Drain { reply }).await?;
+            if running == 0 || Instant::now() >= deadline {
+                return Ok(running);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Stops the node and waits for its task to end.

@@ -33,20 +33,27 @@ impl NodeActor {
             }
         };
         let topic = gossipsub::IdentTopic::new(LOOKUP_TOPIC);
-        let unpublished = match self
-            .swarm
-            .behaviour_mut()
-            .gossipsub
-            .publish(topic, bytes.clone())
-        {
-            Ok(_) => {
-                debug!(ask = ask_id, ids = ids.len(), "lookup published");
-                None
-            }
-            Err(e) => {
-                // No subscribed peer yet: retried on every tick until the deadline.
-                debug!(error = %e, "lookup not published yet");
-                Some(bytes)
+        let unpublished = if !self.ask_pacer.ready(Instant::now()) {
+            // Over our own ask budget: published from the tick once a token is free.
+            debug!(ask = ask_id, "lookup waits for the ask budget");
+            Some(bytes)
+        } else {
+            match self
+                .swarm
+                .behaviour_mut()
+                .gossipsub
+                .publish(topic, bytes.clone())
+            {
+                Ok(_) => {
+                    self.ask_pacer.take();
+                    debug!(ask = ask_id, ids = ids.len(), "lookup published");
+                    None
+                }
+                Err(e) => {
+                    // No subscribed peer yet: retried on every tick until the deadline.
+                    debug!(error = %e, "lookup not published yet");
+                    Some(bytes)
+                }
             }
         };
         self.lookups.insert(
@@ -57,6 +64,7 @@ impl NodeActor {
                 found: HashMap::new(),
                 want: want.max(1),
                 deadline: Instant::now() + window,
+                window,
                 reply,
             },
         );

@@ -74,7 +74,7 @@ impl NodeActor {
                 let mut list: Vec<Candidate> = self
                     .peers
                     .iter()
-                    .filter(|(_, s)| s.storage && s.connections > 0 && s.puzzle_ok)
+                    .filter(|(_, s)| s.storage && s.connections > 0 && s.puzzle_ok && !s.draining)
                     .map(|(p, s)| Candidate {
                         peer: *p,
                         score: s.stats.score(now, need),
@@ -123,6 +123,15 @@ impl NodeActor {
                     Outcome::BadData => s.record_failure(now, 3.0),
                     Outcome::Failure => s.record_failure(now, 1.0),
                 }
+            }
+            NodeMessage::Drain { reply } => {
+                if let Some(s) = &mut self.service
+                    && !s.draining
+                {
+                    info!("shutting down: new shards are refused from now on");
+                    s.draining = true;
+                }
+                let _ = reply.send(self.inbound_ops + self.queued_inbound.len());
             }
             #[cfg(any(test, feature = "test-utils"))]
             NodeMessage::SetFault { fault, reply } => {

@@ -32,6 +32,7 @@ impl NodeActor {
                 identified: false,
                 redial: None,
                 last_pong: now,
+                draining: false,
                 node_id,
                 last_seen: now,
             }

@@ -145,6 +145,10 @@ impl NodeActor {
             );
             return;
         };
+        if service.fault == Some(service::Fault::Silent) {
+            self.silenced.push(channel);
+            return;
+        }
         if let Request::Info = request {
             let info = service.info();
             let _ = self
@@ -198,8 +202,13 @@ impl NodeActor {
                             _ => 0,
                         };
                     let took = started.elapsed();
-                    let s = &mut self.peer(peer).stats;
+                    let state = self.peer(peer);
+                    let s = &mut state.stats;
                     match &response {
+                        Response::Error(e) if e.code == ErrorCode::ShuttingDown => {
+                            debug!(peer = %short(&peer), "peer is shutting down: no more shards go there");
+                            state.draining = true;
+                        }
                         Response::Error(e) if e.code != ErrorCode::NotFound => {
                             s.record_failure(Instant::now(), 1.0)
                         }

@@ -31,6 +31,9 @@ pub enum ErrorCode {
     /// The requester's node id does not solve the identity work puzzle at the difficulty this
     /// node asks of its peers.
     PuzzleNotSolved,
+    /// The node is shutting down and takes no new shards (it still serves what it holds until
+    /// it stops): store elsewhere.
+    ShuttingDown,
     /// A code this version does not know.
     Unknown(u16),
 }
@@ -50,6 +53,7 @@ impl ErrorCode {
             ErrorCode::BadRequest => 10,
             ErrorCode::Internal => 11,
             ErrorCode::PuzzleNotSolved => 12,
+            ErrorCode::ShuttingDown => 14,
             ErrorCode::Unknown(c) => c,
         }
     }
@@ -68,6 +72,7 @@ impl ErrorCode {
             10 => ErrorCode::BadRequest,
             11 => ErrorCode::Internal,
             12 => ErrorCode::PuzzleNotSolved,
+            14 => ErrorCode::ShuttingDown,
             c => ErrorCode::Unknown(c),
         }
     }

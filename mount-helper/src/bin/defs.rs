@@ -1,4 +1,5 @@
-//! `defs`: the DeFS command line (init, id, key, node, put, get, sync, status, peers, devnet).
+//! `defs`: the DeFS command line (init, id, key, node, put, get, sync, repair, status, peers,
+//! devnet).
 //!
 //! Exit codes: 0 success, 1 the operation failed (the message says why), 2 bad usage.
 
@@ -142,6 +143,17 @@ enum Command {
         path: Option<PathBuf>,
         #[command(flatten)]
         dir: DataDirArg,
+    },
+    /// Check the owner's files now and repair what lost holders: shards whose nodes are gone
+    /// are re-created from the others and stored on other nodes (a running mount also does this
+    /// in the background). Exits 1 naming segments that could not be repaired.
+    Repair {
+        /// Files to check (ids `defs put` printed) [default: every file of the running mount]
+        file_ids: Vec<String>,
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[command(flatten)]
+        net: ClientArgs,
     },
     /// This node, its peers and capacity, and whether anything is protected; with a running
     /// mount, its dirty, uploading and failed files.
@@ -312,6 +324,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let dir = data_dir::resolve(dir.data_dir)?;
             let out =
                 net_cmd::run(&dir, &NetOptions::default(), ControlRequest::Sync { path }).await?;
+            println!("{out}");
+            Ok(())
+        }
+        Command::Repair { file_ids, dir, net } => {
+            let out = network(dir, net, ControlRequest::Repair { files: file_ids }).await?;
             println!("{out}");
             Ok(())
         }

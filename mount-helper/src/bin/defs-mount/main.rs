@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
-use defs_core::object::{ManifestStore, Objects};
+use defs_core::repair::Repairer;
 use defs_core::sync::Arc;
 use defs_fuse::fs::{self, FsyncMode};
 use defs_fuse::fuse::FuseFs;
@@ -544,16 +544,9 @@ async fn serve_mount(
         read_only: options.read_only,
         fsync: options.fsync,
     };
-    // Uploads and lazy reads go through the object layer over the mount's own node.
-    let manifests_dir = meta_dir.join("manifests");
-    let manifests = ManifestStore::open(&manifests_dir)
-        .with_context(|| format!("opening {}", manifests_dir.display()))?;
-    let objects = Arc::new(Objects::new(
-        Arc::new(node.client.clone()),
-        node.identity.manifest_wrap_key(),
-        settings.layout.clone(),
-        Some(manifests),
-    ));
+    // Uploads, lazy reads and repair go through the one object layer over the mount's own
+    // node (manifests and holder records in DIR/meta/manifests).
+    let objects = node.objects.clone();
     let core = fs::Fs::new(
         Arc::new(db),
         Arc::new(cache),
@@ -583,6 +576,11 @@ async fn serve_mount(
     let mounted = tokio::task::block_in_place(|| session::mount(fuse, mountpoint, &mount_config))
         .with_context(|| format!("mounting at {}", mountpoint.display()))?;
     let unmounter = mounted.unmounter();
+    let _repair = background_repair(
+        core.clone(),
+        node.repairer.clone(),
+        Duration::from_secs(settings.repair.interval_secs),
+    );
     let handler = MountCommands {
         commands: node.commands(),
         node: node.node.clone(),
@@ -616,6 +614,11 @@ async fn serve_mount(
             _ = hup.recv() => { info!(signal = "SIGHUP", "ignored"); }
         }
     };
+    // A node that is going away takes no new shards from here on: owners store them elsewhere
+    // at once instead of on a node that stops within the grace period.
+    if let Err(e) = node.node.drain(Duration::ZERO).await {
+        warn!(error = %e, "refusing new shards before shutdown failed");
+    }
     let session_result = match ended {
         Some(r) => r,
         None => {
@@ -642,6 +645,46 @@ async fn serve_mount(
         .context("flushing the journal at unmount")?;
     info!("unmounted cleanly");
     Ok(())
+}
+
+/// How long after the mount is ready its first background repair check starts: the node's
+/// peers have connected by then, so holders that are merely slow to connect are not taken for
+/// lost.
+const FIRST_REPAIR_AFTER: Duration = Duration::from_secs(60);
+
+/// Checks every stored file of the mount and repairs what lost holders, [`FIRST_REPAIR_AFTER`]
+/// the start and then every `interval` (paced by `[repair] bandwidth_bytes`); off when
+/// `interval` is zero. The task stops when the returned handle is dropped.
+fn background_repair(
+    fs: fs::Fs,
+    repairer: Arc<Repairer>,
+    interval: Duration,
+) -> Option<tokio_util::task::AbortOnDropHandle<()>> {
+    if interval.is_zero() {
+        info!("background repair is off ([repair] interval_secs = 0)");
+        return None;
+    }
+    let task = tokio::spawn(async move {
+        tokio::time::sleep(FIRST_REPAIR_AFTER.min(interval)).await;
+        loop {
+            match fs.stored_objects() {
+                Ok(files) => {
+                    let files = files.into_iter().map(|(f, k)| (f, Some(k))).collect();
+                    let s = repairer.run_pass(files, &|_, _| {}).await;
+                    info!(
+                        healthy = s.healthy,
+                        degraded = s.degraded,
+                        lost = s.lost,
+                        restored = s.shards_restored,
+                        "background repair check done"
+                    );
+                }
+                Err(e) => warn!(error = %e, "background repair: listing the stored files failed"),
+            }
+            tokio::time::sleep(interval).await;
+        }
+    });
+    Some(tokio_util::task::AbortOnDropHandle::new(task))
 }
 
 /// Logs to `DIR/logs/defs-mount.log` (and stderr in the foreground), filtered by `RUST_LOG`.
