@@ -504,5 +504,36 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Records for tests of the layers that store and find them.
+#[cfg(any(test, feature = "test-utils"))]
+pub mod testing {
+    use super::*;
+
+    /// `identity`'s record number `seq`, made at `seq` seconds after the epoch, naming a
+    /// snapshot whose FileId is `seq` repeated (so records of different seqs differ in body).
+    ///
+    /// # Panics
+    /// For seq 0 or when the OS has no randomness.
+    pub fn record(identity: &Identity, seq: u64) -> RootRecord {
+        let body = RootBody {
+            writer: WriterId([9; 16]),
+            lease_secs: 300,
+            writer_name: "test".into(),
+            snapshot: ObjectRef {
+                file: FileId([seq as u8; 32]),
+                len: 4096,
+                trailer: [1; 32],
+            },
+            segments: vec![],
+            versions: None,
+            kept: false,
+        };
+        match RootRecord::sign(identity, seq, 1_000 * seq, &body) {
+            Ok(r) => r,
+            Err(e) => panic!("test record: {e}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -360,24 +360,9 @@ impl RootStore for MemoryClient {
 mod tests {
     use super::*;
     use crate::identity::Identity;
-    use crate::root_record::{ObjectRef, RootBody, WriterId};
-    use crate::types::FileId;
 
     fn record(id: &Identity, seq: u64) -> Vec<u8> {
-        let body = RootBody {
-            writer: WriterId([1; 16]),
-            lease_secs: 300,
-            writer_name: "test".into(),
-            snapshot: ObjectRef {
-                file: FileId([seq as u8; 32]),
-                len: 10,
-                trailer: [0; 32],
-            },
-            segments: vec![],
-            versions: None,
-            kept: false,
-        };
-        RootRecord::sign(id, seq, 0, &body).unwrap().into_bytes()
+        crate::root_record::testing::record(id, seq).into_bytes()
     }
 
     #[tokio::test]

@@ -31,6 +31,9 @@ pub enum ErrorCode {
     /// The requester's node id does not solve the identity work puzzle at the difficulty this
     /// node asks of its peers.
     PuzzleNotSolved,
+    /// A root record that does not supersede the one the node holds for its owner: a lower
+    /// sequence number, or the same one with other bytes (no rollback).
+    Rollback,
     /// A code this version does not know.
     Unknown(u16),
 }
@@ -50,6 +53,7 @@ impl ErrorCode {
             ErrorCode::BadRequest => 10,
             ErrorCode::Internal => 11,
             ErrorCode::PuzzleNotSolved => 12,
+            ErrorCode::Rollback => 13,
             ErrorCode::Unknown(c) => c,
         }
     }
@@ -68,6 +72,7 @@ impl ErrorCode {
             10 => ErrorCode::BadRequest,
             11 => ErrorCode::Internal,
             12 => ErrorCode::PuzzleNotSolved,
+            13 => ErrorCode::Rollback,
             c => ErrorCode::Unknown(c),
         }
     }
