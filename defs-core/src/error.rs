@@ -487,6 +487,17 @@ pub enum Error {
         reason: String,
     },
 
+    // ---- namespace publishing and recovery (publish) ------------------------------------------
+    /// No published namespace of this identity could be loaded: none is held by the places
+    /// asked, or every candidate was refused (each reason is in `detail`).
+    #[error("no namespace found for {owner}: {detail}")]
+    NoNamespace {
+        /// The identity.
+        owner: NodeId,
+        /// What was found and why each candidate was refused.
+        detail: String,
+    },
+
     // ---- remote (the ShardClient trait; raised by its implementations) ------------------------
     /// A remote shard operation failed: the network could not store, fetch, find or delete.
     #[error("{op} of shard {shard} failed: {reason}")]

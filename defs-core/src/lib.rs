@@ -19,6 +19,8 @@
 //!   verification, the no-rollback rule).
 //! - [`object`]: a byte source stored through a `ShardClient` as one sealed, erasure-coded
 //!   object, and byte ranges of it read back (the mount and the CLI share it).
+//! - [`publish`]: the namespace published as a stored snapshot named by a signed root record
+//!   ([`publish::Publisher`]), and recovered from the key alone ([`publish::recover`]).
 //! - [`durability`]: the one definition of "on the network" that every safety report uses.
 //!
 //! The data path runs file bytes through the pipeline (slice → Reed-Solomon → encrypt → checksum)
@@ -40,6 +42,7 @@ pub mod namespace;
 pub mod object;
 pub mod oplog;
 pub mod pipeline;
+pub mod publish;
 pub mod remote;
 pub mod root_record;
 pub mod shard_store;

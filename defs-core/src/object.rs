@@ -524,37 +524,58 @@ impl Objects {
     /// [`Error::Remote`] when nobody returns it; [`Error::WrongKey`] or a malformed-manifest
     /// error when it does not open with `key`.
     pub async fn manifest(&self, file: FileId, key: &FileKey) -> Result<Arc<Manifest>> {
-        if let Some(m) = self
-            .opened
+        if let Some(m) = self.opened(file) {
+            return Ok(m);
+        }
+        let bytes = self.sealed(file).await?;
+        let manifest = Arc::new(Manifest::open_with_key(&bytes, key)?);
+        self.remember(file, manifest.clone());
+        Ok(manifest)
+    }
+
+    /// The manifest of the owner's object `file` and its file key, unwrapped with the owner's
+    /// wrap key: how an object named only by its id (a published namespace snapshot) is
+    /// opened. Fetched as [`Objects::manifest`] fetches; the bytes hash to `file`.
+    ///
+    /// # Errors
+    /// [`Error::Remote`] when nobody returns it; [`Error::WrongKey`] when it is not sealed for
+    /// this owner; a malformed-manifest error.
+    pub async fn owned_manifest(&self, file: FileId) -> Result<(Arc<Manifest>, FileKey)> {
+        let bytes = self.sealed(file).await?;
+        let (manifest, key) = Manifest::open(&bytes, &self.wrap)?;
+        let manifest = Arc::new(manifest);
+        self.remember(file, manifest.clone());
+        Ok((manifest, key))
+    }
+
+    fn opened(&self, file: FileId) -> Option<Arc<Manifest>> {
+        self.opened
             .lock()
             .ok()
             .and_then(|mut c| c.get(&file).cloned())
-        {
-            return Ok(m);
-        }
+    }
+
+    /// The sealed manifest of `file` from the local manifest store or the network (kept
+    /// locally once fetched).
+    async fn sealed(&self, file: FileId) -> Result<Vec<u8>> {
         let local = match &self.manifests {
             Some(store) => store.get(file)?,
             None => None,
         };
-        let bytes = match local {
-            Some(b) => b,
-            None => {
-                let bytes = self.client.fetch(ShardId(file.0), Vec::new()).await?;
-                if let Some(store) = &self.manifests {
-                    let sealed = SealedManifest {
-                        bytes: bytes.clone(),
-                        id: file,
-                    };
-                    if let Err(e) = store.put(&sealed) {
-                        warn!(file = %file, error = %e, "keeping a local manifest copy failed");
-                    }
-                }
-                bytes
+        if let Some(b) = local {
+            return Ok(b);
+        }
+        let bytes = self.client.fetch(ShardId(file.0), Vec::new()).await?;
+        if let Some(store) = &self.manifests {
+            let sealed = SealedManifest {
+                bytes: bytes.clone(),
+                id: file,
+            };
+            if let Err(e) = store.put(&sealed) {
+                warn!(file = %file, error = %e, "keeping a local manifest copy failed");
             }
-        };
-        let manifest = Arc::new(Manifest::open_with_key(&bytes, key)?);
-        self.remember(file, manifest.clone());
-        Ok(manifest)
+        }
+        Ok(bytes)
     }
 
     /// Reads the bytes of object `file` (its opened `manifest`) covering `len` bytes at

@@ -1,0 +1,473 @@
+//! Publishing the namespace: this module owns the steps that put the metadata DB's namespace on
+//! the network as an ordinary stored object named by a signed root record, and the local files
+//! that make those steps survive a crash (`docs/namespace-publishing.md` §3).
+//!
+//! ```text
+//!  publish_now ─▶ (a record signed but not committed? resend it, commit it)
+//!              ─▶ cut: snapshot of the published view ─▶ DIR/meta/publish/<seq>.snap, MetaDb::sync
+//!              ─▶ Objects::put (RS, per-shard keys, placement; the manifest wraps the key)
+//!              ─▶ RootRecord::sign(seq = last + 1) ─▶ DIR/meta/root.next (fsync, rename)
+//!              ─▶ RootStore::put_root ─▶ copies acknowledged
+//!              ─▶ one durable commit of published_seq / published_lsn ─▶ root.next → root.record
+//! ```
+//!
+//! # The API the mount wiring calls
+//!
+//! - [`Publisher::open`]: once per mount, after the metadata DB is open (and after recovery,
+//!   [`recover`], when the data dir had none). Reads `root.record` / `root.next`.
+//! - [`Publisher::changed`]: cheap, synchronous: whether any operation returned since the last
+//!   published cut (the debouncer asks it; no I/O but a lock).
+//! - [`Publisher::publish_now`]: one publish, one at a time (callers queue on an async lock):
+//!   returns [`Published`] (seq, copies acknowledged, bytes uploaded). With nothing changed it
+//!   re-sends the current record (its copies are counted again, stale holders healed) and
+//!   uploads nothing; a record older than a third of the lease is renewed under a new seq.
+//!   `defs sync` calls it after the files are clean and reports "namespace published (seq N,
+//!   M copies)".
+//! - [`Publisher::release`]: at unmount, publishes the current state with lease 0.
+//! - [`Publisher::published_seq`]: the last committed seq (for `defs status`).
+//!
+//! Crash safety, per step: a crash before the record is written leaves a snapshot file (removed
+//! by the next cut) and maybe an object no record names; a crash after `root.next` is written
+//! makes the next `publish_now` re-send exactly those bytes (a seq never names two byte
+//! strings) and commit them before cutting anew. A crash after the commit has nothing to redo.
+//! A holder's `RootRollback` refusal (a newer record of this identity exists: another writer)
+//! stops this publisher: every later call returns that error.
+
+pub mod recover;
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tracing::{debug, info, warn};
+
+use crate::error::{Error, Result};
+use crate::fsutil::fsync_dir;
+use crate::identity::Identity;
+use crate::meta::MetaDb;
+use crate::meta::schema::{KEY_PUBLISHED_LSN, KEY_PUBLISHED_SEQ};
+use crate::object::{FileSource, Objects};
+use crate::remote::RootStore;
+use crate::root_record::{ObjectRef, RootBody, RootRecord, WriterId};
+use crate::sync::Arc;
+pub use recover::{Recovered, recover};
+
+/// The directory under `DIR/meta` where a cut's snapshot is written before it is stored.
+pub const PUBLISH_DIR: &str = "publish";
+/// A record signed and about to be sent, not yet committed: `cut LSN u64 LE ‖ record`.
+pub const ROOT_NEXT: &str = "root.next";
+/// The last record committed (published, or recovered from).
+pub const ROOT_RECORD: &str = "root.record";
+/// The highest seq this data dir has seen verify for its identity (decimal text): a reader
+/// refuses candidates below it (no rollback) and a publisher numbers above it.
+pub const ROOT_SEEN: &str = "root.seen";
+
+/// Who publishes and for how long it holds the namespace (docs/namespace-publishing.md §5).
+#[derive(Clone, Debug)]
+pub struct PublishConfig {
+    /// This data dir's writer id (`DIR/writer.id`).
+    pub writer: WriterId,
+    /// A human name for the writer (host name), at most 64 bytes.
+    pub writer_name: String,
+    /// How long a record's lease lasts, in seconds.
+    pub lease_secs: u32,
+}
+
+/// What one publish did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Published {
+    /// The seq of the record now on the network.
+    pub seq: u64,
+    /// Places that acknowledged the record as kept.
+    pub copies: usize,
+    /// The snapshot the record names.
+    pub snapshot: ObjectRef,
+    /// Plaintext bytes of namespace objects this call stored (0 when only a record was sent).
+    pub uploaded: u64,
+}
+
+/// The publisher's state behind its async lock (one publish at a time).
+struct State {
+    /// The last committed record and its opened body.
+    last: Option<(RootRecord, RootBody)>,
+    /// The highest seq known to exist for this identity (committed, pending or seen).
+    top_seq: u64,
+    /// Set when a holder refused our record as a rollback: publishing has stopped.
+    lost: Option<Error>,
+}
+
+/// Publishes one identity's namespace (see the module doc).
+pub struct Publisher {
+    dir: PathBuf,
+    db: Arc<MetaDb>,
+    objects: Arc<Objects>,
+    roots: Arc<dyn RootStore>,
+    identity: Arc<Identity>,
+    config: PublishConfig,
+    /// The LSN of the last committed cut.
+    published_lsn: AtomicU64,
+    /// The seq of the last committed record.
+    published_seq: AtomicU64,
+    state: tokio::sync::Mutex<State>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("dir", &self.dir)
+            .field("published_seq", &self.published_seq)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Reads a local record file (`root.record`): `None` when absent. Our own file, checked like
+/// any record (a damaged one is an error, never trusted).
+fn read_record(path: &Path, identity: &Identity) -> Result<Option<(RootRecord, RootBody)>> {
+    match std::fs::read(path) {
+        Ok(bytes) => open_own(&bytes, identity).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+/// Verifies `bytes` as a record of `identity` and opens its body.
+fn open_own(bytes: &[u8], identity: &Identity) -> Result<(RootRecord, RootBody)> {
+    let rec = RootRecord::verify(bytes, 0)?;
+    let body = rec.open_body(identity)?;
+    Ok((rec, body))
+}
+
+/// The pending record (`root.next`) and the LSN its cut was made at.
+fn read_pending(dir: &Path, identity: &Identity) -> Result<Option<(u64, RootRecord, RootBody)>> {
+    let path = dir.join(ROOT_NEXT);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(&path, e)),
+    };
+    let (lsn, rec) = bytes.split_at_checked(8).ok_or_else(|| Error::Corrupt {
+        what: "pending root record",
+        reason: format!("{} bytes", bytes.len()),
+    })?;
+    let lsn = u64::from_le_bytes(lsn.try_into().unwrap_or_default());
+    let (rec, body) = open_own(rec, identity)?;
+    Ok(Some((lsn, rec, body)))
+}
+
+/// Writes `bytes` to `dir/name` durably: temp file, fsync, rename, fsync of the directory.
+pub(crate) fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let write = || -> std::io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    };
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(&path, e));
+    }
+    fsync_dir(dir)
+}
+
+/// Removes `dir/name` (gone already is fine) and makes that durable.
+pub(crate) fn remove_durably(dir: &Path, name: &str) -> Result<()> {
+    match std::fs::remove_file(dir.join(name)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(dir.join(name), e)),
+        _ => fsync_dir(dir),
+    }
+}
+
+/// The seq in `root.seen` (0 when absent).
+pub(crate) fn read_seen(dir: &Path) -> Result<u64> {
+    let path = dir.join(ROOT_SEEN);
+    match std::fs::read_to_string(&path) {
+        Ok(s) => s.trim().parse().map_err(|_| Error::Corrupt {
+            what: "root.seen",
+            reason: format!("{s:?} is not a sequence number"),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(Error::io(&path, e)),
+    }
+}
+
+/// Raises `root.seen` to `seq` (never lowers it).
+pub(crate) fn raise_seen(dir: &Path, seq: u64) -> Result<()> {
+    if read_seen(dir)? < seq {
+        write_durably(dir, ROOT_SEEN, seq.to_string().as_bytes())?;
+    }
+    Ok(())
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        Error::io(
+            "a blocking publish step",
+            std::io::Error::other(e.to_string()),
+        )
+    })?
+}
+
+impl Publisher {
+    /// The publisher of `identity`'s namespace held in `db`, with its files in `meta_dir`
+    /// (`DIR/meta`), storing objects through `objects` and records through `roots`.
+    ///
+    /// # Errors
+    /// Io; [`Error::BadRootRecord`] or [`Error::Corrupt`] when `root.record`, `root.next` or
+    /// `root.seen` is damaged (never silently replaced: the seq they hold matters).
+    pub fn open(
+        meta_dir: &Path,
+        db: Arc<MetaDb>,
+        objects: Arc<Objects>,
+        roots: Arc<dyn RootStore>,
+        identity: Arc<Identity>,
+        config: PublishConfig,
+    ) -> Result<Publisher> {
+        let last = read_record(&meta_dir.join(ROOT_RECORD), &identity)?;
+        let pending = read_pending(meta_dir, &identity)?;
+        let published_seq = db.meta_counter(KEY_PUBLISHED_SEQ)?;
+        let published_lsn = db.meta_counter(KEY_PUBLISHED_LSN)?;
+        let top_seq = [
+            published_seq,
+            read_seen(meta_dir)?,
+            last.as_ref().map_or(0, |(r, _)| r.seq()),
+            pending.as_ref().map_or(0, |(_, r, _)| r.seq()),
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(0);
+        Ok(Publisher {
+            dir: meta_dir.to_path_buf(),
+            db,
+            objects,
+            roots,
+            identity,
+            config,
+            published_lsn: AtomicU64::new(published_lsn),
+            published_seq: AtomicU64::new(published_seq),
+            state: tokio::sync::Mutex::new(State {
+                last,
+                top_seq,
+                lost: None,
+            }),
+        })
+    }
+
+    /// Whether any operation returned since the last published cut.
+    ///
+    /// # Errors
+    /// [`Error::Closed`].
+    pub fn changed(&self) -> Result<bool> {
+        Ok(self.db.lsn()? > self.published_lsn.load(Ordering::Acquire))
+    }
+
+    /// The seq of the last committed record (0: never published).
+    pub fn published_seq(&self) -> u64 {
+        self.published_seq.load(Ordering::Acquire)
+    }
+
+    /// Publishes the namespace as it is now (see the module doc) and returns once its record is
+    /// acknowledged and committed.
+    ///
+    /// # Errors
+    /// The store's and the network's errors (nothing committed; the next call resumes);
+    /// [`Error::RootRollback`] when a newer record of this identity exists (publishing stops).
+    ///
+    /// # Cancel safety
+    /// Safe at every await: the files left behind are each a step's durable outcome, and the
+    /// next call (or the next [`Publisher::open`]) resumes from them.
+    pub async fn publish_now(&self) -> Result<Published> {
+        self.publish(self.config.lease_secs).await
+    }
+
+    /// Publishes the current state with lease 0 (unmount): another machine may then mount
+    /// writable at once.
+    ///
+    /// # Errors
+    /// # Cancel safety
+    /// As [`Publisher::publish_now`].
+    pub async fn release(&self) -> Result<Published> {
+        self.publish(0).await
+    }
+
+    async fn publish(&self, lease_secs: u32) -> Result<Published> {
+        let mut st = self.state.lock().await;
+        if let Some(e) = &st.lost {
+            return Err(lost_again(e));
+        }
+        if let Some((lsn, rec, body)) = read_pending(&self.dir, &self.identity)? {
+            info!(
+                seq = rec.seq(),
+                "publish: finishing a record signed before a restart"
+            );
+            self.send_and_commit(&mut st, lsn, rec, body, 0).await?;
+        }
+        let fresh_lease = st.last.as_ref().is_some_and(|(r, b)| {
+            b.lease_secs == lease_secs
+                && now_ms().saturating_sub(r.time_ms()) < u64::from(lease_secs) * 1000 / 3
+        });
+        if !self.changed()? && fresh_lease {
+            let Some((rec, body)) = st.last.clone() else {
+                return Err(Error::Closed);
+            };
+            let copies = self.send(&mut st, &rec).await?;
+            return Ok(Published {
+                seq: rec.seq(),
+                copies,
+                snapshot: body.snapshot,
+                uploaded: 0,
+            });
+        }
+        let seq = st.top_seq.checked_add(1).ok_or_else(|| Error::Corrupt {
+            what: "root record",
+            reason: "sequence numbers exhausted".into(),
+        })?;
+        let (snapshot, lsn, uploaded) = self.cut_and_store(&st, seq).await?;
+        let body = RootBody {
+            writer: self.config.writer,
+            lease_secs,
+            writer_name: self.config.writer_name.clone(),
+            snapshot,
+            segments: Vec::new(),
+            versions: None,
+            kept: false,
+        };
+        let rec = RootRecord::sign(&self.identity, seq, now_ms(), &body)?;
+        let mut pending = lsn.to_le_bytes().to_vec();
+        pending.extend_from_slice(rec.as_bytes());
+        write_durably(&self.dir, ROOT_NEXT, &pending)?;
+        st.top_seq = seq;
+        debug!(seq, "publish: record signed");
+        self.send_and_commit(&mut st, lsn, rec, body, uploaded)
+            .await
+    }
+
+    /// Cuts the namespace into a snapshot file, makes the cut durable locally, and stores the
+    /// snapshot (unless it is byte for byte the one the last record names). Returns the object,
+    /// the cut's LSN and the plaintext bytes uploaded.
+    async fn cut_and_store(&self, st: &State, seq: u64) -> Result<(ObjectRef, u64, u64)> {
+        let dir = self.dir.join(PUBLISH_DIR);
+        let db = self.db.clone();
+        let path = dir.join(format!("{seq}.snap"));
+        let (stats, lsn) = {
+            let (dir, path) = (dir.clone(), path.clone());
+            blocking(move || {
+                // Whatever an interrupted publish left here is of no use now.
+                let _ = std::fs::remove_dir_all(&dir);
+                std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+                let file = File::create(&path).map_err(|e| Error::io(&path, e))?;
+                let cut = db.write_snapshot_cut(BufWriter::new(file))?;
+                // The published state is durable here before it is on the network.
+                db.sync()?;
+                Ok(cut)
+            })
+            .await?
+        };
+        let same = st.last.as_ref().is_some_and(|(_, b)| {
+            b.segments.is_empty()
+                && b.snapshot.len == stats.bytes
+                && b.snapshot.trailer == stats.trailer
+        });
+        if let (true, Some((_, b))) = (same, st.last.as_ref()) {
+            let _ = std::fs::remove_file(&path);
+            debug!(seq, "publish: the published view did not change; no upload");
+            return Ok((b.snapshot, lsn, 0));
+        }
+        let source = Arc::new(FileSource::open(&path)?);
+        let stored = self.objects.put(source, stats.bytes, None, &|_| {}).await?;
+        let _ = std::fs::remove_file(&path);
+        info!(seq, file = %stored.file, bytes = stats.bytes, inodes = stats.inodes, "publish: snapshot stored");
+        Ok((
+            ObjectRef {
+                file: stored.file,
+                len: stats.bytes,
+                trailer: stats.trailer,
+            },
+            lsn,
+            stats.bytes,
+        ))
+    }
+
+    /// Offers `rec` to the root store; a rollback refusal stops this publisher.
+    async fn send(&self, st: &mut State, rec: &RootRecord) -> Result<usize> {
+        match self.roots.put_root(rec.as_bytes().to_vec()).await {
+            Ok(0) => Err(Error::RootUnreachable {
+                owner: rec.owner(),
+                reason: "no place acknowledged the record".into(),
+            }),
+            Ok(copies) => Ok(copies),
+            Err(e @ Error::RootRollback { .. }) => {
+                warn!(seq = rec.seq(), error = %e, "publish: a newer record of this identity exists; publishing stops");
+                st.lost = Some(lost_again(&e));
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends the signed (pending) record and commits it: the DB's counters in one durable
+    /// commit, then `root.next` becomes `root.record`.
+    async fn send_and_commit(
+        &self,
+        st: &mut State,
+        lsn: u64,
+        rec: RootRecord,
+        body: RootBody,
+        uploaded: u64,
+    ) -> Result<Published> {
+        let copies = self.send(st, &rec).await?;
+        let seq = rec.seq();
+        let db = self.db.clone();
+        let dir = self.dir.clone();
+        let bytes = rec.as_bytes().to_vec();
+        blocking(move || {
+            db.set_counters_durable(&[(KEY_PUBLISHED_SEQ, seq), (KEY_PUBLISHED_LSN, lsn)])?;
+            write_durably(&dir, ROOT_RECORD, &bytes)?;
+            remove_durably(&dir, ROOT_NEXT)?;
+            raise_seen(&dir, seq)
+        })
+        .await?;
+        self.published_lsn.fetch_max(lsn, Ordering::AcqRel);
+        self.published_seq.store(seq, Ordering::Release);
+        st.top_seq = st.top_seq.max(seq);
+        info!(seq, copies, "namespace published");
+        let snapshot = body.snapshot;
+        st.last = Some((rec, body));
+        Ok(Published {
+            seq,
+            copies,
+            snapshot,
+            uploaded,
+        })
+    }
+}
+
+/// The stopping error again, for a later call (errors are not `Clone`).
+fn lost_again(e: &Error) -> Error {
+    match e {
+        Error::RootRollback {
+            owner,
+            held,
+            offered,
+        } => Error::RootRollback {
+            owner: *owner,
+            held: *held,
+            offered: *offered,
+        },
+        other => Error::InvalidArgument {
+            what: format!("publishing stopped: {other}"),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests;
