@@ -572,8 +572,6 @@ fn check_tree(seen: &BTreeMap<u64, Seen>) -> Result<()> {
     Ok(())
 }
 
-
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -101,6 +101,16 @@ copies = {copies}
 # Seconds defs-mount waits at unmount for uploads already running; files not uploaded by then
 # stay dirty in the local journal and upload at the next mount.
 shutdown_grace_secs = {grace}
+
+[namespace]
+# The directory tree is published to the network (encrypted, signed) this many seconds after the
+# last change, and at the latest max_staleness_secs after a change under a steady stream.
+publish_debounce_secs = {debounce}
+max_staleness_secs = {staleness}
+# Seconds a published record holds the write lease (renewed every third of it while mounted).
+lease_secs = {lease}
+# Seconds a mount without a metadata DB waits for a storage peer to recover the tree from.
+recover_wait_secs = {recover_wait}
 "#,
         budget = c.cache.budget_bytes,
         reserve = c.cache.reserve_bytes,
@@ -120,6 +130,10 @@ shutdown_grace_secs = {grace}
         small = c.layout.small_file_max,
         copies = c.layout.copies,
         grace = c.mount.shutdown_grace_secs,
+        debounce = c.namespace.publish_debounce_secs,
+        staleness = c.namespace.max_staleness_secs,
+        lease = c.namespace.lease_secs,
+        recover_wait = c.namespace.recover_wait_secs,
     )
 }
 

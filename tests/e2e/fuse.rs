@@ -11,6 +11,7 @@ mod fstab;
 mod lifecycle;
 mod posix;
 mod readme;
+mod recovery;
 mod remount;
 mod safety;
 mod sync;
