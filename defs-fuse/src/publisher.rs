@@ -15,13 +15,17 @@
 //! `defs sync` asks for one now ([`PublishTrigger::publish_now`]) and waits for its outcome. A
 //! failed publish is retried after the debounce; a `RootRollback` (a newer record of this
 //! identity exists: another writer) stops publishing for good, which [`PublishState`] says.
+//! With no other node reachable nothing is attempted (a publish would store a snapshot on this
+//! machine only, and no record could be kept): the state says so and the changes wait.
 
 use std::time::Duration;
 
 use defs_core::Error as CoreError;
 use defs_core::meta::MetaDb;
 use defs_core::publish::{Published, Publisher};
+use defs_core::remote::ShardClient;
 use defs_core::sync::Arc;
+use defs_core::types::NodeId;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
@@ -76,6 +80,8 @@ enum TriggerMessage {
 pub struct PublishTrigger {
     tx: mpsc::Sender<TriggerMessage>,
     publisher: Arc<Publisher>,
+    net: Arc<dyn ShardClient>,
+    owner: NodeId,
     _task: Arc<AbortOnDropHandle<()>>,
 }
 
@@ -89,6 +95,8 @@ struct TriggerActor {
     rx: mpsc::Receiver<TriggerMessage>,
     db: Arc<MetaDb>,
     publisher: Arc<Publisher>,
+    net: Arc<dyn ShardClient>,
+    owner: NodeId,
     timing: Timing,
     state: PublishState,
     last_lsn: u64,
@@ -100,14 +108,23 @@ struct TriggerActor {
 }
 
 impl PublishTrigger {
-    /// Starts the trigger for `publisher`, whose namespace lives in `db`.
-    pub fn spawn(db: Arc<MetaDb>, publisher: Arc<Publisher>, timing: Timing) -> PublishTrigger {
+    /// Starts the trigger for `publisher` of `owner`'s namespace, which lives in `db`; `net`
+    /// tells whether any other node is reachable.
+    pub fn spawn(
+        db: Arc<MetaDb>,
+        publisher: Arc<Publisher>,
+        net: Arc<dyn ShardClient>,
+        owner: NodeId,
+        timing: Timing,
+    ) -> PublishTrigger {
         let (tx, rx) = mpsc::channel(QUEUE);
         let last_lsn = db.lsn().unwrap_or(0);
         let actor = TriggerActor {
             rx,
             db,
             publisher: publisher.clone(),
+            net: net.clone(),
+            owner,
             timing,
             state: PublishState {
                 published_seq: publisher.published_seq(),
@@ -122,6 +139,8 @@ impl PublishTrigger {
         PublishTrigger {
             tx,
             publisher,
+            net,
+            owner,
             _task: Arc::new(AbortOnDropHandle::new(task)),
         }
     }
@@ -168,8 +187,23 @@ impl PublishTrigger {
         if self.tx.send(TriggerMessage::Stop { reply }).await.is_ok() {
             let _ = rx.await;
         }
+        no_peers(self.net.as_ref(), self.owner).await?;
         self.publisher.release().await
     }
+}
+
+/// `Err` when no other node is reachable: nowhere to keep a record.
+async fn no_peers(net: &dyn ShardClient, owner: NodeId) -> Result<(), CoreError> {
+    let live = net.liveness().await?;
+    if live.live.iter().any(|n| live.local.is_none_or(|l| l != *n)) {
+        return Ok(());
+    }
+    Err(CoreError::RootUnreachable {
+        owner,
+        reason: "no other storage node is connected: the namespace stays on this machine until \
+                 one is"
+            .into(),
+    })
 }
 
 impl TriggerActor {
@@ -232,7 +266,10 @@ impl TriggerActor {
 
     async fn publish(&mut self, why: &'static str) -> Result<Published, String> {
         let started = Instant::now();
-        let r = self.publisher.publish_now().await;
+        let r = match no_peers(self.net.as_ref(), self.owner).await {
+            Ok(()) => self.publisher.publish_now().await,
+            Err(e) => Err(e),
+        };
         self.last_attempt = Instant::now();
         match r {
             Ok(p) => {

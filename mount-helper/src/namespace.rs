@@ -193,6 +193,8 @@ pub fn start_publisher(
     Ok(PublishTrigger::spawn(
         db,
         Arc::new(publisher),
+        Arc::new(node.client.clone()),
+        node.identity.node_id(),
         Timing {
             debounce: Duration::from_secs(settings.publish_debounce_secs),
             max_staleness: Duration::from_secs(settings.max_staleness_secs),

@@ -538,6 +538,16 @@ impl StorageNode {
         Ok(())
     }
 
+    /// Stops serving `DIR/control.sock` (the node runs on): a mount that is shutting down
+    /// answers no more commands, and the next mount of the dir does not take it for a live one.
+    pub fn stop_control(&mut self) {
+        self.cancel.cancel();
+        if self.serving {
+            let _ = std::fs::remove_file(self.dir.join(control::SOCKET_NAME));
+            self.serving = false;
+        }
+    }
+
     /// Stops the control socket and the node.
     pub async fn shutdown(self) {
         self.cancel.cancel();

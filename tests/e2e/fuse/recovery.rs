@@ -112,9 +112,15 @@ fn recover_and_compare(cluster: &Cluster, key: &[u8], src: &Path, when: &str) {
         "{when}\nlog:\n{}",
         m.log()
     );
-    // diff compares no fifos or sockets (it calls even equal ones different); rsync does.
+    // diff compares no fifos, sockets or devices (it calls even equal ones different); rsync does.
     run(Command::new("diff")
-        .args(["-r", "--no-dereference", "--exclude=fifo", "--exclude=sock"])
+        .args([
+            "-r",
+            "--no-dereference",
+            "--exclude=fifo",
+            "--exclude=sock",
+            "--exclude=null",
+        ])
         .arg(src)
         .arg(m.path("dst")));
     let left = left_to_copy(src, &m.path("dst"));

@@ -693,6 +693,7 @@ async fn serve_mount(
         .await
         .context("flushing the journal at unmount")?;
     // The final state with the lease released, so another machine may mount writable at once.
+    node.stop_control();
     if let Some(p) = publisher {
         match tokio::time::timeout(grace, p.release()).await {
             Ok(Ok(done)) => info!(
