@@ -572,7 +572,7 @@ fn check_tree(seen: &BTreeMap<u64, Seen>) -> Result<()> {
     Ok(())
 }
 
-
+pub mod segment;
 
 #[cfg(test)]
 mod tests {
