@@ -35,6 +35,9 @@
 //!   `defs sync` calls it after the files are clean and reports "namespace published (seq N,
 //!   M copies)".
 //! - [`Publisher::release`]: at unmount, publishes the current state with lease 0.
+//! - [`candidates`]: the verified records the network holds for the identity, newest first
+//!   (the lease check before a writable mount, a read-only follower's poll); [`recover`] builds
+//!   the DB from the newest that loads.
 //! - [`Publisher::published_seq`]: the last committed seq (for `defs status`).
 //!
 //! Crash safety, per step: a crash before the record is written leaves a snapshot file (removed
@@ -65,7 +68,7 @@ use crate::root_record::{ObjectRef, RootBody, RootRecord, WriterId};
 use crate::snapshot::SnapshotStats;
 use crate::snapshot::segment::{self, SegmentHead};
 use crate::sync::Arc;
-pub use recover::{Recovered, recover};
+pub use recover::{Candidates, Recovered, Refusal, candidates, recover};
 
 /// The directory under `DIR/meta` where a cut's snapshot is written before it is stored.
 pub const PUBLISH_DIR: &str = "publish";
@@ -393,20 +396,11 @@ impl Publisher {
         }
         let fresh_lease = st.last.as_ref().is_some_and(|(r, b)| {
             b.lease_secs == lease_secs
-                && now_ms().saturating_sub(r.time_ms()) < u64::from(lease_secs) * 1000 / 3
+                && (lease_secs == 0
+                    || now_ms().saturating_sub(r.time_ms()) < u64::from(lease_secs) * 1000 / 3)
         });
         if !self.changed()? && fresh_lease {
-            let Some((rec, body)) = st.last.clone() else {
-                return Err(Error::Closed);
-            };
-            let copies = self.send(&mut st, &rec).await?;
-            return Ok(Published {
-                seq: rec.seq(),
-                copies,
-                snapshot: body.snapshot,
-                segments: body.segments.len(),
-                uploaded: 0,
-            });
+            return self.resend_last(&mut st).await;
         }
         let seq = st.top_seq.checked_add(1).ok_or_else(|| Error::Corrupt {
             what: "root record",
@@ -418,6 +412,18 @@ impl Publisher {
             lsn,
             uploaded,
         } = self.cut_and_store(&st, seq).await?;
+        let same = st
+            .last
+            .as_ref()
+            .is_some_and(|(_, b)| b.snapshot == snapshot && b.segments == segments);
+        if same && fresh_lease {
+            // Only bytes in the local cache changed (dirty files publish their stored size):
+            // the network already holds this view; no new seq.
+            let db = self.db.clone();
+            blocking(move || db.set_counters_durable(&[(KEY_PUBLISHED_LSN, lsn)])).await?;
+            self.published_lsn.fetch_max(lsn, Ordering::AcqRel);
+            return self.resend_last(&mut st).await;
+        }
         let body = RootBody {
             writer: self.config.writer,
             lease_secs,
@@ -435,6 +441,21 @@ impl Publisher {
         debug!(seq, "publish: record signed");
         self.send_and_commit(&mut st, lsn, rec, body, uploaded)
             .await
+    }
+
+    /// Sends the last committed record again (its copies counted anew, stale holders healed).
+    async fn resend_last(&self, st: &mut State) -> Result<Published> {
+        let Some((rec, body)) = st.last.clone() else {
+            return Err(Error::Closed);
+        };
+        let copies = self.send(st, &rec).await?;
+        Ok(Published {
+            seq: rec.seq(),
+            copies,
+            snapshot: body.snapshot,
+            segments: body.segments.len(),
+            uploaded: 0,
+        })
     }
 
     /// Cuts the namespace into a snapshot file (fsynced: it becomes the local copy of the

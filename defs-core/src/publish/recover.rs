@@ -99,13 +99,11 @@ pub async fn recover(
     }
     std::fs::create_dir_all(meta_dir).map_err(|e| Error::io(meta_dir, e))?;
     let owner = identity.node_id();
-    let raw = roots.find_roots(owner).await?;
-    let found = raw.len();
-    let (candidates, dropped) =
-        sort_candidates(raw, identity, min_difficulty, read_seen(meta_dir)?);
-    for d in &dropped {
-        warn!(seq = ?d.seq, reason = %d.reason, "recovery: root record refused");
-    }
+    let Candidates {
+        found,
+        verified: candidates,
+        dropped,
+    } = candidates(meta_dir, identity, roots, min_difficulty).await?;
     let top = candidates.first().map_or(0, |(r, _)| r.seq());
     let mut refused = Vec::new();
     for (rec, body) in candidates {
@@ -158,6 +156,43 @@ pub async fn recover(
                 reasons.join("; ")
             )
         },
+    })
+}
+
+/// What the places asked hold for an identity.
+#[derive(Debug)]
+pub struct Candidates {
+    /// Records returned (duplicates included).
+    pub found: usize,
+    /// The records that verify as this identity's, not below `root.seen`, with their opened
+    /// bodies, highest seq first, duplicates removed.
+    pub verified: Vec<(RootRecord, RootBody)>,
+    /// The others, with the reason (each is also logged).
+    pub dropped: Vec<Refusal>,
+}
+
+/// Asks `roots` for `identity`'s records and checks them (signature at `min_difficulty`, owner,
+/// seq not below `meta_dir`'s `root.seen`, the body opens): what a lease check at mount, a
+/// read-only follower and [`recover`] start from. Reads only.
+///
+/// # Errors
+/// The root store's error when nobody could be asked; Io, Corrupt (`root.seen`).
+pub async fn candidates(
+    meta_dir: &Path,
+    identity: &Identity,
+    roots: &dyn RootStore,
+    min_difficulty: u8,
+) -> Result<Candidates> {
+    let raw = roots.find_roots(identity.node_id()).await?;
+    let found = raw.len();
+    let (verified, dropped) = sort_candidates(raw, identity, min_difficulty, read_seen(meta_dir)?);
+    for d in &dropped {
+        warn!(seq = ?d.seq, reason = %d.reason, "root record refused");
+    }
+    Ok(Candidates {
+        found,
+        verified,
+        dropped,
     })
 }
 

@@ -919,3 +919,67 @@ async fn a_recovered_data_dir_publishes_segments_on_the_chain_it_recovered() {
     assert_eq!(dump_published(&c), dump_published(&b.db));
     assert!(c.lookup(InodeNo::ROOT, b"from-a").is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_written_only_to_the_cache_publish_no_new_record() {
+    let env = Env::new();
+    let dirty = tree(&env.db);
+    let p = env.publisher();
+    p.publish_now().await.unwrap();
+    let grow = SetAttr {
+        size: Some(4096),
+        ..SetAttr::default()
+    };
+    env.db.save_written(dirty, &grow, t()).unwrap();
+    assert!(p.changed().unwrap());
+    let again = p.publish_now().await.unwrap();
+    assert_eq!((again.seq, again.uploaded), (1, 0));
+    assert!(!p.changed().unwrap());
+    // Once the bytes are stored, the new size is published.
+    store(&env.db, dirty, 3, 4096);
+    let next = p.publish_now().await.unwrap();
+    assert_eq!((next.seq, next.segments), (2, 1));
+    let (dir, got) = recover_fresh(&env.identity, &env.net).await;
+    got.unwrap();
+    assert_eq!(open_recovered(&dir).getattr(dirty).unwrap().size, 4096);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_naming_a_chain_with_a_segment_missing_from_the_middle_is_refused() {
+    let env = Env::new();
+    tree(&env.db);
+    let p = env.publisher();
+    p.publish_now().await.unwrap();
+    for name in [&b"one"[..], b"two", b"three"] {
+        env.db.mkdir(InodeNo::ROOT, name, &O, t()).unwrap();
+        p.publish_now().await.unwrap();
+    }
+    let (_, body) = read_record(&env.meta().join(ROOT_RECORD), &env.identity)
+        .unwrap()
+        .unwrap();
+    assert_eq!(body.segments.len(), 3);
+    // The owner's key signs a record whose chain lacks segment 2.
+    let mut holed = body.clone();
+    holed.segments.remove(1);
+    let rec = RootRecord::sign(&env.identity, 5, now_ms(), &holed).unwrap();
+    for i in STALE {
+        env.net.set_up(i, false);
+    }
+    env.net.put_root(rec.into_bytes()).await.unwrap();
+    for i in STALE {
+        env.net.set_up(i, true);
+    }
+    let (dir, got) = recover_fresh(&env.identity, &env.net).await;
+    let got = got.unwrap();
+    assert_eq!(got.seq, 4);
+    assert_eq!(got.refused.len(), 1);
+    assert!(
+        got.refused[0].reason.contains("missing"),
+        "{:?}",
+        got.refused
+    );
+    assert_eq!(
+        dump_published(&open_recovered(&dir)),
+        dump_published(&env.db)
+    );
+}
