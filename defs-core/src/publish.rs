@@ -406,12 +406,25 @@ impl Publisher {
             what: "root record",
             reason: "sequence numbers exhausted".into(),
         })?;
+        let renewal = match (&st.last, self.changed()?) {
+            // Nothing changed, the lease needs a new record: the same chain, no cut.
+            (Some((_, b)), false) => Some(Cut {
+                snapshot: b.snapshot,
+                segments: b.segments.clone(),
+                lsn: self.published_lsn.load(Ordering::Acquire),
+                uploaded: 0,
+            }),
+            _ => None,
+        };
         let Cut {
             snapshot,
             segments,
             lsn,
             uploaded,
-        } = self.cut_and_store(&st, seq).await?;
+        } = match renewal {
+            Some(cut) => cut,
+            None => self.cut_and_store(&st, seq).await?,
+        };
         let same = st
             .last
             .as_ref()
@@ -620,13 +633,22 @@ impl Publisher {
         let db = self.db.clone();
         let dir = self.dir.clone();
         let bytes = rec.as_bytes().to_vec();
+        // A record naming the same chain as the last one (a lease renewal) has its state.
+        let same_state = st
+            .last
+            .as_ref()
+            .filter(|(_, b)| b.snapshot == body.snapshot && b.segments == body.segments)
+            .map(|(r, _)| dir.join(state_file(r.seq())));
         blocking(move || {
             // The cut this record names becomes the local copy of the published state (the
-            // base of the next segment); an older copy is of no use any more.
+            // base of the next segment); an older copy is of no use any more. Without either,
+            // there is no base and the next publish stores a full snapshot.
             let cut = dir.join(PUBLISH_DIR).join(format!("{seq}.snap"));
             let state = dir.join(state_file(seq));
             if cut.exists() {
                 std::fs::rename(&cut, &state).map_err(|e| Error::io(&state, e))?;
+            } else if let Some(old) = same_state.filter(|p| p.exists() && *p != state) {
+                std::fs::rename(&old, &state).map_err(|e| Error::io(&state, e))?;
             }
             db.set_counters_durable(&[(KEY_PUBLISHED_SEQ, seq), (KEY_PUBLISHED_LSN, lsn)])?;
             write_durably(&dir, ROOT_RECORD, &bytes)?;

@@ -983,3 +983,36 @@ async fn a_record_naming_a_chain_with_a_segment_missing_from_the_middle_is_refus
         dump_published(&env.db)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_publishes_lease_0_and_the_next_publish_takes_the_lease_again_without_upload() {
+    let env = Env::new();
+    tree(&env.db);
+    let p = env.publisher();
+    p.publish_now().await.unwrap();
+    let released = p.release().await.unwrap();
+    assert_eq!((released.seq, released.uploaded), (2, 0));
+    let lease = |env: &Env| {
+        read_record(&env.meta().join(ROOT_RECORD), &env.identity)
+            .unwrap()
+            .unwrap()
+            .1
+            .lease_secs
+    };
+    assert_eq!(lease(&env), 0);
+    // Released twice: nothing new.
+    assert_eq!(p.release().await.unwrap().seq, 2);
+    let taken = p.publish_now().await.unwrap();
+    assert_eq!((taken.seq, taken.uploaded), (3, 0));
+    assert_eq!(lease(&env), 300);
+    // The renewals kept the chain's local state: the next change is a segment.
+    env.db.mkdir(InodeNo::ROOT, b"after", &O, t()).unwrap();
+    let next = p.publish_now().await.unwrap();
+    assert_eq!((next.seq, next.segments), (4, 1));
+    let (dir, got) = recover_fresh(&env.identity, &env.net).await;
+    assert_eq!(got.unwrap().seq, 4);
+    assert_eq!(
+        dump_published(&open_recovered(&dir)),
+        dump_published(&env.db)
+    );
+}
