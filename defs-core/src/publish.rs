@@ -24,7 +24,7 @@
 //! # The API the mount wiring calls
 //!
 //! - [`Publisher::open`]: once per mount, after the metadata DB is open (and after recovery,
-//!   [`recover`], when the data dir had none). Reads `root.record` / `root.next`.
+//!   [`recover()`], when the data dir had none). Reads `root.record` / `root.next`.
 //! - [`Publisher::changed`]: cheap, synchronous: whether any operation returned since the last
 //!   published cut (the debouncer asks it; no I/O but a lock).
 //! - [`Publisher::publish_now`]: one publish, one at a time (callers queue on an async lock):
@@ -36,7 +36,7 @@
 //!   M copies)".
 //! - [`Publisher::release`]: at unmount, publishes the current state with lease 0.
 //! - [`candidates`]: the verified records the network holds for the identity, newest first
-//!   (the lease check before a writable mount, a read-only follower's poll); [`recover`] builds
+//!   (the lease check before a writable mount, a read-only follower's poll); [`recover()`] builds
 //!   the DB from the newest that loads.
 //! - [`Publisher::published_seq`]: the last committed seq (for `defs status`).
 //!
@@ -47,10 +47,11 @@
 //! A holder's `RootRollback` refusal (a newer record of this identity exists: another writer)
 //! stops this publisher: every later call returns that error.
 
+mod files;
 pub mod recover;
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -58,7 +59,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::{debug, info, warn};
 
 use crate::error::{Error, Result};
-use crate::fsutil::fsync_dir;
 use crate::identity::Identity;
 use crate::meta::MetaDb;
 use crate::meta::schema::{KEY_PUBLISHED_LSN, KEY_PUBLISHED_SEQ};
@@ -68,17 +68,12 @@ use crate::root_record::{ObjectRef, RootBody, RootRecord, WriterId};
 use crate::snapshot::SnapshotStats;
 use crate::snapshot::segment::{self, SegmentHead};
 use crate::sync::Arc;
+pub use files::{PUBLISH_DIR, ROOT_NEXT, ROOT_RECORD, ROOT_SEEN};
+use files::{
+    blocking, raise_seen, read_seen, remove_durably, remove_states_but, state_file, tail,
+    write_durably,
+};
 pub use recover::{Candidates, Recovered, Refusal, candidates, recover};
-
-/// The directory under `DIR/meta` where a cut's snapshot is written before it is stored.
-pub const PUBLISH_DIR: &str = "publish";
-/// A record signed and about to be sent, not yet committed: `cut LSN u64 LE ‖ record`.
-pub const ROOT_NEXT: &str = "root.next";
-/// The last record committed (published, or recovered from).
-pub const ROOT_RECORD: &str = "root.record";
-/// The highest seq this data dir has seen verify for its identity (decimal text): a reader
-/// refuses candidates below it (no rollback) and a publisher numbers above it.
-pub const ROOT_SEEN: &str = "root.seen";
 
 /// Who publishes and for how long it holds the namespace (docs/namespace-publishing.md §5).
 #[derive(Clone, Debug)]
@@ -180,62 +175,6 @@ fn read_pending(dir: &Path, identity: &Identity) -> Result<Option<(u64, RootReco
     Ok(Some((lsn, rec, body)))
 }
 
-/// Writes `bytes` to `dir/name` durably: temp file, fsync, rename, fsync of the directory.
-pub(crate) fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
-    let path = dir.join(name);
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let write = || -> std::io::Result<()> {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)
-    };
-    if let Err(e) = write() {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(&path, e));
-    }
-    fsync_dir(dir)
-}
-
-/// Removes `dir/name` (gone already is fine) and makes that durable.
-pub(crate) fn remove_durably(dir: &Path, name: &str) -> Result<()> {
-    match std::fs::remove_file(dir.join(name)) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(dir.join(name), e)),
-        _ => fsync_dir(dir),
-    }
-}
-
-/// The local copy of the published state of record `seq`: the full snapshot (plaintext) the
-/// chain of that record yields.
-pub(crate) fn state_file(seq: u64) -> String {
-    format!("published-{seq}.snap")
-}
-
-/// Removes the local published states other than `seq`'s.
-fn remove_states_but(dir: &Path, seq: u64) -> Result<()> {
-    let keep = state_file(seq);
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with("published-") && name.ends_with(".snap") && name != keep {
-            let _ = std::fs::remove_file(entry.path());
-        }
-    }
-    Ok(())
-}
-
-/// The last 32 bytes of the file at `path` (fewer when it is shorter).
-fn tail(path: &Path) -> Result<Vec<u8>> {
-    let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
-    let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
-    f.seek(SeekFrom::Start(len.saturating_sub(32)))
-        .map_err(|e| Error::io(path, e))?;
-    let mut out = Vec::with_capacity(32);
-    f.read_to_end(&mut out).map_err(|e| Error::io(path, e))?;
-    Ok(out)
-}
-
 /// Bytes in memory as a [`crate::object::Source`] (a segment on its way to the network).
 pub(crate) struct MemSource(pub(crate) Vec<u8>);
 
@@ -269,36 +208,6 @@ pub const COMPACT_MIN_BYTES: u64 = 1 << 20;
 /// ... or a `1 / COMPACT_RATIO` part of the snapshot, whichever is more: then bytes published
 /// stay within 5 times the segment bytes, and a reader fetches at most 1.25 snapshots.
 pub const COMPACT_RATIO: u64 = 4;
-
-/// The seq in `root.seen` (0 when absent).
-pub(crate) fn read_seen(dir: &Path) -> Result<u64> {
-    let path = dir.join(ROOT_SEEN);
-    match std::fs::read_to_string(&path) {
-        Ok(s) => s.trim().parse().map_err(|_| Error::Corrupt {
-            what: "root.seen",
-            reason: format!("{s:?} is not a sequence number"),
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-        Err(e) => Err(Error::io(&path, e)),
-    }
-}
-
-/// Raises `root.seen` to `seq` (never lowers it).
-pub(crate) fn raise_seen(dir: &Path, seq: u64) -> Result<()> {
-    if read_seen(dir)? < seq {
-        write_durably(dir, ROOT_SEEN, seq.to_string().as_bytes())?;
-    }
-    Ok(())
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| {
-        Error::io(
-            "a blocking publish step",
-            std::io::Error::other(e.to_string()),
-        )
-    })?
-}
 
 impl Publisher {
     /// The publisher of `identity`'s namespace held in `db`, with its files in `meta_dir`

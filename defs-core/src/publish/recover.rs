@@ -26,7 +26,7 @@ use std::path::Path;
 
 use tracing::{info, warn};
 
-use super::{ROOT_RECORD, raise_seen, read_seen, state_file, write_durably};
+use super::files::{ROOT_RECORD, blocking, raise_seen, read_seen, state_file, write_durably};
 use crate::error::{Error, Result};
 use crate::fsutil::fsync_dir;
 use crate::identity::Identity;
@@ -288,7 +288,7 @@ async fn load(
     }
     let seq = rec.seq();
     let base_trailer = snap.trailer;
-    let result = tokio::task::spawn_blocking(move || -> Result<SnapshotStats> {
+    let result = blocking(move || -> Result<SnapshotStats> {
         let state = staging.join(STATE_FILE);
         {
             let input = File::open(&base).map_err(|e| Error::io(&base, e))?;
@@ -308,8 +308,7 @@ async fn load(
         db.close()?;
         Ok(stats)
     })
-    .await
-    .map_err(|e| Error::io("restoring a snapshot", std::io::Error::other(e.to_string())))?;
+    .await;
     if result.is_err() {
         let _ = std::fs::remove_dir_all(meta_dir.join(STAGING_DIR));
     }
