@@ -1016,3 +1016,18 @@ async fn release_publishes_lease_0_and_the_next_publish_takes_the_lease_again_wi
         dump_published(&env.db)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redo_log_left_without_its_db_is_moved_aside_not_replayed() {
+    let (env, _) = published().await;
+    let dir = tempfile::tempdir().unwrap();
+    let meta = dir.path().join("meta");
+    std::fs::create_dir_all(&meta).unwrap();
+    // What a lost DB leaves when only meta.redb was deleted: its log, of no use now.
+    std::fs::write(meta.join(crate::meta::LOG_FILE), b"a log of another DB").unwrap();
+    recover_into(&meta, &env.identity, &env.net).await.unwrap();
+    let orphaned = meta.join(format!("{}.orphaned", crate::meta::LOG_FILE));
+    assert_eq!(std::fs::read(orphaned).unwrap(), b"a log of another DB");
+    let restored = MetaDb::open_with(&meta, None).unwrap();
+    assert_eq!(dump_published(&restored), dump_published(&env.db));
+}
