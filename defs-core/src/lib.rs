@@ -20,7 +20,7 @@
 //! - [`object`]: a byte source stored through a `ShardClient` as one sealed, erasure-coded
 //!   object, and byte ranges of it read back (the mount and the CLI share it).
 //! - [`publish`]: the namespace published as a stored snapshot named by a signed root record
-//!   ([`publish::Publisher`]), and recovered from the key alone ([`publish::recover`]).
+//!   ([`publish::Publisher`]), and recovered from the key alone ([`publish::recover()`]).
 //! - [`durability`]: the one definition of "on the network" that every safety report uses.
 //!
 //! The data path runs file bytes through the pipeline (slice → Reed-Solomon → encrypt → checksum)

@@ -1,29 +1,43 @@
 //! Publishing the namespace: this module owns the steps that put the metadata DB's namespace on
-//! the network as an ordinary stored object named by a signed root record, and the local files
-//! that make those steps survive a crash (`docs/namespace-publishing.md` §3).
+//! the network as ordinary stored objects (a full snapshot, then small segments) named by a
+//! signed root record, and the local files that make those steps survive a crash
+//! (`docs/namespace-publishing.md` §1, §3).
 //!
 //! ```text
 //!  publish_now ─▶ (a record signed but not committed? resend it, commit it)
-//!              ─▶ cut: snapshot of the published view ─▶ DIR/meta/publish/<seq>.snap, MetaDb::sync
-//!              ─▶ Objects::put (RS, per-shard keys, placement; the manifest wraps the key)
+//!              ─▶ cut: snapshot of the published view ─▶ DIR/meta/publish/<seq>.snap (fsync),
+//!                 MetaDb::sync
+//!              ─▶ same view as DIR/meta/published-<last>.snap?  store nothing
+//!                 else segment::diff(published-<last>.snap, cut), checked to yield the cut,
+//!                      within the compaction bound?            Objects::put(segment)
+//!                 else                                         Objects::put(full snapshot)
 //!              ─▶ RootRecord::sign(seq = last + 1) ─▶ DIR/meta/root.next (fsync, rename)
 //!              ─▶ RootStore::put_root ─▶ copies acknowledged
-//!              ─▶ one durable commit of published_seq / published_lsn ─▶ root.next → root.record
+//!              ─▶ cut → published-<seq>.snap; one durable commit of published_seq /
+//!                 published_lsn; root.record written, root.next removed
 //! ```
 //!
+//! Compaction: a full snapshot when there is no local published state to diff against (first
+//! publish, an older data dir), the chain has [`segment::MAX_CHAIN`] segments, or its segments
+//! would total more than `max(COMPACT_MIN_BYTES, snapshot / COMPACT_RATIO)`.
+
 //! # The API the mount wiring calls
 //!
 //! - [`Publisher::open`]: once per mount, after the metadata DB is open (and after recovery,
-//!   [`recover`], when the data dir had none). Reads `root.record` / `root.next`.
+//!   [`recover()`], when the data dir had none). Reads `root.record` / `root.next`.
 //! - [`Publisher::changed`]: cheap, synchronous: whether any operation returned since the last
 //!   published cut (the debouncer asks it; no I/O but a lock).
 //! - [`Publisher::publish_now`]: one publish, one at a time (callers queue on an async lock):
-//!   returns [`Published`] (seq, copies acknowledged, bytes uploaded). With nothing changed it
+//!   returns [`Published`] (seq, copies acknowledged, segments in the chain, plaintext bytes
+//!   uploaded: a one-file change is a segment of a few hundred bytes). With nothing changed it
 //!   re-sends the current record (its copies are counted again, stale holders healed) and
 //!   uploads nothing; a record older than a third of the lease is renewed under a new seq.
 //!   `defs sync` calls it after the files are clean and reports "namespace published (seq N,
 //!   M copies)".
 //! - [`Publisher::release`]: at unmount, publishes the current state with lease 0.
+//! - [`candidates`]: the verified records the network holds for the identity, newest first
+//!   (the lease check before a writable mount, a read-only follower's poll); [`recover()`] builds
+//!   the DB from the newest that loads.
 //! - [`Publisher::published_seq`]: the last committed seq (for `defs status`).
 //!
 //! Crash safety, per step: a crash before the record is written leaves a snapshot file (removed
@@ -33,10 +47,11 @@
 //! A holder's `RootRollback` refusal (a newer record of this identity exists: another writer)
 //! stops this publisher: every later call returns that error.
 
+mod files;
 pub mod recover;
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -44,25 +59,21 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::{debug, info, warn};
 
 use crate::error::{Error, Result};
-use crate::fsutil::fsync_dir;
 use crate::identity::Identity;
 use crate::meta::MetaDb;
 use crate::meta::schema::{KEY_PUBLISHED_LSN, KEY_PUBLISHED_SEQ};
 use crate::object::{FileSource, Objects};
 use crate::remote::RootStore;
 use crate::root_record::{ObjectRef, RootBody, RootRecord, WriterId};
+use crate::snapshot::SnapshotStats;
+use crate::snapshot::segment::{self, SegmentHead};
 use crate::sync::Arc;
-pub use recover::{Recovered, recover};
-
-/// The directory under `DIR/meta` where a cut's snapshot is written before it is stored.
-pub const PUBLISH_DIR: &str = "publish";
-/// A record signed and about to be sent, not yet committed: `cut LSN u64 LE ‖ record`.
-pub const ROOT_NEXT: &str = "root.next";
-/// The last record committed (published, or recovered from).
-pub const ROOT_RECORD: &str = "root.record";
-/// The highest seq this data dir has seen verify for its identity (decimal text): a reader
-/// refuses candidates below it (no rollback) and a publisher numbers above it.
-pub const ROOT_SEEN: &str = "root.seen";
+pub use files::{PUBLISH_DIR, ROOT_NEXT, ROOT_RECORD, ROOT_SEEN};
+use files::{
+    blocking, raise_seen, read_seen, remove_durably, remove_states_but, state_file, tail,
+    write_durably,
+};
+pub use recover::{Candidates, Recovered, Refusal, candidates, recover};
 
 /// Who publishes and for how long it holds the namespace (docs/namespace-publishing.md §5).
 #[derive(Clone, Debug)]
@@ -84,6 +95,8 @@ pub struct Published {
     pub copies: usize,
     /// The snapshot the record names.
     pub snapshot: ObjectRef,
+    /// How many segments the record names after it.
+    pub segments: usize,
     /// Plaintext bytes of namespace objects this call stored (0 when only a record was sent).
     pub uploaded: u64,
 }
@@ -162,60 +175,39 @@ fn read_pending(dir: &Path, identity: &Identity) -> Result<Option<(u64, RootReco
     Ok(Some((lsn, rec, body)))
 }
 
-/// Writes `bytes` to `dir/name` durably: temp file, fsync, rename, fsync of the directory.
-pub(crate) fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
-    let path = dir.join(name);
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let write = || -> std::io::Result<()> {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)
-    };
-    if let Err(e) = write() {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(&path, e));
-    }
-    fsync_dir(dir)
-}
+/// Bytes in memory as a [`crate::object::Source`] (a segment on its way to the network).
+pub(crate) struct MemSource(pub(crate) Vec<u8>);
 
-/// Removes `dir/name` (gone already is fine) and makes that durable.
-pub(crate) fn remove_durably(dir: &Path, name: &str) -> Result<()> {
-    match std::fs::remove_file(dir.join(name)) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(dir.join(name), e)),
-        _ => fsync_dir(dir),
+impl crate::object::Source for MemSource {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let src = usize::try_from(offset)
+            .ok()
+            .and_then(|at| self.0.get(at..at.checked_add(buf.len())?))
+            .ok_or_else(|| {
+                Error::io(
+                    "a namespace segment",
+                    std::io::ErrorKind::UnexpectedEof.into(),
+                )
+            })?;
+        buf.copy_from_slice(src);
+        Ok(())
     }
 }
 
-/// The seq in `root.seen` (0 when absent).
-pub(crate) fn read_seen(dir: &Path) -> Result<u64> {
-    let path = dir.join(ROOT_SEEN);
-    match std::fs::read_to_string(&path) {
-        Ok(s) => s.trim().parse().map_err(|_| Error::Corrupt {
-            what: "root.seen",
-            reason: format!("{s:?} is not a sequence number"),
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-        Err(e) => Err(Error::io(&path, e)),
-    }
+/// What a cut stored: the objects its record names, the cut's LSN, plaintext bytes uploaded.
+struct Cut {
+    snapshot: ObjectRef,
+    segments: Vec<ObjectRef>,
+    lsn: u64,
+    uploaded: u64,
 }
 
-/// Raises `root.seen` to `seq` (never lowers it).
-pub(crate) fn raise_seen(dir: &Path, seq: u64) -> Result<()> {
-    if read_seen(dir)? < seq {
-        write_durably(dir, ROOT_SEEN, seq.to_string().as_bytes())?;
-    }
-    Ok(())
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| {
-        Error::io(
-            "a blocking publish step",
-            std::io::Error::other(e.to_string()),
-        )
-    })?
-}
+/// Segments may total this many bytes before compaction, however small the snapshot: 1 MiB,
+/// so a small namespace is not re-uploaded whole every few changes.
+pub const COMPACT_MIN_BYTES: u64 = 1 << 20;
+/// ... or a `1 / COMPACT_RATIO` part of the snapshot, whichever is more: then bytes published
+/// stay within 5 times the segment bytes, and a reader fetches at most 1.25 snapshots.
+pub const COMPACT_RATIO: u64 = 4;
 
 impl Publisher {
     /// The publisher of `identity`'s namespace held in `db`, with its files in `meta_dir`
@@ -313,31 +305,53 @@ impl Publisher {
         }
         let fresh_lease = st.last.as_ref().is_some_and(|(r, b)| {
             b.lease_secs == lease_secs
-                && now_ms().saturating_sub(r.time_ms()) < u64::from(lease_secs) * 1000 / 3
+                && (lease_secs == 0
+                    || now_ms().saturating_sub(r.time_ms()) < u64::from(lease_secs) * 1000 / 3)
         });
         if !self.changed()? && fresh_lease {
-            let Some((rec, body)) = st.last.clone() else {
-                return Err(Error::Closed);
-            };
-            let copies = self.send(&mut st, &rec).await?;
-            return Ok(Published {
-                seq: rec.seq(),
-                copies,
-                snapshot: body.snapshot,
-                uploaded: 0,
-            });
+            return self.resend_last(&mut st).await;
         }
         let seq = st.top_seq.checked_add(1).ok_or_else(|| Error::Corrupt {
             what: "root record",
             reason: "sequence numbers exhausted".into(),
         })?;
-        let (snapshot, lsn, uploaded) = self.cut_and_store(&st, seq).await?;
+        let renewal = match (&st.last, self.changed()?) {
+            // Nothing changed, the lease needs a new record: the same chain, no cut.
+            (Some((_, b)), false) => Some(Cut {
+                snapshot: b.snapshot,
+                segments: b.segments.clone(),
+                lsn: self.published_lsn.load(Ordering::Acquire),
+                uploaded: 0,
+            }),
+            _ => None,
+        };
+        let Cut {
+            snapshot,
+            segments,
+            lsn,
+            uploaded,
+        } = match renewal {
+            Some(cut) => cut,
+            None => self.cut_and_store(&st, seq).await?,
+        };
+        let same = st
+            .last
+            .as_ref()
+            .is_some_and(|(_, b)| b.snapshot == snapshot && b.segments == segments);
+        if same && fresh_lease {
+            // Only bytes in the local cache changed (dirty files publish their stored size):
+            // the network already holds this view; no new seq.
+            let db = self.db.clone();
+            blocking(move || db.set_counters_durable(&[(KEY_PUBLISHED_LSN, lsn)])).await?;
+            self.published_lsn.fetch_max(lsn, Ordering::AcqRel);
+            return self.resend_last(&mut st).await;
+        }
         let body = RootBody {
             writer: self.config.writer,
             lease_secs,
             writer_name: self.config.writer_name.clone(),
             snapshot,
-            segments: Vec::new(),
+            segments,
             versions: None,
             kept: false,
         };
@@ -351,10 +365,26 @@ impl Publisher {
             .await
     }
 
-    /// Cuts the namespace into a snapshot file, makes the cut durable locally, and stores the
-    /// snapshot (unless it is byte for byte the one the last record names). Returns the object,
-    /// the cut's LSN and the plaintext bytes uploaded.
-    async fn cut_and_store(&self, st: &State, seq: u64) -> Result<(ObjectRef, u64, u64)> {
+    /// Sends the last committed record again (its copies counted anew, stale holders healed).
+    async fn resend_last(&self, st: &mut State) -> Result<Published> {
+        let Some((rec, body)) = st.last.clone() else {
+            return Err(Error::Closed);
+        };
+        let copies = self.send(st, &rec).await?;
+        Ok(Published {
+            seq: rec.seq(),
+            copies,
+            snapshot: body.snapshot,
+            segments: body.segments.len(),
+            uploaded: 0,
+        })
+    }
+
+    /// Cuts the namespace into a snapshot file (fsynced: it becomes the local copy of the
+    /// published state at the commit), makes the cut durable in the DB, and stores what the
+    /// network lacks: nothing when the view did not change, a segment when the chain may grow
+    /// (docs/namespace-publishing.md §1, compaction), else the full snapshot.
+    async fn cut_and_store(&self, st: &State, seq: u64) -> Result<Cut> {
         let dir = self.dir.join(PUBLISH_DIR);
         let db = self.db.clone();
         let path = dir.join(format!("{seq}.snap"));
@@ -365,36 +395,119 @@ impl Publisher {
                 let _ = std::fs::remove_dir_all(&dir);
                 std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
                 let file = File::create(&path).map_err(|e| Error::io(&path, e))?;
-                let cut = db.write_snapshot_cut(BufWriter::new(file))?;
+                let mut w = BufWriter::new(file);
+                let cut = db.write_snapshot_cut(&mut w)?;
+                let file = w
+                    .into_inner()
+                    .map_err(|e| Error::io(&path, e.into_error()))?;
+                file.sync_all().map_err(|e| Error::io(&path, e))?;
                 // The published state is durable here before it is on the network.
                 db.sync()?;
                 Ok(cut)
             })
             .await?
         };
-        let same = st.last.as_ref().is_some_and(|(_, b)| {
-            b.segments.is_empty()
-                && b.snapshot.len == stats.bytes
-                && b.snapshot.trailer == stats.trailer
-        });
-        if let (true, Some((_, b))) = (same, st.last.as_ref()) {
-            let _ = std::fs::remove_file(&path);
-            debug!(seq, "publish: the published view did not change; no upload");
-            return Ok((b.snapshot, lsn, 0));
+        let state = st
+            .last
+            .as_ref()
+            .map(|(r, b)| (self.dir.join(state_file(r.seq())), b.clone()))
+            .filter(|(p, _)| p.exists());
+        if let Some((state_path, body)) = state {
+            match self.extend_chain(&state_path, &body, &path, &stats).await {
+                Ok(Some(cut)) => return Ok(Cut { lsn, ..cut }),
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(seq, error = %e, "publish: no segment on the last state; storing a full snapshot");
+                }
+            }
         }
         let source = Arc::new(FileSource::open(&path)?);
         let stored = self.objects.put(source, stats.bytes, None, &|_| {}).await?;
-        let _ = std::fs::remove_file(&path);
         info!(seq, file = %stored.file, bytes = stats.bytes, inodes = stats.inodes, "publish: snapshot stored");
-        Ok((
-            ObjectRef {
+        Ok(Cut {
+            snapshot: ObjectRef {
                 file: stored.file,
                 len: stats.bytes,
                 trailer: stats.trailer,
             },
+            segments: Vec::new(),
             lsn,
-            stats.bytes,
-        ))
+            uploaded: stats.bytes,
+        })
+    }
+
+    /// The cut `cut` (its `stats`) as the chain of `body` (whose state is the file `state`)
+    /// plus at most one segment: unchanged (nothing stored), or one segment stored. `None`
+    /// when compaction wants a full snapshot instead.
+    async fn extend_chain(
+        &self,
+        state: &Path,
+        body: &RootBody,
+        cut: &Path,
+        stats: &SnapshotStats,
+    ) -> Result<Option<Cut>> {
+        let unchanged = Cut {
+            snapshot: body.snapshot,
+            segments: body.segments.clone(),
+            lsn: 0,
+            uploaded: 0,
+        };
+        if segment::trailer_of(&tail(state)?) == Some(stats.trailer) {
+            debug!("publish: the published view did not change; no upload");
+            return Ok(Some(unchanged));
+        }
+        if body.segments.len() >= segment::MAX_CHAIN {
+            return Ok(None);
+        }
+        let head = SegmentHead {
+            base: body.snapshot.trailer,
+            index: u32::try_from(body.segments.len() + 1).unwrap_or(u32::MAX),
+            prev: body
+                .segments
+                .last()
+                .map_or(body.snapshot.trailer, |s| s.trailer),
+            next_ino: 0,
+        };
+        let (state, cut, want) = (state.to_path_buf(), cut.to_path_buf(), stats.trailer);
+        let seg = blocking(move || {
+            let open = |p: &Path| {
+                File::open(p)
+                    .map(BufReader::new)
+                    .map_err(|e| Error::io(p, e))
+            };
+            let (seg, _) = segment::diff(open(&state)?, open(&cut)?, head)?;
+            // Proof before anything leaves: the chain plus this segment is the cut.
+            segment::check_segment(open(&state)?, &seg, &head, &want)?;
+            Ok(seg)
+        })
+        .await?;
+        let len = seg.len() as u64;
+        let chain: u64 = body.segments.iter().map(|s| s.len).sum::<u64>() + len;
+        if chain > COMPACT_MIN_BYTES.max(body.snapshot.len / COMPACT_RATIO) {
+            debug!(
+                chain,
+                snapshot = body.snapshot.len,
+                "publish: compacting into a full snapshot"
+            );
+            return Ok(None);
+        }
+        let trailer = segment::trailer_of(&seg).unwrap_or_default();
+        let stored = self
+            .objects
+            .put(Arc::new(MemSource(seg)), len, None, &|_| {})
+            .await?;
+        info!(file = %stored.file, bytes = len, index = head.index, "publish: segment stored");
+        let mut segments = body.segments.clone();
+        segments.push(ObjectRef {
+            file: stored.file,
+            len,
+            trailer,
+        });
+        Ok(Some(Cut {
+            segments,
+            uploaded: len,
+            ..unchanged
+        }))
     }
 
     /// Offers `rec` to the root store; a rollback refusal stops this publisher.
@@ -429,23 +542,41 @@ impl Publisher {
         let db = self.db.clone();
         let dir = self.dir.clone();
         let bytes = rec.as_bytes().to_vec();
+        // A record naming the same chain as the last one (a lease renewal) has its state.
+        let same_state = st
+            .last
+            .as_ref()
+            .filter(|(_, b)| b.snapshot == body.snapshot && b.segments == body.segments)
+            .map(|(r, _)| dir.join(state_file(r.seq())));
         blocking(move || {
+            // The cut this record names becomes the local copy of the published state (the
+            // base of the next segment); an older copy is of no use any more. Without either,
+            // there is no base and the next publish stores a full snapshot.
+            let cut = dir.join(PUBLISH_DIR).join(format!("{seq}.snap"));
+            let state = dir.join(state_file(seq));
+            if cut.exists() {
+                std::fs::rename(&cut, &state).map_err(|e| Error::io(&state, e))?;
+            } else if let Some(old) = same_state.filter(|p| p.exists() && *p != state) {
+                std::fs::rename(&old, &state).map_err(|e| Error::io(&state, e))?;
+            }
             db.set_counters_durable(&[(KEY_PUBLISHED_SEQ, seq), (KEY_PUBLISHED_LSN, lsn)])?;
             write_durably(&dir, ROOT_RECORD, &bytes)?;
             remove_durably(&dir, ROOT_NEXT)?;
-            raise_seen(&dir, seq)
+            raise_seen(&dir, seq)?;
+            remove_states_but(&dir, seq)
         })
         .await?;
         self.published_lsn.fetch_max(lsn, Ordering::AcqRel);
         self.published_seq.store(seq, Ordering::Release);
         st.top_seq = st.top_seq.max(seq);
         info!(seq, copies, "namespace published");
-        let snapshot = body.snapshot;
+        let (snapshot, segments) = (body.snapshot, body.segments.len());
         st.last = Some((rec, body));
         Ok(Published {
             seq,
             copies,
             snapshot,
+            segments,
             uploaded,
         })
     }

@@ -572,6 +572,8 @@ fn check_tree(seen: &BTreeMap<u64, Seen>) -> Result<()> {
     Ok(())
 }
 
+pub mod segment;
+
 #[cfg(test)]
 mod tests {
     use super::*;

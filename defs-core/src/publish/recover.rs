@@ -4,13 +4,15 @@
 //!
 //! ```text
 //!  RootStore::find_roots(owner) ─▶ verify each (signature, owner, puzzle, seq ≥ root.seen, body)
-//!      ─▶ highest seq first:  manifest by FileId (owner's wrap key) ─▶ length = the record's
-//!                             ─▶ object bytes ─▶ DIR/meta/recover.new/snapshot, trailer = record's
+//!      ─▶ highest seq first:  per object (snapshot, segments): manifest by FileId (owner's wrap
+//!                             key), length = the record's, bytes → recover.new/, trailer = record's
+//!                             ─▶ apply_chain (each segment's base, index, prev) → state.snap
 //!                             ─▶ MetaDb::restore_snapshot into recover.new/meta.redb (framing,
 //!                                hash, inode twice, link counts, reachability, no cycle)
 //!                             ─▶ published_seq; close (fsync)
 //!      ─▶ any error: that candidate is refused with its reason, the next one is tried
-//!      ─▶ root.record, root.seen; rename recover.new/meta.redb → DIR/meta/meta.redb
+//!      ─▶ root.record, root.seen; state.snap → published-<seq>.snap (the next segment's base);
+//!         rename recover.new/meta.redb → DIR/meta/meta.redb
 //! ```
 //!
 //! Nothing is written where the mount looks until a candidate restored completely: any error
@@ -18,13 +20,13 @@
 //! the newest one that verified, and says so (the mount then mounts it read-only).
 
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use tracing::{info, warn};
 
-use super::{ROOT_RECORD, raise_seen, read_seen, write_durably};
+use super::files::{ROOT_RECORD, blocking, raise_seen, read_seen, state_file, write_durably};
 use crate::error::{Error, Result};
 use crate::fsutil::fsync_dir;
 use crate::identity::Identity;
@@ -34,9 +36,12 @@ use crate::object::Objects;
 use crate::remote::RootStore;
 use crate::root_record::{RootBody, RootRecord};
 use crate::snapshot::SnapshotStats;
+use crate::snapshot::segment::{MAX_SEGMENT_LEN, apply_chain};
 
 /// The staging directory under `DIR/meta` a candidate is restored in.
 pub const STAGING_DIR: &str = "recover.new";
+/// The state a chain yields, in the staging directory.
+const STATE_FILE: &str = "state.snap";
 
 /// A candidate record that was not loaded, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,13 +99,11 @@ pub async fn recover(
     }
     std::fs::create_dir_all(meta_dir).map_err(|e| Error::io(meta_dir, e))?;
     let owner = identity.node_id();
-    let raw = roots.find_roots(owner).await?;
-    let found = raw.len();
-    let (candidates, dropped) =
-        sort_candidates(raw, identity, min_difficulty, read_seen(meta_dir)?);
-    for d in &dropped {
-        warn!(seq = ?d.seq, reason = %d.reason, "recovery: root record refused");
-    }
+    let Candidates {
+        found,
+        verified: candidates,
+        dropped,
+    } = candidates(meta_dir, identity, roots, min_difficulty).await?;
     let top = candidates.first().map_or(0, |(r, _)| r.seq());
     let mut refused = Vec::new();
     for (rec, body) in candidates {
@@ -110,7 +113,7 @@ pub async fn recover(
                 // The newest seq that verified, loaded or not: a later publish numbers above
                 // it, or the holders would refuse it as a rollback.
                 raise_seen(meta_dir, top)?;
-                put_in_place(meta_dir)?;
+                put_in_place(meta_dir, rec.seq())?;
                 info!(
                     seq = rec.seq(),
                     inodes = stats.inodes,
@@ -153,6 +156,43 @@ pub async fn recover(
                 reasons.join("; ")
             )
         },
+    })
+}
+
+/// What the places asked hold for an identity.
+#[derive(Debug)]
+pub struct Candidates {
+    /// Records returned (duplicates included).
+    pub found: usize,
+    /// The records that verify as this identity's, not below `root.seen`, with their opened
+    /// bodies, highest seq first, duplicates removed.
+    pub verified: Vec<(RootRecord, RootBody)>,
+    /// The others, with the reason (each is also logged).
+    pub dropped: Vec<Refusal>,
+}
+
+/// Asks `roots` for `identity`'s records and checks them (signature at `min_difficulty`, owner,
+/// seq not below `meta_dir`'s `root.seen`, the body opens): what a lease check at mount, a
+/// read-only follower and [`recover`] start from. Reads only.
+///
+/// # Errors
+/// The root store's error when nobody could be asked; Io, Corrupt (`root.seen`).
+pub async fn candidates(
+    meta_dir: &Path,
+    identity: &Identity,
+    roots: &dyn RootStore,
+    min_difficulty: u8,
+) -> Result<Candidates> {
+    let raw = roots.find_roots(identity.node_id()).await?;
+    let found = raw.len();
+    let (verified, dropped) = sort_candidates(raw, identity, min_difficulty, read_seen(meta_dir)?);
+    for d in &dropped {
+        warn!(seq = ?d.seq, reason = %d.reason, "root record refused");
+    }
+    Ok(Candidates {
+        found,
+        verified,
+        dropped,
     })
 }
 
@@ -210,22 +250,15 @@ fn sort_candidates(
     (good, dropped)
 }
 
-/// Fetches and restores one candidate's namespace into the staging directory.
+/// Fetches one candidate's snapshot and segments, applies the chain, and restores the result
+/// into the staging directory (`meta.redb`, and `state.snap`: the published state, kept as the
+/// base of the next segment this data dir publishes).
 async fn load(
     meta_dir: &Path,
     objects: &Objects,
     rec: &RootRecord,
     body: &RootBody,
 ) -> Result<SnapshotStats> {
-    if !body.segments.is_empty() {
-        return Err(Error::Corrupt {
-            what: "root record",
-            reason: format!(
-                "it names {} segments; this build loads full snapshots only",
-                body.segments.len()
-            ),
-        });
-    }
     let staging = meta_dir.join(STAGING_DIR);
     match std::fs::remove_dir_all(&staging) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -235,11 +268,39 @@ async fn load(
     }
     std::fs::create_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
     let snap = body.snapshot;
-    let path = staging.join("snapshot");
-    fetch_object(objects, snap.file, snap.len, &snap.trailer, &path).await?;
+    let base = staging.join("snapshot");
+    fetch_object(objects, snap.file, snap.len, &snap.trailer, &base).await?;
+    let mut segments = Vec::with_capacity(body.segments.len());
+    for (i, seg) in body.segments.iter().enumerate() {
+        if seg.len > MAX_SEGMENT_LEN {
+            return Err(Error::Corrupt {
+                what: "root record",
+                reason: format!(
+                    "segment {} of {} bytes (limit {MAX_SEGMENT_LEN})",
+                    i + 1,
+                    seg.len
+                ),
+            });
+        }
+        let path = staging.join(format!("segment-{}", i + 1));
+        fetch_object(objects, seg.file, seg.len, &seg.trailer, &path).await?;
+        segments.push(std::fs::read(&path).map_err(|e| Error::io(&path, e))?);
+    }
     let seq = rec.seq();
-    let result = tokio::task::spawn_blocking(move || -> Result<SnapshotStats> {
-        let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+    let base_trailer = snap.trailer;
+    let result = blocking(move || -> Result<SnapshotStats> {
+        let state = staging.join(STATE_FILE);
+        {
+            let input = File::open(&base).map_err(|e| Error::io(&base, e))?;
+            let out = File::create(&state).map_err(|e| Error::io(&state, e))?;
+            let mut w = BufWriter::new(out);
+            apply_chain(BufReader::new(input), &base_trailer, &segments, &mut w)?;
+            let out = w
+                .into_inner()
+                .map_err(|e| Error::io(&state, e.into_error()))?;
+            out.sync_all().map_err(|e| Error::io(&state, e))?;
+        }
+        let file = File::open(&state).map_err(|e| Error::io(&state, e))?;
         let db = MetaDb::open_with(&staging, None)?;
         let stats = db.restore_snapshot(BufReader::new(file))?;
         let lsn = db.lsn()?;
@@ -247,8 +308,7 @@ async fn load(
         db.close()?;
         Ok(stats)
     })
-    .await
-    .map_err(|e| Error::io("restoring a snapshot", std::io::Error::other(e.to_string())))?;
+    .await;
     if result.is_err() {
         let _ = std::fs::remove_dir_all(meta_dir.join(STAGING_DIR));
     }
@@ -308,10 +368,12 @@ async fn fetch_object(
     Ok(())
 }
 
-/// Moves the staged DB into place (after moving aside a redo log that belonged to no DB), then
-/// removes the staging directory.
-fn put_in_place(meta_dir: &Path) -> Result<()> {
+/// Moves the staged published state and DB into place (after moving aside a redo log that
+/// belonged to no DB), then removes the staging directory.
+fn put_in_place(meta_dir: &Path, seq: u64) -> Result<()> {
     let staging = meta_dir.join(STAGING_DIR);
+    let state = meta_dir.join(state_file(seq));
+    std::fs::rename(staging.join(STATE_FILE), &state).map_err(|e| Error::io(&state, e))?;
     let log = meta_dir.join(LOG_FILE);
     if log.exists() {
         let aside = meta_dir.join(format!("{LOG_FILE}.orphaned"));

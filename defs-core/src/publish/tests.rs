@@ -10,11 +10,11 @@ use tokio::sync::Notify;
 use super::*;
 use crate::durability::Liveness;
 use crate::namespace::{Content, FileKind, NewInode, SetAttr, Timestamp, XattrMode};
-use crate::object::Source;
 use crate::pipeline::LayoutConfig;
 use crate::remote::memory::MemoryClient;
 use crate::remote::{BoxFuture, Holders, OutShard, ShardClient, StoredSegment};
 use crate::snapshot::SNAPSHOT_MAGIC;
+use crate::snapshot::segment;
 use crate::testutil::{dump_published, rewrite};
 use crate::types::{FileId, InodeNo, NodeId, ShardId};
 
@@ -301,8 +301,9 @@ async fn an_unchanged_namespace_resends_its_record_and_a_change_publishes_the_ne
     env.db.mkdir(InodeNo::ROOT, b"new", &O, t()).unwrap();
     assert!(p.changed().unwrap());
     let next = p.publish_now().await.unwrap();
-    assert_eq!(next.seq, 2);
-    assert_ne!(next.snapshot, first.snapshot);
+    assert_eq!((next.seq, next.segments), (2, 1));
+    assert_eq!(next.snapshot, first.snapshot);
+    assert!(next.uploaded > 0);
     let (dir, got) = recover_fresh(&env.identity, &env.net).await;
     assert_eq!(got.unwrap().seq, 2);
     assert!(open_recovered(&dir).lookup(InodeNo::ROOT, b"new").is_ok());
@@ -449,16 +450,6 @@ async fn published() -> (Env, Vec<u8>) {
     (env, snap)
 }
 
-struct Bytes(Vec<u8>);
-
-impl Source for Bytes {
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        let at = offset as usize;
-        buf.copy_from_slice(&self.0[at..at + buf.len()]);
-        Ok(())
-    }
-}
-
 /// The holders that keep the older record in the bad-input tests.
 const STALE: [usize; 2] = [3, 4];
 
@@ -469,7 +460,7 @@ async fn publish_object(env: &Env, seq: u64, plain: Vec<u8>, len: u64) -> Vec<u8
     let size = plain.len() as u64;
     let stored = env
         .objects()
-        .put(Arc::new(Bytes(plain)), size, None, &|_| {})
+        .put(Arc::new(MemSource(plain)), size, None, &|_| {})
         .await
         .unwrap();
     let body = RootBody {
@@ -550,6 +541,11 @@ async fn a_snapshot_naming_an_inode_twice_is_refused_and_recovery_falls_back() {
         if rec[0] == 1 && !twice {
             twice = true;
             out.extend_from_slice(rec);
+        }
+        if rec[0] == 0xFF {
+            // The end record counts it: only the repetition is wrong.
+            let inodes = u64::from_le_bytes(rec[5..13].try_into().unwrap()) + 1;
+            out[5..13].copy_from_slice(&inodes.to_le_bytes());
         }
         Some(out)
     });
@@ -723,4 +719,315 @@ fn a_damaged_pending_record_is_an_error_not_a_fresh_start() {
     )
     .unwrap_err();
     assert!(matches!(err, Error::BadRootRecord { .. }), "{err}");
+}
+
+// ---- incremental segments ----------------------------------------------------------------------
+
+/// `n` files spread over 20 directories.
+fn many_files(db: &MetaDb, n: usize) -> Vec<InodeNo> {
+    let dirs: Vec<InodeNo> = (0..20)
+        .map(|d| {
+            db.mkdir(InodeNo::ROOT, format!("dir-{d}").as_bytes(), &O, t())
+                .unwrap()
+                .ino
+        })
+        .collect();
+    (0..n)
+        .map(|f| {
+            let (a, _) = db
+                .create(
+                    dirs[f % 20],
+                    format!("file-{f:05}.txt").as_bytes(),
+                    &O,
+                    true,
+                    t(),
+                )
+                .unwrap();
+            store(db, a.ino, (f % 251) as u8, 1000 + f as u64);
+            a.ino
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_file_change_publishes_a_segment_under_64_kib_and_recovers() {
+    let env = Env::new();
+    let files = many_files(&env.db, 2000);
+    let p = env.publisher();
+    let full = p.publish_now().await.unwrap();
+    assert_eq!(full.segments, 0);
+    // One file rewritten and stored again (a new content, size and mtime).
+    store(&env.db, files[1234], 7, 4321);
+    let one = p.publish_now().await.unwrap();
+    assert_eq!((one.seq, one.segments), (2, 1));
+    assert_eq!(
+        one.snapshot, full.snapshot,
+        "the snapshot is not uploaded again"
+    );
+    // The measured segment: the target is 64 KiB on the wire before RS.
+    assert!(
+        one.uploaded < 1024,
+        "{} bytes published for one changed file (snapshot {} bytes)",
+        one.uploaded,
+        full.uploaded
+    );
+    eprintln!(
+        "one-file change: segment {} bytes; full snapshot {} bytes",
+        one.uploaded, full.uploaded
+    );
+    let (dir, got) = recover_fresh(&env.identity, &env.net).await;
+    assert_eq!(got.unwrap().seq, 2);
+    let restored = open_recovered(&dir);
+    assert_eq!(dump_published(&restored), dump_published(&env.db));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_64_segments_the_next_publish_is_a_full_snapshot() {
+    let env = Env::new();
+    tree(&env.db);
+    let p = env.publisher();
+    p.publish_now().await.unwrap();
+    for i in 0..segment::MAX_CHAIN {
+        env.db
+            .mkdir(InodeNo::ROOT, format!("d{i}").as_bytes(), &O, t())
+            .unwrap();
+        let got = p.publish_now().await.unwrap();
+        assert_eq!(got.segments, i + 1);
+    }
+    let (dir, got) = recover_fresh(&env.identity, &env.net).await;
+    assert_eq!(got.unwrap().seq, 65);
+    assert_eq!(
+        dump_published(&open_recovered(&dir)),
+        dump_published(&env.db)
+    );
+    env.db.mkdir(InodeNo::ROOT, b"last", &O, t()).unwrap();
+    let compacted = p.publish_now().await.unwrap();
+    assert_eq!(compacted.segments, 0);
+    assert!(compacted.uploaded > 1000);
+    let (dir, got) = recover_fresh(&env.identity, &env.net).await;
+    assert_eq!(got.unwrap().seq, 66);
+    assert_eq!(
+        dump_published(&open_recovered(&dir)),
+        dump_published(&env.db)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segments_past_a_quarter_of_the_snapshot_are_compacted() {
+    let env = Env::new();
+    let files = many_files(&env.db, 100);
+    let big = vec![0x5a; 60 * 1024];
+    for f in &files {
+        env.db
+            .set_xattr(*f, b"user.big", &big, XattrMode::Any, t())
+            .unwrap();
+    }
+    let p = env.publisher();
+    let mut snapshot = p.publish_now().await.unwrap().uploaded;
+    assert!(snapshot > 4 * COMPACT_MIN_BYTES, "{snapshot}");
+    let (mut chained, mut compactions) = (0u64, 0);
+    for round in 0..8u8 {
+        for f in &files[usize::from(round) * 8..usize::from(round) * 8 + 8] {
+            let value = vec![round; 60 * 1024];
+            env.db
+                .set_xattr(*f, b"user.big", &value, XattrMode::Any, t())
+                .unwrap();
+        }
+        let got = p.publish_now().await.unwrap();
+        if got.segments == 0 {
+            compactions += 1;
+            snapshot = got.uploaded;
+            chained = 0;
+        } else {
+            chained += got.uploaded;
+        }
+        // The bound: segments never outgrow a quarter of their snapshot (or 1 MiB).
+        assert!(chained <= COMPACT_MIN_BYTES.max(snapshot / COMPACT_RATIO));
+    }
+    assert!((1..8).contains(&compactions), "{compactions}");
+    let (dir, got) = recover_fresh(&env.identity, &env.net).await;
+    got.unwrap();
+    assert_eq!(
+        dump_published(&open_recovered(&dir)),
+        dump_published(&env.db)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_segment_makes_recovery_fall_back_to_the_record_before() {
+    let env = Env::new();
+    tree(&env.db);
+    let p = env.publisher();
+    p.publish_now().await.unwrap();
+    let seq1 = dump_published(&env.db);
+    env.db.mkdir(InodeNo::ROOT, b"later", &O, t()).unwrap();
+    for i in STALE {
+        env.net.set_up(i, false);
+    }
+    p.publish_now().await.unwrap();
+    for i in STALE {
+        env.net.set_up(i, true);
+    }
+    // The segment's manifest is lost from every node: that state cannot be read.
+    let (_, body) = read_record(&env.meta().join(ROOT_RECORD), &env.identity)
+        .unwrap()
+        .unwrap();
+    let seg = body.segments[0].file;
+    let everyone: Vec<NodeId> = (0..NODES).map(|i| env.net.node(i)).collect();
+    env.net.delete(ShardId(seg.0), everyone).await.unwrap();
+    let (dir, got) = recover_fresh(&env.identity, &env.net).await;
+    let got = got.unwrap();
+    assert_eq!(got.seq, 1);
+    assert_eq!(got.refused.len(), 1, "{:?}", got.refused);
+    assert_eq!(dump_published(&open_recovered(&dir)), seq1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovered_data_dir_publishes_segments_on_the_chain_it_recovered() {
+    let a = Env::new();
+    tree(&a.db);
+    let pa = a.publisher();
+    pa.publish_now().await.unwrap();
+    a.db.mkdir(InodeNo::ROOT, b"from-a", &O, t()).unwrap();
+    assert_eq!(pa.publish_now().await.unwrap().segments, 1);
+
+    // Machine A is lost; B has only the key.
+    let mut b = Env::with(a.identity.clone(), a.net.clone());
+    let meta = b.meta();
+    let scratch = std::mem::replace(
+        &mut b.db,
+        Arc::new(MetaDb::open_with(&b.dir.path().join("scratch"), None).unwrap()),
+    );
+    drop(scratch);
+    std::fs::remove_dir_all(&meta).unwrap();
+    assert_eq!(
+        recover_into(&meta, &b.identity, &b.net).await.unwrap().seq,
+        2
+    );
+    b.db = Arc::new(MetaDb::open_with(&meta, None).unwrap());
+    let pb = b.publisher();
+    assert!(!pb.changed().unwrap());
+    let same = pb.publish_now().await.unwrap();
+    assert_eq!((same.seq, same.uploaded), (2, 0));
+    b.db.mkdir(InodeNo::ROOT, b"from-b", &O, t()).unwrap();
+    let next = pb.publish_now().await.unwrap();
+    assert_eq!((next.seq, next.segments), (3, 2));
+    assert!(next.uploaded < 1024, "{}", next.uploaded);
+    let (dir, got) = recover_fresh(&a.identity, &a.net).await;
+    assert_eq!(got.unwrap().seq, 3);
+    let c = open_recovered(&dir);
+    assert_eq!(dump_published(&c), dump_published(&b.db));
+    assert!(c.lookup(InodeNo::ROOT, b"from-a").is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_written_only_to_the_cache_publish_no_new_record() {
+    let env = Env::new();
+    let dirty = tree(&env.db);
+    let p = env.publisher();
+    p.publish_now().await.unwrap();
+    let grow = SetAttr {
+        size: Some(4096),
+        ..SetAttr::default()
+    };
+    env.db.save_written(dirty, &grow, t()).unwrap();
+    assert!(p.changed().unwrap());
+    let again = p.publish_now().await.unwrap();
+    assert_eq!((again.seq, again.uploaded), (1, 0));
+    assert!(!p.changed().unwrap());
+    // Once the bytes are stored, the new size is published.
+    store(&env.db, dirty, 3, 4096);
+    let next = p.publish_now().await.unwrap();
+    assert_eq!((next.seq, next.segments), (2, 1));
+    let (dir, got) = recover_fresh(&env.identity, &env.net).await;
+    got.unwrap();
+    assert_eq!(open_recovered(&dir).getattr(dirty).unwrap().size, 4096);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_naming_a_chain_with_a_segment_missing_from_the_middle_is_refused() {
+    let env = Env::new();
+    tree(&env.db);
+    let p = env.publisher();
+    p.publish_now().await.unwrap();
+    for name in [&b"one"[..], b"two", b"three"] {
+        env.db.mkdir(InodeNo::ROOT, name, &O, t()).unwrap();
+        p.publish_now().await.unwrap();
+    }
+    let (_, body) = read_record(&env.meta().join(ROOT_RECORD), &env.identity)
+        .unwrap()
+        .unwrap();
+    assert_eq!(body.segments.len(), 3);
+    // The owner's key signs a record whose chain lacks segment 2.
+    let mut holed = body.clone();
+    holed.segments.remove(1);
+    let rec = RootRecord::sign(&env.identity, 5, now_ms(), &holed).unwrap();
+    for i in STALE {
+        env.net.set_up(i, false);
+    }
+    env.net.put_root(rec.into_bytes()).await.unwrap();
+    for i in STALE {
+        env.net.set_up(i, true);
+    }
+    let (dir, got) = recover_fresh(&env.identity, &env.net).await;
+    let got = got.unwrap();
+    assert_eq!(got.seq, 4);
+    assert_eq!(got.refused.len(), 1);
+    assert!(
+        got.refused[0].reason.contains("missing"),
+        "{:?}",
+        got.refused
+    );
+    assert_eq!(
+        dump_published(&open_recovered(&dir)),
+        dump_published(&env.db)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_publishes_lease_0_and_the_next_publish_takes_the_lease_again_without_upload() {
+    let env = Env::new();
+    tree(&env.db);
+    let p = env.publisher();
+    p.publish_now().await.unwrap();
+    let released = p.release().await.unwrap();
+    assert_eq!((released.seq, released.uploaded), (2, 0));
+    let lease = |env: &Env| {
+        read_record(&env.meta().join(ROOT_RECORD), &env.identity)
+            .unwrap()
+            .unwrap()
+            .1
+            .lease_secs
+    };
+    assert_eq!(lease(&env), 0);
+    // Released twice: nothing new.
+    assert_eq!(p.release().await.unwrap().seq, 2);
+    let taken = p.publish_now().await.unwrap();
+    assert_eq!((taken.seq, taken.uploaded), (3, 0));
+    assert_eq!(lease(&env), 300);
+    // The renewals kept the chain's local state: the next change is a segment.
+    env.db.mkdir(InodeNo::ROOT, b"after", &O, t()).unwrap();
+    let next = p.publish_now().await.unwrap();
+    assert_eq!((next.seq, next.segments), (4, 1));
+    let (dir, got) = recover_fresh(&env.identity, &env.net).await;
+    assert_eq!(got.unwrap().seq, 4);
+    assert_eq!(
+        dump_published(&open_recovered(&dir)),
+        dump_published(&env.db)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redo_log_left_without_its_db_is_moved_aside_not_replayed() {
+    let (env, _) = published().await;
+    let dir = tempfile::tempdir().unwrap();
+    let meta = dir.path().join("meta");
+    std::fs::create_dir_all(&meta).unwrap();
+    // What a lost DB leaves when only meta.redb was deleted: its log, of no use now.
+    std::fs::write(meta.join(crate::meta::LOG_FILE), b"a log of another DB").unwrap();
+    recover_into(&meta, &env.identity, &env.net).await.unwrap();
+    let orphaned = meta.join(format!("{}.orphaned", crate::meta::LOG_FILE));
+    assert_eq!(std::fs::read(orphaned).unwrap(), b"a log of another DB");
+    let restored = MetaDb::open_with(&meta, None).unwrap();
+    assert_eq!(dump_published(&restored), dump_published(&env.db));
 }

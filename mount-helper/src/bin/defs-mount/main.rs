@@ -683,6 +683,9 @@ async fn serve_mount(
             session.await
         }
     };
+    // Unmounted: answer no more commands, so that a mount of this dir right after `fusermount3
+    // -u` waits for this daemon to let go instead of taking it for a live one.
+    node.stop_control();
     match session_result {
         Ok(Ok(())) => {}
         Ok(Err(e)) => warn!(error = %e, "the FUSE session ended with an error"),
@@ -693,7 +696,6 @@ async fn serve_mount(
         .await
         .context("flushing the journal at unmount")?;
     // The final state with the lease released, so another machine may mount writable at once.
-    node.stop_control();
     if let Some(p) = publisher {
         match tokio::time::timeout(grace, p.release()).await {
             Ok(Ok(done)) => info!(
