@@ -30,6 +30,8 @@ pub struct Config {
     pub mount: MountSettings,
     /// `[repair]`: the owner's repair of lost shards.
     pub repair: RepairSettings,
+    /// Publishing the namespace and recovering it (`docs/namespace-publishing.md`).
+    pub namespace: NamespaceSettings,
 }
 
 impl Config {
@@ -46,6 +48,28 @@ impl Config {
                     "{} is above the maximum {MAX_PUZZLE_DIFFICULTY}",
                     self.identity.puzzle_difficulty
                 ),
+            );
+        }
+        let n = &self.namespace;
+        if n.publish_debounce_secs == 0 {
+            return bad(
+                "namespace.publish_debounce_secs",
+                "must be at least 1".into(),
+            );
+        }
+        if n.max_staleness_secs < n.publish_debounce_secs {
+            return bad(
+                "namespace.max_staleness_secs",
+                format!(
+                    "{} is below namespace.publish_debounce_secs ({})",
+                    n.max_staleness_secs, n.publish_debounce_secs
+                ),
+            );
+        }
+        if n.lease_secs < MIN_LEASE_SECS {
+            return bad(
+                "namespace.lease_secs",
+                format!("{} is below the minimum {MIN_LEASE_SECS}", n.lease_secs),
             );
         }
         self.layout.validate().map_err(|e| Error::InvalidConfig {
@@ -184,6 +208,39 @@ impl From<&RepairSettings> for crate::repair::RepairConfig {
         crate::repair::RepairConfig {
             missing_threshold: usize::from(r.missing_threshold),
             bandwidth: r.bandwidth_bytes,
+        }
+    }
+}
+
+/// The shortest write lease a config may ask for, in seconds: the publisher renews it every
+/// third of it, and a renewal must not be a publish every few seconds.
+pub const MIN_LEASE_SECS: u32 = 30;
+
+/// Publishing the namespace (`defs-mount`) and recovering it from the key alone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NamespaceSettings {
+    /// Seconds after the last change before the namespace is published. Default 3: a burst of
+    /// changes (a `cp -r`) becomes one publish, and a single change is on the network soon.
+    pub publish_debounce_secs: u64,
+    /// The longest a change waits for a publish under a steady stream of changes, in seconds.
+    /// Default 60.
+    pub max_staleness_secs: u64,
+    /// How long a published record holds the write lease, in seconds (renewed every third of
+    /// it while mounted). Default 300.
+    pub lease_secs: u32,
+    /// How long a mount without a metadata DB waits for a storage peer before it gives up
+    /// recovering the namespace, in seconds. Default 30.
+    pub recover_wait_secs: u64,
+}
+
+impl Default for NamespaceSettings {
+    fn default() -> Self {
+        NamespaceSettings {
+            publish_debounce_secs: 3,
+            max_staleness_secs: 60,
+            lease_secs: 300,
+            recover_wait_secs: 30,
         }
     }
 }

@@ -93,6 +93,38 @@ pub enum Error {
         bits: u32,
     },
 
+    // ---- root record (root_record) -------------------------------------------------------------
+    /// Bytes offered as a root record are not a valid one, or its body does not open.
+    #[error("not a valid root record: {reason}")]
+    BadRootRecord {
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A root record that does not supersede the one already held for its owner: a lower
+    /// sequence number, or the same one with other bytes (no rollback).
+    #[error(
+        "root record of {owner} refused: seq {offered} does not supersede seq {held} already held \
+         (no rollback)"
+    )]
+    RootRollback {
+        /// The owner.
+        owner: NodeId,
+        /// The sequence number already held.
+        held: u64,
+        /// The sequence number offered.
+        offered: u64,
+    },
+
+    /// No place to keep or find an owner's root record could be reached.
+    #[error("no place to keep or find the root record of {owner} could be reached: {reason}")]
+    RootUnreachable {
+        /// The owner.
+        owner: NodeId,
+        /// Why, with the peers tried.
+        reason: String,
+    },
+
     // ---- key shares (identity::keyshare) -------------------------------------------------------
     /// A key share's text is malformed, or was altered: its checksum does not match.
     #[error("not a valid key share: {reason}")]
@@ -467,6 +499,17 @@ pub enum Error {
         field: &'static str,
         /// What is wrong with it.
         reason: String,
+    },
+
+    // ---- namespace publishing and recovery (publish) ------------------------------------------
+    /// No published namespace of this identity could be loaded: none is held by the places
+    /// asked, or every candidate was refused (each reason is in `detail`).
+    #[error("no namespace found for {owner}: {detail}")]
+    NoNamespace {
+        /// The identity.
+        owner: NodeId,
+        /// What was found and why each candidate was refused.
+        detail: String,
     },
 
     // ---- remote (the ShardClient trait; raised by its implementations) ------------------------

@@ -13,9 +13,14 @@
 //! - [`meta`]: the metadata DB ([`MetaDb`], redb) with group commit; [`namespace`] (POSIX
 //!   operations on it), [`journal`] (which inodes hold unsaved data) and [`snapshot`] (the whole
 //!   namespace as one streamable object). Their layering is in the [`meta`] module doc.
-//! - [`remote`]: the [`remote::ShardClient`] trait, "a place that stores and returns shards".
+//! - [`remote`]: the [`remote::ShardClient`] trait, "a place that stores and returns shards",
+//!   and [`remote::RootStore`], where an owner's signed root record is kept and found.
+//! - [`root_record`]: the owner-signed record naming the published namespace (layout, sealing,
+//!   verification, the no-rollback rule).
 //! - [`object`]: a byte source stored through a `ShardClient` as one sealed, erasure-coded
 //!   object, and byte ranges of it read back (the mount and the CLI share it).
+//! - [`publish`]: the namespace published as a stored snapshot named by a signed root record
+//!   ([`publish::Publisher`]), and recovered from the key alone ([`publish::recover()`]).
 //! - [`durability`]: the one definition of "on the network" that every safety report uses.
 //!
 //! The data path runs file bytes through the pipeline (slice → Reed-Solomon → encrypt → checksum)
@@ -37,8 +42,10 @@ pub mod namespace;
 pub mod object;
 pub mod oplog;
 pub mod pipeline;
+pub mod publish;
 pub mod remote;
 pub mod repair;
+pub mod root_record;
 pub mod shard_store;
 pub mod snapshot;
 pub mod sync;

@@ -717,6 +717,37 @@ impl MetaDb {
         {
             return Ok(());
         }
+        self.commit_unlogged(&[])
+    }
+
+    /// The LSN of the last operation that returned (committed, or waiting as a deferred
+    /// change): it grows with every change of the DB's state and with nothing else.
+    ///
+    /// # Errors
+    /// [`Error::Closed`].
+    pub fn lsn(&self) -> Result<u64> {
+        Ok(self.inner.log.lock().map_err(|_| Error::Closed)?.last)
+    }
+
+    /// A counter of the meta table (0 when absent).
+    pub(crate) fn meta_counter(&self, key: &str) -> Result<u64> {
+        self.read(|txn| meta_value(txn, key))
+    }
+
+    /// Sets counters of the meta table, which are bookkeeping, not state (no redo record, no
+    /// new LSN), and makes them durable together with every operation before them.
+    ///
+    /// # Errors
+    /// Db, [`Error::NotDurable`] (as [`MetaDb::sync`]).
+    pub(crate) fn set_counters_durable(&self, pairs: &[(&'static str, u64)]) -> Result<()> {
+        self.commit_unlogged(pairs)?;
+        self.sync()
+    }
+
+    /// One write transaction, committed without fsync, that applies the deferred changes and
+    /// sets `pairs` in the meta table with no redo record of its own: the deferred changes
+    /// have theirs, and the counters are bookkeeping that a crash may lose.
+    fn commit_unlogged(&self, pairs: &[(&'static str, u64)]) -> Result<()> {
         let _writer = self.inner.lock_writer();
         let mut txn = self.inner.db.begin_write().ctx("beginning a write")?;
         txn.set_durability(Durability::None)
@@ -728,6 +759,10 @@ impl MetaDb {
         let log = self.inner.log.lock().map_err(|_| Error::Closed)?;
         {
             let mut meta = txn.open_table(META).ctx("opening the meta table")?;
+            for &(key, value) in pairs {
+                meta.insert(key, value).ctx("writing a counter")?;
+            }
+            // Under the writer lock every logged operation is committed or applied here.
             meta.insert(KEY_LSN, log.last).ctx("writing lsn")?;
         }
         txn.commit().ctx("committing")?;

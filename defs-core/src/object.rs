@@ -769,12 +769,7 @@ impl Objects {
     /// [`Error::Remote`] when nobody returns it; [`Error::WrongKey`] or a malformed-manifest
     /// error when it does not open with `key`.
     pub async fn manifest(&self, file: FileId, key: &FileKey) -> Result<Arc<Manifest>> {
-        if let Some(m) = self
-            .opened
-            .lock()
-            .ok()
-            .and_then(|mut c| c.get(&file).cloned())
-        {
+        if let Some(m) = self.opened(file) {
             return Ok(m);
         }
         let bytes = self.sealed(file).await?;
@@ -783,6 +778,13 @@ impl Objects {
         let manifest = Arc::new(manifest);
         self.remember(file, manifest.clone());
         Ok(manifest)
+    }
+
+    fn opened(&self, file: FileId) -> Option<Arc<Manifest>> {
+        self.opened
+            .lock()
+            .ok()
+            .and_then(|mut c| c.get(&file).cloned())
     }
 
     /// Lays the owner's holder record of `file` over `manifest` (see [`holders`]).
@@ -820,7 +822,8 @@ impl Objects {
     }
 
     /// The manifest of one of this owner's objects and its file key, opened with the owner's
-    /// wrap key (for callers that know only the file id, as `defs repair FILE_ID`).
+    /// wrap key: for callers that know only the file id (`defs repair FILE_ID`, a published
+    /// namespace snapshot or segment). The bytes hash to `file`.
     ///
     /// # Errors
     /// As [`Objects::sealed`]; [`Error::WrongKey`] when the object is another owner's.

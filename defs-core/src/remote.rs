@@ -5,6 +5,9 @@
 //!
 //! Shards are opaque, already-encrypted bytes named by their [`ShardId`] (BLAKE3 of the bytes).
 //! Implementations verify every whole shard they return against its id.
+//!
+//! [`RootStore`] is the second, much smaller service of the same network: where an owner's
+//! signed root record ([`crate::root_record`]) is kept (storage nodes and the DHT) and found.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -156,4 +159,28 @@ pub trait ShardClient: Send + Sync {
     /// # Errors
     /// When the network layer has stopped.
     fn liveness(&self) -> BoxFuture<'_, Result<Liveness>>;
+}
+
+/// Where owners' signed root records ([`crate::root_record`]) are kept and found: storage
+/// nodes (newest per owner, no rollback) and the DHT. Implementations check what they store
+/// ([`RootRecord::verify`](crate::root_record::RootRecord::verify) and
+/// [`admit`](crate::root_record::admit)) as nodes do; callers verify what they find.
+pub trait RootStore: Send + Sync {
+    /// Offers `record` (bytes of a signed root record) to the places that keep its owner's
+    /// record, and returns how many of them acknowledged it as durably kept (a resend of the
+    /// bytes already held counts).
+    ///
+    /// # Errors
+    /// [`Error::RootRollback`](crate::Error::RootRollback) when a holder already keeps a newer
+    /// record of the owner (a newer namespace exists: the caller must stop publishing);
+    /// another error when no place acknowledged it.
+    fn put_root(&self, record: Vec<u8>) -> BoxFuture<'_, Result<usize>>;
+
+    /// The root records of `owner` that reachable places hold, as raw candidates (unverified,
+    /// possibly stale, duplicated or forged): the caller verifies each and tries the highest
+    /// seq first. Empty when nobody holds one.
+    ///
+    /// # Errors
+    /// When no place could be asked at all (no peers, the network layer stopped).
+    fn find_roots(&self, owner: NodeId) -> BoxFuture<'_, Result<Vec<Vec<u8>>>>;
 }

@@ -4,6 +4,7 @@
 //! DIR/shards/
 //!   index.redb          shard id → (pack, offset, length, CRC32, stored-at, owners)   (redb)
 //!   packs/0000002a.pack append-only pack files: one record (header + bytes) per shard
+//!                       (index.redb also holds table `roots`: owner → newest root record, roots.rs)
 //! ```
 //!
 //! Shards live in a few large append-only [`pack`] files rather than one file each: a 1 GiB put
@@ -39,6 +40,7 @@ mod counters;
 mod entry;
 pub mod pack;
 mod recover;
+mod roots;
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};

@@ -16,10 +16,12 @@ use redb::ReadableTable;
 use crate::error::{Error, Result};
 use crate::meta::MetaDb;
 use crate::meta::schema::{
-    COOKIES, DIRENTS, DbContext, INODES, JOURNAL, KEY_NEXT_INO, META, ORPHANS, XATTRS,
+    COOKIES, DIRENTS, DbContext, INODES, JOURNAL, KEY_LSN, KEY_NEXT_INO, META, ORPHANS, XATTRS,
 };
 use crate::namespace::record::{InodeRecord, Reader, put_u32, put_u64};
-use crate::namespace::types::{FileKind, NAME_MAX, XATTR_NAME_MAX, XATTR_SIZE_MAX, check_name};
+use crate::namespace::types::{
+    Content, FileKind, NAME_MAX, XATTR_NAME_MAX, XATTR_SIZE_MAX, check_name,
+};
 use crate::types::InodeNo;
 
 /// The first 8 bytes of every snapshot.
@@ -49,6 +51,9 @@ pub struct SnapshotStats {
     pub xattrs: u64,
     /// Bytes of the whole stream.
     pub bytes: u64,
+    /// The stream's last 32 bytes: BLAKE3 of every byte before them. A root record names a
+    /// snapshot by it (with its length), so a reader can check the object it fetched.
+    pub trailer: [u8; 32],
 }
 
 fn io_err(e: std::io::Error) -> Error {
@@ -145,17 +150,27 @@ struct Seen {
 
 impl MetaDb {
     /// Writes the whole namespace (not the cache, not the journal, no orphans) to `w`, from one
-    /// consistent read transaction.
+    /// consistent read transaction, as it is *published*: a dirty file (one in the journal)
+    /// shows its last stored content and that content's length (0 when it has none), never a
+    /// size whose bytes are only in this machine's cache. A namespace restored from it
+    /// therefore names only bytes that are on the network (docs/namespace-publishing.md, D3).
     ///
     /// # Errors
     /// Io (the writer), Db, Corrupt.
     pub fn write_snapshot(&self, w: impl Write) -> Result<SnapshotStats> {
+        self.write_snapshot_cut(w).map(|(stats, _)| stats)
+    }
+
+    /// [`MetaDb::write_snapshot`], also returning the LSN of the state written: every operation
+    /// up to it is in the snapshot, none after it.
+    pub(crate) fn write_snapshot_cut(&self, w: impl Write) -> Result<(SnapshotStats, u64)> {
         let mut out = HashWriter {
             inner: w,
             hasher: blake3::Hasher::new(),
             bytes: 0,
         };
         let mut stats = SnapshotStats::default();
+        let mut lsn = 0;
         // One read transaction sees the whole namespace only once deferred changes are in it.
         self.flush_deferred()?;
         self.read(|txn| {
@@ -164,11 +179,16 @@ impl MetaDb {
                 .get(KEY_NEXT_INO)
                 .ctx("reading next_ino")?
                 .map_or(0, |v| v.value());
+            lsn = meta
+                .get(KEY_LSN)
+                .ctx("reading lsn")?
+                .map_or(0, |v| v.value());
             let mut head = SNAPSHOT_MAGIC.to_vec();
             put_u32(&mut head, SNAPSHOT_VERSION);
             put_u64(&mut head, next_ino);
             out.put(&head)?;
             let orphans = txn.open_table(ORPHANS).ctx("opening orphans")?;
+            let journal = txn.open_table(JOURNAL).ctx("opening journal")?;
             let mut buf = Vec::new();
             for item in txn
                 .open_table(INODES)
@@ -180,7 +200,12 @@ impl MetaDb {
                 if orphans.get(k.value()).ctx("reading orphans")?.is_some() {
                     continue;
                 }
-                let rec = InodeRecord::decode(v.value())?;
+                let mut rec = InodeRecord::decode(v.value())?;
+                if rec.kind == FileKind::RegularFile
+                    && journal.get(k.value()).ctx("reading journal")?.is_some()
+                {
+                    rec.size = published_size(&rec.content);
+                }
                 buf.clear();
                 put_u64(&mut buf, k.value());
                 rec.encode_body(&mut buf);
@@ -239,7 +264,8 @@ impl MetaDb {
         out.inner.write_all(hash.as_bytes()).map_err(io_err)?;
         out.inner.flush().map_err(io_err)?;
         stats.bytes = out.bytes + 32;
-        Ok(stats)
+        stats.trailer = *hash.as_bytes();
+        Ok((stats, lsn))
     }
 
     /// Replaces the namespace with the one in snapshot `r`, atomically: on any error (a
@@ -297,7 +323,18 @@ impl MetaDb {
     }
 }
 
-fn load_snapshot(txn: &redb::WriteTransaction, r: impl Read) -> Result<SnapshotStats> {
+/// The size the network can back for a file whose content is `content`: what that content
+/// holds, or nothing.
+pub(crate) fn published_size(content: &Content) -> u64 {
+    match content {
+        Content::Stored { len, .. } => *len,
+        Content::Empty => 0,
+    }
+}
+
+/// Opens a snapshot stream: reads and checks its header (magic, a version this build reads).
+/// Returns the hashing reader positioned at the first record, and `next_ino`.
+fn open_stream<R: Read>(r: R) -> Result<(HashReader<R>, u64)> {
     let mut input = HashReader {
         inner: r,
         hasher: blake3::Hasher::new(),
@@ -316,7 +353,11 @@ fn load_snapshot(txn: &redb::WriteTransaction, r: impl Read) -> Result<SnapshotS
              {OLDEST_SNAPSHOT_VERSION} to {SNAPSHOT_VERSION}"
         )));
     }
-    let next_ino = hr.u64()?;
+    Ok((input, hr.u64()?))
+}
+
+fn load_snapshot(txn: &redb::WriteTransaction, r: impl Read) -> Result<SnapshotStats> {
+    let (mut input, next_ino) = open_stream(r)?;
     let mut inodes = txn.open_table(INODES).ctx("opening inodes")?;
     let mut dirents = txn.open_table(DIRENTS).ctx("opening dirents")?;
     let mut cookies = txn.open_table(COOKIES).ctx("opening cookies")?;
@@ -482,6 +523,7 @@ fn load_snapshot(txn: &redb::WriteTransaction, r: impl Read) -> Result<SnapshotS
     meta.insert(KEY_NEXT_INO, next_ino)
         .ctx("writing next_ino")?;
     stats.bytes = input.bytes;
+    stats.trailer = hash;
     Ok(stats)
 }
 
@@ -531,11 +573,13 @@ fn check_tree(seen: &BTreeMap<u64, Seen>) -> Result<()> {
     Ok(())
 }
 
+pub mod segment;
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::namespace::{Content, NewInode, SetAttr, Timestamp, XattrMode};
-    use crate::testutil::{check_invariants, dump, dump_namespace};
+    use crate::testutil::{check_invariants, dump, dump_published, rewrite};
     use crate::types::FileId;
 
     const O: NewInode = NewInode {
@@ -634,7 +678,7 @@ mod tests {
             (stats.inodes, stats.dirents, stats.xattrs)
         );
         check_invariants(&restored).unwrap();
-        assert_eq!(dump_namespace(&restored), dump_namespace(&db));
+        assert_eq!(dump_published(&restored), dump_published(&db));
     }
 
     #[test]
@@ -682,7 +726,7 @@ mod tests {
         }
         assert_eq!(dump(&target), before);
         target.restore_snapshot(bytes.as_slice()).unwrap();
-        assert_eq!(dump_namespace(&target), dump_namespace(&db));
+        assert_eq!(dump_published(&target), dump_published(&db));
     }
 
     /// Records that are well-framed and correctly hashed but describe a broken tree are refused
@@ -711,22 +755,6 @@ mod tests {
         assert!(err.to_string().contains("nlink"), "{err}");
     }
 
-    /// `bytes` (a snapshot) with its header kept and each record replaced by what `f` returns
-    /// for it (`None` drops it), hashed again.
-    fn rewrite(bytes: &[u8], mut f: impl FnMut(&[u8]) -> Option<Vec<u8>>) -> Vec<u8> {
-        let body = &bytes[..bytes.len() - 32];
-        let mut out = body[..20].to_vec();
-        let mut pos = 20;
-        while pos < body.len() {
-            let len = u32::from_le_bytes(body[pos + 1..pos + 5].try_into().unwrap()) as usize;
-            out.extend(f(&body[pos..pos + 5 + len]).unwrap_or_default());
-            pos += 5 + len;
-        }
-        let hash = blake3::hash(&out);
-        out.extend_from_slice(hash.as_bytes());
-        out
-    }
-
     #[test]
     fn a_version_1_snapshot_restores_and_device_nodes_round_trip() {
         let a = tempfile::tempdir().unwrap();
@@ -744,7 +772,7 @@ mod tests {
         let b = tempfile::tempdir().unwrap();
         let restored = MetaDb::open_with(b.path(), None).unwrap();
         restored.restore_snapshot(v1.as_slice()).unwrap();
-        assert_eq!(dump_namespace(&restored), dump_namespace(&db));
+        assert_eq!(dump_published(&restored), dump_published(&db));
         assert_eq!(restored.getattr(f.ino).unwrap(), f);
 
         for (name, kind, rdev) in [
@@ -761,7 +789,7 @@ mod tests {
         let restored = MetaDb::open_with(c.path(), None).unwrap();
         restored.restore_snapshot(v2.as_slice()).unwrap();
         check_invariants(&restored).unwrap();
-        assert_eq!(dump_namespace(&restored), dump_namespace(&db));
+        assert_eq!(dump_published(&restored), dump_published(&db));
         let null = restored.lookup(InodeNo::ROOT, b"null").unwrap();
         assert_eq!((null.kind, null.rdev), (FileKind::CharDevice, 0x0103));
 

@@ -378,17 +378,40 @@ pub(crate) fn apply_db(db: &MetaDb, op: &Op, now: Timestamp) -> Outcome {
     }
 }
 
-/// [`dump`] without the dirty journal: what a snapshot carries.
-pub(crate) fn dump_namespace(db: &MetaDb) -> String {
-    dump(db)
+/// [`dump`] as a snapshot publishes it: no dirty journal, no orphans, dirty files at the size of
+/// their last stored content (see [`MetaDb::write_snapshot`]).
+pub(crate) fn dump_published(db: &MetaDb) -> String {
+    dump_view(db, true)
         .lines()
-        .filter(|l| !l.starts_with("journal "))
+        .filter(|l| !l.starts_with("journal ") && !l.starts_with("meta published_"))
         .map(|l| format!("{l}\n"))
         .collect()
 }
 
+/// `bytes` (a namespace snapshot) with its header kept and each record (tag, length, payload)
+/// replaced by what `f` returns for it (`None` drops it), hashed again: what a hostile or
+/// broken writer could publish with a valid trailer.
+pub(crate) fn rewrite(bytes: &[u8], mut f: impl FnMut(&[u8]) -> Option<Vec<u8>>) -> Vec<u8> {
+    let body = &bytes[..bytes.len() - 32];
+    let mut out = body[..20].to_vec();
+    let mut pos = 20;
+    while pos < body.len() {
+        let len = u32::from_le_bytes(body[pos + 1..pos + 5].try_into().unwrap()) as usize;
+        out.extend(f(&body[pos..pos + 5 + len]).unwrap_or_default());
+        pos += 5 + len;
+    }
+    let hash = blake3::hash(&out);
+    out.extend_from_slice(hash.as_bytes());
+    out
+}
+
 /// A canonical text of every table (but the op log's LSN), for comparing DB states.
 pub(crate) fn dump(db: &MetaDb) -> String {
+    dump_view(db, false)
+}
+
+/// [`dump`], with dirty files shown at their published size when `published`.
+fn dump_view(db: &MetaDb, published: bool) -> String {
     let mut s = String::new();
     db.flush_deferred().unwrap();
     db.read(|txn| {
@@ -403,15 +426,23 @@ pub(crate) fn dump(db: &MetaDb) -> String {
             writeln!(s, "meta {} {}", k.value(), v.value()).unwrap();
         }
         let inodes = txn.open_table(INODES).unwrap();
+        let journal = txn.open_table(JOURNAL).unwrap();
+        let orphans = txn.open_table(ORPHANS).unwrap();
+        // A published view leaves orphans (and their xattrs) out.
+        let hidden = |ino: u64| published && orphans.get(ino).unwrap().is_some();
         for item in inodes.iter().unwrap() {
             let (k, v) = item.unwrap();
-            writeln!(
-                s,
-                "ino {} {:?}",
-                k.value(),
-                InodeRecord::decode(v.value()).unwrap()
-            )
-            .unwrap();
+            if hidden(k.value()) {
+                continue;
+            }
+            let mut rec = InodeRecord::decode(v.value()).unwrap();
+            if published
+                && rec.kind == FileKind::RegularFile
+                && journal.get(k.value()).unwrap().is_some()
+            {
+                rec.size = crate::snapshot::published_size(&rec.content);
+            }
+            writeln!(s, "ino {} {:?}", k.value(), rec).unwrap();
         }
         let dirents = txn.open_table(DIRENTS).unwrap();
         for item in dirents.iter().unwrap() {
@@ -426,6 +457,9 @@ pub(crate) fn dump(db: &MetaDb) -> String {
         let xattrs = txn.open_table(XATTRS).unwrap();
         for item in xattrs.iter().unwrap() {
             let (k, v) = item.unwrap();
+            if hidden(k.value().0) {
+                continue;
+            }
             writeln!(s, "xattr {:?} {}", k.value(), v.value().len()).unwrap();
         }
         let journal = txn.open_table(JOURNAL).unwrap();
@@ -433,8 +467,7 @@ pub(crate) fn dump(db: &MetaDb) -> String {
             let (k, v) = item.unwrap();
             writeln!(s, "journal {} {:?}", k.value(), v.value()).unwrap();
         }
-        let orphans = txn.open_table(ORPHANS).unwrap();
-        for item in orphans.iter().unwrap() {
+        for item in orphans.iter().unwrap().filter(|_| !published) {
             writeln!(s, "orphan {}", item.unwrap().0.value()).unwrap();
         }
         Ok(())

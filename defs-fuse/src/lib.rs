@@ -6,6 +6,8 @@
 //! - [`session`]: mounting and unmounting ([`session::mount`], [`session::Mounted`]).
 //! - [`flusher::Flusher`]: the write-back cache's upload scheduler; the network plugs in as an
 //!   [`flusher::Uploader`].
+//! - [`publisher::PublishTrigger`]: when a writable mount publishes its namespace (debounced,
+//!   bounded staleness, lease renewal, `defs sync`); defs-core's `Publisher` does the work.
 //! - [`upload`]: that uploader over defs-core's object layer ([`upload::ObjectUploader`]) and
 //!   [`upload::Remote`], everything the core uses of the network.
 //!
@@ -37,6 +39,7 @@
 pub mod flusher;
 pub mod fs;
 pub mod fuse;
+pub mod publisher;
 pub mod session;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod test_utils;

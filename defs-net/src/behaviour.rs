@@ -73,7 +73,7 @@ mod composed {
         pub shard: request_response::Behaviour<ShardCodec>,
         /// Broadcast index lookups.
         pub gossipsub: gossipsub::Behaviour,
-        /// Peer discovery (and later root records).
+        /// Peer discovery and the DHT copy of root records.
         pub kad: kad::Behaviour<kad::store::MemoryStore>,
         /// Addresses, protocols and roles of peers.
         pub identify: identify::Behaviour,
@@ -128,6 +128,9 @@ impl Behaviour {
 
         let mut kad_cfg = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
         kad_cfg.set_periodic_bootstrap_interval(Some(Duration::from_secs(300)));
+        // Every inbound record reaches the node's filter (root records only, verified, never
+        // rolled back: `node/roots.rs`) before it is stored.
+        kad_cfg.set_record_filtering(kad::StoreInserts::FilterBoth);
         let mut kad =
             kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_cfg);
         kad.set_mode(Some(if opts.storage {

@@ -35,6 +35,10 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// A Kademlia DHT operation failed (the local record store, or a put no peer took).
+    #[error("dht: {0}")]
+    Dht(String),
+
     /// Setting up the libp2p transport, listener or a behaviour failed.
     #[error("network setup: {0}")]
     Setup(String),

@@ -14,6 +14,8 @@
 //! - [`service`]: what a storage node does with inbound requests (signatures, replays, store I/O).
 //! - [`client`]: signed stores and deletes, verified fetches, placement with retries; it
 //!   implements defs-core's `ShardClient`. [`files`]: whole files over the pipeline.
+//! - [`roots`]: owners' signed root records on storage peers and in the DHT (put, find); the
+//!   client's implementation of defs-core's `RootStore`.
 //! - [`control`]: the data dir's control socket; [`commands`]: what the CLI commands do.
 //! - [`devnet`]: N storage nodes on 127.0.0.1 in one process.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
@@ -31,6 +33,7 @@ pub mod lookup;
 pub mod node;
 pub mod placement;
 pub mod protocol;
+pub mod roots;
 pub mod service;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod test_utils;

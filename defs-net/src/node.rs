@@ -54,7 +54,10 @@ mod handle;
 mod lookups;
 mod messages;
 mod peers;
+mod roots;
 mod shard;
+
+pub use roots::{DHT_GET_TIMEOUT, MAX_DHT_VALUES};
 
 /// Commands queued to the actor before `send` waits. Bounded: a stuck actor pushes back.
 pub const COMMAND_QUEUE: usize = 1024;
@@ -334,6 +337,21 @@ pub enum NodeMessage {
         /// Inbound store operations still running or queued.
         reply: oneshot::Sender<usize>,
     },
+    /// Put a root record into the DHT (`Quorum::One`); the reply comes when the put ends.
+    DhtPut {
+        /// The record's bytes (verified before anything is sent).
+        record: Vec<u8>,
+        /// Whether a peer took it.
+        reply: oneshot::Sender<Result<()>>,
+    },
+    /// The values the DHT holds under `owner`'s root record key (unverified), collected until
+    /// the query ends or [`DHT_GET_TIMEOUT`].
+    DhtGet {
+        /// The owner.
+        owner: NodeId,
+        /// What was found.
+        reply: oneshot::Sender<Vec<Vec<u8>>>,
+    },
     /// Make this node misbehave (tests).
     #[cfg(any(test, feature = "test-utils"))]
     SetFault {
@@ -501,6 +519,10 @@ struct NodeActor {
     discoveries: Vec<(kad::QueryId, oneshot::Sender<bool>)>,
     /// Requests a [`service::Fault::Silent`] node never answers, held until it stops.
     silenced: Vec<ResponseChannel<Response>>,
+    /// DHT puts in flight.
+    dht_puts: HashMap<kad::QueryId, oneshot::Sender<Result<()>>>,
+    /// DHT gets collecting records.
+    dht_gets: HashMap<kad::QueryId, roots::PendingGet>,
 }
 
 impl NodeActor {
@@ -523,6 +545,9 @@ impl NodeActor {
         debug!("node stopped");
         for (_, l) in self.lookups.drain() {
             let _ = l.reply.send(Err(Error::Closed));
+        }
+        for (_, reply) in self.dht_puts.drain() {
+            let _ = reply.send(Err(Error::Closed));
         }
     }
 
@@ -569,6 +594,7 @@ impl NodeActor {
                 }
             }
         }
+        self.expire_dht_gets(now);
         self.redial_lost_peers(now);
         self.disconnect_silent_peers(now);
         if now.duration_since(self.last_refresh) >= INFO_REFRESH {
@@ -738,6 +764,17 @@ impl NodeActor {
                     let _ = reply.send(true);
                 }
             }
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id, result, step, ..
+            }) => self.on_dht_progress(id, result, step.last),
+            BehaviourEvent::Kad(kad::Event::InboundRequest {
+                request:
+                    kad::InboundRequest::PutRecord {
+                        source,
+                        record: Some(record),
+                        ..
+                    },
+            }) => self.on_dht_inbound_put(source, record),
             BehaviourEvent::Mdns(mdns::Event::Discovered(list)) => {
                 for (peer, addr) in list {
                     if peer != self.peer_id

@@ -1,5 +1,6 @@
 //! The shard protocol's wire messages: what a client asks a storage node (store, fetch, has,
-//! delete, info) and what holders send back to a broadcast lookup, plus the lookup ask itself.
+//! delete, info, and put or get an owner's root record) and what holders send back to a
+//! broadcast lookup, plus the lookup ask itself.
 //!
 //! Every message is a frame: `u32 LE body length` then the body, `u8 version (1)`, `u8 tag`,
 //! then fixed-width little-endian fields. Every length is checked against a stated limit when
@@ -50,6 +51,9 @@ pub const MAX_ADDR_LEN: usize = 256;
 
 /// Largest lookup ask (a gossipsub message), in bytes.
 pub const MAX_ASK_LEN: usize = 16 + 4 + MAX_IDS * 32 + 4 + MAX_ASK_ADDRS * (2 + MAX_ADDR_LEN);
+
+/// Largest root record carried by `PutRoot` and `Root` (defs-core's limit, 16 KiB).
+pub const MAX_ROOT_LEN: usize = defs_core::root_record::MAX_RECORD_LEN;
 
 /// Length of a compressed secp256k1 public key.
 pub const PUBLIC_KEY_LEN: usize = 33;
@@ -132,6 +136,17 @@ pub enum Request {
     },
     /// Capacity and zone of the node, for placement.
     Info,
+    /// Keep this root record as its owner's newest (the record is self-certifying: the node
+    /// verifies it and applies the no-rollback rule; anyone may relay it).
+    PutRoot {
+        /// The record's bytes, at most [`MAX_ROOT_LEN`].
+        record: Vec<u8>,
+    },
+    /// The root record held for an owner.
+    GetRoot {
+        /// The owner's NodeId.
+        owner: NodeId,
+    },
 }
 
 /// Capacity and zone of a node.
@@ -164,6 +179,8 @@ pub enum Response {
     Ack,
     /// Capacity and zone.
     Info(NodeInfo),
+    /// The root record held for the owner asked about (unverified: the asker verifies).
+    Root(Vec<u8>),
     /// A refusal.
     Error(RemoteError),
 }
@@ -203,6 +220,8 @@ const TAG_HAS: u8 = 3;
 const TAG_DELETE: u8 = 4;
 const TAG_HOLDERS: u8 = 5;
 const TAG_INFO: u8 = 6;
+const TAG_PUT_ROOT: u8 = 7;
+const TAG_GET_ROOT: u8 = 8;
 
 const TAG_STORED: u8 = 101;
 const TAG_DATA: u8 = 102;
@@ -211,6 +230,14 @@ const TAG_DELETED: u8 = 104;
 const TAG_ACK: u8 = 105;
 const TAG_INFO_REPLY: u8 = 106;
 const TAG_ERROR: u8 = 107;
+const TAG_ROOT: u8 = 108;
+
+fn put_record(h: &mut Vec<u8>, record: &[u8]) -> Result<()> {
+    let n = len_u32("root record", record.len(), MAX_ROOT_LEN as u64)?;
+    h.extend_from_slice(&n.to_le_bytes());
+    h.extend_from_slice(record);
+    Ok(())
+}
 
 fn len_u32(what: &'static str, len: usize, limit: u64) -> Result<u32> {
     let len64 = u64::try_from(len).unwrap_or(u64::MAX);
@@ -325,6 +352,14 @@ impl Request {
                 put_ids(&mut h, ids)?;
             }
             Request::Info => h.push(TAG_INFO),
+            Request::PutRoot { record } => {
+                h.push(TAG_PUT_ROOT);
+                put_record(&mut h, record)?;
+            }
+            Request::GetRoot { owner } => {
+                h.push(TAG_GET_ROOT);
+                h.extend_from_slice(&owner.0);
+            }
         }
         Ok(Encoded { header: h, payload })
     }
@@ -392,6 +427,12 @@ impl Request {
                 Request::Holders { ask, ids: r.ids()? }
             }
             TAG_INFO => Request::Info,
+            TAG_PUT_ROOT => Request::PutRoot {
+                record: r.record()?,
+            },
+            TAG_GET_ROOT => Request::GetRoot {
+                owner: NodeId(r.array()?),
+            },
             t => return Err(r.bad(format!("unknown tag {t}"))),
         };
         r.end()?;
@@ -440,6 +481,10 @@ impl Response {
                 let n = len_u32("zone", info.zone.len(), MAX_ZONE_LEN as u64)?;
                 h.push(n as u8);
                 h.extend_from_slice(info.zone.as_bytes());
+            }
+            Response::Root(record) => {
+                h.push(TAG_ROOT);
+                put_record(&mut h, record)?;
             }
             Response::Error(e) => {
                 h.push(TAG_ERROR);
@@ -555,6 +600,7 @@ impl Response {
                 let message = r.string(n)?;
                 Response::Error(RemoteError { code, message })
             }
+            TAG_ROOT => Response::Root(r.record()?),
             t => return Err(r.bad(format!("unknown tag {t}"))),
         };
         r.end()?;
@@ -684,6 +730,19 @@ impl<'a> Reader<'a> {
         Ok(ShardId(self.array()?))
     }
 
+    /// A root record: length u32 (≤ [`MAX_ROOT_LEN`], checked before allocating) and bytes.
+    fn record(&mut self) -> Result<Vec<u8>> {
+        let n = self.u32()? as usize;
+        if n > MAX_ROOT_LEN {
+            return Err(Error::TooLarge {
+                what: "root record",
+                size: n as u64,
+                limit: MAX_ROOT_LEN as u64,
+            });
+        }
+        Ok(self.take(n)?.to_vec())
+    }
+
     fn version(&mut self) -> Result<()> {
         match self.u8()? {
             WIRE_VERSION => Ok(()),
@@ -787,6 +846,12 @@ mod tests {
                 ids: vec![ShardId([7; 32])],
             },
             Request::Info,
+            Request::PutRoot {
+                record: vec![5; 300],
+            },
+            Request::GetRoot {
+                owner: NodeId([4; 32]),
+            },
         ]
     }
 
@@ -805,6 +870,8 @@ mod tests {
                 zone: "rack-1".into(),
             }),
             Response::error(ErrorCode::QuotaFull, "full"),
+            Response::error(ErrorCode::Rollback, "seq 3 below 4"),
+            Response::Root(vec![7; 200]),
         ]
     }
 
@@ -861,6 +928,21 @@ mod tests {
             ids: vec![ShardId::default(); MAX_IDS + 1],
         };
         assert!(matches!(too_many.encode(), Err(Error::TooLarge { .. })));
+        // Root records over 16 KiB, both ways.
+        let mut body = vec![WIRE_VERSION, TAG_PUT_ROOT];
+        body.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(Request::decode(body), Err(Error::TooLarge { .. })));
+        let mut body = vec![WIRE_VERSION, TAG_ROOT];
+        body.extend_from_slice(&((MAX_ROOT_LEN + 1) as u32).to_le_bytes());
+        body.resize(body.len() + MAX_ROOT_LEN + 1, 0);
+        assert!(matches!(
+            Response::decode(body),
+            Err(Error::TooLarge { .. })
+        ));
+        let huge = Request::PutRoot {
+            record: vec![0; MAX_ROOT_LEN + 1],
+        };
+        assert!(matches!(huge.encode(), Err(Error::TooLarge { .. })));
     }
 
     #[test]

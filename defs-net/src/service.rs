@@ -2,15 +2,21 @@
 //! node's task ([`Service::admit`]: owner signature, timestamp window, nonce replay, CRC); store
 //! I/O runs on the blocking pool ([`execute`]), and a store is acknowledged only after the shard
 //! store has made it durable. Only a shard's owner may delete it; fetches need no secret.
+//!
+//! Root records ([`defs_core::root_record`]) are verified on the node's task (signature, owner
+//! puzzle at the node's difficulty) and kept in the shard index's `roots` table under the
+//! no-rollback rule; every refusal is logged with the owner, the seqs and the reason.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use defs_core::identity::{PublicKey, SignDomain, Signature};
+use defs_core::root_record::RootRecord;
 use defs_core::shard_store::ShardStore;
 use defs_core::types::{NodeId, ShardId};
 use libp2p::PeerId;
+use tracing::info;
 
 use crate::protocol::{Auth, ErrorCode, NodeInfo, Request, Response, auth_message};
 
@@ -46,6 +52,12 @@ pub(crate) enum Op {
         asker: PeerId,
         ask: u64,
         ids: Vec<ShardId>,
+    },
+    PutRoot {
+        record: RootRecord,
+    },
+    GetRoot {
+        owner: NodeId,
     },
 }
 
@@ -106,6 +118,8 @@ pub(crate) struct Service {
     capacity: u64,
     zone: String,
     replay: ReplayGuard,
+    /// The identity puzzle difficulty a root record's owner must solve.
+    difficulty: u8,
     pub(crate) fault: Option<Fault>,
     /// The last shard stored, for [`Fault::OtherShard`].
     pub(crate) last_stored: Option<ShardId>,
@@ -114,12 +128,13 @@ pub(crate) struct Service {
 }
 
 impl Service {
-    pub(crate) fn new(store: ShardStore, capacity: u64, zone: String) -> Self {
+    pub(crate) fn new(store: ShardStore, capacity: u64, zone: String, difficulty: u8) -> Self {
         Service {
             store: Arc::new(store),
             capacity,
             zone,
             replay: ReplayGuard::default(),
+            difficulty,
             fault: None,
             last_stored: None,
             draining: false,
@@ -202,6 +217,14 @@ impl Service {
             }
             Request::Fetch { id, range } => Ok(Op::Fetch { id, range }),
             Request::Has { ids } => Ok(Op::Has { ids }),
+            Request::PutRoot { record } => match RootRecord::verify(&record, self.difficulty) {
+                Ok(record) => Ok(Op::PutRoot { record }),
+                Err(e) => {
+                    info!(reason = %e, len = record.len(), "root record refused");
+                    Err(refusal(e))
+                }
+            },
+            Request::GetRoot { owner } => Ok(Op::GetRoot { owner }),
             Request::Holders { .. } | Request::Info => Err(Response::error(
                 ErrorCode::BadRequest,
                 "not a store operation",
@@ -219,6 +242,10 @@ fn refusal(e: defs_core::Error) -> Response {
         E::QuotaExceeded { .. } | E::StoreFull { .. } => ErrorCode::QuotaFull,
         E::TooLarge { .. } => ErrorCode::TooLarge,
         E::CorruptShard { .. } | E::HashMismatch { .. } => ErrorCode::Corrupt,
+        E::BadSignature { .. } | E::BadPublicKey => ErrorCode::BadSignature,
+        E::PuzzleNotSolved { .. } => ErrorCode::PuzzleNotSolved,
+        E::RootRollback { .. } => ErrorCode::Rollback,
+        E::BadRootRecord { .. } => ErrorCode::BadRequest,
         _ => ErrorCode::Internal,
     };
     Response::error(code, format!("{e}"))
@@ -260,6 +287,24 @@ pub(crate) fn execute(store: &ShardStore, op: Op) -> Response {
         ),
         Op::Delete { id, requester } => match store.delete(&id, requester) {
             Ok(_) => Response::Deleted,
+            Err(e) => refusal(e),
+        },
+        Op::PutRoot { record } => match store.put_root(&record) {
+            Ok(verdict) => {
+                info!(owner = %record.owner(), seq = record.seq(), ?verdict, "root record kept");
+                Response::Ack
+            }
+            Err(e) => {
+                info!(owner = %record.owner(), seq = record.seq(), reason = %e, "root record refused");
+                refusal(e)
+            }
+        },
+        Op::GetRoot { owner } => match store.root(&owner) {
+            Ok(Some(record)) => Response::Root(record.into_bytes()),
+            Ok(None) => Response::error(
+                ErrorCode::NotFound,
+                format!("no root record of {owner} here"),
+            ),
             Err(e) => refusal(e),
         },
         Op::Lookup { .. } => Response::error(ErrorCode::BadRequest, "not a request"),

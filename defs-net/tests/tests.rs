@@ -14,4 +14,5 @@ mod lookup;
 mod put_get;
 mod puzzle;
 mod quic;
+mod roots;
 mod security;

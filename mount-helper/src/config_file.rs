@@ -114,6 +114,16 @@ bandwidth_bytes = {repair_bandwidth}
 # Shards of a segment without a live holder that start its repair (at most parity - 1 apply,
 # so a segment is repaired before it is down to the k shards that rebuild it).
 missing_threshold = {repair_threshold}
+
+[namespace]
+# The directory tree is published to the network (encrypted, signed) this many seconds after the
+# last change, and at the latest max_staleness_secs after a change under a steady stream.
+publish_debounce_secs = {debounce}
+max_staleness_secs = {staleness}
+# Seconds a published record holds the write lease (renewed every third of it while mounted).
+lease_secs = {lease}
+# Seconds a mount without a metadata DB waits for a storage peer to recover the tree from.
+recover_wait_secs = {recover_wait}
 "#,
         budget = c.cache.budget_bytes,
         reserve = c.cache.reserve_bytes,
@@ -137,6 +147,10 @@ missing_threshold = {repair_threshold}
         repair_interval = c.repair.interval_secs,
         repair_bandwidth = c.repair.bandwidth_bytes,
         repair_threshold = c.repair.missing_threshold,
+        debounce = c.namespace.publish_debounce_secs,
+        staleness = c.namespace.max_staleness_secs,
+        lease = c.namespace.lease_secs,
+        recover_wait = c.namespace.recover_wait_secs,
     )
 }
 

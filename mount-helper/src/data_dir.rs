@@ -14,6 +14,32 @@ use anyhow::{Context, bail};
 pub const IDENTITY_FILE: &str = "identity.key";
 /// The config file inside the data dir.
 pub const CONFIG_FILE: &str = "config.toml";
+/// The metadata directory inside the data dir.
+pub const META_DIR: &str = "meta";
+/// `meta/NEW`: "this identity starts an empty namespace here". Written with a new identity
+/// (`defs init`); a copied key lacks it, so a mount without a metadata DB recovers the
+/// namespace from the network instead of mounting an empty tree over it. Removed once the
+/// metadata DB exists.
+pub const NEW_NAMESPACE_MARKER: &str = "NEW";
+
+/// Writes `DIR/meta/NEW` (see [`NEW_NAMESPACE_MARKER`]).
+///
+/// # Errors
+/// When the directory or the file cannot be created.
+pub fn mark_new_namespace(dir: &Path) -> anyhow::Result<()> {
+    let meta = dir.join(META_DIR);
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&meta)
+        .with_context(|| format!("cannot create {}", meta.display()))?;
+    let marker = meta.join(NEW_NAMESPACE_MARKER);
+    std::fs::write(
+        &marker,
+        "this identity was created here: its namespace starts empty\n",
+    )
+    .with_context(|| format!("cannot write {}", marker.display()))
+}
 
 /// The data dir: `explicit` when given, else the XDG default.
 ///

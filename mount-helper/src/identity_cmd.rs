@@ -38,6 +38,8 @@ pub fn init(dir: &Path, difficulty: Option<u8>) -> anyhow::Result<()> {
     );
     // The difficulty chosen here is also what this node asks of its peers.
     config_file::write_new(&config_path, &config_file::initial_toml(difficulty))?;
+    // A new identity has no namespace on the network: its first mount starts empty.
+    data_dir::mark_new_namespace(dir)?;
     println!("created identity in {}", dir.display());
     println!("node id    {}", identity.node_id());
     Ok(())

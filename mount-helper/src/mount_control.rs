@@ -18,6 +18,7 @@ use std::pin::Pin;
 use defs_core::object::Durability;
 use defs_fuse::flusher::FlushError;
 use defs_fuse::fs::{Fs, SyncReport, TreeStatus, UploadStatus, damaged_line, damaged_summary};
+use defs_fuse::publisher::{PublishState, PublishTrigger};
 use defs_net::Node;
 use defs_net::commands::{self, Commands, json_str};
 use defs_net::control::{ControlRequest, Handler, ProgressSink};
@@ -36,6 +37,8 @@ pub struct MountCommands {
     pub fs: Fs,
     /// Where it is mounted (absolute, canonical).
     pub mountpoint: PathBuf,
+    /// The namespace's publish trigger (writable mounts).
+    pub publisher: Option<PublishTrigger>,
 }
 
 impl Handler for MountCommands {
@@ -116,7 +119,21 @@ impl MountCommands {
             .tree_status_under(root, Path::new("/").join(rel))
             .await
             .map_err(|e| format!("checking {}: {e}", path.display()))?;
-        sync_outcome(&self.mountpoint, &path, &report, &tree)
+        let files = sync_outcome(&self.mountpoint, &path, &report, &tree)?;
+        // The files are on the network; the names that lead to them must be too.
+        let Some(publisher) = &self.publisher else {
+            return Ok(files);
+        };
+        match publisher.publish_now().await {
+            Ok(p) => Ok(format!(
+                "{files}\nnamespace published (seq {}, kept by {} other node(s))",
+                p.seq, p.copies
+            )),
+            Err(e) => Err(format!(
+                "{files}\nbut the namespace (the names and directories that lead to them) is \
+                 not on the network: {e}"
+            )),
+        }
     }
 
     /// `defs status`: the node's status and the mount's write-back cache.
@@ -126,6 +143,10 @@ impl MountCommands {
         let node = commands::status_with(&self.commands.client, json, not_on_network(&tree))
             .await
             .map_err(|e| format!("{e:#}"))?;
+        let published = match &self.publisher {
+            Some(p) => Some(p.status().await),
+            None => None,
+        };
         if json {
             let Some(open) = node.strip_suffix('}') else {
                 return Err("the node's status is not a JSON object".into());
@@ -137,16 +158,18 @@ impl MountCommands {
                 return Err("the mount's status is not a JSON object".into());
             };
             return Ok(format!(
-                "{open},\"mount\":{mount},\"tree\":{},\"repair\":{}}}}}",
+                "{open},\"mount\":{mount},\"tree\":{},\"repair\":{},\"namespace\":{}}}}}",
                 tree_json(&self.mountpoint, &tree),
-                commands::repair_json(&self.commands.repairer.status())
+                commands::repair_json(&self.commands.repairer.status()),
+                namespace_json(published.as_ref())
             ));
         }
         Ok(format!(
-            "{node}\n{}{}\n{}",
+            "{node}\n{}{}\n{}\n{}",
             mount_text(&self.mountpoint, &mount),
             tree_text(&self.mountpoint, &tree).trim_end(),
-            commands::repair_text(&self.commands.repairer.status())
+            commands::repair_text(&self.commands.repairer.status()),
+            namespace_text(published.as_ref())
         ))
     }
 
@@ -169,6 +192,50 @@ impl MountCommands {
         .await
         .map_err(|e| format!("{e:#}"))
     }
+}
+
+/// The namespace line of `defs status`: what of the tree's names is on the network.
+fn namespace_text(p: Option<&PublishState>) -> String {
+    let Some(p) = p else {
+        return "namespace: read-only mount, not published from here".into();
+    };
+    if p.lost {
+        return "namespace: lease lost: a newer record of this identity exists elsewhere; local \
+                changes are not published"
+            .into();
+    }
+    let mut line = if p.published_seq == 0 {
+        "namespace: not published yet".to_string()
+    } else {
+        format!("namespace: published as seq {}", p.published_seq)
+    };
+    if let Some(last) = &p.last {
+        let _ = write!(line, " (kept by {} other node(s))", last.copies);
+    }
+    if p.pending {
+        line.push_str("; changes since then are not published yet");
+    }
+    if let Some(e) = &p.error {
+        let _ = write!(line, "; the last publish failed: {e}");
+    }
+    line
+}
+
+/// [`namespace_text`] as JSON.
+fn namespace_json(p: Option<&PublishState>) -> String {
+    let Some(p) = p else {
+        return "{\"published\":false,\"read_only\":true}".into();
+    };
+    format!(
+        "{{\"read_only\":false,\"published_seq\":{},\"copies\":{},\"pending\":{},\"lost\":{},\"error\":{}}}",
+        p.published_seq,
+        p.last.as_ref().map_or(0, |l| l.copies),
+        p.pending,
+        p.lost,
+        p.error
+            .as_deref()
+            .map_or_else(|| "null".to_string(), json_str)
+    )
 }
 
 /// Why not everything in `t` is on the network, in one line (`None` when it all is).

@@ -610,6 +610,16 @@ impl StorageNode {
         Ok(())
     }
 
+    /// Stops serving `DIR/control.sock` (the node runs on): a mount that is shutting down
+    /// answers no more commands, and the next mount of the dir does not take it for a live one.
+    pub fn stop_control(&mut self) {
+        self.cancel.cancel();
+        if self.serving {
+            let _ = std::fs::remove_file(self.dir.join(control::SOCKET_NAME));
+            self.serving = false;
+        }
+    }
+
     /// Stops the control socket and the node: first no new shards (refused with a reason, so
     /// owners store them elsewhere), then up to [`DRAIN_WAIT`] for stores already admitted to
     /// reach the disk, then the node.

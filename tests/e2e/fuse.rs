@@ -13,6 +13,7 @@ mod lifecycle;
 mod packing;
 mod posix;
 mod readme;
+mod recovery;
 mod remount;
 mod safety;
 mod sync;

@@ -26,6 +26,26 @@ pub fn fuse_unusable() -> Option<String> {
     }
 }
 
+/// A temp dir with an empty `mnt`, or `None` (said on stderr) when FUSE is unusable outside CI.
+///
+/// # Panics
+/// When FUSE is unusable and `CI=true`, or the dir cannot be made.
+fn fresh_root() -> Option<tempfile::TempDir> {
+    if let Some(why) = fuse_unusable() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("FUSE tests cannot run: {why} (CI=true: failing, not skipping)");
+        }
+        eprintln!("skipping a FUSE test: {why}");
+        return None;
+    }
+    let root = tempfile::Builder::new()
+        .prefix("defs-fuse-test")
+        .tempdir()
+        .unwrap_or_else(|e| panic!("creating a temp dir: {e}"));
+    std::fs::create_dir(root.path().join("mnt")).unwrap_or_else(|e| panic!("mkdir mnt: {e}"));
+    Some(root)
+}
+
 /// A mounted DeFS in a temporary directory.
 #[derive(Debug)]
 pub struct TestMount {
@@ -73,18 +93,7 @@ impl TestMount {
         args: &[&str],
         test_identity: bool,
     ) -> Option<TestMount> {
-        if let Some(why) = fuse_unusable() {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("FUSE tests cannot run: {why} (CI=true: failing, not skipping)");
-            }
-            eprintln!("skipping a FUSE test: {why}");
-            return None;
-        }
-        let root = tempfile::Builder::new()
-            .prefix("defs-fuse-test")
-            .tempdir()
-            .unwrap_or_else(|e| panic!("creating a temp dir: {e}"));
-        std::fs::create_dir(root.path().join("mnt")).unwrap_or_else(|e| panic!("mkdir mnt: {e}"));
+        let root = fresh_root()?;
         let mut m = TestMount {
             root,
             options: options.iter().map(|s| s.to_string()).collect(),
@@ -98,6 +107,25 @@ impl TestMount {
             crate::cluster::init(&m.data_dir());
         }
         m.mount();
+        Some(m)
+    }
+
+    /// A mount whose data dir `prepare` fills first (e.g. with only a copied `identity.key`),
+    /// not mounted yet: [`TestMount::mount`] mounts it, [`TestMount::command`] runs
+    /// `defs-mount` for a test that expects it to fail. `None` when FUSE is unusable outside CI
+    /// (as [`TestMount::new`]).
+    ///
+    /// # Panics
+    /// When FUSE is unusable and `CI=true`.
+    pub fn prepared(args: &[&str], prepare: impl FnOnce(&Path)) -> Option<TestMount> {
+        let root = fresh_root()?;
+        let m = TestMount {
+            root,
+            options: Vec::new(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            mounted: false,
+        };
+        prepare(&m.data_dir());
         Some(m)
     }
 
@@ -394,6 +422,36 @@ pub fn generate_tree(dir: &Path, files: usize) -> usize {
         }
     }
     written
+}
+
+/// What a checksum dry run (`rsync -aHAXSc --numeric-ids`) of `src` onto `dst` would still
+/// change; "" when `dst` holds it all: contents, modes, owners, times, hard links, ACLs, xattrs
+/// and every file kind.
+///
+/// # Panics
+/// When rsync fails.
+pub fn left_to_copy(src: &Path, dst: &Path) -> String {
+    let mut s = src.as_os_str().to_owned();
+    s.push("/");
+    run(Command::new("rsync")
+        .args(["-aHAXSc", "--dry-run", "--itemize-changes", "--numeric-ids"])
+        .arg(s)
+        .arg(dst))
+}
+
+/// `rsync -aHAXS --numeric-ids src/ dst`: its output (whatever its exit status).
+///
+/// # Panics
+/// When rsync cannot be started.
+pub fn rsync_copy(src: &Path, dst: &Path) -> std::process::Output {
+    let mut s = src.as_os_str().to_owned();
+    s.push("/");
+    Command::new("rsync")
+        .args(["-aHAXS", "--numeric-ids"])
+        .arg(s)
+        .arg(dst)
+        .output()
+        .unwrap_or_else(|e| panic!("running rsync: {e}"))
 }
 
 /// `diff -r --no-dereference a b` must find no difference.

@@ -45,6 +45,13 @@ pub(crate) const KEY_NEXT_INO: &str = "next_ino";
 /// Key in [`META`]: the LSN of the last logged operation this DB state includes.
 pub(crate) const KEY_LSN: &str = "lsn";
 
+/// Key in [`META`]: the sequence number of the last root record this DB's namespace was
+/// published under (or recovered from); 0 before the first.
+pub(crate) const KEY_PUBLISHED_SEQ: &str = "published_seq";
+/// Key in [`META`]: the LSN the last published namespace was cut at. An LSN above it means
+/// operations not yet published.
+pub(crate) const KEY_PUBLISHED_LSN: &str = "published_lsn";
+
 /// Adds context to redb's many error types.
 pub(crate) trait DbContext<T> {
     /// Wraps the error into [`Error::Db`] with `context`.

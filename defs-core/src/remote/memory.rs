@@ -3,15 +3,20 @@
 //! stored, verified against their ids on fetch, placed on distinct nodes, and can be lost or
 //! corrupted per node to exercise reconstruction. The real network is defs-net's `Client`;
 //! end-to-end tests use that.
+//!
+//! It is also a [`RootStore`]: every running node keeps the newest root record per owner under
+//! the rule real nodes apply ([`RootRecord::verify`], [`admit`]); tests can plant any bytes on
+//! a node ([`MemoryClient::plant_root`]) to play a stale, forged or damaged holder.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{BoxFuture, Holders, OutShard, ShardClient, StoredSegment};
+use super::{BoxFuture, Holders, OutShard, RootStore, ShardClient, StoredSegment};
 use crate::durability::Liveness;
 use crate::durability::survivable_losses;
 use crate::error::{Error, Result};
+use crate::root_record::{Admit, RootRecord, admit};
 use crate::types::{NodeId, ShardId};
 
 /// `n` simulated storage nodes in memory.
@@ -22,6 +27,7 @@ pub struct MemoryClient {
     fetches: AtomicU64,
     fetched_bytes: AtomicU64,
     node_capacity: AtomicU64,
+    root_difficulty: std::sync::atomic::AtomicU8,
 }
 
 /// What each simulated node advertises as its capacity unless a test sets another
@@ -33,6 +39,7 @@ struct MemNode {
     id: NodeId,
     up: bool,
     shards: HashMap<ShardId, Vec<u8>>,
+    roots: HashMap<NodeId, Vec<u8>>,
 }
 
 fn node_id(i: usize) -> NodeId {
@@ -57,6 +64,7 @@ impl MemoryClient {
                         id: node_id(i),
                         up: true,
                         shards: HashMap::new(),
+                        roots: HashMap::new(),
                     })
                     .collect(),
             ),
@@ -64,7 +72,29 @@ impl MemoryClient {
             fetches: AtomicU64::new(0),
             fetched_bytes: AtomicU64::new(0),
             node_capacity: AtomicU64::new(DEFAULT_NODE_CAPACITY),
+            root_difficulty: std::sync::atomic::AtomicU8::new(0),
         }
+    }
+
+    /// Sets the identity puzzle difficulty the simulated nodes require of a root record's
+    /// owner (0 unless set, like a test network).
+    pub fn set_root_difficulty(&self, difficulty: u8) {
+        self.root_difficulty.store(difficulty, Ordering::Relaxed);
+    }
+
+    /// Puts `bytes` as `owner`'s root record on node `i` without any check: a stale, forged or
+    /// damaged holder for tests of readers.
+    pub fn plant_root(&self, i: usize, owner: NodeId, bytes: Vec<u8>) {
+        self.with(|n| {
+            if let Some(node) = n.get_mut(i) {
+                node.roots.insert(owner, bytes);
+            }
+        });
+    }
+
+    /// The root record node `i` holds for `owner` (up or down).
+    pub fn root_on(&self, i: usize, owner: NodeId) -> Option<Vec<u8>> {
+        self.with(|n| n.get(i).and_then(|node| node.roots.get(&owner).cloned()))
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Vec<MemNode>) -> T) -> T {
@@ -305,9 +335,121 @@ impl ShardClient for MemoryClient {
     }
 }
 
+impl RootStore for MemoryClient {
+    fn put_root(&self, record: Vec<u8>) -> BoxFuture<'_, Result<usize>> {
+        Box::pin(async move {
+            let difficulty = self.root_difficulty.load(Ordering::Relaxed);
+            let offered = RootRecord::verify(&record, difficulty)?;
+            let owner = offered.owner();
+            self.with(|n| {
+                let mut acks = 0;
+                let mut refusal = None;
+                for node in n.iter_mut().filter(|node| node.up) {
+                    // A held record that no longer verifies (planted by a test) is no record.
+                    let held = node
+                        .roots
+                        .get(&owner)
+                        .and_then(|b| RootRecord::verify(b, difficulty).ok());
+                    match admit(held.as_ref(), &offered) {
+                        Ok(Admit::Store) => {
+                            node.roots.insert(owner, record.clone());
+                            acks += 1;
+                        }
+                        Ok(Admit::Same) => acks += 1,
+                        Err(e) => refusal = Some(e),
+                    }
+                }
+                match refusal {
+                    Some(e) => Err(e),
+                    None if acks == 0 => Err(Error::RootUnreachable {
+                        owner,
+                        reason: "no node is up".into(),
+                    }),
+                    None => Ok(acks),
+                }
+            })
+        })
+    }
+
+    fn find_roots(&self, owner: NodeId) -> BoxFuture<'_, Result<Vec<Vec<u8>>>> {
+        Box::pin(async move {
+            self.with(|n| {
+                if !n.iter().any(|node| node.up) {
+                    return Err(Error::RootUnreachable {
+                        owner,
+                        reason: "no node is up".into(),
+                    });
+                }
+                Ok(n.iter()
+                    .filter(|node| node.up)
+                    .filter_map(|node| node.roots.get(&owner).cloned())
+                    .collect())
+            })
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::Identity;
+
+    fn record(id: &Identity, seq: u64) -> Vec<u8> {
+        crate::root_record::testing::record(id, seq).into_bytes()
+    }
+
+    #[tokio::test]
+    async fn root_records_are_kept_newest_first_and_never_rolled_back() {
+        let client = MemoryClient::new(3);
+        let id = Identity::generate(0);
+        let owner = id.node_id();
+        assert!(client.find_roots(owner).await.unwrap().is_empty());
+        let r1 = record(&id, 1);
+        let r2 = record(&id, 2);
+        assert_eq!(client.put_root(r1.clone()).await.unwrap(), 3);
+        // A resend of the same bytes is acknowledged and changes nothing.
+        assert_eq!(client.put_root(r1.clone()).await.unwrap(), 3);
+        assert_eq!(client.put_root(r2.clone()).await.unwrap(), 3);
+        assert_eq!(client.find_roots(owner).await.unwrap(), vec![r2.clone(); 3]);
+        // Rollback: seq 1 again, or seq 2 with other bytes.
+        for stale in [r1, record(&id, 2)] {
+            let err = client.put_root(stale).await.unwrap_err();
+            assert!(matches!(err, Error::RootRollback { held: 2, .. }), "{err}");
+        }
+        assert_eq!(client.find_roots(owner).await.unwrap(), vec![r2.clone(); 3]);
+        // Garbage and forged records are refused and store nothing.
+        let mut forged = r2.clone();
+        let n = forged.len();
+        forged[n - 1] ^= 1;
+        assert!(client.put_root(forged).await.is_err());
+        assert!(client.put_root(vec![0; 10]).await.is_err());
+        assert_eq!(client.find_roots(owner).await.unwrap(), vec![r2; 3]);
+    }
+
+    #[tokio::test]
+    async fn a_node_that_was_down_keeps_its_older_record_and_readers_see_both() {
+        let client = MemoryClient::new(2);
+        let id = Identity::generate(0);
+        let (r1, r2) = (record(&id, 1), record(&id, 2));
+        client.put_root(r1.clone()).await.unwrap();
+        client.set_up(1, false);
+        assert_eq!(client.put_root(r2.clone()).await.unwrap(), 1);
+        client.set_up(1, true);
+        let mut found = client.find_roots(id.node_id()).await.unwrap();
+        found.sort();
+        let mut want = vec![r1, r2.clone()];
+        want.sort();
+        assert_eq!(found, want);
+        // The stale node takes the newer record when it is offered again.
+        assert_eq!(client.put_root(r2.clone()).await.unwrap(), 2);
+        assert_eq!(client.root_on(1, id.node_id()), Some(r2));
+        client.set_up(0, false);
+        client.set_up(1, false);
+        assert!(matches!(
+            client.find_roots(id.node_id()).await,
+            Err(Error::RootUnreachable { .. })
+        ));
+    }
 
     #[tokio::test]
     async fn a_shard_whose_crc_does_not_match_its_bytes_is_refused() {

@@ -84,9 +84,14 @@ impl Node {
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let (done_tx, done_rx) = mpsc::channel(DONE_QUEUE);
         let cancel = CancellationToken::new();
-        let service = config
-            .store
-            .map(|store| Service::new(store, config.capacity, config.zone.clone()));
+        let service = config.store.map(|store| {
+            Service::new(
+                store,
+                config.capacity,
+                config.zone.clone(),
+                config.peer_difficulty,
+            )
+        });
         let mut local_stats = PeerStats::new(Instant::now());
         local_stats.zone = (!config.zone.is_empty()).then(|| config.zone.clone());
         let actor = NodeActor {
@@ -113,6 +118,8 @@ impl Node {
             boot_dials,
             discoveries: Vec::new(),
             silenced: Vec::new(),
+            dht_puts: HashMap::new(),
+            dht_gets: HashMap::new(),
         };
         let span = info_span!("node", peer = %short(&peer_id));
         let task = tokio::spawn(actor.run().instrument(span));
@@ -317,6 +324,32 @@ impl Node {
     /// [`Error::Closed`].
     pub async fn bootstrap(&self) -> Result<Vec<bootstrap::Report>> {
         self.ask(|reply| NodeMessage::Bootstrap { reply }).await
+    }
+
+    /// Puts a root record into the DHT (`Quorum::One`), after checking it as a peer would.
+    ///
+    /// # Errors
+    /// [`Error::Core`] when the record does not verify or the DHT copy held here is newer;
+    /// [`Error::Dht`] when no peer took it (it is still in this node's own DHT store);
+    /// [`Error::Closed`].
+    ///
+    /// # Cancel safety
+    /// Dropping the future abandons the answer; the put runs on.
+    pub async fn dht_put(&self, record: Vec<u8>) -> Result<()> {
+        self.ask(|reply| NodeMessage::DhtPut { record, reply })
+            .await?
+    }
+
+    /// The values the DHT holds under `owner`'s root record key, unverified (callers verify),
+    /// collected for at most [`DHT_GET_TIMEOUT`].
+    ///
+    /// # Errors
+    /// [`Error::Closed`].
+    ///
+    /// # Cancel safety
+    /// Dropping the future abandons the answer; the query ends by itself.
+    pub async fn dht_get(&self, owner: NodeId) -> Result<Vec<Vec<u8>>> {
+        self.ask(|reply| NodeMessage::DhtGet { owner, reply }).await
     }
 
     /// Node ids of the peers reachable now: connected, identity accepted. A peer leaves this

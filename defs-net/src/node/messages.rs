@@ -177,6 +177,8 @@ impl NodeActor {
                     .collect();
                 let _ = reply.send(live);
             }
+            NodeMessage::DhtPut { record, reply } => self.on_dht_put(record, reply),
+            NodeMessage::DhtGet { owner, reply } => self.on_dht_get(owner, reply),
             NodeMessage::Discover { reply } => match self.swarm.behaviour_mut().kad.bootstrap() {
                 Ok(id) => {
                     self.discoveries.push((id, reply));

@@ -34,6 +34,9 @@ pub enum ErrorCode {
     /// The node is shutting down and takes no new shards (it still serves what it holds until
     /// it stops): store elsewhere.
     ShuttingDown,
+    /// A root record that does not supersede the one the node holds for its owner: a lower
+    /// sequence number, or the same one with other bytes (no rollback).
+    Rollback,
     /// A code this version does not know.
     Unknown(u16),
 }
@@ -54,6 +57,7 @@ impl ErrorCode {
             ErrorCode::Internal => 11,
             ErrorCode::PuzzleNotSolved => 12,
             ErrorCode::ShuttingDown => 14,
+            ErrorCode::Rollback => 13,
             ErrorCode::Unknown(c) => c,
         }
     }
@@ -73,6 +77,7 @@ impl ErrorCode {
             11 => ErrorCode::Internal,
             12 => ErrorCode::PuzzleNotSolved,
             14 => ErrorCode::ShuttingDown,
+            13 => ErrorCode::Rollback,
             c => ErrorCode::Unknown(c),
         }
     }

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::Command;
 
 use defs_tests::cluster::{Cluster, out, text};
-use defs_tests::mount::{TestMount, mount_on, pseudo_random, run};
+use defs_tests::mount::{TestMount, left_to_copy, mount_on, pseudo_random, rsync_copy, run};
 
 /// Builds the tree at `src`.
 fn home_tree(src: &Path) {
@@ -150,16 +150,6 @@ fn home_tree(src: &Path) {
     }
 }
 
-/// What a checksum dry run of `src` onto `dst` would still change; "" when `dst` holds it all.
-fn left_to_copy(src: &Path, dst: &Path) -> String {
-    let mut s = src.as_os_str().to_owned();
-    s.push("/");
-    run(Command::new("rsync")
-        .args(["-aHAXSc", "--dry-run", "--itemize-changes", "--numeric-ids"])
-        .arg(s)
-        .arg(dst))
-}
-
 fn assert_nothing_left(m: &TestMount, src: &Path, when: &str) {
     let left = left_to_copy(src, &m.path("dst"));
     assert_eq!(left, "", "rsync -c finds changes {when}\nlog:\n{}", m.log());
@@ -199,12 +189,7 @@ fn rsync_ahaxs_of_a_home_with_every_file_kind_exits_0_and_a_checksum_run_finds_n
     let src = m.scratch().join("home");
     home_tree(&src);
 
-    let mut s = src.as_os_str().to_owned();
-    s.push("/");
-    let o = out(Command::new("rsync")
-        .args(["-aHAXS", "--numeric-ids"])
-        .arg(&s)
-        .arg(m.path("dst")));
+    let o = rsync_copy(&src, &m.path("dst"));
     assert_eq!(
         o.status.code(),
         Some(0),

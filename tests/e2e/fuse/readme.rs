@@ -109,6 +109,9 @@ fn the_readme_walk_through_runs_as_written() {
         "{all}"
     );
     assert!(all.contains("every file there is on the network"), "{all}");
+    // The tree was published, and a data dir holding only the key mounted all of it again.
+    assert!(all.contains("namespace published (seq "), "{all}");
+    assert!(all.contains("the whole tree is back"), "{all}");
     assert!(!all.contains("warning: not on the network"), "{all}");
     assert!(
         all.contains("user.defs.durability=\"on the network: "),

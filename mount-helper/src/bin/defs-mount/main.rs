@@ -34,12 +34,14 @@ use defs_fuse::session::{self, MountConfig};
 use mount_helper::cli::{error_text, is_usage};
 use mount_helper::mount_control::MountCommands;
 use mount_helper::net_cmd::{DirLock, NetOptions, NodeOptions, StorageNode};
-use mount_helper::{data_dir, identity_cmd};
+use mount_helper::{data_dir, identity_cmd, namespace};
 use tracing::{error, info, warn};
 
 /// How long the launcher waits for the daemon to report the mount ready. Opening a large
-/// metadata DB and the mount handshake take well under a second; a minute covers a slow disk.
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// metadata DB and the mount handshake take well under a second; a data dir without one first
+/// waits for a peer (`namespace.recover_wait_secs`, 30 s by default) and fetches its namespace
+/// from the network: five minutes cover a large tree on a slow link.
+const READY_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The log file inside `DIR/logs`.
 const LOG_FILE: &str = "defs-mount.log";
@@ -82,6 +84,12 @@ struct Cli {
     /// Do not discover peers on the local network with mDNS.
     #[arg(long)]
     no_mdns: bool,
+
+    /// Start an empty namespace in a data dir that has an identity but no metadata DB, instead
+    /// of recovering the identity's namespace from the network (only for an identity that never
+    /// stored files: a mount of the same key elsewhere would refuse this one's records).
+    #[arg(long)]
+    new_namespace: bool,
 
     /// Internal: the launcher's readiness socket (set when daemonizing).
     #[arg(long, hide = true)]
@@ -326,6 +334,9 @@ fn launch(cli: &Cli) -> Result<()> {
     if cli.no_mdns {
         cmd.arg("--no-mdns");
     }
+    if cli.new_namespace {
+        cmd.arg("--new-namespace");
+    }
     // The daemon keeps no terminal: its output goes to the log file, and it is in its own
     // process group so the terminal's Ctrl-C does not reach it.
     cmd.stdin(Stdio::null())
@@ -474,6 +485,7 @@ fn serve_inner(
     let result = rt.block_on(run(
         &dir,
         &mountpoint,
+        cli.new_namespace,
         options,
         &node_opts,
         ready,
@@ -500,6 +512,7 @@ struct Held {
 async fn run(
     dir: &Path,
     mountpoint: &Path,
+    new_namespace: bool,
     options: &Options,
     node_opts: &NodeOptions,
     ready: &mut Option<Ready>,
@@ -518,7 +531,16 @@ async fn run(
             r.warn(p);
         }
     }
-    let result = serve_mount(dir, mountpoint, options, &mut node, ready, held).await;
+    let result = serve_mount(
+        dir,
+        mountpoint,
+        new_namespace,
+        options,
+        &mut node,
+        ready,
+        held,
+    )
+    .await;
     node.shutdown().await;
     info!("node stopped");
     result
@@ -527,6 +549,7 @@ async fn run(
 async fn serve_mount(
     dir: &Path,
     mountpoint: &Path,
+    new_namespace: bool,
     options: &Options,
     node: &mut StorageNode,
     ready: &mut Option<Ready>,
@@ -536,19 +559,47 @@ async fn serve_mount(
     let grace = Duration::from_secs(settings.mount.shutdown_grace_secs);
     let meta_dir = dir.join("meta");
     let cache_dir = dir.join("cache");
-    let db = defs_core::meta::MetaDb::open(&meta_dir)
-        .with_context(|| format!("opening the metadata DB in {}", meta_dir.display()))?;
-    let cache = defs_core::cache_store::CacheStore::open(&cache_dir, (&settings.cache).into())
-        .with_context(|| format!("opening the cache in {}", cache_dir.display()))?;
-    let config = fs::Config {
-        read_only: options.read_only,
-        fsync: options.fsync,
-    };
     // Uploads, lazy reads and repair go through the one object layer over the mount's own
     // node (manifests and holder records in DIR/meta/manifests).
     let objects = node.objects.clone();
+    // No metadata DB: a new identity starts empty; a copied key recovers its namespace from the
+    // network (or the mount fails saying why; never an empty tree over one that exists).
+    let start = namespace::prepare(dir, node, &objects, new_namespace).await?;
+    let mut read_only = options.read_only;
+    if let namespace::Start::Recovered {
+        older: Some(why), ..
+    } = &start
+    {
+        warn!("{why}");
+        if let Some(r) = ready.as_mut() {
+            r.warn(why);
+        }
+        read_only = true;
+    }
+    let db = Arc::new(
+        defs_core::meta::MetaDb::open(&meta_dir)
+            .with_context(|| format!("opening the metadata DB in {}", meta_dir.display()))?,
+    );
+    namespace::namespace_exists(dir);
+    let cache = defs_core::cache_store::CacheStore::open(&cache_dir, (&settings.cache).into())
+        .with_context(|| format!("opening the cache in {}", cache_dir.display()))?;
+    let config = fs::Config {
+        read_only,
+        fsync: options.fsync,
+    };
+    // A writable mount publishes its namespace; a read-only one only reads it.
+    let publisher = if read_only {
+        None
+    } else {
+        Some(namespace::start_publisher(
+            dir,
+            node,
+            db.clone(),
+            objects.clone(),
+        )?)
+    };
     let core = fs::Fs::new(
-        Arc::new(db),
+        db,
         Arc::new(cache),
         &cache_dir,
         config,
@@ -557,7 +608,7 @@ async fn serve_mount(
     .context("starting the filesystem")?;
 
     let mount_config = MountConfig {
-        read_only: options.read_only,
+        read_only,
         allow_other: options.allow_other,
         // The data dir as the mount's source: what an fstab line's first field says, so that
         // `mount -a` and `findmnt` match the mount to its line.
@@ -586,6 +637,7 @@ async fn serve_mount(
         node: node.node.clone(),
         fs: core.clone(),
         mountpoint: canonical,
+        publisher: publisher.clone(),
     };
     if let Err(e) = node.serve_control(std::sync::Arc::new(handler)).await {
         let _ = tokio::task::spawn_blocking(move || unmounter.unmount()).await;
@@ -634,6 +686,9 @@ async fn serve_mount(
             session.await
         }
     };
+    // Unmounted: answer no more commands, so that a mount of this dir right after `fusermount3
+    // -u` waits for this daemon to let go instead of taking it for a live one.
+    node.stop_control();
     match session_result {
         Ok(Ok(())) => {}
         Ok(Err(e)) => warn!(error = %e, "the FUSE session ended with an error"),
@@ -643,6 +698,23 @@ async fn serve_mount(
     core.shutdown_within(grace)
         .await
         .context("flushing the journal at unmount")?;
+    // The final state with the lease released, so another machine may mount writable at once.
+    if let Some(p) = publisher {
+        match tokio::time::timeout(grace, p.release()).await {
+            Ok(Ok(done)) => info!(
+                seq = done.seq,
+                copies = done.copies,
+                "namespace published, lease released"
+            ),
+            Ok(Err(e)) => {
+                warn!(error = %e, "publishing the namespace at unmount failed: the network keeps the last published state")
+            }
+            Err(_) => warn!(
+                grace_secs = grace.as_secs(),
+                "publishing the namespace at unmount did not finish in time: the network keeps the last published state"
+            ),
+        }
+    }
     info!("unmounted cleanly");
     Ok(())
 }
