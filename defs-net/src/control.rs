@@ -74,6 +74,9 @@ pub enum ControlRequest {
         /// The path.
         path: Option<String>,
     },
+    /// Audit every shard of the mount's files on each of its holders now, and say what was
+    /// found. Only a mount (`defs-mount`) serves it.
+    Audit,
 }
 
 /// What the node answers.
@@ -193,6 +196,7 @@ impl ControlRequest {
                     }
                 }
             }
+            ControlRequest::Audit => b.push(20),
         }
         Ok(b)
     }
@@ -228,6 +232,7 @@ impl ControlRequest {
                     _ => return Err(Rd::bad()),
                 },
             },
+            20 => ControlRequest::Audit,
             _ => return Err(Rd::bad()),
         };
         r.end()?;
@@ -546,6 +551,7 @@ mod tests {
                 force: true,
             },
             ControlRequest::Sync { path: None },
+            ControlRequest::Audit,
             ControlRequest::Sync {
                 path: Some("/mnt/defs/a".into()),
             },

@@ -6,10 +6,12 @@
 
 mod util;
 
+mod audit;
 mod faults;
 mod frames;
 mod local;
 mod lookup;
+mod pairing;
 mod put_get;
 mod puzzle;
 mod quic;

@@ -36,6 +36,8 @@ pub struct MountCommands {
     pub fs: Fs,
     /// Where it is mounted (absolute, canonical).
     pub mountpoint: PathBuf,
+    /// The mount's audits (`defs audit`).
+    pub auditor: crate::audits::Auditor,
 }
 
 impl Handler for MountCommands {
@@ -48,6 +50,7 @@ impl Handler for MountCommands {
             match req {
                 ControlRequest::Sync { path } => self.sync(path, progress).await,
                 ControlRequest::Status { json } => self.status(json).await,
+                ControlRequest::Audit => self.auditor.full_round().await,
                 other => self.commands.handle(other, progress).await,
             }
         })

@@ -31,6 +31,11 @@ pub enum ErrorCode {
     /// The requester's node id does not solve the identity work puzzle at the difficulty this
     /// node asks of its peers.
     PuzzleNotSolved,
+    /// A pairing frame (heartbeat, mirror copy) from a node that is not paired with this one
+    /// (any more).
+    NotPaired,
+    /// This node keeps mirrors for as many partners as it takes; ask another.
+    PairFull,
     /// A code this version does not know.
     Unknown(u16),
 }
@@ -50,6 +55,9 @@ impl ErrorCode {
             ErrorCode::BadRequest => 10,
             ErrorCode::Internal => 11,
             ErrorCode::PuzzleNotSolved => 12,
+            // Pairing codes: well clear of codes other frames add.
+            ErrorCode::NotPaired => 20,
+            ErrorCode::PairFull => 21,
             ErrorCode::Unknown(c) => c,
         }
     }
@@ -68,6 +76,8 @@ impl ErrorCode {
             10 => ErrorCode::BadRequest,
             11 => ErrorCode::Internal,
             12 => ErrorCode::PuzzleNotSolved,
+            20 => ErrorCode::NotPaired,
+            21 => ErrorCode::PairFull,
             c => ErrorCode::Unknown(c),
         }
     }

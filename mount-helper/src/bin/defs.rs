@@ -143,6 +143,13 @@ enum Command {
         #[command(flatten)]
         dir: DataDirArg,
     },
+    /// Ask every holder of the running mount's files to prove it still keeps each shard
+    /// (a proof of one random 1 KiB chunk per shard, checked against the shard's id). Exits 1
+    /// naming each shard a holder could not prove.
+    Audit {
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
     /// This node, its peers and capacity, and whether anything is protected; with a running
     /// mount, its dirty, uploading and failed files.
     Status {
@@ -312,6 +319,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let dir = data_dir::resolve(dir.data_dir)?;
             let out =
                 net_cmd::run(&dir, &NetOptions::default(), ControlRequest::Sync { path }).await?;
+            println!("{out}");
+            Ok(())
+        }
+        Command::Audit { dir } => {
+            let dir = data_dir::resolve(dir.data_dir)?;
+            let out = net_cmd::run(&dir, &NetOptions::default(), ControlRequest::Audit).await?;
             println!("{out}");
             Ok(())
         }

@@ -583,11 +583,22 @@ async fn serve_mount(
     let mounted = tokio::task::block_in_place(|| session::mount(fuse, mountpoint, &mount_config))
         .with_context(|| format!("mounting at {}", mountpoint.display()))?;
     let unmounter = mounted.unmounter();
+    let auditor = mount_helper::audits::Auditor {
+        fs: core.clone(),
+        client: node.client.clone(),
+        settings: settings.audit.clone(),
+    };
+    let audit_stop = tokio_util::sync::CancellationToken::new();
+    let _audits = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
+        auditor.clone().background(audit_stop.clone()),
+    ));
+    let _stop_audits = audit_stop.drop_guard();
     let handler = MountCommands {
         commands: node.commands(),
         node: node.node.clone(),
         fs: core.clone(),
         mountpoint: canonical,
+        auditor,
     };
     if let Err(e) = node.serve_control(std::sync::Arc::new(handler)).await {
         let _ = tokio::task::spawn_blocking(move || unmounter.unmount()).await;
