@@ -448,6 +448,8 @@ pub(crate) struct PairingTask {
     old_store_logged: bool,
     /// A full pass has ended since the partner, the wards or a copy last changed.
     clean: bool,
+    /// A full pass has counted our primary shards (since start).
+    counted: bool,
 }
 
 #[derive(Debug, Default)]
@@ -485,6 +487,7 @@ impl PairingTask {
             avoid: HashMap::new(),
             old_store_logged: false,
             clean: false,
+            counted: false,
         }
     }
 
@@ -817,6 +820,7 @@ impl PairingTask {
                 st.report.primary_bytes = pass.bytes;
                 drop(st);
                 self.clean = true;
+                self.counted = true;
                 info!(
                     partner = %short(&partner),
                     shards = pass.shards,

@@ -22,8 +22,12 @@ use tracing::{info, warn};
 /// A shard of the mount: id, length, recorded holders.
 type Shard = (ShardId, u64, Vec<NodeId>);
 
+/// Called with each shard a holder failed to prove (the shard, the holder): where repair is
+/// told (defs-core `Repairer::mark_lost` once repair is merged).
+pub type OnFailed = std::sync::Arc<dyn Fn(ShardId, NodeId) + Send + Sync>;
+
 /// Runs the mount's audits.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Auditor {
     /// The mounted filesystem (for its files' manifests).
     pub fs: Fs,
@@ -31,6 +35,17 @@ pub struct Auditor {
     pub client: Client,
     /// `[audit]` of `config.toml`.
     pub settings: AuditSettings,
+    /// Told of every failed audit, besides the node's list (`Node::failed_audits`).
+    pub on_failed: Option<OnFailed>,
+}
+
+impl std::fmt::Debug for Auditor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auditor")
+            .field("settings", &self.settings)
+            .field("on_failed", &self.on_failed.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Audits a background round asks for: `per_gib_hour` per GiB of `bytes` for `interval`,
@@ -58,6 +73,17 @@ impl Auditor {
             .collect())
     }
 
+    /// One round over `targets`; each failure is passed on to [`Auditor::on_failed`].
+    async fn round(&self, targets: &[Target]) -> defs_net::Result<Report> {
+        let r = audit::audit_round(&self.client, targets).await?;
+        if let Some(f) = &self.on_failed {
+            for rec in &r.failed {
+                f(rec.id, rec.holder);
+            }
+        }
+        Ok(r)
+    }
+
     /// `defs audit`: every shard of the mount on each of its recorded holders, once. The text
     /// names every failure; `Err` (exit 1) when any.
     ///
@@ -74,9 +100,7 @@ impl Auditor {
                     .map(move |holder| Target { id, len, holder })
             })
             .collect();
-        let r = audit::audit_round(&self.client, &targets)
-            .await
-            .map_err(|e| format!("{e}"))?;
+        let r = self.round(&targets).await.map_err(|e| format!("{e}"))?;
         let text = report_text(&r);
         if r.failed.is_empty() {
             Ok(text)
@@ -106,7 +130,7 @@ impl Auditor {
                 continue;
             }
             let targets = audit::sample(&shards, n);
-            match audit::audit_round(&self.client, &targets).await {
+            match self.round(&targets).await {
                 Ok(r) => info!(
                     audits = targets.len(),
                     passed = r.passed,

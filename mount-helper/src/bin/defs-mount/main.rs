@@ -587,6 +587,8 @@ async fn serve_mount(
         fs: core.clone(),
         client: node.client.clone(),
         settings: settings.audit.clone(),
+        // Repair reads the node's list of failed audits; its `mark_lost` goes here once merged.
+        on_failed: None,
     };
     let audit_stop = tokio_util::sync::CancellationToken::new();
     let _audits = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
