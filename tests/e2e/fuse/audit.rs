@@ -62,6 +62,15 @@ fn defs_audit_finds_bytes_flipped_behind_a_nodes_back_and_its_score_drops() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let t = text(&o);
     assert!(t.contains("audit failed:   shard"), "{t}");
+    // The mount's node pairs within a few heartbeat ticks (polled, generous bound).
+    let mut t = t;
+    for _ in 0..120 {
+        if t.contains("pairing:        partner") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        t = text(&out(m.defs().arg("status")));
+    }
     assert!(t.contains("pairing:        partner"), "{t}");
     let o = out(m.defs().args(["status", "--json"]));
     let json = String::from_utf8_lossy(&o.stdout);
