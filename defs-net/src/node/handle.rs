@@ -97,7 +97,7 @@ impl Node {
         let (pairing, pairing_task) = match (config.pairing, &service) {
             (Some(cfg), Some(service)) => {
                 let (stored_tx, stored_rx) = mpsc::channel(crate::pairing::NEW_QUEUE);
-                let shared = Arc::new(crate::pairing::Shared::open(cfg, stored_tx));
+                let shared = Arc::new(crate::pairing::Shared::open(cfg, stored_tx, node_id_of));
                 let task = crate::pairing::PairingTask::new(
                     link,
                     service.store(),
