@@ -32,6 +32,10 @@ pub struct Config {
     pub repair: RepairSettings,
     /// Publishing the namespace and recovering it (`docs/namespace-publishing.md`).
     pub namespace: NamespaceSettings,
+    /// Pairing of storage nodes (`defs node`, `defs-mount`).
+    pub pairing: PairingSettings,
+    /// Audits of the holders of the mount's files (`defs-mount`).
+    pub audit: AuditSettings,
 }
 
 impl Config {
@@ -71,6 +75,34 @@ impl Config {
                 "namespace.lease_secs",
                 format!("{} is below the minimum {MIN_LEASE_SECS}", n.lease_secs),
             );
+        }
+        let p = &self.pairing;
+        if p.heartbeat_secs == 0 {
+            return bad("pairing.heartbeat_secs", "must be at least 1".into());
+        }
+        if p.partner_timeout_secs <= p.heartbeat_secs {
+            return bad(
+                "pairing.partner_timeout_secs",
+                format!(
+                    "{} must be longer than the heartbeat ({} s)",
+                    p.partner_timeout_secs, p.heartbeat_secs
+                ),
+            );
+        }
+        if p.mirror_bandwidth_bytes == 0 {
+            return bad(
+                "pairing.mirror_bandwidth_bytes",
+                "must be above 0 (set enabled = false to stop mirroring)".into(),
+            );
+        }
+        if !(self.audit.per_gib_hour.is_finite() && self.audit.per_gib_hour >= 0.0) {
+            return bad(
+                "audit.per_gib_hour",
+                format!("{} is not a number of audits >= 0", self.audit.per_gib_hour),
+            );
+        }
+        if self.audit.interval_secs == 0 {
+            return bad("audit.interval_secs", "must be at least 1".into());
         }
         self.layout.validate().map_err(|e| Error::InvalidConfig {
             field: "layout",
@@ -241,6 +273,59 @@ impl Default for NamespaceSettings {
             max_staleness_secs: 60,
             lease_secs: 300,
             recover_wait_secs: 30,
+        }
+    }
+}
+
+/// Pairing of storage nodes: each keeps a mirror of its store on a partner (defs-net
+/// `pairing`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PairingSettings {
+    /// Pair with a partner and keep each other's mirror. Default on.
+    pub enabled: bool,
+    /// Seconds between heartbeats to the partner. Default 30.
+    pub heartbeat_secs: u64,
+    /// Seconds of silence after which a partner is replaced (and a ward's copies adopted).
+    /// Default 300.
+    pub partner_timeout_secs: u64,
+    /// Bytes per second of mirror copies sent at most. Default 4 MiB/s.
+    pub mirror_bandwidth_bytes: u64,
+    /// Seconds between full comparisons of the store with the partner's mirror. Default 3600.
+    pub rescan_secs: u64,
+    /// Nodes whose mirror this node keeps at most. Default 4.
+    pub max_wards: u32,
+}
+
+impl Default for PairingSettings {
+    fn default() -> Self {
+        PairingSettings {
+            enabled: true,
+            heartbeat_secs: 30,
+            partner_timeout_secs: 300,
+            mirror_bandwidth_bytes: 4 << 20,
+            rescan_secs: 3600,
+            max_wards: 4,
+        }
+    }
+}
+
+/// Audits: proofs that the holders of the mount's files still keep their shards.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditSettings {
+    /// Audits per hour per GiB of the mount's stored shards. Default 4 (about 6 KiB of
+    /// traffic per GiB per hour). 0 turns background audits off.
+    pub per_gib_hour: f64,
+    /// Seconds between background audit rounds. Default 600.
+    pub interval_secs: u64,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings {
+            per_gib_hour: 4.0,
+            interval_secs: 600,
         }
     }
 }

@@ -592,6 +592,37 @@ impl ShardStore {
         Ok(self.entry(id)?.map(|e| e.meta))
     }
 
+    /// Up to `limit` stored shards with ids after `after` (all from the first when `None`), in
+    /// id order: a cursor for walking the whole store in pages (pairing mirrors it this way)
+    /// without holding a read transaction between pages.
+    ///
+    /// # Errors
+    /// [`Error::StoreIndex`]; an undecodable entry is skipped with a warning (reads of it report
+    /// it as corrupt).
+    pub fn list(&self, after: Option<&ShardId>, limit: usize) -> Result<Vec<(ShardId, ShardMeta)>> {
+        let txn = self.db.begin_read().map_err(|e| self.idx_err(e))?;
+        let table = txn.open_table(INDEX).map_err(|e| self.idx_err(e))?;
+        let rows = match after {
+            Some(a) => table
+                .range::<&[u8; 32]>((std::ops::Bound::Excluded(&a.0), std::ops::Bound::Unbounded)),
+            None => table.range::<&[u8; 32]>(..),
+        }
+        .map_err(|e| self.idx_err(e))?;
+        let mut out = Vec::with_capacity(limit.min(4096));
+        for row in rows {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = row.map_err(|e| self.idx_err(e))?;
+            let id = ShardId(*k.value());
+            match Entry::decode(v.value()) {
+                Some(e) => out.push((id, e.meta)),
+                None => tracing::warn!(shard = %id, "undecodable index entry skipped in a listing"),
+            }
+        }
+        Ok(out)
+    }
+
     fn entry(&self, id: &ShardId) -> Result<Option<Entry>> {
         let txn = self.db.begin_read().map_err(|e| self.idx_err(e))?;
         let table = txn.open_table(INDEX).map_err(|e| self.idx_err(e))?;

@@ -282,7 +282,7 @@ pub async fn status_with(
     if json {
         let _ = write!(
             out,
-            "{{\"peer\":{},\"node_id\":{},\"listen\":[{}],\"connected_peers\":{},\"storage_peers\":{},\"usable_storage_nodes\":{},\"storage\":{},\"capacity\":{},\"used\":{},\"shards\":{},\"network_capacity\":{},\"network_free\":{},\"protected\":{},\"warning\":{}}}",
+            "{{\"peer\":{},\"node_id\":{},\"listen\":[{}],\"connected_peers\":{},\"storage_peers\":{},\"usable_storage_nodes\":{},\"storage\":{},\"capacity\":{},\"used\":{},\"shards\":{},\"network_capacity\":{},\"network_free\":{},\"protected\":{},\"warning\":{},\"pairing\":{},\"audits\":{}}}",
             json_str(&s.peer.to_string()),
             json_str(&s.node_id.to_hex()),
             s.listen
@@ -301,6 +301,8 @@ pub async fn status_with(
             s.network_free,
             protected,
             warning.map_or("null".into(), json_str),
+            s.pairing.as_ref().map_or("null".into(), pairing_json),
+            audits_json(&s.audits),
         );
     } else {
         let _ = writeln!(out, "peer id:        {}", s.peer);
@@ -331,11 +333,151 @@ pub async fn status_with(
             s.network_free,
             s.network_capacity
         );
+        if let Some(p) = &s.pairing {
+            pairing_text(&mut out, p);
+        }
+        audits_text(&mut out, &s.audits);
         if let Some(w) = warning {
             let _ = writeln!(out, "warning:        {w}");
         }
     }
     Ok(out.trim_end().to_string())
+}
+
+/// Seconds from `ms` (since the epoch) to now, for "… s ago".
+fn ago(ms: u64) -> u64 {
+    crate::node::now_ms().saturating_sub(ms) / 1000
+}
+
+/// The pairing lines of `defs status`.
+fn pairing_text(out: &mut String, p: &crate::pairing::Report) {
+    match p.partner {
+        None => {
+            let _ = writeln!(
+                out,
+                "pairing:        no partner yet: this node's shards have no mirror"
+            );
+        }
+        Some(partner) => {
+            let beat = match p.last_beat_ms {
+                0 => "no heartbeat answered yet".to_string(),
+                ms => format!("last heartbeat {} s ago", ago(ms)),
+            };
+            let _ = writeln!(
+                out,
+                "pairing:        partner {partner} (since {} s), {beat}",
+                ago(p.partner_since_ms)
+            );
+            let mirror = if p.complete {
+                format!(
+                    "complete: {} shards ({} bytes) mirrored on the partner",
+                    p.primary_shards, p.primary_bytes
+                )
+            } else if p.checking {
+                format!(
+                    "being brought up to date: {} shards known missing on the partner so far",
+                    p.lag_shards
+                )
+            } else {
+                format!("lag: {} shards not on the partner yet", p.lag_shards)
+            };
+            let _ = writeln!(out, "mirror:         {mirror}");
+            if p.lies > 0 {
+                let _ = writeln!(
+                    out,
+                    "warning:        the partner failed {} proof(s) of its mirror",
+                    p.lies
+                );
+            }
+        }
+    }
+    for (ward, bytes) in &p.wards {
+        let _ = writeln!(out, "mirror kept:    for {ward}, {bytes} bytes");
+    }
+}
+
+/// The pairing object of `defs status --json`.
+fn pairing_json(p: &crate::pairing::Report) -> String {
+    let wards: Vec<String> = p
+        .wards
+        .iter()
+        .map(|(w, b)| format!("{{\"peer\":{},\"bytes\":{b}}}", json_str(&w.to_string())))
+        .collect();
+    format!(
+        "{{\"partner\":{},\"partner_since_ms\":{},\"last_heartbeat_ms\":{},\"mirror_complete\":{},\"mirror_checking\":{},\"mirror_lag_shards\":{},\"primary_shards\":{},\"primary_bytes\":{},\"partner_mirrored_bytes\":{},\"sent_shards\":{},\"sent_bytes\":{},\"control_bytes\":{},\"partner_failed_proofs\":{},\"wards\":[{}]}}",
+        p.partner
+            .map_or("null".into(), |x| json_str(&x.to_string())),
+        p.partner_since_ms,
+        p.last_beat_ms,
+        p.complete,
+        p.checking,
+        p.lag_shards,
+        p.primary_shards,
+        p.primary_bytes,
+        p.partner_mirrored_bytes,
+        p.sent_shards,
+        p.sent_bytes,
+        p.control_bytes,
+        p.lies,
+        wards.join(",")
+    )
+}
+
+fn verdict_text(v: &crate::audit::Verdict) -> &str {
+    match v {
+        crate::audit::Verdict::Passed => "passed",
+        crate::audit::Verdict::Failed(why) | crate::audit::Verdict::Unreachable(why) => why,
+    }
+}
+
+/// The audit lines of `defs status` (none when no audit ran).
+fn audits_text(out: &mut String, a: &crate::audit::Summary) {
+    if a.last_ms == 0 {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "audits:         {} proved, {} failed, {} holder(s) unreachable; last {} s ago",
+        a.passed,
+        a.failed,
+        a.unreachable,
+        ago(a.last_ms)
+    );
+    for f in &a.recent_failures {
+        let _ = writeln!(
+            out,
+            "audit failed:   shard {} on node {} ({} s ago): {}",
+            f.id,
+            f.holder,
+            ago(f.at_ms),
+            verdict_text(&f.verdict)
+        );
+    }
+}
+
+/// The audits object of `defs status --json`.
+fn audits_json(a: &crate::audit::Summary) -> String {
+    let failures: Vec<String> = a
+        .recent_failures
+        .iter()
+        .map(|f| {
+            format!(
+                "{{\"shard\":{},\"node\":{},\"at_ms\":{},\"reason\":{}}}",
+                json_str(&f.id.to_hex()),
+                json_str(&f.holder.to_hex()),
+                f.at_ms,
+                json_str(verdict_text(&f.verdict))
+            )
+        })
+        .collect();
+    format!(
+        "{{\"passed\":{},\"failed\":{},\"unreachable\":{},\"last_ms\":{},\"recent_failures\":[{}]}}",
+        a.passed,
+        a.failed,
+        a.unreachable,
+        a.last_ms,
+        failures.join(",")
+    )
 }
 
 /// `defs id`: peer id and node id.
@@ -487,7 +629,9 @@ impl Commands {
                 out,
                 force,
             } => get(&self.client, &file_id, Path::new(&out), force, &sink).await,
-            ControlRequest::Sync { .. } => Err(Error::Control(NO_MOUNT.into())),
+            ControlRequest::Sync { .. } | ControlRequest::Audit => {
+                Err(Error::Control(NO_MOUNT.into()))
+            }
             ControlRequest::Repair { files } if files.is_empty() => {
                 Err(Error::Control(NO_MOUNT_REPAIR.into()))
             }

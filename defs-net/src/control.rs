@@ -80,6 +80,9 @@ pub enum ControlRequest {
         /// File ids; empty = every stored file of the mount.
         files: Vec<String>,
     },
+    /// Audit every shard of the mount's files on each of its holders now, and say what was
+    /// found. Only a mount (`defs-mount`) serves it.
+    Audit,
 }
 
 /// Most file ids one `defs repair` request names.
@@ -216,6 +219,7 @@ impl ControlRequest {
                     }
                 }
             }
+            ControlRequest::Audit => b.push(20),
         }
         Ok(b)
     }
@@ -265,6 +269,7 @@ impl ControlRequest {
                 }
                 ControlRequest::Repair { files }
             }
+            20 => ControlRequest::Audit,
             _ => return Err(Rd::bad()),
         };
         r.end()?;
@@ -587,6 +592,7 @@ mod tests {
             ControlRequest::Repair {
                 files: vec!["ab".repeat(32), "cd".repeat(32)],
             },
+            ControlRequest::Audit,
             ControlRequest::Sync {
                 path: Some("/mnt/defs/a".into()),
             },

@@ -45,6 +45,9 @@ pub struct DevnetConfig {
     /// The identity puzzle difficulty: the nodes' identities solve it, and they ask it of
     /// their peers.
     pub difficulty: u8,
+    /// Pairing settings for every node (each node's state file goes in its own dir); `None`:
+    /// the nodes do not pair.
+    pub pairing: Option<crate::pairing::Config>,
 }
 
 /// One node of a devnet.
@@ -100,7 +103,7 @@ pub fn write_addrs(dir: &Path, addrs: &[Multiaddr]) -> Result<()> {
 
 /// Starts a storage node with its data in `dir` (identity created at `difficulty` if missing),
 /// listening on 127.0.0.1 over TCP (or QUIC when `quic`), without mDNS. It asks `difficulty`
-/// of its peers' identities.
+/// of its peers' identities, and pairs with `pairing`'s settings (its state file in `dir`).
 ///
 /// # Errors
 /// Identity, shard store or network setup errors.
@@ -111,6 +114,7 @@ pub async fn start_storage_node(
     gossip_heartbeat: Duration,
     quic: bool,
     difficulty: u8,
+    pairing: Option<crate::pairing::Config>,
 ) -> Result<DevNode> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let key = dir.join("identity.key");
@@ -134,6 +138,10 @@ pub async fn start_storage_node(
         capacity,
         gossip_heartbeat,
         peer_difficulty: difficulty,
+        pairing: pairing.map(|p| crate::pairing::Config {
+            state: dir.join(crate::pairing::STATE_FILE),
+            ..p
+        }),
         ..Config::default()
     };
     let node = Node::spawn(&identity, config).await?;
@@ -181,6 +189,7 @@ impl Devnet {
                 cfg.gossip_heartbeat,
                 cfg.quic,
                 cfg.difficulty,
+                cfg.pairing.clone(),
             )
             .instrument(info_span!("devnet", node = i))
             .await?;
@@ -257,6 +266,7 @@ impl Devnet {
             cfg.gossip_heartbeat,
             cfg.quic,
             cfg.difficulty,
+            cfg.pairing.clone(),
         )
         .instrument(info_span!("devnet", node = i))
         .await?;

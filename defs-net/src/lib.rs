@@ -18,9 +18,12 @@
 //!   client's implementation of defs-core's `RootStore`.
 //! - [`control`]: the data dir's control socket; [`commands`]: what the CLI commands do.
 //! - [`devnet`]: N storage nodes on 127.0.0.1 in one process.
+//! - [`pairing`]: each storage node mirrors its store on a partner, heartbeats it and re-pairs
+//!   when it goes; [`audit`]: proofs of storage checked against shard ids alone.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![deny(rustdoc::broken_intra_doc_links)]
 
+pub mod audit;
 pub mod behaviour;
 pub mod bootstrap;
 pub mod client;
@@ -31,6 +34,7 @@ pub mod error;
 pub mod files;
 pub mod lookup;
 pub mod node;
+pub mod pairing;
 pub mod placement;
 pub mod protocol;
 pub mod roots;

@@ -131,6 +131,9 @@ pub struct Config {
     /// this node stores for it, places on it or answers it; `identity.puzzle_difficulty` of
     /// `config.toml`.
     pub peer_difficulty: u8,
+    /// Pairing settings; a node with a store and these pairs with a partner
+    /// ([`crate::pairing`]).
+    pub pairing: Option<crate::pairing::Config>,
 }
 
 impl Default for Config {
@@ -144,6 +147,7 @@ impl Default for Config {
             zone: String::new(),
             gossip_heartbeat: Duration::from_secs(1),
             peer_difficulty: DEFAULT_PUZZLE_DIFFICULTY,
+            pairing: None,
         }
     }
 }
@@ -196,6 +200,10 @@ pub struct NodeStatus {
     pub network_free: u64,
     /// Capacity advertised by those storage peers plus our own store's capacity.
     pub network_capacity: u64,
+    /// Pairing: partner, mirror lag, wards (a storage node with pairing on).
+    pub pairing: Option<crate::pairing::Report>,
+    /// Audits this node ran as an owner.
+    pub audits: crate::audit::Summary,
 }
 
 /// What a one-shot node found of the network ([`Node::discover`]).
@@ -247,6 +255,8 @@ pub enum Outcome {
     BadData,
     /// The peer failed or refused.
     Failure,
+    /// The peer could not prove it stores a shard it acknowledged ([`crate::audit`]).
+    AuditFailed,
 }
 
 /// Commands to the actor. Every variant with a `reply` gets exactly one answer.
@@ -352,6 +362,18 @@ pub enum NodeMessage {
         /// What was found.
         reply: oneshot::Sender<Vec<Vec<u8>>>,
     },
+    /// Remember an audit's outcome (for `defs status` and repair).
+    RecordAudit {
+        /// The audit.
+        record: crate::audit::AuditRecord,
+        /// Done.
+        reply: oneshot::Sender<()>,
+    },
+    /// The failed audits remembered, oldest first.
+    FailedAudits {
+        /// The failures.
+        reply: oneshot::Sender<Vec<crate::audit::AuditRecord>>,
+    },
     /// Make this node misbehave (tests).
     #[cfg(any(test, feature = "test-utils"))]
     SetFault {
@@ -370,7 +392,9 @@ pub struct Node {
     peer_id: PeerId,
     node_id: NodeId,
     cancel: CancellationToken,
-    task: Arc<AbortOnDropHandle<()>>,
+    /// `None` in the node's own helper tasks' handles ([`Node::link`]), so that they do not
+    /// keep the node alive.
+    task: Option<Arc<AbortOnDropHandle<()>>>,
 }
 
 /// Converts a DeFS identity into the libp2p keypair it is (same secp256k1 key).
@@ -523,12 +547,24 @@ struct NodeActor {
     dht_puts: HashMap<kad::QueryId, oneshot::Sender<Result<()>>>,
     /// DHT gets collecting records.
     dht_gets: HashMap<kad::QueryId, roots::PendingGet>,
+    /// Pairing state shared with the pairing task, when this node pairs.
+    pairing: Option<Arc<crate::pairing::Shared>>,
+    /// The pairing task; it ends with the actor.
+    _pairing_task: Option<AbortOnDropHandle<()>>,
+    /// Audits run through this node.
+    audits: crate::audit::Log,
+}
+
+/// A timer ticking every `period` that skips ticks missed while busy (never a burst).
+pub(crate) fn ticker(period: Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
 }
 
 impl NodeActor {
     async fn run(mut self) {
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick = ticker(TICK);
         loop {
             tokio::select! {
                 biased;

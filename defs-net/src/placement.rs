@@ -17,6 +17,10 @@ use libp2p::PeerId;
 /// avoided for a while but not forever.
 pub const FAILURE_HALF_LIFE: Duration = Duration::from_secs(300);
 
+/// Half-life of a failed audit in the score: one day. A holder that could not prove it keeps a
+/// shard it acknowledged lost data; that is remembered far longer than a slow transfer.
+pub const AUDIT_FAILURE_HALF_LIFE: Duration = Duration::from_secs(86_400);
+
 /// Uptime after which a peer counts as fully established in its score: one hour.
 pub const FULL_UPTIME: Duration = Duration::from_secs(3600);
 
@@ -38,6 +42,9 @@ pub struct PeerStats {
     /// Recent failures, decayed with [`FAILURE_HALF_LIFE`].
     failures: f64,
     failures_at: Instant,
+    /// Failed audits, decayed with [`AUDIT_FAILURE_HALF_LIFE`].
+    audit_failures: f64,
+    audit_failures_at: Instant,
     /// Free bytes the peer reported.
     pub free: Option<u64>,
     /// The peer's zone label, if it has one.
@@ -53,6 +60,8 @@ impl PeerStats {
             bandwidth: None,
             failures: 0.0,
             failures_at: now,
+            audit_failures: 0.0,
+            audit_failures_at: now,
             free: None,
             zone: None,
         }
@@ -70,6 +79,20 @@ impl PeerStats {
     pub fn record_failure(&mut self, now: Instant, weight: f64) {
         self.failures = self.failures(now) + weight;
         self.failures_at = now;
+    }
+
+    /// Decayed failed-audit count at `now`.
+    pub fn audit_failures(&self, now: Instant) -> f64 {
+        let dt = now
+            .saturating_duration_since(self.audit_failures_at)
+            .as_secs_f64();
+        self.audit_failures * 0.5f64.powf(dt / AUDIT_FAILURE_HALF_LIFE.as_secs_f64())
+    }
+
+    /// Records a failed audit: each one divides the score by about four.
+    pub fn record_audit_failure(&mut self, now: Instant) {
+        self.audit_failures = self.audit_failures(now) + 1.0;
+        self.audit_failures_at = now;
     }
 
     /// Records a successful transfer of `bytes` in `took`.
@@ -105,7 +128,8 @@ impl PeerStats {
                     / FULL_UPTIME.as_secs_f64())
                 .min(1.0);
         let failures = 1.0 / (1.0 + self.failures(now)).powi(2);
-        capacity * bandwidth * rtt * uptime * failures
+        let audits = 1.0 / (1.0 + self.audit_failures(now)).powi(2);
+        capacity * bandwidth * rtt * uptime * failures * audits
     }
 }
 

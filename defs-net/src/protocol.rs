@@ -147,7 +147,38 @@ pub enum Request {
         /// The owner's NodeId.
         owner: NodeId,
     },
+    /// Prove that chunk `chunk` of shard `id` is held ([`crate::audit`]).
+    Audit {
+        /// The shard.
+        id: ShardId,
+        /// The chunk index (1 KiB chunks).
+        chunk: u32,
+    },
+    /// "Be my pair partner": the receiver keeps a mirror of the sender's shard store
+    /// ([`crate::pairing`]).
+    Pair,
+    /// A paired node's heartbeat to its partner, with what it holds as primary copies.
+    Heartbeat {
+        /// Bytes of the sender's own (primary) shards.
+        primary_bytes: u64,
+    },
+    /// A mirror copy of one of the sender's shards, for its partner. Accepted only from a node
+    /// paired with the receiver; checked against its id (BLAKE3) before it is stored.
+    Mirror {
+        /// BLAKE3 of `data`.
+        id: ShardId,
+        /// The shard's owners on the sender (1 to [`MAX_MIRROR_OWNERS`]), so that they keep
+        /// their rights over the copy.
+        owners: Vec<NodeId>,
+        /// CRC32 of `data`.
+        crc: u32,
+        /// The shard's bytes (at most [`MAX_SHARD_LEN`]).
+        data: Bytes,
+    },
 }
+
+/// Most owners a [`Request::Mirror`] names (a shard nearly always has one).
+pub const MAX_MIRROR_OWNERS: usize = 16;
 
 /// Capacity and zone of a node.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -183,6 +214,13 @@ pub enum Response {
     Root(Vec<u8>),
     /// A refusal.
     Error(RemoteError),
+    /// The proof an [`Request::Audit`] asked for.
+    Proof(crate::audit::Proof),
+    /// A partner's answer to a [`Request::Heartbeat`]: what it mirrors for the sender.
+    Beat {
+        /// Bytes it holds as the sender's mirror.
+        mirrored_bytes: u64,
+    },
 }
 
 impl Response {
@@ -222,6 +260,11 @@ const TAG_HOLDERS: u8 = 5;
 const TAG_INFO: u8 = 6;
 const TAG_PUT_ROOT: u8 = 7;
 const TAG_GET_ROOT: u8 = 8;
+// Pairing and audits: well clear of the root-record frames (7, 8).
+const TAG_AUDIT: u8 = 20;
+const TAG_PAIR: u8 = 21;
+const TAG_HEARTBEAT: u8 = 22;
+const TAG_MIRROR: u8 = 23;
 
 const TAG_STORED: u8 = 101;
 const TAG_DATA: u8 = 102;
@@ -231,6 +274,8 @@ const TAG_ACK: u8 = 105;
 const TAG_INFO_REPLY: u8 = 106;
 const TAG_ERROR: u8 = 107;
 const TAG_ROOT: u8 = 108;
+const TAG_PROOF: u8 = 120;
+const TAG_BEAT: u8 = 122;
 
 fn put_record(h: &mut Vec<u8>, record: &[u8]) -> Result<()> {
     let n = len_u32("root record", record.len(), MAX_ROOT_LEN as u64)?;
@@ -360,6 +405,34 @@ impl Request {
                 h.push(TAG_GET_ROOT);
                 h.extend_from_slice(&owner.0);
             }
+            Request::Audit { id, chunk } => {
+                h.push(TAG_AUDIT);
+                h.extend_from_slice(&id.0);
+                h.extend_from_slice(&chunk.to_le_bytes());
+            }
+            Request::Pair => h.push(TAG_PAIR),
+            Request::Heartbeat { primary_bytes } => {
+                h.push(TAG_HEARTBEAT);
+                h.extend_from_slice(&primary_bytes.to_le_bytes());
+            }
+            Request::Mirror {
+                id,
+                owners,
+                crc,
+                data,
+            } => {
+                h.push(TAG_MIRROR);
+                h.extend_from_slice(&id.0);
+                let n = len_u32("mirror owners", owners.len(), MAX_MIRROR_OWNERS as u64)?;
+                h.push(n as u8);
+                for o in owners {
+                    h.extend_from_slice(&o.0);
+                }
+                h.extend_from_slice(&crc.to_le_bytes());
+                let n = len_u32("shard", data.len(), u64::from(MAX_SHARD_LEN))?;
+                h.extend_from_slice(&n.to_le_bytes());
+                payload = data;
+            }
         }
         Ok(Encoded { header: h, payload })
     }
@@ -376,17 +449,7 @@ impl Request {
                 let id = r.shard_id()?;
                 let auth = r.auth()?;
                 let crc = r.u32()?;
-                let n = r.u32()?;
-                if n > MAX_SHARD_LEN {
-                    return Err(Error::TooLarge {
-                        what: "shard",
-                        size: u64::from(n),
-                        limit: u64::from(MAX_SHARD_LEN),
-                    });
-                }
-                let start = r.pos;
-                r.take(n as usize)?;
-                r.end()?;
+                let start = r.shard_tail()?;
                 // A view of the frame, not a copy of its tail.
                 let data = Bytes::from(body).slice(start..);
                 return Ok(Request::Store {
@@ -433,6 +496,34 @@ impl Request {
             TAG_GET_ROOT => Request::GetRoot {
                 owner: NodeId(r.array()?),
             },
+            TAG_AUDIT => Request::Audit {
+                id: r.shard_id()?,
+                chunk: r.u32()?,
+            },
+            TAG_PAIR => Request::Pair,
+            TAG_HEARTBEAT => Request::Heartbeat {
+                primary_bytes: r.u64()?,
+            },
+            TAG_MIRROR => {
+                let id = r.shard_id()?;
+                let n = usize::from(r.u8()?);
+                if n == 0 || n > MAX_MIRROR_OWNERS {
+                    return Err(r.bad(format!("{n} mirror owners (1 to {MAX_MIRROR_OWNERS})")));
+                }
+                let mut owners = Vec::with_capacity(n);
+                for _ in 0..n {
+                    owners.push(NodeId(r.array()?));
+                }
+                let crc = r.u32()?;
+                let start = r.shard_tail()?;
+                let data = Bytes::from(body).slice(start..);
+                return Ok(Request::Mirror {
+                    id,
+                    owners,
+                    crc,
+                    data,
+                });
+            }
             t => return Err(r.bad(format!("unknown tag {t}"))),
         };
         r.end()?;
@@ -492,6 +583,25 @@ impl Response {
                 let n = len_u32("error message", e.message.len(), MAX_ERROR_MESSAGE as u64)?;
                 h.extend_from_slice(&(n as u16).to_le_bytes());
                 h.extend_from_slice(e.message.as_bytes());
+            }
+            Response::Proof(p) => {
+                h.push(TAG_PROOF);
+                let n = len_u32("proof chunk", p.chunk.len(), crate::audit::CHUNK_LEN)?;
+                h.extend_from_slice(&(n as u16).to_le_bytes());
+                h.extend_from_slice(&p.chunk);
+                let n = len_u32(
+                    "proof siblings",
+                    p.siblings.len(),
+                    crate::audit::MAX_PROOF_DEPTH as u64,
+                )?;
+                h.push(n as u8);
+                for s in &p.siblings {
+                    h.extend_from_slice(s);
+                }
+            }
+            Response::Beat { mirrored_bytes } => {
+                h.push(TAG_BEAT);
+                h.extend_from_slice(&mirrored_bytes.to_le_bytes());
             }
         }
         Ok(Encoded { header: h, payload })
@@ -601,6 +711,33 @@ impl Response {
                 Response::Error(RemoteError { code, message })
             }
             TAG_ROOT => Response::Root(r.record()?),
+            TAG_PROOF => {
+                let n = usize::from(r.u16()?);
+                if n as u64 > crate::audit::CHUNK_LEN {
+                    return Err(Error::TooLarge {
+                        what: "proof chunk",
+                        size: n as u64,
+                        limit: crate::audit::CHUNK_LEN,
+                    });
+                }
+                let chunk = r.take(n)?.to_vec();
+                let n = usize::from(r.u8()?);
+                if n > crate::audit::MAX_PROOF_DEPTH {
+                    return Err(Error::TooLarge {
+                        what: "proof siblings",
+                        size: n as u64,
+                        limit: crate::audit::MAX_PROOF_DEPTH as u64,
+                    });
+                }
+                let mut siblings = Vec::with_capacity(n);
+                for _ in 0..n {
+                    siblings.push(r.array()?);
+                }
+                Response::Proof(crate::audit::Proof { chunk, siblings })
+            }
+            TAG_BEAT => Response::Beat {
+                mirrored_bytes: r.u64()?,
+            },
             t => return Err(r.bad(format!("unknown tag {t}"))),
         };
         r.end()?;
@@ -743,6 +880,23 @@ impl<'a> Reader<'a> {
         Ok(self.take(n)?.to_vec())
     }
 
+    /// A shard's bytes at the end of a frame: `len u32` (at most [`MAX_SHARD_LEN`]) and exactly
+    /// that many bytes, nothing after. Returns where they start.
+    fn shard_tail(&mut self) -> Result<usize> {
+        let n = self.u32()?;
+        if n > MAX_SHARD_LEN {
+            return Err(Error::TooLarge {
+                what: "shard",
+                size: u64::from(n),
+                limit: u64::from(MAX_SHARD_LEN),
+            });
+        }
+        let start = self.pos;
+        self.take(n as usize)?;
+        self.end()?;
+        Ok(start)
+    }
+
     fn version(&mut self) -> Result<()> {
         match self.u8()? {
             WIRE_VERSION => Ok(()),
@@ -852,6 +1006,18 @@ mod tests {
             Request::GetRoot {
                 owner: NodeId([4; 32]),
             },
+            Request::Audit {
+                id: ShardId([3; 32]),
+                chunk: 17,
+            },
+            Request::Pair,
+            Request::Heartbeat { primary_bytes: 77 },
+            Request::Mirror {
+                id: ShardId([4; 32]),
+                owners: vec![NodeId([5; 32]), NodeId([6; 32])],
+                crc: 9,
+                data: vec![1; 300].into(),
+            },
         ]
     }
 
@@ -872,6 +1038,16 @@ mod tests {
             Response::error(ErrorCode::QuotaFull, "full"),
             Response::error(ErrorCode::Rollback, "seq 3 below 4"),
             Response::Root(vec![7; 200]),
+            Response::Proof(crate::audit::Proof {
+                chunk: vec![7; 1024],
+                siblings: vec![[1; 32], [2; 32]],
+            }),
+            Response::Proof(crate::audit::Proof {
+                chunk: vec![],
+                siblings: vec![],
+            }),
+            Response::Beat { mirrored_bytes: 5 },
+            Response::error(ErrorCode::NotPaired, "who are you"),
         ]
     }
 

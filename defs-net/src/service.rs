@@ -59,6 +59,20 @@ pub(crate) enum Op {
     GetRoot {
         owner: NodeId,
     },
+    /// Prove a chunk ([`crate::audit`]).
+    Audit {
+        id: ShardId,
+        chunk: u32,
+    },
+    /// Keep a partner's mirror copy: stored for each of `owners`, then for the ward's
+    /// `marker` ([`crate::pairing::marker`]), which tells mirror copies from primary ones.
+    Mirror {
+        id: ShardId,
+        owners: Vec<NodeId>,
+        marker: NodeId,
+        crc: u32,
+        data: Bytes,
+    },
 }
 
 /// Remembers recent nonces of signed requests.
@@ -216,6 +230,7 @@ impl Service {
                 Ok(Op::Delete { id, requester })
             }
             Request::Fetch { id, range } => Ok(Op::Fetch { id, range }),
+            Request::Audit { id, chunk } => Ok(Op::Audit { id, chunk }),
             Request::Has { ids } => Ok(Op::Has { ids }),
             Request::PutRoot { record } => match RootRecord::verify(&record, self.difficulty) {
                 Ok(record) => Ok(Op::PutRoot { record }),
@@ -225,7 +240,11 @@ impl Service {
                 }
             },
             Request::GetRoot { owner } => Ok(Op::GetRoot { owner }),
-            Request::Holders { .. } | Request::Info => Err(Response::error(
+            Request::Holders { .. }
+            | Request::Info
+            | Request::Pair
+            | Request::Heartbeat { .. }
+            | Request::Mirror { .. } => Err(Response::error(
                 ErrorCode::BadRequest,
                 "not a store operation",
             )),
@@ -308,6 +327,35 @@ pub(crate) fn execute(store: &ShardStore, op: Op) -> Response {
             Err(e) => refusal(e),
         },
         Op::Lookup { .. } => Response::error(ErrorCode::BadRequest, "not a request"),
+        Op::Audit { id, chunk } => match store.get(&id) {
+            Ok(bytes) => match crate::audit::prove(&bytes, chunk) {
+                Ok(proof) => Response::Proof(proof),
+                Err(e) => Response::error(ErrorCode::BadRequest, format!("{e}")),
+            },
+            Err(e) => refusal(e),
+        },
+        Op::Mirror {
+            id,
+            owners,
+            marker,
+            crc,
+            data,
+        } => {
+            if crc32fast::hash(&data) != crc {
+                return Response::error(
+                    ErrorCode::Corrupt,
+                    "CRC mismatch: the mirror copy was damaged in transit",
+                );
+            }
+            // The owners first: the marker is never a shard's only owner, so dropping it when
+            // the copy becomes primary (adoption) never removes the record.
+            for owner in owners.iter().chain(std::iter::once(&marker)) {
+                if let Err(e) = store.put_with_crc(id, *owner, &data, crc) {
+                    return refusal(e);
+                }
+            }
+            Response::Stored
+        }
     }
 }
 
@@ -319,6 +367,13 @@ pub(crate) fn execute_faulty(
     other: Option<ShardId>,
 ) -> Response {
     let is_fetch = matches!(op, Op::Fetch { .. });
+    let audit_chunk = match &op {
+        Op::Audit { chunk, .. } => Some(*chunk),
+        _ => None,
+    };
+    if let (Some(fault), Some(chunk)) = (fault, audit_chunk) {
+        return faulty_proof(store, execute(store, op), fault, other, chunk);
+    }
     let resp = execute(store, op);
     // Only a faulty node looks at (and copies) what it answers.
     let (Some(fault), true) = (fault, is_fetch) else {
@@ -345,6 +400,42 @@ pub(crate) fn execute_faulty(
         },
         // The actor holds a silent node's requests before they get here.
         Fault::Silent => Response::Data(data),
+    }
+}
+
+/// A misbehaving node's answer to an audit: garbage of the right length, a truncated chunk,
+/// or a stale proof (of another shard it stored).
+fn faulty_proof(
+    store: &ShardStore,
+    resp: Response,
+    fault: Fault,
+    other: Option<ShardId>,
+    chunk: u32,
+) -> Response {
+    let Response::Proof(mut proof) = resp else {
+        return resp;
+    };
+    match fault {
+        // A silent node's requests are held before they reach here.
+        Fault::Silent => Response::Proof(proof),
+        Fault::Garbage => {
+            let _ = getrandom::fill(&mut proof.chunk);
+            Response::Proof(proof)
+        }
+        Fault::Truncated => {
+            proof.chunk.truncate(proof.chunk.len() / 2);
+            Response::Proof(proof)
+        }
+        Fault::OtherShard => match other
+            .and_then(|o| store.get(&o).ok())
+            .and_then(|d| crate::audit::prove(&d, chunk).ok())
+        {
+            Some(p) => Response::Proof(p),
+            None => {
+                proof.chunk.reverse();
+                Response::Proof(proof)
+            }
+        },
     }
 }
 

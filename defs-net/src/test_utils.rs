@@ -19,6 +19,18 @@ pub const TEST_CAPACITY: u64 = 4 << 30;
 /// Every test wait ends after this.
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Pairing settings for tests: heartbeats every 200 ms, a partner given up after 3 s, 64 MiB/s,
+/// the partner's mirror audited every second (the state file is set per node).
+pub fn test_pairing() -> crate::pairing::Config {
+    crate::pairing::Config {
+        heartbeat: Duration::from_millis(200),
+        partner_timeout: Duration::from_secs(3),
+        mirror_bandwidth: 64 << 20,
+        verify_every: Duration::from_secs(1),
+        ..crate::pairing::Config::new(std::path::PathBuf::new())
+    }
+}
+
 /// Installs a compact tracing subscriber once (`RUST_LOG` controls it).
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
@@ -53,7 +65,16 @@ impl TestCluster {
     /// # Panics
     /// When the cluster does not come up within [`TEST_TIMEOUT`].
     pub async fn start_with_capacity(n: usize, capacity: u64) -> TestCluster {
-        Self::start_inner(n, capacity, Vec::new(), false).await
+        Self::start_inner(n, capacity, Vec::new(), false, None).await
+    }
+
+    /// Starts `n` nodes that pair with each other, with quick pairing timings
+    /// ([`test_pairing`]).
+    ///
+    /// # Panics
+    /// When the cluster does not come up within [`TEST_TIMEOUT`].
+    pub async fn start_paired(n: usize) -> TestCluster {
+        Self::start_inner(n, TEST_CAPACITY, Vec::new(), false, Some(test_pairing())).await
     }
 
     /// Starts `n` nodes that listen and connect over QUIC only.
@@ -61,7 +82,7 @@ impl TestCluster {
     /// # Panics
     /// When the cluster does not come up within [`TEST_TIMEOUT`].
     pub async fn start_quic(n: usize) -> TestCluster {
-        Self::start_inner(n, TEST_CAPACITY, Vec::new(), true).await
+        Self::start_inner(n, TEST_CAPACITY, Vec::new(), true, None).await
     }
 
     /// Starts one node per entry of `capacities`, node `i` offering `capacities[i]` bytes.
@@ -69,10 +90,23 @@ impl TestCluster {
     /// # Panics
     /// When the cluster does not come up within [`TEST_TIMEOUT`].
     pub async fn start_with_capacities(capacities: &[u64]) -> TestCluster {
-        Self::start_inner(capacities.len(), TEST_CAPACITY, capacities.to_vec(), false).await
+        Self::start_inner(
+            capacities.len(),
+            TEST_CAPACITY,
+            capacities.to_vec(),
+            false,
+            None,
+        )
+        .await
     }
 
-    async fn start_inner(n: usize, capacity: u64, capacities: Vec<u64>, quic: bool) -> TestCluster {
+    async fn start_inner(
+        n: usize,
+        capacity: u64,
+        capacities: Vec<u64>,
+        quic: bool,
+        pairing: Option<crate::pairing::Config>,
+    ) -> TestCluster {
         init_tracing();
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let cfg = DevnetConfig {
@@ -83,6 +117,7 @@ impl TestCluster {
             gossip_heartbeat: Duration::from_millis(200),
             quic,
             difficulty: DEVNET_DIFFICULTY,
+            pairing,
         };
         let net = tokio::time::timeout(TEST_TIMEOUT, Devnet::start(&cfg))
             .await

@@ -59,6 +59,7 @@ async fn a_storage_node_without_a_solved_puzzle_gets_no_shards() {
         Duration::from_millis(200),
         false,
         DEVNET_DIFFICULTY,
+        None,
     )
     .await
     .unwrap();

@@ -162,6 +162,7 @@ async fn a_restarted_node_keeps_the_root_record_it_acknowledged() {
         Duration::from_millis(200),
         false,
         DEVNET_DIFFICULTY,
+        None,
     ))
     .await
     .unwrap();

@@ -6,11 +6,13 @@
 
 mod util;
 
+mod audit;
 mod churn;
 mod faults;
 mod frames;
 mod local;
 mod lookup;
+mod pairing;
 mod put_get;
 mod puzzle;
 mod quic;

@@ -124,6 +124,27 @@ max_staleness_secs = {staleness}
 lease_secs = {lease}
 # Seconds a mount without a metadata DB waits for a storage peer to recover the tree from.
 recover_wait_secs = {recover_wait}
+
+[pairing]
+# Pair this storage node with a partner that keeps a mirror of its shards (and keep theirs).
+enabled = {pair_enabled}
+# Seconds between heartbeats to the partner.
+heartbeat_secs = {heartbeat}
+# Seconds of silence after which the partner is replaced and mirrored to again.
+partner_timeout_secs = {partner_timeout}
+# Bytes per second of mirror copies sent at most.
+mirror_bandwidth_bytes = {mirror_bw}
+# Seconds between full comparisons of this store with the partner's mirror.
+rescan_secs = {rescan}
+# Nodes whose mirror this node keeps at most.
+max_wards = {max_wards}
+
+[audit]
+# Proofs of storage asked of the holders of the mount's files, per hour per GiB stored;
+# 0 turns background audits off.
+per_gib_hour = {audit_rate:?}
+# Seconds between background audit rounds.
+interval_secs = {audit_interval}
 "#,
         budget = c.cache.budget_bytes,
         reserve = c.cache.reserve_bytes,
@@ -151,6 +172,14 @@ recover_wait_secs = {recover_wait}
         staleness = c.namespace.max_staleness_secs,
         lease = c.namespace.lease_secs,
         recover_wait = c.namespace.recover_wait_secs,
+        pair_enabled = c.pairing.enabled,
+        heartbeat = c.pairing.heartbeat_secs,
+        partner_timeout = c.pairing.partner_timeout_secs,
+        mirror_bw = c.pairing.mirror_bandwidth_bytes,
+        rescan = c.pairing.rescan_secs,
+        max_wards = c.pairing.max_wards,
+        audit_rate = c.audit.per_gib_hour,
+        audit_interval = c.audit.interval_secs,
     )
 }
 

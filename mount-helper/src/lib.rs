@@ -9,6 +9,7 @@
 //! exit codes; errors are `anyhow` chains printed on one line by `cli::error_text`.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod audits;
 pub mod bootstrap;
 pub mod cli;
 pub mod config_file;

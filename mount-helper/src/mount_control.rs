@@ -39,6 +39,8 @@ pub struct MountCommands {
     pub mountpoint: PathBuf,
     /// The namespace's publish trigger (writable mounts).
     pub publisher: Option<PublishTrigger>,
+    /// The mount's audits (`defs audit`).
+    pub auditor: crate::audits::Auditor,
 }
 
 impl Handler for MountCommands {
@@ -52,6 +54,7 @@ impl Handler for MountCommands {
                 ControlRequest::Sync { path } => self.sync(path, progress).await,
                 ControlRequest::Status { json } => self.status(json).await,
                 ControlRequest::Repair { files } => self.repair(files, progress).await,
+                ControlRequest::Audit => self.auditor.full_round().await,
                 other => self.commands.handle(other, progress).await,
             }
         })

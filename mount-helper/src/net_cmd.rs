@@ -303,9 +303,16 @@ pub async fn run(dir: &Path, net: &NetOptions, req: ControlRequest) -> anyhow::R
             dir.display()
         );
     }
-    if let ControlRequest::Sync { .. } = req {
-        // Only a running mount has uploads to wait for: never start a node for it.
+    if matches!(req, ControlRequest::Sync { .. } | ControlRequest::Audit) {
+        // Only a running mount has uploads to wait for, or files to audit: never start a node
+        // for it.
         let Some(stream) = control::connect(dir).await else {
+            if req == ControlRequest::Audit {
+                bail!(
+                    "no defs-mount is running for {}: only a mount knows which files to audit",
+                    dir.display()
+                );
+            }
             bail!(
                 "no defs-mount is running for {}: nothing to sync (dirty files of an earlier \
                  mount upload when it is mounted again)",
@@ -360,7 +367,9 @@ pub async fn run(dir: &Path, net: &NetOptions, req: ControlRequest) -> anyhow::R
             force,
         } => commands::get(&client, &file_id, Path::new(&out), force, &sink).await,
         // Answered above.
-        ControlRequest::Sync { .. } => Err(defs_net::Error::Control(commands::NO_MOUNT.into())),
+        ControlRequest::Sync { .. } | ControlRequest::Audit => {
+            Err(defs_net::Error::Control(commands::NO_MOUNT.into()))
+        }
         ControlRequest::Repair { files } => match commands::repair_ids(&files) {
             Ok(ids) => match repair_over(dir, &client, &config) {
                 Ok((_, repairer)) => commands::repair(&repairer, ids, &sink).await,
@@ -476,6 +485,21 @@ pub struct StorageNode {
 /// begun refusing new ones): 5 s, a few shards' disk syncs on a slow disk.
 pub const DRAIN_WAIT: Duration = Duration::from_secs(5);
 
+/// The pairing settings of `config.toml` for the node of `dir` (`None`: pairing off).
+pub fn pairing_config(
+    dir: &Path,
+    p: &defs_core::config::PairingSettings,
+) -> Option<defs_net::pairing::Config> {
+    p.enabled.then(|| defs_net::pairing::Config {
+        heartbeat: Duration::from_secs(p.heartbeat_secs),
+        partner_timeout: Duration::from_secs(p.partner_timeout_secs),
+        mirror_bandwidth: p.mirror_bandwidth_bytes,
+        rescan: Duration::from_secs(p.rescan_secs),
+        max_wards: p.max_wards as usize,
+        ..defs_net::pairing::Config::new(dir.join(defs_net::pairing::STATE_FILE))
+    })
+}
+
 /// How long a starting node may take to report its listen addresses.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -529,6 +553,7 @@ impl StorageNode {
                 capacity,
                 zone: opts.zone.clone(),
                 peer_difficulty: config.identity.puzzle_difficulty,
+                pairing: pairing_config(dir, &config.pairing),
                 ..defs_net::Config::default()
             },
         )
@@ -686,6 +711,7 @@ pub async fn devnet(dir: &Path, nodes: usize, capacity: u64, difficulty: u8) -> 
         gossip_heartbeat: Duration::from_secs(1),
         quic: false,
         difficulty,
+        pairing: Some(defs_net::pairing::Config::new(PathBuf::new())),
     })
     .await?;
     println!("devnet: {nodes} storage nodes, data in {}", dir.display());

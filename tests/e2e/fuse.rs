@@ -5,6 +5,7 @@
 //! Each test mounts its own DeFS in a temp dir and acts only through the kernel (std::fs, libc
 //! calls through nix, and the real tools).
 
+mod audit;
 mod backup;
 mod crash;
 mod fstab;

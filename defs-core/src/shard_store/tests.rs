@@ -698,3 +698,33 @@ fn crash_at_random_points_keeps_every_returned_put() {
         "the children made progress: {total_puts} puts"
     );
 }
+
+#[test]
+fn list_walks_every_shard_in_pages_in_id_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ShardStore::open(dir.path(), BIG).unwrap();
+    let mut ids: Vec<ShardId> = (0..10)
+        .map(|i| {
+            let (id, bytes) = shard(100 + i, 50);
+            store.put(id, ALICE, &bytes).unwrap();
+            id
+        })
+        .collect();
+    ids.sort();
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.list(after.as_ref(), 3).unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 3);
+        assert!(
+            page.iter()
+                .all(|(_, m)| m.owners == vec![ALICE] && m.len == 50)
+        );
+        after = page.last().map(|(id, _)| *id);
+        seen.extend(page.into_iter().map(|(id, _)| id));
+    }
+    assert_eq!(seen, ids);
+}

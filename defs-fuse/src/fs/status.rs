@@ -419,6 +419,47 @@ impl Fs {
         }
         Ok(out)
     }
+
+    /// The manifests of every stored file in the mount (each inode once; a file whose
+    /// manifest cannot be read is skipped with a debug line): what audits sample from.
+    ///
+    /// # Errors
+    /// DB errors while walking.
+    ///
+    /// # Cancel safety
+    /// Safe (read only).
+    pub async fn stored_manifests(&self) -> Result<Vec<std::sync::Arc<defs_core::Manifest>>> {
+        let Some(objects) = &self.inner.objects else {
+            return Ok(Vec::new());
+        };
+        let db = &self.inner.db;
+        let (mut out, mut seen, mut dirs) = (Vec::new(), HashSet::new(), vec![InodeNo::ROOT]);
+        while let Some(dir) = dirs.pop() {
+            let mut after = 0;
+            while let Some(last) = {
+                let batch = db.readdir(dir, after, READDIR_BATCH)?;
+                for e in &batch {
+                    if e.kind == FileKind::Directory {
+                        dirs.push(e.ino);
+                    } else if e.kind == FileKind::RegularFile
+                        && seen.insert(e.ino)
+                        && let Ok(Content::Stored { file, key, .. }) = db.content(e.ino)
+                    {
+                        match objects.manifest(file, &FileKey::from_bytes(key)).await {
+                            Ok(m) => out.push(m),
+                            Err(e) => {
+                                debug!(file = %file, error = %e, "manifest unreadable; not audited")
+                            }
+                        }
+                    }
+                }
+                batch.last().map(|l| l.cookie)
+            } {
+                after = last;
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// The state of one [`Fs::tree_status_under`] walk.

@@ -92,6 +92,30 @@ impl Node {
                 config.peer_difficulty,
             )
         });
+        let link = Node {
+            tx: tx.clone(),
+            peer_id,
+            node_id,
+            cancel: cancel.clone(),
+            task: None,
+        };
+        let (pairing, pairing_task) = match (config.pairing, &service) {
+            (Some(cfg), Some(service)) => {
+                let (stored_tx, stored_rx) = mpsc::channel(crate::pairing::NEW_QUEUE);
+                let shared = Arc::new(crate::pairing::Shared::open(cfg, stored_tx, node_id_of));
+                let task = crate::pairing::PairingTask::new(
+                    link,
+                    service.store(),
+                    shared.clone(),
+                    stored_rx,
+                    cancel.child_token(),
+                );
+                let span = info_span!("pairing", peer = %short(&peer_id));
+                let handle = tokio::spawn(task.run().instrument(span));
+                (Some(shared), Some(AbortOnDropHandle::new(handle)))
+            }
+            _ => (None, None),
+        };
         let mut local_stats = PeerStats::new(Instant::now());
         local_stats.zone = (!config.zone.is_empty()).then(|| config.zone.clone());
         let actor = NodeActor {
@@ -120,6 +144,9 @@ impl Node {
             silenced: Vec::new(),
             dht_puts: HashMap::new(),
             dht_gets: HashMap::new(),
+            pairing,
+            _pairing_task: pairing_task,
+            audits: crate::audit::Log::default(),
         };
         let span = info_span!("node", peer = %short(&peer_id));
         let task = tokio::spawn(actor.run().instrument(span));
@@ -128,7 +155,7 @@ impl Node {
             peer_id,
             node_id,
             cancel,
-            task: Arc::new(AbortOnDropHandle::new(task)),
+            task: Some(Arc::new(AbortOnDropHandle::new(task))),
         })
     }
 
@@ -459,6 +486,25 @@ impl Node {
         }
     }
 
+    /// Remembers an audit's outcome for `defs status` and repair ([`crate::audit::audit_round`]
+    /// calls it for each audit).
+    ///
+    /// # Errors
+    /// [`Error::Closed`].
+    pub async fn record_audit(&self, record: crate::audit::AuditRecord) -> Result<()> {
+        self.ask(|reply| NodeMessage::RecordAudit { record, reply })
+            .await
+    }
+
+    /// The failed audits this node remembers (at most [`crate::audit::MAX_FAILED_AUDITS`],
+    /// oldest first): shards whose holder could not prove it keeps them, for repair.
+    ///
+    /// # Errors
+    /// [`Error::Closed`].
+    pub async fn failed_audits(&self) -> Result<Vec<crate::audit::AuditRecord>> {
+        self.ask(|reply| NodeMessage::FailedAudits { reply }).await
+    }
+
     /// Makes this node misbehave on fetches (tests of malicious peers).
     ///
     /// # Errors
@@ -490,8 +536,11 @@ impl Node {
     /// Stops the node and waits for its task to end.
     pub async fn shutdown(&self) {
         self.cancel.cancel();
+        let Some(task) = &self.task else {
+            return;
+        };
         for _ in 0..200 {
-            if self.task.is_finished() {
+            if task.is_finished() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;

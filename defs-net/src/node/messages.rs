@@ -122,6 +122,7 @@ impl NodeActor {
                     Outcome::Success { bytes, took } => s.record_success(bytes, took),
                     Outcome::BadData => s.record_failure(now, 3.0),
                     Outcome::Failure => s.record_failure(now, 1.0),
+                    Outcome::AuditFailed => s.record_audit_failure(now),
                 }
             }
             NodeMessage::Drain { reply } => {
@@ -132,6 +133,13 @@ impl NodeActor {
                     s.draining = true;
                 }
                 let _ = reply.send(self.inbound_ops + self.queued_inbound.len());
+            }
+            NodeMessage::RecordAudit { record, reply } => {
+                self.audits.record(record);
+                let _ = reply.send(());
+            }
+            NodeMessage::FailedAudits { reply } => {
+                let _ = reply.send(self.audits.failures());
             }
             #[cfg(any(test, feature = "test-utils"))]
             NodeMessage::SetFault { fault, reply } => {
@@ -210,6 +218,12 @@ impl NodeActor {
                     info,
                     network_free,
                     network_capacity,
+                    pairing: self
+                        .pairing
+                        .as_ref()
+                        .zip(self.service.as_ref())
+                        .map(|(p, s)| p.report(&s.store())),
+                    audits: self.audits.summary(),
                 });
             }
         }

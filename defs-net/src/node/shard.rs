@@ -91,6 +91,11 @@ impl NodeActor {
         let store = service.store();
         let (fault, other) = (service.fault, service.last_stored);
         let done = self.done_tx.clone();
+        // A new primary shard is mirrored to the pair partner soon.
+        let stored = match &op {
+            service::Op::Store { id, .. } => self.pairing.clone().map(|p| (p, *id)),
+            _ => None,
+        };
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
             let _g = span.enter();
@@ -100,10 +105,13 @@ impl NodeActor {
                     ask,
                     ids: service::held(&store, &ids),
                 },
-                (op, Some(reply)) => Done::Respond {
-                    reply,
-                    response: service::execute_faulty(&store, op, fault, other),
-                },
+                (op, Some(reply)) => {
+                    let response = service::execute_faulty(&store, op, fault, other);
+                    if let (Some((pairing, id)), Response::Stored) = (&stored, &response) {
+                        pairing.stored(*id);
+                    }
+                    Done::Respond { reply, response }
+                }
                 (_, None) => return,
             };
             let _ = done.blocking_send(msg);
@@ -147,6 +155,26 @@ impl NodeActor {
         };
         if service.fault == Some(service::Fault::Silent) {
             self.silenced.push(channel);
+            return;
+        }
+        if matches!(
+            request,
+            Request::Pair | Request::Heartbeat { .. } | Request::Mirror { .. }
+        ) {
+            let store = service.store();
+            let answer = match &self.pairing {
+                Some(p) => p.on_request(peer, request, &store),
+                None => crate::pairing::Inbound::Reply(Response::error(
+                    ErrorCode::NotPaired,
+                    "this node does not pair",
+                )),
+            };
+            match answer {
+                crate::pairing::Inbound::Reply(r) => {
+                    let _ = self.swarm.behaviour_mut().shard.send_response(channel, r);
+                }
+                crate::pairing::Inbound::Op(op) => self.spawn_op(op, Some(Reply::Peer(channel))),
+            }
             return;
         }
         if let Request::Info = request {

@@ -37,6 +37,11 @@ pub enum ErrorCode {
     /// A root record that does not supersede the one the node holds for its owner: a lower
     /// sequence number, or the same one with other bytes (no rollback).
     Rollback,
+    /// A pairing frame (heartbeat, mirror copy) from a node that is not paired with this one
+    /// (any more).
+    NotPaired,
+    /// This node keeps mirrors for as many partners as it takes; ask another.
+    PairFull,
     /// A code this version does not know.
     Unknown(u16),
 }
@@ -58,6 +63,9 @@ impl ErrorCode {
             ErrorCode::PuzzleNotSolved => 12,
             ErrorCode::ShuttingDown => 14,
             ErrorCode::Rollback => 13,
+            // Pairing codes: well clear of codes other frames add.
+            ErrorCode::NotPaired => 20,
+            ErrorCode::PairFull => 21,
             ErrorCode::Unknown(c) => c,
         }
     }
@@ -78,6 +86,8 @@ impl ErrorCode {
             12 => ErrorCode::PuzzleNotSolved,
             14 => ErrorCode::ShuttingDown,
             13 => ErrorCode::Rollback,
+            20 => ErrorCode::NotPaired,
+            21 => ErrorCode::PairFull,
             c => ErrorCode::Unknown(c),
         }
     }

@@ -155,6 +155,13 @@ enum Command {
         #[command(flatten)]
         net: ClientArgs,
     },
+    /// Ask every holder of the running mount's files to prove it still keeps each shard
+    /// (a proof of one random 1 KiB chunk per shard, checked against the shard's id). Exits 1
+    /// naming each shard a holder could not prove.
+    Audit {
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
     /// This node, its peers and capacity, and whether anything is protected; with a running
     /// mount, its dirty, uploading and failed files.
     Status {
@@ -329,6 +336,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Repair { file_ids, dir, net } => {
             let out = network(dir, net, ControlRequest::Repair { files: file_ids }).await?;
+            println!("{out}");
+            Ok(())
+        }
+        Command::Audit { dir } => {
+            let dir = data_dir::resolve(dir.data_dir)?;
+            let out = net_cmd::run(&dir, &NetOptions::default(), ControlRequest::Audit).await?;
             println!("{out}");
             Ok(())
         }

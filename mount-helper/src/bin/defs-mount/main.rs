@@ -632,12 +632,28 @@ async fn serve_mount(
         node.repairer.clone(),
         Duration::from_secs(settings.repair.interval_secs),
     );
+    let auditor = mount_helper::audits::Auditor {
+        fs: core.clone(),
+        client: node.client.clone(),
+        settings: settings.audit.clone(),
+        // A shard a holder cannot prove is checked for repair at once.
+        on_failed: Some({
+            let repairer = node.repairer.clone();
+            std::sync::Arc::new(move |shard, holder| repairer.mark_lost(shard, holder))
+        }),
+    };
+    let audit_stop = tokio_util::sync::CancellationToken::new();
+    let _audits = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
+        auditor.clone().background(audit_stop.clone()),
+    ));
+    let _stop_audits = audit_stop.drop_guard();
     let handler = MountCommands {
         commands: node.commands(),
         node: node.node.clone(),
         fs: core.clone(),
         mountpoint: canonical,
         publisher: publisher.clone(),
+        auditor,
     };
     if let Err(e) = node.serve_control(std::sync::Arc::new(handler)).await {
         let _ = tokio::task::spawn_blocking(move || unmounter.unmount()).await;
