@@ -46,7 +46,7 @@ use defs_core::namespace::{
     self, Attr, FileKind, NewInode, RenameMode, Timestamp, Unlinked, XattrMode,
 };
 use defs_core::sync::{Arc, Mutex};
-use defs_core::types::InodeNo;
+use defs_core::types::{FileId, InodeNo};
 use tracing::{debug, info, warn};
 
 use crate::flusher::Flusher;
@@ -104,7 +104,14 @@ struct Inner {
     /// Flights of lazy reads and read-ahead state per handle.
     reads: read::Reads,
     /// Allocated bytes of stored versions (`st_blocks`), remembered.
-    allocated: Mutex<sparse::Allocated>,
+    allocated: Mutex<Allocated>,
+}
+
+/// Allocated bytes of stored file ranges, by (object, offset, len)
+/// (`fs/sparse.rs` fills and reads it).
+#[derive(Debug, Default)]
+struct Allocated {
+    memo: HashMap<(FileId, u64, u64), u64>,
 }
 
 /// Stripes of the per-inode write lock.

@@ -57,8 +57,6 @@ mod peers;
 mod roots;
 mod shard;
 
-pub use roots::{DHT_GET_TIMEOUT, MAX_DHT_VALUES};
-
 /// Commands queued to the actor before `send` waits. Bounded: a stuck actor pushes back.
 pub const COMMAND_QUEUE: usize = 1024;
 
@@ -511,6 +509,20 @@ struct QueuedOp {
     reply: Option<Reply>,
 }
 
+/// How long a DHT get collects records before it answers with what it has: 10 s, the plan's
+/// bound for the DHT half of finding a root record (nodes' copies answer within 5 s).
+pub const DHT_GET_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A DHT get collecting records.
+struct PendingGet {
+    found: Vec<Vec<u8>>,
+    deadline: Instant,
+    reply: oneshot::Sender<Vec<Vec<u8>>>,
+}
+
+/// Most values one DHT get collects (honest holders all return the same few records).
+pub const MAX_DHT_VALUES: usize = 64;
+
 /// The task that owns the swarm.
 struct NodeActor {
     swarm: Swarm<Behaviour>,
@@ -546,7 +558,7 @@ struct NodeActor {
     /// DHT puts in flight.
     dht_puts: HashMap<kad::QueryId, oneshot::Sender<Result<()>>>,
     /// DHT gets collecting records.
-    dht_gets: HashMap<kad::QueryId, roots::PendingGet>,
+    dht_gets: HashMap<kad::QueryId, PendingGet>,
     /// Pairing state shared with the pairing task, when this node pairs.
     pairing: Option<Arc<crate::pairing::Shared>>,
     /// The pairing task; it ends with the actor.

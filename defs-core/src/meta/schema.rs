@@ -33,7 +33,7 @@ pub(crate) const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("jo
 pub(crate) const ORPHANS: TableDefinition<u64, ()> = TableDefinition::new("orphans");
 
 /// Object file id (32 bytes) → (inodes naming a range of it, bytes of those ranges): see
-/// [`crate::meta::live`]. Schema 3.
+/// `meta::live`. Schema 3.
 pub(crate) const LIVE_RANGES: TableDefinition<&[u8], (u64, u64)> =
     TableDefinition::new("live_ranges");
 
@@ -69,7 +69,10 @@ impl<T, E: Into<redb::Error>> DbContext<T> for std::result::Result<T, E> {
 
 /// Creates the tables and the root directory in a new DB, checks the schema version of an
 /// existing one, and migrates an older one step by step.
-pub(crate) fn init_or_migrate(db: &Database, path: &Path) -> Result<()> {
+/// `count_live` fills the `live_ranges` table from the inodes inside a transaction (the step to
+/// schema 3); it is passed in because that counting belongs to a layer above this one
+/// (`meta::live`).
+pub(crate) fn init_or_migrate(db: &Database, path: &Path, count_live: CountLive) -> Result<()> {
     let txn = db.begin_write().ctx("beginning schema check")?;
     let found = {
         let meta = txn.open_table(META).ctx("opening the meta table")?;
@@ -108,7 +111,7 @@ pub(crate) fn init_or_migrate(db: &Database, path: &Path) -> Result<()> {
             });
         }
         Some(found) => {
-            migrate(&txn, found)?;
+            migrate(&txn, found, count_live)?;
             let mut meta = txn.open_table(META).ctx("opening the meta table")?;
             meta.insert(KEY_SCHEMA, SCHEMA_VERSION)
                 .ctx("writing the schema version")?;
@@ -128,9 +131,12 @@ fn create_tables(txn: &WriteTransaction) -> Result<()> {
     Ok(())
 }
 
+/// Fills a derived table from the inodes inside a write transaction (see [`init_or_migrate`]).
+pub(crate) type CountLive = fn(&WriteTransaction) -> Result<()>;
+
 /// Brings a DB at schema `from` up to [`SCHEMA_VERSION`], one step per version, inside the
 /// opening transaction (so a failed migration changes nothing).
-fn migrate(txn: &WriteTransaction, from: u64) -> Result<()> {
+fn migrate(txn: &WriteTransaction, from: u64, count_live: CountLive) -> Result<()> {
     let mut version = from;
     while version < SCHEMA_VERSION {
         match version {
@@ -145,7 +151,7 @@ fn migrate(txn: &WriteTransaction, from: u64) -> Result<()> {
             1 => {}
             // Version 3 adds the `live_ranges` table (live ranges per stored object), counted from
             // the inodes the DB holds.
-            2 => super::live::rebuild_in(txn)?,
+            2 => count_live(txn)?,
             other => {
                 return Err(Error::Corrupt {
                     what: "metadata DB schema",

@@ -8,24 +8,16 @@
 //!   manifest only from this machine (memory or the local manifest store), never from the
 //!   network: without it, the size rounded up answers, as before holes were kept.
 
-use std::collections::HashMap;
-
 use defs_core::cache_store::Seek;
 use defs_core::namespace::{self, Attr, Content, FileKind};
 use defs_core::pipeline::FileKey;
-use defs_core::types::{FileId, InodeNo};
+use defs_core::types::InodeNo;
 
 use super::{Error, FileHandle, Fs, Result, lock};
 
 /// Stored versions whose allocated bytes [`Allocated`] remembers before it starts afresh: a
 /// `stat` of a clean file then costs a map lookup, not a manifest read.
 const ALLOCATED_MEMO: usize = 1 << 16;
-
-/// Allocated bytes of stored file ranges, by (object, offset, len).
-#[derive(Debug, Default)]
-pub(crate) struct Allocated {
-    memo: HashMap<(FileId, u64, u64), u64>,
-}
 
 impl Fs {
     /// `attr` with the bytes its content takes, for regular files (see the module doc).

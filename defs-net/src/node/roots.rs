@@ -17,17 +17,6 @@ use libp2p::kad::store::RecordStore;
 
 use super::*;
 
-/// How long a DHT get collects records before it answers with what it has: 10 s, the plan's
-/// bound for the DHT half of finding a root record (nodes' copies answer within 5 s).
-pub const DHT_GET_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A DHT get collecting records.
-pub(super) struct PendingGet {
-    found: Vec<Vec<u8>>,
-    deadline: Instant,
-    reply: oneshot::Sender<Vec<Vec<u8>>>,
-}
-
 impl NodeActor {
     /// Starts a DHT put of a root record. The record is verified first: a node puts only what
     /// it would accept from a peer.
@@ -165,6 +154,3 @@ impl NodeActor {
             .filter(|r| r.owner() == *owner)
     }
 }
-
-/// Most values one DHT get collects (honest holders all return the same few records).
-pub const MAX_DHT_VALUES: usize = 64;
