@@ -71,6 +71,26 @@ pub fn wait_for_addr(dir: &Path) -> String {
 /// When it cannot start.
 pub fn start_node(dir: &Path, bootstrap: Option<&str>) -> Proc {
     init(dir);
+    spawn_node(dir, bootstrap)
+}
+
+/// Turns pairing off in the config of the data dir `dir` (made by [`init`]): a node that keeps
+/// no partner's mirror, for tests that measure what the owner's files alone cost on the nodes.
+///
+/// # Panics
+/// When the config cannot be read or written, or has no `[pairing]` switch.
+pub fn disable_pairing(dir: &Path) {
+    let path = dir.join("config.toml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let off = text.replacen("\nenabled = true\n", "\nenabled = false\n", 1);
+    assert_ne!(off, text, "no pairing switch in {}", path.display());
+    std::fs::write(&path, off).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+}
+
+/// Starts `defs node` (random port on 127.0.0.1, no mDNS) in the data dir `dir` made by
+/// [`init`].
+fn spawn_node(dir: &Path, bootstrap: Option<&str>) -> Proc {
     let mut c = defs(dir);
     c.args(["node", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"]);
     if let Some(b) = bootstrap {
@@ -119,11 +139,25 @@ impl Cluster {
     /// # Panics
     /// When a node does not start.
     pub fn start(base: &Path, n: usize) -> Cluster {
+        Self::start_with(base, n, true)
+    }
+
+    /// `n` storage nodes as [`Cluster::start`] makes them, none of which pairs (keeps a
+    /// partner's mirror): what is stored on them is the owners' shards alone.
+    pub fn start_unpaired(base: &Path, n: usize) -> Cluster {
+        Self::start_with(base, n, false)
+    }
+
+    fn start_with(base: &Path, n: usize, pairing: bool) -> Cluster {
         let dirs: Vec<PathBuf> = (0..n).map(|i| base.join(format!("n{i}"))).collect();
         let mut nodes = Vec::with_capacity(n);
         let mut first = None;
         for d in &dirs {
-            nodes.push(start_node(d, first.as_deref()));
+            init(d);
+            if !pairing {
+                disable_pairing(d);
+            }
+            nodes.push(spawn_node(d, first.as_deref()));
             if first.is_none() {
                 first = Some(wait_for_addr(d));
             }

@@ -49,7 +49,9 @@ fn sync(m: &TestMount) {
 #[test]
 fn thousands_of_small_files_pack_sync_and_read_back_bit_exact_near_the_codes_cost() {
     let base = tempfile::tempdir().unwrap();
-    let cluster = Cluster::start(base.path(), 5);
+    // Unpaired nodes: a paired node also keeps its partner's mirror of every shard (issue 18),
+    // which doubles what the network holds; this test measures what packing costs.
+    let cluster = Cluster::start_unpaired(base.path(), 5);
     let Some(mut m) = mount_on(&cluster) else {
         return;
     };
@@ -67,13 +69,17 @@ fn thousands_of_small_files_pack_sync_and_read_back_bit_exact_near_the_codes_cos
     );
 
     // Stored ÷ data: with 5 nodes (6 with the mount's own) the pack geometry is 3+2 or 4+2, a
-    // factor of at most 5/3; the slack of 8% (1.8 in all) covers the tags and record headers,
-    // the 4 KiB alignment of each record, the last segment of each pack and five copies of
-    // each pack's manifest. Three whole copies of every file would be over 3.
+    // factor of at most 5/3; the slack (1.8 for the files alone) covers the tags and record
+    // headers, the 4 KiB alignment of each record, the last segment of each pack and five
+    // copies of each pack's manifest. The namespace is published too (issue 17): each publish
+    // during the copy and the one `defs sync` makes store a snapshot of about 230 B per entry
+    // before coding, here about 0.13x the data of these 3 KiB files each, and no collector
+    // removes superseded ones yet (1.95 measured with two): 2.4 in all. Three whole copies of
+    // every file would be over 3.
     let mut dirs = cluster.dirs.clone();
     dirs.push(m.data_dir());
     let ratio = stored_bytes(&dirs) as f64 / data as f64;
-    assert!(ratio < 1.8, "stored {ratio:.2}x the data");
+    assert!(ratio < 2.4, "stored {ratio:.2}x the data");
     eprintln!("stored ÷ data = {ratio:.3} for {FILES} files, {data} bytes");
 
     m.unmount();
