@@ -74,8 +74,8 @@ pub use alloc::INO_BLOCK;
 use alloc::{AllocRollback, InoAlloc};
 pub(crate) use deferred::Deferred;
 use deferred::{Change, DeferredOp};
-pub use schema::SCHEMA_VERSION;
 use schema::{DIRENTS, DbContext, INODES, KEY_LSN, META, counter, meta_value};
+pub use schema::{SCHEMA_VERSION, TableUsage};
 
 /// How often the group-commit thread makes non-durable commits durable. One second, like
 /// ext4's and XFS's order of magnitude (ext4: 5 s): long enough that a burst of small-file
@@ -773,6 +773,14 @@ impl MetaDb {
     }
 
     /// Runs `f` in one read transaction.
+    /// What each table of the DB holds, in redb's figures (what the metadata costs per entry).
+    ///
+    /// # Errors
+    /// Db.
+    pub fn table_usage(&self) -> Result<Vec<TableUsage>> {
+        self.read(schema::table_usage)
+    }
+
     pub(crate) fn read<T>(&self, f: impl FnOnce(&ReadTransaction) -> Result<T>) -> Result<T> {
         let txn = self.inner.db.begin_read().ctx("beginning a read")?;
         f(&txn)

@@ -5,7 +5,10 @@
 
 use std::path::Path;
 
-use redb::{Database, ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{
+    Database, Key, ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition,
+    TableHandle, Value, WriteTransaction,
+};
 
 use crate::error::{Error, Result};
 use crate::namespace::record::InodeRecord;
@@ -172,4 +175,52 @@ pub(crate) fn meta_value(txn: &ReadTransaction, key: &str) -> Result<u64> {
 /// A counter of an open meta table, read or write (0 when absent).
 pub(crate) fn counter(meta: &impl ReadableTable<&'static str, u64>, key: &str) -> Result<u64> {
     Ok(meta.get(key).ctx("reading meta")?.map_or(0, |v| v.value()))
+}
+
+/// What one table of the metadata DB holds, in redb's own figures (a diagnostic:
+/// [`MetaDb::table_usage`](crate::meta::MetaDb::table_usage)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableUsage {
+    /// The table's name.
+    pub name: String,
+    /// Its entries.
+    pub entries: u64,
+    /// Bytes of its keys and values.
+    pub stored_bytes: u64,
+    /// Bytes of keys in branch pages and other B-tree metadata.
+    pub metadata_bytes: u64,
+    /// Bytes lost to fragmentation in its pages.
+    pub fragmented_bytes: u64,
+    /// Its leaf and branch pages.
+    pub pages: u64,
+}
+
+fn usage_of<K: Key + 'static, V: Value + 'static>(
+    txn: &ReadTransaction,
+    def: TableDefinition<K, V>,
+) -> Result<TableUsage> {
+    let table = txn.open_table(def).ctx("opening a table")?;
+    let stats = table.stats().ctx("reading a table's stats")?;
+    Ok(TableUsage {
+        name: def.name().to_string(),
+        entries: table.len().ctx("counting a table")?,
+        stored_bytes: stats.stored_bytes(),
+        metadata_bytes: stats.metadata_bytes(),
+        fragmented_bytes: stats.fragmented_bytes(),
+        pages: stats.leaf_pages() + stats.branch_pages(),
+    })
+}
+
+/// [`TableUsage`] of every table.
+pub(crate) fn table_usage(txn: &ReadTransaction) -> Result<Vec<TableUsage>> {
+    Ok(vec![
+        usage_of(txn, META)?,
+        usage_of(txn, INODES)?,
+        usage_of(txn, DIRENTS)?,
+        usage_of(txn, COOKIES)?,
+        usage_of(txn, XATTRS)?,
+        usage_of(txn, JOURNAL)?,
+        usage_of(txn, ORPHANS)?,
+        usage_of(txn, LIVE_RANGES)?,
+    ])
 }
