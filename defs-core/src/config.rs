@@ -165,6 +165,12 @@ pub struct NodeSettings {
     /// listener. Default (also when empty): 127.0.0.1, a random TCP port (reachable from this
     /// machine only).
     pub client_listen: Vec<String>,
+    /// Count addresses in private ranges (10/8, 172.16/12, 192.168/16, …) as reachable for
+    /// AutoNAT: peers then dial such an address back to confirm this node reachable, and this
+    /// node does the same for them. Off by default, because on the internet a private address
+    /// is reachable only inside its own LAN; on for a LAN of nodes without global addresses (and
+    /// the test bed `ci/netbed`), where nodes must still learn which of them are behind a NAT.
+    pub private_ips_reachable: bool,
 }
 
 impl Default for NodeSettings {
@@ -179,6 +185,7 @@ impl Default for NodeSettings {
             bootstrap: Vec::new(),
             mdns: true,
             client_listen: vec!["/ip4/127.0.0.1/tcp/0".to_owned()],
+            private_ips_reachable: false,
         }
     }
 }

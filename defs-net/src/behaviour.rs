@@ -1,6 +1,6 @@
-//! The composed libp2p behaviour of a DeFS node. Field order is poll order: the shard protocol
-//! comes first because a user waits on its transfers; discovery and NAT traversal follow.
-
+//! The composed libp2p behaviour of a DeFS node. Field order is poll order: the connection
+//! limits come first (they only deny, before anyone else records a connection), then the shard
+//! protocol, because a user waits on its transfers; discovery and NAT traversal follow.
 use std::time::Duration;
 
 use libp2p::swarm::NetworkBehaviour;
@@ -35,8 +35,10 @@ pub const MAX_SHARD_STREAMS: usize = 64;
 
 /// Established connections in total, and per peer.
 pub const MAX_CONNECTIONS: u32 = 256;
-/// Established connections per peer: one plus a spare for simultaneous dials.
-pub const MAX_CONNECTIONS_PER_PEER: u32 = 2;
+/// Established connections per peer: one, a spare for simultaneous dials, an AutoNAT dial-back
+/// (a peer checking that we can reach it: denied, it would make that peer think itself behind
+/// a NAT), and a hole punch's direct connection while the relayed one it replaces is open.
+pub const MAX_CONNECTIONS_PER_PEER: u32 = 4;
 /// Connections being set up at once, each way.
 pub const MAX_PENDING_CONNECTIONS: u32 = 64;
 
@@ -48,6 +50,43 @@ pub const PING_INTERVAL: Duration = Duration::from_secs(5);
 /// ([`crate::node::SILENT_AFTER`]), so it stops counting as a live holder.
 pub const PING_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Relay service (circuit relay v2) of a storage node, served only while AutoNAT says the node is
+/// public (its hop protocol is advertised only then): every limit below bounds what relaying
+/// for nodes behind NATs can cost a public node.
+pub mod relay_limits {
+    use std::time::Duration;
+
+    /// Reservations held at once: nodes behind a NAT reachable through this node.
+    pub const MAX_RESERVATIONS: usize = 128;
+    /// Reservations per peer (a node renews its own; a second is a spare while it reconnects).
+    pub const MAX_RESERVATIONS_PER_PEER: usize = 2;
+    /// How long a reservation lasts before its holder must renew it (libp2p's default, 1 h).
+    pub const RESERVATION_DURATION: Duration = Duration::from_secs(3600);
+    /// Relayed connections at once, in total.
+    pub const MAX_CIRCUITS: usize = 32;
+    /// Relayed connections per source peer.
+    pub const MAX_CIRCUITS_PER_PEER: usize = 4;
+    /// How long one relayed connection may last: 10 min, long enough for a put or get of a
+    /// few hundred MiB at home-uplink speeds; the owner dials again after it ends.
+    pub const MAX_CIRCUIT_DURATION: Duration = Duration::from_secs(600);
+    /// Bytes one relayed connection may carry, both ways together: 256 MiB, eight of the
+    /// largest shards (32 MiB). libp2p's default (128 KiB) would not carry a single shard, and
+    /// a node behind a NAT that hole punching cannot open stores and serves through its relay.
+    pub const MAX_CIRCUIT_BYTES: u64 = 256 << 20;
+}
+
+/// How long a node waits after start before its first AutoNAT probe: 5 s, time for its first
+/// peers to connect and answer identify (libp2p's default waits 15 s).
+pub const AUTONAT_BOOT_DELAY: Duration = Duration::from_secs(5);
+
+/// How soon AutoNAT probes again while it has no confident answer: 15 s (libp2p's default 90 s
+/// would leave a node behind a NAT unreachable for minutes after it starts).
+pub const AUTONAT_RETRY: Duration = Duration::from_secs(15);
+
+/// How long one peer is not asked for another AutoNAT probe: 15 s, so a small network's few
+/// peers can give the three answers a confident status needs within a minute.
+pub const AUTONAT_THROTTLE_SERVER: Duration = Duration::from_secs(15);
+
 /// Options that shape the behaviour.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -57,6 +96,8 @@ pub struct Options {
     pub mdns: bool,
     /// Gossipsub heartbeat; tests shorten it.
     pub gossip_heartbeat: Duration,
+    /// AutoNAT counts private addresses as reachable (`[node] private_ips_reachable`).
+    pub private_ips_reachable: bool,
 }
 
 pub use composed::{Behaviour, BehaviourEvent};
@@ -69,6 +110,13 @@ mod composed {
     /// Every protocol a DeFS node speaks.
     #[derive(NetworkBehaviour)]
     pub struct Behaviour {
+        /// Bounds on connections. First: a connection it denies must be denied before any
+        /// other behaviour records it (request-response keeps a connection from its
+        /// `handle_established_*` on, and a later denial left it stale: libp2p's debug
+        /// assertion on closing fired on the test bed once relayed and hole-punched
+        /// connections made a third connection to one peer). It emits no events, so polling it
+        /// first delays nothing.
+        pub limits: connection_limits::Behaviour,
         /// Shard store/fetch/has/delete and lookup answers: first, it is what users wait on.
         pub shard: request_response::Behaviour<ShardCodec>,
         /// Broadcast index lookups.
@@ -83,12 +131,12 @@ mod composed {
         pub mdns: Toggle<mdns::tokio::Behaviour>,
         /// Reaching and being reached through relays.
         pub relay: relay::client::Behaviour,
+        /// Relaying for nodes behind NATs: storage nodes only, and only while reachable.
+        pub relay_server: Toggle<relay::Behaviour>,
         /// Hole punching through a relayed connection.
         pub dcutr: dcutr::Behaviour,
         /// Whether we are reachable from outside.
         pub autonat: autonat::Behaviour,
-        /// Bounds on connections.
-        pub limits: connection_limits::Behaviour,
     }
 }
 
@@ -147,7 +195,9 @@ impl Behaviour {
         let identify = identify::Behaviour::new(
             identify::Config::new(IDENTIFY_PROTOCOL.to_string(), key.public())
                 .with_agent_version(format!("{agent}{}", env!("CARGO_PKG_VERSION")))
-                .with_interval(Duration::from_secs(60)),
+                .with_interval(Duration::from_secs(60))
+                // A circuit address (a relay reservation) must reach peers when it appears.
+                .with_push_listen_addr_updates(true),
         );
 
         let mdns = if opts.mdns {
@@ -177,9 +227,43 @@ impl Behaviour {
             ),
             mdns: Toggle::from(mdns),
             relay,
+            relay_server: Toggle::from(opts.storage.then(|| relay_server(peer_id))),
             dcutr: dcutr::Behaviour::new(peer_id),
-            autonat: autonat::Behaviour::new(peer_id, autonat::Config::default()),
+            autonat: autonat::Behaviour::new(
+                peer_id,
+                autonat::Config {
+                    boot_delay: AUTONAT_BOOT_DELAY,
+                    retry_interval: AUTONAT_RETRY,
+                    throttle_server_period: AUTONAT_THROTTLE_SERVER,
+                    only_global_ips: !opts.private_ips_reachable,
+                    ..autonat::Config::default()
+                },
+            ),
             limits: connection_limits::Behaviour::new(limits),
         })
     }
+}
+
+/// The relay server with [`relay_limits`] (and libp2p's default per-peer and per-IP rate limits
+/// on reservations and circuits). It starts switched off; the node switches it on while AutoNAT
+/// says the node is public (`node/reach.rs`). libp2p's automatic switch would also count a
+/// relay reservation's circuit address as external, and a node behind a NAT would offer to
+/// relay through its own relay.
+fn relay_server(peer_id: libp2p::PeerId) -> relay::Behaviour {
+    use relay_limits::*;
+    let mut server = relay::Behaviour::new(
+        peer_id,
+        relay::Config {
+            max_reservations: MAX_RESERVATIONS,
+            max_reservations_per_peer: MAX_RESERVATIONS_PER_PEER,
+            reservation_duration: RESERVATION_DURATION,
+            max_circuits: MAX_CIRCUITS,
+            max_circuits_per_peer: MAX_CIRCUITS_PER_PEER,
+            max_circuit_duration: MAX_CIRCUIT_DURATION,
+            max_circuit_bytes: MAX_CIRCUIT_BYTES,
+            ..relay::Config::default()
+        },
+    );
+    server.set_status(Some(relay::Status::Disable));
+    server
 }

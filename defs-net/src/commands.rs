@@ -161,6 +161,72 @@ pub fn json_str(s: &str) -> String {
     o
 }
 
+/// How a peer is connected: `direct`, `relayed` (only through a relay), `direct+relayed`
+/// (both, e.g. while DCUtR's direct connection replaces the relayed one) or `none`.
+fn link(p: &crate::node::PeerSnapshot) -> &'static str {
+    match (p.direct > 0, p.relayed > 0) {
+        (true, false) => "direct",
+        (false, true) => "relayed",
+        (true, true) => "direct+relayed",
+        (false, false) => "none",
+    }
+}
+
+/// `defs status`'s reachability object.
+fn reach_json(r: &crate::node::ReachReport) -> String {
+    format!(
+        "{{\"reachability\":{},\"public_addr\":{},\"relays\":[{}],\"relaying_for\":{},\"relay_circuits\":{},\"direct_connections\":{},\"relayed_connections\":{},\"hole_punches\":{},\"hole_punch_failures\":{}}}",
+        json_str(&r.reachability.to_string()),
+        r.public_addr
+            .as_ref()
+            .map_or("null".into(), |a| json_str(&a.to_string())),
+        r.relays
+            .iter()
+            .map(|p| json_str(&p.to_string()))
+            .collect::<Vec<_>>()
+            .join(","),
+        r.relaying_for,
+        r.circuits,
+        r.direct_connections,
+        r.relayed_connections,
+        r.hole_punches,
+        r.hole_punch_failures,
+    )
+}
+
+/// `defs status`'s reachability lines.
+fn reach_text(out: &mut String, r: &crate::node::ReachReport) {
+    let how = match (r.reachability, &r.public_addr) {
+        (crate::node::Reachability::Public, Some(a)) => format!("public (dialled back at {a})"),
+        (crate::node::Reachability::Private, _) if r.relays.is_empty() => {
+            "private (behind a NAT or firewall; no relay reservation yet)".to_string()
+        }
+        (crate::node::Reachability::Private, _) => format!(
+            "private (behind a NAT or firewall), reachable through {} relay(s): {}",
+            r.relays.len(),
+            r.relays
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        (reach, _) => reach.to_string(),
+    };
+    let _ = writeln!(out, "reachability:   {how}");
+    let _ = writeln!(
+        out,
+        "connections:    {} direct, {} relayed; hole punches {} ok, {} failed",
+        r.direct_connections, r.relayed_connections, r.hole_punches, r.hole_punch_failures
+    );
+    if r.relaying_for > 0 || r.circuits > 0 {
+        let _ = writeln!(
+            out,
+            "relay service:  {} reservation(s), {} relayed connection(s) open",
+            r.relaying_for, r.circuits
+        );
+    }
+}
+
 /// `defs peers`: known peers as a table or JSON.
 ///
 /// # Errors
@@ -177,7 +243,7 @@ pub async fn peers(client: &Client, json: bool) -> Result<String> {
             }
             let _ = write!(
                 out,
-                "{{\"peer\":{},\"node_id\":{},\"connected\":{},\"storage\":{},\"rtt_ms\":{},\"bandwidth\":{},\"score\":{:.4},\"capacity\":{},\"used\":{},\"zone\":{},\"puzzle_ok\":{},\"refused\":{},\"addrs\":[{}]}}",
+                "{{\"peer\":{},\"node_id\":{},\"connected\":{},\"storage\":{},\"rtt_ms\":{},\"bandwidth\":{},\"score\":{:.4},\"capacity\":{},\"used\":{},\"zone\":{},\"puzzle_ok\":{},\"refused\":{},\"link\":{},\"addrs\":[{}]}}",
                 json_str(&p.peer.to_string()),
                 p.node_id.map_or("null".into(), |n| json_str(&n.to_hex())),
                 p.connected,
@@ -197,6 +263,7 @@ pub async fn peers(client: &Client, json: bool) -> Result<String> {
                 p.info.as_ref().map_or("null".into(), |i| json_str(&i.zone)),
                 p.puzzle_ok,
                 p.refused.as_deref().map_or("null".into(), json_str),
+                json_str(link(p)),
                 p.addrs
                     .iter()
                     .map(|a| json_str(&a.to_string()))
@@ -211,7 +278,10 @@ pub async fn peers(client: &Client, json: bool) -> Result<String> {
                 out,
                 "{}  {}  {}  rtt={}  score={:.3}  {}",
                 p.peer,
-                if p.connected { "connected" } else { "known" },
+                match link(p) {
+                    "none" => "known".to_string(),
+                    l => format!("connected ({l})"),
+                },
                 match (&p.refused, p.storage) {
                     (Some(why), _) => format!("refused: {why}"),
                     (None, true) => "storage".to_string(),
@@ -282,7 +352,7 @@ pub async fn status_with(
     if json {
         let _ = write!(
             out,
-            "{{\"peer\":{},\"node_id\":{},\"listen\":[{}],\"connected_peers\":{},\"storage_peers\":{},\"usable_storage_nodes\":{},\"storage\":{},\"capacity\":{},\"used\":{},\"shards\":{},\"network_capacity\":{},\"network_free\":{},\"protected\":{},\"warning\":{},\"pairing\":{},\"audits\":{}}}",
+            "{{\"peer\":{},\"node_id\":{},\"listen\":[{}],\"connected_peers\":{},\"storage_peers\":{},\"usable_storage_nodes\":{},\"storage\":{},\"capacity\":{},\"used\":{},\"shards\":{},\"network_capacity\":{},\"network_free\":{},\"protected\":{},\"warning\":{},\"pairing\":{},\"audits\":{},\"reach\":{}}}",
             json_str(&s.peer.to_string()),
             json_str(&s.node_id.to_hex()),
             s.listen
@@ -303,6 +373,7 @@ pub async fn status_with(
             warning.map_or("null".into(), json_str),
             s.pairing.as_ref().map_or("null".into(), pairing_json),
             audits_json(&s.audits),
+            reach_json(&s.reach),
         );
     } else {
         let _ = writeln!(out, "peer id:        {}", s.peer);
@@ -315,6 +386,7 @@ pub async fn status_with(
             "peers:          {} connected, {} storage",
             s.connected, s.storage_peers
         );
+        reach_text(&mut out, &s.reach);
         if s.info.storage {
             let _ = writeln!(
                 out,

@@ -35,7 +35,8 @@ use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, Swarm, gossipsub, identify, identity, kad, mdns, noise, ping, tcp, yamux,
+    Multiaddr, PeerId, Swarm, gossipsub, identify, identity, kad, mdns, noise, ping, relay, tcp,
+    yamux,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -54,8 +55,13 @@ mod handle;
 mod lookups;
 mod messages;
 mod peers;
+mod reach;
 mod roots;
 mod shard;
+
+pub use reach::{
+    RESERVE_CHECK, RESERVE_RETRY, RETIRE_WITHIN, ReachReport, Reachability, WANT_RELAYS,
+};
 
 /// Commands queued to the actor before `send` waits. Bounded: a stuck actor pushes back.
 pub const COMMAND_QUEUE: usize = 1024;
@@ -108,6 +114,13 @@ pub const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// ~100 ms across continents), so a gap of 300 ms means the lookup has nobody new to give.
 pub const DISCOVERY_QUIET: Duration = Duration::from_millis(300);
 
+/// How long [`Node::discover`] waits without a new peer connecting while dials are still being
+/// set up: 5 s. A relayed dial (a connection to the relay, a circuit through it, the handshakes,
+/// and from behind a NAT the QUIC attempts at the peer's private addresses beside it) took more
+/// than 2 s on the test bed (`ci/netbed`) from a client behind a NAT; a dead address's
+/// transport timeout is not waited for beyond this.
+pub const DISCOVERY_DIAL_QUIET: Duration = Duration::from_secs(5);
+
 /// Configuration of a node.
 #[derive(Debug)]
 pub struct Config {
@@ -132,6 +145,8 @@ pub struct Config {
     /// Pairing settings; a node with a store and these pairs with a partner
     /// ([`crate::pairing`]).
     pub pairing: Option<crate::pairing::Config>,
+    /// AutoNAT counts private addresses as reachable (`[node] private_ips_reachable`).
+    pub private_ips_reachable: bool,
 }
 
 impl Default for Config {
@@ -146,6 +161,7 @@ impl Default for Config {
             gossip_heartbeat: Duration::from_secs(1),
             peer_difficulty: DEFAULT_PUZZLE_DIFFICULTY,
             pairing: None,
+            private_ips_reachable: false,
         }
     }
 }
@@ -177,6 +193,10 @@ pub struct PeerSnapshot {
     pub refused: Option<String>,
     /// It has answered identify on its current connection (its role is known).
     pub identified: bool,
+    /// Its connections that go straight to it.
+    pub direct: usize,
+    /// Its connections that go through a relay.
+    pub relayed: usize,
 }
 
 /// The node's own state, for `defs status`.
@@ -202,6 +222,8 @@ pub struct NodeStatus {
     pub pairing: Option<crate::pairing::Report>,
     /// Audits this node ran as an owner.
     pub audits: crate::audit::Summary,
+    /// Whether this node is reachable, its relays, and how its connections go.
+    pub reach: ReachReport,
 }
 
 /// What a one-shot node found of the network ([`Node::discover`]).
@@ -328,6 +350,11 @@ pub enum NodeMessage {
         /// One report per address, in the order given.
         reply: oneshot::Sender<Vec<bootstrap::Report>>,
     },
+    /// How many outgoing connections are being set up (a relayed dial takes a few round trips).
+    Dialing {
+        /// Answer.
+        reply: oneshot::Sender<u32>,
+    },
     /// Node ids of the peers reachable now (connected, identity accepted).
     Live {
         /// The node ids.
@@ -453,6 +480,10 @@ struct PeerState {
     /// It refused a store because it is shutting down: not a placement candidate until it
     /// connects again.
     draining: bool,
+    /// Its connections that go through a relay (a subset of `connections`).
+    relayed: Vec<ConnectionId>,
+    /// It offers relay service now (identify lists the circuit relay hop protocol).
+    relay_hop: bool,
 }
 
 /// Where the answer to an admitted operation goes.
@@ -565,6 +596,8 @@ struct NodeActor {
     _pairing_task: Option<AbortOnDropHandle<()>>,
     /// Audits run through this node.
     audits: crate::audit::Log,
+    /// Reachability, relays and hole punching.
+    reach: reach::Reach,
 }
 
 /// A timer ticking every `period` that skips ticks missed while busy (never a burst).
@@ -643,6 +676,8 @@ impl NodeActor {
             }
         }
         self.expire_dht_gets(now);
+        self.reserve_relays(now);
+        self.retire_relayed(now);
         self.redial_lost_peers(now);
         self.disconnect_silent_peers(now);
         if now.duration_since(self.last_refresh) >= INFO_REFRESH {
@@ -671,6 +706,18 @@ impl NodeActor {
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 self.listen.retain(|a| a != &address);
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                addresses,
+            } => {
+                self.listen.retain(|a| !addresses.contains(a));
+                let why = match &reason {
+                    Ok(()) => "closed".to_string(),
+                    Err(e) => e.to_string(),
+                };
+                self.on_listener_closed(listener_id, &why);
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
@@ -701,6 +748,9 @@ impl NodeActor {
                     s.draining = false;
                 }
                 s.connections += 1;
+                if endpoint.is_relayed() {
+                    s.relayed.push(connection_id);
+                }
                 s.last_seen = Instant::now();
                 s.redial = None;
                 if endpoint.is_dialer() && !s.addrs.contains(&addr) {
@@ -710,9 +760,14 @@ impl NodeActor {
                 // Logs a refusal once, as soon as the peer shows up.
                 let _ = self.allowed(peer_id);
             }
-            SwarmEvent::ConnectionClosed { peer_id, .. } => {
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                ..
+            } => {
                 if let Some(s) = self.peers.get_mut(&peer_id) {
                     s.connections = s.connections.saturating_sub(1);
+                    s.relayed.retain(|c| *c != connection_id);
                     s.last_seen = Instant::now();
                     if s.connections == 0 && s.storage && s.puzzle_ok && !s.addrs.is_empty() {
                         s.redial = Some((s.last_seen + REDIAL_FIRST, REDIAL_FIRST));
@@ -751,6 +806,7 @@ impl NodeActor {
             }
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
                 let storage = info.agent_version.starts_with(AGENT_STORAGE);
+                let relay_hop = info.protocols.contains(&relay::HOP_PROTOCOL_NAME);
                 let listen: Vec<Multiaddr> = info
                     .listen_addrs
                     .into_iter()
@@ -763,9 +819,27 @@ impl NodeActor {
                         .kad
                         .add_address(&peer_id, a.clone());
                 }
+                // A circuit address the peer no longer lists is a relay reservation it lost:
+                // dialling it would fail (or wait on a relay that is gone).
+                let stale: Vec<Multiaddr> = self
+                    .peers
+                    .get(&peer_id)
+                    .map(|s| {
+                        s.addrs
+                            .iter()
+                            .filter(|a| reach::is_circuit(a) && !listen.contains(a))
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for a in &stale {
+                    self.swarm.behaviour_mut().kad.remove_address(&peer_id, a);
+                }
                 let s = self.peer(peer_id);
+                s.addrs.retain(|a| !stale.contains(a));
                 let was_storage = s.storage;
                 s.storage = storage;
+                s.relay_hop = relay_hop;
                 s.identified = true;
                 for a in listen {
                     if !s.addrs.contains(&a) {
@@ -823,6 +897,10 @@ impl NodeActor {
                         ..
                     },
             }) => self.on_dht_inbound_put(source, record),
+            BehaviourEvent::Autonat(ev) => self.on_autonat(ev),
+            BehaviourEvent::Relay(ev) => self.on_relay_client(ev),
+            BehaviourEvent::RelayServer(ev) => self.on_relay_server(ev),
+            BehaviourEvent::Dcutr(ev) => self.on_dcutr(ev),
             BehaviourEvent::Mdns(mdns::Event::Discovered(list)) => {
                 for (peer, addr) in list {
                     if peer != self.peer_id

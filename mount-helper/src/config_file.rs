@@ -73,6 +73,9 @@ mdns = {mdns}
 # dir) listens on while it runs; `--listen` overrides. It dials out to its peers, so the
 # default listens on this machine only (an empty list means the same).
 client_listen = {client_listen}
+# Count private addresses (10/8, 172.16/12, 192.168/16, ...) as reachable when peers check this
+# node's reachability (AutoNAT) and it checks theirs: on for a LAN without global addresses.
+private_ips_reachable = {private_ips}
 
 [identity]
 # Work puzzle: leading zero bits of BLAKE3(NodeId) a new identity must have, and the minimum
@@ -154,6 +157,7 @@ interval_secs = {audit_interval}
         bootstrap = list(&c.node.bootstrap),
         mdns = c.node.mdns,
         client_listen = list(&c.node.client_listen),
+        private_ips = c.node.private_ips_reachable,
         difficulty = c.identity.puzzle_difficulty,
         mode = c.layout.mode,
         k = c.layout.k,

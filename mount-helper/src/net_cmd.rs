@@ -207,6 +207,7 @@ async fn ephemeral(
             mdns,
             store: None,
             peer_difficulty: config.identity.puzzle_difficulty,
+            private_ips_reachable: config.node.private_ips_reachable,
             ..defs_net::Config::default()
         },
     )
@@ -554,6 +555,7 @@ impl StorageNode {
                 zone: opts.zone.clone(),
                 peer_difficulty: config.identity.puzzle_difficulty,
                 pairing: pairing_config(dir, &config.pairing),
+                private_ips_reachable: config.node.private_ips_reachable,
                 ..defs_net::Config::default()
             },
         )

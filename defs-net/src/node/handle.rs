@@ -16,6 +16,7 @@ impl Node {
             storage: config.store.is_some(),
             mdns: config.mdns,
             gossip_heartbeat: config.gossip_heartbeat,
+            private_ips_reachable: config.private_ips_reachable,
         };
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key.clone())
             .with_tokio()
@@ -147,6 +148,7 @@ impl Node {
             pairing,
             _pairing_task: pairing_task,
             audits: crate::audit::Log::default(),
+            reach: super::reach::Reach::new(Instant::now()),
         };
         let span = info_span!("node", peer = %short(&peer_id));
         let task = tokio::spawn(actor.run().instrument(span));
@@ -461,7 +463,12 @@ impl Node {
             }
             connected = now_connected;
             let d = count(&peers);
-            let quiet = last_new.elapsed() >= DISCOVERY_QUIET;
+            // Dials still being set up (a relayed one takes a few round trips more) may bring
+            // more peers: quiet means none is, or none has connected for DISCOVERY_DIAL_QUIET
+            // (a dial of a dead peer's address can wait on its transport's timeout).
+            let quiet = last_new.elapsed() >= DISCOVERY_DIAL_QUIET
+                || (last_new.elapsed() >= DISCOVERY_QUIET
+                    && self.ask(|reply| NodeMessage::Dialing { reply }).await? == 0);
             if is_enough(&d) || (d.settled && (looked_up || quiet)) {
                 return Ok(d);
             }

@@ -65,6 +65,8 @@ impl NodeActor {
                         puzzle_ok: s.puzzle_ok,
                         refused: bootstrap::refusal(s.node_id.as_ref(), self.peer_difficulty),
                         identified: s.identified,
+                        direct: s.connections.saturating_sub(s.relayed.len()),
+                        relayed: s.relayed.len(),
                     })
                     .collect();
                 let _ = reply.send(list);
@@ -176,6 +178,10 @@ impl NodeActor {
                     .collect();
                 let _ = reply.send(list);
             }
+            NodeMessage::Dialing { reply } => {
+                let info = self.swarm.network_info();
+                let _ = reply.send(info.connection_counters().num_pending_outgoing());
+            }
             NodeMessage::Live { reply } => {
                 let live = self
                     .peers
@@ -224,6 +230,7 @@ impl NodeActor {
                         .zip(self.service.as_ref())
                         .map(|(p, s)| p.report(&s.store())),
                     audits: self.audits.summary(),
+                    reach: self.reach_report(),
                 });
             }
         }

@@ -33,6 +33,8 @@ impl NodeActor {
                 redial: None,
                 last_pong: now,
                 draining: false,
+                relayed: Vec::new(),
+                relay_hop: false,
                 node_id,
                 last_seen: now,
             }
@@ -122,6 +124,15 @@ impl NodeActor {
             .shard
             .send_request(&peer, Request::Info);
         self.pending.insert(id, Pending::Info { peer });
+    }
+
+    /// Whether a request of ours to `peer` (a handle's or our own Info refresh) waits for its
+    /// answer.
+    pub(super) fn requests_in_flight_to(&self, peer: PeerId) -> bool {
+        self.pending.values().any(|p| match p {
+            Pending::Client { peer: p, .. } | Pending::Info { peer: p } => *p == peer,
+            Pending::Answer => false,
+        })
     }
 
     pub(super) fn full_addr(&self, addr: &Multiaddr) -> Multiaddr {
