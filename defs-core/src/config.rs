@@ -422,4 +422,27 @@ mod tests {
         c.layout.parity_ratio = f64::NAN;
         assert!(c.validate().is_err());
     }
+
+    #[test]
+    fn retention_settings_are_checked_and_convert() {
+        let r = Config::default().namespace.retention();
+        assert_eq!((r.keep_versions, r.keep_days, r.every_secs), (48, 30, 3600));
+        for (keep, every, field) in [
+            (0, 3600, "namespace.keep_versions"),
+            (256, 3600, "namespace.keep_versions"),
+            (48, 0, "namespace.version_every_secs"),
+        ] {
+            let mut c = Config::default();
+            c.namespace.keep_versions = keep;
+            c.namespace.version_every_secs = every;
+            assert!(
+                matches!(c.validate(), Err(Error::InvalidConfig { field: f, .. }) if f == field),
+                "{keep} {every}"
+            );
+        }
+        let mut c = Config::default();
+        c.namespace.keep_versions = 255;
+        c.namespace.keep_days = 0;
+        c.validate().unwrap();
+    }
 }
