@@ -76,6 +76,16 @@ impl Config {
                 format!("{} is below the minimum {MIN_LEASE_SECS}", n.lease_secs),
             );
         }
+        let max = crate::publish::versions::MAX_VERSIONS;
+        if n.keep_versions == 0 || n.keep_versions as usize > max {
+            return bad(
+                "namespace.keep_versions",
+                format!("{} is not within 1..={max}", n.keep_versions),
+            );
+        }
+        if n.version_every_secs == 0 {
+            return bad("namespace.version_every_secs", "must be at least 1".into());
+        }
         let p = &self.pairing;
         if p.heartbeat_secs == 0 {
             return bad("pairing.heartbeat_secs", "must be at least 1".into());
@@ -271,6 +281,24 @@ pub struct NamespaceSettings {
     /// How long a mount without a metadata DB waits for a storage peer before it gives up
     /// recovering the namespace, in seconds. Default 30.
     pub recover_wait_secs: u64,
+    /// Kept versions of the tree (`/.snapshots`) at most, the newest; 1..=255. Default 48.
+    pub keep_versions: u32,
+    /// No kept version older than this many days (0: no age limit). Default 30.
+    pub keep_days: u32,
+    /// The first state published in each period of this many seconds is kept (besides every
+    /// `defs sync` and the release at unmount). Default 3600.
+    pub version_every_secs: u64,
+}
+
+impl NamespaceSettings {
+    /// The retention of kept versions these settings ask for.
+    pub fn retention(&self) -> crate::publish::versions::Retention {
+        crate::publish::versions::Retention {
+            keep_versions: self.keep_versions,
+            keep_days: self.keep_days,
+            every_secs: self.version_every_secs,
+        }
+    }
 }
 
 impl Default for NamespaceSettings {
@@ -280,6 +308,9 @@ impl Default for NamespaceSettings {
             max_staleness_secs: 60,
             lease_secs: 300,
             recover_wait_secs: 30,
+            keep_versions: 48,
+            keep_days: 30,
+            version_every_secs: 3600,
         }
     }
 }
@@ -397,5 +428,28 @@ mod tests {
         let mut c = Config::default();
         c.layout.parity_ratio = f64::NAN;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn retention_settings_are_checked_and_convert() {
+        let r = Config::default().namespace.retention();
+        assert_eq!((r.keep_versions, r.keep_days, r.every_secs), (48, 30, 3600));
+        for (keep, every, field) in [
+            (0, 3600, "namespace.keep_versions"),
+            (256, 3600, "namespace.keep_versions"),
+            (48, 0, "namespace.version_every_secs"),
+        ] {
+            let mut c = Config::default();
+            c.namespace.keep_versions = keep;
+            c.namespace.version_every_secs = every;
+            assert!(
+                matches!(c.validate(), Err(Error::InvalidConfig { field: f, .. }) if f == field),
+                "{keep} {every}"
+            );
+        }
+        let mut c = Config::default();
+        c.namespace.keep_versions = 255;
+        c.namespace.keep_days = 0;
+        c.validate().unwrap();
     }
 }

@@ -49,6 +49,7 @@
 
 mod files;
 pub mod recover;
+pub mod versions;
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
@@ -68,12 +69,14 @@ use crate::root_record::{ObjectRef, RootBody, RootRecord, WriterId};
 use crate::snapshot::SnapshotStats;
 use crate::snapshot::segment::{self, SegmentHead};
 use crate::sync::Arc;
+use crate::types::FileId;
 pub use files::{PUBLISH_DIR, ROOT_NEXT, ROOT_RECORD, ROOT_SEEN};
 use files::{
     blocking, raise_seen, read_seen, remove_durably, remove_states_but, state_file, tail,
     write_durably,
 };
 pub use recover::{Candidates, Recovered, Refusal, candidates, recover};
+use versions::{Retention, Version, Why};
 
 /// Who publishes and for how long it holds the namespace (docs/namespace-publishing.md §5).
 #[derive(Clone, Debug)]
@@ -109,6 +112,11 @@ struct State {
     top_seq: u64,
     /// Set when a holder refused our record as a rollback: publishing has stopped.
     lost: Option<Error>,
+    /// The kept versions the last committed record names (its versions object and the list),
+    /// once loaded (`versions.list`, else fetched).
+    versions: Option<(Option<FileId>, Vec<Version>)>,
+    /// The list a signed record names, written as `versions.list` at its commit.
+    staged: Option<(FileId, Vec<u8>, Vec<Version>)>,
 }
 
 /// Publishes one identity's namespace (see the module doc).
@@ -119,6 +127,7 @@ pub struct Publisher {
     roots: Arc<dyn RootStore>,
     identity: Arc<Identity>,
     config: PublishConfig,
+    retention: Retention,
     /// The LSN of the last committed cut.
     published_lsn: AtomicU64,
     /// The seq of the last committed record.
@@ -244,16 +253,49 @@ impl Publisher {
             roots,
             identity,
             config,
+            retention: Retention::default(),
             published_lsn: AtomicU64::new(published_lsn),
             published_seq: AtomicU64::new(published_seq),
             state: tokio::sync::Mutex::new(State {
                 last,
                 top_seq,
                 lost: None,
+                versions: None,
+                staged: None,
             }),
         })
     }
 
+    /// Sets which published states are kept as versions (default: [`Retention::default`]).
+    pub fn with_retention(mut self, retention: Retention) -> Publisher {
+        self.retention = retention;
+        self
+    }
+
+    /// The seqs of the kept versions and of the current published record, ascending: what
+    /// the garbage collector must keep loadable ([`versions::kept_seqs`]).
+    ///
+    /// # Errors
+    /// When the versions object the last record names can be neither read locally nor
+    /// fetched: then nothing is known to be unkept, and nothing may be collected.
+    pub async fn kept_seqs(&self) -> Result<Vec<u64>> {
+        let mut st = self.state.lock().await;
+        let list = self.load_versions(&mut st).await?;
+        Ok(versions::kept_seqs(&list, self.published_seq()))
+    }
+
+    /// The kept versions the last committed record names: the local copy, else fetched.
+    async fn load_versions(&self, st: &mut State) -> Result<Vec<Version>> {
+        let named = st.last.as_ref().and_then(|(_, b)| b.versions);
+        if let Some((file, list)) = &st.versions
+            && *file == named
+        {
+            return Ok(list.clone());
+        }
+        let list = versions::sync_local(&self.dir, &self.objects, named).await?;
+        st.versions = Some((named, list.clone()));
+        Ok(list)
+    }
     /// Whether any operation returned since the last published cut.
     ///
     /// # Errors
@@ -278,7 +320,17 @@ impl Publisher {
     /// Safe at every await: the files left behind are each a step's durable outcome, and the
     /// next call (or the next [`Publisher::open`]) resumes from them.
     pub async fn publish_now(&self) -> Result<Published> {
-        self.publish(self.config.lease_secs).await
+        self.publish(self.config.lease_secs, Why::Change).await
+    }
+
+    /// [`Publisher::publish_now`] for `defs sync`: the state published is a kept version
+    /// (`/.snapshots`), also when it was published before without being kept.
+    ///
+    /// # Errors
+    /// # Cancel safety
+    /// As [`Publisher::publish_now`].
+    pub async fn publish_sync(&self) -> Result<Published> {
+        self.publish(self.config.lease_secs, Why::Sync).await
     }
 
     /// Publishes the current state with lease 0 (unmount): another machine may then mount
@@ -288,10 +340,10 @@ impl Publisher {
     /// # Cancel safety
     /// As [`Publisher::publish_now`].
     pub async fn release(&self) -> Result<Published> {
-        self.publish(0).await
+        self.publish(0, Why::Release).await
     }
 
-    async fn publish(&self, lease_secs: u32) -> Result<Published> {
+    async fn publish(&self, lease_secs: u32, why: Why) -> Result<Published> {
         let mut st = self.state.lock().await;
         if let Some(e) = &st.lost {
             return Err(lost_again(e));
@@ -308,7 +360,10 @@ impl Publisher {
                 && (lease_secs == 0
                     || now_ms().saturating_sub(r.time_ms()) < u64::from(lease_secs) * 1000 / 3)
         });
-        if !self.changed()? && fresh_lease {
+        // A state published for `defs sync` or the release is kept: one published before
+        // without being kept gets a new record that says so.
+        let keep_last = why != Why::Change && st.last.as_ref().is_some_and(|(_, b)| !b.kept);
+        if !self.changed()? && fresh_lease && !keep_last {
             return self.resend_last(&mut st).await;
         }
         let seq = st.top_seq.checked_add(1).ok_or_else(|| Error::Corrupt {
@@ -338,7 +393,7 @@ impl Publisher {
             .last
             .as_ref()
             .is_some_and(|(_, b)| b.snapshot == snapshot && b.segments == segments);
-        if same && fresh_lease {
+        if same && fresh_lease && !keep_last {
             // Only bytes in the local cache changed (dirty files publish their stored size):
             // the network already holds this view; no new seq.
             let db = self.db.clone();
@@ -346,16 +401,21 @@ impl Publisher {
             self.published_lsn.fetch_max(lsn, Ordering::AcqRel);
             return self.resend_last(&mut st).await;
         }
+        let time_ms = now_ms();
+        let (versions, kept, listed) = self
+            .next_versions(&mut st, why, seq, time_ms, &snapshot, &segments)
+            .await?;
+        let uploaded = uploaded + listed;
         let body = RootBody {
             writer: self.config.writer,
             lease_secs,
             writer_name: self.config.writer_name.clone(),
             snapshot,
             segments,
-            versions: None,
-            kept: false,
+            versions,
+            kept,
         };
-        let rec = RootRecord::sign(&self.identity, seq, now_ms(), &body)?;
+        let rec = RootRecord::sign(&self.identity, seq, time_ms, &body)?;
         let mut pending = lsn.to_le_bytes().to_vec();
         pending.extend_from_slice(rec.as_bytes());
         write_durably(&self.dir, ROOT_NEXT, &pending)?;
@@ -363,6 +423,54 @@ impl Publisher {
         debug!(seq, "publish: record signed");
         self.send_and_commit(&mut st, lsn, rec, body, uploaded)
             .await
+    }
+
+    /// The versions object the record `seq` (made at `time_ms` for `why`, naming `snapshot` +
+    /// `segments`) names, whether its state is a kept version, and the bytes stored for it:
+    /// the last list plus this state when [`versions::keeps`] says so, trimmed by
+    /// [`versions::retain`]; stored anew only when it changed (then staged for the commit).
+    async fn next_versions(
+        &self,
+        st: &mut State,
+        why: Why,
+        seq: u64,
+        time_ms: u64,
+        snapshot: &ObjectRef,
+        segments: &[ObjectRef],
+    ) -> Result<(Option<FileId>, bool, u64)> {
+        let list = match self.load_versions(st).await {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(error = %e, "publish: the last list of kept versions is unreadable; starting a new one");
+                Vec::new()
+            }
+        };
+        let current = st.last.as_ref().and_then(|(_, b)| b.versions);
+        let mut next = list.clone();
+        if versions::keeps(why, &list, snapshot, segments, time_ms, &self.retention) {
+            next.push(Version {
+                seq,
+                time_ms,
+                snapshot: *snapshot,
+                segments: segments.to_vec(),
+            });
+        }
+        let next = versions::retain(next, (snapshot, segments), time_ms, &self.retention);
+        let kept = next.last().is_some_and(|v| v.is_state(snapshot, segments));
+        let seqs = |l: &[Version]| l.iter().map(|v| v.seq).collect::<Vec<_>>();
+        if seqs(&next) == seqs(&list) && (current.is_some() || next.is_empty()) {
+            st.staged = None;
+            return Ok((current, kept, 0));
+        }
+        if next.is_empty() {
+            st.staged = None;
+            return Ok((None, kept, 0));
+        }
+        let (file, plain) = versions::store(&self.objects, &next).await?;
+        info!(%file, versions = next.len(), kept, "publish: versions object stored");
+        let len = plain.len() as u64;
+        st.staged = Some((file, plain, next));
+        Ok((Some(file), kept, len))
     }
 
     /// Sends the last committed record again (its copies counted anew, stale holders healed).
@@ -570,6 +678,7 @@ impl Publisher {
         self.published_seq.store(seq, Ordering::Release);
         st.top_seq = st.top_seq.max(seq);
         info!(seq, copies, "namespace published");
+        self.commit_versions(st, body.versions).await;
         let (snapshot, segments) = (body.snapshot, body.segments.len());
         st.last = Some((rec, body));
         Ok(Published {
@@ -579,6 +688,30 @@ impl Publisher {
             segments,
             uploaded,
         })
+    }
+}
+
+impl Publisher {
+    /// After a commit naming versions object `named`: the local list becomes the one staged
+    /// for it (or the one kept already). A failure to write it only costs a fetch later.
+    async fn commit_versions(&self, st: &mut State, named: Option<FileId>) {
+        let staged = st.staged.take().filter(|(f, ..)| Some(*f) == named);
+        let dir = self.dir.clone();
+        let write = match (staged, named) {
+            (Some((file, plain, list)), _) => {
+                st.versions = Some((Some(file), list));
+                blocking(move || versions::write_local(&dir, file, &plain)).await
+            }
+            (None, None) => {
+                st.versions = Some((None, Vec::new()));
+                blocking(move || files::remove_durably(&dir, versions::VERSIONS_FILE)).await
+            }
+            (None, Some(_)) => Ok(()),
+        };
+        if let Err(e) = write {
+            warn!(error = %e, "publish: writing the local list of kept versions failed");
+            st.versions = None;
+        }
     }
 }
 

@@ -60,6 +60,33 @@ const BODY_KEY_INFO: &[u8] = b"defs root body v1";
 /// Prefix of the DHT key under which an owner's record is put.
 const DHT_KEY_PREFIX: &[u8] = b"defs root v1";
 
+/// Appends a chain as body v1 (and the versions object) lay it out: the snapshot (FileId 32,
+/// len u64, trailer 32), the segment count u16, per segment FileId 32, len u32, trailer 32.
+///
+/// # Errors
+/// [`Error::TooLarge`] for a segment longer than `u32::MAX`.
+pub(crate) fn put_chain(
+    out: &mut Vec<u8>,
+    snapshot: &ObjectRef,
+    segments: &[ObjectRef],
+) -> Result<()> {
+    out.extend_from_slice(&snapshot.file.0);
+    out.extend_from_slice(&snapshot.len.to_le_bytes());
+    out.extend_from_slice(&snapshot.trailer);
+    out.extend_from_slice(&(segments.len() as u16).to_le_bytes());
+    for seg in segments {
+        let len = u32::try_from(seg.len).map_err(|_| Error::TooLarge {
+            what: "namespace segment",
+            size: seg.len,
+            limit: u64::from(u32::MAX),
+        })?;
+        out.extend_from_slice(&seg.file.0);
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&seg.trailer);
+    }
+    Ok(())
+}
+
 /// Body flag bit 0: this record's state is a kept version (`/.snapshots`).
 const FLAG_KEPT: u8 = 1;
 
@@ -131,20 +158,7 @@ impl RootBody {
         out.extend_from_slice(&self.lease_secs.to_le_bytes());
         out.push(name.len() as u8);
         out.extend_from_slice(name);
-        out.extend_from_slice(&self.snapshot.file.0);
-        out.extend_from_slice(&self.snapshot.len.to_le_bytes());
-        out.extend_from_slice(&self.snapshot.trailer);
-        out.extend_from_slice(&(self.segments.len() as u16).to_le_bytes());
-        for seg in &self.segments {
-            let len = u32::try_from(seg.len).map_err(|_| Error::TooLarge {
-                what: "namespace segment",
-                size: seg.len,
-                limit: u64::from(u32::MAX),
-            })?;
-            out.extend_from_slice(&seg.file.0);
-            out.extend_from_slice(&len.to_le_bytes());
-            out.extend_from_slice(&seg.trailer);
-        }
+        put_chain(&mut out, &self.snapshot, &self.segments)?;
         out.extend_from_slice(&self.versions.unwrap_or_default().0);
         out.push(if self.kept { FLAG_KEPT } else { 0 });
         Ok(out)

@@ -26,6 +26,7 @@ pub mod error;
 mod read;
 #[cfg(test)]
 mod remote_tests;
+pub mod snapshots;
 mod sparse;
 mod status;
 mod sync_status;
@@ -105,6 +106,8 @@ struct Inner {
     reads: read::Reads,
     /// Allocated bytes of stored versions (`st_blocks`), remembered.
     allocated: Mutex<Allocated>,
+    /// `/.snapshots`, once turned on ([`Fs::enable_snapshots`]).
+    snapshots: std::sync::OnceLock<snapshots::Snapshots>,
 }
 
 /// Allocated bytes of stored file ranges, by (object, offset, len)
@@ -187,8 +190,73 @@ impl Fs {
                 counters: Counters::default(),
                 reads: read::Reads::default(),
                 allocated: Mutex::default(),
+                snapshots: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// Turns on `/.snapshots` (see `fs/snapshots.rs`): the kept versions listed in
+    /// `meta_dir/versions.list`, restored under `meta_dir/versions/` and read through
+    /// `objects`. Once per mount; a second call changes nothing.
+    pub fn enable_snapshots(&self, meta_dir: &Path, objects: Arc<defs_core::object::Objects>) {
+        let _ = self
+            .inner
+            .snapshots
+            .set(snapshots::Snapshots::new(meta_dir.to_path_buf(), objects));
+    }
+
+    fn snapshots(&self, ino: InodeNo) -> Result<&snapshots::Snapshots> {
+        self.inner.snapshots.get().ok_or_else(|| {
+            defs_core::Error::NotFound {
+                what: format!("inode {ino}"),
+            }
+            .into()
+        })
+    }
+
+    /// A change at `name` in `parent`: EROFS inside `/.snapshots`; for the reserved name in
+    /// the root (while no real entry has it), EEXIST to create and EPERM to remove.
+    fn check_snapshots(&self, parent: InodeNo, name: &OsStr, create: bool) -> Result<()> {
+        if snapshots::is_version(parent) {
+            return Err(Error::ReadOnly);
+        }
+        if snapshots::is_reserved(parent, name)
+            && self.inner.snapshots.get().is_some()
+            && self.inner.db.lookup(parent, name_bytes(name)).is_err()
+        {
+            let what = format!(
+                "/{} is reserved for past versions",
+                snapshots::SNAPSHOTS_NAME
+            );
+            return Err(if create {
+                defs_core::Error::AlreadyExists { what }
+            } else {
+                defs_core::Error::NotPermitted { what }
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// EROFS for an inode of `/.snapshots`.
+    fn check_live(ino: InodeNo) -> Result<()> {
+        if snapshots::is_version(ino) {
+            return Err(Error::ReadOnly);
+        }
+        Ok(())
+    }
+
+    /// The attributes of the live root (what `/.snapshots` is shaped after).
+    fn root_attr(&self) -> Result<Attr> {
+        Ok(self.inner.db.getattr(InodeNo::ROOT)?)
+    }
+
+    /// The stored content of `ino`, live or in `/.snapshots`.
+    pub(crate) fn content_of(&self, ino: InodeNo) -> Result<namespace::Content> {
+        if snapshots::is_version(ino) {
+            return self.snapshots(ino)?.content(ino);
+        }
+        Ok(self.inner.db.content(ino)?)
     }
 
     /// The object layer of the network, when the mount has one.
@@ -297,8 +365,25 @@ impl Fs {
     /// # Cancel safety
     /// Safe: a dropped lookup changes nothing (except that its entry is not counted).
     pub async fn lookup(&self, parent: InodeNo, name: &OsStr) -> Result<Attr> {
-        let attr = self.inner.db.lookup(parent, name_bytes(name))?;
-        Ok(self.entry(attr))
+        if snapshots::is_version(parent) {
+            let attr = self.snapshots(parent)?.lookup(parent, name).await?;
+            self.remember(attr.ino);
+            return Ok(attr);
+        }
+        match self.inner.db.lookup(parent, name_bytes(name)) {
+            Err(defs_core::Error::NotFound { .. })
+                if snapshots::is_reserved(parent, name) && self.inner.snapshots.get().is_some() =>
+            {
+                let root = self.root_attr()?;
+                let attr = self
+                    .snapshots(parent)?
+                    .getattr(snapshots::SNAPDIR, &root)
+                    .await?;
+                self.remember(attr.ino);
+                Ok(attr)
+            }
+            r => Ok(self.entry(r?)),
+        }
     }
 
     /// The attributes of `ino`.
@@ -309,6 +394,10 @@ impl Fs {
     /// # Cancel safety
     /// Safe (read only).
     pub async fn getattr(&self, ino: InodeNo) -> Result<Attr> {
+        if snapshots::is_version(ino) {
+            let root = self.root_attr()?;
+            return self.snapshots(ino)?.getattr(ino, &root).await;
+        }
         Ok(self.with_allocated(self.inner.db.getattr(ino)?))
     }
 
@@ -329,6 +418,7 @@ impl Fs {
         set: SetAttr,
     ) -> Result<Attr> {
         self.check_writable()?;
+        Self::check_live(ino)?;
         let _ = fh;
         let now = Timestamp::now();
         let resolve = |t: TimeSet| match t {
@@ -384,6 +474,9 @@ impl Fs {
     /// # Cancel safety
     /// Safe (read only).
     pub async fn readlink(&self, ino: InodeNo) -> Result<Vec<u8>> {
+        if snapshots::is_version(ino) {
+            return self.snapshots(ino)?.readlink(ino).await;
+        }
         Ok(self.inner.db.readlink(ino)?)
     }
 
@@ -405,6 +498,7 @@ impl Fs {
         owner: Owner,
     ) -> Result<Attr> {
         self.check_writable()?;
+        self.check_snapshots(parent, name, true)?;
         let (kind, rdev) = match mode & libc::S_IFMT {
             libc::S_IFREG | 0 => (FileKind::RegularFile, 0),
             libc::S_IFIFO => (FileKind::Fifo, 0),
@@ -449,6 +543,7 @@ impl Fs {
         owner: Owner,
     ) -> Result<Attr> {
         self.check_writable()?;
+        self.check_snapshots(parent, name, true)?;
         let init = new_inode(u32::from(perm), owner);
         let attr = self
             .inner
@@ -467,6 +562,7 @@ impl Fs {
     /// Safe: one DB transaction.
     pub async fn unlink(&self, parent: InodeNo, name: &OsStr) -> Result<()> {
         self.check_writable()?;
+        self.check_snapshots(parent, name, false)?;
         let u = self
             .inner
             .db
@@ -484,6 +580,7 @@ impl Fs {
     /// Safe: one DB transaction.
     pub async fn rmdir(&self, parent: InodeNo, name: &OsStr) -> Result<()> {
         self.check_writable()?;
+        self.check_snapshots(parent, name, false)?;
         let u = self
             .inner
             .db
@@ -507,6 +604,7 @@ impl Fs {
         owner: Owner,
     ) -> Result<Attr> {
         self.check_writable()?;
+        self.check_snapshots(parent, name, true)?;
         let init = new_inode(0o777, owner);
         let attr =
             self.inner
@@ -533,6 +631,8 @@ impl Fs {
         flags: u32,
     ) -> Result<()> {
         self.check_writable()?;
+        self.check_snapshots(parent, name, false)?;
+        self.check_snapshots(newparent, newname, true)?;
         let mode = match flags {
             0 => RenameMode::Replace,
             libc::RENAME_NOREPLACE => RenameMode::NoReplace,
@@ -569,6 +669,8 @@ impl Fs {
     /// Safe: one DB transaction.
     pub async fn link(&self, ino: InodeNo, newparent: InodeNo, newname: &OsStr) -> Result<Attr> {
         self.check_writable()?;
+        Self::check_live(ino)?;
+        self.check_snapshots(newparent, newname, true)?;
         let attr = self
             .inner
             .db
@@ -604,10 +706,17 @@ impl Fs {
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         if writable {
             self.check_writable()?;
+            Self::check_live(ino)?;
         }
         let attr = self.getattr(ino).await?;
         if attr.kind == FileKind::Directory {
             return Err(defs_core::Error::IsADirectory { ino: ino.0 }.into());
+        }
+        if snapshots::is_version(ino)
+            && let Some(tag) = snapshots::tag_of(&self.content_of(ino)?)
+        {
+            // An inode number of a slot used again may have cached another version's bytes.
+            self.inner.cache.validate(ino, tag)?;
         }
         Ok(self.open_handle(&attr, writable))
     }
@@ -642,6 +751,7 @@ impl Fs {
         owner: Owner,
     ) -> Result<(Attr, Opened)> {
         self.check_writable()?;
+        self.check_snapshots(parent, name, true)?;
         let exclusive = flags & libc::O_EXCL != 0;
         let init = new_inode(mode, owner);
         let (mut attr, created) =
@@ -686,7 +796,11 @@ impl Fs {
         size: u32,
     ) -> Result<Vec<u8>> {
         self.file_handle(ino, fh)?;
-        let attr = self.inner.db.getattr(ino)?;
+        let attr = if snapshots::is_version(ino) {
+            self.getattr(ino).await?
+        } else {
+            self.inner.db.getattr(ino)?
+        };
         if offset >= attr.size {
             return Ok(Vec::new());
         }

@@ -267,6 +267,8 @@ impl TriggerActor {
     async fn publish(&mut self, why: &'static str) -> Result<Published, String> {
         let started = Instant::now();
         let r = match no_peers(self.net.as_ref(), self.owner).await {
+            // The state `defs sync` publishes is kept as a version (`/.snapshots`).
+            Ok(()) if why == "sync" => self.publisher.publish_sync().await,
             Ok(()) => self.publisher.publish_now().await,
             Err(e) => Err(e),
         };

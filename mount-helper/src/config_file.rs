@@ -127,6 +127,12 @@ max_staleness_secs = {staleness}
 lease_secs = {lease}
 # Seconds a mount without a metadata DB waits for a storage peer to recover the tree from.
 recover_wait_secs = {recover_wait}
+# Past versions of the tree, read-only under MOUNT/.snapshots/<UTC time>/: every `defs sync`,
+# the unmount and the first publish of each version_every_secs are kept; at most keep_versions
+# (1-255, the newest) and none older than keep_days (0: no age limit).
+keep_versions = {keep_versions}
+keep_days = {keep_days}
+version_every_secs = {version_every}
 
 [pairing]
 # Pair this storage node with a partner that keeps a mirror of its shards (and keep theirs).
@@ -176,6 +182,9 @@ interval_secs = {audit_interval}
         staleness = c.namespace.max_staleness_secs,
         lease = c.namespace.lease_secs,
         recover_wait = c.namespace.recover_wait_secs,
+        keep_versions = c.namespace.keep_versions,
+        keep_days = c.namespace.keep_days,
+        version_every = c.namespace.version_every_secs,
         pair_enabled = c.pairing.enabled,
         heartbeat = c.pairing.heartbeat_secs,
         partner_timeout = c.pairing.partner_timeout_secs,

@@ -189,7 +189,8 @@ pub fn start_publisher(
         node.identity.clone(),
         config,
     )
-    .context("opening the namespace publisher")?;
+    .context("opening the namespace publisher")?
+    .with_retention(settings.retention());
     Ok(PublishTrigger::spawn(
         db,
         Arc::new(publisher),

@@ -19,6 +19,7 @@ mod remount;
 mod safety;
 mod sync;
 mod tools;
+mod versions;
 
 /// Mounts a fresh DeFS, or returns from the test when FUSE is unusable outside CI.
 macro_rules! mount {

@@ -34,7 +34,7 @@ use crate::meta::schema::{KEY_PUBLISHED_LSN, KEY_PUBLISHED_SEQ};
 use crate::meta::{DB_FILE, LOG_FILE, MetaDb};
 use crate::object::Objects;
 use crate::remote::RootStore;
-use crate::root_record::{RootBody, RootRecord};
+use crate::root_record::{ObjectRef, RootBody, RootRecord};
 use crate::snapshot::SnapshotStats;
 use crate::snapshot::segment::{MAX_SEGMENT_LEN, apply_chain};
 
@@ -114,6 +114,11 @@ pub async fn recover(
                 // it, or the holders would refuse it as a rollback.
                 raise_seen(meta_dir, top)?;
                 put_in_place(meta_dir, rec.seq())?;
+                // The kept versions (`/.snapshots`): the tree mounts without them.
+                if let Err(e) = super::versions::sync_local(meta_dir, objects, body.versions).await
+                {
+                    warn!(seq = rec.seq(), error = %e, "recovery: the list of kept versions could not be fetched; /.snapshots stays empty until the next publish");
+                }
                 info!(
                     seq = rec.seq(),
                     inodes = stats.inodes,
@@ -260,6 +265,34 @@ async fn load(
     body: &RootBody,
 ) -> Result<SnapshotStats> {
     let staging = meta_dir.join(STAGING_DIR);
+    load_chain(&staging, objects, &body.snapshot, &body.segments, rec.seq()).await
+}
+
+/// Fetches `snapshot` and `segments` (the chain of record `seq`), applies the chain, and
+/// restores the result into directory `staging` (made anew): `meta.redb` and `state.snap`.
+/// On any error `staging` is removed.
+pub(super) async fn load_chain(
+    staging: &Path,
+    objects: &Objects,
+    snapshot: &ObjectRef,
+    segments: &[ObjectRef],
+    seq: u64,
+) -> Result<SnapshotStats> {
+    let result = load_into(staging, objects, snapshot, segments, seq).await;
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(staging);
+    }
+    result
+}
+
+async fn load_into(
+    staging: &Path,
+    objects: &Objects,
+    snapshot: &ObjectRef,
+    chain: &[ObjectRef],
+    seq: u64,
+) -> Result<SnapshotStats> {
+    let staging = staging.to_path_buf();
     match std::fs::remove_dir_all(&staging) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             return Err(Error::io(&staging, e));
@@ -267,11 +300,11 @@ async fn load(
         _ => {}
     }
     std::fs::create_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
-    let snap = body.snapshot;
+    let snap = *snapshot;
     let base = staging.join("snapshot");
     fetch_object(objects, snap.file, snap.len, &snap.trailer, &base).await?;
-    let mut segments = Vec::with_capacity(body.segments.len());
-    for (i, seg) in body.segments.iter().enumerate() {
+    let mut segments = Vec::with_capacity(chain.len());
+    for (i, seg) in chain.iter().enumerate() {
         if seg.len > MAX_SEGMENT_LEN {
             return Err(Error::Corrupt {
                 what: "root record",
@@ -286,9 +319,8 @@ async fn load(
         fetch_object(objects, seg.file, seg.len, &seg.trailer, &path).await?;
         segments.push(std::fs::read(&path).map_err(|e| Error::io(&path, e))?);
     }
-    let seq = rec.seq();
     let base_trailer = snap.trailer;
-    let result = blocking(move || -> Result<SnapshotStats> {
+    blocking(move || -> Result<SnapshotStats> {
         let state = staging.join(STATE_FILE);
         {
             let input = File::open(&base).map_err(|e| Error::io(&base, e))?;
@@ -308,11 +340,7 @@ async fn load(
         db.close()?;
         Ok(stats)
     })
-    .await;
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(meta_dir.join(STAGING_DIR));
-    }
-    result
+    .await
 }
 
 /// Reads object `file` (the owner's, opened with the wrap key) into a new file at `path`,

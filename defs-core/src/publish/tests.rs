@@ -1031,3 +1031,5 @@ async fn a_redo_log_left_without_its_db_is_moved_aside_not_replayed() {
     let restored = MetaDb::open_with(&meta, None).unwrap();
     assert_eq!(dump_published(&restored), dump_published(&env.db));
 }
+
+mod kept;

@@ -12,7 +12,7 @@ impl Fs {
     /// # Cancel safety
     /// Not cancel safe: a dropped opendir may leak a handle until unmount.
     pub async fn opendir(&self, ino: InodeNo) -> Result<FileHandle> {
-        let attr = self.inner.db.getattr(ino)?;
+        let attr = self.getattr(ino).await?;
         if attr.kind != FileKind::Directory {
             return Err(defs_core::Error::NotADirectory { ino: ino.0 }.into());
         }
@@ -38,6 +38,10 @@ impl Fs {
         match lock(&self.inner.handles).get(&fh) {
             Some(Handle::Dir { ino: hino }) if *hino == ino => {}
             _ => return Err(Error::BadHandle { ino, fh }),
+        }
+        if snapshots::is_version(ino) {
+            let root = self.root_attr()?;
+            return self.snapshots(ino)?.readdir(ino, offset, plus, &root).await;
         }
         let db = &self.inner.db;
         let mut out = Vec::new();

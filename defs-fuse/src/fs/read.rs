@@ -62,7 +62,7 @@ impl Fs {
             key,
             offset,
             len,
-        } = self.inner.db.content(ino)?
+        } = self.content_of(ino)?
         else {
             return Ok(None);
         };
@@ -266,7 +266,7 @@ impl Fs {
         pieces: &mut Vec<Arc<Piece>>,
     ) {
         let current = matches!(
-            self.inner.db.content(ino),
+            self.content_of(ino),
             Ok(Content::Stored { file, .. }) if file == stored.file
         );
         let tag = ContentTag::from(stored.file);
@@ -356,7 +356,7 @@ impl Fs {
         debug!(%ino, file = %stored.file, start = piece.start, len = piece.bytes.len(), "fetched");
         // Cache it only if the file still has this content (an upload may have replaced it).
         let current = matches!(
-            self.inner.db.content(ino),
+            self.content_of(ino),
             Ok(Content::Stored { file, .. }) if file == stored.file
         );
         let piece = Arc::new(piece);

@@ -543,3 +543,61 @@ async fn small_files_synced_together_share_packs_and_read_back_alone() {
     }
     assert_eq!(read_all(&t, other, 4096).await, files[11].1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reserved_snapshots_name_is_found_not_listed_not_made_and_read_only_inside() {
+    let net = Net::new();
+    let remote = net.remote();
+    let objects = remote.objects.clone().unwrap();
+    let t = TestFs::with_remote(Config::default(), remote);
+    let snap = OsStr::new(snapshots::SNAPSHOTS_NAME);
+    // Not turned on: an ordinary name.
+    assert_eq!(
+        t.fs.lookup(InodeNo::ROOT, snap)
+            .await
+            .unwrap_err()
+            .to_errno(),
+        libc::ENOENT
+    );
+    t.fs.enable_snapshots(&t.path().join("meta"), objects);
+    let dir = t.fs.lookup(InodeNo::ROOT, snap).await.unwrap();
+    assert_eq!(dir.ino, snapshots::SNAPDIR);
+    assert_eq!((dir.kind, dir.perm), (FileKind::Directory, 0o555));
+    // Not in the root's listing; its own lists no version yet.
+    let fh = t.fs.opendir(InodeNo::ROOT).await.unwrap();
+    let names: Vec<_> = t.fs.readdir(InodeNo::ROOT, fh, 0, false).await.unwrap();
+    assert!(names.iter().all(|e| e.name != *snap));
+    let fh = t.fs.opendir(dir.ino).await.unwrap();
+    let inside = t.fs.readdir(dir.ino, fh, 0, true).await.unwrap();
+    let inside: Vec<_> = inside.iter().map(|e| e.name.clone()).collect();
+    assert_eq!(inside, vec![".", ".."]);
+    // EEXIST to make, EPERM to remove, EROFS inside.
+    let errno = |r: Result<Attr>| r.unwrap_err().to_errno();
+    assert_eq!(
+        errno(t.fs.mkdir(InodeNo::ROOT, snap, 0o755, OWNER).await),
+        libc::EEXIST
+    );
+    assert_eq!(
+        errno(t.fs.symlink(InodeNo::ROOT, snap, b"x", OWNER).await),
+        libc::EEXIST
+    );
+    let e = t.fs.rmdir(InodeNo::ROOT, snap).await.unwrap_err();
+    assert_eq!(e.to_errno(), libc::EPERM);
+    assert_eq!(
+        errno(t.fs.mkdir(dir.ino, OsStr::new("x"), 0o755, OWNER).await),
+        libc::EROFS
+    );
+    let e =
+        t.fs.setattr(dir.ino, None, SetAttr::default())
+            .await
+            .unwrap_err();
+    assert_eq!(e.to_errno(), libc::EROFS);
+    // A version that is not listed is not there.
+    assert_eq!(
+        t.fs.lookup(dir.ino, OsStr::new("2026-12-07T145300Z"))
+            .await
+            .unwrap_err()
+            .to_errno(),
+        libc::ENOENT
+    );
+}

@@ -91,7 +91,7 @@ impl Fs {
                 Seek::Hole => "hole",
             },
         };
-        let size = self.inner.db.getattr(ino)?.size;
+        let size = self.getattr(ino).await?.size;
         let from = u64::try_from(offset).map_err(|_| none())?;
         if from >= size {
             return Err(none());

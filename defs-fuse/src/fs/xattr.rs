@@ -71,6 +71,7 @@ impl Fs {
         caller: Owner,
     ) -> Result<()> {
         self.check_writable()?;
+        Self::check_live(ino)?;
         self.refuse_state_xattr(name)?;
         if name == ACL_ACCESS
             && flags == 0
@@ -148,6 +149,9 @@ impl Fs {
     /// # Cancel safety
     /// Safe (read only).
     pub async fn getxattr(&self, ino: InodeNo, name: &[u8]) -> Result<Vec<u8>> {
+        if snapshots::is_version(ino) {
+            return self.snapshots(ino)?.get_xattr(ino, name).await;
+        }
         if name == STATE_XATTR {
             return Ok(self.state_xattr(ino).await?.into_bytes());
         }
@@ -193,7 +197,12 @@ impl Fs {
     /// Safe (read only).
     pub async fn listxattr(&self, ino: InodeNo) -> Result<Vec<u8>> {
         let mut out = Vec::new();
-        for name in self.inner.db.list_xattr(ino)? {
+        let names = if snapshots::is_version(ino) {
+            self.snapshots(ino)?.list_xattr(ino).await?
+        } else {
+            self.inner.db.list_xattr(ino)?
+        };
+        for name in names {
             out.extend_from_slice(&name);
             out.push(0);
         }
@@ -209,6 +218,7 @@ impl Fs {
     /// Safe: one DB transaction.
     pub async fn removexattr(&self, ino: InodeNo, name: &[u8]) -> Result<()> {
         self.check_writable()?;
+        Self::check_live(ino)?;
         self.refuse_state_xattr(name)?;
         self.inner.db.remove_xattr(ino, name, Timestamp::now())?;
         Ok(())

@@ -76,7 +76,7 @@ fn tree(src: &Path) {
 /// Fills a data dir with only a copy of `key` and the test network's config (its nodes'
 /// identities solve a puzzle of difficulty 0, which a default config would refuse), plus
 /// `extra` config lines.
-fn key_only(dir: &Path, key: &[u8], extra: &str) {
+pub(super) fn key_only(dir: &Path, key: &[u8], extra: &str) {
     fs::create_dir_all(dir).unwrap_or_else(|e| panic!("mkdir data dir: {e}"));
     fs::OpenOptions::new()
         .write(true)
@@ -92,7 +92,7 @@ fn key_only(dir: &Path, key: &[u8], extra: &str) {
     .unwrap_or_else(|e| panic!("writing config.toml: {e}"));
 }
 
-fn bootstrap_args(cluster: &Cluster) -> Vec<&str> {
+pub(super) fn bootstrap_args(cluster: &Cluster) -> Vec<&str> {
     cluster
         .addrs
         .iter()

@@ -603,9 +603,11 @@ async fn serve_mount(
         Arc::new(cache),
         &cache_dir,
         config,
-        fs::Remote::objects(objects),
+        fs::Remote::objects(objects.clone()),
     )
     .context("starting the filesystem")?;
+    // Kept versions, read-only, under MOUNT/.snapshots.
+    core.enable_snapshots(&meta_dir, objects);
 
     let mount_config = MountConfig {
         read_only,
