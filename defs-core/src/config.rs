@@ -76,6 +76,9 @@ impl Config {
                 format!("{} is below the minimum {MIN_LEASE_SECS}", n.lease_secs),
             );
         }
+        if n.follow_secs == 0 {
+            return bad("namespace.follow_secs", "must be at least 1".into());
+        }
         let p = &self.pairing;
         if p.heartbeat_secs == 0 {
             return bad("pairing.heartbeat_secs", "must be at least 1".into());
@@ -244,9 +247,10 @@ impl From<&RepairSettings> for crate::repair::RepairConfig {
     }
 }
 
-/// The shortest write lease a config may ask for, in seconds: the publisher renews it every
-/// third of it, and a renewal must not be a publish every few seconds.
-pub const MIN_LEASE_SECS: u32 = 30;
+/// The shortest write lease a config may ask for, in seconds: 3, so the publisher's renewal
+/// (a root record every third of the lease, no object) is at most one a second, the trigger's
+/// tick. Short leases are for tests of `--force`; real ones are minutes (300 by default).
+pub const MIN_LEASE_SECS: u32 = 3;
 
 /// Publishing the namespace (`defs-mount`) and recovering it from the key alone.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -264,6 +268,9 @@ pub struct NamespaceSettings {
     /// How long a mount without a metadata DB waits for a storage peer before it gives up
     /// recovering the namespace, in seconds. Default 30.
     pub recover_wait_secs: u64,
+    /// How often a read-only mount (`-o ro`) looks for a newer namespace published by the
+    /// writable mount elsewhere, in seconds. Default 30.
+    pub follow_secs: u64,
 }
 
 impl Default for NamespaceSettings {
@@ -273,6 +280,7 @@ impl Default for NamespaceSettings {
             max_staleness_secs: 60,
             lease_secs: 300,
             recover_wait_secs: 30,
+            follow_secs: 30,
         }
     }
 }
