@@ -86,6 +86,9 @@ impl Config {
         if n.version_every_secs == 0 {
             return bad("namespace.version_every_secs", "must be at least 1".into());
         }
+        if n.follow_secs == 0 {
+            return bad("namespace.follow_secs", "must be at least 1".into());
+        }
         let p = &self.pairing;
         if p.heartbeat_secs == 0 {
             return bad("pairing.heartbeat_secs", "must be at least 1".into());
@@ -261,9 +264,10 @@ impl From<&RepairSettings> for crate::repair::RepairConfig {
     }
 }
 
-/// The shortest write lease a config may ask for, in seconds: the publisher renews it every
-/// third of it, and a renewal must not be a publish every few seconds.
-pub const MIN_LEASE_SECS: u32 = 30;
+/// The shortest write lease a config may ask for, in seconds: 3, so the publisher's renewal
+/// (a root record every third of the lease, no object) is at most one a second, the trigger's
+/// tick. Short leases are for tests of `--force`; real ones are minutes (300 by default).
+pub const MIN_LEASE_SECS: u32 = 3;
 
 /// Publishing the namespace (`defs-mount`) and recovering it from the key alone.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -288,6 +292,9 @@ pub struct NamespaceSettings {
     /// The first state published in each period of this many seconds is kept (besides every
     /// `defs sync` and the release at unmount). Default 3600.
     pub version_every_secs: u64,
+    /// How often a read-only mount (`-o ro`) looks for a newer namespace published by the
+    /// writable mount elsewhere, in seconds. Default 30.
+    pub follow_secs: u64,
 }
 
 impl NamespaceSettings {
@@ -311,6 +318,7 @@ impl Default for NamespaceSettings {
             keep_versions: 48,
             keep_days: 30,
             version_every_secs: 3600,
+            follow_secs: 30,
         }
     }
 }

@@ -337,9 +337,12 @@ impl MetaDb {
     }
 
     /// Runs `f` in one write transaction committed durably (fsync), as a checkpoint: the log
-    /// is reset after it, so `f` needs no redo record (snapshot restore).
+    /// is reset after it, so `f` needs no redo record (snapshot restore). With `published`
+    /// (a root record's seq), the same transaction records the state it leaves as that
+    /// record's: `published_seq` and `published_lsn` (a follower's apply).
     pub(crate) fn write_durable<T>(
         &self,
+        published: Option<u64>,
         f: impl FnOnce(&WriteTransaction) -> Result<T>,
     ) -> Result<T> {
         let _writer = self.inner.lock_writer();
@@ -357,6 +360,12 @@ impl MetaDb {
         {
             let mut meta = txn.open_table(META).ctx("opening the meta table")?;
             meta.insert(KEY_LSN, lsn).ctx("writing lsn")?;
+            if let Some(seq) = published {
+                meta.insert(schema::KEY_PUBLISHED_SEQ, seq)
+                    .ctx("writing published_seq")?;
+                meta.insert(schema::KEY_PUBLISHED_LSN, lsn)
+                    .ctx("writing published_lsn")?;
+            }
         }
         txn.commit().ctx("durable commit")?;
         log.last = lsn;

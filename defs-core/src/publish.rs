@@ -48,6 +48,8 @@
 //! stops this publisher: every later call returns that error.
 
 mod files;
+pub mod follow;
+pub mod lease;
 pub mod recover;
 pub mod versions;
 
@@ -75,6 +77,8 @@ use files::{
     blocking, raise_seen, read_seen, remove_durably, remove_states_but, state_file, tail,
     write_durably,
 };
+pub use follow::{Followed, Follower};
+pub use lease::{Lease, LeaseRefusal, WritableStart, writable_start};
 pub use recover::{Candidates, Recovered, Refusal, candidates, recover};
 use versions::{Retention, Version, Why};
 
@@ -152,7 +156,10 @@ fn now_ms() -> u64 {
 
 /// Reads a local record file (`root.record`): `None` when absent. Our own file, checked like
 /// any record (a damaged one is an error, never trusted).
-fn read_record(path: &Path, identity: &Identity) -> Result<Option<(RootRecord, RootBody)>> {
+pub(crate) fn read_record(
+    path: &Path,
+    identity: &Identity,
+) -> Result<Option<(RootRecord, RootBody)>> {
     match std::fs::read(path) {
         Ok(bytes) => open_own(&bytes, identity).map(Some),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -320,7 +327,7 @@ impl Publisher {
     /// Safe at every await: the files left behind are each a step's durable outcome, and the
     /// next call (or the next [`Publisher::open`]) resumes from them.
     pub async fn publish_now(&self) -> Result<Published> {
-        self.publish(self.config.lease_secs, Why::Change).await
+        self.publish(self.config.lease_secs, Why::Change, false).await
     }
 
     /// [`Publisher::publish_now`] for `defs sync`: the state published is a kept version
@@ -330,7 +337,54 @@ impl Publisher {
     /// # Cancel safety
     /// As [`Publisher::publish_now`].
     pub async fn publish_sync(&self) -> Result<Published> {
-        self.publish(self.config.lease_secs, Why::Sync).await
+        self.publish(self.config.lease_secs, Why::Sync, false).await
+    }
+
+    /// Publishes a new record now, with a fresh lease, even when the last one is recent and
+    /// nothing changed (then it costs a record and no object): the lease renewal, and the
+    /// claim of a writable mount that starts after another writer's record.
+    ///
+    /// # Errors
+    /// # Cancel safety
+    /// As [`Publisher::publish_now`].
+    pub async fn renew(&self) -> Result<Published> {
+        self.publish(self.config.lease_secs, Why::Change, true).await
+    }
+
+    /// Whether this publisher holds the write lease *and* its last committed record is the
+    /// newest the network has for this identity: publishing has not stopped (no newer record
+    /// refused ours), the last record is this writer's with a lease, and no place asked holds
+    /// a higher seq. What must be true before anything acts on the published state as the only
+    /// one (the garbage collector: an object the network's newest record names must never go).
+    ///
+    /// # Errors
+    /// The root store's error when nobody could be asked (the caller must then not act).
+    ///
+    /// # Cancel safety
+    /// Safe: it only asks.
+    pub async fn holds_newest(&self) -> Result<bool> {
+        let ours = {
+            let st = self.state.lock().await;
+            if st.lost.is_some() {
+                return Ok(false);
+            }
+            match &st.last {
+                Some((r, b)) if b.writer == self.config.writer && b.lease_secs > 0 => r.seq(),
+                _ => return Ok(false),
+            }
+        };
+        let owner = self.identity.node_id();
+        let newest = self
+            .roots
+            .find_roots(owner)
+            .await?
+            .iter()
+            .filter_map(|b| RootRecord::verify(b, 0).ok())
+            .filter(|r| r.owner() == owner)
+            .map(|r| r.seq())
+            .max()
+            .unwrap_or(0);
+        Ok(newest == ours)
     }
 
     /// Publishes the current state with lease 0 (unmount): another machine may then mount
@@ -340,10 +394,10 @@ impl Publisher {
     /// # Cancel safety
     /// As [`Publisher::publish_now`].
     pub async fn release(&self) -> Result<Published> {
-        self.publish(0, Why::Release).await
+        self.publish(0, Why::Release, false).await
     }
 
-    async fn publish(&self, lease_secs: u32, why: Why) -> Result<Published> {
+    async fn publish(&self, lease_secs: u32, why: Why, renew: bool) -> Result<Published> {
         let mut st = self.state.lock().await;
         if let Some(e) = &st.lost {
             return Err(lost_again(e));
@@ -355,11 +409,16 @@ impl Publisher {
             );
             self.send_and_commit(&mut st, lsn, rec, body, 0).await?;
         }
-        let fresh_lease = st.last.as_ref().is_some_and(|(r, b)| {
-            b.lease_secs == lease_secs
-                && (lease_secs == 0
-                    || now_ms().saturating_sub(r.time_ms()) < u64::from(lease_secs) * 1000 / 3)
-        });
+        // The last record needs no successor for the lease's sake when it is this writer's,
+        // with the lease asked for, made less than a third of it ago (this machine's clock, on
+        // both ends).
+        let fresh_lease = !renew
+            && st.last.as_ref().is_some_and(|(r, b)| {
+                b.writer == self.config.writer
+                    && b.lease_secs == lease_secs
+                    && (lease_secs == 0
+                        || now_ms().saturating_sub(r.time_ms()) < u64::from(lease_secs) * 1000 / 3)
+            });
         // A state published for `defs sync` or the release is kept: one published before
         // without being kept gets a new record that says so.
         let keep_last = why != Why::Change && st.last.as_ref().is_some_and(|(_, b)| !b.kept);

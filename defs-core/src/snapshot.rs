@@ -277,7 +277,21 @@ impl MetaDb {
     /// Corrupt (the snapshot), Io (the reader), InvalidArgument (dirty or orphaned inodes),
     /// Db, NotDurable.
     pub fn restore_snapshot(&self, r: impl Read) -> Result<SnapshotStats> {
-        let stats = self.write_durable(|txn| {
+        self.restore_in_place(r, None)
+    }
+
+    /// [`MetaDb::restore_snapshot`] of the state root record `seq` names, recorded as that
+    /// record's published state in the same transaction (a follower's apply: a crash leaves
+    /// the old state or the new one with its seq, never the new one counted as a local change).
+    ///
+    /// # Errors
+    /// As [`MetaDb::restore_snapshot`].
+    pub(crate) fn restore_published(&self, r: impl Read, seq: u64) -> Result<SnapshotStats> {
+        self.restore_in_place(r, Some(seq))
+    }
+
+    fn restore_in_place(&self, r: impl Read, published: Option<u64>) -> Result<SnapshotStats> {
+        let stats = self.write_durable(published, |txn| {
             let busy = txn
                 .open_table(JOURNAL)
                 .ctx("opening journal")?

@@ -337,6 +337,23 @@ impl Fs {
         debug!(%ino, "purged");
     }
 
+    /// The namespace under the mount was replaced by a newer published one (a read-only mount
+    /// following another machine): `ino`'s stored content changed or the inode is gone, so the
+    /// bytes cached for it belong to an old version. Drops them, and the page-cache promise
+    /// made at its last close. Dirty bytes are never dropped (a follower has none: it applies
+    /// nothing over local changes).
+    pub fn content_replaced(&self, ino: InodeNo) {
+        if let Some(s) = lock(&self.inner.inodes).get_mut(&ino) {
+            s.closed_as = None;
+        }
+        if self.inner.cache.is_dirty(ino) {
+            return;
+        }
+        if let Err(e) = self.inner.cache.remove(ino) {
+            warn!(%ino, error = %e, "dropping the cache of a replaced content version failed");
+        }
+    }
+
     /// A name lost its inode: purge it now if nothing references it, else when the kernel
     /// forgets it or the last handle closes.
     fn unlinked(&self, u: Unlinked) {

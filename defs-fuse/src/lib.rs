@@ -8,6 +8,8 @@
 //!   [`flusher::Uploader`].
 //! - [`publisher::PublishTrigger`]: when a writable mount publishes its namespace (debounced,
 //!   bounded staleness, lease renewal, `defs sync`); defs-core's `Publisher` does the work.
+//! - [`follower::FollowTrigger`]: a read-only mount's poll for the namespace another machine
+//!   publishes; defs-core's `Follower` applies it, this tells the cache and the kernel.
 //! - [`upload`]: that uploader over defs-core's object layer ([`upload::ObjectUploader`]) and
 //!   [`upload::Remote`], everything the core uses of the network.
 //!
@@ -37,6 +39,7 @@
 #![deny(missing_docs, rustdoc::broken_intra_doc_links, unreachable_pub)]
 
 pub mod flusher;
+pub mod follower;
 pub mod fs;
 pub mod fuse;
 pub mod publisher;

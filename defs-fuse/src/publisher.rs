@@ -5,8 +5,8 @@
 //!  PublishTrigger (handle) ── Now{reply} / Status{reply} / Stop{reply} ──▶ TriggerActor (task)
 //!                                                                          │ every TICK: MetaDb LSN
 //!                                                                          │  moved → last change now
-//!  Publisher::publish_now ◀── quiet for debounce, or dirty for max_staleness,
-//!                             or the record older than a third of the lease (renewal)
+//!  Publisher::publish_now ◀── quiet for debounce, or dirty for max_staleness
+//!  Publisher::renew       ◀── no new record for a third of the lease (a record, no object)
 //! ```
 //!
 //! The actor watches the metadata DB's log sequence number instead of being pinged by the FUSE
@@ -105,6 +105,9 @@ struct TriggerActor {
     dirty_since: Option<Instant>,
     /// When the last publish (or attempt) ended.
     last_attempt: Instant,
+    /// When a record of a new seq was last committed (the mount's start counts: it claimed
+    /// the lease then).
+    last_record: Instant,
 }
 
 impl PublishTrigger {
@@ -134,6 +137,7 @@ impl PublishTrigger {
             last_change: None,
             dirty_since: None,
             last_attempt: Instant::now(),
+            last_record: Instant::now(),
         };
         let task = tokio::spawn(actor.run());
         PublishTrigger {
@@ -253,28 +257,32 @@ impl TriggerActor {
             && (waited(self.last_change, self.timing.debounce)
                 || waited(self.dirty_since, self.timing.max_staleness)
                 || self.last_change.is_none());
-        let due_renewal = now >= self.last_attempt + self.timing.lease / 3;
-        if due_change || due_renewal {
-            let why = if due_change {
-                "changes"
-            } else {
-                "lease renewal"
-            };
-            let _ = self.publish(why).await;
+        // A failed renewal is retried after the debounce, not at every tick.
+        let due_renewal = now >= self.last_record + self.timing.lease / 3
+            && now >= self.last_attempt + self.timing.debounce.min(self.timing.lease / 3);
+        if due_change {
+            let _ = self.publish("changes").await;
+        } else if due_renewal {
+            let _ = self.publish("lease renewal").await;
         }
     }
 
     async fn publish(&mut self, why: &'static str) -> Result<Published, String> {
         let started = Instant::now();
+        let renewal = why == "lease renewal";
         let r = match no_peers(self.net.as_ref(), self.owner).await {
             // The state `defs sync` publishes is kept as a version (`/.snapshots`).
             Ok(()) if why == "sync" => self.publisher.publish_sync().await,
+            Ok(()) if renewal => self.publisher.renew().await,
             Ok(()) => self.publisher.publish_now().await,
             Err(e) => Err(e),
         };
         self.last_attempt = Instant::now();
         match r {
             Ok(p) => {
+                if p.seq != self.state.published_seq {
+                    self.last_record = self.last_attempt;
+                }
                 info!(
                     why,
                     seq = p.seq,
@@ -296,7 +304,7 @@ impl TriggerActor {
             Err(e) => {
                 let lost = matches!(e, CoreError::RootRollback { .. });
                 if lost {
-                    warn!(error = %e, "a newer namespace record of this identity exists: publishing stopped, local changes are not published");
+                    warn!(error = %e, "lease lost: a newer namespace record of this identity exists (another machine took over); publishing stopped, local changes are not published");
                     self.state.lost = true;
                 } else {
                     debug!(why, error = %e, "publish failed; retrying after the debounce");

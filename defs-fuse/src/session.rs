@@ -22,6 +22,9 @@ use tracing::{info, warn};
 
 use crate::fuse::FuseFs;
 
+/// What tells the kernel to drop cached entries and inodes ([`Mounted::notifier`]).
+pub use fuser::Notifier;
+
 /// Session threads serving requests. Two: requests that wait on the network leave the session
 /// threads (see [`crate::fuse`]), so threads are only for serving local requests in parallel.
 /// Two keep two processes' metadata going at once; four cost `rsync -a` 5-8 % of its speed
@@ -90,6 +93,7 @@ impl MountConfig {
 #[derive(Debug)]
 pub struct Mounted {
     unmounter: Unmounter,
+    notifier: Notifier,
     thread: JoinHandle<io::Result<()>>,
 }
 
@@ -130,6 +134,7 @@ impl Unmounter {
 pub fn mount(fs: FuseFs, mountpoint: &Path, config: &MountConfig) -> io::Result<Mounted> {
     let mut session = Session::new(fs, mountpoint, &config.fuser_config())?;
     let unmounter = session.unmount_callable();
+    let notifier = session.notifier();
     let thread = std::thread::Builder::new()
         .name("defs-fuse-session".into())
         .spawn(move || session.run())?;
@@ -139,6 +144,7 @@ pub fn mount(fs: FuseFs, mountpoint: &Path, config: &MountConfig) -> io::Result<
             mountpoint: mountpoint.to_path_buf(),
             inner: Arc::new(Mutex::new(unmounter)),
         },
+        notifier,
         thread,
     })
 }
@@ -152,6 +158,12 @@ impl Mounted {
     /// A handle that unmounts this mount from elsewhere.
     pub fn unmounter(&self) -> Unmounter {
         self.unmounter.clone()
+    }
+
+    /// A handle that tells the kernel to drop cached entries and inodes (a read-only mount
+    /// following a namespace changed elsewhere). Never call it from a request handler.
+    pub fn notifier(&self) -> Notifier {
+        self.notifier.clone()
     }
 
     /// Whether the session has ended (someone unmounted it).

@@ -123,8 +123,12 @@ missing_threshold = {repair_threshold}
 # last change, and at the latest max_staleness_secs after a change under a steady stream.
 publish_debounce_secs = {debounce}
 max_staleness_secs = {staleness}
-# Seconds a published record holds the write lease (renewed every third of it while mounted).
+# Seconds a published record holds the write lease (renewed every third of it while mounted):
+# another machine's writable mount of this identity is refused meanwhile, and --force there waits
+# until the record has not changed for this long plus 30 s.
 lease_secs = {lease}
+# Seconds between a read-only mount's (-o ro) looks for a newer namespace published elsewhere.
+follow_secs = {follow}
 # Seconds a mount without a metadata DB waits for a storage peer to recover the tree from.
 recover_wait_secs = {recover_wait}
 # Past versions of the tree, read-only under MOUNT/.snapshots/<UTC time>/: every `defs sync`,
@@ -181,6 +185,7 @@ interval_secs = {audit_interval}
         debounce = c.namespace.publish_debounce_secs,
         staleness = c.namespace.max_staleness_secs,
         lease = c.namespace.lease_secs,
+        follow = c.namespace.follow_secs,
         recover_wait = c.namespace.recover_wait_secs,
         keep_versions = c.namespace.keep_versions,
         keep_days = c.namespace.keep_days,

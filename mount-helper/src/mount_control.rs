@@ -17,6 +17,7 @@ use std::pin::Pin;
 
 use defs_core::object::Durability;
 use defs_fuse::flusher::FlushError;
+use defs_fuse::follower::{FollowState, FollowTrigger};
 use defs_fuse::fs::{Fs, SyncReport, TreeStatus, UploadStatus, damaged_line, damaged_summary};
 use defs_fuse::publisher::{PublishState, PublishTrigger};
 use defs_net::Node;
@@ -39,6 +40,8 @@ pub struct MountCommands {
     pub mountpoint: PathBuf,
     /// The namespace's publish trigger (writable mounts).
     pub publisher: Option<PublishTrigger>,
+    /// The namespace's follow trigger (mounts asked to be read-only).
+    pub follower: Option<FollowTrigger>,
     /// The mount's audits (`defs audit`).
     pub auditor: crate::audits::Auditor,
 }
@@ -150,6 +153,10 @@ impl MountCommands {
             Some(p) => Some(p.status().await),
             None => None,
         };
+        let followed = match &self.follower {
+            Some(f) => Some(f.status().await),
+            None => None,
+        };
         if json {
             let Some(open) = node.strip_suffix('}') else {
                 return Err("the node's status is not a JSON object".into());
@@ -164,7 +171,7 @@ impl MountCommands {
                 "{open},\"mount\":{mount},\"tree\":{},\"repair\":{},\"namespace\":{}}}}}",
                 tree_json(&self.mountpoint, &tree),
                 commands::repair_json(&self.commands.repairer.status()),
-                namespace_json(published.as_ref())
+                namespace_json(published.as_ref(), followed.as_ref())
             ));
         }
         Ok(format!(
@@ -172,7 +179,7 @@ impl MountCommands {
             mount_text(&self.mountpoint, &mount),
             tree_text(&self.mountpoint, &tree).trim_end(),
             commands::repair_text(&self.commands.repairer.status()),
-            namespace_text(published.as_ref())
+            namespace_text(published.as_ref(), followed.as_ref())
         ))
     }
 
@@ -197,14 +204,29 @@ impl MountCommands {
     }
 }
 
-/// The namespace line of `defs status`: what of the tree's names is on the network.
-fn namespace_text(p: Option<&PublishState>) -> String {
+/// The namespace line of `defs status`: what of the tree's names is on the network (a
+/// writable mount), or which published namespace the mount shows (a read-only one).
+fn namespace_text(p: Option<&PublishState>, f: Option<&FollowState>) -> String {
     let Some(p) = p else {
-        return "namespace: read-only mount, not published from here".into();
+        let Some(f) = f else {
+            return "namespace: read-only mount, not published from here".into();
+        };
+        let mut line = format!(
+            "namespace: read-only mount following the published namespace (seq {}",
+            f.seq
+        );
+        if let Some(w) = &f.writer_name {
+            let _ = write!(line, ", written on {w}");
+        }
+        let _ = write!(line, "; checked every {} s)", f.every.as_secs());
+        if let Some(e) = &f.error {
+            let _ = write!(line, "; the last check failed: {e}");
+        }
+        return line;
     };
     if p.lost {
-        return "namespace: lease lost: a newer record of this identity exists elsewhere; local \
-                changes are not published"
+        return "namespace: lease lost: local changes are not published (another machine took \
+                over the write lease of this identity; a newer record exists)"
             .into();
     }
     let mut line = if p.published_seq == 0 {
@@ -225,9 +247,21 @@ fn namespace_text(p: Option<&PublishState>) -> String {
 }
 
 /// [`namespace_text`] as JSON.
-fn namespace_json(p: Option<&PublishState>) -> String {
+fn namespace_json(p: Option<&PublishState>, f: Option<&FollowState>) -> String {
     let Some(p) = p else {
-        return "{\"published\":false,\"read_only\":true}".into();
+        let Some(f) = f else {
+            return "{\"published\":false,\"read_only\":true}".into();
+        };
+        return format!(
+            "{{\"published\":false,\"read_only\":true,\"following_seq\":{},\"writer\":{},\"error\":{}}}",
+            f.seq,
+            f.writer_name
+                .as_deref()
+                .map_or_else(|| "null".to_string(), json_str),
+            f.error
+                .as_deref()
+                .map_or_else(|| "null".to_string(), json_str)
+        );
     };
     format!(
         "{{\"read_only\":false,\"published_seq\":{},\"copies\":{},\"pending\":{},\"lost\":{},\"error\":{}}}",

@@ -1,6 +1,7 @@
-//! The mount's namespace on the network (`docs/namespace-publishing.md` §3-4): recovering it
-//! from the key alone when the data dir has no metadata DB, and starting the publish trigger
-//! of a writable mount.
+//! The mount's namespace on the network (`docs/namespace-publishing.md` §3-5): recovering it
+//! from the key alone when the data dir has no metadata DB, the one-writer check of a writable
+//! mount (refusal, `--force` takeover, catching up with another writer's newer namespace),
+//! starting the publish trigger of a writable mount, and the follow trigger of a read-only one.
 //!
 //! A data dir without `meta/meta.redb` is either new (`meta/NEW`, written with its identity, or
 //! `--new-namespace`): its mount starts empty; or it holds a key copied from elsewhere: the mount
@@ -13,10 +14,15 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use defs_core::meta::DB_FILE;
 use defs_core::object::Objects;
-use defs_core::publish::{PublishConfig, Publisher, recover};
+use defs_core::publish::lease::FORCE_MARGIN;
+use defs_core::publish::{
+    Follower, Lease, LeaseRefusal, PublishConfig, Publisher, ROOT_RECORD, WritableStart, recover,
+    writable_start,
+};
 use defs_core::remote::RootStore;
-use defs_core::root_record::{MAX_WRITER_NAME, WriterId};
+use defs_core::root_record::{MAX_WRITER_NAME, RootBody, RootRecord, WriterId};
 use defs_core::sync::Arc;
+use defs_fuse::follower::FollowTrigger;
 use defs_fuse::publisher::{PublishTrigger, Timing};
 use tracing::{info, warn};
 
@@ -163,16 +169,183 @@ pub fn host_name() -> String {
     name
 }
 
-/// Starts publishing the namespace of a writable mount.
+/// How a writable mount's lease check ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseOutcome {
+    /// The network has a record of this identity: the mount claims the lease with a record of
+    /// its own before it serves a write.
+    Claim,
+    /// No record (a namespace never published) or nobody to ask: nothing to claim.
+    Unclaimed,
+}
+
+/// The follower of the mount's namespace (reads only; also what a writable mount catches up
+/// with).
+pub fn follower(dir: &Path, node: &StorageNode, db: Arc<defs_core::MetaDb>) -> Follower {
+    Follower::new(
+        &dir.join(META_DIR),
+        db,
+        node.objects.clone(),
+        Arc::new(node.client.clone()),
+        node.identity.clone(),
+        node.config.identity.puzzle_difficulty,
+    )
+}
+
+/// The one-writer check of a writable mount (docs/namespace-publishing.md §5): refuses when
+/// another data dir holds the lease (unless `force`, which first waits the lease out, telling
+/// `note` what it waits for and how long), or when another writer published past this data
+/// dir's state while it holds unpublished changes; loads a newer namespace of another writer
+/// first when nothing local is unpublished.
+///
+/// # Errors
+/// The refusal, with what to do; a failed catch-up.
+pub async fn check_lease(
+    dir: &Path,
+    node: &StorageNode,
+    db: Arc<defs_core::MetaDb>,
+    force: bool,
+    note: &mut dyn FnMut(Duration, &str),
+) -> anyhow::Result<LeaseOutcome> {
+    let owner = node.identity.node_id();
+    let me = writer_id(dir)?;
+    let settings = &node.config.namespace;
+    // A data dir that published (or recovered) before has a namespace on a network: give its
+    // peers the time a recovery gets to connect. A new one has nothing to compare with yet.
+    if dir.join(META_DIR).join(ROOT_RECORD).exists()
+        && node
+            .node
+            .wait_for_storage_peers(1, Duration::from_secs(settings.recover_wait_secs))
+            .await?
+            == 0
+    {
+        warn!(%owner, "no storage peer reachable: the write lease could not be checked");
+        return Ok(LeaseOutcome::Unclaimed);
+    }
+    let follower = follower(dir, node, db);
+    let newest = match follower.newest().await {
+        Ok(n) => n,
+        Err(defs_core::Error::RootUnreachable { reason, .. }) => {
+            warn!(%owner, %reason, "the write lease could not be checked");
+            return Ok(LeaseOutcome::Unclaimed);
+        }
+        Err(e) => return Err(e).context("looking up the namespace's newest record"),
+    };
+    let Some((mut rec, mut body)) = newest else {
+        return Ok(LeaseOutcome::Unclaimed);
+    };
+    let mut lease = Lease::of(Some((&rec, &body)), me);
+    if let (true, Lease::Held { .. }) = (force, &lease) {
+        (rec, body) = wait_out(&follower, rec, body, note).await?;
+        lease = Lease::of(Some((&rec, &body)), me);
+    }
+    let local_seq = follower.local_seq()?;
+    let local_changes = follower.local_changes()?;
+    match writable_start(&lease, local_seq, local_changes, force) {
+        Ok(WritableStart::AsIs) => {}
+        Ok(WritableStart::CatchUp) => {
+            info!(%owner, seq = rec.seq(), writer = %body.writer_name, local_seq, "loading the newer namespace another machine published before writing on it");
+            follower.apply(&rec, &body).await.with_context(|| {
+                format!(
+                    "loading seq {} (published on {}) before mounting writable; nothing was \
+                     mounted",
+                    rec.seq(),
+                    body.writer_name
+                )
+            })?;
+        }
+        Err(LeaseRefusal::HeldElsewhere {
+            seq,
+            writer_name,
+            lease_secs,
+        }) => bail!(
+            "{owner} is mounted writable on {writer_name} (seq {seq}, lease {lease_secs} s): \
+             use -o ro, or --force if that machine is dead"
+        ),
+        Err(LeaseRefusal::BehindWithChanges {
+            seq,
+            writer_name,
+            local_seq,
+        }) => bail!(
+            "{owner} was written on {writer_name} since this data dir's state (seq {seq} there, \
+             seq {local_seq} here), and this data dir has changes it never published: mounting \
+             it writable would lose one or the other. Mount it with -o ro to copy those changes \
+             out, then move {} aside and mount again to load the network's namespace",
+            dir.join(META_DIR).display()
+        ),
+    }
+    Ok(LeaseOutcome::Claim)
+}
+
+/// `--force`: waits until the newest seq has stayed at `rec`'s for its lease plus
+/// [`FORCE_MARGIN`] of this machine's monotonic clock (no wall clock of two machines is ever
+/// compared), asking the network every few seconds; returns the record read last, after the
+/// wait.
+///
+/// # Errors
+/// When the seq moved (the writer is alive) or the network could not be read at the end.
+async fn wait_out(
+    follower: &Follower,
+    rec: RootRecord,
+    body: RootBody,
+    note: &mut dyn FnMut(Duration, &str),
+) -> anyhow::Result<(RootRecord, RootBody)> {
+    let seq = rec.seq();
+    let lease = Duration::from_secs(u64::from(body.lease_secs));
+    let wait = lease + FORCE_MARGIN;
+    note(
+        wait,
+        &format!(
+            "--force: {} holds the write lease (seq {seq}, lease {} s); waiting {} s (the lease \
+             plus {} s) for seq {seq} to stay unchanged before taking over",
+            body.writer_name,
+            lease.as_secs(),
+            wait.as_secs(),
+            FORCE_MARGIN.as_secs()
+        ),
+    );
+    let step = (lease / 3).clamp(Duration::from_secs(1), Duration::from_secs(10));
+    let start = tokio::time::Instant::now();
+    loop {
+        let left = wait.saturating_sub(start.elapsed());
+        tokio::time::sleep(step.min(left).max(Duration::from_millis(100))).await;
+        let newest = follower
+            .newest()
+            .await
+            .context("--force: reading the newest record during the wait")?;
+        match newest {
+            Some((r, b)) if r.seq() != seq => bail!(
+                "--force: {} published seq {} during the wait: that machine is alive and \
+                 writing; not taking over (use -o ro here, or unmount it there)",
+                b.writer_name,
+                r.seq()
+            ),
+            Some((r, b)) if start.elapsed() >= wait => {
+                info!(
+                    seq,
+                    waited_secs = start.elapsed().as_secs(),
+                    "--force: the lease ran out; taking over"
+                );
+                return Ok((r, b));
+            }
+            Some(_) => {}
+            None => bail!("--force: the record of seq {seq} is no longer found; not taking over"),
+        }
+    }
+}
+
+/// Starts publishing the namespace of a writable mount; with `claim`, first publishes a record
+/// of this writer (the lease taken before anything is written).
 ///
 /// # Errors
 /// When the writer id or the publisher's files (`meta/root.record`, `root.next`, `root.seen`)
-/// cannot be read.
-pub fn start_publisher(
+/// cannot be read; when the claim finds a newer record (another machine took the lease first).
+pub async fn start_publisher(
     dir: &Path,
     node: &StorageNode,
     db: Arc<defs_core::MetaDb>,
     objects: Arc<Objects>,
+    claim: LeaseOutcome,
 ) -> anyhow::Result<PublishTrigger> {
     let settings = &node.config.namespace;
     let config = PublishConfig {
@@ -191,6 +364,19 @@ pub fn start_publisher(
     )
     .context("opening the namespace publisher")?
     .with_retention(settings.retention());
+    if claim == LeaseOutcome::Claim {
+        match publisher.renew().await {
+            Ok(p) => info!(seq = p.seq, copies = p.copies, "write lease taken"),
+            Err(e @ defs_core::Error::RootRollback { .. }) => {
+                return Err(anyhow::Error::new(e)).context(
+                    "another machine took the write lease of this identity first; nothing was \
+                     mounted (use -o ro)",
+                );
+            }
+            // Retried by the trigger's renewal.
+            Err(e) => warn!(error = %e, "taking the write lease failed; retrying"),
+        }
+    }
     Ok(PublishTrigger::spawn(
         db,
         Arc::new(publisher),
@@ -202,4 +388,21 @@ pub fn start_publisher(
             lease: Duration::from_secs(u64::from(settings.lease_secs)),
         },
     ))
+}
+
+/// Starts following the namespace under a read-only mount (`follow_secs`); `notifier` tells
+/// the kernel what changed.
+pub fn start_follower(
+    dir: &Path,
+    node: &StorageNode,
+    db: Arc<defs_core::MetaDb>,
+    fs: defs_fuse::fs::Fs,
+    notifier: Option<defs_fuse::session::Notifier>,
+) -> FollowTrigger {
+    FollowTrigger::spawn(
+        Arc::new(follower(dir, node, db)),
+        fs,
+        notifier,
+        Duration::from_secs(node.config.namespace.follow_secs),
+    )
 }

@@ -126,6 +126,40 @@ fn load_identity(dir: &Path) -> anyhow::Result<Identity> {
     Identity::load(&key).context("cannot load the identity")
 }
 
+/// The key of a data dir's node on the network: the one in `DIR/node.key` when there is one,
+/// else the identity's own. A data dir that starts from a copy of an identity used elsewhere
+/// (a key, no metadata DB, no `meta/NEW`, no shard store yet) gets its own `node.key` (solving
+/// the puzzle at `difficulty`), so that two machines of one identity are two nodes: the same
+/// peer id twice would make each unreachable for the network while the other runs (a read-only
+/// follower next to the writer, a second writable mount being refused). Data dirs that ever
+/// stored shards keep the node id their holders are recorded under.
+fn node_identity(
+    dir: &Path,
+    owner: &Arc<Identity>,
+    difficulty: u8,
+) -> anyhow::Result<Arc<Identity>> {
+    let path = dir.join(NODE_KEY_FILE);
+    if path.exists() {
+        return Identity::load(&path)
+            .map(Arc::new)
+            .with_context(|| format!("loading the node key {}", path.display()));
+    }
+    let meta = dir.join(data_dir::META_DIR);
+    let copied = !meta.join(defs_core::meta::DB_FILE).exists()
+        && !meta.join(data_dir::NEW_NAMESPACE_MARKER).exists()
+        && !dir.join("shards").exists();
+    if !copied {
+        return Ok(owner.clone());
+    }
+    let node = Identity::create(&path, difficulty)
+        .with_context(|| format!("creating the node key {}", path.display()))?;
+    tracing::info!(node = %node.node_id(), "a copied identity: this data dir's node gets its own key (DIR/node.key)");
+    Ok(Arc::new(node))
+}
+
+/// This data dir's own node key, when its identity is a copy (see [`node_identity`]).
+pub const NODE_KEY_FILE: &str = "node.key";
+
 /// A progress bar on stderr when it is a terminal; nothing otherwise.
 struct Bar(Option<indicatif::ProgressBar>);
 
@@ -515,6 +549,7 @@ impl StorageNode {
         let lock = Arc::new(DirLock::acquire(dir).await?);
         let identity = Arc::new(load_identity(dir)?);
         let (config, bootstrap, mut bootstrap_problems) = config_and_bootstrap(dir, &opts.net)?;
+        let node_key = node_identity(dir, &identity, config.identity.puzzle_difficulty)?;
         let listen = if opts.listen.is_empty() {
             parse_addrs(&config.node.listen)?
         } else {
@@ -545,7 +580,7 @@ impl StorageNode {
             ))
         })?;
         let node = Node::spawn(
-            &identity,
+            &node_key,
             defs_net::Config {
                 listen,
                 bootstrap,

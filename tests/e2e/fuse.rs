@@ -10,6 +10,7 @@ mod backup;
 mod crash;
 mod fstab;
 mod holes;
+mod lease;
 mod lifecycle;
 mod packing;
 mod posix;

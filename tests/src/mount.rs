@@ -129,6 +129,52 @@ impl TestMount {
         Some(m)
     }
 
+    /// Runs `defs-mount` with `extra` arguments (e.g. `--force`, `-o ro`) and returns its
+    /// output (stdout then stderr).
+    ///
+    /// # Panics
+    /// When it fails.
+    pub fn mount_with(&mut self, extra: &[&str]) -> String {
+        let out = self
+            .command()
+            .args(extra)
+            .output()
+            .unwrap_or_else(|e| panic!("running defs-mount: {e}"));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "defs-mount {extra:?} failed ({}): {text}\nlog:\n{}",
+            out.status,
+            self.log()
+        );
+        self.mounted = true;
+        text
+    }
+
+    /// `defs sync` of the whole mount, which must succeed and say the namespace is published.
+    ///
+    /// # Panics
+    /// When it fails or publishes nothing.
+    pub fn sync_published(&self) {
+        let o = self
+            .defs()
+            .arg("sync")
+            .arg(self.mnt())
+            .output()
+            .unwrap_or_else(|e| panic!("running defs sync: {e}"));
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(o.status.code(), Some(0), "{said}\nlog:\n{}", self.log());
+        assert!(said.contains("namespace published (seq "), "{said}");
+    }
+
     /// Mounts the (unmounted) data dir of `m` again with other options.
     ///
     /// # Panics
@@ -505,4 +551,37 @@ pub fn mount_on(cluster: &crate::cluster::Cluster) -> Option<TestMount> {
         args.push(a.as_str());
     }
     TestMount::with_args(&[], &args)
+}
+
+/// Fills a data dir with only a copy of `key` and the test network's config (its nodes'
+/// identities solve a puzzle of difficulty 0, which a default config would refuse), plus
+/// `extra` config lines: a second machine of the same identity.
+///
+/// # Panics
+/// When the files cannot be written.
+pub fn key_only(dir: &Path, key: &[u8], extra: &str) {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("mkdir data dir: {e}"));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(dir.join("identity.key"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, key))
+        .unwrap_or_else(|e| panic!("copying the key: {e}"));
+    std::fs::write(
+        dir.join("config.toml"),
+        format!("[identity]\npuzzle_difficulty = 0\n{extra}"),
+    )
+    .unwrap_or_else(|e| panic!("writing config.toml: {e}"));
+}
+
+/// `--bootstrap ADDR` for every node of `cluster`.
+#[cfg(feature = "fuse_tests")]
+pub fn bootstrap_args(cluster: &crate::cluster::Cluster) -> Vec<&str> {
+    cluster
+        .addrs
+        .iter()
+        .flat_map(|a| ["--bootstrap", a.as_str()])
+        .collect()
 }

@@ -22,7 +22,7 @@
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use tracing::{info, warn};
 
@@ -36,12 +36,12 @@ use crate::object::Objects;
 use crate::remote::RootStore;
 use crate::root_record::{ObjectRef, RootBody, RootRecord};
 use crate::snapshot::SnapshotStats;
-use crate::snapshot::segment::{MAX_SEGMENT_LEN, apply_chain};
+use crate::snapshot::segment::{MAX_SEGMENT_LEN, SegmentHead, apply_from};
 
 /// The staging directory under `DIR/meta` a candidate is restored in.
 pub const STAGING_DIR: &str = "recover.new";
-/// The state a chain yields, in the staging directory.
-const STATE_FILE: &str = "state.snap";
+/// The state a chain yields, in a staging directory.
+pub(super) const STATE_FILE: &str = "state.snap";
 
 /// A candidate record that was not loaded, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -278,33 +278,72 @@ pub(super) async fn load_chain(
     segments: &[ObjectRef],
     seq: u64,
 ) -> Result<SnapshotStats> {
-    let result = load_into(staging, objects, snapshot, segments, seq).await;
+    let result = async {
+        let state = fetch_state(staging, objects, snapshot, segments, None).await?;
+        let staging = staging.to_path_buf();
+        blocking(move || -> Result<SnapshotStats> {
+            let file = File::open(&state).map_err(|e| Error::io(&state, e))?;
+            let db = MetaDb::open_with(&staging, None)?;
+            let stats = db.restore_snapshot(BufReader::new(file))?;
+            let lsn = db.lsn()?;
+            db.set_counters_durable(&[(KEY_PUBLISHED_SEQ, seq), (KEY_PUBLISHED_LSN, lsn)])?;
+            db.close()?;
+            Ok(stats)
+        })
+        .await
+    }
+    .await;
     if result.is_err() {
         let _ = std::fs::remove_dir_all(staging);
     }
     result
 }
 
-async fn load_into(
+/// What a chain already applied locally lets a fetch skip: the state file it yields and the
+/// record body that names it.
+pub(super) struct Applied<'a> {
+    /// The full snapshot (plaintext) the chain of `body` yields.
+    pub(super) state: &'a Path,
+    /// The body of the record whose state that is.
+    pub(super) body: &'a RootBody,
+}
+
+/// Makes `staging` (emptied first) hold `STATE_FILE`, the full snapshot the chain `snapshot` +
+/// `chain` yields, and returns its path. With `from` naming the same snapshot and a chain that
+/// `chain` extends, only the new segments are fetched and applied to `from`'s state; else the
+/// snapshot and every segment are fetched. Every object's length and trailer are checked against
+/// the record, every segment's place in the chain against its header.
+///
+/// # Errors
+/// Corrupt (an object or the chain), the network's errors, Io.
+pub(super) async fn fetch_state(
     staging: &Path,
     objects: &Objects,
     snapshot: &ObjectRef,
     chain: &[ObjectRef],
-    seq: u64,
-) -> Result<SnapshotStats> {
-    let staging = staging.to_path_buf();
-    match std::fs::remove_dir_all(&staging) {
+    from: Option<Applied<'_>>,
+) -> Result<PathBuf> {
+    match std::fs::remove_dir_all(staging) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(Error::io(&staging, e));
+            return Err(Error::io(staging, e));
         }
         _ => {}
     }
-    std::fs::create_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
+    std::fs::create_dir_all(staging).map_err(|e| Error::io(staging, e))?;
     let snap = *snapshot;
-    let base = staging.join("snapshot");
-    fetch_object(objects, snap.file, snap.len, &snap.trailer, &base).await?;
-    let mut segments = Vec::with_capacity(chain.len());
-    for (i, seg) in chain.iter().enumerate() {
+    let from = from.filter(|f| {
+        f.body.snapshot == snap && chain.starts_with(&f.body.segments) && f.state.exists()
+    });
+    let (base, done) = match &from {
+        Some(f) => (f.state.to_path_buf(), f.body.segments.len()),
+        None => {
+            let base = staging.join("snapshot");
+            fetch_object(objects, snap.file, snap.len, &snap.trailer, &base).await?;
+            (base, 0)
+        }
+    };
+    let mut segments = Vec::with_capacity(chain.len() - done);
+    for (i, seg) in chain.iter().enumerate().skip(done) {
         if seg.len > MAX_SEGMENT_LEN {
             return Err(Error::Corrupt {
                 what: "root record",
@@ -319,28 +358,31 @@ async fn load_into(
         fetch_object(objects, seg.file, seg.len, &seg.trailer, &path).await?;
         segments.push(std::fs::read(&path).map_err(|e| Error::io(&path, e))?);
     }
-    let base_trailer = snap.trailer;
-    blocking(move || -> Result<SnapshotStats> {
-        let state = staging.join(STATE_FILE);
-        {
-            let input = File::open(&base).map_err(|e| Error::io(&base, e))?;
-            let out = File::create(&state).map_err(|e| Error::io(&state, e))?;
-            let mut w = BufWriter::new(out);
-            apply_chain(BufReader::new(input), &base_trailer, &segments, &mut w)?;
-            let out = w
-                .into_inner()
-                .map_err(|e| Error::io(&state, e.into_error()))?;
-            out.sync_all().map_err(|e| Error::io(&state, e))?;
-        }
-        let file = File::open(&state).map_err(|e| Error::io(&state, e))?;
-        let db = MetaDb::open_with(&staging, None)?;
-        let stats = db.restore_snapshot(BufReader::new(file))?;
-        let lsn = db.lsn()?;
-        db.set_counters_durable(&[(KEY_PUBLISHED_SEQ, seq), (KEY_PUBLISHED_LSN, lsn)])?;
-        db.close()?;
-        Ok(stats)
+++=======
+    let first = SegmentHead {
+        base: snap.trailer,
+        index: u32::try_from(done + 1).unwrap_or(u32::MAX),
+        prev: done
+            .checked_sub(1)
+            .and_then(|i| chain.get(i))
+            .map_or(snap.trailer, |s| s.trailer),
+        next_ino: 0,
+    };
+    let state = staging.join(STATE_FILE);
+    let out_path = state.clone();
+    blocking(move || {
+        let input = File::open(&base).map_err(|e| Error::io(&base, e))?;
+        let out = File::create(&out_path).map_err(|e| Error::io(&out_path, e))?;
+        let mut w = BufWriter::new(out);
+        apply_from(BufReader::new(input), &first, &segments, &mut w)?;
+        let out = w
+            .into_inner()
+            .map_err(|e| Error::io(&out_path, e.into_error()))?;
+        out.sync_all().map_err(|e| Error::io(&out_path, e))
     })
-    .await
+    .await?;
+    Ok(state)
+++>>>>>>> i17-lease
 }
 
 /// Reads object `file` (the owner's, opened with the wrap key) into a new file at `path`,

@@ -154,6 +154,11 @@ impl Env {
     }
 
     fn publisher(&self) -> Publisher {
+        self.publisher_as(9)
+    }
+
+    /// A publisher whose writer id is `writer` repeated (another data dir's, when not 9).
+    fn publisher_as(&self, writer: u8) -> Publisher {
         Publisher::open(
             &self.meta(),
             self.db.clone(),
@@ -161,8 +166,8 @@ impl Env {
             self.roots.clone(),
             self.identity.clone(),
             PublishConfig {
-                writer: WriterId([9; 16]),
-                writer_name: "test-host".into(),
+                writer: WriterId([writer; 16]),
+                writer_name: format!("host-{writer}"),
                 lease_secs: 300,
             },
         )
@@ -1033,3 +1038,170 @@ async fn a_redo_log_left_without_its_db_is_moved_aside_not_replayed() {
 }
 
 mod kept;
+// ---- one writer, read-only followers (docs/namespace-publishing.md §5) ----
+
+/// A second data dir of `a`'s identity, recovered from the network, and its follower.
+async fn follower_of(a: &Env) -> (tempfile::TempDir, Arc<MetaDb>, Follower) {
+    let (dir, got) = recover_fresh(&a.identity, &a.net).await;
+    got.unwrap();
+    let db = Arc::new(open_recovered(&dir));
+    let follower = Follower::new(
+        &dir.path().join("meta"),
+        db.clone(),
+        objects_for(&a.identity, a.net.clone()),
+        a.net.clone(),
+        a.identity.clone(),
+        0,
+    );
+    (dir, db, follower)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_applies_segments_renewals_and_new_snapshots_and_says_what_changed() {
+    let a = Env::new();
+    tree(&a.db);
+    let p = a.publisher();
+    p.publish_now().await.unwrap();
+    let (dir, db, f) = follower_of(&a).await;
+    assert!(f.poll().await.unwrap().is_none(), "nothing newer");
+    assert!(!f.local_changes().unwrap());
+
+    // A new directory with a file: one segment; the follower applies it.
+    let d = a.db.mkdir(InodeNo::ROOT, b"new", &O, t()).unwrap();
+    let (file, _) = a.db.create(d.ino, b"f", &O, true, t()).unwrap();
+    store(&a.db, file.ino, 7, 3);
+    assert_eq!(p.publish_now().await.unwrap().segments, 1);
+    let got = f.poll().await.unwrap().unwrap();
+    assert_eq!((got.seq, got.writer_name.as_str()), (2, "host-9"));
+    assert_eq!(dump_published(&db), dump_published(&a.db));
+    assert!(got.changes.contains(&segment::Changed::Dirent {
+        parent: InodeNo::ROOT.0,
+        name: b"new".to_vec()
+    }));
+    assert!(got.changes.contains(&segment::Changed::Inode {
+        ino: file.ino.0,
+        content: true,
+        gone: false
+    }));
+    assert!(
+        !f.local_changes().unwrap(),
+        "an applied state is no local change"
+    );
+
+    // New content for the file, and a chmod elsewhere: only the file's content is stale.
+    store(&a.db, file.ino, 8, 4);
+    let chmod = SetAttr {
+        perm: Some(0o600),
+        ..SetAttr::default()
+    };
+    a.db.setattr(d.ino, &chmod, t()).unwrap();
+    p.publish_now().await.unwrap();
+    let got = f.poll().await.unwrap().unwrap();
+    assert!(got.changes.contains(&segment::Changed::Inode {
+        ino: file.ino.0,
+        content: true,
+        gone: false
+    }));
+    assert!(got.changes.contains(&segment::Changed::Inode {
+        ino: d.ino.0,
+        content: false,
+        gone: false
+    }));
+    assert_eq!(dump_published(&db), dump_published(&a.db));
+
+    // A lease renewal names the same namespace: a record, no object, nothing changes.
+    let stored = a.net.stored();
+    let renewed = p.renew().await.unwrap();
+    assert_eq!((renewed.seq, renewed.uploaded), (4, 0));
+    assert_eq!(a.net.stored(), stored, "a renewal stores no object");
+    let got = f.poll().await.unwrap().unwrap();
+    assert_eq!(got.seq, 4);
+    assert!(got.changes.is_empty());
+
+    // Without its local state the follower fetches the whole chain again; a removal shows.
+    a.db.unlink(d.ino, b"f", t()).unwrap();
+    p.publish_now().await.unwrap();
+    let meta = dir.path().join("meta");
+    std::fs::remove_file(meta.join(files::state_file(4))).unwrap();
+    let got = f.poll().await.unwrap().unwrap();
+    assert_eq!(got.seq, 5);
+    assert!(got.changes.contains(&segment::Changed::Inode {
+        ino: file.ino.0,
+        content: true,
+        gone: true
+    }));
+    assert_eq!(dump_published(&db), dump_published(&a.db));
+    assert!(meta.join(files::state_file(5)).exists());
+    assert!(!meta.join(follow::FOLLOW_DIR).exists());
+    assert_eq!(read_seen(&meta).unwrap(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_never_overwrites_changes_that_were_not_published() {
+    let a = Env::new();
+    tree(&a.db);
+    let p = a.publisher();
+    p.publish_now().await.unwrap();
+    let (_dir, db, f) = follower_of(&a).await;
+    db.mkdir(InodeNo::ROOT, b"only-here", &O, t()).unwrap();
+    assert!(f.local_changes().unwrap());
+    a.db.mkdir(InodeNo::ROOT, b"there", &O, t()).unwrap();
+    p.publish_now().await.unwrap();
+    let err = f.poll().await.unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+    assert!(db.lookup(InodeNo::ROOT, b"only-here").is_ok());
+    assert!(db.lookup(InodeNo::ROOT, b"there").is_err());
+    assert_eq!(f.local_seq().unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_claims_the_lease_with_a_record_and_the_old_writer_stops() {
+    let a = Env::new();
+    tree(&a.db);
+    let pa = a.publisher();
+    pa.publish_now().await.unwrap();
+    assert!(pa.holds_newest().await.unwrap());
+    let (dir, db, f) = follower_of(&a).await;
+    let newest = f.newest().await.unwrap().unwrap();
+    assert_eq!(
+        Lease::of(Some((&newest.0, &newest.1)), WriterId([3; 16])),
+        Lease::Held {
+            seq: 1,
+            writer_name: "host-9".into(),
+            lease_secs: 300
+        }
+    );
+    // B takes over (as --force does once the lease ran out): its claim is a record only.
+    let pb = Publisher::open(
+        &dir.path().join("meta"),
+        db.clone(),
+        objects_for(&a.identity, a.net.clone()),
+        a.net.clone(),
+        a.identity.clone(),
+        PublishConfig {
+            writer: WriterId([3; 16]),
+            writer_name: "host-3".into(),
+            lease_secs: 300,
+        },
+    )
+    .unwrap();
+    let stored = a.net.stored();
+    let claim = pb.renew().await.unwrap();
+    assert_eq!((claim.seq, claim.uploaded), (2, 0));
+    assert_eq!(a.net.stored(), stored);
+    assert!(pb.holds_newest().await.unwrap());
+    assert!(!pa.holds_newest().await.unwrap(), "A is behind now");
+    // A's next publish finds B's record: A stops, and never holds the lease again.
+    a.db.mkdir(InodeNo::ROOT, b"late", &O, t()).unwrap();
+    let err = pa.publish_now().await.unwrap_err();
+    assert!(matches!(err, Error::RootRollback { .. }), "{err}");
+    assert!(!pa.holds_newest().await.unwrap());
+    // B writes on; a fresh recovery sees B's namespace without A's late change.
+    db.mkdir(InodeNo::ROOT, b"by-b", &O, t()).unwrap();
+    assert_eq!(pb.publish_now().await.unwrap().seq, 3);
+    let (fresh, got) = recover_fresh(&a.identity, &a.net).await;
+    assert_eq!(got.unwrap().seq, 3);
+    let r = open_recovered(&fresh);
+    assert!(r.lookup(InodeNo::ROOT, b"by-b").is_ok());
+    assert!(r.lookup(InodeNo::ROOT, b"late").is_err());
+}

@@ -196,14 +196,106 @@ impl SegmentWriter {
 /// # Errors
 /// Corrupt (either stream), Io.
 pub fn diff(old: impl Read, new: impl Read, head: SegmentHead) -> Result<(Vec<u8>, bool)> {
-    let mut a = Records::open(old)?;
-    let mut b = Records::open(new)?;
-    let head = SegmentHead {
+    let (a, b) = (Records::open(old)?, Records::open(new)?);
+    let mut w = SegmentWriter::new(&SegmentHead {
         next_ino: b.next_ino,
         ..head
-    };
-    let mut w = SegmentWriter::new(&head)?;
+    })?;
     let mut changed = a.next_ino != b.next_ino;
+    walk(a, b, |tag, before, after| {
+        changed = true;
+        match (before, after) {
+            (_, Some(payload)) => w.record(tag, payload),
+            (Some(payload), None) => {
+                let (_, len) = sort_key(tag, payload)?;
+                w.record(tag | DELETE, &payload[..len])
+            }
+            (None, None) => Ok(()),
+        }
+    })?;
+    Ok((w.finish()?, changed))
+}
+
+/// A key whose record differs between two views of the namespace ([`changes`]): what a reader
+/// that follows another machine's namespace must tell the caches that hold the old one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Changed {
+    /// An inode appeared, changed or went.
+    Inode {
+        /// Its number.
+        ino: u64,
+        /// Its stored content differs (or it is new or gone): bytes cached for it are stale.
+        content: bool,
+        /// It is gone.
+        gone: bool,
+    },
+    /// A directory entry appeared, went, or names another inode.
+    Dirent {
+        /// The directory's inode number.
+        parent: u64,
+        /// The entry's name.
+        name: Vec<u8>,
+    },
+    /// An extended attribute of an inode appeared, changed or went.
+    Xattr {
+        /// The inode's number.
+        ino: u64,
+    },
+}
+
+/// Every key whose record differs between the views in snapshot streams `old` and `new`, in
+/// key order. Memory: the list, never the namespace.
+///
+/// # Errors
+/// Corrupt (either stream), Io.
+pub fn changes(old: impl Read, new: impl Read) -> Result<Vec<Changed>> {
+    let mut out = Vec::new();
+    walk(
+        Records::open(old)?,
+        Records::open(new)?,
+        |tag, before, after| {
+            let payload = after.or(before).unwrap_or_default();
+            let mut r = Reader::new(payload, "namespace record key");
+            let ino = r.u64()?;
+            out.push(match tag {
+                TAG_INODE => {
+                    let content_of = |p: &[u8]| -> Result<crate::namespace::Content> {
+                        let mut r = Reader::new(p, "namespace inode record");
+                        r.u64()?;
+                        Ok(crate::namespace::record::InodeRecord::decode_body(&mut r)?.content)
+                    };
+                    let content = match (before, after) {
+                        (Some(a), Some(b)) => content_of(a)? != content_of(b)?,
+                        _ => true,
+                    };
+                    Changed::Inode {
+                        ino,
+                        content,
+                        gone: after.is_none(),
+                    }
+                }
+                TAG_DIRENT => {
+                    let n = usize::from(r.u8()?);
+                    Changed::Dirent {
+                        parent: ino,
+                        name: r.bytes(n)?.to_vec(),
+                    }
+                }
+                _ => Changed::Xattr { ino },
+            });
+            Ok(())
+        },
+    )?;
+    Ok(out)
+}
+
+/// Merges the records of two snapshot streams key by key and calls `each(tag, old payload,
+/// new payload)` for every key whose record differs (`None`: absent on that side).
+fn walk<A: Read, B: Read>(
+    mut a: Records<A>,
+    mut b: Records<B>,
+    mut each: impl FnMut(u8, Option<&[u8]>, Option<&[u8]>) -> Result<()>,
+) -> Result<()> {
     let mut x = a.next()?;
     let mut y = b.next()?;
     loop {
@@ -216,16 +308,13 @@ pub fn diff(old: impl Read, new: impl Read, head: SegmentHead) -> Result<(Vec<u8
         match order {
             std::cmp::Ordering::Less => {
                 if let Some((tag, _, payload)) = &x {
-                    let (_, len) = sort_key(*tag, payload)?;
-                    w.record(tag | DELETE, &payload[..len])?;
-                    changed = true;
+                    each(*tag, Some(payload), None)?;
                 }
                 x = a.next()?;
             }
             std::cmp::Ordering::Greater => {
                 if let Some((tag, _, payload)) = &y {
-                    w.record(*tag, payload)?;
-                    changed = true;
+                    each(*tag, None, Some(payload))?;
                 }
                 y = b.next()?;
             }
@@ -233,15 +322,14 @@ pub fn diff(old: impl Read, new: impl Read, head: SegmentHead) -> Result<(Vec<u8
                 if let (Some((_, _, pa)), Some((tag, _, pb))) = (&x, &y)
                     && pa != pb
                 {
-                    w.record(*tag, pb)?;
-                    changed = true;
+                    each(*tag, Some(pa), Some(pb))?;
                 }
                 x = a.next()?;
                 y = b.next()?;
             }
         }
     }
-    Ok((w.finish()?, changed))
+    Ok(())
 }
 
 /// One key's change after composing segments: the record to put (`None`: delete), and whether
@@ -370,28 +458,54 @@ pub fn apply_chain(
     segments: &[Vec<u8>],
     out: impl Write,
 ) -> Result<SnapshotStats> {
-    if segments.len() > MAX_CHAIN {
+    let first = SegmentHead {
+        base: *base_trailer,
+        index: 1,
+        prev: *base_trailer,
+        next_ino: 0,
+    };
+    apply_from(base, &first, segments, out)
+}
+
+/// Applies `segments`, which continue a chain where `first` says (base, the index and `prev`
+/// the first of them must carry), to `state`, the full snapshot the chain yields before them,
+/// writing the resulting full snapshot to `out`: a follower that holds the state of a chain's
+/// first segments fetches and applies only the new ones. Checks as [`apply_chain`].
+///
+/// # Errors
+/// Corrupt (the state or a segment, or a chain longer than [`MAX_CHAIN`]), Io.
+pub fn apply_from(
+    state: impl Read,
+    first: &SegmentHead,
+    segments: &[Vec<u8>],
+    out: impl Write,
+) -> Result<SnapshotStats> {
+    let before = usize::try_from(first.index.saturating_sub(1)).unwrap_or(usize::MAX);
+    if first.index == 0 || before.saturating_add(segments.len()) > MAX_CHAIN {
         return Err(bad(format!(
-            "{} segments (limit {MAX_CHAIN})",
-            segments.len()
+            "{} segments from index {} (limit {MAX_CHAIN})",
+            segments.len(),
+            first.index
         )));
     }
     let mut delta = Delta {
         changes: BTreeMap::new(),
         next_ino: None,
     };
-    let mut prev = *base_trailer;
+    let mut prev = first.prev;
     for (i, seg) in segments.iter().enumerate() {
         let expect = SegmentHead {
-            base: *base_trailer,
-            index: u32::try_from(i + 1).unwrap_or(u32::MAX),
+            base: first.base,
+            index: first
+                .index
+                .saturating_add(u32::try_from(i).unwrap_or(u32::MAX)),
             prev,
             next_ino: 0,
         };
         compose(&mut delta, seg, &expect)?;
         prev = seg[seg.len() - 32..].try_into().unwrap_or_default();
     }
-    merge(base, delta, out)
+    merge(state, delta, out)
 }
 
 /// Checks that `segment`, placed at `head`, turns the view in snapshot stream `state` into the

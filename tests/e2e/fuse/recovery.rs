@@ -10,7 +10,9 @@ use std::path::Path;
 use std::process::Command;
 
 use defs_tests::cluster::{Cluster, out, text};
-use defs_tests::mount::{TestMount, left_to_copy, mount_on, pseudo_random, rsync_copy, run};
+use defs_tests::mount::{
+    TestMount, bootstrap_args, key_only, left_to_copy, mount_on, pseudo_random, rsync_copy, run,
+};
 
 /// A tree of more than 1,000 entries: 40 directories of 24 small files, symlinks (one
 /// dangling), hard links, empty files and directories, a fifo, a character device, a socket,
@@ -73,33 +75,6 @@ fn tree(src: &Path) {
     }
 }
 
-/// Fills a data dir with only a copy of `key` and the test network's config (its nodes'
-/// identities solve a puzzle of difficulty 0, which a default config would refuse), plus
-/// `extra` config lines.
-pub(super) fn key_only(dir: &Path, key: &[u8], extra: &str) {
-    fs::create_dir_all(dir).unwrap_or_else(|e| panic!("mkdir data dir: {e}"));
-    fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(dir.join("identity.key"))
-        .and_then(|mut f| std::io::Write::write_all(&mut f, key))
-        .unwrap_or_else(|e| panic!("copying the key: {e}"));
-    fs::write(
-        dir.join("config.toml"),
-        format!("[identity]\npuzzle_difficulty = 0\n{extra}"),
-    )
-    .unwrap_or_else(|e| panic!("writing config.toml: {e}"));
-}
-
-pub(super) fn bootstrap_args(cluster: &Cluster) -> Vec<&str> {
-    cluster
-        .addrs
-        .iter()
-        .flat_map(|a| ["--bootstrap", a.as_str()])
-        .collect()
-}
-
 /// Mounts a fresh data dir that holds only `key` and checks the whole tree is there.
 fn recover_and_compare(cluster: &Cluster, key: &[u8], src: &Path, when: &str) {
     let Some(mut m) = TestMount::prepared(&bootstrap_args(cluster), |d| key_only(d, key, ""))
@@ -140,13 +115,7 @@ fn a_synced_tree_mounts_whole_on_a_fresh_data_dir_with_only_the_key() {
     tree(&src);
     let o = rsync_copy(&src, &m.path("dst"));
     assert_eq!(o.status.code(), Some(0), "rsync: {}", text(&o));
-    let o = out(m.defs().arg("sync").arg(m.mnt()));
-    assert_eq!(o.status.code(), Some(0), "{}\nlog:\n{}", text(&o), m.log());
-    assert!(
-        text(&o).contains("namespace published (seq "),
-        "{}",
-        text(&o)
-    );
+    m.sync_published();
     let o = out(m.defs().arg("status"));
     assert!(
         text(&o).contains("namespace: published as seq "),

@@ -12,7 +12,7 @@ use std::process::Command;
 use defs_tests::cluster::{Cluster, out, text};
 use defs_tests::mount::{TestMount, pseudo_random, run};
 
-use super::recovery::{bootstrap_args, key_only};
+use defs_tests::mount::{bootstrap_args, key_only};
 
 /// Publishing only when asked (`defs sync`, unmount): each synced state is one version.
 const QUIET: &str = "[namespace]\npublish_debounce_secs = 600\nmax_staleness_secs = 600\n";

@@ -67,7 +67,7 @@ struct Cli {
 
     /// Mount options, comma separated: ro, rw, allow_other, sync=local|network, fsname=NAME,
     /// threads=N, and the flags below as bootstrap=MULTIADDR (repeatable), listen=MULTIADDR
-    /// (repeatable), no_mdns, data_dir=DIR; fstab-only options (defaults, noauto, user,
+    /// (repeatable), no_mdns, force, data_dir=DIR; fstab-only options (defaults, noauto, user,
     /// nofail, _netdev, x-*, ...) are accepted and ignored.
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,
@@ -84,6 +84,16 @@ struct Cli {
     /// Do not discover peers on the local network with mDNS.
     #[arg(long)]
     no_mdns: bool,
+
+    /// Mount read-only (as -o ro): on a machine other than the writer's, the mount follows the
+    /// namespace the writable mount publishes ([namespace] follow_secs).
+    #[arg(long)]
+    read_only: bool,
+
+    /// Take the write lease of a writable mount elsewhere that is dead (as -o force): waits
+    /// until its last record has not changed for its lease plus 30 s, then takes over.
+    #[arg(long)]
+    force: bool,
 
     /// Start an empty namespace in a data dir that has an identity but no metadata DB, instead
     /// of recovering the identity's namespace from the network (only for an identity that never
@@ -112,6 +122,8 @@ struct Options {
     no_mdns: bool,
     /// `data_dir=`, as `--data-dir`.
     data_dir: Option<PathBuf>,
+    /// `force`, as `--force`.
+    force: bool,
 }
 
 fn parse_options(list: &[String]) -> Result<Options, String> {
@@ -140,6 +152,7 @@ fn parse_options(list: &[String]) -> Result<Options, String> {
             ("bootstrap", Some(a)) if !a.is_empty() => o.bootstrap.push(a.to_string()),
             ("listen", Some(a)) if !a.is_empty() => o.listen.push(a.to_string()),
             ("no_mdns" | "nomdns", None) => o.no_mdns = true,
+            ("force", None) => o.force = true,
             ("data_dir", Some(d)) if !d.is_empty() => o.data_dir = Some(PathBuf::from(d)),
             // Options mount(8) and fstab pass along that mean nothing to a FUSE daemon.
             (
@@ -279,6 +292,10 @@ fn merge_options(cli: &mut Cli, mut o: Options) -> Result<Options, String> {
         }
     }
     cli.no_mdns |= o.no_mdns;
+    cli.force |= o.force;
+    if cli.read_only {
+        o.read_only = true;
+    }
     if let Some(d) = o.data_dir.take() {
         match &cli.data_dir {
             Some(c) if std::path::absolute(c).ok() != std::path::absolute(&d).ok() => {
@@ -337,6 +354,12 @@ fn launch(cli: &Cli) -> Result<()> {
     if cli.new_namespace {
         cmd.arg("--new-namespace");
     }
+    if cli.force {
+        cmd.arg("--force");
+    }
+    if cli.read_only {
+        cmd.arg("--read-only");
+    }
     // The daemon keeps no terminal: its output goes to the log file, and it is in its own
     // process group so the terminal's Ctrl-C does not reach it.
     cmd.stdin(Stdio::null())
@@ -369,19 +392,26 @@ fn launch(cli: &Cli) -> Result<()> {
         std::thread::sleep(Duration::from_millis(10));
     };
     stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(
-        deadline
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_secs(1)),
-    ))?;
-    // `warn MSG` lines (bootstrap addresses that gave no peer), then `ok` or `err MSG`.
+    // `warn MSG` lines (bootstrap addresses that gave no peer), `note SECS MSG` (a wait the
+    // daemon announces, e.g. --force's: the deadline moves by it), then `ok` or `err MSG`.
+    let mut deadline = deadline;
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
     loop {
+        reader.get_ref().set_read_timeout(Some(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_secs(1)),
+        ))?;
         line.clear();
         reader.read_line(&mut line)?;
         match line.trim_end().split_once(' ') {
             Some(("warn", msg)) => eprintln!("defs-mount: warning: {msg}"),
+            Some(("note", rest)) => {
+                let (secs, msg) = rest.split_once(' ').unwrap_or(("0", rest));
+                deadline += Duration::from_secs(secs.parse().unwrap_or(0));
+                eprintln!("defs-mount: {msg}");
+            }
             _ => break,
         }
     }
@@ -422,6 +452,14 @@ fn daemon(cli: &Cli, options: &Options, socket: &Path) -> Result<()> {
 struct Ready(Option<UnixStream>);
 
 impl Ready {
+    /// A note for the launcher to print: the daemon waits `wait` more before it is ready.
+    fn note(&mut self, wait: Duration, msg: &str) {
+        if let Some(s) = self.0.as_mut() {
+            let line = format!("note {} {}\n", wait.as_secs(), msg.replace('\n', " "));
+            let _ = s.write_all(line.as_bytes());
+        }
+    }
+
     /// A warning for the launcher to print before the mount is ready.
     fn warn(&mut self, msg: &str) {
         if let Some(s) = self.0.as_mut() {
@@ -485,7 +523,10 @@ fn serve_inner(
     let result = rt.block_on(run(
         &dir,
         &mountpoint,
-        cli.new_namespace,
+        Flags {
+            new_namespace: cli.new_namespace,
+            force: cli.force,
+        },
         options,
         &node_opts,
         ready,
@@ -509,10 +550,17 @@ struct Held {
     pid_file: Option<RemoveOnDrop>,
 }
 
+/// The namespace flags of a mount.
+#[derive(Clone, Copy)]
+struct Flags {
+    new_namespace: bool,
+    force: bool,
+}
+
 async fn run(
     dir: &Path,
     mountpoint: &Path,
-    new_namespace: bool,
+    flags: Flags,
     options: &Options,
     node_opts: &NodeOptions,
     ready: &mut Option<Ready>,
@@ -531,16 +579,7 @@ async fn run(
             r.warn(p);
         }
     }
-    let result = serve_mount(
-        dir,
-        mountpoint,
-        new_namespace,
-        options,
-        &mut node,
-        ready,
-        held,
-    )
-    .await;
+    let result = serve_mount(dir, mountpoint, flags, options, &mut node, ready, held).await;
     node.shutdown().await;
     info!("node stopped");
     result
@@ -549,7 +588,7 @@ async fn run(
 async fn serve_mount(
     dir: &Path,
     mountpoint: &Path,
-    new_namespace: bool,
+    flags: Flags,
     options: &Options,
     node: &mut StorageNode,
     ready: &mut Option<Ready>,
@@ -564,7 +603,7 @@ async fn serve_mount(
     let objects = node.objects.clone();
     // No metadata DB: a new identity starts empty; a copied key recovers its namespace from the
     // network (or the mount fails saying why; never an empty tree over one that exists).
-    let start = namespace::prepare(dir, node, &objects, new_namespace).await?;
+    let start = namespace::prepare(dir, node, &objects, flags.new_namespace).await?;
     let mut read_only = options.read_only;
     if let namespace::Start::Recovered {
         older: Some(why), ..
@@ -587,17 +626,28 @@ async fn serve_mount(
         read_only,
         fsync: options.fsync,
     };
-    // A writable mount publishes its namespace; a read-only one only reads it.
+    // A writable mount checks that no other machine writes this identity (or waits out a
+    // dead one's lease with --force), takes the lease, and publishes its namespace; a
+    // read-only one follows the namespace published elsewhere once it is mounted.
     let publisher = if read_only {
         None
     } else {
-        Some(namespace::start_publisher(
-            dir,
-            node,
-            db.clone(),
-            objects.clone(),
-        )?)
+        let mut note = |wait: Duration, msg: &str| {
+            info!(wait_secs = wait.as_secs(), "{msg}");
+            match ready.as_mut() {
+                Some(r) => r.note(wait, msg),
+                None => eprintln!("defs-mount: {msg}"),
+            }
+        };
+        // A namespace that starts here was never published: nobody else can hold its lease.
+        let claim = if start == namespace::Start::New {
+            namespace::LeaseOutcome::Unclaimed
+        } else {
+            namespace::check_lease(dir, node, db.clone(), flags.force, &mut note).await?
+        };
+        Some(namespace::start_publisher(dir, node, db.clone(), objects.clone(), claim).await?)
     };
+    let follow_db = db.clone();
     let core = fs::Fs::new(
         db,
         Arc::new(cache),
@@ -629,6 +679,11 @@ async fn serve_mount(
     let mounted = tokio::task::block_in_place(|| session::mount(fuse, mountpoint, &mount_config))
         .with_context(|| format!("mounting at {}", mountpoint.display()))?;
     let unmounter = mounted.unmounter();
+    // Only a mount asked to be read-only follows: a fallback to an older state (above) must
+    // not be replaced behind the user's back.
+    let follower = options.read_only.then(|| {
+        namespace::start_follower(dir, node, follow_db, core.clone(), Some(mounted.notifier()))
+    });
     let _repair = background_repair(
         core.clone(),
         node.repairer.clone(),
@@ -655,6 +710,7 @@ async fn serve_mount(
         fs: core.clone(),
         mountpoint: canonical,
         publisher: publisher.clone(),
+        follower,
         auditor,
     };
     if let Err(e) = node.serve_control(std::sync::Arc::new(handler)).await {
@@ -662,6 +718,11 @@ async fn serve_mount(
         core.shutdown().await.ok();
         return Err(e).context("serving the control socket");
     }
+    // The handlers are in place before anyone learns the pid or that the mount is ready: a
+    // signal sent at once must unmount, not kill the daemon with the mount left behind.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let pid_file = dir.join(PID_FILE);
     if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
         warn!(error = %e, path = %pid_file.display(), "writing the pid file failed");
@@ -673,9 +734,6 @@ async fn serve_mount(
     info!("mount ready");
 
     let mut session = tokio::task::spawn_blocking(move || mounted.wait());
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let ended = loop {
         tokio::select! {
             r = &mut session => break Some(r),
@@ -830,6 +888,8 @@ mod tests {
             parse_options(&["threads=8".into()]).unwrap().threads,
             Some(8)
         );
+        let o = parse_options(&["ro,force".into()]).unwrap();
+        assert!(o.read_only && o.force);
     }
 
     #[test]
