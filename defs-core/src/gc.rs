@@ -376,7 +376,8 @@ impl Collector {
             "garbage collection: deleting objects no kept version names"
         );
         // Shards first, object by object.
-        let shard_steps = futures::stream::iter(rows.iter().filter(|r| !r.shards_gone))
+        let todo: Vec<LedgerRow> = rows.iter().filter(|r| !r.shards_gone).copied().collect();
+        let shard_steps = futures::stream::iter(todo)
             .map(|row| async move { (row.file, self.delete_shards(row).await) })
             .buffer_unordered(GC_PARALLEL);
         futures::pin_mut!(shard_steps);
@@ -434,7 +435,7 @@ impl Collector {
     }
 
     /// Deletes every shard of `row`'s object from its recorded holders, then marks the row.
-    async fn delete_shards(&self, row: &LedgerRow) -> Result<Deleted> {
+    async fn delete_shards(&self, row: LedgerRow) -> Result<Deleted> {
         self.objects.retire(row.file);
         let (manifest, _) = self.objects.open_owned(row.file).await?;
         // One delete per shard id, on every node recorded for any copy of it.
@@ -454,11 +455,11 @@ impl Collector {
         }
         let client = self.objects.client().clone();
         let bytes = stored_bytes(&manifest);
-        let results: Vec<Result<()>> = futures::stream::iter(by_id.iter())
+        let shards = by_id.len() as u64;
+        let results: Vec<Result<()>> = futures::stream::iter(by_id)
             .map(|(id, _, holders)| {
                 let client = client.clone();
-                let holders = holders.clone();
-                async move { client.delete(*id, holders).await }
+                async move { client.delete(id, holders).await }
             })
             .buffer_unordered(DELETE_PARALLEL)
             .collect()
@@ -466,7 +467,6 @@ impl Collector {
         if let Some(e) = results.into_iter().find_map(|r| r.err()) {
             return Err(e);
         }
-        let shards = by_id.len() as u64;
         debug!(file = %row.file, shards, kind = ?row.kind, "garbage collection: shards deleted");
         self.db.ledger_shards_gone(row.file)?;
         Ok(Deleted { shards, bytes })

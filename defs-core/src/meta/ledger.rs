@@ -145,6 +145,18 @@ fn put(table: &mut Table<&[u8], Value>, row: &LedgerRow) -> Result<()> {
     Ok(())
 }
 
+/// A row not being collected.
+fn fresh(file: FileId, kind: ObjectKind, born: u64, dead: u64, mark: u64) -> LedgerRow {
+    LedgerRow {
+        file,
+        kind,
+        born,
+        dead,
+        mark,
+        shards_gone: false,
+    }
+}
+
 /// The seq the next record will carry at the earliest: what a birth now is dated.
 fn next_seq(txn: &WriteTransaction) -> Result<u64> {
     let meta = txn.open_table(META).ctx("opening the meta table")?;
@@ -171,14 +183,7 @@ pub(crate) fn born_in(txn: &WriteTransaction, file: &FileId) -> Result<()> {
             row.mark = 0;
             row
         }
-        None => LedgerRow {
-            file: *file,
-            kind: ObjectKind::File,
-            born,
-            dead: ALIVE,
-            mark: 0,
-            shards_gone: false,
-        },
+        None => fresh(*file, ObjectKind::File, born, ALIVE, 0),
     };
     put(&mut table, &row)
 }
@@ -187,14 +192,7 @@ pub(crate) fn born_in(txn: &WriteTransaction, file: &FileId) -> Result<()> {
 pub(crate) fn died_in(txn: &WriteTransaction, file: &FileId) -> Result<()> {
     let mark = lsn_now(txn)?;
     let mut table = txn.open_table(LEDGER).ctx("opening the ledger")?;
-    let mut row = get(&table, file)?.unwrap_or(LedgerRow {
-        file: *file,
-        kind: ObjectKind::File,
-        born: 0,
-        dead: ALIVE,
-        mark: 0,
-        shards_gone: false,
-    });
+    let mut row = get(&table, file)?.unwrap_or(fresh(*file, ObjectKind::File, 0, ALIVE, 0));
     if row.dead == ALIVE {
         row.dead = PENDING;
         row.mark = mark;
@@ -213,17 +211,7 @@ pub(crate) fn unnamed_in(txn: &WriteTransaction, file: &FileId) -> Result<()> {
     let seq = next_seq(txn)?;
     let mut table = txn.open_table(LEDGER).ctx("opening the ledger")?;
     if get(&table, file)?.is_none() {
-        put(
-            &mut table,
-            &LedgerRow {
-                file: *file,
-                kind: ObjectKind::File,
-                born: seq,
-                dead: seq,
-                mark: 0,
-                shards_gone: false,
-            },
-        )?;
+        put(&mut table, &fresh(*file, ObjectKind::File, seq, seq, 0))?;
     }
     Ok(())
 }
@@ -233,17 +221,7 @@ pub(crate) fn stored_in(txn: &WriteTransaction, file: &FileId, kind: ObjectKind)
     let born = next_seq(txn)?;
     let mut table = txn.open_table(LEDGER).ctx("opening the ledger")?;
     if get(&table, file)?.is_none() {
-        put(
-            &mut table,
-            &LedgerRow {
-                file: *file,
-                kind,
-                born,
-                dead: PENDING,
-                mark: UNDATED,
-                shards_gone: false,
-            },
-        )?;
+        put(&mut table, &fresh(*file, kind, born, PENDING, UNDATED))?;
     }
     Ok(())
 }
@@ -258,17 +236,7 @@ pub(crate) fn known_in(
     let mut table = txn.open_table(LEDGER).ctx("opening the ledger")?;
     for (file, kind) in named {
         if get(&table, file)?.is_none() {
-            put(
-                &mut table,
-                &LedgerRow {
-                    file: *file,
-                    kind: *kind,
-                    born: seq,
-                    dead: ALIVE,
-                    mark: 0,
-                    shards_gone: false,
-                },
-            )?;
+            put(&mut table, &fresh(*file, *kind, seq, ALIVE, 0))?;
         }
     }
     Ok(())
@@ -310,14 +278,7 @@ pub(crate) fn resolve_in(
     }
     for (file, kind) in named {
         if get(&table, file)?.is_none() {
-            changed.push(LedgerRow {
-                file: *file,
-                kind: *kind,
-                born: seq,
-                dead: ALIVE,
-                mark: 0,
-                shards_gone: false,
-            });
+            changed.push(fresh(*file, *kind, seq, ALIVE, 0));
         }
     }
     for row in &changed {
@@ -358,14 +319,7 @@ pub(crate) fn reconcile_in(txn: &WriteTransaction) -> Result<()> {
         }
     }
     for file in live_ids {
-        changed.push(LedgerRow {
-            file,
-            kind: ObjectKind::File,
-            born: 0,
-            dead: ALIVE,
-            mark: 0,
-            shards_gone: false,
-        });
+        changed.push(fresh(file, ObjectKind::File, 0, ALIVE, 0));
     }
     for row in &changed {
         put(&mut table, row)?;

@@ -598,6 +598,17 @@ async fn serve_mount(
             objects.clone(),
         )?)
     };
+    // The collector follows the publisher: only a writable mount deletes anything.
+    let gc = publisher
+        .as_ref()
+        .map(|p| mount_helper::gc::GarbageCollector {
+            collector: Arc::new(defs_core::gc::Collector::new(
+                db.clone(),
+                objects.clone(),
+                (&settings.gc).into(),
+            )),
+            publisher: p.clone(),
+        });
     let core = fs::Fs::new(
         db,
         Arc::new(cache),
@@ -632,6 +643,9 @@ async fn serve_mount(
         node.repairer.clone(),
         Duration::from_secs(settings.repair.interval_secs),
     );
+    let _gc = gc
+        .clone()
+        .and_then(|g| g.spawn(Duration::from_secs(settings.gc.interval_secs)));
     let auditor = mount_helper::audits::Auditor {
         fs: core.clone(),
         client: node.client.clone(),
@@ -654,6 +668,7 @@ async fn serve_mount(
         mountpoint: canonical,
         publisher: publisher.clone(),
         auditor,
+        gc,
     };
     if let Err(e) = node.serve_control(std::sync::Arc::new(handler)).await {
         let _ = tokio::task::spawn_blocking(move || unmounter.unmount()).await;
