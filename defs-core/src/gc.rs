@@ -23,7 +23,7 @@
 //! Only a mount that holds the lease and whose published seq is the newest may run it
 //! ([`crate::publish::Publisher::may_collect`]): it alone knows every record that exists.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -34,6 +34,7 @@ use crate::error::Result;
 use crate::meta::MetaDb;
 use crate::meta::ledger::{self, LedgerRow, ObjectKind};
 use crate::object::{MANIFEST_COPIES, Objects};
+use crate::remote::Holders;
 use crate::sync::Arc;
 use crate::types::{FileId, NodeId, ShardId};
 
@@ -43,6 +44,13 @@ pub const GC_PARALLEL: usize = 4;
 
 /// Shard deletes of one object in flight at once.
 pub const DELETE_PARALLEL: usize = 8;
+
+/// Shard ids asked about in one lookup (the network's limit per request, 512).
+pub const LOOKUP_BATCH: usize = 512;
+
+/// Holders a lookup waits for per shard: the recorded one, its pair partner's mirror copy and
+/// copies repair placed.
+pub const LOOKUP_WANT: usize = 4;
 
 /// Errors a [`GcStatus`] keeps (the newest), for `defs status`.
 pub const MAX_STATUS_ERRORS: usize = 20;
@@ -375,10 +383,15 @@ impl Collector {
             kept = kept.len(),
             "garbage collection: deleting objects no kept version names"
         );
-        // Shards first, object by object.
+        // Shards first, object by object, on their recorded holders and on every node a
+        // lookup finds holding them (a pair partner's mirror copy, a copy repair placed).
         let todo: Vec<LedgerRow> = rows.iter().filter(|r| !r.shards_gone).copied().collect();
+        let found = Arc::new(self.holders_of(&todo).await?);
         let shard_steps = futures::stream::iter(todo)
-            .map(|row| async move { (row.file, self.delete_shards(row).await) })
+            .map(|row| {
+                let found = found.clone();
+                async move { (row.file, self.delete_shards(row, &found).await) }
+            })
             .buffer_unordered(GC_PARALLEL);
         futures::pin_mut!(shard_steps);
         let mut ready: Vec<FileId> = rows
@@ -404,10 +417,10 @@ impl Collector {
         if ready.is_empty() {
             return Ok(());
         }
-        // Then every manifest copy of those objects, found by one lookup.
+        // Then every manifest copy of those objects, found by lookups.
         let ids: Vec<ShardId> = ready.iter().map(|f| ShardId(f.0)).collect();
         let client = self.objects.client().clone();
-        let found = client.lookup_many(ids, MANIFEST_COPIES).await?;
+        let found = self.lookup(ids, MANIFEST_COPIES).await?;
         let mut failed = HashSet::new();
         for (id, holders) in found {
             if holders.is_empty() {
@@ -434,8 +447,42 @@ impl Collector {
         Ok(())
     }
 
-    /// Deletes every shard of `row`'s object from its recorded holders, then marks the row.
-    async fn delete_shards(&self, row: LedgerRow) -> Result<Deleted> {
+    /// Who holds `ids`, asked [`LOOKUP_BATCH`] at a time (waiting for up to `want` holders).
+    async fn lookup(&self, ids: Vec<ShardId>, want: usize) -> Result<Holders> {
+        let client = self.objects.client().clone();
+        let mut out = Vec::new();
+        for chunk in ids.chunks(LOOKUP_BATCH) {
+            out.extend(client.lookup_many(chunk.to_vec(), want).await?);
+        }
+        Ok(out)
+    }
+
+    /// The holders a lookup finds for every shard of `rows`' objects whose manifest opens
+    /// (one that does not fails later, in [`Collector::delete_shards`]).
+    async fn holders_of(&self, rows: &[LedgerRow]) -> Result<HashMap<ShardId, Vec<NodeId>>> {
+        let mut ids = Vec::new();
+        for row in rows {
+            self.objects.retire(row.file);
+            if let Ok((m, _)) = self.objects.open_owned(row.file).await {
+                ids.extend(m.segments.iter().flat_map(|s| &s.shards).map(|s| s.id));
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        let mut out: HashMap<ShardId, Vec<NodeId>> = HashMap::new();
+        for (id, holders) in self.lookup(ids, LOOKUP_WANT).await? {
+            out.entry(id).or_default().extend(holders);
+        }
+        Ok(out)
+    }
+
+    /// Deletes every shard of `row`'s object from its recorded holders and those `found`,
+    /// then marks the row.
+    async fn delete_shards(
+        &self,
+        row: LedgerRow,
+        found: &HashMap<ShardId, Vec<NodeId>>,
+    ) -> Result<Deleted> {
         self.objects.retire(row.file);
         let (manifest, _) = self.objects.open_owned(row.file).await?;
         // One delete per shard id, on every node recorded for any copy of it.
@@ -451,6 +498,13 @@ impl Collector {
                     }
                 }
                 None => by_id.push((sh.id, 1, sh.holders.clone())),
+            }
+        }
+        for (id, _, holders) in &mut by_id {
+            for h in found.get(id).into_iter().flatten() {
+                if !holders.contains(h) {
+                    holders.push(*h);
+                }
             }
         }
         let client = self.objects.client().clone();

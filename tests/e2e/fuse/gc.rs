@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use defs_tests::cluster::{Cluster, out, shard_records, text};
 use defs_tests::mount::{TestMount, assert_same_tree, mount_on, pseudo_random, run};
@@ -31,11 +32,40 @@ fn defs_ok(m: &TestMount, args: &[&str]) -> String {
     text(&o)
 }
 
+/// Waits until the nodes' shard records stop changing for a while (pair partners mirrored).
+fn settled(dirs: &[PathBuf]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = (shard_records_count(dirs), Instant::now());
+    while last.1.elapsed() < Duration::from_secs(3) {
+        assert!(Instant::now() < deadline, "the nodes never settled");
+        std::thread::sleep(Duration::from_millis(200));
+        let n = shard_records_count(dirs);
+        if n != last.0 {
+            last = (n, Instant::now());
+        }
+    }
+}
+
+fn shard_records_count(dirs: &[PathBuf]) -> usize {
+    dirs.iter().map(|d| shard_records(d).len()).sum()
+}
+
 #[test]
 fn deleted_and_overwritten_files_leave_every_node_and_the_rest_reads_back() {
     let base = tempfile::tempdir().unwrap();
-    let cluster = Cluster::start_unpaired(base.path(), 5);
-    let Some(mut m) = mount_on(&cluster) else {
+    collects(&Cluster::start_unpaired(base.path(), 5));
+}
+
+/// As above with paired nodes: each shard also has a mirror copy on its holder's partner,
+/// which must go too.
+#[test]
+fn deleted_files_leave_the_pair_partners_mirrors_too() {
+    let base = tempfile::tempdir().unwrap();
+    collects(&Cluster::start(base.path(), 4));
+}
+
+fn collects(cluster: &Cluster) {
+    let Some(mut m) = mount_on(cluster) else {
         return;
     };
     let mut dirs = cluster.dirs.clone();
@@ -58,6 +88,7 @@ fn deleted_and_overwritten_files_leave_every_node_and_the_rest_reads_back() {
     }
     run(Command::new("cp").arg("-a").arg(&src).arg(m.path("tree")));
     defs_ok(&m, &["sync"]);
+    settled(&dirs);
     let before = shards(&dirs);
 
     // Delete a 4 MiB file and 100 small ones, rewrite a 1 MiB one.
@@ -69,6 +100,7 @@ fn deleted_and_overwritten_files_leave_every_node_and_the_rest_reads_back() {
     defs_ok(&m, &["sync"]);
     let gc = defs_ok(&m, &["gc"]);
     assert!(gc.contains("garbage collection"), "{gc}");
+    settled(&dirs);
     let after = shards(&dirs);
 
     // What left the nodes: at least the deleted and replaced data (5 MiB plus the small files),
