@@ -64,6 +64,8 @@ fn deleted_files_leave_the_pair_partners_mirrors_too() {
     collects(&Cluster::start(base.path(), 4));
 }
 
+// A test body shared by the two tests above: a failed step fails the test.
+#[allow(clippy::unwrap_used)]
 fn collects(cluster: &Cluster) {
     let Some(mut m) = mount_on(cluster) else {
         return;
