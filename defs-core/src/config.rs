@@ -36,6 +36,8 @@ pub struct Config {
     pub pairing: PairingSettings,
     /// Audits of the holders of the mount's files (`defs-mount`).
     pub audit: AuditSettings,
+    /// `[gc]`: deleting objects no kept version names (`defs-mount`, `defs gc`).
+    pub gc: GcSettings,
 }
 
 impl Config {
@@ -372,6 +374,36 @@ impl Default for AuditSettings {
         AuditSettings {
             per_gib_hour: 4.0,
             interval_secs: 600,
+        }
+    }
+}
+
+/// `[gc]`: the garbage collector of a writable mount (see [`crate::gc`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GcSettings {
+    /// Seconds between background runs; 0 turns the background collector off (`defs gc` still
+    /// runs). Default 600.
+    pub interval_secs: u64,
+    /// Objects deleted at most per run (the rest waits for the next). Default 1000.
+    pub max_objects: u64,
+}
+
+impl Default for GcSettings {
+    fn default() -> Self {
+        GcSettings {
+            interval_secs: 600,
+            max_objects: 1000,
+        }
+    }
+}
+
+impl From<&GcSettings> for crate::gc::GcConfig {
+    fn from(g: &GcSettings) -> Self {
+        crate::gc::GcConfig {
+            enabled: g.interval_secs > 0,
+            interval: std::time::Duration::from_secs(g.interval_secs),
+            max_objects: usize::try_from(g.max_objects).unwrap_or(usize::MAX),
         }
     }
 }

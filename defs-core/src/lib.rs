@@ -34,6 +34,7 @@ pub mod config;
 pub mod durability;
 pub mod error;
 mod fsutil;
+pub mod gc;
 pub mod identity;
 pub mod journal;
 pub mod manifest;

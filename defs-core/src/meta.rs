@@ -726,7 +726,7 @@ impl MetaDb {
         {
             return Ok(());
         }
-        self.commit_unlogged(&[])
+        self.commit_unlogged(&[], |_| Ok(()))
     }
 
     /// The LSN of the last operation that returned (committed, or waiting as a deferred
@@ -749,20 +749,39 @@ impl MetaDb {
     /// # Errors
     /// Db, [`Error::NotDurable`] (as [`MetaDb::sync`]).
     pub(crate) fn set_counters_durable(&self, pairs: &[(&'static str, u64)]) -> Result<()> {
-        self.commit_unlogged(pairs)?;
-        self.sync()
+        self.write_bookkeeping(pairs, |_| Ok(()))
+    }
+
+    /// As [`MetaDb::set_counters_durable`], with `f`'s bookkeeping changes (the object
+    /// ledger's) in the same transaction: no redo record, durable when this returns.
+    pub(crate) fn write_bookkeeping<T>(
+        &self,
+        pairs: &[(&'static str, u64)],
+        f: impl FnOnce(&WriteTransaction) -> Result<T>,
+    ) -> Result<T> {
+        let value = self.commit_unlogged(pairs, f)?;
+        self.sync()?;
+        Ok(value)
     }
 
     /// One write transaction, committed without fsync, that applies the deferred changes and
     /// sets `pairs` in the meta table with no redo record of its own: the deferred changes
     /// have theirs, and the counters are bookkeeping that a crash may lose.
-    fn commit_unlogged(&self, pairs: &[(&'static str, u64)]) -> Result<()> {
+    fn commit_unlogged<T>(
+        &self,
+        pairs: &[(&'static str, u64)],
+        f: impl FnOnce(&WriteTransaction) -> Result<T>,
+    ) -> Result<T> {
         let _writer = self.inner.lock_writer();
         let mut txn = self.inner.db.begin_write().ctx("beginning a write")?;
         txn.set_durability(Durability::None)
             .ctx("choosing durability")?;
         let applied = match self.inner.apply_deferred(&txn) {
             Ok(applied) => applied,
+            Err(e) => return txn.abort().ctx("aborting").and(Err(e)),
+        };
+        let value = match f(&txn) {
+            Ok(value) => value,
             Err(e) => return txn.abort().ctx("aborting").and(Err(e)),
         };
         let log = self.inner.log.lock().map_err(|_| Error::Closed)?;
@@ -778,7 +797,7 @@ impl MetaDb {
         self.inner.forget_deferred(applied);
         drop(log);
         self.inner.state.committed.fetch_add(1, Ordering::SeqCst);
-        Ok(())
+        Ok(value)
     }
 
     /// Runs `f` in one read transaction.
@@ -965,6 +984,7 @@ pub(crate) mod alloc;
 #[cfg(test)]
 mod crash_tests;
 mod deferred;
+pub mod ledger;
 pub mod live;
 mod open;
 pub(crate) mod redo;

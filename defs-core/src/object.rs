@@ -446,6 +446,8 @@ pub struct Objects {
     opened: Mutex<LruCache<FileId, Arc<Manifest>>>,
     damaged: Arc<Mutex<VecDeque<DamagedShard>>>,
     probes: Arc<std::sync::atomic::AtomicUsize>,
+    /// Objects the garbage collector is deleting: repair must not store shards of them again.
+    retired: Mutex<std::collections::HashSet<FileId>>,
 }
 
 impl std::fmt::Debug for Objects {
@@ -483,6 +485,57 @@ impl Objects {
             opened: Mutex::new(LruCache::new(cap)),
             damaged: Arc::new(Mutex::new(VecDeque::new())),
             probes: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            retired: Mutex::new(std::collections::HashSet::new()),
+        }
+    }
+
+    /// Marks `file` as being deleted by the garbage collector ([`crate::gc`]): from now on
+    /// [`Objects::is_retired`] says so, and repair leaves it alone (it would store its shards
+    /// again).
+    pub fn retire(&self, file: FileId) {
+        if let Ok(mut r) = self.retired.lock() {
+            r.insert(file);
+        }
+    }
+
+    /// Whether the garbage collector is deleting (or has deleted) `file`.
+    pub fn is_retired(&self, file: FileId) -> bool {
+        self.retired.lock().is_ok_and(|r| r.contains(&file))
+    }
+
+    /// The sealed manifest of `file` if this machine keeps a copy (never the network).
+    ///
+    /// # Errors
+    /// [`Error::Io`] other than "not found".
+    pub fn local_sealed(&self, file: FileId) -> Result<Option<Vec<u8>>> {
+        match &self.manifests {
+            Some(store) => store.get(file),
+            None => Ok(None),
+        }
+    }
+
+    /// Opens a sealed manifest of this owner with the wrap key, the holder record laid over it.
+    ///
+    /// # Errors
+    /// [`Error::WrongKey`] or a malformed-manifest error.
+    pub fn open_sealed(&self, file: FileId, sealed: &[u8]) -> Result<Manifest> {
+        let (mut manifest, _) = Manifest::open(sealed, &self.wrap)?;
+        self.overlay(file, &mut manifest);
+        Ok(manifest)
+    }
+
+    /// Forgets `file` on this machine: its local manifest copy, holder record and cached
+    /// manifest (the collector's last step once its shards and copies are deleted).
+    ///
+    /// # Errors
+    /// [`Error::Io`] removing the files.
+    pub fn forget(&self, file: FileId) -> Result<()> {
+        if let Ok(mut m) = self.opened.lock() {
+            m.pop(&file);
+        }
+        match &self.manifests {
+            Some(store) => store.remove(file),
+            None => Ok(()),
         }
     }
 

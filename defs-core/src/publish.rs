@@ -64,6 +64,7 @@ use tracing::{debug, info, warn};
 use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::meta::MetaDb;
+use crate::meta::ledger::ObjectKind;
 use crate::meta::schema::{KEY_PUBLISHED_LSN, KEY_PUBLISHED_SEQ};
 use crate::object::{FileSource, Objects};
 use crate::remote::RootStore;
@@ -244,6 +245,10 @@ impl Publisher {
         let pending = read_pending(meta_dir, &identity)?;
         let published_seq = db.meta_counter(KEY_PUBLISHED_SEQ)?;
         let published_lsn = db.meta_counter(KEY_PUBLISHED_LSN)?;
+        if let Some((rec, body)) = &last {
+            // A DB migrated from schema 3 (or recovered) has no rows for these yet.
+            db.note_record_objects(rec.seq(), &named_objects(body))?;
+        }
         let top_seq = [
             published_seq,
             read_seen(meta_dir)?,
@@ -314,6 +319,27 @@ impl Publisher {
     /// The seq of the last committed record (0: never published).
     pub fn published_seq(&self) -> u64 {
         self.published_seq.load(Ordering::Acquire)
+    }
+
+    /// Whether this publisher may run the garbage collector ([`crate::gc`]): it has published
+    /// (or recovered) a record, no newer record of this identity is known (no refusal as a
+    /// rollback, no higher seq seen), and none of its own waits to be committed. The lease
+    /// check of the one-writer rule is to be added here.
+    pub async fn may_collect(&self) -> bool {
+        let st = self.state.lock().await;
+        let seq = self.published_seq();
+        st.lost.is_none()
+            && seq > 0
+            && st.top_seq == seq
+            && st.last.as_ref().is_some_and(|(r, _)| r.seq() == seq)
+            && !self.dir.join(ROOT_NEXT).exists()
+    }
+
+    /// Records a stored namespace object in the ledger, undecided until a commit names it or
+    /// passes it by.
+    async fn note_stored(&self, file: FileId, kind: ObjectKind) -> Result<()> {
+        let db = self.db.clone();
+        blocking(move || db.note_namespace_object(file, kind)).await
     }
 
     /// Publishes the namespace as it is now (see the module doc) and returns once its record is
@@ -455,8 +481,15 @@ impl Publisher {
         if same && fresh_lease && !keep_last {
             // Only bytes in the local cache changed (dirty files publish their stored size):
             // the network already holds this view; no new seq.
+            // Deaths this cut saw are not named by the last record either (same view).
             let db = self.db.clone();
-            blocking(move || db.set_counters_durable(&[(KEY_PUBLISHED_LSN, lsn)])).await?;
+            let seq = self.published_seq();
+            let named = st
+                .last
+                .as_ref()
+                .map(|(_, b)| named_objects(b))
+                .unwrap_or_default();
+            blocking(move || db.commit_published(seq, lsn, &named)).await?;
             self.published_lsn.fetch_max(lsn, Ordering::AcqRel);
             return self.resend_last(&mut st).await;
         }
@@ -590,6 +623,7 @@ impl Publisher {
         }
         let source = Arc::new(FileSource::open(&path)?);
         let stored = self.objects.put(source, stats.bytes, None, &|_| {}).await?;
+        self.note_stored(stored.file, ObjectKind::Snapshot).await?;
         info!(seq, file = %stored.file, bytes = stats.bytes, inodes = stats.inodes, "publish: snapshot stored");
         Ok(Cut {
             snapshot: ObjectRef {
@@ -663,6 +697,7 @@ impl Publisher {
             .objects
             .put(Arc::new(MemSource(seg)), len, None, &|_| {})
             .await?;
+        self.note_stored(stored.file, ObjectKind::Segment).await?;
         info!(file = %stored.file, bytes = len, index = head.index, "publish: segment stored");
         let mut segments = body.segments.clone();
         segments.push(ObjectRef {
@@ -709,6 +744,7 @@ impl Publisher {
         let db = self.db.clone();
         let dir = self.dir.clone();
         let bytes = rec.as_bytes().to_vec();
+        let named = named_objects(&body);
         // A record naming the same chain as the last one (a lease renewal) has its state.
         let same_state = st
             .last
@@ -726,7 +762,7 @@ impl Publisher {
             } else if let Some(old) = same_state.filter(|p| p.exists() && *p != state) {
                 std::fs::rename(&old, &state).map_err(|e| Error::io(&state, e))?;
             }
-            db.set_counters_durable(&[(KEY_PUBLISHED_SEQ, seq), (KEY_PUBLISHED_LSN, lsn)])?;
+            db.commit_published(seq, lsn, &named)?;
             write_durably(&dir, ROOT_RECORD, &bytes)?;
             remove_durably(&dir, ROOT_NEXT)?;
             raise_seen(&dir, seq)?;
@@ -772,6 +808,13 @@ impl Publisher {
             st.versions = None;
         }
     }
+}
+
+/// The namespace objects a record's body names (its snapshot and segments).
+fn named_objects(body: &RootBody) -> Vec<(FileId, ObjectKind)> {
+    std::iter::once((body.snapshot.file, ObjectKind::Snapshot))
+        .chain(body.segments.iter().map(|s| (s.file, ObjectKind::Segment)))
+        .collect()
 }
 
 /// The stopping error again, for a later call (errors are not `Clone`).

@@ -296,6 +296,10 @@ impl Repairer {
     /// When its manifest cannot be found or opened, or the network layer has stopped; a
     /// segment that cannot be repaired is counted and named in [`FileRepair::errors`].
     pub async fn repair_file(&self, file: FileId, key: Option<&FileKey>) -> Result<FileRepair> {
+        if self.objects.is_retired(file) {
+            // Being deleted by the garbage collector: nothing to keep alive.
+            return Ok(FileRepair::default());
+        }
         let (manifest, key) = match key {
             Some(k) => (self.objects.manifest(file, k).await?, k.clone()),
             None => self.objects.open_owned(file).await?,
@@ -550,6 +554,9 @@ impl Repairer {
         self.pace(bytes).await;
         let mut avoid: Vec<NodeId> = holders.iter().flatten().copied().collect();
         avoid.extend(suspects);
+        if self.objects.is_retired(file) {
+            return Ok(None);
+        }
         let placed = client.store_shards(rebuilt, avoid).await?;
         let updates = missing
             .iter()
@@ -584,6 +591,9 @@ impl Repairer {
         }
         let sealed = self.objects.sealed(file).await?;
         let add = target - found.len();
+        if self.objects.is_retired(file) {
+            return Ok(0);
+        }
         let shards = vec![OutShard::new(id, sealed); add];
         let placed = client.store_shards(shards, found).await?;
         Ok(placed.len() as u64)

@@ -327,6 +327,7 @@ impl MetaDb {
                 .ctx("clearing xattrs")?;
             let stats = load_snapshot(txn, r)?;
             crate::meta::live::rebuild_in(txn)?;
+            crate::meta::ledger::reconcile_in(txn)?;
             // Under the writer lock: no create (deferred ones included) may take a number
             // from the reservation made for the namespace this replaces.
             self.forget_ino_reservation();

@@ -893,7 +893,30 @@ async fn upload_one(
         cancel,
     };
     let result = uploader.upload(job).await;
-    end(db, &cache, ino, &begun, result)
+    let stored = stored_file(&result);
+    let outcome = end(db, &cache, ino, &begun, result);
+    if !matches!(outcome, Outcome::Clean) {
+        note_unnamed(db, stored);
+    }
+    outcome
+}
+
+/// The object an upload stored, if any.
+fn stored_file(result: &Result<Content, UploadError>) -> Option<defs_core::types::FileId> {
+    match result {
+        Ok(Content::Stored { file, .. }) => Some(*file),
+        _ => None,
+    }
+}
+
+/// An object stored for inodes that did not all take it: the ledger learns that no version
+/// needs it unless an inode names it (the garbage collector then deletes it).
+fn note_unnamed(db: &MetaDb, file: Option<defs_core::types::FileId>) {
+    if let Some(file) = file
+        && let Err(e) = db.note_unnamed(&[file])
+    {
+        warn!(%file, error = %e, "recording an unused upload in the object ledger failed; its shards stay");
+    }
 }
 
 /// Uploads `members` as one pack. Each file's journal record moves to clean only after the
@@ -936,6 +959,8 @@ async fn upload_packed(
         return outcomes;
     }
     let mut results = uploader.upload_pack(jobs).await.into_iter();
+    let mut pack = None;
+    let mut all_clean = true;
     for (ino, b, cancel) in begun {
         let result = results.next().unwrap_or_else(|| {
             Err(UploadError::Failed {
@@ -949,7 +974,14 @@ async fn upload_packed(
         } else {
             result
         };
-        outcomes.push((ino, end(db, &cache, ino, &b, result)));
+        pack = pack.or(stored_file(&result));
+        let outcome = end(db, &cache, ino, &b, result);
+        all_clean &= matches!(outcome, Outcome::Clean);
+        outcomes.push((ino, outcome));
+    }
+    // Every member has its outcome: a pack no member took is needed by no version.
+    if !all_clean {
+        note_unnamed(db, pack);
     }
     outcomes
 }

@@ -149,6 +149,11 @@ impl PublishTrigger {
         }
     }
 
+    /// The publisher this trigger drives (for the garbage collector's checks).
+    pub fn publisher(&self) -> &Arc<Publisher> {
+        &self.publisher
+    }
+
     /// Publishes the namespace as it is now and returns the record's seq and copies.
     ///
     /// # Errors

@@ -701,7 +701,7 @@ impl Commands {
                 out,
                 force,
             } => get(&self.client, &file_id, Path::new(&out), force, &sink).await,
-            ControlRequest::Sync { .. } | ControlRequest::Audit => {
+            ControlRequest::Sync { .. } | ControlRequest::Audit | ControlRequest::Gc => {
                 Err(Error::Control(NO_MOUNT.into()))
             }
             ControlRequest::Repair { files } if files.is_empty() => {

@@ -83,6 +83,9 @@ pub enum ControlRequest {
     /// Audit every shard of the mount's files on each of its holders now, and say what was
     /// found. Only a mount (`defs-mount`) serves it.
     Audit,
+    /// Publish the namespace, then delete the objects no kept version names now (`defs gc`).
+    /// Only a writable mount serves it.
+    Gc,
 }
 
 /// Most file ids one `defs repair` request names.
@@ -220,6 +223,7 @@ impl ControlRequest {
                 }
             }
             ControlRequest::Audit => b.push(20),
+            ControlRequest::Gc => b.push(21),
         }
         Ok(b)
     }
@@ -270,6 +274,7 @@ impl ControlRequest {
                 ControlRequest::Repair { files }
             }
             20 => ControlRequest::Audit,
+            21 => ControlRequest::Gc,
             _ => return Err(Rd::bad()),
         };
         r.end()?;
@@ -593,6 +598,7 @@ mod tests {
                 files: vec!["ab".repeat(32), "cd".repeat(32)],
             },
             ControlRequest::Audit,
+            ControlRequest::Gc,
             ControlRequest::Sync {
                 path: Some("/mnt/defs/a".into()),
             },

@@ -507,13 +507,7 @@ impl PairingTask {
     }
 
     fn ward_markers(&self) -> HashSet<NodeId> {
-        self.shared
-            .lock()
-            .wards
-            .keys()
-            .filter_map(node_id_of)
-            .map(|n| marker(&n))
-            .collect()
+        self.shared.ward_markers()
     }
 
     /// Length and owners of those of `ids` that are primary shards here (gone ones and mirror

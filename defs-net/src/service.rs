@@ -359,6 +359,25 @@ pub(crate) fn execute(store: &ShardStore, op: Op) -> Response {
     }
 }
 
+/// After an owner deleted its share of `id`: a record left owned only by ward markers (a
+/// mirror copy whose owners all deleted it) is removed, so a mirror never outlives its owners.
+pub(crate) fn drop_orphan_markers(
+    store: &ShardStore,
+    id: &ShardId,
+    markers: &std::collections::HashSet<NodeId>,
+) {
+    let Ok(Some(meta)) = store.has(id) else {
+        return;
+    };
+    if meta.owners.iter().all(|o| markers.contains(o)) {
+        for m in &meta.owners {
+            if let Err(e) = store.delete(id, *m) {
+                tracing::warn!(shard = %id, error = %e, "dropping a mirror copy its owners deleted failed");
+            }
+        }
+    }
+}
+
 /// Runs an operation, then applies `fault` to fetch answers (a misbehaving node).
 pub(crate) fn execute_faulty(
     store: &ShardStore,

@@ -14,6 +14,7 @@ pub mod bootstrap;
 pub mod cli;
 pub mod config_file;
 pub mod data_dir;
+pub mod gc;
 pub mod identity_cmd;
 pub mod install;
 pub mod key_cmd;

@@ -44,6 +44,8 @@ pub struct MountCommands {
     pub follower: Option<FollowTrigger>,
     /// The mount's audits (`defs audit`).
     pub auditor: crate::audits::Auditor,
+    /// The garbage collector (writable mounts).
+    pub gc: Option<crate::gc::GarbageCollector>,
 }
 
 impl Handler for MountCommands {
@@ -58,6 +60,14 @@ impl Handler for MountCommands {
                 ControlRequest::Status { json } => self.status(json).await,
                 ControlRequest::Repair { files } => self.repair(files, progress).await,
                 ControlRequest::Audit => self.auditor.full_round().await,
+                ControlRequest::Gc => match &self.gc {
+                    Some(gc) => gc.run_now().await,
+                    None => Err(
+                        "a read-only mount collects no garbage: run `defs gc` where the \
+                                 identity is mounted writable"
+                            .into(),
+                    ),
+                },
                 other => self.commands.handle(other, progress).await,
             }
         })
@@ -168,19 +178,27 @@ impl MountCommands {
                 return Err("the mount's status is not a JSON object".into());
             };
             return Ok(format!(
-                "{open},\"mount\":{mount},\"tree\":{},\"repair\":{},\"namespace\":{}}}}}",
+                "{open},\"mount\":{mount},\"tree\":{},\"repair\":{},\"namespace\":{},\"gc\":{}}}}}",
                 tree_json(&self.mountpoint, &tree),
                 commands::repair_json(&self.commands.repairer.status()),
-                namespace_json(published.as_ref(), followed.as_ref())
+                namespace_json(published.as_ref(), followed.as_ref()),
+                self.gc
+                    .as_ref()
+                    .map_or_else(|| "null".to_string(), |g| g.status_json())
             ));
         }
-        Ok(format!(
+        let mut out = format!(
             "{node}\n{}{}\n{}\n{}",
             mount_text(&self.mountpoint, &mount),
             tree_text(&self.mountpoint, &tree).trim_end(),
             commands::repair_text(&self.commands.repairer.status()),
             namespace_text(published.as_ref(), followed.as_ref())
-        ))
+        );
+        if let Some(gc) = &self.gc {
+            out.push('\n');
+            out.push_str(&gc.status_text());
+        }
+        Ok(out)
     }
 
     /// `defs repair [FILE_ID...]`: the named objects, or every stored file of the mount, checked

@@ -338,10 +338,19 @@ pub async fn run(dir: &Path, net: &NetOptions, req: ControlRequest) -> anyhow::R
             dir.display()
         );
     }
-    if matches!(req, ControlRequest::Sync { .. } | ControlRequest::Audit) {
+    if matches!(
+        req,
+        ControlRequest::Sync { .. } | ControlRequest::Audit | ControlRequest::Gc
+    ) {
         // Only a running mount has uploads to wait for, or files to audit: never start a node
         // for it.
         let Some(stream) = control::connect(dir).await else {
+            if req == ControlRequest::Gc {
+                bail!(
+                    "no defs-mount is running for {}: only a writable mount collects garbage",
+                    dir.display()
+                );
+            }
             if req == ControlRequest::Audit {
                 bail!(
                     "no defs-mount is running for {}: only a mount knows which files to audit",
@@ -402,7 +411,7 @@ pub async fn run(dir: &Path, net: &NetOptions, req: ControlRequest) -> anyhow::R
             force,
         } => commands::get(&client, &file_id, Path::new(&out), force, &sink).await,
         // Answered above.
-        ControlRequest::Sync { .. } | ControlRequest::Audit => {
+        ControlRequest::Sync { .. } | ControlRequest::Audit | ControlRequest::Gc => {
             Err(defs_net::Error::Control(commands::NO_MOUNT.into()))
         }
         ControlRequest::Repair { files } => match commands::repair_ids(&files) {

@@ -9,6 +9,7 @@ mod audit;
 mod backup;
 mod crash;
 mod fstab;
+mod gc;
 mod holes;
 mod lease;
 mod lifecycle;

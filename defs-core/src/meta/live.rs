@@ -3,7 +3,9 @@
 //! ranges hold. What a garbage collector needs to find packs worth compacting (live bytes
 //! well below the object's size) and objects nothing names any more (no row), kept in the
 //! same write transactions that give or take an inode's content: `finish_upload`, `purge`,
-//! a snapshot restore, and the schema 2 → 3 migration that counts an older DB.
+//! a snapshot restore, and the schema 2 → 3 migration that counts an older DB. An object's row
+//! appearing or going is its birth or death in the object ledger (`meta::ledger`), written in
+//! the same transaction.
 
 use redb::{ReadableTable, Table, WriteTransaction};
 
@@ -12,6 +14,7 @@ use crate::namespace::record::InodeRecord;
 use crate::namespace::types::Content;
 use crate::types::FileId;
 
+use super::ledger;
 use super::schema::{DbContext, INODES, LIVE_RANGES};
 
 /// What the namespace holds of one stored object.
@@ -23,12 +26,25 @@ pub struct LiveRanges {
     pub bytes: u64,
 }
 
-fn add(table: &mut Table<&[u8], (u64, u64)>, file: &FileId, files: i64, bytes: i64) -> Result<()> {
-    let (f, b) = table
+/// How a count change moved an object: from no inode to some, or from some to none.
+#[derive(PartialEq, Eq)]
+enum Moved {
+    Born,
+    Died,
+    Neither,
+}
+
+fn add(
+    table: &mut Table<&[u8], (u64, u64)>,
+    file: &FileId,
+    files: i64,
+    bytes: i64,
+) -> Result<Moved> {
+    let (f0, b) = table
         .get(&file.0[..])
         .ctx("reading live ranges")?
         .map_or((0, 0), |v| v.value());
-    let f = f.saturating_add_signed(files);
+    let f = f0.saturating_add_signed(files);
     let b = b.saturating_add_signed(bytes);
     if f == 0 {
         table.remove(&file.0[..]).ctx("removing live ranges")?;
@@ -37,7 +53,11 @@ fn add(table: &mut Table<&[u8], (u64, u64)>, file: &FileId, files: i64, bytes: i
             .insert(&file.0[..], (f, b))
             .ctx("writing live ranges")?;
     }
-    Ok(())
+    Ok(match (f0, f) {
+        (0, 1..) => Moved::Born,
+        (1.., 0) => Moved::Died,
+        _ => Moved::Neither,
+    })
 }
 
 /// Moves an inode's share from `old` to `new` content (either may be empty).
@@ -46,21 +66,43 @@ pub(crate) fn replace_in(txn: &WriteTransaction, old: &Content, new: &Content) -
         return Ok(());
     }
     let mut table = txn.open_table(LIVE_RANGES).ctx("opening live_ranges")?;
-    if let Content::Stored { file, len, .. } = old {
-        add(
+    let mut died = None;
+    if let Content::Stored { file, len, .. } = old
+        && add(
             &mut table,
             file,
             -1,
             -i64::try_from(*len).unwrap_or(i64::MAX),
-        )?;
+        )? == Moved::Died
+    {
+        died = Some(*file);
     }
-    if let Content::Stored { file, len, .. } = new {
-        add(&mut table, file, 1, i64::try_from(*len).unwrap_or(i64::MAX))?;
+    let mut born = None;
+    if let Content::Stored { file, len, .. } = new
+        && add(&mut table, file, 1, i64::try_from(*len).unwrap_or(i64::MAX))? == Moved::Born
+    {
+        born = Some(*file);
+    }
+    drop(table);
+    if let Some(file) = died {
+        ledger::died_in(txn, &file)?;
+    }
+    if let Some(file) = born {
+        ledger::born_in(txn, &file)?;
     }
     Ok(())
 }
 
-/// Counts the live ranges of every inode again (a restored namespace, a migrated DB).
+/// The derived tables of a migration step from schema `from` (see `schema::init_or_migrate`).
+pub(crate) fn derive(txn: &WriteTransaction, from: u64) -> Result<()> {
+    match from {
+        2 => rebuild_in(txn),
+        _ => ledger::reconcile_in(txn),
+    }
+}
+
+/// Counts the live ranges of every inode again (a restored namespace, a migrated DB). The
+/// ledger is not touched: [`ledger::reconcile_in`] brings it in line afterwards.
 pub(crate) fn rebuild_in(txn: &WriteTransaction) -> Result<()> {
     let mut table = txn.open_table(LIVE_RANGES).ctx("opening live_ranges")?;
     table.retain(|_, _| false).ctx("clearing live_ranges")?;

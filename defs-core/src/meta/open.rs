@@ -46,7 +46,7 @@ impl MetaDb {
             create_atomically(dir, &path)?;
         }
         let db = Database::open(&path).ctx("opening the DB file")?;
-        init_or_migrate(&db, &path, super::live::rebuild_in)?;
+        init_or_migrate(&db, &path, super::live::derive)?;
         let (log, recovered) = OpLog::open(&dir.join(LOG_FILE), LOG_KIND, redo::MAX_RECORD)?;
         let inner = Arc::new(Inner {
             writer: Mutex::new(()),
@@ -162,7 +162,7 @@ fn create_atomically(dir: &Path, path: &Path) -> Result<()> {
     }
     {
         let db = Database::create(&tmp).ctx("creating the DB file")?;
-        init_or_migrate(&db, &tmp, super::live::rebuild_in)?;
+        init_or_migrate(&db, &tmp, super::live::derive)?;
     }
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
     crate::fsutil::fsync_dir(dir)

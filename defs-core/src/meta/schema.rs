@@ -17,7 +17,7 @@ use crate::types::InodeNo;
 
 /// The schema version this build writes. Bump it with every change to a table or a record
 /// layout, add a step to `migrate` (below), and a row to docs/format.md's history.
-pub const SCHEMA_VERSION: u64 = 3;
+pub const SCHEMA_VERSION: u64 = 4;
 
 /// Counters and the schema version.
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -39,6 +39,11 @@ pub(crate) const ORPHANS: TableDefinition<u64, ()> = TableDefinition::new("orpha
 /// `meta::live`. Schema 3.
 pub(crate) const LIVE_RANGES: TableDefinition<&[u8], (u64, u64)> =
     TableDefinition::new("live_ranges");
+
+/// Object file id (32 bytes) → (kind | flags u8, born u64, dead u64, mark u64): the object
+/// ledger, see `meta::ledger`. Schema 4.
+pub(crate) const LEDGER: TableDefinition<&[u8], (u8, u64, u64, u64)> =
+    TableDefinition::new("objects");
 
 /// Key in [`META`]: the schema version.
 pub(crate) const KEY_SCHEMA: &str = "schema_version";
@@ -72,10 +77,11 @@ impl<T, E: Into<redb::Error>> DbContext<T> for std::result::Result<T, E> {
 
 /// Creates the tables and the root directory in a new DB, checks the schema version of an
 /// existing one, and migrates an older one step by step.
-/// `count_live` fills the `live_ranges` table from the inodes inside a transaction (the step to
-/// schema 3); it is passed in because that counting belongs to a layer above this one
-/// (`meta::live`).
-pub(crate) fn init_or_migrate(db: &Database, path: &Path, count_live: CountLive) -> Result<()> {
+/// `derive` fills a derived table inside the migration's transaction for the step from the
+/// version it is given (2 → 3: `live_ranges` counted from the inodes; 3 → 4: the object ledger
+/// from `live_ranges`); it is passed in because that counting belongs to a layer above this one
+/// (`meta::live`, `meta::ledger`).
+pub(crate) fn init_or_migrate(db: &Database, path: &Path, derive: Derive) -> Result<()> {
     let txn = db.begin_write().ctx("beginning schema check")?;
     let found = {
         let meta = txn.open_table(META).ctx("opening the meta table")?;
@@ -114,7 +120,7 @@ pub(crate) fn init_or_migrate(db: &Database, path: &Path, count_live: CountLive)
             });
         }
         Some(found) => {
-            migrate(&txn, found, count_live)?;
+            migrate(&txn, found, derive)?;
             let mut meta = txn.open_table(META).ctx("opening the meta table")?;
             meta.insert(KEY_SCHEMA, SCHEMA_VERSION)
                 .ctx("writing the schema version")?;
@@ -131,15 +137,17 @@ fn create_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(JOURNAL).ctx("creating journal")?;
     txn.open_table(ORPHANS).ctx("creating orphans")?;
     txn.open_table(LIVE_RANGES).ctx("creating live_ranges")?;
+    txn.open_table(LEDGER).ctx("creating the ledger")?;
     Ok(())
 }
 
-/// Fills a derived table from the inodes inside a write transaction (see [`init_or_migrate`]).
-pub(crate) type CountLive = fn(&WriteTransaction) -> Result<()>;
+/// Fills the table derived by the step from the given schema version inside a write transaction
+/// (see [`init_or_migrate`]).
+pub(crate) type Derive = fn(&WriteTransaction, u64) -> Result<()>;
 
 /// Brings a DB at schema `from` up to [`SCHEMA_VERSION`], one step per version, inside the
 /// opening transaction (so a failed migration changes nothing).
-fn migrate(txn: &WriteTransaction, from: u64, count_live: CountLive) -> Result<()> {
+fn migrate(txn: &WriteTransaction, from: u64, derive: Derive) -> Result<()> {
     let mut version = from;
     while version < SCHEMA_VERSION {
         match version {
@@ -154,7 +162,13 @@ fn migrate(txn: &WriteTransaction, from: u64, count_live: CountLive) -> Result<(
             1 => {}
             // Version 3 adds the `live_ranges` table (live ranges per stored object), counted from
             // the inodes the DB holds.
-            2 => count_live(txn)?,
+            2 => derive(txn, 2)?,
+            // Version 4 adds the object ledger (`objects`), filled from `live_ranges`: every
+            // object the namespace names, born at seq 0 (any version may name it).
+            3 => {
+                txn.open_table(LEDGER).ctx("creating the ledger")?;
+                derive(txn, 3)?;
+            }
             other => {
                 return Err(Error::Corrupt {
                     what: "metadata DB schema",
@@ -222,5 +236,6 @@ pub(crate) fn table_usage(txn: &ReadTransaction) -> Result<Vec<TableUsage>> {
         usage_of(txn, JOURNAL)?,
         usage_of(txn, ORPHANS)?,
         usage_of(txn, LIVE_RANGES)?,
+        usage_of(txn, LEDGER)?,
     ])
 }

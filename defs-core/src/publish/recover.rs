@@ -358,7 +358,6 @@ pub(super) async fn fetch_state(
         fetch_object(objects, seg.file, seg.len, &seg.trailer, &path).await?;
         segments.push(std::fs::read(&path).map_err(|e| Error::io(&path, e))?);
     }
-++=======
     let first = SegmentHead {
         base: snap.trailer,
         index: u32::try_from(done + 1).unwrap_or(u32::MAX),
@@ -382,7 +381,6 @@ pub(super) async fn fetch_state(
     })
     .await?;
     Ok(state)
-++>>>>>>> i17-lease
 }
 
 /// Reads object `file` (the owner's, opened with the wrap key) into a new file at `path`,

@@ -96,6 +96,13 @@ impl NodeActor {
             service::Op::Store { id, .. } => self.pairing.clone().map(|p| (p, *id)),
             _ => None,
         };
+        // An owner's delete of a mirror copy also drops the ward's marker it leaves alone.
+        let markers = match &op {
+            service::Op::Delete { id, .. } => {
+                self.pairing.as_ref().map(|p| (*id, p.ward_markers()))
+            }
+            _ => None,
+        };
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
             let _g = span.enter();
@@ -109,6 +116,9 @@ impl NodeActor {
                     let response = service::execute_faulty(&store, op, fault, other);
                     if let (Some((pairing, id)), Response::Stored) = (&stored, &response) {
                         pairing.stored(*id);
+                    }
+                    if let (Some((id, markers)), Response::Deleted) = (&markers, &response) {
+                        service::drop_orphan_markers(&store, id, markers);
                     }
                     Done::Respond { reply, response }
                 }

@@ -213,6 +213,17 @@ impl Shared {
         }
     }
 
+    /// The markers ([`marker`]) of this node's wards now: the pseudo-owners of the mirror
+    /// copies it keeps.
+    pub(crate) fn ward_markers(&self) -> std::collections::HashSet<NodeId> {
+        self.lock()
+            .wards
+            .keys()
+            .filter_map(self.node_of)
+            .map(|n| marker(&n))
+            .collect()
+    }
+
     pub(super) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -162,6 +162,13 @@ enum Command {
         #[command(flatten)]
         dir: DataDirArg,
     },
+    /// Publish the running mount's namespace, then delete from the peers every stored object
+    /// (old file versions, deleted files, superseded namespace snapshots) that no kept version
+    /// names any more. The mount also does this in the background (`[gc] interval_secs`).
+    Gc {
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
     /// This node, its peers and capacity, and whether anything is protected; with a running
     /// mount, its dirty, uploading and failed files.
     Status {
@@ -336,6 +343,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Repair { file_ids, dir, net } => {
             let out = network(dir, net, ControlRequest::Repair { files: file_ids }).await?;
+            println!("{out}");
+            Ok(())
+        }
+        Command::Gc { dir } => {
+            let dir = data_dir::resolve(dir.data_dir)?;
+            let out = net_cmd::run(&dir, &NetOptions::default(), ControlRequest::Gc).await?;
             println!("{out}");
             Ok(())
         }

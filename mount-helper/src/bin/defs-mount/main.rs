@@ -648,6 +648,17 @@ async fn serve_mount(
         Some(namespace::start_publisher(dir, node, db.clone(), objects.clone(), claim).await?)
     };
     let follow_db = db.clone();
+    // The collector follows the publisher: only a writable mount deletes anything.
+    let gc = publisher
+        .as_ref()
+        .map(|p| mount_helper::gc::GarbageCollector {
+            collector: Arc::new(defs_core::gc::Collector::new(
+                db.clone(),
+                objects.clone(),
+                (&settings.gc).into(),
+            )),
+            publisher: p.clone(),
+        });
     let core = fs::Fs::new(
         db,
         Arc::new(cache),
@@ -689,6 +700,9 @@ async fn serve_mount(
         node.repairer.clone(),
         Duration::from_secs(settings.repair.interval_secs),
     );
+    let _gc = gc
+        .clone()
+        .and_then(|g| g.spawn(Duration::from_secs(settings.gc.interval_secs)));
     let auditor = mount_helper::audits::Auditor {
         fs: core.clone(),
         client: node.client.clone(),
@@ -712,6 +726,7 @@ async fn serve_mount(
         publisher: publisher.clone(),
         follower,
         auditor,
+        gc,
     };
     if let Err(e) = node.serve_control(std::sync::Arc::new(handler)).await {
         let _ = tokio::task::spawn_blocking(move || unmounter.unmount()).await;
