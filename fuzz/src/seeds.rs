@@ -508,7 +508,13 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 fn root_records(o: &mut Out<'_>) -> Result<()> {
     for n in [1u8, 2, 3] {
-        o.add(format!("record{n}"), signed_record(n)?.into_bytes());
+        let record = signed_record(n)?.into_bytes();
+        let unsigned = &record[..record.len() - 64];
+        o.add(format!("record{n}"), [&[0u8][..], &record].concat());
+        o.add(
+            format!("record{n}_to_sign"),
+            [&[1u8][..], unsigned].concat(),
+        );
         o.add(format!("body{n}"), body(n).encode().map_err(err("body"))?);
     }
     Ok(())
@@ -552,14 +558,22 @@ fn snapshots(v: &mut Vec<Seed>) -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&empty_dir);
     let mut o = Out(v, "snapshot");
-    o.add("base", base);
-    o.add("grown", next);
-    o.add("empty", empty);
+    for (name, s) in [("base", base), ("grown", next), ("empty", empty)] {
+        with_and_without_trailer(&mut o, name, &s);
+    }
     let mut o = Out(v, "snapshot_segment");
-    o.add("grow", segment);
-    o.add("shrink", shrink);
-    o.add("nothing", nothing);
+    for (name, s) in [("grow", segment), ("shrink", shrink), ("nothing", nothing)] {
+        with_and_without_trailer(&mut o, name, &s);
+    }
     Ok(())
+}
+
+/// Seeds for a target that takes a stream as it is (first byte 0) or completes its trailer
+/// (first byte 1).
+fn with_and_without_trailer(o: &mut Out<'_>, name: &str, stream: &[u8]) {
+    o.add(name, [&[0u8][..], stream].concat());
+    let body = &stream[..stream.len().saturating_sub(32)];
+    o.add(format!("{name}_to_hash"), [&[1u8][..], body].concat());
 }
 
 fn config_files(o: &mut Out<'_>) -> Result<()> {
@@ -589,7 +603,11 @@ fn identity_files(o: &mut Out<'_>) -> Result<()> {
         .map_err(err("identity"))?;
     let bytes = std::fs::read(&path).map_err(err("identity"))?;
     let _ = std::fs::remove_file(&path);
-    o.add("fixture", bytes);
+    o.add("fixture", [&[0u8][..], &bytes].concat());
+    o.add(
+        "fixture_to_check",
+        [&[1u8][..], &bytes[..bytes.len() - 4]].concat(),
+    );
     Ok(())
 }
 

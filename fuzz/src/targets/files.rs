@@ -4,7 +4,7 @@ use defs_core::Identity;
 use defs_core::identity::keyshare::{self, KeyShare};
 use mount_helper::config_file;
 
-use super::{PER_BYTE, SLACK, must, verdict};
+use super::{PER_BYTE, SLACK, must, sealed_or_raw, verdict};
 use crate::alloc::bounded;
 use crate::{Verdict, scratch};
 
@@ -31,9 +31,15 @@ pub fn config_file(data: &[u8]) -> Verdict {
     verdict(&r)
 }
 
-/// `DIR/identity.key` loaded from a file (mode 0600). An accepted file is written back
-/// byte for byte by the identity it holds.
+/// `DIR/identity.key` loaded from a file (mode 0600); the first byte chooses whether the file
+/// is taken as it is or given its true CRC32 first. An accepted file is written back byte for
+/// byte by the identity it holds.
 pub fn identity_file(data: &[u8]) -> Verdict {
+    let Some(data) = sealed_or_raw(data, |rest| crc32fast::hash(rest).to_le_bytes().to_vec())
+    else {
+        return Verdict::Refused;
+    };
+    let data = data.as_slice();
     let path = scratch::write("identity.key", data);
     let r = bounded("identity file", data.len(), PER_BYTE, SLACK, || {
         Identity::load(&path)

@@ -3,14 +3,14 @@
 
 use std::sync::{Mutex, OnceLock};
 
-use defs_core::MetaDb;
 use defs_core::manifest::Manifest;
 use defs_core::pipeline::decode::{decode_segment, decrypt_shard};
 use defs_core::root_record::{RootBody, RootRecord};
 use defs_core::shard_store::pack::{self, ALIGN, HEADER_LEN};
 use defs_core::snapshot::segment::{SegmentHead, apply_chain, check_segment, trailer_of};
+use defs_core::{MetaDb, SignDomain};
 
-use super::{PER_BYTE, SLACK, must, verdict};
+use super::{PER_BYTE, SLACK, must, sealed_or_raw, verdict};
 use crate::alloc::bounded;
 use crate::{Verdict, fixtures, scratch};
 
@@ -133,15 +133,25 @@ pub fn shard_pack(data: &[u8]) -> Verdict {
     verdict(&r)
 }
 
-/// A root record (from any storage peer or the DHT), and a root record body. A record that
-/// verifies keeps its bytes, and its body, opened with the fixture owner's key, re-encodes and
-/// decodes to the same body; a body that decodes re-encodes to exactly its bytes.
+/// A root record (from any storage peer or the DHT), and a root record body. The first byte
+/// chooses whether the record is taken as it is or signed by the fixture owner first (so the
+/// checks after the signature are reached). A record that verifies keeps its bytes, and its
+/// body, opened with the fixture owner's key, re-encodes and decodes to the same body; a body
+/// that decodes re-encodes to exactly its bytes.
 pub fn root_record(data: &[u8]) -> Verdict {
-    let record = bounded("root record", data.len(), PER_BYTE, SLACK, || {
-        RootRecord::verify(data, 0)
+    let Some(bytes) = sealed_or_raw(data, |rest| {
+        fixtures::identity()
+            .sign(SignDomain::RootRecord, rest)
+            .0
+            .to_vec()
+    }) else {
+        return Verdict::Refused;
+    };
+    let record = bounded("root record", bytes.len(), PER_BYTE, SLACK, || {
+        RootRecord::verify(&bytes, 0)
     });
     if let Ok(rec) = &record {
-        assert_eq!(rec.as_bytes(), data, "a verified record is not its bytes");
+        assert_eq!(rec.as_bytes(), bytes, "a verified record is not its bytes");
         if let Ok(body) = rec.open_body(fixtures::identity()) {
             let again = body.encode().and_then(|b| RootBody::decode(&b));
             assert_eq!(again.ok().as_ref(), Some(&body), "opened body round trip");
@@ -209,16 +219,29 @@ fn restore_checked(bytes: &[u8]) -> Verdict {
     verdict(&r)
 }
 
-/// A namespace snapshot (published by the owner, fetched from the network, or the base of a
-/// recovery) restored into a scratch metadata DB.
-pub fn snapshot(data: &[u8]) -> Verdict {
-    restore_checked(data)
+/// BLAKE3 of `bytes`: the trailer that ends snapshots and segments.
+fn trailer(bytes: &[u8]) -> Vec<u8> {
+    blake3::hash(bytes).as_bytes().to_vec()
 }
 
-/// A namespace segment applied as the first of a chain to the fixture snapshot. When the chain
-/// applies, the publisher's own check of the segment agrees, and the result restores like any
-/// snapshot.
+/// A namespace snapshot (published by the owner, fetched from the network, or the base of a
+/// recovery) restored into a scratch metadata DB. The first byte chooses whether the stream is
+/// taken as it is or given its true trailer first (so the checks behind the hash are reached).
+pub fn snapshot(data: &[u8]) -> Verdict {
+    match sealed_or_raw(data, trailer) {
+        Some(stream) => restore_checked(&stream),
+        None => Verdict::Refused,
+    }
+}
+
+/// A namespace segment applied as the first of a chain to the fixture snapshot (the first byte:
+/// taken as it is, or given its true trailer first). When the chain applies, the publisher's own
+/// check of the segment agrees, and the result restores like any snapshot.
 pub fn snapshot_segment(data: &[u8]) -> Verdict {
+    let Some(data) = sealed_or_raw(data, trailer) else {
+        return Verdict::Refused;
+    };
+    let data = data.as_slice();
     let base = fixtures::base_snapshot();
     let Some(trailer) = trailer_of(base) else {
         panic!("the fixture snapshot has no trailer");
