@@ -18,6 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for s in &seeds {
         std::fs::write(root.join(s.target).join(&s.name), &s.bytes)?;
     }
+    defs_fuzz::scratch::remove();
     println!("{} seeds written under {}", seeds.len(), root.display());
     Ok(())
 }

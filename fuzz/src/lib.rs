@@ -6,6 +6,7 @@
 //!   encode round trip where an encoder exists, and no allocation larger than the input can
 //!   justify ([`alloc`]).
 //! - [`alloc`]: the allocator wrapper that records the largest single allocation of a call.
+//! - [`scratch`]: the per-process directory of the targets that read files or a database.
 //! - [`seeds`]: the seed inputs, made by DeFS's own encoders (`examples/write_seeds.rs` writes
 //!   them to `fuzz/seeds/<target>/`).
 //!
@@ -24,7 +25,7 @@
 
 pub mod alloc;
 mod fixtures;
-mod scratch;
+pub mod scratch;
 pub mod seeds;
 pub mod targets;
 

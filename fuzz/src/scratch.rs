@@ -20,6 +20,14 @@ pub(crate) fn dir() -> &'static Path {
     .path()
 }
 
+/// Removes the scratch directory (it lives in a static, which is never dropped). Only for the
+/// end of a process's last target run: a later run would find the directory gone.
+pub fn remove() {
+    if let Some(d) = DIR.get() {
+        let _ = std::fs::remove_dir_all(d.path());
+    }
+}
+
 /// `name` in the scratch directory.
 pub(crate) fn path(name: &str) -> PathBuf {
     dir().join(name)

@@ -4,6 +4,8 @@
 //! accepted too (so a format change that outdates the corpus fails here, not silently).
 //! `ci/fuzz` runs the same functions under libFuzzer.
 
+#![allow(clippy::unwrap_used)] // A test binary: an unreadable seed is a failed test.
+
 use std::path::{Path, PathBuf};
 
 use defs_fuzz::{TARGETS, Verdict};
@@ -26,7 +28,16 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
 }
 
+/// One test, so that the scratch files the targets share are removed once, after all of them.
 #[test]
+fn replay() {
+    the_allocation_check_is_live();
+    every_checked_in_seed_is_accepted_by_its_target();
+    every_past_crash_runs_without_a_panic();
+    the_encoders_seeds_are_accepted();
+    defs_fuzz::scratch::remove();
+}
+
 fn the_allocation_check_is_live() {
     assert!(
         defs_fuzz::alloc::installed(),
@@ -34,7 +45,6 @@ fn the_allocation_check_is_live() {
     );
 }
 
-#[test]
 fn every_checked_in_seed_is_accepted_by_its_target() {
     for (name, target) in TARGETS {
         let seeds = files(&root().join("seeds").join(name));
@@ -51,7 +61,6 @@ fn every_checked_in_seed_is_accepted_by_its_target() {
     }
 }
 
-#[test]
 fn every_past_crash_runs_without_a_panic() {
     for (name, target) in TARGETS {
         for path in files(&root().join("regressions").join(name)) {
@@ -62,7 +71,6 @@ fn every_past_crash_runs_without_a_panic() {
     }
 }
 
-#[test]
 fn the_encoders_seeds_are_accepted() {
     let seeds = defs_fuzz::seeds::all().unwrap();
     for (name, _) in TARGETS {

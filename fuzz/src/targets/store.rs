@@ -16,20 +16,32 @@ use crate::{Verdict, fixtures, scratch};
 
 /// A manifest, as a plain body (any version: v1 dense, v2 pack directory, v3 extents) and as a
 /// sealed envelope opened with the fixture owner's wrap key. An accepted body re-encodes to
-/// exactly its bytes, `encoded_len` tells that length, and a sealed one re-seals and re-opens
-/// to the same manifest.
+/// exactly its bytes (or, written in an earlier body version, to the same manifest),
+/// `encoded_len` tells that length, and a sealed one re-seals and re-opens to the same manifest.
 pub fn manifest(data: &[u8]) -> Verdict {
     let body = bounded("manifest body", data.len(), PER_BYTE, SLACK, || {
         Manifest::decode_body(data)
     });
     if let Ok(m) = &body {
         let bytes = must("a decoded manifest does not encode", m.encode_body());
-        assert_eq!(bytes, data, "manifest body round trip changed the bytes");
         assert_eq!(
             m.encoded_len(),
             bytes.len(),
             "encoded_len is not the body's length"
         );
+        // A later body version can say all an earlier one can (a v3 body without extents is a
+        // v1 manifest), and the encoder writes the earliest that fits: the bytes are the input's
+        // when the versions agree, the value always.
+        if data.get(4..6) == Some(&m.body_version().to_le_bytes()[..]) {
+            assert_eq!(bytes, data, "manifest body round trip changed the bytes");
+        } else {
+            let again = Manifest::decode_body(&bytes);
+            assert_eq!(
+                again.ok().as_ref(),
+                Some(m),
+                "manifest body round trip changed it"
+            );
+        }
     }
     let wrap = fixtures::wrap_key();
     let sealed = bounded("sealed manifest", data.len(), PER_BYTE, SLACK, || {

@@ -1,8 +1,0 @@
-//! libFuzzer driver of [`defs_fuzz::targets::snapshot_segment`] (`ci/fuzz`).
-#![no_main]
-
-defs_fuzz::track_allocations!();
-
-libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    defs_fuzz::targets::snapshot_segment(data);
-});
