@@ -10,8 +10,8 @@
 //! - [`seeds`]: the seed inputs, made by DeFS's own encoders (`examples/write_seeds.rs` writes
 //!   them to `fuzz/seeds/<target>/`).
 //!
-//! The `fuzz_targets/` binaries are libFuzzer drivers of these functions, built by `cargo fuzz`
-//! (`ci/fuzz`, nightly, feature `libfuzzer`); `tests/replay.rs` runs every checked-in seed and
+//! `fuzz_targets/decoders.rs` is the libFuzzer driver of all of them (`DEFS_FUZZ_TARGET` picks
+//! one), built by `cargo fuzz` (`ci/fuzz`, nightly, feature `libfuzzer`); `tests/replay.rs` runs every checked-in seed and
 //! every past crash (`fuzz/regressions/<target>/`) through the same functions on stable, as part
 //! of the normal test suite.
 //!
