@@ -3,11 +3,11 @@
 //! breaks: a decoder panics, a round trip changes the value, one allocation exceeds what the
 //! input can justify, or a check lets through what it must refuse.
 //!
-//! - [`net`]: what peers send: shard protocol bodies and frames, lookup asks, audit proofs,
+//! - `net`: what peers send: shard protocol bodies and frames, lookup asks, audit proofs,
 //!   and the control socket's messages.
-//! - [`store`]: what the network and the disk hand back: manifests, shards, pack files, root
+//! - `store`: what the network and the disk hand back: manifests, shards, pack files, root
 //!   records, namespace snapshots and segments.
-//! - [`files`]: what users write or keep: `config.toml`, `identity.key`, key share texts.
+//! - `files`: what users write or keep: `config.toml`, `identity.key`, key share texts.
 
 mod files;
 mod net;
