@@ -399,6 +399,11 @@ impl Identity {
         if crc != crc32fast::hash(&bytes[..44]) {
             return Err(bad("checksum mismatch (the file is damaged)"));
         }
+        // Reserved: a file that sets it is not one this version wrote, and writing the identity
+        // back would not give the same file.
+        if bytes[11] != 0 {
+            return Err(bad("reserved byte 11 is not zero"));
+        }
         let difficulty = bytes[10];
         let mut secret = Zeroizing::new([0u8; 32]);
         secret.copy_from_slice(&bytes[12..44]);
@@ -722,6 +727,33 @@ mod tests {
                 .count();
             assert_eq!(puzzle_bits(&id) as usize, expected);
         }
+    }
+
+    /// Issue 20 (fuzzing, target `identity_file`): a key file whose reserved byte 11 was set,
+    /// with a CRC32 that matches, loaded, and the identity then wrote a different file.
+    #[test]
+    fn r20_key_file_with_reserved_byte_set_is_refused() {
+        let dir = tmp();
+        let path = dir.path().join("identity.key");
+        Identity::create(&path, 0).unwrap();
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[11] = 0x80;
+        let crc = crc32fast::hash(&bytes[..44]);
+        bytes[44..48].copy_from_slice(&crc.to_le_bytes());
+        fs::remove_file(&path).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .unwrap()
+            .write_all(&bytes)
+            .unwrap();
+        let err = Identity::load(&path).unwrap_err();
+        assert!(
+            matches!(err, Error::BadKeyFile { reason, .. } if reason.contains("reserved")),
+            "{err}"
+        );
     }
 
     #[test]

@@ -19,11 +19,16 @@ pub fn load(path: &Path) -> anyhow::Result<Config> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    let config: Config =
-        toml::from_str(&text).with_context(|| format!("bad config file {}", path.display()))?;
-    config
-        .validate()
-        .with_context(|| format!("bad config file {}", path.display()))?;
+    parse(&text).with_context(|| format!("bad config file {}", path.display()))
+}
+
+/// Reads a config file's text: TOML with only known keys, every value valid.
+///
+/// # Errors
+/// When the text is not valid TOML, has an unknown key or a bad value.
+pub fn parse(text: &str) -> anyhow::Result<Config> {
+    let config: Config = toml::from_str(text)?;
+    config.validate()?;
     Ok(config)
 }
 

@@ -113,7 +113,9 @@ pub fn records(path: &Path) -> io::Result<Vec<(u64, RecordHeader)>> {
     let mut offset = 0;
     while offset + HEADER_LEN <= size {
         match read_header(&file, offset)? {
-            Some(head) if offset + HEADER_LEN + head.len <= size => {
+            // Compared with what is left, not summed: a damaged length near u64::MAX would
+            // overflow the sum (and, wrapped, send the walk backwards for ever).
+            Some(head) if head.len <= size - offset - HEADER_LEN => {
                 out.push((offset, head));
                 offset = record_end(offset, head.len);
             }
@@ -211,5 +213,33 @@ mod tests {
         };
         file.write_all_at(&cut.encode(), 6 * ALIGN).unwrap();
         assert_eq!(records(&path).unwrap(), vec![(0, a), (5 * ALIGN, b)]);
+    }
+
+    /// Issue 20 (fuzzing, target `shard_pack`): a header whose length is near u64::MAX
+    /// overflowed `offset + HEADER_LEN + len` (a panic with overflow checks, a walk that went
+    /// backwards without them).
+    #[test]
+    fn r20_a_length_near_u64_max_is_not_a_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(pack_name(0));
+        let file = File::options()
+            .create_new(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let huge = RecordHeader {
+            id: ShardId([4; 32]),
+            len: u64::MAX - 10,
+            crc: 4,
+        };
+        let b = RecordHeader {
+            id: ShardId([5; 32]),
+            len: 10,
+            crc: 5,
+        };
+        file.write_all_at(&huge.encode(), 0).unwrap();
+        write_record(&file, ALIGN, &b, &[7; 10]).unwrap();
+        assert_eq!(records(&path).unwrap(), vec![(ALIGN, b)]);
     }
 }
