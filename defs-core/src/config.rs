@@ -54,6 +54,13 @@ impl Config {
                 ),
             );
         }
+        let sec = &self.node.tcp_security;
+        if sec.is_empty() || (1..sec.len()).any(|i| sec[..i].contains(&sec[i])) {
+            return bad(
+                "node.tcp_security",
+                "must list \"tls\" and/or \"noise\", each at most once".into(),
+            );
+        }
         let n = &self.namespace;
         if n.publish_debounce_secs == 0 {
             return bad(
@@ -165,6 +172,32 @@ pub struct NodeSettings {
     /// listener. Default (also when empty): 127.0.0.1, a random TCP port (reachable from this
     /// machine only).
     pub client_listen: Vec<String>,
+    /// The security protocols of TCP connections, in the order this node proposes them when it
+    /// dials; it accepts any of them when dialled. Default `["tls", "noise"]`: TLS 1.3
+    /// (AES-GCM, the cheapest per byte here), noise for peers without TLS. QUIC connections
+    /// always use TLS 1.3.
+    pub tcp_security: Vec<TcpSecurity>,
+}
+
+/// A security protocol of TCP connections (`[node] tcp_security`). Both authenticate the peer's
+/// libp2p key and encrypt every byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TcpSecurity {
+    /// TLS 1.3 (libp2p's `/tls/1.0.0`), AES-256-GCM through rustls.
+    Tls,
+    /// Noise XX (libp2p's `/noise`), ChaCha20-Poly1305.
+    Noise,
+}
+
+impl TcpSecurity {
+    /// The name config.toml uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            TcpSecurity::Tls => "tls",
+            TcpSecurity::Noise => "noise",
+        }
+    }
 }
 
 impl Default for NodeSettings {
@@ -179,6 +212,7 @@ impl Default for NodeSettings {
             bootstrap: Vec::new(),
             mdns: true,
             client_listen: vec!["/ip4/127.0.0.1/tcp/0".to_owned()],
+            tcp_security: vec![TcpSecurity::Tls, TcpSecurity::Noise],
         }
     }
 }

@@ -35,7 +35,7 @@ use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, Swarm, gossipsub, identify, identity, kad, mdns, noise, ping, tcp, yamux,
+    Multiaddr, PeerId, Swarm, gossipsub, identify, identity, kad, mdns, noise, ping, yamux,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -132,6 +132,8 @@ pub struct Config {
     /// Pairing settings; a node with a store and these pairs with a partner
     /// ([`crate::pairing`]).
     pub pairing: Option<crate::pairing::Config>,
+    /// TCP security protocols, in the order this node proposes them ([`crate::transport`]).
+    pub tcp_security: Vec<defs_core::config::TcpSecurity>,
 }
 
 impl Default for Config {
@@ -146,6 +148,7 @@ impl Default for Config {
             gossip_heartbeat: Duration::from_secs(1),
             peer_difficulty: DEFAULT_PUZZLE_DIFFICULTY,
             pairing: None,
+            tcp_security: defs_core::config::NodeSettings::default().tcp_security,
         }
     }
 }

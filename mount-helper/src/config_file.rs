@@ -73,6 +73,10 @@ mdns = {mdns}
 # dir) listens on while it runs; `--listen` overrides. It dials out to its peers, so the
 # default listens on this machine only (an empty list means the same).
 client_listen = {client_listen}
+# Security of TCP connections, in the order this node proposes them when it dials ("tls": TLS
+# 1.3 with AES-GCM, the cheapest per byte; "noise": for peers without TLS). Any listed one is
+# accepted when dialled. QUIC connections always use TLS 1.3.
+tcp_security = {tcp_security}
 
 [identity]
 # Work puzzle: leading zero bits of BLAKE3(NodeId) a new identity must have, and the minimum
@@ -154,6 +158,13 @@ interval_secs = {audit_interval}
         bootstrap = list(&c.node.bootstrap),
         mdns = c.node.mdns,
         client_listen = list(&c.node.client_listen),
+        tcp_security = list(
+            &c.node
+                .tcp_security
+                .iter()
+                .map(|s| s.name().to_owned())
+                .collect::<Vec<_>>()
+        ),
         difficulty = c.identity.puzzle_difficulty,
         mode = c.layout.mode,
         k = c.layout.k,

@@ -207,6 +207,7 @@ async fn ephemeral(
             mdns,
             store: None,
             peer_difficulty: config.identity.puzzle_difficulty,
+            tcp_security: config.node.tcp_security.clone(),
             ..defs_net::Config::default()
         },
     )
@@ -554,6 +555,7 @@ impl StorageNode {
                 zone: opts.zone.clone(),
                 peer_difficulty: config.identity.puzzle_difficulty,
                 pairing: pairing_config(dir, &config.pairing),
+                tcp_security: config.node.tcp_security.clone(),
                 ..defs_net::Config::default()
             },
         )
