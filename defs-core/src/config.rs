@@ -173,9 +173,9 @@ pub struct NodeSettings {
     /// machine only).
     pub client_listen: Vec<String>,
     /// The security protocols of TCP connections, in the order this node proposes them when it
-    /// dials; it accepts any of them when dialled. Default `["tls", "noise"]`: TLS 1.3
-    /// (AES-GCM, the cheapest per byte here), noise for peers without TLS. QUIC connections
-    /// always use TLS 1.3.
+    /// dials; it accepts any of them when dialled. Default `["noise", "tls"]`: noise costs no
+    /// more CPU per byte than libp2p's TLS here (which negotiates ChaCha20-Poly1305 too;
+    /// `docs/performance.md`), TLS for peers that prefer it. QUIC connections always use TLS 1.3.
     pub tcp_security: Vec<TcpSecurity>,
 }
 
@@ -184,7 +184,8 @@ pub struct NodeSettings {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TcpSecurity {
-    /// TLS 1.3 (libp2p's `/tls/1.0.0`), AES-256-GCM through rustls.
+    /// TLS 1.3 (libp2p's `/tls/1.0.0`) through rustls and aws-lc; libp2p-tls 0.7 offers
+    /// ChaCha20-Poly1305 first, then AES-GCM.
     Tls,
     /// Noise XX (libp2p's `/noise`), ChaCha20-Poly1305.
     Noise,
@@ -212,7 +213,7 @@ impl Default for NodeSettings {
             bootstrap: Vec::new(),
             mdns: true,
             client_listen: vec!["/ip4/127.0.0.1/tcp/0".to_owned()],
-            tcp_security: vec![TcpSecurity::Tls, TcpSecurity::Noise],
+            tcp_security: vec![TcpSecurity::Noise, TcpSecurity::Tls],
         }
     }
 }

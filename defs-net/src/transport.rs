@@ -4,11 +4,12 @@
 //! proposes them in the order of [`TcpSecurity`] (`[node] tcp_security` in config.toml) and
 //! the listener accepts any it has.
 //!
-//! Why TLS first: shards are bulk bytes, and a connection's cipher is paid once per byte at each
-//! end. TLS 1.3 through rustls runs AES-256-GCM on AES-NI/VAES (aws-lc), several times cheaper
-//! per byte here than noise's ChaCha20-Poly1305 (`docs/performance.md`, "Transports side by
-//! side"). Noise stays for peers that do not speak TLS (older DeFS nodes); QUIC for reachability
-//! over UDP. Both authenticate the peer's libp2p key, as DESIGN §3 asks.
+//! Why noise first: shards are bulk bytes, and a connection's cipher is paid once per byte at
+//! each end. Measured side by side (`docs/performance.md`, "Transports side by side"), TCP +
+//! noise costs the least CPU per GiB; libp2p-tls 0.7 hard-codes ChaCha20-Poly1305 as its first
+//! cipher suite, so TLS pays the same cipher plus its record layer, and QUIC pays per-packet work
+//! on top. TLS stays selectable (for peers that want it, and for when AES-GCM can be chosen);
+//! QUIC for reachability over UDP. Both authenticate the peer's libp2p key, as DESIGN §3 asks.
 
 use std::io;
 
