@@ -2,29 +2,41 @@
 # over it, and the helpers their measurements share.
 #
 # start_cluster starts $1 `defs node` processes (binary $2) on
-# 127.0.0.1 with data dirs under $3, waits until each has written DIR/addrs, and sets
+# 127.0.0.1 with data dirs under $3 (made with `defs init` unless they have an identity already,
+# so a caller may prepare their config.toml), waits until each has written DIR/addrs, and sets
 #   CLUSTER_PIDS  the node processes (stop_cluster kills them)
 #   BOOT          --bootstrap arguments naming every node
+# CLUSTER_LISTEN (default /ip4/127.0.0.1/tcp/0) is the nodes' listen addresses, space-separated;
+# CLUSTER_PROTO (default tcp) picks the address BOOT names: tcp or quic-v1.
 start_cluster() {
-    local nodes=$1 bin=$2 dir=$3 i first
+    local nodes=$1 bin=$2 dir=$3 i first a listen=()
     CLUSTER_PIDS=()
     BOOT=()
+    for a in ${CLUSTER_LISTEN:-/ip4/127.0.0.1/tcp/0}; do listen+=(--listen "$a"); done
     for i in $(seq 0 $((nodes - 1))); do
-        "$bin" init --data-dir "$dir/n$i" --difficulty 0 >/dev/null
+        [ -e "$dir/n$i/identity.key" ] ||
+            "$bin" init --data-dir "$dir/n$i" --difficulty 0 >/dev/null
     done
-    "$bin" node --data-dir "$dir/n0" --listen /ip4/127.0.0.1/tcp/0 --no-mdns 2>"$dir/n0.log" &
+    "$bin" node --data-dir "$dir/n0" "${listen[@]}" --no-mdns 2>"$dir/n0.log" &
     CLUSTER_PIDS+=($!)
     until [ -s "$dir/n0/addrs" ]; do sleep 0.1; done
-    first=$(head -1 "$dir/n0/addrs")
+    first=$(cluster_addr "$dir/n0")
     for i in $(seq 1 $((nodes - 1))); do
-        "$bin" node --data-dir "$dir/n$i" --listen /ip4/127.0.0.1/tcp/0 --no-mdns \
+        "$bin" node --data-dir "$dir/n$i" "${listen[@]}" --no-mdns \
             --bootstrap "$first" 2>"$dir/n$i.log" &
         CLUSTER_PIDS+=($!)
     done
     for i in $(seq 0 $((nodes - 1))); do
         until [ -s "$dir/n$i/addrs" ]; do sleep 0.1; done
-        BOOT+=(--bootstrap "$(head -1 "$dir/n$i/addrs")")
+        BOOT+=(--bootstrap "$(cluster_addr "$dir/n$i")")
     done
+}
+
+# The address of the node with data dir $1 for CLUSTER_PROTO (tcp unless set).
+cluster_addr() {
+    local a
+    until a=$(grep -m1 "/${CLUSTER_PROTO:-tcp}/" "$1/addrs"); do sleep 0.1; done
+    echo "$a"
 }
 
 stop_cluster() {

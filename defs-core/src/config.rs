@@ -56,6 +56,13 @@ impl Config {
                 ),
             );
         }
+        let sec = &self.node.tcp_security;
+        if sec.is_empty() || (1..sec.len()).any(|i| sec[..i].contains(&sec[i])) {
+            return bad(
+                "node.tcp_security",
+                "must list \"tls\" and/or \"noise\", each at most once".into(),
+            );
+        }
         let n = &self.namespace;
         if n.publish_debounce_secs == 0 {
             return bad(
@@ -186,6 +193,33 @@ pub struct NodeSettings {
     /// is reachable only inside its own LAN; on for a LAN of nodes without global addresses (and
     /// the test bed `ci/netbed`), where nodes must still learn which of them are behind a NAT.
     pub private_ips_reachable: bool,
+    /// The security protocols of TCP connections, in the order this node proposes them when it
+    /// dials; it accepts any of them when dialled. Default `["noise", "tls"]`: noise costs no
+    /// more CPU per byte than libp2p's TLS here (which negotiates ChaCha20-Poly1305 too;
+    /// `docs/performance.md`), TLS for peers that prefer it. QUIC connections always use TLS 1.3.
+    pub tcp_security: Vec<TcpSecurity>,
+}
+
+/// A security protocol of TCP connections (`[node] tcp_security`). Both authenticate the peer's
+/// libp2p key and encrypt every byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TcpSecurity {
+    /// TLS 1.3 (libp2p's `/tls/1.0.0`) through rustls and aws-lc; libp2p-tls 0.7 offers
+    /// ChaCha20-Poly1305 first, then AES-GCM.
+    Tls,
+    /// Noise XX (libp2p's `/noise`), ChaCha20-Poly1305.
+    Noise,
+}
+
+impl TcpSecurity {
+    /// The name config.toml uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            TcpSecurity::Tls => "tls",
+            TcpSecurity::Noise => "noise",
+        }
+    }
 }
 
 impl Default for NodeSettings {
@@ -201,6 +235,7 @@ impl Default for NodeSettings {
             mdns: true,
             client_listen: vec!["/ip4/127.0.0.1/tcp/0".to_owned()],
             private_ips_reachable: false,
+            tcp_security: vec![TcpSecurity::Noise, TcpSecurity::Tls],
         }
     }
 }

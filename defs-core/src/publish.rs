@@ -353,7 +353,8 @@ impl Publisher {
     /// Safe at every await: the files left behind are each a step's durable outcome, and the
     /// next call (or the next [`Publisher::open`]) resumes from them.
     pub async fn publish_now(&self) -> Result<Published> {
-        self.publish(self.config.lease_secs, Why::Change, false).await
+        self.publish(self.config.lease_secs, Why::Change, false)
+            .await
     }
 
     /// [`Publisher::publish_now`] for `defs sync`: the state published is a kept version
@@ -374,7 +375,8 @@ impl Publisher {
     /// # Cancel safety
     /// As [`Publisher::publish_now`].
     pub async fn renew(&self) -> Result<Published> {
-        self.publish(self.config.lease_secs, Why::Change, true).await
+        self.publish(self.config.lease_secs, Why::Change, true)
+            .await
     }
 
     /// Whether this publisher holds the write lease *and* its last committed record is the

@@ -295,6 +295,20 @@ impl Devnet {
     /// # Errors
     /// Setup errors, [`Error::Timeout`].
     pub async fn client(&self, identity: Arc<Identity>) -> Result<Client> {
+        let security = defs_core::config::NodeSettings::default().tcp_security;
+        self.client_with_security(identity, &security).await
+    }
+
+    /// [`Devnet::client`] with the TCP security protocols `security`, in this order
+    /// ([`crate::transport`]).
+    ///
+    /// # Errors
+    /// As [`Devnet::client`].
+    pub async fn client_with_security(
+        &self,
+        identity: Arc<Identity>,
+        security: &[defs_core::config::TcpSecurity],
+    ) -> Result<Client> {
         let bootstrap = self.bootstrap();
         let want = bootstrap.len();
         let config = Config {
@@ -304,6 +318,7 @@ impl Devnet {
             store: None,
             gossip_heartbeat: Duration::from_millis(200),
             peer_difficulty: self.difficulty,
+            tcp_security: security.to_vec(),
             ..Config::default()
         };
         let node = Node::spawn(&identity, config).await?;

@@ -11,6 +11,7 @@
 //! - [`lookup`]: broadcast index lookup over gossipsub with direct answers.
 //! - [`placement`]: peer scores and the weighted random choice of distinct peers.
 //! - [`transfer`]: the bounded, prioritised pool of shard transfers.
+//! - [`transport`]: TCP (TLS 1.3 or noise, yamux) and QUIC, chosen in one function.
 //! - [`service`]: what a storage node does with inbound requests (signatures, replays, store I/O).
 //! - [`client`]: signed stores and deletes, verified fetches, placement with retries; it
 //!   implements defs-core's `ShardClient`. [`files`]: whole files over the pipeline.
@@ -42,6 +43,7 @@ pub mod service;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod test_utils;
 pub mod transfer;
+pub mod transport;
 
 pub use client::Client;
 pub use error::{Error, Result};

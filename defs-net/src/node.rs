@@ -35,8 +35,7 @@ use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, Swarm, gossipsub, identify, identity, kad, mdns, noise, ping, relay, tcp,
-    yamux,
+    Multiaddr, PeerId, Swarm, gossipsub, identify, identity, kad, mdns, noise, ping, relay, yamux,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -147,6 +146,8 @@ pub struct Config {
     pub pairing: Option<crate::pairing::Config>,
     /// AutoNAT counts private addresses as reachable (`[node] private_ips_reachable`).
     pub private_ips_reachable: bool,
+    /// TCP security protocols, in the order this node proposes them ([`crate::transport`]).
+    pub tcp_security: Vec<defs_core::config::TcpSecurity>,
 }
 
 impl Default for Config {
@@ -162,6 +163,7 @@ impl Default for Config {
             peer_difficulty: DEFAULT_PUZZLE_DIFFICULTY,
             pairing: None,
             private_ips_reachable: false,
+            tcp_security: defs_core::config::NodeSettings::default().tcp_security,
         }
     }
 }

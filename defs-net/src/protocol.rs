@@ -175,6 +175,14 @@ pub enum Request {
         /// The shard's bytes (at most [`MAX_SHARD_LEN`]).
         data: Bytes,
     },
+    /// A frame the codec read but could not decode: an unsupported version (an older or newer
+    /// peer), an unknown tag, a bad field, or a body cut short by the end of the stream. Made
+    /// by [`codec::ShardCodec`], never sent; the node answers it with
+    /// [`ErrorCode::BadRequest`] and `reason`, so the peer learns why.
+    Malformed {
+        /// What was wrong, for the refusal's message.
+        reason: String,
+    },
 }
 
 /// Most owners a [`Request::Mirror`] names (a shard nearly always has one).
@@ -432,6 +440,12 @@ impl Request {
                 let n = len_u32("shard", data.len(), u64::from(MAX_SHARD_LEN))?;
                 h.extend_from_slice(&n.to_le_bytes());
                 payload = data;
+            }
+            Request::Malformed { reason } => {
+                return Err(Error::Malformed {
+                    what: "shard request",
+                    reason: format!("a malformed request is never sent ({reason})"),
+                });
             }
         }
         Ok(Encoded { header: h, payload })
@@ -900,7 +914,9 @@ impl<'a> Reader<'a> {
     fn version(&mut self) -> Result<()> {
         match self.u8()? {
             WIRE_VERSION => Ok(()),
-            v => Err(self.bad(format!("unsupported version {v}"))),
+            v => Err(self.bad(format!(
+                "unsupported wire version {v} (this node speaks version {WIRE_VERSION})"
+            ))),
         }
     }
 

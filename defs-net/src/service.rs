@@ -248,6 +248,7 @@ impl Service {
                 ErrorCode::BadRequest,
                 "not a store operation",
             )),
+            Request::Malformed { reason } => Err(Response::error(ErrorCode::BadRequest, reason)),
         }
     }
 }

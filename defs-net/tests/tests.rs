@@ -18,3 +18,4 @@ mod puzzle;
 mod quic;
 mod roots;
 mod security;
+mod transport;

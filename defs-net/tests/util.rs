@@ -59,3 +59,76 @@ pub(crate) fn peak_rss() -> u64 {
         .and_then(|kb| kb.parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
 }
+
+/// A bare peer's behaviour: the shard protocol through codec `C`, and ping, which a DeFS node
+/// requires of its peers (it closes a connection whose peer does not answer pings).
+#[derive(libp2p::swarm::NetworkBehaviour)]
+pub(crate) struct Bare<C: libp2p::request_response::Codec + Clone + Send + 'static> {
+    pub(crate) rr: libp2p::request_response::Behaviour<C>,
+    pub(crate) ping: libp2p::ping::Behaviour,
+}
+
+impl<C: libp2p::request_response::Codec<Protocol = libp2p::StreamProtocol> + Clone + Send + 'static>
+    Bare<C>
+{
+    /// The shard protocol (outbound only) through `codec`, and ping.
+    pub(crate) fn new(codec: C) -> Self {
+        Bare {
+            rr: libp2p::request_response::Behaviour::with_codec(
+                codec,
+                [(
+                    libp2p::StreamProtocol::new(defs_net::protocol::SHARD_PROTOCOL),
+                    libp2p::request_response::ProtocolSupport::Outbound,
+                )],
+                libp2p::request_response::Config::default().with_request_timeout(T),
+            ),
+            ping: libp2p::ping::Behaviour::default(),
+        }
+    }
+}
+
+/// Why a bare peer's request got no answer.
+#[derive(Debug)]
+pub(crate) enum NoAnswer {
+    /// The connection could not be made (the reason, as libp2p gives it).
+    Dial(String),
+    /// The request failed on an established connection.
+    Request(libp2p::request_response::OutboundFailure),
+}
+
+/// Waits for the answer to request `id` of a bare peer (or why there is none).
+pub(crate) async fn answer<C>(
+    swarm: &mut libp2p::Swarm<Bare<C>>,
+    id: libp2p::request_response::OutboundRequestId,
+) -> Result<C::Response, NoAnswer>
+where
+    C: libp2p::request_response::Codec<Protocol = libp2p::StreamProtocol> + Clone + Send + 'static,
+{
+    use futures::StreamExt;
+    use libp2p::request_response::{Event, Message};
+    use libp2p::swarm::SwarmEvent;
+    timeout(async {
+        loop {
+            match swarm.select_next_some().await {
+                SwarmEvent::OutgoingConnectionError { error, .. } => {
+                    return Err(NoAnswer::Dial(format!("{error:#}")));
+                }
+                SwarmEvent::Behaviour(BareEvent::Rr(Event::OutboundFailure {
+                    request_id,
+                    error,
+                    ..
+                })) if request_id == id => return Err(NoAnswer::Request(error)),
+                SwarmEvent::Behaviour(BareEvent::Rr(Event::Message {
+                    message:
+                        Message::Response {
+                            request_id,
+                            response,
+                        },
+                    ..
+                })) if request_id == id => return Ok(response),
+                _ => {}
+            }
+        }
+    })
+    .await
+}

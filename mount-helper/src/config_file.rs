@@ -81,6 +81,10 @@ client_listen = {client_listen}
 # Count private addresses (10/8, 172.16/12, 192.168/16, ...) as reachable when peers check this
 # node's reachability (AutoNAT) and it checks theirs: on for a LAN without global addresses.
 private_ips_reachable = {private_ips}
+# Security of TCP connections, in the order this node proposes them when it dials ("noise":
+# Noise XX; "tls": TLS 1.3; both ChaCha20-Poly1305, noise measured no dearer). Any listed one is
+# accepted when dialled. QUIC connections always use TLS 1.3.
+tcp_security = {tcp_security}
 
 [identity]
 # Work puzzle: leading zero bits of BLAKE3(NodeId) a new identity must have, and the minimum
@@ -173,6 +177,13 @@ interval_secs = {audit_interval}
         mdns = c.node.mdns,
         client_listen = list(&c.node.client_listen),
         private_ips = c.node.private_ips_reachable,
+        tcp_security = list(
+            &c.node
+                .tcp_security
+                .iter()
+                .map(|s| s.name().to_owned())
+                .collect::<Vec<_>>()
+        ),
         difficulty = c.identity.puzzle_difficulty,
         mode = c.layout.mode,
         k = c.layout.k,

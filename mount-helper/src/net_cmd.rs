@@ -242,6 +242,7 @@ async fn ephemeral(
             store: None,
             peer_difficulty: config.identity.puzzle_difficulty,
             private_ips_reachable: config.node.private_ips_reachable,
+            tcp_security: config.node.tcp_security.clone(),
             ..defs_net::Config::default()
         },
     )
@@ -600,6 +601,7 @@ impl StorageNode {
                 peer_difficulty: config.identity.puzzle_difficulty,
                 pairing: pairing_config(dir, &config.pairing),
                 private_ips_reachable: config.node.private_ips_reachable,
+                tcp_security: config.node.tcp_security.clone(),
                 ..defs_net::Config::default()
             },
         )

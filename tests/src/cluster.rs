@@ -48,11 +48,20 @@ pub fn init(dir: &Path) {
 /// # Panics
 /// After [`START_TIMEOUT`].
 pub fn wait_for_addr(dir: &Path) -> String {
+    wait_for_addr_of(dir, "/tcp/")
+}
+
+/// The first address in `DIR/addrs` that contains `proto` (`"/tcp/"`, `"/quic-v1/"`), waiting
+/// for it to appear.
+///
+/// # Panics
+/// After [`START_TIMEOUT`].
+pub fn wait_for_addr_of(dir: &Path, proto: &str) -> String {
     let path = dir.join("addrs");
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         if let Ok(text) = std::fs::read_to_string(&path)
-            && let Some(line) = text.lines().find(|l| l.contains("/tcp/"))
+            && let Some(line) = text.lines().find(|l| l.contains(proto))
         {
             return line.to_string();
         }
@@ -91,8 +100,20 @@ pub fn disable_pairing(dir: &Path) {
 /// Starts `defs node` (random port on 127.0.0.1, no mDNS) in the data dir `dir` made by
 /// [`init`].
 fn spawn_node(dir: &Path, bootstrap: Option<&str>) -> Proc {
+    spawn_node_on(dir, bootstrap, &["/ip4/127.0.0.1/tcp/0"])
+}
+
+/// Starts `defs node` (no mDNS) listening on `listen` (addresses on 127.0.0.1) in the data dir
+/// `dir` made by [`init`].
+///
+/// # Panics
+/// When it cannot start.
+pub fn spawn_node_on(dir: &Path, bootstrap: Option<&str>, listen: &[&str]) -> Proc {
     let mut c = defs(dir);
-    c.args(["node", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"]);
+    c.args(["node", "--no-mdns"]);
+    for a in listen {
+        c.args(["--listen", a]);
+    }
     if let Some(b) = bootstrap {
         c.args(["--bootstrap", b]);
     }

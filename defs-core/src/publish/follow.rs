@@ -178,7 +178,14 @@ impl Follower {
             .zip(current_state.as_deref())
             .map(|((_, b), state)| Applied { state, body: b });
         let result = async {
-            let state = fetch_state(&staging, &self.objects, &body.snapshot, &body.segments, from).await?;
+            let state = fetch_state(
+                &staging,
+                &self.objects,
+                &body.snapshot,
+                &body.segments,
+                from,
+            )
+            .await?;
             let (db, dir, seq) = (self.db.clone(), self.dir.clone(), rec.seq());
             let bytes = rec.as_bytes().to_vec();
             let old = current_state.clone().filter(|p| p.exists());

@@ -20,13 +20,10 @@ impl Node {
         };
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key.clone())
             .with_tokio()
-            .with_tcp(
-                tcp::Config::default().nodelay(true),
-                noise::Config::new,
-                yamux::Config::default,
-            )
-            .map_err(|e| Error::Setup(format!("tcp: {e}")))?
-            .with_quic()
+            .with_other_transport(|key| {
+                crate::transport::build(key, &config.tcp_security).map_err(Box::from)
+            })
+            .map_err(|e| Error::Setup(format!("transport: {e}")))?
             .with_relay_client(noise::Config::new, yamux::Config::default)
             .map_err(|e| Error::Setup(format!("relay client: {e}")))?
             .with_behaviour(|key, relay| Behaviour::new(key, relay, &opts).map_err(Box::from))

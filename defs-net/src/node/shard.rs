@@ -134,6 +134,15 @@ impl NodeActor {
         request: Request,
         channel: ResponseChannel<Response>,
     ) {
+        if let Request::Malformed { reason } = request {
+            warn!(peer = %short(&peer), %reason, "malformed shard request refused");
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .shard
+                .send_response(channel, Response::error(ErrorCode::BadRequest, reason));
+            return;
+        }
         if !self.allowed(peer) {
             let _ = self.swarm.behaviour_mut().shard.send_response(
                 channel,

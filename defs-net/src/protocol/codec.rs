@@ -53,12 +53,6 @@ async fn read_len<T: AsyncRead + Unpin + Send>(io: &mut T, max: u32) -> io::Resu
     Ok(len as usize)
 }
 
-/// Reads one frame body: the length prefix, the limit check, then exactly that many bytes.
-async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: u32) -> io::Result<Vec<u8>> {
-    let len = read_len(io, max).await?;
-    read_exact_vec(io, len).await
-}
-
 /// Reads exactly `len` bytes (`len` already checked against the frame limit).
 async fn read_exact_vec<T: AsyncRead + Unpin + Send>(
     io: &mut T,
@@ -76,7 +70,7 @@ async fn read_exact_vec<T: AsyncRead + Unpin + Send>(
     Ok(body)
 }
 
-/// How much of a frame [`read_frame`] reads (and allocates) at a time.
+/// How much of a frame [`read_exact_vec`] reads (and allocates) at a time.
 const READ_CHUNK: usize = 256 << 10;
 
 async fn write_frame<T: AsyncWrite + Unpin + Send>(
@@ -113,8 +107,24 @@ impl libp2p::request_response::Codec for ShardCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        let body = read_frame(io, self.max_frame).await?;
-        Request::decode(body).map_err(invalid)
+        // An oversized prefix or a failed read drops the stream (the codec cannot answer
+        // through a reader); a frame that arrived but does not decode, or whose body the
+        // stream cut short, becomes `Request::Malformed`, which the node answers with the reason.
+        let len = read_len(io, self.max_frame).await?;
+        let body = match read_exact_vec(io, len).await {
+            Ok(body) => body,
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                return Ok(Request::Malformed {
+                    reason: format!("truncated frame: the stream ended before its {len} bytes"),
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(
+            Request::decode(body).unwrap_or_else(|e| Request::Malformed {
+                reason: e.to_string(),
+            }),
+        )
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Response>

@@ -75,7 +75,11 @@ fn collects(cluster: &Cluster) {
     let cfg = m.data_dir().join("config.toml");
     let text = fs::read_to_string(&cfg).unwrap();
     assert!(text.contains("keep_versions = 48"), "{text}");
-    fs::write(&cfg, text.replace("keep_versions = 48", "keep_versions = 1")).unwrap();
+    fs::write(
+        &cfg,
+        text.replace("keep_versions = 48", "keep_versions = 1"),
+    )
+    .unwrap();
     m.unmount();
     m.mount();
     let mut dirs = cluster.dirs.clone();
