@@ -9,6 +9,7 @@ mod audit;
 mod backup;
 mod crash;
 mod fstab;
+mod fsx;
 mod holes;
 mod lifecycle;
 mod packing;

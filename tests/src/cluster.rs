@@ -91,8 +91,13 @@ pub fn disable_pairing(dir: &Path) {
 /// Starts `defs node` (random port on 127.0.0.1, no mDNS) in the data dir `dir` made by
 /// [`init`].
 fn spawn_node(dir: &Path, bootstrap: Option<&str>) -> Proc {
+    spawn_node_on(dir, bootstrap, "/ip4/127.0.0.1/tcp/0")
+}
+
+/// Starts `defs node` (no mDNS) in the data dir `dir`, listening on `listen` (127.0.0.1).
+fn spawn_node_on(dir: &Path, bootstrap: Option<&str>, listen: &str) -> Proc {
     let mut c = defs(dir);
-    c.args(["node", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"]);
+    c.args(["node", "--listen", listen, "--no-mdns"]);
     if let Some(b) = bootstrap {
         c.args(["--bootstrap", b]);
     }
@@ -164,6 +169,35 @@ impl Cluster {
         }
         let addrs = dirs.iter().map(|d| wait_for_addr(d)).collect();
         Cluster { nodes, dirs, addrs }
+    }
+
+    /// SIGKILLs node `i` (a crash: no goodbye, nothing flushed) and waits for it to be gone.
+    ///
+    /// # Panics
+    /// When the kill fails.
+    pub fn kill(&mut self, i: usize) {
+        let node = &mut self.nodes[i].0;
+        node.kill()
+            .unwrap_or_else(|e| panic!("kill -9 node {i}: {e}"));
+        let _ = node.wait();
+    }
+
+    /// Starts node `i` again in its data dir, on the address it had (as a node configured with
+    /// a fixed port comes back), bootstrapped from another node.
+    ///
+    /// # Panics
+    /// When it does not start.
+    pub fn restart(&mut self, i: usize) {
+        let dir = self.dirs[i].clone();
+        let listen = self.addrs[i]
+            .split("/p2p/")
+            .next()
+            .unwrap_or("/ip4/127.0.0.1/tcp/0")
+            .to_string();
+        let other = self.addrs[(i + 1) % self.addrs.len()].clone();
+        let _ = std::fs::remove_file(dir.join("addrs"));
+        self.nodes[i] = spawn_node_on(&dir, Some(&other), &listen);
+        wait_for_addr(&dir);
     }
 }
 
