@@ -130,11 +130,25 @@ impl MountCommands {
             })?;
         // Uploaded is not enough: each file must be on the network by the one definition,
         // judged now against which holders are reachable.
-        let tree = self
-            .fs
-            .tree_status_under(root, Path::new("/").join(rel))
-            .await
-            .map_err(|e| format!("checking {}: {e}", path.display()))?;
+        let judge = || async {
+            self.fs
+                .tree_status_under(root, Path::new("/").join(rel))
+                .await
+                .map_err(|e| format!("checking {}: {e}", path.display()))
+        };
+        let mut tree = judge().await?;
+        if report.is_clean() && !tree.kept_here.is_empty() {
+            // A shard that went to this machine while a node did not answer (too few peers
+            // left for the layout; issue 20) keeps its file off the network even once every
+            // node is back. Repair moves such shards onto other nodes now (the mount's own pass
+            // runs only every `[repair] interval_secs`); then the files are judged again. Files
+            // short of holders that are down are left alone: nowhere better is known for them.
+            let ids = tree.kept_here.iter().map(|f| (*f, None)).collect();
+            if let Err(e) = commands::repair(&self.commands.repairer, ids, &|_, _| {}).await {
+                tracing::info!(error = %format!("{e:#}"), "sync: repair of files kept on this machine left some");
+            }
+            tree = judge().await?;
+        }
         let files = sync_outcome(&self.mountpoint, &path, &report, &tree)?;
         // The files are on the network; the names that lead to them must be too.
         let Some(publisher) = &self.publisher else {

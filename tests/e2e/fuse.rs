@@ -10,6 +10,7 @@ mod backup;
 mod crash;
 mod fstab;
 mod gc;
+mod fsx;
 mod holes;
 mod lease;
 mod lifecycle;

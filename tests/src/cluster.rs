@@ -186,6 +186,35 @@ impl Cluster {
         let addrs = dirs.iter().map(|d| wait_for_addr(d)).collect();
         Cluster { nodes, dirs, addrs }
     }
+
+    /// SIGKILLs node `i` (a crash: no goodbye, nothing flushed) and waits for it to be gone.
+    ///
+    /// # Panics
+    /// When the kill fails.
+    pub fn kill(&mut self, i: usize) {
+        let node = &mut self.nodes[i].0;
+        node.kill()
+            .unwrap_or_else(|e| panic!("kill -9 node {i}: {e}"));
+        let _ = node.wait();
+    }
+
+    /// Starts node `i` again in its data dir, on the address it had (as a node configured with
+    /// a fixed port comes back), bootstrapped from another node.
+    ///
+    /// # Panics
+    /// When it does not start.
+    pub fn restart(&mut self, i: usize) {
+        let dir = self.dirs[i].clone();
+        let listen = self.addrs[i]
+            .split("/p2p/")
+            .next()
+            .unwrap_or("/ip4/127.0.0.1/tcp/0")
+            .to_string();
+        let other = self.addrs[(i + 1) % self.addrs.len()].clone();
+        let _ = std::fs::remove_file(dir.join("addrs"));
+        self.nodes[i] = spawn_node_on(&dir, Some(&other), &[listen.as_str()]);
+        wait_for_addr(&dir);
+    }
 }
 
 /// Runs `cmd` to completion and returns its output (whatever its exit status).

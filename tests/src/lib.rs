@@ -1,8 +1,10 @@
 //! Shared helpers for the end-to-end tests in `e2e/`: locating the built binaries, temporary data
-//! dirs, and clusters of real nodes on 127.0.0.1.
+//! dirs, clusters of real nodes on 127.0.0.1, and the random-operation driver `fsx`.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod cluster;
+#[cfg(feature = "fuse_tests")]
+pub mod fsx;
 #[cfg(feature = "fuse_tests")]
 pub mod mount;
 

@@ -61,6 +61,10 @@ pub struct TreeStatus {
     /// Those files, each with its durability or why it is unknown; at most
     /// [`TREE_STATUS_MAX_ERRORS`].
     pub unprotected: Vec<(PathBuf, String)>,
+    /// The stored objects of those files that have shards whose only holder is this machine
+    /// (each once, all of them): a repair moves such shards onto other nodes (`defs sync` runs
+    /// one).
+    pub kept_here: Vec<FileId>,
     /// Files with an error (a failed upload, a manifest that cannot be read), with the reason;
     /// at most [`TREE_STATUS_MAX_ERRORS`].
     pub errors: Vec<(PathBuf, String)>,
@@ -338,6 +342,7 @@ impl Fs {
             live: self.liveness().await,
             damaged_files: damaged.iter().map(|d| d.file).collect(),
             damaged_paths: HashMap::new(),
+            kept_here_seen: HashSet::new(),
             status: TreeStatus::default(),
         };
         let mut seen = HashSet::new();
@@ -468,6 +473,8 @@ struct TreeWalk {
     live: Result<Liveness, String>,
     damaged_files: HashSet<FileId>,
     damaged_paths: HashMap<FileId, PathBuf>,
+    /// The objects in `status.kept_here` (packed files share one).
+    kept_here_seen: HashSet<FileId>,
     status: TreeStatus,
 }
 
@@ -519,6 +526,12 @@ impl TreeWalk {
             Ok(d) => {
                 if !d.on_network() {
                     self.unprotected(path.clone(), d.to_string());
+                    if d.local_only > 0
+                        && let Content::Stored { file, .. } = &content
+                        && self.kept_here_seen.insert(*file)
+                    {
+                        self.status.kept_here.push(*file);
+                    }
                 }
                 if self
                     .status
