@@ -47,6 +47,7 @@
 //! A holder's `RootRollback` refusal (a newer record of this identity exists: another writer)
 //! stops this publisher: every later call returns that error.
 
+mod chain;
 mod files;
 pub mod follow;
 pub mod lease;
@@ -73,11 +74,11 @@ use crate::snapshot::SnapshotStats;
 use crate::snapshot::segment::{self, SegmentHead};
 use crate::sync::Arc;
 use crate::types::FileId;
-pub use files::{PUBLISH_DIR, ROOT_NEXT, ROOT_RECORD, ROOT_SEEN};
 use files::{
-    blocking, raise_seen, read_seen, remove_durably, remove_states_but, state_file, tail,
-    write_durably,
+    MemSource, blocking, raise_seen, read_seen, remove_durably, remove_states_but, state_file,
+    tail, write_durably,
 };
+pub use files::{PUBLISH_DIR, ROOT_NEXT, ROOT_RECORD, ROOT_SEEN};
 pub use follow::{Followed, Follower};
 pub use lease::{Lease, LeaseRefusal, WritableStart, writable_start};
 pub use recover::{Candidates, Recovered, Refusal, candidates, recover};
@@ -190,25 +191,6 @@ fn read_pending(dir: &Path, identity: &Identity) -> Result<Option<(u64, RootReco
     let lsn = u64::from_le_bytes(lsn.try_into().unwrap_or_default());
     let (rec, body) = open_own(rec, identity)?;
     Ok(Some((lsn, rec, body)))
-}
-
-/// Bytes in memory as a [`crate::object::Source`] (a segment on its way to the network).
-pub(crate) struct MemSource(pub(crate) Vec<u8>);
-
-impl crate::object::Source for MemSource {
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        let src = usize::try_from(offset)
-            .ok()
-            .and_then(|at| self.0.get(at..at.checked_add(buf.len())?))
-            .ok_or_else(|| {
-                Error::io(
-                    "a namespace segment",
-                    std::io::ErrorKind::UnexpectedEof.into(),
-                )
-            })?;
-        buf.copy_from_slice(src);
-        Ok(())
-    }
 }
 
 /// What a cut stored: the objects its record names, the cut's LSN, plaintext bytes uploaded.

@@ -52,7 +52,7 @@ use tracing::{debug, info, warn};
 
 use crate::flusher::Flusher;
 pub use crate::upload::Remote;
-pub use error::Error;
+pub use error::{Error, Result};
 pub use read::{READAHEAD_MAX_BYTES, READAHEAD_MAX_SEGMENTS, READAHEAD_TASKS, SEQUENTIAL_SLACK};
 pub use status::{
     DURABILITY_XATTR, ID_XATTR, TREE_STATUS_MAX_ERRORS, TreeStatus, damaged_line, damaged_summary,
@@ -61,13 +61,11 @@ pub use sync_status::{
     DirtyFile, STATUS_MAX_FAILED, SYNC_ATTEMPTS, SYNC_PARALLEL, SYNC_RETRY_DELAY, SyncFailure,
     SyncProgress, SyncReport, UploadStatus,
 };
+use types::lock;
 pub use types::{
     Config, Counters, DirEntry, FileHandle, FsyncMode, MAX_FILE_SIZE, Opened, Owner, READDIR_BATCH,
     STATE_XATTR, SetAttr, StatFs, TimeSet,
 };
-
-/// Shorthand for the core's results.
-pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What the mount keeps about an inode the kernel knows or a handle has open.
 #[derive(Debug, Default)]
@@ -125,12 +123,6 @@ const WRITE_LOCKS: usize = 64;
 #[derive(Clone, Debug)]
 pub struct Fs {
     inner: Arc<Inner>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding one of these locks leaves plain maps behind, never a half-written
-    // invariant that matters more than serving the next request.
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn name_bytes(name: &OsStr) -> &[u8] {

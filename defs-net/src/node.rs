@@ -55,6 +55,7 @@ mod lookups;
 mod messages;
 mod peers;
 mod reach;
+mod reach_events;
 mod roots;
 mod shard;
 

@@ -107,3 +107,22 @@ pub(crate) async fn blocking<T: Send + 'static>(
         )
     })?
 }
+
+/// Bytes in memory as a [`crate::object::Source`] (a segment on its way to the network).
+pub(crate) struct MemSource(pub(crate) Vec<u8>);
+
+impl crate::object::Source for MemSource {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let src = usize::try_from(offset)
+            .ok()
+            .and_then(|at| self.0.get(at..at.checked_add(buf.len())?))
+            .ok_or_else(|| {
+                Error::io(
+                    "a namespace segment",
+                    std::io::ErrorKind::UnexpectedEof.into(),
+                )
+            })?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+}

@@ -28,11 +28,12 @@ use std::path::{Path, PathBuf};
 
 use tracing::info;
 
+use super::chain::{Applied, fetch_state};
 use super::files::{
     ROOT_RECORD, blocking, raise_seen, remove_states_but, state_file, tail, write_durably,
 };
 use super::read_record;
-use super::recover::{Applied, candidates, fetch_state};
+use super::recover::candidates;
 use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::meta::MetaDb;

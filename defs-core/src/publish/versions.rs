@@ -22,8 +22,7 @@ use std::path::{Path, PathBuf};
 
 use tracing::{debug, warn};
 
-use super::MemSource;
-use super::files::{blocking, write_durably};
+use super::files::{MemSource, blocking, write_durably};
 use crate::error::{Error, Result};
 use crate::fsutil::fsync_dir;
 use crate::meta::MetaDb;
@@ -441,7 +440,7 @@ pub async fn restore(meta_dir: &Path, objects: &Objects, v: &Version) -> Result<
     let parent = meta_dir.join(VERSIONS_DIR);
     std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
     let staging = parent.join(format!("{}.new", v.seq));
-    super::recover::load_chain(&staging, objects, &v.snapshot, &v.segments, v.seq).await?;
+    super::chain::load_chain(&staging, objects, &v.snapshot, &v.segments, v.seq).await?;
     let (staging2, dir2) = (staging.clone(), dir.clone());
     blocking(move || {
         // Only the DB is needed to browse; the fetched objects and the state go.

@@ -250,3 +250,6 @@ impl ToErrno for defs_core::Error {
         }
     }
 }
+
+/// Shorthand for the core's results.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -32,7 +32,8 @@ use defs_core::types::InodeNo;
 use defs_core::{Error as CoreError, MetaDb};
 use tracing::{info, warn};
 
-use super::{DirEntry, Error, READDIR_BATCH, Result, lock};
+use super::error::{Error, Result};
+use super::types::{DirEntry, READDIR_BATCH, lock};
 
 /// The reserved name in the root.
 pub const SNAPSHOTS_NAME: &str = ".snapshots";

@@ -138,3 +138,10 @@ pub struct Counters {
     /// Requests answered with an "unsupported" errno.
     pub unsupported: AtomicU64,
 }
+
+/// Locks `m`, also when a panic poisoned it.
+pub(super) fn lock<T>(m: &defs_core::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain maps behind, never a half-written
+    // invariant that matters more than serving the next request.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

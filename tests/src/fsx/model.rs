@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Op, XattrFlag};
+use super::op::{Op, XattrFlag};
 
 /// An errno value.
 pub type Errno = i32;
@@ -368,7 +368,7 @@ impl Model {
                     _ => {}
                 }
                 node.xattrs
-                    .insert(name.clone(), super::bytes(*seed, usize::from(*len)));
+                    .insert(name.clone(), super::op::bytes(*seed, usize::from(*len)));
             }
             Op::RemoveXattr { path, name } => {
                 let id = self.lookup(path, true)?;
@@ -483,7 +483,7 @@ fn write_at(node: &mut Node, offset: u64, len: u32, seed: u64) {
         if data.len() < off + len {
             data.resize(off + len, 0);
         }
-        data[off..off + len].copy_from_slice(&super::bytes(seed, len));
+        data[off..off + len].copy_from_slice(&super::op::bytes(seed, len));
         node.mtime = None;
     }
 }
