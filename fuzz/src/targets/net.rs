@@ -71,7 +71,12 @@ pub fn wire_codec(data: &[u8]) -> Verdict {
         let r = bounded("codec request", 0, 0, limit, || {
             block_on(codec.read_request(&proto, &mut io))
         });
-        r.map(|req| block_on(codec.write_request(&proto, &mut out, req)))
+        match r {
+            // A frame that does not decode reaches the node as `Malformed` (it answers with
+            // the reason and ends only that stream): the codec's refusal, never sent back.
+            Ok(Request::Malformed { .. }) => return Verdict::Refused,
+            r => r.map(|req| block_on(codec.write_request(&proto, &mut out, req))),
+        }
     } else {
         let r = bounded("codec response", 0, 0, limit, || {
             block_on(codec.read_response(&proto, &mut io))
