@@ -631,3 +631,17 @@ fn key_shares(o: &mut Out<'_>) -> Result<()> {
     );
     Ok(())
 }
+
+/// The files in `dir` (a target's `seeds/` or `regressions/` directory), sorted by name; none
+/// when it does not exist.
+pub fn files_in(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
+    v.sort();
+    v
+}

@@ -11,7 +11,7 @@
 #![allow(clippy::unwrap_used)] // A test binary: an unreadable seed is a failed test.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use defs_fuzz::TARGETS;
@@ -56,18 +56,6 @@ impl Rng {
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
-}
-
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.is_file())
-        .collect();
-    v.sort();
-    v
 }
 
 /// One mutation of `input` (possibly spliced with `other`).
@@ -139,9 +127,11 @@ fn mutated_seeds_never_break_a_target() {
     );
     let mut report = Vec::new();
     for (t, (name, target)) in TARGETS.iter().enumerate() {
-        let mut corpus: Vec<Vec<u8>> = files(&root.join("seeds").join(name))
+        let mut corpus: Vec<Vec<u8>> = defs_fuzz::seeds::files_in(&root.join("seeds").join(name))
             .into_iter()
-            .chain(files(&root.join("regressions").join(name)))
+            .chain(defs_fuzz::seeds::files_in(
+                &root.join("regressions").join(name),
+            ))
             .map(|p| std::fs::read(p).unwrap())
             .collect();
         assert!(!corpus.is_empty(), "no seeds for {name}");

@@ -12,18 +12,6 @@ use defs_fuzz::{TARGETS, Verdict};
 
 defs_fuzz::track_allocations!();
 
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.is_file())
-        .collect();
-    v.sort();
-    v
-}
-
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
 }
@@ -47,7 +35,7 @@ fn the_allocation_check_is_live() {
 
 fn every_checked_in_seed_is_accepted_by_its_target() {
     for (name, target) in TARGETS {
-        let seeds = files(&root().join("seeds").join(name));
+        let seeds = defs_fuzz::seeds::files_in(&root().join("seeds").join(name));
         assert!(!seeds.is_empty(), "no seeds for {name}");
         for path in seeds {
             let bytes = std::fs::read(&path).unwrap();
@@ -63,7 +51,7 @@ fn every_checked_in_seed_is_accepted_by_its_target() {
 
 fn every_past_crash_runs_without_a_panic() {
     for (name, target) in TARGETS {
-        for path in files(&root().join("regressions").join(name)) {
+        for path in defs_fuzz::seeds::files_in(&root().join("regressions").join(name)) {
             let bytes = std::fs::read(&path).unwrap();
             // Refused or accepted, the target's own checks hold: no panic.
             let _ = target(&bytes);
