@@ -5,6 +5,7 @@
 use super::*;
 use crate::pipeline::Mode;
 use crate::remote::memory::MemoryClient;
+use std::path::Path;
 
 use MemorySource as Bytes;
 
