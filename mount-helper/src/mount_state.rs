@@ -91,6 +91,20 @@ fn is_defs_mount(pid: i32) -> bool {
             .is_ok_and(|comm| comm.trim() == "defs-mount" || comm.trim() == "mount.defs")
 }
 
+/// The pid of a `defs-mount` of `dir` whose mount is already gone while the process still runs:
+/// it was unmounted (`fusermount3 -u`) and is shutting down (its pid file names a live
+/// `defs-mount` other than this process, and no FUSE mount of `dir` is left). Its control
+/// socket may answer for a moment longer; a new mount waits for it instead of refusing.
+pub fn unmounted_daemon(dir: &Path) -> Option<i32> {
+    let pid = std::fs::read_to_string(dir.join(PID_FILE))
+        .ok()?
+        .trim()
+        .parse::<i32>()
+        .ok()?;
+    let own = i32::try_from(std::process::id()).ok();
+    (Some(pid) != own && is_defs_mount(pid) && mounts_of(dir).is_empty()).then_some(pid)
+}
+
 /// When no daemon answers for `dir` (its control socket is silent): what is left of its
 /// last mount, as lines for the user, each saying what to do. Removes a pid file whose process
 /// is gone (and says so). Empty when nothing is left.
@@ -152,6 +166,26 @@ mod tests {
             vec![PathBuf::from("/mnt/a"), PathBuf::from("/mnt/b c")]
         );
         assert_eq!(mounts_in(text, dir, Some(dir)).len(), 3);
+    }
+
+    #[test]
+    fn only_a_live_defs_mount_without_its_mount_counts_as_unmounted() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(unmounted_daemon(dir.path()), None, "no pid file");
+        std::fs::write(dir.path().join(PID_FILE), "999999999\n").unwrap();
+        assert_eq!(unmounted_daemon(dir.path()), None, "a dead process");
+        std::fs::write(
+            dir.path().join(PID_FILE),
+            format!("{}\n", std::process::id()),
+        )
+        .unwrap();
+        assert_eq!(
+            unmounted_daemon(dir.path()),
+            None,
+            "this process, not a defs-mount"
+        );
+        std::fs::write(dir.path().join(PID_FILE), "garbage\n").unwrap();
+        assert_eq!(unmounted_daemon(dir.path()), None, "an unreadable pid");
     }
 
     #[test]

@@ -566,6 +566,7 @@ async fn run(
     ready: &mut Option<Ready>,
     held: &mut Held,
 ) -> Result<()> {
+    wait_for_unmounted_daemon(dir).await;
     // Refuses a data dir another node or mount serves, before anything is opened or mounted.
     let mut node = StorageNode::start(dir, node_opts)
         .await
@@ -583,6 +584,36 @@ async fn run(
     node.shutdown().await;
     info!("node stopped");
     result
+}
+
+/// How long a mount waits for the daemon of an earlier mount of the same dir, already unmounted,
+/// to close its control socket (it does so first thing after its FUSE session ends; a loaded
+/// machine may take a while to schedule it).
+const UNMOUNTED_DAEMON_WAIT: Duration = Duration::from_secs(10);
+
+/// Right after `fusermount3 -u` the old daemon may still answer on the control socket for a
+/// moment: waits until it stops answering (then [`StorageNode::start`] waits for its data dir
+/// lock) instead of taking it for a live mount. A daemon whose mount is still there is left to
+/// [`StorageNode::start`] to refuse.
+async fn wait_for_unmounted_daemon(dir: &Path) {
+    let Some(pid) = mount_helper::mount_state::unmounted_daemon(dir) else {
+        return;
+    };
+    let deadline = tokio::time::Instant::now() + UNMOUNTED_DAEMON_WAIT;
+    let mut announced = false;
+    while defs_net::control::connect(dir).await.is_some()
+        && tokio::time::Instant::now() < deadline
+        && mount_helper::mount_state::unmounted_daemon(dir) == Some(pid)
+    {
+        if !announced {
+            info!(
+                pid,
+                "waiting for the previous defs-mount of this data dir, already unmounted, to exit"
+            );
+            announced = true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn serve_mount(
@@ -757,6 +788,12 @@ async fn serve_mount(
             _ = hup.recv() => { info!(signal = "SIGHUP", "ignored"); }
         }
     };
+    // Unmounted from outside (`fusermount3 -u`): answer no more commands at once, so that a mount
+    // of this dir right after it waits for this daemon to let go instead of taking it for a
+    // live one.
+    if ended.is_some() {
+        node.stop_control();
+    }
     // A node that is going away takes no new shards from here on: owners store them elsewhere
     // at once instead of on a node that stops within the grace period.
     if let Err(e) = node.node.drain(Duration::ZERO).await {
@@ -777,8 +814,7 @@ async fn serve_mount(
             session.await
         }
     };
-    // Unmounted: answer no more commands, so that a mount of this dir right after `fusermount3
-    // -u` waits for this daemon to let go instead of taking it for a live one.
+    // Unmounted: answer no more commands (see above).
     node.stop_control();
     match session_result {
         Ok(Ok(())) => {}
