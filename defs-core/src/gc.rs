@@ -168,6 +168,12 @@ impl MetaDb {
         self.write_bookkeeping(&[], |txn| ledger::stored_in(txn, &file, kind))
     }
 
+    /// Gives the objects kept versions name rows where they have none ([`ledger::derived_in`]);
+    /// returns how many rows were added.
+    pub(crate) fn note_kept_objects(&self, named: &[(FileId, ObjectKind, u64)]) -> Result<u64> {
+        self.write_bookkeeping(&[], |txn| ledger::derived_in(txn, named))
+    }
+
     /// Gives the namespace objects of the committed record `seq` rows where they have none.
     pub(crate) fn note_record_objects(
         &self,

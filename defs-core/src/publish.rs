@@ -48,6 +48,7 @@
 //! stops this publisher: every later call returns that error.
 
 mod chain;
+mod derive;
 mod files;
 pub mod follow;
 pub mod lease;
@@ -74,11 +75,11 @@ use crate::snapshot::SnapshotStats;
 use crate::snapshot::segment::{self, SegmentHead};
 use crate::sync::Arc;
 use crate::types::FileId;
+pub use files::{LEDGER_DERIVE, PUBLISH_DIR, ROOT_NEXT, ROOT_RECORD, ROOT_SEEN};
 use files::{
     MemSource, blocking, raise_seen, read_seen, remove_durably, remove_states_but, state_file,
     tail, write_durably,
 };
-pub use files::{PUBLISH_DIR, ROOT_NEXT, ROOT_RECORD, ROOT_SEEN};
 pub use follow::{Followed, Follower};
 pub use lease::{Lease, LeaseRefusal, WritableStart, writable_start};
 pub use recover::{Candidates, Recovered, Refusal, candidates, recover};

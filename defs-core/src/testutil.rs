@@ -1058,3 +1058,63 @@ impl Model {
         }
     }
 }
+
+/// Uploads `data` as `ino`'s content through `objects` and commits it (an upload that wins):
+/// a real object on the network, as the mount's flusher makes one. Returns its file id.
+pub(crate) async fn upload(
+    db: &MetaDb,
+    objects: &crate::object::Objects,
+    ino: InodeNo,
+    data: &[u8],
+) -> FileId {
+    db.mark_dirty(ino, Timestamp::new(1_700_000_000, 0))
+        .unwrap();
+    let g = db.begin_upload(ino).unwrap();
+    let stored = objects
+        .put(
+            crate::sync::Arc::new(crate::object::MemorySource(data.to_vec())),
+            data.len() as u64,
+            None,
+            &|_| {},
+        )
+        .await
+        .unwrap();
+    let content = Content::Stored {
+        file: stored.file,
+        key: *stored.key.as_bytes(),
+        offset: 0,
+        len: data.len() as u64,
+    };
+    assert!(db.finish_upload(ino, g, content).unwrap());
+    stored.file
+}
+
+/// `file`'s shard ids and its manifest's (the manifest opened through `objects`).
+pub(crate) async fn shard_ids(
+    objects: &crate::object::Objects,
+    file: FileId,
+) -> Vec<crate::types::ShardId> {
+    let (m, _) = objects.open_owned(file).await.unwrap();
+    let mut ids: Vec<crate::types::ShardId> = m
+        .segments
+        .iter()
+        .flat_map(|s| &s.shards)
+        .map(|s| s.id)
+        .collect();
+    ids.push(crate::types::ShardId(file.0));
+    ids
+}
+
+/// How many of `ids` some node of `net` still holds.
+pub(crate) async fn held(
+    net: &crate::remote::memory::MemoryClient,
+    ids: &[crate::types::ShardId],
+) -> usize {
+    use crate::remote::ShardClient;
+    net.lookup(ids.to_vec())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(_, h)| !h.is_empty())
+        .count()
+}

@@ -54,6 +54,11 @@ impl GarbageCollector {
         let kept = publisher.kept_seqs().await.map_err(|e| {
             format!("nothing collected: the kept versions (/.snapshots) are unknown ({e})")
         })?;
+        // A data dir recovered from the key alone first learns the lost machine's garbage;
+        // without it, what this run may delete is only less (tried again at the next run).
+        if let Err(e) = publisher.derive_recovered_garbage().await {
+            warn!(error = %e, "gc: what the recovered kept versions name is not known yet; their objects are kept");
+        }
         self.collector
             .run(&kept)
             .await

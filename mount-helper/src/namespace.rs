@@ -101,10 +101,15 @@ pub async fn prepare(
     };
     let older = got.refused.first().map(|r| {
         format!(
-            "seq {} could not be loaded ({}); mounted seq {} read-only",
+            "seq {} could not be loaded ({}); mounted seq {}{} read-only",
             r.seq.map_or_else(|| "?".into(), |s| s.to_string()),
             r.reason,
-            got.seq
+            got.seq,
+            if got.kept_version {
+                " (a kept version)"
+            } else {
+                ""
+            }
         )
     });
     if let Some(o) = &older {

@@ -132,26 +132,7 @@ impl Env {
 
     /// Stores `data` as `ino`'s content (an upload that wins).
     async fn upload(&self, ino: InodeNo, data: &[u8]) -> FileId {
-        self.db.mark_dirty(ino, t()).unwrap();
-        let g = self.db.begin_upload(ino).unwrap();
-        let stored = self
-            .objects
-            .put(
-                Arc::new(MemorySource(data.to_vec())),
-                data.len() as u64,
-                None,
-                &|_| {},
-            )
-            .await
-            .unwrap();
-        let content = Content::Stored {
-            file: stored.file,
-            key: *stored.key.as_bytes(),
-            offset: 0,
-            len: data.len() as u64,
-        };
-        assert!(self.db.finish_upload(ino, g, content).unwrap());
-        stored.file
+        crate::testutil::upload(&self.db, &self.objects, ino, data).await
     }
 
     fn create(&self, name: &[u8]) -> InodeNo {
@@ -181,26 +162,12 @@ impl Env {
 
     /// Shard ids of `file` (its manifest's shards and the manifest itself).
     async fn shard_ids(&self, file: FileId) -> Vec<ShardId> {
-        let (m, _) = self.objects.open_owned(file).await.unwrap();
-        let mut ids: Vec<ShardId> = m
-            .segments
-            .iter()
-            .flat_map(|s| &s.shards)
-            .map(|s| s.id)
-            .collect();
-        ids.push(ShardId(file.0));
-        ids
+        crate::testutil::shard_ids(&self.objects, file).await
     }
 
     /// How many of `ids` some node still holds.
     async fn held(&self, ids: &[ShardId]) -> usize {
-        self.net
-            .lookup(ids.to_vec())
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|(_, h)| !h.is_empty())
-            .count()
+        crate::testutil::held(&self.net, ids).await
     }
 
     /// Reads `file` back whole through the network.

@@ -242,6 +242,26 @@ pub(crate) fn known_in(
     Ok(())
 }
 
+/// Objects the kept versions of a recovered namespace name, each with the newest kept seq that
+/// names it (what [`crate::publish::Publisher::derive_recovered_garbage`] learns): a row for
+/// each one without a row, `born` 0 and `dead` = that seq + 1, so the rule keeps it while a
+/// version that may name it is kept and lets it go after. Objects with a row (the namespace
+/// names them now, or a record does) are left as they are.
+pub(crate) fn derived_in(
+    txn: &WriteTransaction,
+    named: &[(FileId, ObjectKind, u64)],
+) -> Result<u64> {
+    let mut table = txn.open_table(LEDGER).ctx("opening the ledger")?;
+    let mut added = 0;
+    for &(file, kind, last) in named {
+        if get(&table, &file)?.is_none() {
+            put(&mut table, &fresh(file, kind, 0, last.saturating_add(1), 0))?;
+            added += 1;
+        }
+    }
+    Ok(added)
+}
+
 /// The record of `seq`, cut at LSN `cut_lsn`, naming the namespace objects `named`, is
 /// committed: resolves what it decides (see the module doc).
 pub(crate) fn resolve_in(

@@ -8,6 +8,8 @@ use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use tracing::debug;
+
 use super::files::blocking;
 use crate::error::{Error, Result};
 use crate::meta::MetaDb;
@@ -31,9 +33,11 @@ pub(super) async fn load_chain(
     seq: u64,
 ) -> Result<SnapshotStats> {
     let result = async {
+        let started = std::time::Instant::now();
         let state = fetch_state(staging, objects, snapshot, segments, None).await?;
+        let fetched = started.elapsed();
         let staging = staging.to_path_buf();
-        blocking(move || -> Result<SnapshotStats> {
+        let stats = blocking(move || -> Result<SnapshotStats> {
             let file = File::open(&state).map_err(|e| Error::io(&state, e))?;
             let db = MetaDb::open_with(&staging, None)?;
             let stats = db.restore_snapshot(BufReader::new(file))?;
@@ -42,7 +46,16 @@ pub(super) async fn load_chain(
             db.close()?;
             Ok(stats)
         })
-        .await
+        .await?;
+        debug!(
+            seq,
+            bytes = stats.bytes,
+            inodes = stats.inodes,
+            fetch_ms = fetched.as_millis() as u64,
+            restore_ms = (started.elapsed() - fetched).as_millis() as u64,
+            "published state loaded"
+        );
+        Ok(stats)
     }
     .await;
     if result.is_err() {

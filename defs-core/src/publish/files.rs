@@ -19,6 +19,10 @@ pub const ROOT_RECORD: &str = "root.record";
 /// refuses candidates below it (no rollback) and a publisher numbers above it.
 pub const ROOT_SEEN: &str = "root.seen";
 
+/// Present in a recovered data dir until its ledger has learned what the kept versions it
+/// recovered name ([`super::Publisher::derive_recovered_garbage`]).
+pub const LEDGER_DERIVE: &str = "ledger.derive";
+
 /// Writes `bytes` to `dir/name` durably: temp file, fsync, rename, fsync of the directory.
 pub(crate) fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     let path = dir.join(name);

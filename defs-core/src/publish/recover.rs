@@ -10,7 +10,10 @@
 //!                             ─▶ MetaDb::restore_snapshot into recover.new/meta.redb (framing,
 //!                                hash, inode twice, link counts, reachability, no cycle)
 //!                             ─▶ published_seq; close (fsync)
-//!      ─▶ any error: that candidate is refused with its reason, the next one is tried
+//!      ─▶ any error: that candidate is refused with its reason, the next one is tried; after
+//!         the first failure the kept versions its versions object lists (the newest list that
+//!         fetches) join the queue by seq: the newest state that verifies is loaded, a record's
+//!         or a kept version's (a version's state file is not kept: it is no base for segments)
 //!      ─▶ root.record, root.seen; state.snap → published-<seq>.snap (the next segment's base);
 //!         rename recover.new/meta.redb → DIR/meta/meta.redb
 //! ```
@@ -24,14 +27,14 @@ use std::path::Path;
 use tracing::{info, warn};
 
 use super::chain::load_chain;
-use super::files::{ROOT_RECORD, raise_seen, read_seen, state_file, write_durably};
+use super::files::{LEDGER_DERIVE, ROOT_RECORD, raise_seen, read_seen, state_file, write_durably};
 use crate::error::{Error, Result};
 use crate::fsutil::fsync_dir;
 use crate::identity::Identity;
 use crate::meta::{DB_FILE, LOG_FILE};
 use crate::object::Objects;
 use crate::remote::RootStore;
-use crate::root_record::{RootBody, RootRecord};
+use crate::root_record::{ObjectRef, RootBody, RootRecord};
 use crate::snapshot::SnapshotStats;
 
 /// The staging directory under `DIR/meta` a candidate is restored in.
@@ -60,6 +63,9 @@ pub struct Recovered {
     /// Candidates with a higher seq that verified but could not be loaded, newest first. Not
     /// empty: an older state than the newest published one was loaded.
     pub refused: Vec<Refusal>,
+    /// The state loaded is a kept version (`/.snapshots`) listed by a newer record whose own
+    /// state did not load, not the state of a record.
+    pub kept_version: bool,
     /// Candidates dropped before any fetch (bad signature, another owner, a seq below the one
     /// seen here, a body that does not open), with the reason.
     pub dropped: Vec<Refusal>,
@@ -101,41 +107,93 @@ pub async fn recover(
         dropped,
     } = candidates(meta_dir, identity, roots, min_difficulty).await?;
     let top = candidates.first().map_or(0, |(r, _)| r.seq());
+    let mut states: Vec<State> = candidates
+        .into_iter()
+        .map(|(rec, body)| State {
+            seq: rec.seq(),
+            time_ms: rec.time_ms(),
+            snapshot: body.snapshot,
+            segments: body.segments.clone(),
+            kept_version: false,
+            record: rec,
+            body,
+        })
+        .collect();
     let mut refused = Vec::new();
-    for (rec, body) in candidates {
-        match load(meta_dir, objects, &rec, &body).await {
+    let mut versions_added = false;
+    let mut i = 0;
+    while let Some(state) = states.get(i) {
+        match load_chain(
+            &meta_dir.join(STAGING_DIR),
+            objects,
+            &state.snapshot,
+            &state.segments,
+            state.seq,
+        )
+        .await
+        {
             Ok(stats) => {
+                let (rec, body) = (&state.record, &state.body);
                 write_durably(meta_dir, ROOT_RECORD, rec.as_bytes())?;
+                // The lost machine's garbage is what the kept versions name and the namespace
+                // does not: the ledger learns it before the first collection here.
+                write_durably(meta_dir, LEDGER_DERIVE, b"")?;
                 // The newest seq that verified, loaded or not: a later publish numbers above
                 // it, or the holders would refuse it as a rollback.
                 raise_seen(meta_dir, top)?;
-                put_in_place(meta_dir, rec.seq())?;
+                // A kept version is not the state its record names: no base for a segment on
+                // that record's chain (the next publish stores a full snapshot).
+                put_in_place(meta_dir, (!state.kept_version).then_some(rec.seq()))?;
                 // The kept versions (`/.snapshots`): the tree mounts without them.
                 if let Err(e) = super::versions::sync_local(meta_dir, objects, body.versions).await
                 {
                     warn!(seq = rec.seq(), error = %e, "recovery: the list of kept versions could not be fetched; /.snapshots stays empty until the next publish");
                 }
                 info!(
-                    seq = rec.seq(),
+                    seq = state.seq,
+                    kept_version = state.kept_version,
                     inodes = stats.inodes,
                     refused = refused.len(),
                     "namespace recovered"
                 );
                 return Ok(Recovered {
-                    seq: rec.seq(),
-                    time_ms: rec.time_ms(),
+                    seq: state.seq,
+                    time_ms: state.time_ms,
+                    kept_version: state.kept_version,
                     stats,
                     refused,
                     dropped,
                 });
             }
             Err(e) => {
-                warn!(seq = rec.seq(), error = %e, "recovery: namespace could not be loaded");
+                warn!(seq = state.seq, kept_version = state.kept_version, error = %e, "recovery: namespace could not be loaded");
                 refused.push(Refusal {
-                    seq: Some(rec.seq()),
-                    reason: e.to_string(),
+                    seq: Some(state.seq),
+                    reason: if state.kept_version {
+                        format!("kept version: {e}")
+                    } else {
+                        e.to_string()
+                    },
                 });
             }
+        }
+        i += 1;
+        if !versions_added {
+            // The newest state failed: the kept versions its record lists (the newest
+            // versions object that loads) join the older records, newest first.
+            versions_added = true;
+            let kept: Vec<State> = kept_fallbacks(objects, &states)
+                .await
+                .into_iter()
+                // A version whose state a record names is tried (or was) as that record.
+                .filter(|v| {
+                    !states
+                        .iter()
+                        .any(|s| s.snapshot == v.snapshot && s.segments == v.segments)
+                })
+                .collect();
+            states.extend(kept);
+            states[i..].sort_by_key(|s| (std::cmp::Reverse(s.seq), s.kept_version));
         }
     }
     let _ = std::fs::remove_dir_all(meta_dir.join(STAGING_DIR));
@@ -247,29 +305,84 @@ fn sort_candidates(
             }),
         }
     }
-    good.sort_by_key(|(r, _)| std::cmp::Reverse(r.seq()));
-    (good, dropped)
+    // Highest seq first; two records of one seq (two writers: one cut off from the network
+    // kept publishing while another took over) are ordered by the hash of their bytes, so
+    // every reader picks the same one, and the other is refused as a conflict.
+    good.sort_by_cached_key(|(r, _)| {
+        (
+            std::cmp::Reverse(r.seq()),
+            *blake3::hash(r.as_bytes()).as_bytes(),
+        )
+    });
+    let mut kept: Vec<(RootRecord, RootBody)> = Vec::with_capacity(good.len());
+    for (rec, body) in good {
+        match kept.last() {
+            Some((first, first_body)) if first.seq() == rec.seq() => dropped.push(Refusal {
+                seq: Some(rec.seq()),
+                reason: format!(
+                    "a conflict: seq {} names two records (writers {} and {}); the other one \
+                     is loaded, this one's changes are only in its writer's data dir",
+                    rec.seq(),
+                    first_body.writer_name,
+                    body.writer_name
+                ),
+            }),
+            _ => kept.push((rec, body)),
+        }
+    }
+    (kept, dropped)
 }
 
-/// Fetches one candidate's snapshot and segments, applies the chain, and restores the result
-/// into the staging directory (`meta.redb`, and `state.snap`: the published state, kept as the
-/// base of the next segment this data dir publishes).
-async fn load(
-    meta_dir: &Path,
-    objects: &Objects,
-    rec: &RootRecord,
-    body: &RootBody,
-) -> Result<SnapshotStats> {
-    let staging = meta_dir.join(STAGING_DIR);
-    load_chain(&staging, objects, &body.snapshot, &body.segments, rec.seq()).await
+/// One state recovery may load: the one a record names, or a kept version its versions object
+/// lists (then `seq` is the version's, `record` the one whose list named it).
+struct State {
+    seq: u64,
+    time_ms: u64,
+    snapshot: ObjectRef,
+    segments: Vec<ObjectRef>,
+    kept_version: bool,
+    record: RootRecord,
+    body: RootBody,
 }
 
-/// Moves the staged published state and DB into place (after moving aside a redo log that
-/// belonged to no DB), then removes the staging directory.
-fn put_in_place(meta_dir: &Path, seq: u64) -> Result<()> {
+/// The kept versions listed by the newest versions object among `states`' records that can be
+/// fetched, each with the record that named the list; none when no list loads (logged).
+async fn kept_fallbacks(objects: &Objects, states: &[State]) -> Vec<State> {
+    for s in states.iter().filter(|s| !s.kept_version) {
+        let Some(file) = s.body.versions else {
+            continue;
+        };
+        match super::versions::fetch(objects, file).await {
+            Ok((list, _)) => {
+                return list
+                    .into_iter()
+                    .map(|v| State {
+                        seq: v.seq,
+                        time_ms: v.time_ms,
+                        snapshot: v.snapshot,
+                        segments: v.segments,
+                        kept_version: true,
+                        record: s.record.clone(),
+                        body: s.body.clone(),
+                    })
+                    .collect();
+            }
+            Err(e) => {
+                warn!(seq = s.seq, error = %e, "recovery: the kept versions this record lists could not be fetched");
+            }
+        }
+    }
+    Vec::new()
+}
+
+/// Moves the staged DB into place (after moving aside a redo log that belonged to no DB), and
+/// the staged published state as record `seq`'s when given, then removes the staging directory.
+fn put_in_place(meta_dir: &Path, seq: Option<u64>) -> Result<()> {
     let staging = meta_dir.join(STAGING_DIR);
-    let state = meta_dir.join(state_file(seq));
-    std::fs::rename(staging.join(STATE_FILE), &state).map_err(|e| Error::io(&state, e))?;
+    if let Some(seq) = seq {
+        let state = meta_dir.join(state_file(seq));
+        std::fs::rename(staging.join(STATE_FILE), &state).map_err(|e| Error::io(&state, e))?;
+    }
     let log = meta_dir.join(LOG_FILE);
     if log.exists() {
         let aside = meta_dir.join(format!("{LOG_FILE}.orphaned"));

@@ -1038,6 +1038,7 @@ async fn a_redo_log_left_without_its_db_is_moved_aside_not_replayed() {
 }
 
 mod kept;
+mod writers;
 // ---- one writer, read-only followers (docs/namespace-publishing.md §5) ----
 
 /// A second data dir of `a`'s identity, recovered from the network, and its follower.
