@@ -69,14 +69,15 @@ cpu_ticks() {
 # mount's identity first when $2/data has none; further arguments go to defs-mount. The
 # identity has difficulty 0 like the nodes' (fast to create): a mount of the default
 # difficulty asks as much of its peers and would refuse them. The mount's node listens on
-# loopback only, like the cluster's.
+# loopback only, like the cluster's, unless the arguments name its --listen addresses.
 mount_defs() {
-    local bin=$1 work=$2
+    local bin=$1 work=$2 listen=(--listen /ip4/127.0.0.1/tcp/0)
     shift 2
+    [[ " $* " == *" --listen "* ]] && listen=()
     [ -e "$work/data/identity.key" ] ||
         "$bin/defs" init --data-dir "$work/data" --difficulty 0 >/dev/null
-    DEFS_DATA_DIR="$work/data" "$bin/defs-mount" "$work/defs" --no-mdns \
-        --listen /ip4/127.0.0.1/tcp/0 "${BOOT[@]}" "$@"
+    DEFS_DATA_DIR="$work/data" "$bin/defs-mount" "$work/defs" --no-mdns "${listen[@]}" \
+        "${BOOT[@]}" "$@"
 }
 
 # Unmounts $1/defs and waits until its daemon has exited (it removes its pid file last).
