@@ -20,6 +20,16 @@ pub const IDENTIFY_PROTOCOL: &str = "/defs/id/1.0.0";
 /// Kademlia protocol name: a DeFS-only DHT, separate from the public IPFS one.
 pub const KAD_PROTOCOL: &str = "/defs/kad/1.0.0";
 
+/// Peers one Kademlia lookup asks at once: 10, where libp2p's default is 3 (`kad::ALPHA_VALUE`).
+/// A lookup waits on each peer it asks until that peer answers or the dial to it fails, and a
+/// dial of a peer that went away takes the transport's timeout (5 s over QUIC). With 3 at once,
+/// three such peers stalled a one-shot client's discovery for those 5 s, and it started
+/// without peers it needed: on `ci/netbed`, a client behind a NAT never dialled a home node
+/// that n0 listed after three stopped nodes, and its get found 2 of the 3 shards it needed.
+/// With 10, a lookup through a network of up to 10 peers asks them all in its first round;
+/// beyond that each round asks at most 10, and a lookup still takes O(log N) rounds.
+pub const KAD_PARALLELISM: usize = 10;
+
 /// Identify agent prefix of a node that stores shards for others.
 pub const AGENT_STORAGE: &str = "defs-storage/";
 
@@ -176,6 +186,9 @@ impl Behaviour {
 
         let mut kad_cfg = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
         kad_cfg.set_periodic_bootstrap_interval(Some(Duration::from_secs(300)));
+        if let Some(alpha) = std::num::NonZeroUsize::new(KAD_PARALLELISM) {
+            kad_cfg.set_parallelism(alpha);
+        }
         // Every inbound record reaches the node's filter (root records only, verified, never
         // rolled back: `node/roots.rs`) before it is stored.
         kad_cfg.set_record_filtering(kad::StoreInserts::FilterBoth);

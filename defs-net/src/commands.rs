@@ -194,6 +194,15 @@ fn reach_json(r: &crate::node::ReachReport) -> String {
     )
 }
 
+/// Relays' peer ids, comma separated.
+fn relay_list(relays: &[libp2p::PeerId]) -> String {
+    relays
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `defs status`'s reachability lines.
 fn reach_text(out: &mut String, r: &crate::node::ReachReport) {
     let how = match (r.reachability, &r.public_addr) {
@@ -204,11 +213,13 @@ fn reach_text(out: &mut String, r: &crate::node::ReachReport) {
         (crate::node::Reachability::Private, _) => format!(
             "private (behind a NAT or firewall), reachable through {} relay(s): {}",
             r.relays.len(),
-            r.relays
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
+            relay_list(&r.relays)
+        ),
+        (crate::node::Reachability::Unknown, _) if !r.relays.is_empty() => format!(
+            "unknown (not yet found public or private); a reservation on {} relay(s), so that \
+             lookup answers reach it: {}",
+            r.relays.len(),
+            relay_list(&r.relays)
         ),
         (reach, _) => reach.to_string(),
     };

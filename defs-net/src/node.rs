@@ -60,7 +60,8 @@ mod roots;
 mod shard;
 
 pub use reach::{
-    RESERVE_CHECK, RESERVE_RETRY, RETIRE_WITHIN, ReachReport, Reachability, WANT_RELAYS,
+    ANSWER_RELAY_WAIT, CIRCUIT_RETRY, RESERVE_CHECK, RESERVE_RETRY, RETIRE_WITHIN, ReachReport,
+    Reachability, WANT_RELAYS,
 };
 
 /// Commands queued to the actor before `send` waits. Bounded: a stuck actor pushes back.
@@ -115,11 +116,14 @@ pub const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DISCOVERY_QUIET: Duration = Duration::from_millis(300);
 
 /// How long [`Node::discover`] waits without a new peer connecting while dials are still being
-/// set up: 5 s. A relayed dial (a connection to the relay, a circuit through it, the handshakes,
+/// set up: 8 s. A relayed dial (a connection to the relay, a circuit through it, the handshakes,
 /// and from behind a NAT the QUIC attempts at the peer's private addresses beside it) took more
-/// than 2 s on the test bed (`ci/netbed`) from a client behind a NAT; a dead address's
-/// transport timeout is not waited for beyond this.
-pub const DISCOVERY_DIAL_QUIET: Duration = Duration::from_secs(5);
+/// than 2 s on the test bed (`ci/netbed`) from a client behind a NAT, and one that lost the race
+/// for its relay's connection is tried again only once its other addresses have failed (5 s,
+/// QUIC's handshake timeout; see [`reach::CIRCUIT_RETRY`]): 8 s covers both. A dead address's
+/// transport timeout is not waited for beyond this, and discovery never beyond
+/// [`DISCOVERY_TIMEOUT`].
+pub const DISCOVERY_DIAL_QUIET: Duration = Duration::from_secs(8);
 
 /// Configuration of a node.
 #[derive(Debug)]
@@ -487,6 +491,8 @@ struct PeerState {
     relayed: Vec<ConnectionId>,
     /// It offers relay service now (identify lists the circuit relay hop protocol).
     relay_hop: bool,
+    /// When a failed dial of it was last tried again through relays ([`reach::CIRCUIT_RETRY`]).
+    circuit_retry: Option<Instant>,
 }
 
 /// Where the answer to an admitted operation goes.
@@ -514,8 +520,12 @@ enum Pending {
 
 /// A lookup waiting for answers.
 struct PendingLookup {
-    /// The encoded ask while it could not be published yet (no subscribed peer so far).
-    unpublished: Option<Vec<u8>>,
+    /// The ask while it is not published yet (no subscribed peer so far, over the ask budget,
+    /// or waiting for a relay reservation); its addresses are filled in when it goes out.
+    unpublished: Option<Ask>,
+    /// It waits until then for the relay reservation that lets holders answer us
+    /// ([`reach::ANSWER_RELAY_WAIT`]).
+    hold_until: Option<Instant>,
     ids: HashSet<ShardId>,
     found: HashMap<ShardId, Vec<PeerId>>,
     want: usize,
@@ -648,36 +658,7 @@ impl NodeActor {
                 let _ = l.reply.send(Ok(l.found));
             }
         }
-        // Asks that found no subscribed peer yet (a node that just connected) or waited for
-        // the ask budget are retried; a paced ask collects answers for its whole window from
-        // when it is published.
-        let topic = gossipsub::IdentTopic::new(LOOKUP_TOPIC);
-        for l in self.lookups.values_mut() {
-            let Some(bytes) = l.unpublished.take() else {
-                continue;
-            };
-            if !self.ask_pacer.ready(now) {
-                // Only published asks use up the budget, so this wait ends.
-                l.unpublished = Some(bytes);
-                l.deadline = l.deadline.max(now + l.window);
-                continue;
-            }
-            match self
-                .swarm
-                .behaviour_mut()
-                .gossipsub
-                .publish(topic.clone(), bytes.clone())
-            {
-                Ok(_) => {
-                    self.ask_pacer.take();
-                    l.deadline = l.deadline.max(now + l.window);
-                }
-                Err(e) => {
-                    trace!(error = %e, "lookup still not published");
-                    l.unpublished = Some(bytes);
-                }
-            }
-        }
+        self.publish_asks(now);
         self.expire_dht_gets(now);
         self.reserve_relays(now);
         self.retire_relayed(now);
@@ -744,6 +725,9 @@ impl NodeActor {
                         .add_address(&peer_id, addr.clone());
                 }
                 let addr = endpoint.get_remote_address().clone();
+                if endpoint.is_relayed() && endpoint.is_dialer() {
+                    self.reach.dialed_relayed.insert(connection_id);
+                }
                 let s = self.peer(peer_id);
                 if s.connections == 0 {
                     s.identified = false;
@@ -768,6 +752,7 @@ impl NodeActor {
                 connection_id,
                 ..
             } => {
+                self.reach.dialed_relayed.remove(&connection_id);
                 if let Some(s) = self.peers.get_mut(&peer_id) {
                     s.connections = s.connections.saturating_sub(1);
                     s.relayed.retain(|c| *c != connection_id);
@@ -792,6 +777,11 @@ impl NodeActor {
                     *outcome = bootstrap::Outcome::Failed(why);
                 } else {
                     debug!(peer = ?peer_id, error = %error, "dial failed");
+                }
+                if let (Some(peer), libp2p::swarm::DialError::Transport(failed)) = (peer_id, &error)
+                {
+                    let addrs: Vec<Multiaddr> = failed.iter().map(|(a, _)| a.clone()).collect();
+                    self.retry_circuits(peer, &addrs, Instant::now());
                 }
             }
             SwarmEvent::Behaviour(ev) => self.on_behaviour(ev),

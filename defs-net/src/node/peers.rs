@@ -35,6 +35,7 @@ impl NodeActor {
                 draining: false,
                 relayed: Vec::new(),
                 relay_hop: false,
+                circuit_retry: None,
                 node_id,
                 last_seen: now,
             }
@@ -89,13 +90,18 @@ impl NodeActor {
             })
             .collect();
         for (peer, addrs) in due {
-            let opts = DialOpts::peer_id(peer)
-                .addresses(addrs)
-                .condition(PeerCondition::DisconnectedAndNotDialing)
-                .build();
-            if let Err(e) = self.swarm.dial(opts) {
-                trace!(peer = %short(&peer), error = %e, "redial not started");
-            }
+            self.dial_at(peer, addrs);
+        }
+    }
+
+    /// Dials `peer` at `addrs`, unless it is connected or being dialled already.
+    pub(super) fn dial_at(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        let opts = DialOpts::peer_id(peer)
+            .addresses(addrs)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .build();
+        if let Err(e) = self.swarm.dial(opts) {
+            trace!(peer = %short(&peer), error = %e, "redial not started");
         }
     }
 

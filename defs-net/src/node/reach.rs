@@ -8,9 +8,16 @@
 //!   relay client ──ReservationReqAccepted──► Reach.relays ◄┘
 //!   identify ──protocols──► PeerState.relay_hop (the peer serves as a relay now)
 //!   DCUtR ──Ok──► close the peer's relayed connections (the direct one carries on)
+//!   lookup while not public ──► one reservation (ANSWER_RELAY) ──► the ask names its circuit
 //! ```
+//!
+//! Holders answer a broadcast lookup by dialling the asker at the addresses its ask gives. A
+//! node that AutoNAT has not yet found public (a one-shot `defs get` lives for seconds, less than
+//! AutoNAT needs) may be behind a NAT, where those addresses lead nowhere: so before its first
+//! ask it reserves a slot on one relay it is connected to, and the ask waits (at most
+//! [`ANSWER_RELAY_WAIT`]) until the reservation's circuit address is there to give.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use libp2p::core::transport::ListenerId;
@@ -28,9 +35,30 @@ pub const RESERVE_RETRY: Duration = Duration::from_secs(30);
 /// How often the actor checks whether it needs (more) relays.
 pub const RESERVE_CHECK: Duration = Duration::from_secs(1);
 
+/// How long a lookup's ask waits at most before it goes out: for the relay reservation it asked
+/// for (see the module doc), and for connected storage peers' gossipsub subscriptions
+/// (`node/lookups.rs`). 3 s: a reservation takes one round trip to a relay we are already
+/// connected to, a subscription arrives with a peer's first gossipsub message (milliseconds on
+/// the test bed); 3 s leaves room for a loaded machine and a slow uplink, and is paid only
+/// while one of them is still missing.
+pub const ANSWER_RELAY_WAIT: Duration = Duration::from_secs(3);
+
+/// How often a peer whose dial failed is dialled again through the relays of its circuit
+/// addresses that we are connected to: at most once per 30 s. libp2p's relay client dials a
+/// relay it is not connected to by itself, and that dial is refused while another dial of the
+/// same relay runs: a Kademlia lookup dials every peer it learns at once, the relays and the
+/// nodes reserved on them alike, so the circuit failed although both of its hops worked
+/// (`ci/netbed`: a client behind a NAT missed a home node whose relays it was dialling). Once
+/// per 30 s bounds the retries of a peer that is really gone to one more dial.
+pub const CIRCUIT_RETRY: Duration = Duration::from_secs(30);
+
 /// After a hole punch, the relayed connection it replaces is closed once none of our requests to
 /// that peer is in flight (closing it under one fails that request), but no later than this:
-/// the longest a request may take ([`crate::behaviour::REQUEST_TIMEOUT`]).
+/// the longest a request may take ([`crate::behaviour::REQUEST_TIMEOUT`]). Only the end that
+/// dialled the relayed connection closes it: the other end cannot see the requests it is
+/// serving on it, and closing it under one failed a store from a client behind a NAT while the
+/// home node had already written the shard (`ci/netbed`: the client placed it elsewhere, and
+/// the file missed a holder when three public nodes stopped).
 pub const RETIRE_WITHIN: Duration = crate::behaviour::REQUEST_TIMEOUT;
 
 /// Whether this node can be dialled from outside, as AutoNAT last found.
@@ -91,9 +119,14 @@ pub(crate) struct Reach {
     pub(super) circuits: usize,
     /// Relayed connections a hole punch replaced, closed when idle or at the deadline.
     pub(super) retiring: Vec<(PeerId, ConnectionId, Instant)>,
+    /// Relayed connections we dialled (only these are retired: see [`RETIRE_WITHIN`]).
+    pub(super) dialed_relayed: HashSet<ConnectionId>,
     pub(super) hole_punches: u64,
     pub(super) hole_punch_failures: u64,
     pub(super) last_check: Instant,
+    /// A lookup was asked while this node was not known to be public: it keeps one relay
+    /// reservation (while private it keeps [`WANT_RELAYS`] anyway), so that holders can answer.
+    pub(super) for_answers: bool,
 }
 
 impl Reach {
@@ -106,9 +139,11 @@ impl Reach {
             serving: HashMap::new(),
             circuits: 0,
             retiring: Vec::new(),
+            dialed_relayed: HashSet::new(),
             hole_punches: 0,
             hole_punch_failures: 0,
             last_check: now,
+            for_answers: false,
         }
     }
 }
@@ -122,6 +157,19 @@ pub(crate) fn circuit_addr(addr: &Multiaddr, relay: PeerId) -> Multiaddr {
     a.push(Protocol::P2p(relay));
     a.push(Protocol::P2pCircuit);
     a
+}
+
+/// The relay a circuit address goes through (the peer id before `/p2p-circuit`).
+pub(crate) fn relay_of(addr: &Multiaddr) -> Option<PeerId> {
+    let mut relay = None;
+    for p in addr.iter() {
+        match p {
+            Protocol::P2p(peer) => relay = Some(peer),
+            Protocol::P2pCircuit => return relay,
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Whether `addr` goes through a relay.
@@ -145,5 +193,12 @@ mod tests {
         assert_eq!(circuit_addr(&with_id, relay), want);
         assert!(is_circuit(&want));
         assert!(!is_circuit(&plain));
+        assert_eq!(relay_of(&want), Some(relay));
+        let target = PeerId::random();
+        assert_eq!(
+            relay_of(&want.clone().with(Protocol::P2p(target))),
+            Some(relay)
+        );
+        assert_eq!(relay_of(&with_id), None);
     }
 }

@@ -8,8 +8,8 @@ use libp2p::{Multiaddr, PeerId, autonat, dcutr, relay};
 use tracing::{debug, info};
 
 use super::reach::{
-    RESERVE_CHECK, RESERVE_RETRY, RETIRE_WITHIN, ReachReport, Reachability, WANT_RELAYS,
-    circuit_addr, is_circuit,
+    ANSWER_RELAY_WAIT, CIRCUIT_RETRY, RESERVE_CHECK, RESERVE_RETRY, RETIRE_WITHIN, ReachReport,
+    Reachability, WANT_RELAYS, circuit_addr, is_circuit, relay_of,
 };
 use super::{NodeActor, short};
 
@@ -101,7 +101,11 @@ impl NodeActor {
                     .map(|s| s.relayed.clone())
                     .unwrap_or_default();
                 let until = Instant::now() + RETIRE_WITHIN;
-                for id in relayed.into_iter().filter(|id| *id != direct) {
+                let dialed = &self.reach.dialed_relayed;
+                for id in relayed
+                    .into_iter()
+                    .filter(|id| *id != direct && dialed.contains(id))
+                {
                     self.reach.retiring.push((peer, id, until));
                 }
             }
@@ -144,13 +148,19 @@ impl NodeActor {
     }
 
     /// While private, keeps [`WANT_RELAYS`] reservations on storage peers that serve as relays
-    /// and that we reach directly.
+    /// and that we reach directly; while not known to be public after a lookup, one
+    /// ([`Reach::for_answers`](super::reach::Reach)).
     pub(super) fn reserve_relays(&mut self, now: Instant) {
         if now.duration_since(self.reach.last_check) < RESERVE_CHECK {
             return;
         }
         self.reach.last_check = now;
-        if self.reach.status != Reachability::Private || self.reach.listeners.len() >= WANT_RELAYS {
+        let wanted = match self.reach.status {
+            Reachability::Private => WANT_RELAYS,
+            Reachability::Unknown if self.reach.for_answers => 1,
+            _ => 0,
+        };
+        if self.reach.listeners.len() >= wanted {
             return;
         }
         let in_use: Vec<PeerId> = self.reach.listeners.values().map(|(p, _)| *p).collect();
@@ -181,7 +191,7 @@ impl NodeActor {
                 .and_then(|s| s.stats.rtt)
                 .unwrap_or(Duration::MAX)
         });
-        let want = WANT_RELAYS - self.reach.listeners.len();
+        let want = wanted - self.reach.listeners.len();
         for (relay, addr) in candidates.into_iter().take(want) {
             self.reach.asked.insert(relay, now);
             match self.swarm.listen_on(addr.clone()) {
@@ -192,6 +202,56 @@ impl NodeActor {
                 Err(e) => debug!(relay = %short(&relay), error = %e, "cannot listen via relay"),
             }
         }
+    }
+
+    /// A dial of `peer` failed at `failed`: its circuit addresses through relays we are
+    /// connected to now are dialled once more, at most once per [`CIRCUIT_RETRY`] (why, there).
+    pub(super) fn retry_circuits(&mut self, peer: PeerId, failed: &[Multiaddr], now: Instant) {
+        let via_connected_relay = |a: &&Multiaddr| {
+            relay_of(a).is_some_and(|r| {
+                self.peers
+                    .get(&r)
+                    .is_some_and(|s| s.connections > s.relayed.len())
+            })
+        };
+        let addrs: Vec<Multiaddr> = failed.iter().filter(via_connected_relay).cloned().collect();
+        if addrs.is_empty() || peer == self.peer_id {
+            return;
+        }
+        let s = self.peer(peer);
+        if s.connections > 0
+            || s.circuit_retry
+                .is_some_and(|t| now.duration_since(t) < CIRCUIT_RETRY)
+        {
+            return;
+        }
+        s.circuit_retry = Some(now);
+        debug!(peer = %short(&peer), addrs = addrs.len(), "dialling again through relays");
+        self.dial_at(peer, addrs);
+    }
+
+    /// Before a lookup's ask goes out: when holders may be unable to dial us back (we are not
+    /// known to be public and no relay holds a reservation for us), asks a relay we are
+    /// connected to for one at once. Returns until when the ask should wait for it, `None` when
+    /// it need not wait (public, a circuit address already there, or no relay to ask).
+    pub(super) fn relay_for_answers(&mut self, now: Instant) -> Option<Instant> {
+        if self.reach.status == Reachability::Public || self.listen.iter().any(is_circuit) {
+            return None;
+        }
+        self.reach.for_answers = true;
+        if self.reach.listeners.is_empty() {
+            // Not at the next RESERVE_CHECK: the ask waits for it.
+            self.reach.last_check = now.checked_sub(RESERVE_CHECK).unwrap_or(now);
+            self.reserve_relays(now);
+        }
+        self.answer_relay_pending()
+            .then_some(now + ANSWER_RELAY_WAIT)
+    }
+
+    /// Whether a relay reservation we asked for has not given us a circuit address yet (an ask
+    /// waiting for one keeps waiting; a refused one closes its listener, and the wait ends).
+    pub(super) fn answer_relay_pending(&self) -> bool {
+        !self.listen.iter().any(is_circuit) && !self.reach.listeners.is_empty()
     }
 
     pub(super) fn reach_report(&self) -> ReachReport {
