@@ -284,7 +284,8 @@ pub(crate) fn resolve_in(
     for row in &changed {
         put(&mut table, row)?;
     }
-    Ok(())
+    drop(table);
+    super::repack::resolve_in(txn, seq, cut_lsn)
 }
 
 /// Brings the ledger in line with `live_ranges` (the step to schema 4, a restored namespace):
