@@ -202,7 +202,10 @@ impl MetaDb {
         use crate::meta::schema::{KEY_PUBLISHED_LSN, KEY_PUBLISHED_SEQ};
         self.write_bookkeeping(
             &[(KEY_PUBLISHED_SEQ, seq), (KEY_PUBLISHED_LSN, lsn)],
-            |txn| ledger::resolve_in(txn, seq, lsn, named),
+            |txn| {
+                ledger::resolve_in(txn, seq, lsn, named)?;
+                crate::meta::repack::resolve_in(txn, seq, lsn)
+            },
         )
     }
 

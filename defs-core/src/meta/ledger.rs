@@ -284,8 +284,7 @@ pub(crate) fn resolve_in(
     for row in &changed {
         put(&mut table, row)?;
     }
-    drop(table);
-    super::repack::resolve_in(txn, seq, cut_lsn)
+    Ok(())
 }
 
 /// Brings the ledger in line with `live_ranges` (the step to schema 4, a restored namespace):
