@@ -117,6 +117,15 @@ impl Config {
                 "must be above 0 (set enabled = false to stop mirroring)".into(),
             );
         }
+        if !(0.0..=1.0).contains(&self.gc.repack_below) {
+            return bad(
+                "gc.repack_below",
+                format!(
+                    "{} is not a share within 0 (no compaction) and 1",
+                    self.gc.repack_below
+                ),
+            );
+        }
         if !(self.audit.per_gib_hour.is_finite() && self.audit.per_gib_hour >= 0.0) {
             return bad(
                 "audit.per_gib_hour",
@@ -414,7 +423,7 @@ impl Default for AuditSettings {
 }
 
 /// `[gc]`: the garbage collector of a writable mount (see [`crate::gc`]).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GcSettings {
     /// Seconds between background runs; 0 turns the background collector off (`defs gc` still
@@ -422,6 +431,10 @@ pub struct GcSettings {
     pub interval_secs: u64,
     /// Objects deleted at most per run (the rest waits for the next). Default 1000.
     pub max_objects: u64,
+    /// A pack whose live share (bytes of files still named, by the tree or a kept version,
+    /// over the pack's bytes) is below this is repacked by the collector: its live files are
+    /// copied into a new pack and the old one deleted. 0 turns compaction off. Default 0.5.
+    pub repack_below: f64,
 }
 
 impl Default for GcSettings {
@@ -429,6 +442,7 @@ impl Default for GcSettings {
         GcSettings {
             interval_secs: 600,
             max_objects: 1000,
+            repack_below: crate::gc::DEFAULT_REPACK_BELOW,
         }
     }
 }
@@ -439,6 +453,7 @@ impl From<&GcSettings> for crate::gc::GcConfig {
             enabled: g.interval_secs > 0,
             interval: std::time::Duration::from_secs(g.interval_secs),
             max_objects: usize::try_from(g.max_objects).unwrap_or(usize::MAX),
+            repack_below: g.repack_below,
         }
     }
 }

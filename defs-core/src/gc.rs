@@ -2,8 +2,9 @@
 //! (file contents and packs, namespace snapshots and segments), when the object ledger
 //! ([`crate::meta::ledger`]) shows that no kept version names them any more
 //! (docs/namespace-publishing.md §6). A pack whose every member was deleted or rewritten dies
-//! like any other content object; compaction of sparse packs (issue 26) is to retire old packs
-//! through the same ledger, so that this collector deletes them too.
+//! like any other content object; a sparse pack is first emptied by compaction ([`compact`]:
+//! its live files copied into a new pack), then dies through the same ledger and is deleted
+//! here too.
 //!
 //! ```text
 //!  Collector::run(kept seqs) ── ledger rows, rule: born ≤ v < dead for no kept v
@@ -64,7 +65,13 @@ pub struct GcConfig {
     pub interval: Duration,
     /// At most this many objects are deleted per run (the rest waits for the next).
     pub max_objects: usize,
+    /// Packs whose live share is below this are repacked ([`compact`]); 0: never.
+    pub repack_below: f64,
 }
+
+/// The default of [`GcConfig::repack_below`]: a pack more than half dead is repacked, so
+/// what packs store stays under twice their live bytes (before the code's own factor).
+pub const DEFAULT_REPACK_BELOW: f64 = 0.5;
 
 impl Default for GcConfig {
     fn default() -> Self {
@@ -72,6 +79,7 @@ impl Default for GcConfig {
             enabled: true,
             interval: Duration::from_secs(600),
             max_objects: 1000,
+            repack_below: DEFAULT_REPACK_BELOW,
         }
     }
 }
@@ -99,6 +107,12 @@ pub struct GcStatus {
     pub kept_objects: u64,
     /// Objects the namespace names now.
     pub live_objects: u64,
+    /// Packs compaction emptied (every live file moved to a new pack; since the mount started).
+    pub repacked_packs: u64,
+    /// Files compaction moved to new packs.
+    pub repacked_files: u64,
+    /// Bytes compaction copied into new packs.
+    pub repacked_bytes: u64,
     /// The newest errors, newest last.
     pub errors: Vec<String>,
 }
@@ -194,7 +208,10 @@ impl MetaDb {
         use crate::meta::schema::{KEY_PUBLISHED_LSN, KEY_PUBLISHED_SEQ};
         self.write_bookkeeping(
             &[(KEY_PUBLISHED_SEQ, seq), (KEY_PUBLISHED_LSN, lsn)],
-            |txn| ledger::resolve_in(txn, seq, lsn, named),
+            |txn| {
+                ledger::resolve_in(txn, seq, lsn, named)?;
+                crate::meta::repack::resolve_in(txn, seq, lsn)
+            },
         )
     }
 
@@ -533,5 +550,6 @@ impl Collector {
     }
 }
 
+pub mod compact;
 #[cfg(test)]
 mod tests;

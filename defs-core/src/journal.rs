@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::meta::MetaDb;
 use crate::meta::live::LiveRanges;
 use crate::meta::redo::LogOp;
+use crate::meta::repack;
 use crate::meta::schema::{DbContext, INODES, JOURNAL, LIVE_RANGES};
 use crate::namespace::record::InodeRecord;
 use crate::namespace::tables::load;
@@ -258,6 +259,77 @@ impl MetaDb {
                         .ctx("writing the journal")?;
                 }
                 Ok(false)
+            },
+        )
+    }
+
+    /// Switches the files of a repack to the new pack `file` (key `key`) in one logged
+    /// transaction: each move whose inode still names exactly the range it was copied from
+    /// ([`repack::still_names`]) gets the new range; any other (rewritten, deleted, truncated
+    /// since) keeps its state. Removes repack intent `intent`, and records the new pack as
+    /// named by nothing when no move applied (or as having lost members when some did not).
+    /// Returns how many files switched. Attributes, generations and dirty marks are untouched:
+    /// the bytes are the same.
+    ///
+    /// # Errors
+    /// InvalidArgument for more than [`repack::REPACK_MAX_FILES`] moves; Db, Corrupt.
+    pub fn switch_repacked(
+        &self,
+        intent: u64,
+        file: FileId,
+        key: [u8; 32],
+        moves: &[repack::RepackMove],
+    ) -> Result<u64> {
+        if moves.len() > repack::REPACK_MAX_FILES {
+            return Err(Error::InvalidArgument {
+                what: format!(
+                    "a repack of {} files (at most {})",
+                    moves.len(),
+                    repack::REPACK_MAX_FILES
+                ),
+            });
+        }
+        self.write(
+            |switched| LogOp::Repack {
+                intent,
+                file,
+                key,
+                moves: moves.to_vec(),
+                switched: *switched,
+            },
+            |txn| {
+                let mut inodes = txn.open_table(INODES).ctx("opening inodes")?;
+                let mut switched = 0u64;
+                for m in moves {
+                    let Some(bytes) = inodes.get(m.ino.0).ctx("reading an inode")? else {
+                        continue;
+                    };
+                    let mut rec = InodeRecord::decode(bytes.value())?;
+                    drop(bytes);
+                    if !repack::still_names(&rec.content, m) {
+                        continue;
+                    }
+                    let new = Content::Stored {
+                        file,
+                        key,
+                        offset: m.new_offset,
+                        len: m.len,
+                    };
+                    crate::meta::live::replace_in(txn, &rec.content, &new)?;
+                    rec.content = new;
+                    inodes
+                        .insert(m.ino.0, rec.encode().as_slice())
+                        .ctx("writing an inode")?;
+                    switched += 1;
+                }
+                drop(inodes);
+                if switched == 0 {
+                    crate::meta::ledger::unnamed_in(txn, &file)?;
+                } else if switched < moves.len() as u64 {
+                    repack::member_left_in(txn, &file)?;
+                }
+                repack::intent_remove_in(txn, intent)?;
+                Ok(switched)
             },
         )
     }

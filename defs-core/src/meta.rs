@@ -988,6 +988,7 @@ pub mod ledger;
 pub mod live;
 mod open;
 pub(crate) mod redo;
+pub mod repack;
 pub(crate) mod schema;
 
 #[cfg(test)]

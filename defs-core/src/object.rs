@@ -41,6 +41,9 @@ pub use manifest_store::ManifestStore;
 use source::read_segment;
 pub use source::{FileSource, MemorySource, Source};
 
+/// What [`Objects::put_pack_logged`] hands every shard id before it is stored.
+pub type PutLog = dyn Fn(&[ShardId]) -> Result<()> + Send + Sync;
+
 /// Segments in flight during a put (being read and encoded, or being stored). Six keep both
 /// cores encoding while the network stores the segments before them; memory is six encoded
 /// segments.
@@ -334,8 +337,15 @@ impl Objects {
         layout: Option<&LayoutConfig>,
         progress: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<Stored> {
-        self.put_object(source, size, layout.unwrap_or(&self.layout), None, progress)
-            .await
+        self.put_object(
+            source,
+            size,
+            layout.unwrap_or(&self.layout),
+            None,
+            progress,
+            None,
+        )
+        .await
     }
 
     /// Stores a packed object: `source` holds the members' bytes back to back as `members`
@@ -354,9 +364,29 @@ impl Objects {
         members: Vec<PackRange>,
         progress: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<Stored> {
+        self.put_pack_logged(source, members, progress, None).await
+    }
+
+    /// [`Objects::put_pack`] that first hands `log` the id of every shard it is about to store
+    /// (each segment's shards, then the manifest's id, which its copies are stored under): a
+    /// caller that records them durably can find and delete the shards of a put that never
+    /// got named (a crash, a failure). An error from `log` stops the put before that store.
+    ///
+    /// # Errors
+    /// As [`Objects::put_pack`], and `log`'s.
+    ///
+    /// # Cancel safety
+    /// As [`Objects::put`]; every shard stored was given to `log` first.
+    pub async fn put_pack_logged(
+        &self,
+        source: Arc<dyn Source>,
+        members: Vec<PackRange>,
+        progress: &(dyn Fn(u64) + Send + Sync),
+        log: Option<&PutLog>,
+    ) -> Result<Stored> {
         let size = members.last().and_then(PackRange::end).unwrap_or(0);
         let layout = pack_layout(&self.layout);
-        self.put_object(source, size, &layout, Some(members), progress)
+        self.put_object(source, size, &layout, Some(members), progress, log)
             .await
     }
 
@@ -367,6 +397,7 @@ impl Objects {
         layout: &LayoutConfig,
         pack: Option<Vec<PackRange>>,
         progress: &(dyn Fn(u64) + Send + Sync),
+        log: Option<&PutLog>,
     ) -> Result<Stored> {
         let peers = self.client.storage_peers().await?;
         let geometry = choose(size, peers, layout)?;
@@ -441,6 +472,11 @@ impl Objects {
                                 // Segments are at most 256 MiB: the length fits.
                                 entry.len = len as u32;
                                 entry.extents = extents;
+                                if let Some(log) = log {
+                                    let ids: Vec<ShardId> =
+                                        segment.shards.iter().map(|s| s.id).collect();
+                                    log(&ids)?;
+                                }
                                 let shards = segment
                                     .shards
                                     .into_iter()
@@ -488,6 +524,9 @@ impl Objects {
         // Peers may have come or gone during the upload: count them again.
         let copies = MANIFEST_COPIES.min(self.client.storage_peers().await?.max(1));
         let id = ShardId(sealed.id.0);
+        if let Some(log) = log {
+            log(&[id])?;
+        }
         self.client
             .store_segment(
                 vec![OutShard::new(id, sealed.bytes.clone()); copies],

@@ -167,6 +167,17 @@ max_wards = {max_wards}
 per_gib_hour = {audit_rate:?}
 # Seconds between background audit rounds.
 interval_secs = {audit_interval}
+
+[gc]
+# Seconds between the writable mount's garbage collector runs (compaction, then deletes of what
+# no kept version names); 0 turns background runs off (`defs gc` still runs one).
+interval_secs = {gc_interval}
+# Objects deleted at most per run (the rest waits for the next).
+max_objects = {gc_max_objects}
+# A pack of small files whose live share (bytes of files still named by the tree or a kept
+# version, over the pack's bytes) is below this is repacked: its live files move into a new
+# pack and the old one is deleted. 0 turns compaction off.
+repack_below = {repack_below:?}
 "#,
         budget = c.cache.budget_bytes,
         reserve = c.cache.reserve_bytes,
@@ -214,6 +225,9 @@ interval_secs = {audit_interval}
         max_wards = c.pairing.max_wards,
         audit_rate = c.audit.per_gib_hour,
         audit_interval = c.audit.interval_secs,
+        gc_interval = c.gc.interval_secs,
+        gc_max_objects = c.gc.max_objects,
+        repack_below = c.gc.repack_below,
     )
 }
 

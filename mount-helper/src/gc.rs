@@ -1,6 +1,7 @@
 //! The garbage collector of a writable mount: when it runs (`[gc] interval_secs` in the
 //! background, `defs gc` now), which versions it keeps, and what `defs status` says of it.
-//! defs-core's [`Collector`] does the deleting.
+//! defs-core's [`Collector`] does the deleting, and before it the compaction of sparse packs
+//! ([`Collector::compact`]), whose switch a publish records before the deletes run.
 //!
 //! It runs only while the mount's publisher says it may ([`Publisher::may_collect`]: nothing
 //! is waiting to commit and no newer record was seen) *and* the network agrees
@@ -15,6 +16,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use defs_core::gc::compact::CompactReport;
 use defs_core::gc::{Collector, GcStatus};
 use defs_core::sync::Arc;
 use defs_fuse::publisher::PublishTrigger;
@@ -35,34 +37,61 @@ pub struct GarbageCollector {
 }
 
 impl GarbageCollector {
-    /// One run, if this mount may collect; `Ok(None)` when it may not.
-    async fn run_once(&self) -> Result<Option<GcStatus>, String> {
+    /// Whether this mount may collect now: `Ok(false)` when it may not.
+    async fn may_collect(&self) -> Result<bool, String> {
         let publisher = self.publisher.publisher();
         if !publisher.may_collect().await {
+            return Ok(false);
+        }
+        publisher.holds_newest().await.map_err(|e| {
+            format!(
+                "nothing collected: the network could not say whether this mount holds the \
+                 newest record ({e})"
+            )
+        })
+    }
+
+    /// The kept versions' seqs.
+    async fn kept(&self) -> Result<Vec<u64>, String> {
+        self.publisher.publisher().kept_seqs().await.map_err(|e| {
+            format!("nothing collected: the kept versions (/.snapshots) are unknown ({e})")
+        })
+    }
+
+    /// One run, if this mount may collect (`Ok(None)` when it may not): compaction of sparse
+    /// packs, a publish of the files it switched (so the ledger sees the old packs die), then
+    /// the deletes.
+    async fn run_once(&self) -> Result<Option<(CompactReport, GcStatus)>, String> {
+        if !self.may_collect().await? {
             return Ok(None);
         }
-        match publisher.holds_newest().await {
-            Ok(true) => {}
-            Ok(false) => return Ok(None),
-            Err(e) => {
-                return Err(format!(
-                    "nothing collected: the network could not say whether this mount holds the \
-                     newest record ({e})"
-                ));
+        let kept = self.kept().await?;
+        let report = self
+            .collector
+            .compact(&kept)
+            .await
+            .map_err(|e| format!("compaction: {e}"))?;
+        let kept = if report.files > 0 {
+            self.publisher
+                .publish_now()
+                .await
+                .map_err(|e| format!("publishing the repacked files failed: {e}"))?;
+            if !self.may_collect().await? {
+                return Ok(None);
             }
-        }
-        let kept = publisher.kept_seqs().await.map_err(|e| {
-            format!("nothing collected: the kept versions (/.snapshots) are unknown ({e})")
-        })?;
+            self.kept().await?
+        } else {
+            kept
+        };
         // A data dir recovered from the key alone first learns the lost machine's garbage;
         // without it, what this run may delete is only less (tried again at the next run).
-        if let Err(e) = publisher.derive_recovered_garbage().await {
+        if let Err(e) = self.publisher.publisher().derive_recovered_garbage().await {
             warn!(error = %e, "gc: what the recovered kept versions name is not known yet; their objects are kept");
         }
         self.collector
             .run(&kept)
             .await
-            .map(Some)
+            .map(|s| Some((report, s)))
             .map_err(|e| format!("{e}"))
     }
 
@@ -77,7 +106,7 @@ impl GarbageCollector {
             .publish_now()
             .await
             .map_err(|e| format!("publishing the namespace first failed: {e}"))?;
-        let Some(s) = self.run_once().await? else {
+        let Some((report, s)) = self.run_once().await? else {
             return Err(
                 "this mount may not collect garbage: it does not hold the newest record of the \
                  identity"
@@ -91,6 +120,7 @@ impl GarbageCollector {
             s.deleted_shards - before.deleted_shards,
             s.deleted_bytes - before.deleted_bytes,
         );
+        let _ = write!(out, "; {}", compaction_text(&report));
         if s.pending_objects > 0 {
             let _ = write!(
                 out,
@@ -115,10 +145,11 @@ impl GarbageCollector {
             tokio::time::sleep(FIRST_RUN_AFTER.min(interval)).await;
             loop {
                 match self.run_once().await {
-                    Ok(Some(s)) => info!(
+                    Ok(Some((r, s))) => info!(
                         deleted = s.deleted_objects,
                         pending = s.pending_objects,
                         kept = s.kept_objects,
+                        repacked_files = r.files,
                         "background garbage collection done"
                     ),
                     Ok(None) => info!("garbage collection skipped: not the newest writer"),
@@ -144,6 +175,12 @@ impl GarbageCollector {
             s.kept_objects,
             s.live_objects
         );
+        let _ = write!(
+            line,
+            "; compaction: {} pack(s) emptied, {} file(s) ({} bytes) moved to new packs since \
+             mount",
+            s.repacked_packs, s.repacked_files, s.repacked_bytes
+        );
         if s.runs == 0 {
             line.push_str(" (no run yet)");
         }
@@ -160,7 +197,7 @@ impl GarbageCollector {
     pub fn status_json(&self) -> String {
         let s = self.collector.status();
         format!(
-            "{{\"runs\":{},\"deleted_objects\":{},\"deleted_shards\":{},\"deleted_bytes\":{},\"pending_objects\":{},\"pending_bytes\":{},\"kept_objects\":{},\"live_objects\":{},\"last_error\":{}}}",
+            "{{\"runs\":{},\"deleted_objects\":{},\"deleted_shards\":{},\"deleted_bytes\":{},\"pending_objects\":{},\"pending_bytes\":{},\"kept_objects\":{},\"live_objects\":{},\"repacked_packs\":{},\"repacked_files\":{},\"repacked_bytes\":{},\"last_error\":{}}}",
             s.runs,
             s.deleted_objects,
             s.deleted_shards,
@@ -169,9 +206,28 @@ impl GarbageCollector {
             s.pending_bytes,
             s.kept_objects,
             s.live_objects,
+            s.repacked_packs,
+            s.repacked_files,
+            s.repacked_bytes,
             s.errors
                 .last()
                 .map_or_else(|| "null".to_string(), |e| json_str(e))
         )
     }
+}
+
+/// What one compaction did, in words (the part of `defs gc`'s line after the deletes).
+fn compaction_text(r: &CompactReport) -> String {
+    let mut out = format!(
+        "compaction: {} pack(s) below repack_below, {} file(s) ({} bytes) moved into {} new pack(s)",
+        r.due, r.files, r.bytes, r.new_packs
+    );
+    if r.cleared > 0 {
+        let _ = write!(
+            out,
+            ", {} unfinished repack(s) of an earlier run deleted",
+            r.cleared
+        );
+    }
+    out
 }

@@ -7,6 +7,7 @@
 
 mod audit;
 mod backup;
+mod compaction;
 mod crash;
 mod fstab;
 mod fsx;

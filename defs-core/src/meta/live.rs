@@ -14,8 +14,8 @@ use crate::namespace::record::InodeRecord;
 use crate::namespace::types::Content;
 use crate::types::FileId;
 
-use super::ledger;
 use super::schema::{DbContext, INODES, LIVE_RANGES};
+use super::{ledger, repack};
 
 /// What the namespace holds of one stored object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -67,15 +67,18 @@ pub(crate) fn replace_in(txn: &WriteTransaction, old: &Content, new: &Content) -
     }
     let mut table = txn.open_table(LIVE_RANGES).ctx("opening live_ranges")?;
     let mut died = None;
-    if let Content::Stored { file, len, .. } = old
-        && add(
+    let mut left = None;
+    if let Content::Stored { file, len, .. } = old {
+        match add(
             &mut table,
             file,
             -1,
             -i64::try_from(*len).unwrap_or(i64::MAX),
-        )? == Moved::Died
-    {
-        died = Some(*file);
+        )? {
+            Moved::Died => died = Some(*file),
+            // Other inodes still name it: a pack lost a member.
+            _ => left = Some(*file),
+        }
     }
     let mut born = None;
     if let Content::Stored { file, len, .. } = new
@@ -86,6 +89,10 @@ pub(crate) fn replace_in(txn: &WriteTransaction, old: &Content, new: &Content) -
     drop(table);
     if let Some(file) = died {
         ledger::died_in(txn, &file)?;
+        repack::pack_died_in(txn, &file)?;
+    }
+    if let Some(file) = left {
+        repack::member_left_in(txn, &file)?;
     }
     if let Some(file) = born {
         ledger::born_in(txn, &file)?;

@@ -285,6 +285,21 @@ pub(crate) fn apply(db: &MetaDb, op: &LogOp<'_>) -> Result<()> {
             generation,
             reason,
         } => db.upload_failed_cut(ino, generation, reason),
+        LogOp::Repack {
+            intent,
+            file,
+            key,
+            ref moves,
+            switched,
+        } => {
+            let n = db.switch_repacked(intent, file, key, moves)?;
+            if n != switched {
+                return Err(mismatch(format!(
+                    "switch_repacked switched {n} files, the log says {switched}"
+                )));
+            }
+            Ok(())
+        }
         LogOp::SetattrDirty {
             ino,
             ref set,

@@ -17,6 +17,8 @@ use crate::namespace::types::{
 };
 use crate::types::{FileId, Generation, InodeNo};
 
+use super::repack::{REPACK_MAX_FILES, RepackMove};
+
 /// The largest record payload: a set_xattr with the largest name and value, with room to
 /// spare. Any larger length in a log is a torn or corrupt frame.
 pub(crate) const MAX_RECORD: u32 = 128 * 1024;
@@ -111,6 +113,19 @@ pub(crate) enum LogOp<'a> {
         /// Already cut to [`MAX_ERROR_LEN`] (so replay stores exactly these bytes).
         reason: &'a str,
     },
+    /// A compaction's switch of files to a new pack (see `meta::repack`).
+    Repack {
+        /// The intent the transaction removes.
+        intent: u64,
+        /// The new pack.
+        file: FileId,
+        /// Its file key.
+        key: [u8; 32],
+        /// Each file's move (at most [`REPACK_MAX_FILES`]).
+        moves: Vec<RepackMove>,
+        /// How many moves the files' state allowed (the rest had changed).
+        switched: u64,
+    },
     /// setattr and mark_dirty in one transaction (a written file's close or first write).
     SetattrDirty {
         ino: InodeNo,
@@ -182,6 +197,7 @@ impl LogOp<'_> {
             LogOp::FinishUpload { .. } => 13,
             LogOp::UploadFailed { .. } => 14,
             LogOp::SetattrDirty { .. } => 15,
+            LogOp::Repack { .. } => 17,
         }
     }
 
@@ -203,6 +219,7 @@ impl LogOp<'_> {
             LogOp::FinishUpload { .. } => "finish_upload",
             LogOp::UploadFailed { .. } => "upload_failed",
             LogOp::SetattrDirty { .. } => "setattr_dirty",
+            LogOp::Repack { .. } => "switch_repacked",
         }
     }
 
@@ -361,6 +378,27 @@ impl LogOp<'_> {
                 put_u64(w, ino.0);
                 put_u64(w, generation.0);
                 put_bytes32(w, reason.as_bytes());
+            }
+            LogOp::Repack {
+                intent,
+                file,
+                key,
+                moves,
+                switched,
+            } => {
+                put_u64(w, *intent);
+                w.extend_from_slice(&file.0);
+                w.extend_from_slice(key);
+                // At most REPACK_MAX_FILES, checked by the operation before it runs.
+                put_u32(w, u32::try_from(moves.len()).unwrap_or(u32::MAX));
+                for m in moves {
+                    put_u64(w, m.ino.0);
+                    w.extend_from_slice(&m.old_file.0);
+                    put_u64(w, m.old_offset);
+                    put_u64(w, m.len);
+                    put_u64(w, m.new_offset);
+                }
+                put_u64(w, *switched);
             }
         }
     }
@@ -529,6 +567,32 @@ impl LogOp<'_> {
                     ino,
                     generation,
                     reason,
+                }
+            }
+            17 => {
+                let intent = r.u64()?;
+                let file = FileId(r.array::<32>()?);
+                let key = r.array::<32>()?;
+                let n = r.u32()? as usize;
+                if n > REPACK_MAX_FILES {
+                    return Err(r.bad(format!("a repack of {n} files")));
+                }
+                let mut moves = Vec::with_capacity(n);
+                for _ in 0..n {
+                    moves.push(RepackMove {
+                        ino: ino(&mut r)?,
+                        old_file: FileId(r.array::<32>()?),
+                        old_offset: r.u64()?,
+                        len: r.u64()?,
+                        new_offset: r.u64()?,
+                    });
+                }
+                LogOp::Repack {
+                    intent,
+                    file,
+                    key,
+                    moves,
+                    switched: r.u64()?,
                 }
             }
             t => return Err(r.bad(format!("unknown operation tag {t}"))),
@@ -743,6 +807,22 @@ mod tests {
                 generation: Generation(4),
                 reason: "peer gone…",
             },
+            LogOp::Repack {
+                intent: 3,
+                file: FileId([5; 32]),
+                key: [6; 32],
+                moves: vec![
+                    RepackMove {
+                        ino: InodeNo(7),
+                        old_file: FileId([8; 32]),
+                        old_offset: 9,
+                        len: 10,
+                        new_offset: 0,
+                    };
+                    3
+                ],
+                switched: 2,
+            },
             LogOp::SetattrDirty {
                 ino: InodeNo(2),
                 set: SetAttr {
@@ -768,6 +848,35 @@ mod tests {
             assert!(LogOp::decode(&longer).is_err());
         }
         assert!(LogOp::decode(&[99]).is_err());
+        // The largest repack record fits the record limit; one file more is refused.
+        let mv = RepackMove {
+            ino: InodeNo(1),
+            old_file: FileId([1; 32]),
+            old_offset: 0,
+            len: 1,
+            new_offset: 0,
+        };
+        let mut w = Vec::new();
+        LogOp::Repack {
+            intent: 1,
+            file: FileId([2; 32]),
+            key: [3; 32],
+            moves: vec![mv; REPACK_MAX_FILES],
+            switched: 0,
+        }
+        .encode(&mut w);
+        assert!(w.len() <= MAX_RECORD as usize, "{}", w.len());
+        assert!(LogOp::decode(&w).is_ok());
+        let mut over = Vec::new();
+        LogOp::Repack {
+            intent: 1,
+            file: FileId([2; 32]),
+            key: [3; 32],
+            moves: vec![mv; REPACK_MAX_FILES + 1],
+            switched: 0,
+        }
+        .encode(&mut over);
+        assert!(LogOp::decode(&over).is_err());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::types::InodeNo;
 
 /// The schema version this build writes. Bump it with every change to a table or a record
 /// layout, add a step to `migrate` (below), and a row to docs/format.md's history.
-pub const SCHEMA_VERSION: u64 = 4;
+pub const SCHEMA_VERSION: u64 = 5;
 
 /// Counters and the schema version.
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -44,6 +44,15 @@ pub(crate) const LIVE_RANGES: TableDefinition<&[u8], (u64, u64)> =
 /// ledger, see `meta::ledger`. Schema 4.
 pub(crate) const LEDGER: TableDefinition<&[u8], (u8, u64, u64, u64)> =
     TableDefinition::new("objects");
+
+/// Pack file id (32 bytes) → (mark u64, dead u64): when a member of a pack that stays live last
+/// left it (see `meta::repack`). Schema 5.
+pub(crate) const PACK_DEATHS: TableDefinition<&[u8], (u64, u64)> =
+    TableDefinition::new("pack_deaths");
+
+/// Repack intent id → the ids of every shard (and manifest) a compaction stored or is storing
+/// for a pack no inode names yet (see `meta::repack`). Schema 5.
+pub(crate) const REPACKS: TableDefinition<u64, &[u8]> = TableDefinition::new("repacks");
 
 /// Key in [`META`]: the schema version.
 pub(crate) const KEY_SCHEMA: &str = "schema_version";
@@ -138,6 +147,8 @@ fn create_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(ORPHANS).ctx("creating orphans")?;
     txn.open_table(LIVE_RANGES).ctx("creating live_ranges")?;
     txn.open_table(LEDGER).ctx("creating the ledger")?;
+    txn.open_table(PACK_DEATHS).ctx("creating pack_deaths")?;
+    txn.open_table(REPACKS).ctx("creating repacks")?;
     Ok(())
 }
 
@@ -168,6 +179,15 @@ fn migrate(txn: &WriteTransaction, from: u64, derive: Derive) -> Result<()> {
             3 => {
                 txn.open_table(LEDGER).ctx("creating the ledger")?;
                 derive(txn, 3)?;
+            }
+            // Version 5 adds `pack_deaths` (when a pack last lost a member) and `repacks`
+            // (compactions under way), both empty, and op-log record tag 17 (a repack's
+            // content switch) that an older build could not replay. Packs that lost members
+            // before the step have no `pack_deaths` row: they become candidates for
+            // compaction when they next lose one.
+            4 => {
+                txn.open_table(PACK_DEATHS).ctx("creating pack_deaths")?;
+                txn.open_table(REPACKS).ctx("creating repacks")?;
             }
             other => {
                 return Err(Error::Corrupt {
@@ -237,5 +257,7 @@ pub(crate) fn table_usage(txn: &ReadTransaction) -> Result<Vec<TableUsage>> {
         usage_of(txn, ORPHANS)?,
         usage_of(txn, LIVE_RANGES)?,
         usage_of(txn, LEDGER)?,
+        usage_of(txn, PACK_DEATHS)?,
+        usage_of(txn, REPACKS)?,
     ])
 }

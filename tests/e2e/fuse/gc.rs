@@ -20,7 +20,7 @@ fn shards(dirs: &[PathBuf]) -> HashMap<[u8; 32], u64> {
     out
 }
 
-fn defs_ok(m: &TestMount, args: &[&str]) -> String {
+pub(super) fn defs_ok(m: &TestMount, args: &[&str]) -> String {
     let o = out(m.defs().args(args));
     assert_eq!(
         o.status.code(),
@@ -64,14 +64,10 @@ fn deleted_files_leave_the_pair_partners_mirrors_too() {
     collects(&Cluster::start(base.path(), 4));
 }
 
-// A test body shared by the two tests above: a failed step fails the test.
+/// Keeps one version (`/.snapshots`): the sync before the deletes is then past retention once
+/// the next sync is kept, and what only it named may go. Remounts.
 #[allow(clippy::unwrap_used)]
-fn collects(cluster: &Cluster) {
-    let Some(mut m) = mount_on(cluster) else {
-        return;
-    };
-    // Keep one version (`/.snapshots`): the sync before the deletes is then past retention
-    // once the next sync is kept, and what only it named may go.
+pub(super) fn keep_one_version(m: &mut TestMount) {
     let cfg = m.data_dir().join("config.toml");
     let text = fs::read_to_string(&cfg).unwrap();
     assert!(text.contains("keep_versions = 48"), "{text}");
@@ -82,6 +78,15 @@ fn collects(cluster: &Cluster) {
     .unwrap();
     m.unmount();
     m.mount();
+}
+
+// A test body shared by the two tests above: a failed step fails the test.
+#[allow(clippy::unwrap_used)]
+fn collects(cluster: &Cluster) {
+    let Some(mut m) = mount_on(cluster) else {
+        return;
+    };
+    keep_one_version(&mut m);
     let mut dirs = cluster.dirs.clone();
     dirs.push(m.data_dir());
     let src = m.scratch().join("tree");

@@ -15,7 +15,7 @@ use defs_tests::mount::{TestMount, assert_same_tree, mount_on, pseudo_random, ru
 const FILES: usize = 2000;
 
 /// Writes `n` files of 1 B to 6 KiB in 20 directories under `dir`; returns their bytes.
-fn small_tree(dir: &Path, n: usize) -> u64 {
+pub(super) fn small_tree(dir: &Path, n: usize) -> u64 {
     let must = |r: std::io::Result<()>| r.unwrap_or_else(|e| panic!("writing the tree: {e}"));
     let mut bytes = 0;
     for i in 0..n {
@@ -33,14 +33,14 @@ fn small_tree(dir: &Path, n: usize) -> u64 {
 
 /// Bytes the nodes' pack files spend on the records they hold (each record: a 64-byte header
 /// and the shard, from a 4 KiB boundary), summed over `dirs`.
-fn stored_bytes(dirs: &[PathBuf]) -> u64 {
+pub(super) fn stored_bytes(dirs: &[PathBuf]) -> u64 {
     dirs.iter()
         .flat_map(|d| shard_records(d))
         .map(|(_, _, head)| (64 + head.len).div_ceil(4096) * 4096)
         .sum()
 }
 
-fn sync(m: &TestMount) {
+pub(super) fn sync(m: &TestMount) {
     let o = out(m.defs().arg("sync"));
     assert_eq!(o.status.code(), Some(0), "{}\nlog:\n{}", text(&o), m.log());
     assert!(text(&o).contains("on the network"), "{}", text(&o));
