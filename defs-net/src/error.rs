@@ -122,6 +122,8 @@ pub enum Error {
         shard: ShardId,
         /// How many peers were tried.
         attempts: u32,
+        /// Every peer tried refused because the owner's quota (or the node) is full.
+        quota: bool,
         /// The last error.
         last: String,
     },
