@@ -329,8 +329,10 @@ impl Client {
         let mut tried: Vec<PeerId> = Vec::new();
         let mut peer = first;
         let mut last = String::from("no peer tried");
-        // Attempts refused because the owner's quota (or the node) is full.
+        // Attempts refused because the owner's quota (or the node) is full, and refused for
+        // any other reason (unreachable peers and timeouts are neither).
         let mut quota_refusals = 0u32;
+        let mut other_refusals = 0u32;
         for attempt in 0..MAX_STORE_ATTEMPTS {
             tried.push(peer);
             let this = self.clone();
@@ -346,6 +348,9 @@ impl Client {
                 Ok(()) => return Ok(peer),
                 Err(e) => {
                     debug!(shard = %id, peer = %short(&peer), attempt, error = %e, "store failed; trying another peer");
+                    if e.remote_code().is_some_and(|c| c != ErrorCode::QuotaFull) {
+                        other_refusals += 1;
+                    }
                     if e.remote_code() == Some(ErrorCode::QuotaFull) {
                         quota_refusals += 1;
                         self.node.report(peer, Outcome::Failure);
@@ -389,7 +394,8 @@ impl Client {
         Err(Error::StoreFailed {
             shard: id,
             attempts,
-            quota: quota_refusals == attempts,
+            // Every node that answered refused for quota (some may not have answered at all).
+            quota: quota_refusals > 0 && other_refusals == 0,
             last,
         })
     }

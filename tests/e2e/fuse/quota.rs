@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use defs_tests::cluster::{Cluster, disable_pairing, out, set_owner_quota, shard_records, text};
-use defs_tests::mount::{TestMount, bootstrap_args, pseudo_random};
+use defs_tests::mount::{TestMount, bootstrap_args, pseudo_random, wait_exit};
 
 use super::errno;
 
@@ -70,6 +70,9 @@ fn writing_past_the_owner_quota_fails_with_edquot_and_status_and_df_show_the_tru
     let Some(mut m) = TestMount::with_args(&["sync=network"], &bootstrap_args(&cluster)) else {
         return;
     };
+
+    // All three nodes take part from the first file on (the layout depends on how many).
+    wait_for_storage_peers(&m, 3);
 
     // Write until the network refuses: each file fsynced (sync=network waits for its upload).
     let mut kept = Vec::new();
@@ -172,8 +175,9 @@ fn writing_past_the_owner_quota_fails_with_edquot_and_status_and_df_show_the_tru
 
     // With sync=local, fsync still reports that the network refused the file (EDQUOT) once
     // its upload, retried at the next mount, is refused again; its bytes stay whole.
-    m.unmount();
+    unmount_patiently(&mut m);
     let mut m = TestMount::reuse(m, &[]);
+    wait_for_storage_peers(&m, 3);
     let f = fs::OpenOptions::new()
         .append(true)
         .open(&refused_path)
@@ -195,7 +199,7 @@ fn writing_past_the_owner_quota_fails_with_edquot_and_status_and_df_show_the_tru
 
     // Everything stored before the refusal reads back from the nodes with the cache wiped.
     fs::remove_file(&refused_path).unwrap();
-    m.unmount();
+    unmount_patiently(&mut m);
     fs::remove_dir_all(m.data_dir().join("cache")).unwrap();
     m.mount();
     for (path, data) in &kept {
@@ -205,6 +209,38 @@ fn writing_past_the_owner_quota_fails_with_edquot_and_status_and_df_show_the_tru
             path.display(),
             m.log()
         );
+    }
+}
+
+/// How long an unmount may take here: the daemon's FUSE session was once seen to end 80 s
+/// after `fusermount3 -u` had returned, on a loaded machine (cause not found yet; its log then
+/// shows nothing between the unmount and the session's end).
+const UNMOUNT_PATIENCE: Duration = Duration::from_secs(150);
+
+/// Unmounts and waits (up to [`UNMOUNT_PATIENCE`]) until the daemon has exited.
+fn unmount_patiently(m: &mut TestMount) {
+    let pid = m.pid();
+    m.unmount_nowait();
+    if let Some(pid) = pid {
+        wait_exit(pid, UNMOUNT_PATIENCE);
+    }
+}
+
+/// Waits until the mount's node has `n` storage peers.
+fn wait_for_storage_peers(m: &TestMount, n: usize) {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let o = out(m.defs().args(["status", "--json"]));
+        if String::from_utf8_lossy(&o.stdout).contains(&format!("\"storage_peers\":{n},")) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never {n} storage peers: {}\nlog:\n{}",
+            text(&o),
+            m.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
