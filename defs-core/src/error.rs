@@ -419,6 +419,20 @@ pub enum Error {
         quota: u64,
     },
 
+    /// Every storage node tried that answered refused a shard because the owner's quota there
+    /// (or the node) is full: the owner may store no more on the network until space is freed.
+    #[error(
+        "quota exceeded: storage nodes refused shard {shard} because this identity's quota (or the node) is full ({nodes} tried); last: {last}"
+    )]
+    QuotaRefused {
+        /// The shard.
+        shard: ShardId,
+        /// How many nodes were tried.
+        nodes: u32,
+        /// The last node's refusal.
+        last: String,
+    },
+
     /// The store has no room for another shard.
     #[error("the shard store is full: {used} of {capacity} bytes used")]
     StoreFull {

@@ -821,6 +821,11 @@ impl ShardStore {
         }
     }
 
+    /// The quotas this store enforces.
+    pub fn quotas(&self) -> Quotas {
+        self.quotas
+    }
+
     /// Bytes charged to `owner`.
     pub fn owner_usage(&self, owner: &NodeId) -> u64 {
         self.lock().per_owner.get(owner).copied().unwrap_or(0)

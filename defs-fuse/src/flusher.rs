@@ -137,6 +137,25 @@ pub enum UploadError {
         /// What went wrong, for `defs status` and the logs.
         reason: String,
     },
+    /// Every storage node tried refused a shard because the owner's quota there is full; the
+    /// file stays dirty (in the local cache) and is retried.
+    #[error("upload refused, quota exceeded: {reason}")]
+    QuotaExceeded {
+        /// The network's refusal, for `defs status` and the logs.
+        reason: String,
+    },
+}
+
+impl UploadError {
+    /// The upload error for a failed put: [`UploadError::QuotaExceeded`] when the network
+    /// refused it for the owner's quota, else [`UploadError::Failed`].
+    pub fn from_core(e: &defs_core::Error) -> UploadError {
+        let reason = e.to_string();
+        match e {
+            defs_core::Error::QuotaRefused { .. } => UploadError::QuotaExceeded { reason },
+            _ => UploadError::Failed { reason },
+        }
+    }
 }
 
 /// The network's half of the write-back cache: turns a dirty file's cached bytes into stored
@@ -192,6 +211,15 @@ pub enum FlushError {
         /// Why.
         reason: String,
     },
+    /// The network refused the upload for the owner's quota (EDQUOT); the file stays dirty in
+    /// the local cache and is retried in the background.
+    #[error("inode {ino} cannot be stored on the network: {reason}")]
+    QuotaExceeded {
+        /// The inode.
+        ino: InodeNo,
+        /// The network's refusal.
+        reason: String,
+    },
     /// The file was deleted while it was being uploaded.
     #[error("inode {ino} was deleted")]
     Deleted {
@@ -209,6 +237,11 @@ enum FlusherMessage {
     UploadNow {
         ino: InodeNo,
         reply: oneshot::Sender<Result<(), FlushError>>,
+    },
+    /// Was the last upload of `ino` refused for quota (and has none succeeded since)?
+    QuotaRefused {
+        ino: InodeNo,
+        reply: oneshot::Sender<Option<String>>,
     },
     Shutdown {
         grace: Duration,
@@ -251,6 +284,7 @@ impl Flusher {
             rx,
             due: Schedule::default(),
             retries: HashMap::new(),
+            quota_refused: HashMap::new(),
             running: HashMap::new(),
             waiters: HashMap::new(),
             tasks: JoinSet::new(),
@@ -310,6 +344,21 @@ impl Flusher {
         rx.await.map_err(|_| FlushError::Closed)?
     }
 
+    /// The network's refusal when the last upload of `ino` was refused for the owner's quota
+    /// and none has succeeded since (what fsync reports as EDQUOT); `None` otherwise or when
+    /// the flusher is gone.
+    ///
+    /// # Cancel safety
+    /// Safe (a question, no change).
+    pub async fn quota_refused(&self, ino: InodeNo) -> Option<String> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(FlusherMessage::QuotaRefused { ino, reply })
+            .await
+            .ok()?;
+        rx.await.ok().flatten()
+    }
+
     /// Stops the task at once: running uploads are cancelled (their files stay dirty in the
     /// journal and resume at the next mount).
     ///
@@ -347,6 +396,9 @@ struct FlusherActor {
     due: Schedule,
     /// Consecutive failures per inode, for the retry backoff.
     retries: HashMap<InodeNo, u32>,
+    /// Files whose last upload the network refused for quota, with its refusal (cleared when
+    /// an upload succeeds or the file goes).
+    quota_refused: HashMap<InodeNo, String>,
     /// Running uploads and their cancel tokens.
     running: HashMap<InodeNo, CancellationToken>,
     /// fsync callers waiting for an inode's next upload to finish.
@@ -364,8 +416,21 @@ enum Outcome {
     /// The inode was already clean (uploaded meanwhile): nothing to do.
     AlreadyClean,
     ChangedMeanwhile,
-    Failed(String),
+    Failed {
+        reason: String,
+        /// Refused for the owner's quota on the network.
+        quota: bool,
+    },
     Cancelled,
+}
+
+impl Outcome {
+    fn failed(reason: String) -> Outcome {
+        Outcome::Failed {
+            reason,
+            quota: false,
+        }
+    }
 }
 
 impl FlusherActor {
@@ -433,6 +498,7 @@ impl FlusherActor {
             FlusherMessage::Deleted(ino) => {
                 self.due.remove(ino);
                 self.retries.remove(&ino);
+                self.quota_refused.remove(&ino);
                 if let Some(cancel) = self.running.get(&ino) {
                     cancel.cancel();
                 }
@@ -447,6 +513,9 @@ impl FlusherActor {
                 }
                 self.waiters.entry(ino).or_default().push(reply);
                 self.schedule(ino, Instant::now());
+            }
+            FlusherMessage::QuotaRefused { ino, reply } => {
+                let _ = reply.send(self.quota_refused.get(&ino).cloned());
             }
             FlusherMessage::Shutdown { .. } => {}
         }
@@ -640,11 +709,13 @@ impl FlusherActor {
         let result = match outcome {
             Outcome::Clean => {
                 self.retries.remove(&ino);
+                self.quota_refused.remove(&ino);
                 info!(%ino, "uploaded");
                 Ok(())
             }
             Outcome::AlreadyClean => {
                 self.retries.remove(&ino);
+                self.quota_refused.remove(&ino);
                 Ok(())
             }
             Outcome::ChangedMeanwhile => {
@@ -652,15 +723,22 @@ impl FlusherActor {
                 self.schedule(ino, Instant::now() + DEBOUNCE);
                 return;
             }
-            Outcome::Failed(reason) => {
+            Outcome::Failed { reason, quota } => {
                 let n = self.retries.entry(ino).or_insert(0);
                 *n = n.saturating_add(1);
                 let delay = RETRY_MIN
                     .saturating_mul(1 << (*n - 1).min(10))
                     .min(RETRY_MAX);
-                warn!(%ino, %reason, retry_in = ?delay, "upload failed; the file stays dirty");
                 self.schedule(ino, Instant::now() + delay);
-                Err(FlushError::Failed { ino, reason })
+                if quota {
+                    warn!(%ino, %reason, retry_in = ?delay, "upload refused: this identity's quota is full on the storage nodes; the file stays dirty in the local cache, nothing is lost, and fsync answers EDQUOT until it is stored (free space by deleting files, or ask the node operators for a larger quota)");
+                    self.quota_refused.insert(ino, reason.clone());
+                    Err(FlushError::QuotaExceeded { ino, reason })
+                } else {
+                    warn!(%ino, %reason, retry_in = ?delay, "upload failed; the file stays dirty");
+                    self.quota_refused.remove(&ino);
+                    Err(FlushError::Failed { ino, reason })
+                }
             }
             Outcome::Cancelled => Err(FlushError::Deleted { ino }),
         };
@@ -668,6 +746,10 @@ impl FlusherActor {
             let _ = w.send(match &result {
                 Ok(()) => Ok(()),
                 Err(FlushError::Failed { ino, reason }) => Err(FlushError::Failed {
+                    ino: *ino,
+                    reason: reason.clone(),
+                }),
+                Err(FlushError::QuotaExceeded { ino, reason }) => Err(FlushError::QuotaExceeded {
                     ino: *ino,
                     reason: reason.clone(),
                 }),
@@ -828,12 +910,12 @@ fn begin(db: &MetaDb, cache: &CacheStore, ino: InodeNo) -> Result<Begun, Outcome
         Err(defs_core::Error::InvalidArgument { .. }) => return Err(Outcome::AlreadyClean),
         // Purged meanwhile: nothing to upload, nothing to retry.
         Err(defs_core::Error::NotFound { .. }) => return Err(Outcome::Cancelled),
-        Err(e) => return Err(Outcome::Failed(format!("starting the upload: {e}"))),
+        Err(e) => return Err(Outcome::failed(format!("starting the upload: {e}"))),
     };
     let changes = cache.changes(ino);
     let size = match db.getattr(ino) {
         Ok(a) => a.size,
-        Err(e) => return Err(Outcome::Failed(format!("reading the size: {e}"))),
+        Err(e) => return Err(Outcome::failed(format!("reading the size: {e}"))),
     };
     Ok(Begun {
         generation,
@@ -862,14 +944,19 @@ fn end(
                 Outcome::Clean
             }
             Ok(false) => Outcome::ChangedMeanwhile,
-            Err(e) => Outcome::Failed(format!("recording the upload: {e}")),
+            Err(e) => Outcome::failed(format!("recording the upload: {e}")),
         },
         Err(UploadError::Cancelled) => Outcome::Cancelled,
-        Err(UploadError::Failed { reason }) => {
+        Err(e @ (UploadError::Failed { .. } | UploadError::QuotaExceeded { .. })) => {
+            let quota = matches!(e, UploadError::QuotaExceeded { .. });
+            let reason = match e {
+                UploadError::Failed { reason } | UploadError::QuotaExceeded { reason } => reason,
+                UploadError::Cancelled => String::new(),
+            };
             if let Err(e) = db.upload_failed(ino, begun.generation, &reason) {
                 warn!(%ino, error = %e, "recording the failed upload failed");
             }
-            Outcome::Failed(reason)
+            Outcome::Failed { reason, quota }
         }
     }
 }

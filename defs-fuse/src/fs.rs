@@ -936,10 +936,15 @@ impl Fs {
     }
 
     /// fsync(2): the file's bytes and metadata are durable on the local disk. With
-    /// [`FsyncMode::Network`], also waits until the flusher has uploaded it.
+    /// [`FsyncMode::Network`], also waits until the flusher has uploaded it. With
+    /// [`FsyncMode::Local`], an upload the network refused for the owner's quota (the file's
+    /// last one, none stored since) is reported here as EDQUOT, the way Linux reports an
+    /// asynchronous writeback error at the next fsync: the bytes are durable on the local disk
+    /// all the same, but cannot reach the network.
     ///
     /// # Errors
-    /// BadHandle; cache or DB I/O errors; with `Network`, the upload's error.
+    /// BadHandle; cache or DB I/O errors; with `Network`, the upload's error; with either,
+    /// [`FlushError::QuotaExceeded`](crate::flusher::FlushError::QuotaExceeded) (EDQUOT).
     ///
     /// # Cancel safety
     /// Safe: it can be repeated.
@@ -950,14 +955,18 @@ impl Fs {
         self.inner.db.sync()?;
         if self.inner.config.fsync == FsyncMode::Network {
             self.inner.flusher.upload_now(ino).await?;
+        } else if let Some(reason) = self.inner.flusher.quota_refused(ino).await {
+            return Err(crate::flusher::FlushError::QuotaExceeded { ino, reason }.into());
         }
         Ok(())
     }
 
-    /// Capacity. With a network: its advertised free capacity divided by the redundancy of
-    /// the layout big files get, capped by the cache filesystem's free space (every write lands
-    /// there first), never zero while a storage node is up; total = free + bytes cached. Without
-    /// one (or when the network does not report capacity): the filesystem holding the cache
+    /// Capacity. With a network: what the owner may still store there (each storage node's
+    /// free space capped by what is left of the owner's quota on it, summed, from figures the
+    /// node refreshes in the background: statfs never waits for the network) divided by the
+    /// redundancy of the layout big files get, capped by the cache filesystem's free space
+    /// (every write lands there first); total = free + bytes cached, never zero. Without one
+    /// (or before any storage node has reported its space): the filesystem holding the cache
     /// directory.
     ///
     /// # Errors

@@ -210,7 +210,7 @@ impl Uploader for ObjectUploader {
                         log_durability(&objects, &stored, &format!("a pack of {n} files")).await;
                         Some(Ok(stored))
                     }
-                    Err(e) => Some(Err(e.to_string())),
+                    Err(e) => Some(Err(e)),
                 }
             };
             let mut members = members.into_iter();
@@ -227,9 +227,7 @@ impl Uploader for ObjectUploader {
                                 offset: m.offset,
                                 len: m.len,
                             }),
-                            (Some(Err(reason)), _) => Err(UploadError::Failed {
-                                reason: reason.clone(),
-                            }),
+                            (Some(Err(e)), _) => Err(UploadError::from_core(e)),
                             _ => Err(UploadError::Failed {
                                 reason: "a pack lost track of a member".into(),
                             }),
@@ -252,7 +250,7 @@ impl Uploader for ObjectUploader {
             });
             let put = objects.put(source, job.size, None, &|_| {});
             let stored = tokio::select! {
-                r = put => r.map_err(|e| UploadError::Failed { reason: e.to_string() })?,
+                r = put => r.map_err(|e| UploadError::from_core(&e))?,
                 () = job.cancel.cancelled() => return Err(UploadError::Cancelled),
             };
             log_durability(&objects, &stored, &format!("inode {}", job.ino)).await;

@@ -26,6 +26,10 @@ use crate::transfer::{DEFAULT_WORKERS, Priority, TransferPool};
 /// Peers tried for one shard before a store gives up: the placed peer and three others.
 pub const MAX_STORE_ATTEMPTS: u32 = 4;
 
+/// How long [`Client::refresh_usage`] waits for a peer's figures: 5 s, a round trip to a slow
+/// peer with room to spare; `defs status` waits at most this.
+pub const USAGE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long a broadcast lookup waits for answers.
 pub const LOOKUP_WINDOW: Duration = Duration::from_secs(2);
 
@@ -325,6 +329,10 @@ impl Client {
         let mut tried: Vec<PeerId> = Vec::new();
         let mut peer = first;
         let mut last = String::from("no peer tried");
+        // Attempts refused because the owner's quota (or the node) is full, and refused for
+        // any other reason (unreachable peers and timeouts are neither).
+        let mut quota_refusals = 0u32;
+        let mut other_refusals = 0u32;
         for attempt in 0..MAX_STORE_ATTEMPTS {
             tried.push(peer);
             let this = self.clone();
@@ -340,8 +348,14 @@ impl Client {
                 Ok(()) => return Ok(peer),
                 Err(e) => {
                     debug!(shard = %id, peer = %short(&peer), attempt, error = %e, "store failed; trying another peer");
+                    if e.remote_code().is_some_and(|c| c != ErrorCode::QuotaFull) {
+                        other_refusals += 1;
+                    }
                     if e.remote_code() == Some(ErrorCode::QuotaFull) {
+                        quota_refusals += 1;
                         self.node.report(peer, Outcome::Failure);
+                        // Its cached figures are stale: ask for them again (statfs, status).
+                        self.refresh_usage_of(peer);
                     }
                     last = format!("{e}");
                 }
@@ -353,7 +367,11 @@ impl Client {
                 Ok(c) => Arc::new(c),
                 Err(_) => candidates.clone(),
             };
-            let untried = now.iter().filter(|c| !tried.contains(&c.peer));
+            // This machine's store is a last resort against unreachable peers, not a way around
+            // the owner's quota on the network: a shard refused for quota never lands there.
+            let untried = now
+                .iter()
+                .filter(|c| !tried.contains(&c.peer) && (!c.local || quota_refusals == 0));
             let fresh: Vec<&Candidate> = untried
                 .clone()
                 .filter(|c| !avoid.contains(&c.peer))
@@ -372,9 +390,12 @@ impl Client {
             };
             peer = next;
         }
+        let attempts = tried.len() as u32;
         Err(Error::StoreFailed {
             shard: id,
-            attempts: tried.len() as u32,
+            attempts,
+            // Every node that answered refused for quota (some may not have answered at all).
+            quota: quota_refusals > 0 && other_refusals == 0,
             last,
         })
     }
@@ -571,12 +592,48 @@ impl Client {
         })
     }
 
-    /// Free bytes advertised by those nodes (see [`crate::node::NodeStatus::network_free`]).
+    /// Bytes this owner may still store on the network, raw (before redundancy), from the
+    /// figures the node keeps ([`crate::node::owner_room`]): no network round trip.
+    ///
+    /// # Errors
+    /// [`Error::Closed`]; [`Error::NoPeers`] when no storage node has reported its space yet.
+    pub async fn capacity(&self) -> Result<u64> {
+        crate::node::owner_room(&self.node.status().await?.owner_space).ok_or(Error::NoPeers)
+    }
+
+    /// Asks every connected storage peer at once for its capacity and for this owner's use and
+    /// quota there, and waits for the answers (each at most [`USAGE_TIMEOUT`]), so the node's
+    /// figures ([`crate::node::NodeStatus::owner_space`]) are those of now. A peer that does
+    /// not answer keeps its last figures.
     ///
     /// # Errors
     /// [`Error::Closed`].
-    pub async fn capacity(&self) -> Result<u64> {
-        Ok(self.node.status().await?.network_free)
+    pub async fn refresh_usage(&self) -> Result<()> {
+        let space = self.node.status().await?.owner_space;
+        let asks = space.iter().filter(|s| !s.local).flat_map(|s| {
+            [Request::Info, Request::OwnerUsage]
+                .map(|r| self.request_within(s.peer, r, USAGE_TIMEOUT))
+        });
+        for r in join_all(asks).await {
+            if let Err(e) = r {
+                debug!(error = %e, "usage refresh: no answer");
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks `peer` for this owner's use and quota in the background (its answer updates the
+    /// node's figures).
+    fn refresh_usage_of(&self, peer: PeerId) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = this
+                .request_within(peer, Request::OwnerUsage, USAGE_TIMEOUT)
+                .await
+            {
+                debug!(peer = %short(&peer), error = %e, "usage refresh: no answer");
+            }
+        });
     }
 
     /// Connected peers for the given node ids (manifest holders); unknown ones are left out.
@@ -597,6 +654,16 @@ impl Client {
 fn to_core(op: &'static str, shard: ShardId, e: Error) -> defs_core::Error {
     match e {
         Error::Core(c) => c,
+        Error::StoreFailed {
+            shard,
+            attempts,
+            quota: true,
+            last,
+        } => defs_core::Error::QuotaRefused {
+            shard,
+            nodes: attempts,
+            last,
+        },
         e => defs_core::Error::Remote {
             op,
             shard,

@@ -17,6 +17,7 @@ use crate::client::Client;
 use crate::control::{ControlRequest, Handler, ProgressSink};
 use crate::error::{Error, Result};
 use crate::files::Existing;
+use crate::node::NodeSpace;
 use crate::transfer::Progress;
 
 /// The answer to `defs sync` from a node that serves no mount.
@@ -353,6 +354,8 @@ pub async fn status_with(
     json: bool,
     files_not_on_network: Option<String>,
 ) -> Result<String> {
+    // The owner's use and quota on each node as of now (each peer at most USAGE_TIMEOUT).
+    client.refresh_usage().await?;
     let s = client.node().status().await?;
     let usable = s.storage_peers + usize::from(s.info.storage);
     let node_warning = protection(s.storage_peers, s.info.storage);
@@ -363,7 +366,7 @@ pub async fn status_with(
     if json {
         let _ = write!(
             out,
-            "{{\"peer\":{},\"node_id\":{},\"listen\":[{}],\"connected_peers\":{},\"storage_peers\":{},\"usable_storage_nodes\":{},\"storage\":{},\"capacity\":{},\"used\":{},\"shards\":{},\"network_capacity\":{},\"network_free\":{},\"protected\":{},\"warning\":{},\"pairing\":{},\"audits\":{},\"reach\":{}}}",
+            "{{\"peer\":{},\"node_id\":{},\"listen\":[{}],\"connected_peers\":{},\"storage_peers\":{},\"usable_storage_nodes\":{},\"storage\":{},\"capacity\":{},\"used\":{},\"shards\":{},\"network_capacity\":{},\"network_free\":{},\"protected\":{},\"warning\":{},\"pairing\":{},\"audits\":{},\"reach\":{},\"owner\":{}}}",
             json_str(&s.peer.to_string()),
             json_str(&s.node_id.to_hex()),
             s.listen
@@ -385,6 +388,7 @@ pub async fn status_with(
             s.pairing.as_ref().map_or("null".into(), pairing_json),
             audits_json(&s.audits),
             reach_json(&s.reach),
+            owner_json(&s.owner_space),
         );
     } else {
         let _ = writeln!(out, "peer id:        {}", s.peer);
@@ -416,6 +420,7 @@ pub async fn status_with(
             s.network_free,
             s.network_capacity
         );
+        owner_text(&mut out, &s.owner_space);
         if let Some(p) = &s.pairing {
             pairing_text(&mut out, p);
         }
@@ -425,6 +430,110 @@ pub async fn status_with(
         }
     }
     Ok(out.trim_end().to_string())
+}
+
+/// Totals of this owner's space over the nodes [`crate::node::owner_room`] counts: bytes it
+/// stores there, and the bytes it may still store (`None` before any has reported).
+fn owner_totals(space: &[NodeSpace]) -> (u64, Option<u64>) {
+    let remote = space.iter().any(|n| !n.local);
+    let stored = space
+        .iter()
+        .filter(|n| n.local != remote)
+        .filter_map(|n| n.usage.map(|u| u.used))
+        .fold(0, u64::saturating_add);
+    (stored, crate::node::owner_room(space))
+}
+
+/// One node's quota in words: "quota N bytes" or "no quota".
+fn quota_words(quota: u64) -> String {
+    if quota == 0 {
+        "no per-owner quota".into()
+    } else {
+        format!("quota {quota} bytes")
+    }
+}
+
+/// The lines of `defs status` on this identity's space: what it stores on each storage node
+/// and its quota there, and the totals.
+fn owner_text(out: &mut String, space: &[NodeSpace]) {
+    let remote = space.iter().any(|n| !n.local);
+    let (stored, room) = owner_totals(space);
+    let counted = space.iter().filter(|n| n.local != remote).count();
+    let room = room.map_or("unknown (no node has reported yet)".to_string(), |r| {
+        format!("{r} more bytes fit")
+    });
+    let _ = writeln!(
+        out,
+        "your space:     {stored} bytes stored on {counted} node(s); {room} (shard bytes, before redundancy)"
+    );
+    for n in space {
+        let who = match (n.local, n.node_id) {
+            (true, _) => "this node".to_string(),
+            (false, Some(id)) => format!("node {}", short_hex(&id.to_hex())),
+            (false, None) => format!("peer {}", n.peer),
+        };
+        let line = match n.usage {
+            Some(u) => format!(
+                "{} bytes stored, {}, {} more fit (node: {} of {} bytes free)",
+                u.used,
+                quota_words(u.quota),
+                u.room(),
+                u.capacity.saturating_sub(u.node_used),
+                u.capacity
+            ),
+            None => match n.space {
+                Some((capacity, used)) => format!(
+                    "has not told this identity's use (an older node); {} of {capacity} bytes free",
+                    capacity.saturating_sub(used)
+                ),
+                None => "has not reported its space yet".into(),
+            },
+        };
+        let note = if n.local && remote {
+            " [not counted: a last resort, not the network]"
+        } else {
+            ""
+        };
+        let _ = writeln!(out, "  {who}: {line}{note}");
+    }
+}
+
+/// The first 16 hex digits of an id, for a line that names many nodes.
+fn short_hex(hex: &str) -> &str {
+    &hex[..hex.len().min(16)]
+}
+
+/// `defs status --json`'s `owner` object: totals and one entry per node.
+fn owner_json(space: &[NodeSpace]) -> String {
+    let (stored, room) = owner_totals(space);
+    let remote = space.iter().any(|n| !n.local);
+    let nodes: Vec<String> = space
+        .iter()
+        .map(|n| {
+            let opt = |v: Option<u64>| v.map_or("null".to_string(), |v| v.to_string());
+            format!(
+                "{{\"peer\":{},\"node_id\":{},\"local\":{},\"counted\":{},\"stored\":{},\"quota\":{},\"room\":{},\"capacity\":{},\"used\":{}}}",
+                json_str(&n.peer.to_string()),
+                n.node_id.map_or("null".into(), |id| json_str(&id.to_hex())),
+                n.local,
+                n.local != remote,
+                opt(n.usage.map(|u| u.used)),
+                opt(n.usage.map(|u| u.quota)),
+                if n.usage.is_some() || n.space.is_some() {
+                    n.room().to_string()
+                } else {
+                    "null".into()
+                },
+                opt(n.space.map(|(c, _)| c)),
+                opt(n.space.map(|(_, u)| u)),
+            )
+        })
+        .collect();
+    format!(
+        "{{\"stored\":{stored},\"room\":{},\"nodes\":[{}]}}",
+        room.map_or("null".to_string(), |r| r.to_string()),
+        nodes.join(",")
+    )
 }
 
 /// Seconds from `ms` (since the epoch) to now, for "… s ago".

@@ -122,6 +122,9 @@ pub enum Error {
         shard: ShardId,
         /// How many peers were tried.
         attempts: u32,
+        /// Every peer tried that answered refused because the owner's quota (or the node) is
+        /// full (at least one did; the others could not be reached).
+        quota: bool,
         /// The last error.
         last: String,
     },

@@ -47,7 +47,9 @@ use crate::bootstrap;
 use crate::error::{Error, Result};
 use crate::lookup::{self, AskLimiter, AskPacer, LOOKUP_TOPIC};
 use crate::placement::{Candidate, PeerStats};
-use crate::protocol::{Ask, ErrorCode, MAX_ASK_ADDRS, MAX_IDS, NodeInfo, Request, Response};
+use crate::protocol::{
+    Ask, ErrorCode, MAX_ASK_ADDRS, MAX_IDS, NodeInfo, OwnerUsage, Request, Response,
+};
 use crate::service::{self, Service};
 
 mod handle;
@@ -80,7 +82,8 @@ pub const MAX_TRACKED_PEERS: usize = 4096;
 /// How often the actor checks lookup deadlines and refreshes peer info.
 pub const TICK: Duration = Duration::from_millis(50);
 
-/// How often capacity info of connected storage peers is refreshed.
+/// How often capacity info of connected storage peers (and this owner's use and quota on each)
+/// is refreshed.
 pub const INFO_REFRESH: Duration = Duration::from_secs(30);
 
 /// Idle connections are kept this long (shard transfers come in bursts).
@@ -223,6 +226,10 @@ pub struct NodeStatus {
     pub info: NodeInfo,
     /// Free bytes advertised by those storage peers plus our own store's free bytes.
     pub network_free: u64,
+    /// Each storage node that may take this owner's shards: our own store first (when we have
+    /// one), then the connected remote storage peers, with this owner's use and quota on each
+    /// as last reported.
+    pub owner_space: Vec<NodeSpace>,
     /// Capacity advertised by those storage peers plus our own store's capacity.
     pub network_capacity: u64,
     /// Pairing: partner, mirror lag, wards (a storage node with pairing on).
@@ -231,6 +238,58 @@ pub struct NodeStatus {
     pub audits: crate::audit::Summary,
     /// Whether this node is reachable, its relays, and how its connections go.
     pub reach: ReachReport,
+}
+
+/// One storage node's space for this node's owner (its identity), for `defs status` and the
+/// mount's statfs, from the node's last answers to Info and [`Request::OwnerUsage`] (refreshed
+/// every [`INFO_REFRESH`], and at once by [`crate::Client::refresh_usage`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSpace {
+    /// The node's peer id.
+    pub peer: PeerId,
+    /// Its node id.
+    pub node_id: Option<NodeId>,
+    /// This is our own store.
+    pub local: bool,
+    /// What the owner stores there and its quota there; `None` while the node has not answered
+    /// (or is an older node that does not know the request).
+    pub usage: Option<OwnerUsage>,
+    /// The node's capacity and bytes used (from Info), when known.
+    pub space: Option<(u64, u64)>,
+}
+
+impl NodeSpace {
+    /// Bytes the owner may still store there: [`OwnerUsage::room`] when the node reported the
+    /// owner's use, else its advertised free space (0 while it reported nothing).
+    pub fn room(&self) -> u64 {
+        match (&self.usage, self.space) {
+            (Some(u), _) => u.room(),
+            (None, Some((capacity, used))) => capacity.saturating_sub(used),
+            (None, None) => 0,
+        }
+    }
+}
+
+/// How many bytes the owner may still store on the network, raw (shards, before redundancy):
+/// the sum of [`NodeSpace::room`] over the remote storage nodes, or our own store's room when
+/// there is no remote one (placement uses our own store only as a last resort, and a shard
+/// refused for quota is never moved to it, see [`crate::Client`]). `None` while none of those
+/// nodes has reported its space yet (just after connecting), or when there is none.
+pub fn owner_room(space: &[NodeSpace]) -> Option<u64> {
+    let remote = space.iter().any(|s| !s.local);
+    let counted: Vec<&NodeSpace> = space.iter().filter(|s| s.local != remote).collect();
+    if counted
+        .iter()
+        .all(|s| s.usage.is_none() && s.space.is_none())
+    {
+        return None;
+    }
+    Some(
+        counted
+            .iter()
+            .map(|s| s.room())
+            .fold(0, u64::saturating_add),
+    )
 }
 
 /// What a one-shot node found of the network ([`Node::discover`]).
@@ -472,6 +531,8 @@ struct PeerState {
     storage: bool,
     stats: PeerStats,
     info: Option<NodeInfo>,
+    /// This owner's use and quota there, as last reported.
+    usage: Option<OwnerUsage>,
     node_id: Option<NodeId>,
     last_seen: Instant,
     /// The node id solves the puzzle at our difficulty; refused otherwise.
@@ -512,7 +573,7 @@ enum Pending {
         started: Instant,
         sent_bytes: u64,
     },
-    /// The actor's own Info refresh.
+    /// The actor's own Info (or owner usage) refresh.
     Info { peer: PeerId },
     /// A lookup answer we sent.
     Answer,

@@ -1,5 +1,5 @@
 //! The shard protocol's wire messages: what a client asks a storage node (store, fetch, has,
-//! delete, info, and put or get an owner's root record) and what holders send back to a
+//! delete, info, the asker's own use and quota there, and put or get an owner's root record) and what holders send back to a
 //! broadcast lookup, plus the lookup ask itself.
 //!
 //! Every message is a frame: `u32 LE body length` then the body, `u8 version (1)`, `u8 tag`,
@@ -136,6 +136,11 @@ pub enum Request {
     },
     /// Capacity and zone of the node, for placement.
     Info,
+    /// What the asking owner stores on the node and its quota there ([`OwnerUsage`]). The
+    /// owner is the requesting peer: its peer id is its node key, authenticated by the
+    /// connection's handshake (noise or TLS), so nobody learns another owner's figures and the
+    /// request needs no signature or nonce of its own.
+    OwnerUsage,
     /// Keep this root record as its owner's newest (the record is self-certifying: the node
     /// verifies it and applies the no-rollback rule; anyone may relay it).
     PutRoot {
@@ -203,6 +208,35 @@ pub struct NodeInfo {
     pub zone: String,
 }
 
+/// What a node stores for the owner that asked ([`Request::OwnerUsage`]), its quota there, and
+/// the node's own space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OwnerUsage {
+    /// Bytes charged to the owner on this node: each of its shards in full (a shard shared
+    /// with other owners too), mirror copies a paired node keeps for it included.
+    pub used: u64,
+    /// The node's per-owner quota (`[node] owner_quota_bytes`); 0 = no limit beyond the
+    /// node's capacity.
+    pub quota: u64,
+    /// The node's capacity, bytes.
+    pub capacity: u64,
+    /// Bytes of distinct shards the node holds for everybody.
+    pub node_used: u64,
+}
+
+impl OwnerUsage {
+    /// Bytes the owner may still store on this node: the node's free space, capped by what is
+    /// left of the owner's quota when it has one.
+    pub fn room(&self) -> u64 {
+        let free = self.capacity.saturating_sub(self.node_used);
+        if self.quota == 0 {
+            free
+        } else {
+            free.min(self.quota.saturating_sub(self.used))
+        }
+    }
+}
+
 /// What a node answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response {
@@ -218,6 +252,8 @@ pub enum Response {
     Ack,
     /// Capacity and zone.
     Info(NodeInfo),
+    /// The asking owner's use and quota on the node.
+    OwnerUsage(OwnerUsage),
     /// The root record held for the owner asked about (unverified: the asker verifies).
     Root(Vec<u8>),
     /// A refusal.
@@ -268,6 +304,7 @@ const TAG_HOLDERS: u8 = 5;
 const TAG_INFO: u8 = 6;
 const TAG_PUT_ROOT: u8 = 7;
 const TAG_GET_ROOT: u8 = 8;
+const TAG_OWNER_USAGE: u8 = 10;
 // Pairing and audits: well clear of the root-record frames (7, 8).
 const TAG_AUDIT: u8 = 20;
 const TAG_PAIR: u8 = 21;
@@ -282,6 +319,7 @@ const TAG_ACK: u8 = 105;
 const TAG_INFO_REPLY: u8 = 106;
 const TAG_ERROR: u8 = 107;
 const TAG_ROOT: u8 = 108;
+const TAG_OWNER_USAGE_REPLY: u8 = 110;
 const TAG_PROOF: u8 = 120;
 const TAG_BEAT: u8 = 122;
 
@@ -405,6 +443,7 @@ impl Request {
                 put_ids(&mut h, ids)?;
             }
             Request::Info => h.push(TAG_INFO),
+            Request::OwnerUsage => h.push(TAG_OWNER_USAGE),
             Request::PutRoot { record } => {
                 h.push(TAG_PUT_ROOT);
                 put_record(&mut h, record)?;
@@ -504,6 +543,7 @@ impl Request {
                 Request::Holders { ask, ids: r.ids()? }
             }
             TAG_INFO => Request::Info,
+            TAG_OWNER_USAGE => Request::OwnerUsage,
             TAG_PUT_ROOT => Request::PutRoot {
                 record: r.record()?,
             },
@@ -586,6 +626,12 @@ impl Response {
                 let n = len_u32("zone", info.zone.len(), MAX_ZONE_LEN as u64)?;
                 h.push(n as u8);
                 h.extend_from_slice(info.zone.as_bytes());
+            }
+            Response::OwnerUsage(u) => {
+                h.push(TAG_OWNER_USAGE_REPLY);
+                for v in [u.used, u.quota, u.capacity, u.node_used] {
+                    h.extend_from_slice(&v.to_le_bytes());
+                }
             }
             Response::Root(record) => {
                 h.push(TAG_ROOT);
@@ -711,6 +757,12 @@ impl Response {
                     zone,
                 })
             }
+            TAG_OWNER_USAGE_REPLY => Response::OwnerUsage(OwnerUsage {
+                used: r.u64()?,
+                quota: r.u64()?,
+                capacity: r.u64()?,
+                node_used: r.u64()?,
+            }),
             TAG_ERROR => {
                 let code = ErrorCode::from_u16(r.u16()?);
                 let n = usize::from(r.u16()?);

@@ -18,7 +18,7 @@ use defs_core::types::{NodeId, ShardId};
 use libp2p::PeerId;
 use tracing::info;
 
-use crate::protocol::{Auth, ErrorCode, NodeInfo, Request, Response, auth_message};
+use crate::protocol::{Auth, ErrorCode, NodeInfo, OwnerUsage, Request, Response, auth_message};
 
 /// How far a signed request's timestamp may be from our clock: 10 minutes.
 pub const MAX_CLOCK_SKEW_MS: u64 = 10 * 60 * 1000;
@@ -170,6 +170,18 @@ impl Service {
         }
     }
 
+    /// What `owner` stores here, its quota here and this node's space: the answer to an
+    /// [`Request::OwnerUsage`] of `owner` (the peer that asked, or this node itself).
+    pub(crate) fn owner_usage(&self, owner: &NodeId) -> OwnerUsage {
+        let usage = self.store.usage();
+        OwnerUsage {
+            used: self.store.owner_usage(owner),
+            quota: self.store.quotas().per_owner,
+            capacity: self.capacity,
+            node_used: usage.used,
+        }
+    }
+
     /// Verifies the owner's signature over a store or delete and returns the owner.
     fn verify(
         &mut self,
@@ -242,6 +254,7 @@ impl Service {
             Request::GetRoot { owner } => Ok(Op::GetRoot { owner }),
             Request::Holders { .. }
             | Request::Info
+            | Request::OwnerUsage
             | Request::Pair
             | Request::Heartbeat { .. }
             | Request::Mirror { .. } => Err(Response::error(

@@ -194,3 +194,65 @@ async fn a_full_quota_is_a_distinct_error_and_placement_moves_on() {
         .unwrap();
     assert_eq!(crate::util::hash_file(&out), crate::util::hash_file(&src));
 }
+
+/// Issue 22: a node answers `OwnerUsage` about the asking owner, and a shard every node refuses
+/// for lack of room is a quota refusal (EDQUOT at the mount), not a generic failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn owner_usage_tells_the_asker_its_figures_and_a_shard_nobody_takes_is_a_quota_refusal() {
+    use defs_core::remote::{OutShard, ShardClient};
+    let cluster = TestCluster::start_with_capacities(&[64 << 10, 64 << 10, 64 << 10]).await;
+    let client = cluster.client().await;
+    // Every node's first Info answer (asked at connection) is in before anything is stored: an
+    // answer arriving after the first segment would show a node without room, which placement
+    // then skips (no candidate: "no storage peers") instead of trying it. The next refresh is
+    // INFO_REFRESH (30 s) away; this test takes well under a second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let space = client.node().status().await.unwrap().owner_space;
+        if space
+            .iter()
+            .filter(|s| !s.local && s.space.is_some())
+            .count()
+            == 3
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{space:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let peer = cluster.net.node(0).unwrap().node.peer_id();
+    let (id, data) = shard(10_000, 9);
+    timeout(client.store_on(peer, id, data)).await.unwrap();
+    match timeout(client.node().request(peer, Request::OwnerUsage))
+        .await
+        .unwrap()
+    {
+        defs_net::protocol::Response::OwnerUsage(u) => {
+            assert_eq!(u.used, 10_000, "{u:?}");
+            assert_eq!(u.capacity, 64 << 10, "{u:?}");
+            assert_eq!(u.node_used, 10_000, "{u:?}");
+            assert_eq!(u.room(), (64 << 10) - 10_000, "{u:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // A segment of three 40 kB shards fits once on the three nodes, not twice.
+    let segment = |seed: u8| -> Vec<OutShard> {
+        (0..3)
+            .map(|i| {
+                let (id, data) = shard(40_000, seed + i);
+                OutShard::new(id, data)
+            })
+            .collect()
+    };
+    timeout(ShardClient::store_segment(&client, segment(20), 1))
+        .await
+        .unwrap();
+    let err = timeout(ShardClient::store_segment(&client, segment(30), 1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, defs_core::Error::QuotaRefused { .. }),
+        "{err}"
+    );
+}

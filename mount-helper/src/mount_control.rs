@@ -173,6 +173,20 @@ impl MountCommands {
         let node = commands::status_with(&self.commands.client, json, not_on_network(&tree))
             .await
             .map_err(|e| format!("{e:#}"))?;
+        // After the node's status, which refreshed the owner's figures on every node: the
+        // same space statfs (df) reports now.
+        let space = self
+            .fs
+            .statfs()
+            .await
+            .map(|st| {
+                let frsize = u64::from(st.frsize.max(1));
+                (
+                    st.bavail.saturating_mul(frsize),
+                    st.blocks.saturating_mul(frsize),
+                )
+            })
+            .map_err(|e| format!("{e}"))?;
         let published = match &self.publisher {
             Some(p) => Some(p.status().await),
             None => None,
@@ -192,7 +206,9 @@ impl MountCommands {
                 return Err("the mount's status is not a JSON object".into());
             };
             return Ok(format!(
-                "{open},\"mount\":{mount},\"tree\":{},\"repair\":{},\"namespace\":{},\"gc\":{}}}}}",
+                "{open},\"mount\":{mount},\"space\":{{\"available\":{},\"size\":{}}},\"tree\":{},\"repair\":{},\"namespace\":{},\"gc\":{}}}}}",
+                space.0,
+                space.1,
                 tree_json(&self.mountpoint, &tree),
                 commands::repair_json(&self.commands.repairer.status()),
                 namespace_json(published.as_ref(), followed.as_ref()),
@@ -202,8 +218,9 @@ impl MountCommands {
             ));
         }
         let mut out = format!(
-            "{node}\n{}{}\n{}\n{}",
+            "{node}\n{}{}{}\n{}\n{}",
             mount_text(&self.mountpoint, &mount),
+            space_text(space),
             tree_text(&self.mountpoint, &tree).trim_end(),
             commands::repair_text(&self.commands.repairer.status()),
             namespace_text(published.as_ref(), followed.as_ref())
@@ -234,6 +251,13 @@ impl MountCommands {
         .await
         .map_err(|e| format!("{e:#}"))
     }
+}
+
+/// The mount's space line of `defs status`: what `df MOUNT` shows, bytes.
+fn space_text((available, size): (u64, u64)) -> String {
+    format!(
+        "space:          {available} bytes available of {size} (df: what this identity may still store, after redundancy)\n"
+    )
 }
 
 /// The namespace line of `defs status`: what of the tree's names is on the network (a

@@ -17,6 +17,7 @@ mod lease;
 mod lifecycle;
 mod packing;
 mod posix;
+mod quota;
 mod readme;
 mod recovery;
 mod remount;

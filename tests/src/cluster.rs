@@ -97,6 +97,24 @@ pub fn disable_pairing(dir: &Path) {
     std::fs::write(&path, off).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
 }
 
+/// Sets `[node] owner_quota_bytes` (what any one owner may store on the node) in the config of
+/// the data dir `dir` (made by [`init`]).
+///
+/// # Panics
+/// When the config cannot be read or written, or has no such setting.
+pub fn set_owner_quota(dir: &Path, bytes: u64) {
+    let path = dir.join("config.toml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let set = text.replacen(
+        "\nowner_quota_bytes = 0\n",
+        &format!("\nowner_quota_bytes = {bytes}\n"),
+        1,
+    );
+    assert_ne!(set, text, "no owner_quota_bytes in {}", path.display());
+    std::fs::write(&path, set).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+}
+
 /// Starts `defs node` (random port on 127.0.0.1, no mDNS) in the data dir `dir` made by
 /// [`init`].
 fn spawn_node(dir: &Path, bootstrap: Option<&str>) -> Proc {
@@ -170,14 +188,25 @@ impl Cluster {
     }
 
     fn start_with(base: &Path, n: usize, pairing: bool) -> Cluster {
+        Self::start_prepared(base, n, |d| {
+            if !pairing {
+                disable_pairing(d);
+            }
+        })
+    }
+
+    /// `n` storage nodes as [`Cluster::start`] makes them, each data dir passed to `prepare`
+    /// after `defs init` and before its node starts (e.g. to change its `config.toml`).
+    ///
+    /// # Panics
+    /// When a node does not start.
+    pub fn start_prepared(base: &Path, n: usize, prepare: impl Fn(&Path)) -> Cluster {
         let dirs: Vec<PathBuf> = (0..n).map(|i| base.join(format!("n{i}"))).collect();
         let mut nodes = Vec::with_capacity(n);
         let mut first = None;
         for d in &dirs {
             init(d);
-            if !pairing {
-                disable_pairing(d);
-            }
+            prepare(d);
             nodes.push(spawn_node(d, first.as_deref()));
             if first.is_none() {
                 first = Some(wait_for_addr(d));

@@ -151,6 +151,7 @@ impl ToErrno for Error {
     fn to_errno(&self) -> i32 {
         match self {
             Error::Core(e) => e.to_errno(),
+            Error::Flush(crate::flusher::FlushError::QuotaExceeded { .. }) => libc::EDQUOT,
             Error::Flush(_) => libc::EIO,
             Error::BadHandle { .. } => libc::EBADF,
             Error::NotWritable { .. } => libc::EBADF,
@@ -168,6 +169,7 @@ impl ToErrno for Error {
     fn level(&self) -> Level {
         match self {
             Error::Core(e) => e.level(),
+            Error::Flush(crate::flusher::FlushError::QuotaExceeded { .. }) => Level::Warn,
             Error::Flush(_) => Level::Error,
             Error::BadHandle { .. } | Error::NotWritable { .. } => Level::Warn,
             Error::ReadOnly
@@ -228,7 +230,7 @@ impl ToErrno for defs_core::Error {
             E::Closed => libc::EIO,
             // stores: the cache disk full is ENOSPC, a quota EDQUOT.
             E::ShardNotFound { .. } => libc::EIO,
-            E::QuotaExceeded { .. } => libc::EDQUOT,
+            E::QuotaExceeded { .. } | E::QuotaRefused { .. } => libc::EDQUOT,
             E::StoreFull { .. } => libc::ENOSPC,
             E::NotOwner { .. } => libc::EPERM,
             E::HashMismatch { .. } => libc::EIO,

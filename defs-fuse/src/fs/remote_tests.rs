@@ -376,9 +376,12 @@ async fn statfs_reports_the_networks_free_capacity_over_redundancy() {
         "free {free}, want {want}"
     );
     assert!(s.blocks >= s.bfree);
-    // A full network with a node up still reports something: never zero.
+    // A full network (or a quota used up) has nothing available, but the disk never looks
+    // zero-sized.
     net.client.set_node_capacity(0);
-    assert!(t.fs.statfs().await.unwrap().bavail >= 1);
+    let full = t.fs.statfs().await.unwrap();
+    assert_eq!(full.bavail, 0);
+    assert!(full.blocks >= 1);
     // Nothing up: nothing free.
     for i in 0..5 {
         net.client.set_up(i, false);

@@ -253,10 +253,12 @@ impl Fs {
         }
     }
 
-    /// statfs over a network: the network's free capacity divided by the redundancy of the
-    /// layout big files get, capped by `local_free` (every write lands in the cache first);
-    /// at least one block while a storage node is up. `None` when the network does not say.
-    pub(super) async fn network_free(&self, local_free: u64, frsize: u64) -> Option<u64> {
+    /// statfs over a network: what the owner may still store on the storage nodes (each
+    /// node's free space capped by what is left of the owner's quota there, summed; the node
+    /// keeps these figures, so no network round trip) divided by the redundancy of the layout
+    /// big files get, capped by `local_free` (every write lands in the cache first). `None`
+    /// when the network does not say (no storage node has reported yet).
+    pub(super) async fn network_free(&self, local_free: u64) -> Option<u64> {
         let objects = self.inner.objects.as_ref()?;
         let client = objects.client();
         let capacity = match client.capacity().await {
@@ -278,27 +280,22 @@ impl Fs {
             u128::from(capacity) * u128::from(data.max(1)) / u128::from(total.max(1)),
         )
         .unwrap_or(u64::MAX);
-        let mut free = usable.min(local_free);
-        if peers > 0 {
-            free = free.max(frsize);
-        }
-        Some(free)
+        Some(usable.min(local_free))
     }
 
     /// Applies [`Fs::network_free`] to the cache filesystem's figures.
     pub(super) async fn statfs_over_network(&self, local: StatFs) -> StatFs {
         let frsize = u64::from(local.frsize.max(1));
-        let Some(free) = self
-            .network_free(local.bavail.saturating_mul(frsize), frsize)
-            .await
-        else {
+        let Some(free) = self.network_free(local.bavail.saturating_mul(frsize)).await else {
             return local;
         };
         let usage = self.inner.cache.usage();
         let used = (usage.clean_bytes + usage.dirty_bytes).div_ceil(frsize);
         let free = free / frsize;
         StatFs {
-            blocks: free + used,
+            // Never a zero-sized disk (file managers refuse to copy onto one), even when
+            // nothing more fits: then available is 0.
+            blocks: (free + used).max(1),
             bfree: free,
             bavail: free,
             ..local

@@ -224,6 +224,7 @@ impl NodeActor {
                     info,
                     network_free,
                     network_capacity,
+                    owner_space: self.owner_space(),
                     pairing: self
                         .pairing
                         .as_ref()

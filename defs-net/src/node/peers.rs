@@ -27,6 +27,7 @@ impl NodeActor {
                 storage: false,
                 stats: PeerStats::new(now),
                 info: None,
+                usage: None,
                 puzzle_ok: node_id.is_some_and(|n| puzzle_ok(&n, difficulty)),
                 refusal_logged: false,
                 identified: false,
@@ -123,13 +124,68 @@ impl NodeActor {
         }
     }
 
+    /// Asks `peer` for its capacity (Info) and for what this owner stores there and its quota
+    /// ([`Request::OwnerUsage`]); the answers land in its [`PeerState`].
     pub(super) fn request_info(&mut self, peer: PeerId) {
-        let id = self
-            .swarm
-            .behaviour_mut()
-            .shard
-            .send_request(&peer, Request::Info);
-        self.pending.insert(id, Pending::Info { peer });
+        for request in [Request::Info, Request::OwnerUsage] {
+            let id = self
+                .swarm
+                .behaviour_mut()
+                .shard
+                .send_request(&peer, request);
+            self.pending.insert(id, Pending::Info { peer });
+        }
+    }
+
+    /// Keeps what an answer of `peer` says about its space (Info, or this owner's use and
+    /// quota there), whoever asked.
+    pub(super) fn note_space(&mut self, peer: PeerId, response: &Response) {
+        match response {
+            Response::Info(info) => {
+                let s = self.peer(peer);
+                s.stats.free = Some(info.capacity.saturating_sub(info.used));
+                s.stats.zone = (!info.zone.is_empty()).then(|| info.zone.clone());
+                s.storage = info.storage;
+                s.info = Some(info.clone());
+            }
+            Response::OwnerUsage(usage) => {
+                let s = self.peer(peer);
+                s.usage = Some(*usage);
+                if let Some(info) = s.info.as_mut() {
+                    info.capacity = usage.capacity;
+                    info.used = usage.node_used;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// This owner's space on each storage node that may take its shards: our own store, then
+    /// the connected remote storage peers (see [`NodeStatus::owner_space`]).
+    pub(super) fn owner_space(&self) -> Vec<NodeSpace> {
+        let mut out = Vec::new();
+        if let Some(service) = &self.service {
+            let info = service.info();
+            out.push(NodeSpace {
+                peer: self.peer_id,
+                node_id: Some(self.node_id),
+                local: true,
+                usage: Some(service.owner_usage(&self.node_id)),
+                space: Some((info.capacity, info.used)),
+            });
+        }
+        for (peer, s) in &self.peers {
+            if s.connections > 0 && s.storage && s.puzzle_ok {
+                out.push(NodeSpace {
+                    peer: *peer,
+                    node_id: s.node_id,
+                    local: false,
+                    usage: s.usage,
+                    space: s.info.as_ref().map(|i| (i.capacity, i.used)),
+                });
+            }
+        }
+        out
     }
 
     /// Whether a request of ours to `peer` (a handle's or our own Info refresh) waits for its

@@ -23,6 +23,10 @@ impl NodeActor {
             Request::Info => {
                 let _ = reply.send(Ok(Response::Info(service.info())));
             }
+            Request::OwnerUsage => {
+                let usage = service.owner_usage(&self.node_id);
+                let _ = reply.send(Ok(Response::OwnerUsage(usage)));
+            }
             request => match service.admit(request, now_ms()) {
                 Ok(op) => self.spawn_op(op, Some(Reply::Local(reply))),
                 Err(refusal) => {
@@ -205,6 +209,22 @@ impl NodeActor {
                 .send_response(channel, Response::Info(info));
             return;
         }
+        if let Request::OwnerUsage = request {
+            // The asker is the owner: its peer id is its key, proven by the handshake.
+            let answer = match node_id_of(&peer) {
+                Some(owner) => Response::OwnerUsage(service.owner_usage(&owner)),
+                None => Response::error(
+                    ErrorCode::BadRequest,
+                    "your peer id is not a secp256k1 key: no owner to report on",
+                ),
+            };
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .shard
+                .send_response(channel, answer);
+            return;
+        }
         match service.admit(request, now_ms()) {
             Ok(op) => self.spawn_op(op, Some(Reply::Peer(channel))),
             Err(refusal) => {
@@ -249,6 +269,7 @@ impl NodeActor {
                             _ => 0,
                         };
                     let took = started.elapsed();
+                    self.note_space(peer, &response);
                     let state = self.peer(peer);
                     let s = &mut state.stats;
                     match &response {
@@ -263,15 +284,7 @@ impl NodeActor {
                     }
                     let _ = reply.send(Ok(response));
                 }
-                Some(Pending::Info { peer }) => {
-                    if let Response::Info(info) = response {
-                        let s = self.peer(peer);
-                        s.stats.free = Some(info.capacity.saturating_sub(info.used));
-                        s.stats.zone = (!info.zone.is_empty()).then(|| info.zone.clone());
-                        s.storage = info.storage;
-                        s.info = Some(info);
-                    }
-                }
+                Some(Pending::Info { peer }) => self.note_space(peer, &response),
                 Some(Pending::Answer) | None => {}
             },
             request_response::Event::OutboundFailure {

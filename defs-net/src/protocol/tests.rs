@@ -43,6 +43,7 @@ fn requests() -> Vec<Request> {
             ids: vec![ShardId([7; 32])],
         },
         Request::Info,
+        Request::OwnerUsage,
         Request::PutRoot {
             record: vec![5; 300],
         },
@@ -77,6 +78,12 @@ fn responses() -> Vec<Response> {
             used: 3,
             shards: 2,
             zone: "rack-1".into(),
+        }),
+        Response::OwnerUsage(OwnerUsage {
+            used: 1500,
+            quota: 2000,
+            capacity: 1 << 30,
+            node_used: 7,
         }),
         Response::error(ErrorCode::QuotaFull, "full"),
         Response::error(ErrorCode::Rollback, "seq 3 below 4"),
@@ -176,4 +183,28 @@ fn asks_round_trip() {
     for cut in 0..b.len() {
         assert!(Ask::decode(&b[..cut]).is_err());
     }
+}
+
+#[test]
+fn an_owners_room_is_the_nodes_free_space_capped_by_what_is_left_of_its_quota() {
+    let u = OwnerUsage {
+        used: 1500,
+        quota: 2000,
+        capacity: 10_000,
+        node_used: 4000,
+    };
+    assert_eq!(u.room(), 500);
+    // No quota: the node's free space.
+    assert_eq!(OwnerUsage { quota: 0, ..u }.room(), 6000);
+    // A nearly full node caps a roomy quota.
+    assert_eq!(
+        OwnerUsage {
+            node_used: 9900,
+            ..u
+        }
+        .room(),
+        100
+    );
+    // Over its quota (the quota was lowered since): nothing, never an underflow.
+    assert_eq!(OwnerUsage { used: 2500, ..u }.room(), 0);
 }
