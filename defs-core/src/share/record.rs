@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::identity::{Identity, PublicKey, SignDomain, Signature};
 use crate::pipeline::aead::{TAG_LEN, open_in_place, seal_in_place};
 use crate::pipeline::keys::random_nonce;
-use crate::root_record::field;
+use crate::root_record::{Admit, field};
 use crate::types::{FileId, NodeId, to_hex};
 
 /// Magic of a share record.
@@ -407,15 +407,6 @@ impl ShareRecord {
     }
 }
 
-/// What a holder of one record per share does with a verified record it is offered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Admit {
-    /// Keep it: none was held, or it is newer.
-    Store,
-    /// Byte for byte the held one: acknowledge, change nothing.
-    Same,
-}
-
 /// The one rule of every holder (nodes, recipients): a revocation is final; otherwise a record
 /// replaces the held one of its share only with a higher seq (no replay of an older version).
 ///
@@ -423,6 +414,7 @@ pub enum Admit {
 /// [`Error::ShareRevoked`] when the held record revokes the share (and the offer is not that
 /// record); [`Error::ShareRollback`] for a seq not above the held one (other bytes);
 /// [`Error::BadShareRecord`] when the two are of different shares (a caller's bug).
+/// The verdict is the root records' [`Admit`]: store it, or an identical resend.
 pub fn admit(held: Option<&ShareRecord>, offered: &ShareRecord) -> Result<Admit> {
     let Some(held) = held else {
         return Ok(Admit::Store);
