@@ -1,6 +1,7 @@
 //! Sharing a subtree with another identity, read-only and revocable (issue 22). This module
 //! owns the key wrap ([`wrap`]: ECDH on secp256k1 + HKDF-SHA256 + AES-256-GCM), the signed
-//! share record and its no-rollback, revocation-is-final rule ([`record`]). Design: `docs/internals.md`, "Sharing"; bytes: `docs/format.md`, "Share record".
+//! share record and its no-rollback, revocation-is-final rule ([`record`]), and both ends of
+//! the view a share hands over ([`publish`]). Design: `docs/internals.md`, "Sharing"; bytes: `docs/format.md`, "Share record".
 //!
 //! ```text
 //!  owner: subtree of the namespace ──▶ view (a namespace snapshot rooted at the subtree, an
@@ -10,6 +11,7 @@
 //!         /.shared/<name>: file contents by their file keys, fetched lazily
 //! ```
 
+pub mod publish;
 pub mod record;
 pub mod wrap;
 
