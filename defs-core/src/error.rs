@@ -116,6 +116,41 @@ pub enum Error {
         offered: u64,
     },
 
+    // ---- share records (share) -----------------------------------------------------------------
+    /// Bytes offered as a share record are not a valid one (forged, malformed, addressed to
+    /// someone else), or its body does not open.
+    #[error("not a valid share record: {reason}")]
+    BadShareRecord {
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A share record for a share its owner has revoked: the revocation is final.
+    #[error("share {share} of {owner} was revoked by its owner; no later record of it is accepted")]
+    ShareRevoked {
+        /// The owner.
+        owner: NodeId,
+        /// The share id, hex.
+        share: String,
+    },
+
+    /// A share record that does not supersede the one held for its share: a lower seq, or the
+    /// same seq with other bytes (a replay of an older version).
+    #[error(
+        "share record {share} of {owner} refused: seq {offered} does not supersede seq {held} \
+         already held (no rollback)"
+    )]
+    ShareRollback {
+        /// The owner.
+        owner: NodeId,
+        /// The share id, hex.
+        share: String,
+        /// The sequence number already held.
+        held: u64,
+        /// The sequence number offered.
+        offered: u64,
+    },
+
     /// No place to keep or find an owner's root record could be reached.
     #[error("no place to keep or find the root record of {owner} could be reached: {reason}")]
     RootUnreachable {

@@ -71,6 +71,8 @@ pub enum SignDomain {
     Pairing,
     /// A node announcement (addresses, capacity).
     Announce,
+    /// A share record: a subtree's keys wrapped for another identity, or its revocation.
+    ShareRecord,
 }
 
 impl SignDomain {
@@ -85,6 +87,7 @@ impl SignDomain {
             SignDomain::Heartbeat => "heartbeat",
             SignDomain::Pairing => "pairing",
             SignDomain::Announce => "announce",
+            SignDomain::ShareRecord => "share-record",
         }
     }
 }

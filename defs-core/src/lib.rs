@@ -48,6 +48,7 @@ pub mod remote;
 pub mod repair;
 pub mod root_record;
 pub mod shard_store;
+pub mod share;
 pub mod snapshot;
 pub mod sync;
 #[cfg(test)]

@@ -319,6 +319,66 @@ impl Objects {
         }
     }
 
+    /// The whole plaintext of object `file` (small objects: versions lists, share views).
+    ///
+    /// # Errors
+    /// As [`Objects::read_exact`].
+    pub async fn read_all(
+        &self,
+        file: FileId,
+        manifest: &Manifest,
+        key: &FileKey,
+        what: &'static str,
+    ) -> Result<Vec<u8>> {
+        self.read_exact(file, manifest, key, 0, manifest.size, what)
+            .await
+    }
+
+    /// Bytes `offset..offset + len` of object `file`, all of them, in memory.
+    ///
+    /// # Errors
+    /// The reads' errors; [`Error::Corrupt`] (`what`) when a read returns nothing or the range
+    /// runs past the object.
+    pub async fn read_exact(
+        &self,
+        file: FileId,
+        manifest: &Manifest,
+        key: &FileKey,
+        offset: u64,
+        len: u64,
+        what: &'static str,
+    ) -> Result<Vec<u8>> {
+        let end = offset.checked_add(len).filter(|&e| e <= manifest.size);
+        let Some(end) = end else {
+            return Err(Error::Corrupt {
+                what,
+                reason: format!(
+                    "{file}: {len} bytes at {offset} run past its {}",
+                    manifest.size
+                ),
+            });
+        };
+        let mut plain = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        while (plain.len() as u64) < len {
+            let at = offset + plain.len() as u64;
+            let (start, bytes) = self
+                .read_covering(file, manifest, key, at, end - at)
+                .await?;
+            let skip = usize::try_from(at.saturating_sub(start)).unwrap_or(usize::MAX);
+            match bytes.get(skip..) {
+                Some(rest) if start <= at && !rest.is_empty() => plain.extend_from_slice(rest),
+                _ => {
+                    return Err(Error::Corrupt {
+                        what,
+                        reason: format!("{file}: a read at {at} returned nothing"),
+                    });
+                }
+            }
+        }
+        plain.truncate(usize::try_from(len).unwrap_or(usize::MAX));
+        Ok(plain)
+    }
+
     /// Stores `size` bytes of `source` as a new object and returns once every shard and the
     /// manifest are acknowledged as persisted. `progress` gets the plain bytes of each stored
     /// segment.

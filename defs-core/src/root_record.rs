@@ -479,7 +479,7 @@ fn check_limit(what: &'static str, size: usize, limit: usize) -> Result<()> {
 }
 
 /// `N` bytes of `bytes` at `at`; callers have checked the length.
-fn field<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
+pub(crate) fn field<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
     let mut out = [0u8; N];
     if let Some(src) = bytes.get(at..at + N) {
         out.copy_from_slice(src);

@@ -41,6 +41,7 @@ mod entry;
 pub mod pack;
 mod recover;
 mod roots;
+mod shares;
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};

@@ -81,6 +81,59 @@ impl<W: Write> HashWriter<W> {
         self.inner.write_all(data).map_err(io_err)
     }
 
+    /// The stream's header: magic, version, `next_ino`.
+    fn header(&mut self, next_ino: u64) -> Result<()> {
+        let mut head = SNAPSHOT_MAGIC.to_vec();
+        put_u32(&mut head, SNAPSHOT_VERSION);
+        put_u64(&mut head, next_ino);
+        self.put(&head)
+    }
+
+    /// A dirent record: (parent, name) → (child, kind, cookie).
+    fn dirent(
+        &mut self,
+        buf: &mut Vec<u8>,
+        (parent, name): (u64, &[u8]),
+        (child, kind, cookie): (u64, u8, u64),
+    ) -> Result<()> {
+        buf.clear();
+        put_u64(buf, parent);
+        // Names are at most NAME_MAX (255) bytes: checked on every insert.
+        buf.push(u8::try_from(name.len()).map_err(|_| bad("name over 255 bytes"))?);
+        buf.extend_from_slice(name);
+        put_u64(buf, child);
+        buf.push(kind);
+        put_u64(buf, cookie);
+        self.record(TAG_DIRENT, buf)
+    }
+
+    /// An xattr record.
+    fn xattr(&mut self, buf: &mut Vec<u8>, ino: u64, name: &[u8], value: &[u8]) -> Result<()> {
+        buf.clear();
+        put_u64(buf, ino);
+        buf.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        buf.extend_from_slice(name);
+        put_u32(buf, value.len() as u32);
+        buf.extend_from_slice(value);
+        self.record(TAG_XATTR, buf)
+    }
+
+    /// The end record with `stats`' counts, then the hash; returns `stats` with the stream's
+    /// length and trailer.
+    fn finish(mut self, mut stats: SnapshotStats) -> Result<SnapshotStats> {
+        let mut buf = Vec::with_capacity(24);
+        put_u64(&mut buf, stats.inodes);
+        put_u64(&mut buf, stats.dirents);
+        put_u64(&mut buf, stats.xattrs);
+        self.record(TAG_END, &buf)?;
+        let hash = self.hasher.finalize();
+        self.inner.write_all(hash.as_bytes()).map_err(io_err)?;
+        self.inner.flush().map_err(io_err)?;
+        stats.bytes = self.bytes + 32;
+        stats.trailer = *hash.as_bytes();
+        Ok(stats)
+    }
+
     fn record(&mut self, tag: u8, payload: &[u8]) -> Result<()> {
         let len = u32::try_from(payload.len())
             .ok()
@@ -183,10 +236,7 @@ impl MetaDb {
                 .get(KEY_LSN)
                 .ctx("reading lsn")?
                 .map_or(0, |v| v.value());
-            let mut head = SNAPSHOT_MAGIC.to_vec();
-            put_u32(&mut head, SNAPSHOT_VERSION);
-            put_u64(&mut head, next_ino);
-            out.put(&head)?;
+            out.header(next_ino)?;
             let orphans = txn.open_table(ORPHANS).ctx("opening orphans")?;
             let journal = txn.open_table(JOURNAL).ctx("opening journal")?;
             let mut buf = Vec::new();
@@ -220,16 +270,7 @@ impl MetaDb {
             {
                 let (k, v) = item.ctx("listing dirents")?;
                 let (parent, name) = k.value();
-                let (child, kind, cookie) = v.value();
-                buf.clear();
-                put_u64(&mut buf, parent);
-                // Names are at most NAME_MAX (255) bytes: checked on every insert.
-                buf.push(u8::try_from(name.len()).map_err(|_| bad("name over 255 bytes"))?);
-                buf.extend_from_slice(name);
-                put_u64(&mut buf, child);
-                buf.push(kind);
-                put_u64(&mut buf, cookie);
-                out.record(TAG_DIRENT, &buf)?;
+                out.dirent(&mut buf, (parent, name), v.value())?;
                 stats.dirents += 1;
             }
             for item in txn
@@ -243,29 +284,12 @@ impl MetaDb {
                 if orphans.get(ino).ctx("reading orphans")?.is_some() {
                     continue;
                 }
-                let value = v.value();
-                buf.clear();
-                put_u64(&mut buf, ino);
-                buf.extend_from_slice(&(name.len() as u16).to_le_bytes());
-                buf.extend_from_slice(name);
-                put_u32(&mut buf, value.len() as u32);
-                buf.extend_from_slice(value);
-                out.record(TAG_XATTR, &buf)?;
+                out.xattr(&mut buf, ino, name, v.value())?;
                 stats.xattrs += 1;
             }
-            buf.clear();
-            put_u64(&mut buf, stats.inodes);
-            put_u64(&mut buf, stats.dirents);
-            put_u64(&mut buf, stats.xattrs);
-            out.record(TAG_END, &buf)?;
             Ok(())
         })?;
-        let hash = out.hasher.finalize();
-        out.inner.write_all(hash.as_bytes()).map_err(io_err)?;
-        out.inner.flush().map_err(io_err)?;
-        stats.bytes = out.bytes + 32;
-        stats.trailer = *hash.as_bytes();
-        Ok((stats, lsn))
+        Ok((out.finish(stats)?, lsn))
     }
 
     /// Replaces the namespace with the one in snapshot `r`, atomically: on any error (a
@@ -589,6 +613,7 @@ fn check_tree(seen: &BTreeMap<u64, Seen>) -> Result<()> {
 }
 
 pub mod segment;
+mod view;
 
 #[cfg(test)]
 mod tests {

@@ -16,7 +16,8 @@
 //! - [`client`]: signed stores and deletes, verified fetches, placement with retries; it
 //!   implements defs-core's `ShardClient`. [`files`]: whole files over the pipeline.
 //! - [`roots`]: owners' signed root records on storage peers and in the DHT (put, find); the
-//!   client's implementation of defs-core's `RootStore`.
+//!   client's implementation of defs-core's `RootStore`. [`shares`]: share records on the
+//!   storage peers closest to their recipient (put, list).
 //! - [`control`]: the data dir's control socket; [`commands`]: what the CLI commands do.
 //! - [`devnet`]: N storage nodes on 127.0.0.1 in one process.
 //! - [`pairing`]: each storage node mirrors its store on a partner, heartbeats it and re-pairs
@@ -40,6 +41,7 @@ pub mod placement;
 pub mod protocol;
 pub mod roots;
 pub mod service;
+pub mod shares;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod test_utils;
 pub mod transfer;

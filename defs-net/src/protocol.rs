@@ -55,6 +55,13 @@ pub const MAX_ASK_LEN: usize = 16 + 4 + MAX_IDS * 32 + 4 + MAX_ASK_ADDRS * (2 + 
 /// Largest root record carried by `PutRoot` and `Root` (defs-core's limit, 16 KiB).
 pub const MAX_ROOT_LEN: usize = defs_core::root_record::MAX_RECORD_LEN;
 
+/// Largest share record carried by `PutShare` and `Shares` (defs-core's limit, 4 KiB).
+pub const MAX_SHARE_LEN: usize = defs_core::share::record::MAX_RECORD_LEN;
+
+/// Most share records one `Shares` answer carries: 64 (a recipient with more is shown the
+/// first 64 in the node's key order; each node answers with the same ones).
+pub const MAX_SHARES: usize = 64;
+
 /// Length of a compressed secp256k1 public key.
 pub const PUBLIC_KEY_LEN: usize = 33;
 
@@ -151,6 +158,17 @@ pub enum Request {
     GetRoot {
         /// The owner's NodeId.
         owner: NodeId,
+    },
+    /// Keep this share record (self-certifying: the node verifies it and applies
+    /// `defs_core::share::record::admit`; anyone may relay it).
+    PutShare {
+        /// The record's bytes, at most [`MAX_SHARE_LEN`].
+        record: Vec<u8>,
+    },
+    /// The share records held for a recipient, newest of each share.
+    ListShares {
+        /// The recipient's NodeId.
+        recipient: NodeId,
     },
     /// Prove that chunk `chunk` of shard `id` is held ([`crate::audit`]).
     Audit {
@@ -256,6 +274,9 @@ pub enum Response {
     OwnerUsage(OwnerUsage),
     /// The root record held for the owner asked about (unverified: the asker verifies).
     Root(Vec<u8>),
+    /// The share records held for the recipient asked about (unverified: the asker verifies),
+    /// at most [`MAX_SHARES`].
+    Shares(Vec<Vec<u8>>),
     /// A refusal.
     Error(RemoteError),
     /// The proof an [`Request::Audit`] asked for.
@@ -304,6 +325,10 @@ const TAG_HOLDERS: u8 = 5;
 const TAG_INFO: u8 = 6;
 const TAG_PUT_ROOT: u8 = 7;
 const TAG_GET_ROOT: u8 = 8;
+/// Share records: one tag, the operation in the next byte ([`SHARE_PUT`], [`SHARE_LIST`]).
+const TAG_SHARE: u8 = 9;
+const SHARE_PUT: u8 = 1;
+const SHARE_LIST: u8 = 2;
 const TAG_OWNER_USAGE: u8 = 10;
 // Pairing and audits: well clear of the root-record frames (7, 8).
 const TAG_AUDIT: u8 = 20;
@@ -319,15 +344,33 @@ const TAG_ACK: u8 = 105;
 const TAG_INFO_REPLY: u8 = 106;
 const TAG_ERROR: u8 = 107;
 const TAG_ROOT: u8 = 108;
+const TAG_SHARES: u8 = 109;
 const TAG_OWNER_USAGE_REPLY: u8 = 110;
 const TAG_PROOF: u8 = 120;
 const TAG_BEAT: u8 = 122;
 
 fn put_record(h: &mut Vec<u8>, record: &[u8]) -> Result<()> {
-    let n = len_u32("root record", record.len(), MAX_ROOT_LEN as u64)?;
+    put_record_of(h, "root record", record, MAX_ROOT_LEN)
+}
+
+fn put_record_of(h: &mut Vec<u8>, what: &'static str, record: &[u8], limit: usize) -> Result<()> {
+    let n = len_u32(what, record.len(), limit as u64)?;
     h.extend_from_slice(&n.to_le_bytes());
     h.extend_from_slice(record);
     Ok(())
+}
+
+/// `n` if it is at most `limit`, else [`Error::TooLarge`] (a count read from a frame, checked
+/// before anything is allocated for it).
+fn at_most(what: &'static str, n: usize, limit: usize) -> Result<usize> {
+    if n > limit {
+        return Err(Error::TooLarge {
+            what,
+            size: n as u64,
+            limit: limit as u64,
+        });
+    }
+    Ok(n)
 }
 
 fn len_u32(what: &'static str, len: usize, limit: u64) -> Result<u32> {
@@ -452,6 +495,14 @@ impl Request {
                 h.push(TAG_GET_ROOT);
                 h.extend_from_slice(&owner.0);
             }
+            Request::PutShare { record } => {
+                h.extend_from_slice(&[TAG_SHARE, SHARE_PUT]);
+                put_record_of(&mut h, "share record", record, MAX_SHARE_LEN)?;
+            }
+            Request::ListShares { recipient } => {
+                h.extend_from_slice(&[TAG_SHARE, SHARE_LIST]);
+                h.extend_from_slice(&recipient.0);
+            }
             Request::Audit { id, chunk } => {
                 h.push(TAG_AUDIT);
                 h.extend_from_slice(&id.0);
@@ -550,6 +601,15 @@ impl Request {
             TAG_GET_ROOT => Request::GetRoot {
                 owner: NodeId(r.array()?),
             },
+            TAG_SHARE => match r.u8()? {
+                SHARE_PUT => Request::PutShare {
+                    record: r.record_of("share record", MAX_SHARE_LEN)?,
+                },
+                SHARE_LIST => Request::ListShares {
+                    recipient: NodeId(r.array()?),
+                },
+                op => return Err(r.bad(format!("unknown share operation {op}"))),
+            },
             TAG_AUDIT => Request::Audit {
                 id: r.shard_id()?,
                 chunk: r.u32()?,
@@ -636,6 +696,14 @@ impl Response {
             Response::Root(record) => {
                 h.push(TAG_ROOT);
                 put_record(&mut h, record)?;
+            }
+            Response::Shares(records) => {
+                h.push(TAG_SHARES);
+                let n = len_u32("share records", records.len(), MAX_SHARES as u64)?;
+                h.extend_from_slice(&(n as u16).to_le_bytes());
+                for record in records {
+                    put_record_of(&mut h, "share record", record, MAX_SHARE_LEN)?;
+                }
             }
             Response::Error(e) => {
                 h.push(TAG_ERROR);
@@ -777,6 +845,14 @@ impl Response {
                 Response::Error(RemoteError { code, message })
             }
             TAG_ROOT => Response::Root(r.record()?),
+            TAG_SHARES => {
+                let n = at_most("share records", usize::from(r.u16()?), MAX_SHARES)?;
+                let mut records = Vec::with_capacity(n);
+                for _ in 0..n {
+                    records.push(r.record_of("share record", MAX_SHARE_LEN)?);
+                }
+                Response::Shares(records)
+            }
             TAG_PROOF => {
                 let n = usize::from(r.u16()?);
                 if n as u64 > crate::audit::CHUNK_LEN {
@@ -847,14 +923,7 @@ impl Ask {
         r.version()?;
         let ask = r.u64()?;
         let ids = r.ids()?;
-        let n = usize::from(r.u8()?);
-        if n > MAX_ASK_ADDRS {
-            return Err(Error::TooLarge {
-                what: "ask addresses",
-                size: n as u64,
-                limit: MAX_ASK_ADDRS as u64,
-            });
-        }
+        let n = at_most("ask addresses", usize::from(r.u8()?), MAX_ASK_ADDRS)?;
         let mut addrs = Vec::with_capacity(n);
         for _ in 0..n {
             let l = usize::from(r.u16()?);
@@ -935,12 +1004,17 @@ impl<'a> Reader<'a> {
 
     /// A root record: length u32 (≤ [`MAX_ROOT_LEN`], checked before allocating) and bytes.
     fn record(&mut self) -> Result<Vec<u8>> {
+        self.record_of("root record", MAX_ROOT_LEN)
+    }
+
+    /// `len u32` (at most `limit`) and that many bytes.
+    fn record_of(&mut self, what: &'static str, limit: usize) -> Result<Vec<u8>> {
         let n = self.u32()? as usize;
-        if n > MAX_ROOT_LEN {
+        if n > limit {
             return Err(Error::TooLarge {
-                what: "root record",
+                what,
                 size: n as u64,
-                limit: MAX_ROOT_LEN as u64,
+                limit: limit as u64,
             });
         }
         Ok(self.take(n)?.to_vec())
@@ -973,15 +1047,7 @@ impl<'a> Reader<'a> {
     }
 
     fn count(&mut self, limit: usize, what: &'static str) -> Result<usize> {
-        let n = self.u32()? as usize;
-        if n > limit {
-            return Err(Error::TooLarge {
-                what,
-                size: n as u64,
-                limit: limit as u64,
-            });
-        }
-        Ok(n)
+        at_most(what, self.u32()? as usize, limit)
     }
 
     fn ids(&mut self) -> Result<Vec<ShardId>> {

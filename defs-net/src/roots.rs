@@ -53,7 +53,11 @@ fn distance(a: &NodeId, b: &NodeId) -> [u8; 32] {
 
 /// The remote storage peers closest to `owner` (at most `n`), and whether this node has a
 /// store of its own among the candidates.
-fn closest(candidates: &[Candidate], owner: &NodeId, n: usize) -> (Vec<PeerId>, Option<PeerId>) {
+pub(crate) fn closest(
+    candidates: &[Candidate],
+    owner: &NodeId,
+    n: usize,
+) -> (Vec<PeerId>, Option<PeerId>) {
     let local = candidates.iter().find(|c| c.local).map(|c| c.peer);
     let mut remote: Vec<(NodeId, PeerId)> = candidates
         .iter()

@@ -14,11 +14,14 @@ use bytes::Bytes;
 use defs_core::identity::{PublicKey, SignDomain, Signature};
 use defs_core::root_record::RootRecord;
 use defs_core::shard_store::ShardStore;
+use defs_core::share::ShareRecord;
 use defs_core::types::{NodeId, ShardId};
 use libp2p::PeerId;
 use tracing::info;
 
-use crate::protocol::{Auth, ErrorCode, NodeInfo, OwnerUsage, Request, Response, auth_message};
+use crate::protocol::{
+    Auth, ErrorCode, MAX_SHARES, NodeInfo, OwnerUsage, Request, Response, auth_message,
+};
 
 /// How far a signed request's timestamp may be from our clock: 10 minutes.
 pub const MAX_CLOCK_SKEW_MS: u64 = 10 * 60 * 1000;
@@ -58,6 +61,12 @@ pub(crate) enum Op {
     },
     GetRoot {
         owner: NodeId,
+    },
+    PutShare {
+        record: Box<ShareRecord>,
+    },
+    ListShares {
+        recipient: NodeId,
     },
     /// Prove a chunk ([`crate::audit`]).
     Audit {
@@ -252,6 +261,16 @@ impl Service {
                 }
             },
             Request::GetRoot { owner } => Ok(Op::GetRoot { owner }),
+            Request::PutShare { record } => match ShareRecord::verify(&record, self.difficulty) {
+                Ok(record) => Ok(Op::PutShare {
+                    record: Box::new(record),
+                }),
+                Err(e) => {
+                    info!(reason = %e, len = record.len(), "share record refused");
+                    Err(refusal(e))
+                }
+            },
+            Request::ListShares { recipient } => Ok(Op::ListShares { recipient }),
             Request::Holders { .. }
             | Request::Info
             | Request::OwnerUsage
@@ -277,7 +296,9 @@ fn refusal(e: defs_core::Error) -> Response {
         E::CorruptShard { .. } | E::HashMismatch { .. } => ErrorCode::Corrupt,
         E::BadSignature { .. } | E::BadPublicKey => ErrorCode::BadSignature,
         E::PuzzleNotSolved { .. } => ErrorCode::PuzzleNotSolved,
-        E::RootRollback { .. } => ErrorCode::Rollback,
+        E::RootRollback { .. } | E::ShareRollback { .. } => ErrorCode::Rollback,
+        E::BadShareRecord { .. } => ErrorCode::BadShareRecord,
+        E::ShareRevoked { .. } => ErrorCode::ShareRevoked,
         E::BadRootRecord { .. } => ErrorCode::BadRequest,
         _ => ErrorCode::Internal,
     };
@@ -338,6 +359,24 @@ pub(crate) fn execute(store: &ShardStore, op: Op) -> Response {
                 ErrorCode::NotFound,
                 format!("no root record of {owner} here"),
             ),
+            Err(e) => refusal(e),
+        },
+        Op::PutShare { record } => match store.put_share(&record) {
+            Ok(verdict) => {
+                info!(owner = %record.owner(), recipient = %record.recipient(), share = %record.share(),
+                    seq = record.seq(), revoked = record.revoked(), ?verdict, "share record kept");
+                Response::Ack
+            }
+            Err(e) => {
+                info!(owner = %record.owner(), share = %record.share(), seq = record.seq(), reason = %e,
+                    "share record refused");
+                refusal(e)
+            }
+        },
+        Op::ListShares { recipient } => match store.shares_for(&recipient, MAX_SHARES) {
+            Ok(records) => {
+                Response::Shares(records.iter().map(|r| r.as_bytes().to_vec()).collect())
+            }
             Err(e) => refusal(e),
         },
         Op::Lookup { .. } => Response::error(ErrorCode::BadRequest, "not a request"),

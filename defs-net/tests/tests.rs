@@ -18,4 +18,5 @@ mod puzzle;
 mod quic;
 mod roots;
 mod security;
+mod shares;
 mod transport;

@@ -212,6 +212,18 @@ fn requests(record: &RootRecord) -> Result<Vec<(&'static str, Request)>> {
                 owner: fixtures::identity().node_id(),
             },
         ),
+        (
+            "put_share",
+            Request::PutShare {
+                record: vec![0x5a; 300],
+            },
+        ),
+        (
+            "list_shares",
+            Request::ListShares {
+                recipient: NodeId([6; 32]),
+            },
+        ),
         ("audit", Request::Audit { id, chunk: 0 }),
         ("pair", Request::Pair),
         (
@@ -252,6 +264,10 @@ fn responses(record: &RootRecord) -> Result<Vec<(&'static str, Response)>> {
             }),
         ),
         ("root", Response::Root(record.as_bytes().to_vec())),
+        (
+            "shares",
+            Response::Shares(vec![record.as_bytes()[..200].to_vec(), vec![3; 64]]),
+        ),
         (
             "error",
             Response::error(ErrorCode::QuotaFull, "owner quota reached"),

@@ -342,24 +342,9 @@ pub async fn fetch(objects: &Objects, file: FileId) -> Result<(Vec<Version>, Vec
             reason: format!("{file}: {} bytes (limit {max})", manifest.size),
         });
     }
-    let mut plain = Vec::with_capacity(manifest.size as usize);
-    while (plain.len() as u64) < manifest.size {
-        let at = plain.len() as u64;
-        let (start, bytes) = objects
-            .read_covering(file, &manifest, &key, at, manifest.size - at)
-            .await?;
-        let skip = usize::try_from(at.saturating_sub(start)).unwrap_or(usize::MAX);
-        match bytes.get(skip..) {
-            Some(rest) if start <= at && !rest.is_empty() => plain.extend_from_slice(rest),
-            _ => {
-                return Err(Error::Corrupt {
-                    what: "versions object",
-                    reason: format!("{file}: a read at {at} returned nothing"),
-                });
-            }
-        }
-    }
-    plain.truncate(manifest.size as usize);
+    let plain = objects
+        .read_all(file, &manifest, &key, "versions object")
+        .await?;
     let list = decode(&plain).map_err(|e| Error::Corrupt {
         what: "versions object",
         reason: format!("{file}: {e}"),

@@ -38,23 +38,39 @@ impl ShardStore {
     /// bytes): nothing changes; [`crate::Error::StoreIndex`] when the index fails.
     pub fn put_root(&self, record: &RootRecord) -> Result<Admit> {
         let owner = record.owner();
+        self.put_admitted(ROOTS, &owner.0, record.as_bytes(), |held| {
+            let held = held.and_then(|b| held_record(&owner, b));
+            admit(held.as_ref(), record)
+        })
+    }
+
+    /// The compare-and-replace both record tables use: reads the bytes held under `key`, asks
+    /// `decide`, and on [`Admit::Store`] writes `bytes` and commits durably (redb commits with
+    /// immediate durability unless told otherwise); otherwise changes nothing.
+    pub(super) fn put_admitted<K: redb::Key + 'static>(
+        &self,
+        table: TableDefinition<K, &[u8]>,
+        key: K::SelfType<'_>,
+        bytes: &[u8],
+        decide: impl FnOnce(Option<&[u8]>) -> Result<Admit>,
+    ) -> Result<Admit>
+    where
+        for<'a> K::SelfType<'a>: Copy,
+    {
         let txn = self.db.begin_write().map_err(|e| self.idx_err(e))?;
         let verdict = {
-            let mut table = txn.open_table(ROOTS).map_err(|e| self.idx_err(e))?;
+            let mut table = txn.open_table(table).map_err(|e| self.idx_err(e))?;
             let held = table
-                .get(&owner.0)
+                .get(key)
                 .map_err(|e| self.idx_err(e))?
-                .and_then(|v| held_record(&owner, v.value()));
-            let verdict = admit(held.as_ref(), record)?;
+                .map(|v| v.value().to_vec());
+            let verdict = decide(held.as_deref())?;
             if verdict == Admit::Store {
-                table
-                    .insert(&owner.0, record.as_bytes())
-                    .map_err(|e| self.idx_err(e))?;
+                table.insert(key, bytes).map_err(|e| self.idx_err(e))?;
             }
             verdict
         };
         if verdict == Admit::Store {
-            // redb commits with immediate durability unless told otherwise: fsynced here.
             txn.commit().map_err(|e| self.idx_err(e))?;
         } else {
             txn.abort().map_err(|e| self.idx_err(e))?;

@@ -42,6 +42,10 @@ pub enum ErrorCode {
     NotPaired,
     /// This node keeps mirrors for as many partners as it takes; ask another.
     PairFull,
+    /// Not a valid share record: forged, malformed, or its owner's puzzle unsolved.
+    BadShareRecord,
+    /// A record of a share its owner revoked: the revocation is final.
+    ShareRevoked,
     /// A code this version does not know.
     Unknown(u16),
 }
@@ -66,6 +70,8 @@ impl ErrorCode {
             // Pairing codes: well clear of codes other frames add.
             ErrorCode::NotPaired => 20,
             ErrorCode::PairFull => 21,
+            ErrorCode::BadShareRecord => 16,
+            ErrorCode::ShareRevoked => 17,
             ErrorCode::Unknown(c) => c,
         }
     }
@@ -88,6 +94,8 @@ impl ErrorCode {
             13 => ErrorCode::Rollback,
             20 => ErrorCode::NotPaired,
             21 => ErrorCode::PairFull,
+            16 => ErrorCode::BadShareRecord,
+            17 => ErrorCode::ShareRevoked,
             c => ErrorCode::Unknown(c),
         }
     }

@@ -50,6 +50,12 @@ fn requests() -> Vec<Request> {
         Request::GetRoot {
             owner: NodeId([4; 32]),
         },
+        Request::PutShare {
+            record: vec![8; 400],
+        },
+        Request::ListShares {
+            recipient: NodeId([9; 32]),
+        },
         Request::Audit {
             id: ShardId([3; 32]),
             chunk: 17,
@@ -88,6 +94,10 @@ fn responses() -> Vec<Response> {
         Response::error(ErrorCode::QuotaFull, "full"),
         Response::error(ErrorCode::Rollback, "seq 3 below 4"),
         Response::Root(vec![7; 200]),
+        Response::Shares(vec![]),
+        Response::Shares(vec![vec![1; 300], vec![2; 4096]]),
+        Response::error(ErrorCode::ShareRevoked, "revoked"),
+        Response::error(ErrorCode::BadShareRecord, "forged"),
         Response::Proof(crate::audit::Proof {
             chunk: vec![7; 1024],
             siblings: vec![[1; 32], [2; 32]],
@@ -169,6 +179,25 @@ fn oversized_counts_are_refused_before_allocating() {
         record: vec![0; MAX_ROOT_LEN + 1],
     };
     assert!(matches!(huge.encode(), Err(Error::TooLarge { .. })));
+    // Share records over 4 KiB and answers over 64 records, both ways; an unknown operation.
+    let mut body = vec![WIRE_VERSION, TAG_SHARE, SHARE_PUT];
+    body.extend_from_slice(&((MAX_SHARE_LEN + 1) as u32).to_le_bytes());
+    body.resize(body.len() + MAX_SHARE_LEN + 1, 0);
+    assert!(matches!(Request::decode(body), Err(Error::TooLarge { .. })));
+    let huge = Request::PutShare {
+        record: vec![0; MAX_SHARE_LEN + 1],
+    };
+    assert!(matches!(huge.encode(), Err(Error::TooLarge { .. })));
+    let mut body = vec![WIRE_VERSION, TAG_SHARES];
+    body.extend_from_slice(&u16::MAX.to_le_bytes());
+    assert!(matches!(
+        Response::decode(body),
+        Err(Error::TooLarge { .. })
+    ));
+    let many = Response::Shares(vec![vec![1]; MAX_SHARES + 1]);
+    assert!(matches!(many.encode(), Err(Error::TooLarge { .. })));
+    let body = vec![WIRE_VERSION, TAG_SHARE, 3];
+    assert!(Request::decode(body).is_err());
 }
 
 #[test]
