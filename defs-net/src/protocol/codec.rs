@@ -212,7 +212,7 @@ mod tests {
         }
         // A data head whose length disagrees with the frame is refused, as by `decode`.
         let mut frame = 10u32.to_le_bytes().to_vec();
-        frame.extend_from_slice(&[super::super::WIRE_VERSION, super::super::TAG_DATA]);
+        frame.extend_from_slice(&[super::super::WIRE_VERSION, super::super::encoding::TAG_DATA]);
         frame.extend_from_slice(&5u32.to_le_bytes());
         frame.extend_from_slice(&[0; 4]);
         let err = codec

@@ -1,3 +1,4 @@
+use super::encoding::*;
 use super::*;
 
 fn auth() -> Auth {
